@@ -1,0 +1,203 @@
+//! Types shared by the XDP program and the controller.
+//!
+//! Everything here is `#[repr(C)]` and lives in BPF maps, so the layout is the
+//! contract between the two sides: change it on both at once.
+#![no_std]
+
+/// Longest name on the wire, including length bytes and the root label (RFC 1035 §2.3.4).
+pub const MAX_NAME_LEN: usize = 255;
+/// Name buffers are padded to a multiple of 8 so that names compare in u64 words.
+pub const NAME_BUF_LEN: usize = 256;
+/// Most records of one type that one name can answer with.
+pub const MAX_RECORDS: usize = 16;
+/// An A record in an answer: pointer to the question (2), type, class, TTL, rdlength (10), address (4).
+pub const A_RR_LEN: usize = 16;
+/// An AAAA record in an answer: as A, with a 16-byte address.
+pub const AAAA_RR_LEN: usize = 28;
+/// Room for the largest answer section one record set can hold.
+pub const MAX_ANSWER_BYTES: usize = MAX_RECORDS * AAAA_RR_LEN;
+/// UDP payload size we advertise in our OPT record (the DNS flag day 2020 value).
+pub const EDNS_UDP_PAYLOAD: u16 = 1232;
+
+pub const QTYPE_A: u16 = 1;
+pub const QTYPE_AAAA: u16 = 28;
+pub const QTYPE_OPT: u16 = 41;
+pub const QCLASS_IN: u16 = 1;
+
+/// FNV-1a, 64 bit, over the lowercased wire name (length bytes and root label included).
+///
+/// The XDP program computes it byte by byte while it walks the question, so the map
+/// lookup hashes an 8-byte key instead of a 256-byte name. A hash is only a hint: the
+/// program compares the full name stored in the entry before it answers.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline(always)]
+pub const fn fnv1a_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// ASCII lowercase without a branch the verifier has to explore.
+#[inline(always)]
+pub const fn ascii_lower(byte: u8) -> u8 {
+    let is_upper = (byte.wrapping_sub(b'A') < 26) as u8;
+    byte | (is_upper << 5)
+}
+
+/// Key of the `names` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NameKey {
+    /// FNV-1a of the lowercased wire name.
+    pub name_hash: u64,
+}
+
+/// The records of one type, pre-rendered as the answer section of a reply.
+///
+/// The controller renders the records once per change, so the XDP program copies one
+/// block of bytes instead of building records in a loop, and adds a checksum the
+/// controller computed instead of summing the bytes again.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AnswerSet {
+    /// TTL of every record in the set (also inside `rrs`; kept here for inspection).
+    pub ttl: u32,
+    /// Number of records in `rrs`; 0 means this type is not served for the name.
+    pub ancount: u16,
+    /// Bytes used in `rrs`.
+    pub rrs_len: u16,
+    /// One's-complement sum of `rrs[..rrs_len]` as big-endian 16-bit words, folded to 16 bits.
+    pub rrs_csum: u32,
+    pub _pad: u32,
+    /// Resource records, each starting with a compression pointer to the question (0xc00c).
+    pub rrs: [u8; MAX_ANSWER_BYTES],
+}
+
+/// Value of the `names` map: the name itself (to rule out hash collisions) and its records.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NameRecords {
+    /// Bytes used in `name`, root label included.
+    pub name_len: u32,
+    pub _pad: u32,
+    /// Lowercased wire name, zero padded.
+    pub name: [u8; NAME_BUF_LEN],
+    pub a: AnswerSet,
+    pub aaaa: AnswerSet,
+}
+
+/// Per-CPU scratch space for the XDP program (the BPF stack is only 512 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    /// The question name, lowercased, followed by 8 zero bytes for word compares.
+    pub name: [u8; NAME_BUF_LEN + 8],
+    /// Name length handed across the walk loop (see the XDP program for why).
+    pub name_len: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU packet counters: what was answered and why the rest was passed up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub answered: u64,
+    /// Not UDP to the DNS port (including IP fragments and IPv6 extension headers).
+    pub pass_not_dns: u64,
+    /// A response, another opcode, several questions, or records in answer/authority.
+    pub pass_not_plain_query: u64,
+    /// DO=1, EDNS version other than 0, or an EDNS option we do not handle.
+    pub pass_unsupported_edns: u64,
+    pub pass_name_not_found: u64,
+    /// The name is served, but not for this query type or class.
+    pub pass_type_not_present: u64,
+    /// Truncated or inconsistent headers, compressed or over-long names.
+    pub pass_malformed: u64,
+    /// The reply would not fit the client's UDP payload size or the packet buffer.
+    pub pass_too_large: u64,
+}
+
+/// Why a packet was passed to the kernel; the value is the field index in [`Counters`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Answered = 0,
+    NotDns = 1,
+    NotPlainQuery = 2,
+    UnsupportedEdns = 3,
+    NameNotFound = 4,
+    TypeNotPresent = 5,
+    Malformed = 6,
+    TooLarge = 7,
+}
+
+pub const COUNTER_FIELDS: usize = core::mem::size_of::<Counters>() / 8;
+
+impl Counters {
+    pub const FIELD_NAMES: [&'static str; COUNTER_FIELDS] = [
+        "answered",
+        "pass_not_dns",
+        "pass_not_plain_query",
+        "pass_unsupported_edns",
+        "pass_name_not_found",
+        "pass_type_not_present",
+        "pass_malformed",
+        "pass_too_large",
+    ];
+
+    pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
+        [
+            self.answered,
+            self.pass_not_dns,
+            self.pass_not_plain_query,
+            self.pass_unsupported_edns,
+            self.pass_name_not_found,
+            self.pass_type_not_present,
+            self.pass_malformed,
+            self.pass_too_large,
+        ]
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        self.answered += other.answered;
+        self.pass_not_dns += other.pass_not_dns;
+        self.pass_not_plain_query += other.pass_not_plain_query;
+        self.pass_unsupported_edns += other.pass_unsupported_edns;
+        self.pass_name_not_found += other.pass_name_not_found;
+        self.pass_type_not_present += other.pass_type_not_present;
+        self.pass_malformed += other.pass_malformed;
+        self.pass_too_large += other.pass_too_large;
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, repr(C), no padding the kernel could leak into.
+    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl aya::Pod for super::NameRecords {}
+    unsafe impl aya::Pod for super::Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowercase_only_touches_ascii_letters() {
+        for b in 0..=255u8 {
+            let expected = if b.is_ascii_uppercase() { b + 32 } else { b };
+            assert_eq!(ascii_lower(b), expected, "byte {b}");
+        }
+    }
+
+    #[test]
+    fn counters_layout_matches_verdicts() {
+        let mut c = Counters::default();
+        c.pass_too_large = 7;
+        c.answered = 1;
+        let a = c.as_array();
+        assert_eq!(a[Verdict::TooLarge as usize], 7);
+        assert_eq!(a[Verdict::Answered as usize], 1);
+        assert_eq!(Counters::FIELD_NAMES[Verdict::Malformed as usize], "pass_malformed");
+    }
+}

@@ -1,0 +1,541 @@
+//! primwatch's XDP program: answers plain A/AAAA queries for configured names straight
+//! from the `NAMES` map and passes every other packet to the kernel, unmodified.
+//!
+//! Reading order: `primwatch` (entry, counters) → `parse_query` (headers, name walk,
+//! EDNS) → `lookup` (hash + full-name compare) → `write_reply` (in-place rewrite,
+//! checksums) → XDP_TX. Nothing is written to the packet before the lookup succeeded
+//! and the reply is known to fit, so every pass leaves the packet byte for byte as it came.
+#![no_std]
+#![no_main]
+
+use core::{mem::size_of, ptr};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+    Global,
+};
+use primwatch_common::{
+    ascii_lower, fnv1a_step, AnswerSet, Counters, NameKey, NameRecords, Scratch, Verdict,
+    EDNS_UDP_PAYLOAD, FNV_OFFSET, MAX_ANSWER_BYTES, MAX_NAME_LEN, QCLASS_IN, QTYPE_A,
+    QTYPE_AAAA, QTYPE_OPT,
+};
+
+/// UDP port the program answers on; the loader overrides it from the config.
+#[unsafe(no_mangle)]
+static DNS_PORT: Global<u16> = Global::new(53);
+
+/// Served names: hash of the lowercased name → the name and its pre-rendered answers.
+/// Not preallocated: entries are ~1.2 KiB and most deployments serve few names.
+#[btf_map]
+static NAMES: HashMap<NameKey, NameRecords, 65536, 1 /* BPF_F_NO_PREALLOC */> = HashMap::new();
+
+#[btf_map]
+static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+
+#[btf_map]
+static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+const DNS_HLEN: usize = 12;
+const OPT_RR_LEN: usize = 11;
+/// At most this many EDNS options are walked; more are passed up.
+const MAX_EDNS_OPTIONS: usize = 8;
+const EDNS_OPTION_COOKIE: u16 = 10;
+const EDNS_OPTION_PADDING: u16 = 12;
+const REPLY_IP_TTL: u8 = 64;
+
+/// DNS header flag bits.
+const FLAG_QR: u16 = 0x8000;
+const FLAG_OPCODE: u16 = 0x7800;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+const FLAG_RD: u16 = 0x0100;
+const FLAG_CD: u16 = 0x0010;
+const EDNS_FLAG_DO: u16 = 0x8000;
+
+#[xdp]
+pub fn primwatch(ctx: XdpContext) -> u32 {
+    let verdict = match try_answer(&ctx) {
+        Ok(()) => Verdict::Answered,
+        Err(reason) => reason,
+    };
+    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // The fields of `Counters` are u64s in `Verdict` order.
+        unsafe { *(counters as *mut u64).add(verdict as usize) += 1 };
+    }
+    if verdict == Verdict::Answered {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// A program that passes everything. Tests attach it to the client end of a veth pair
+/// (native-mode XDP_TX on veth needs a program on the peer) and benchmarks use it as the floor.
+#[xdp]
+pub fn primwatch_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Where the parts of a plain query are, and what the reply needs from it.
+struct Query {
+    l3_off: usize,
+    l4_off: usize,
+    is_ipv6: bool,
+    /// IPv4 header length (0 for IPv6).
+    ipv4_hlen: usize,
+    name_len: usize,
+    name_hash: u64,
+    /// One's-complement sum of the question name as it sits in the UDP datagram.
+    name_csum: u64,
+    qtype: u16,
+    has_opt: bool,
+    /// The client's EDNS UDP payload size (512 without EDNS).
+    client_udp_size: usize,
+    flags: u16,
+}
+
+#[inline(always)]
+fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
+    let query = parse_query(ctx, scratch)?;
+    let records = lookup(&query, scratch)?;
+    let answers = match query.qtype {
+        QTYPE_A => &records.a,
+        QTYPE_AAAA => &records.aaaa,
+        _ => return Err(Verdict::TypeNotPresent),
+    };
+    if answers.ancount == 0 {
+        return Err(Verdict::TypeNotPresent);
+    }
+    write_reply(ctx, &query, answers)
+}
+
+/// Returns a pointer to `len` bytes at `off`, or `err` if the packet is shorter.
+#[inline(always)]
+fn bytes_at(ctx: &XdpContext, off: usize, len: usize, err: Verdict) -> Result<*mut u8, Verdict> {
+    let start = ctx.data();
+    if start + off + len > ctx.data_end() {
+        return Err(err);
+    }
+    Ok((start + off) as *mut u8)
+}
+
+#[inline(always)]
+fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+#[inline(always)]
+fn put_be16(p: *mut u8, v: u16) {
+    let b = v.to_be_bytes();
+    unsafe {
+        *p = b[0];
+        *p.add(1) = b[1];
+    }
+}
+
+#[inline(always)]
+fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Verdict> {
+    // Ethernet, with one optional 802.1Q tag.
+    let eth = bytes_at(ctx, 0, ETH_HLEN, Verdict::NotDns)?;
+    let mut ethertype = be16(unsafe { eth.add(12) });
+    let mut l3_off = ETH_HLEN;
+    if ethertype == ETH_P_8021Q {
+        let tag = bytes_at(ctx, ETH_HLEN, VLAN_HLEN, Verdict::NotDns)?;
+        ethertype = be16(unsafe { tag.add(2) });
+        l3_off = ETH_HLEN + VLAN_HLEN;
+    }
+
+    // IP: only unfragmented datagrams with UDP directly after the IP header.
+    let (is_ipv6, ipv4_hlen, l4_off, udp_len_from_ip) = match ethertype {
+        ETH_P_IPV4 => {
+            let ip = bytes_at(ctx, l3_off, 20, Verdict::Malformed)?;
+            let version_ihl = unsafe { *ip };
+            let hlen = ((version_ihl & 0x0f) as usize) * 4;
+            if version_ihl >> 4 != 4 || hlen < 20 {
+                return Err(Verdict::Malformed);
+            }
+            let frag = be16(unsafe { ip.add(6) });
+            if frag & 0x3fff != 0 || unsafe { *ip.add(9) } != IPPROTO_UDP {
+                return Err(Verdict::NotDns);
+            }
+            let total_len = be16(unsafe { ip.add(2) }) as usize;
+            if total_len < hlen + UDP_HLEN {
+                return Err(Verdict::Malformed);
+            }
+            (false, hlen, l3_off + hlen, total_len - hlen)
+        }
+        ETH_P_IPV6 => {
+            let ip = bytes_at(ctx, l3_off, IPV6_HLEN, Verdict::Malformed)?;
+            if unsafe { *ip } >> 4 != 6 {
+                return Err(Verdict::Malformed);
+            }
+            if unsafe { *ip.add(6) } != IPPROTO_UDP {
+                return Err(Verdict::NotDns);
+            }
+            (true, 0, l3_off + IPV6_HLEN, be16(unsafe { ip.add(4) }) as usize)
+        }
+        _ => return Err(Verdict::NotDns),
+    };
+
+    let udp = bytes_at(ctx, l4_off, UDP_HLEN, Verdict::Malformed)?;
+    if be16(unsafe { udp.add(2) }) != DNS_PORT.load() {
+        return Err(Verdict::NotDns);
+    }
+    let udp_len = be16(unsafe { udp.add(4) }) as usize;
+    if udp_len != udp_len_from_ip || udp_len < UDP_HLEN + DNS_HLEN || be16(udp) == 0 {
+        return Err(Verdict::Malformed);
+    }
+    // Frames may carry padding after the datagram: the UDP length says where DNS ends.
+    // Every byte parsed below is bounds-checked, and the parsed length must equal
+    // `dns_len`, so the whole datagram is known to be in the frame at the end.
+    let dns_off = l4_off + UDP_HLEN;
+    let dns_len = udp_len - UDP_HLEN;
+
+    let dns = bytes_at(ctx, dns_off, DNS_HLEN, Verdict::Malformed)?;
+    let flags = be16(unsafe { dns.add(2) });
+    let qdcount = be16(unsafe { dns.add(4) });
+    let ancount = be16(unsafe { dns.add(6) });
+    let nscount = be16(unsafe { dns.add(8) });
+    let arcount = be16(unsafe { dns.add(10) });
+    if flags & (FLAG_QR | FLAG_OPCODE | FLAG_TC) != 0
+        || qdcount != 1
+        || ancount != 0
+        || nscount != 0
+        || arcount > 1
+    {
+        return Err(Verdict::NotPlainQuery);
+    }
+
+    let (name_len, name_hash, name_csum) = walk_name(ctx, dns_off + DNS_HLEN, scratch)?;
+
+    let qoff = dns_off + DNS_HLEN + name_len;
+    let q = bytes_at(ctx, qoff, 4, Verdict::Malformed)?;
+    let qtype = be16(q);
+    if be16(unsafe { q.add(2) }) != QCLASS_IN {
+        return Err(Verdict::NotPlainQuery);
+    }
+
+    let mut query_len = DNS_HLEN + name_len + 4;
+    let mut client_udp_size = 512;
+    let has_opt = arcount == 1;
+    if has_opt {
+        let opt = bytes_at(ctx, qoff + 4, OPT_RR_LEN, Verdict::Malformed)?;
+        // Any other additional record (TSIG, SIG(0), …) is not a plain query.
+        if unsafe { *opt } != 0 || be16(unsafe { opt.add(1) }) != QTYPE_OPT {
+            return Err(Verdict::NotPlainQuery);
+        }
+        client_udp_size = be16(unsafe { opt.add(3) }) as usize;
+        let version = unsafe { *opt.add(6) };
+        let edns_flags = be16(unsafe { opt.add(7) });
+        if version != 0 || edns_flags & EDNS_FLAG_DO != 0 {
+            return Err(Verdict::UnsupportedEdns);
+        }
+        let rdlen = be16(unsafe { opt.add(9) }) as usize;
+        check_edns_options(ctx, qoff + 4 + OPT_RR_LEN, rdlen)?;
+        query_len += OPT_RR_LEN + rdlen;
+    }
+    if query_len != dns_len {
+        return Err(Verdict::Malformed);
+    }
+
+    Ok(Query {
+        l3_off,
+        l4_off,
+        is_ipv6,
+        ipv4_hlen,
+        name_len,
+        name_hash,
+        name_csum,
+        qtype,
+        has_opt,
+        client_udp_size,
+        flags,
+    })
+}
+
+/// Walks the question name once: checks the label structure, copies it lowercased to
+/// scratch, hashes it and sums it for the UDP checksum. Returns (wire length, hash, sum).
+#[inline(always)]
+fn walk_name(
+    ctx: &XdpContext,
+    name_off: usize,
+    scratch: &mut Scratch,
+) -> Result<(usize, u64, u64), Verdict> {
+    let mut next_label = 0usize;
+    let mut hash = FNV_OFFSET;
+    let mut sum = 0u64;
+    let mut name_len = 0usize;
+    for i in 0..MAX_NAME_LEN {
+        // A name byte is always followed by at least QTYPE and QCLASS, so asking for 5
+        // bytes rejects nothing valid (and a 1-byte check compiles to `p < end`, which
+        // the verifier cannot turn into a range).
+        let p = bytes_at(ctx, name_off + i, 5, Verdict::Malformed)?;
+        let byte = unsafe { *p };
+        // Label length bytes are below 64, so lowercasing never changes them.
+        let lower = ascii_lower(byte);
+        scratch.name[i] = lower;
+        hash = fnv1a_step(hash, lower);
+        // The name starts at an even offset of the datagram: even bytes are high halves.
+        sum += (byte as u64) << (((i & 1) ^ 1) << 3);
+        if i == next_label {
+            if byte == 0 {
+                name_len = i + 1;
+                break;
+            }
+            if byte > 63 {
+                // Compression pointers and extended label types are not for us.
+                return Err(Verdict::Malformed);
+            }
+            next_label = i + 1 + byte as usize;
+        }
+    }
+    // The loop can end at any of 255 iterations with an exact length; round-tripping it
+    // through the map makes it one unknown value, so the verifier checks the rest of the
+    // program once instead of once per possible length.
+    unsafe { ptr::write_volatile(&mut scratch.name_len, name_len as u32) };
+    // The mask (255 = MAX_NAME_LEN) bounds the value in whichever register uses it.
+    let name_len = (unsafe { ptr::read_volatile(&scratch.name_len) } & 0xff) as usize;
+    if name_len == 0 {
+        return Err(Verdict::Malformed); // longer than 255 bytes
+    }
+    // Zero the word after the name so the last partial word compares cleanly.
+    unsafe { ptr::write_unaligned(scratch.name.as_mut_ptr().add(name_len) as *mut u64, 0) };
+    Ok((name_len, hash, sum))
+}
+
+/// Accepts only options a responder may ignore (RFC 7873 §5.2 cookies, RFC 7830 padding).
+#[inline(always)]
+fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize) -> Result<(), Verdict> {
+    let mut pos = 0usize;
+    for _ in 0..MAX_EDNS_OPTIONS {
+        if pos >= rdlen {
+            return Ok(());
+        }
+        let option = bytes_at(ctx, off + (pos & 0xfff), 4, Verdict::Malformed)?;
+        let code = be16(option);
+        if code != EDNS_OPTION_COOKIE && code != EDNS_OPTION_PADDING {
+            return Err(Verdict::UnsupportedEdns);
+        }
+        pos += 4 + be16(unsafe { option.add(2) }) as usize;
+    }
+    if pos == rdlen {
+        Ok(())
+    } else if pos > rdlen {
+        Err(Verdict::Malformed)
+    } else {
+        Err(Verdict::UnsupportedEdns) // more options than we walk
+    }
+}
+
+/// Finds the name's records; a hash match alone is never enough.
+#[inline(always)]
+fn lookup(query: &Query, scratch: &Scratch) -> Result<&'static NameRecords, Verdict> {
+    let key = NameKey {
+        name_hash: query.name_hash,
+    };
+    let records = unsafe { &*NAMES.get_ptr(&key).ok_or(Verdict::NameNotFound)? };
+    if records.name_len as usize != query.name_len {
+        return Err(Verdict::NameNotFound);
+    }
+    let words = (query.name_len + 7) / 8;
+    let ours = scratch.name.as_ptr() as *const u64;
+    let theirs = records.name.as_ptr() as *const u64;
+    for w in 0..32 {
+        if w >= words {
+            break;
+        }
+        if unsafe { *ours.add(w) != *theirs.add(w) } {
+            return Err(Verdict::NameNotFound);
+        }
+    }
+    Ok(records)
+}
+
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    for _ in 0..4 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Sum of big-endian 16-bit words of `len` bytes (even) at `p`.
+#[inline(always)]
+fn sum_words<const LEN: usize>(p: *const u8) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < LEN {
+        sum += be16(unsafe { p.add(i) }) as u64;
+        i += 2;
+    }
+    sum
+}
+
+/// Turns the query into the reply in place and computes the checksums.
+#[inline(always)]
+fn write_reply(ctx: &XdpContext, query: &Query, answers: &AnswerSet) -> Result<(), Verdict> {
+    let rrs_len = answers.rrs_len as usize;
+    if rrs_len == 0 || rrs_len > MAX_ANSWER_BYTES {
+        return Err(Verdict::TypeNotPresent);
+    }
+    let opt_len = if query.has_opt { OPT_RR_LEN } else { 0 };
+    let reply_dns_len = DNS_HLEN + query.name_len + 4 + rrs_len + opt_len;
+    let limit = if query.has_opt {
+        query.client_udp_size.clamp(512, EDNS_UDP_PAYLOAD as usize)
+    } else {
+        512
+    };
+    if reply_dns_len > limit {
+        return Err(Verdict::TooLarge);
+    }
+
+    let l4_off = query.l4_off;
+    let dns_off = l4_off + UDP_HLEN;
+    let udp_len = UDP_HLEN + reply_dns_len;
+    let frame_len = dns_off + reply_dns_len;
+    let delta = frame_len as i64 - (ctx.data_end() - ctx.data()) as i64;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+        aya_log_ebpf::warn!(ctx, "no room to grow a reply by {} bytes", delta);
+        return Err(Verdict::TooLarge);
+    }
+    // From here on the packet is ours to rewrite; every pointer is derived afresh.
+
+    let eth = bytes_at(ctx, 0, ETH_HLEN, Verdict::Malformed)?;
+    unsafe {
+        let mut mac = [0u8; 6];
+        ptr::copy_nonoverlapping(eth, mac.as_mut_ptr(), 6);
+        ptr::copy_nonoverlapping(eth.add(6), eth, 6);
+        ptr::copy_nonoverlapping(mac.as_ptr(), eth.add(6), 6);
+    }
+
+    let mut sum: u64 = IPPROTO_UDP as u64 + udp_len as u64; // pseudo-header
+    if query.is_ipv6 {
+        let ip = bytes_at(ctx, query.l3_off, IPV6_HLEN, Verdict::Malformed)?;
+        unsafe {
+            put_be16(ip.add(4), udp_len as u16);
+            *ip.add(7) = REPLY_IP_TTL;
+            swap_bytes::<16>(ip.add(8), ip.add(24));
+        }
+        sum += sum_words::<32>(unsafe { ip.add(8) });
+    } else {
+        let ip = bytes_at(ctx, query.l3_off, 20, Verdict::Malformed)?;
+        unsafe {
+            let old_ttl_proto = be16(ip.add(8));
+            let old_total = be16(ip.add(2));
+            let new_ttl_proto = ((REPLY_IP_TTL as u16) << 8) | IPPROTO_UDP as u16;
+            let new_total = (query.ipv4_hlen + udp_len) as u16;
+            put_be16(ip.add(2), new_total);
+            put_be16(ip.add(8), new_ttl_proto);
+            // RFC 1624 incremental update: works for any header length, and the
+            // address swap below does not change the sum.
+            let old_check = be16(ip.add(10));
+            let check = !fold(
+                (!old_check) as u64
+                    + (!old_ttl_proto) as u64
+                    + new_ttl_proto as u64
+                    + (!old_total) as u64
+                    + new_total as u64,
+            );
+            put_be16(ip.add(10), check);
+            swap_bytes::<4>(ip.add(12), ip.add(16));
+        }
+        sum += sum_words::<8>(unsafe { ip.add(12) });
+    }
+
+    let udp = bytes_at(ctx, l4_off, UDP_HLEN + DNS_HLEN, Verdict::Malformed)?;
+    let ancount = answers.ancount;
+    let arcount = query.has_opt as u16;
+    let flags = FLAG_QR | FLAG_AA | (query.flags & (FLAG_RD | FLAG_CD));
+    unsafe {
+        swap_bytes::<2>(udp, udp.add(2));
+        put_be16(udp.add(4), udp_len as u16);
+        put_be16(udp.add(6), 0);
+        let dns = udp.add(UDP_HLEN);
+        put_be16(dns.add(2), flags);
+        put_be16(dns.add(6), ancount);
+        put_be16(dns.add(10), arcount);
+        sum += be16(udp) as u64 + be16(udp.add(2)) as u64 + udp_len as u64;
+        sum += be16(dns) as u64 + flags as u64 + 1 + ancount as u64 + arcount as u64;
+    }
+    sum += query.name_csum;
+
+    let answers_off = dns_off + DNS_HLEN + query.name_len + 4;
+    let stored = unsafe {
+        bpf_xdp_store_bytes(
+            ctx.ctx,
+            answers_off as u32,
+            answers.rrs.as_ptr() as *mut _,
+            rrs_len as u32,
+        )
+    };
+    if stored != 0 {
+        return Err(Verdict::Malformed);
+    }
+    // Everything after the name starts at an odd offset when the name length is odd.
+    let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.rrs_csum as u64;
+    if query.has_opt {
+        let [hi, lo] = EDNS_UDP_PAYLOAD.to_be_bytes();
+        let opt: [u8; OPT_RR_LEN] = [0, 0, QTYPE_OPT as u8, hi, lo, 0, 0, 0, 0, 0, 0];
+        let stored = unsafe {
+            bpf_xdp_store_bytes(
+                ctx.ctx,
+                (answers_off + rrs_len) as u32,
+                opt.as_ptr() as *mut _,
+                OPT_RR_LEN as u32,
+            )
+        };
+        if stored != 0 {
+            return Err(Verdict::Malformed);
+        }
+        after_name += ((QTYPE_OPT as u64) << 8 | hi as u64) + ((lo as u64) << 8);
+    }
+    let after_name = fold(after_name);
+    sum += if query.name_len & 1 == 1 {
+        after_name.swap_bytes() as u64
+    } else {
+        after_name as u64
+    };
+
+    let udp = bytes_at(ctx, l4_off, UDP_HLEN, Verdict::Malformed)?;
+    let check = match !fold(sum) {
+        0 => 0xffff,
+        c => c,
+    };
+    put_be16(unsafe { udp.add(6) }, check);
+    Ok(())
+}
+
+#[inline(always)]
+unsafe fn swap_bytes<const N: usize>(a: *mut u8, b: *mut u8) {
+    let mut tmp = [0u8; N];
+    unsafe {
+        ptr::copy_nonoverlapping(a, tmp.as_mut_ptr(), N);
+        ptr::copy_nonoverlapping(b, a, N);
+        ptr::copy_nonoverlapping(tmp.as_ptr(), b, N);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+const _: () = assert!(size_of::<NameKey>() == 8);

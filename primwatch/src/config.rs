@@ -1,0 +1,358 @@
+//! Stage 1 of the data path: the TOML config, parsed and validated.
+//!
+//! Every error names the file, the line and column, and the reason, so an operator can
+//! fix a rejected config without guessing; nothing is attached or written before a
+//! config passed validation.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use primwatch_common::MAX_RECORDS;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::dns_name::DnsName;
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
+pub const DEFAULT_TTL: u32 = 30;
+/// RFC 2181 §8: TTLs are 31-bit values.
+pub const MAX_TTL: u32 = i32::MAX as u32;
+
+/// A config error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver supports it, else generic (SKB) mode.
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub port: u16,
+    pub pin_dir: PathBuf,
+    pub names: BTreeMap<DnsName, NameConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameConfig {
+    pub ttl: u32,
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+}
+
+// The file as written. Spans are kept where validation may need to point at a value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Spanned<RawServer>,
+    #[serde(default)]
+    names: BTreeMap<Spanned<String>, Spanned<RawName>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    interfaces: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    xdp_mode: XdpMode,
+    #[serde(default = "default_port")]
+    port: Spanned<u16>,
+    pin_dir: Option<PathBuf>,
+    default_ttl: Option<Spanned<u32>>,
+}
+
+fn default_port() -> Spanned<u16> {
+    Spanned::new(0..0, 53)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawName {
+    ttl: Option<Spanned<u32>>,
+    #[serde(default)]
+    a: Vec<Spanned<String>>,
+    #[serde(default)]
+    aaaa: Vec<Spanned<String>>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: Range<usize>, reason: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError {
+                file: path.to_owned(),
+                line,
+                column,
+                reason,
+            }
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message repeats the position and the source line; keep the reason.
+            at(e.span().unwrap_or(0..0), e.message().trim().to_string())
+        })?;
+
+        let server_span = raw.server.span();
+        let server = raw.server.into_inner();
+        let interfaces_span = server.interfaces.span();
+        let mut interfaces = Vec::new();
+        for name in server.interfaces.into_inner() {
+            let span = name.span();
+            let name = name.into_inner();
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                return Err(at(span, format!("'{name}' is not a valid interface name")));
+            }
+            if interfaces.contains(&name) {
+                return Err(at(span, format!("interface '{name}' is listed twice")));
+            }
+            interfaces.push(name);
+        }
+        if interfaces.is_empty() {
+            return Err(at(interfaces_span, "server.interfaces must name at least one interface".into()));
+        }
+        let port_span = server.port.span();
+        let port = server.port.into_inner();
+        if port == 0 {
+            let span = if port_span.is_empty() { server_span } else { port_span };
+            return Err(at(span, "server.port must be between 1 and 65535".into()));
+        }
+        let default_ttl = match server.default_ttl {
+            Some(ttl) => check_ttl(ttl, &at)?,
+            None => DEFAULT_TTL,
+        };
+
+        let mut names = BTreeMap::new();
+        for (name, entry) in raw.names {
+            let name_span = name.span();
+            let name_text = name.into_inner();
+            let dns_name =
+                DnsName::parse(&name_text).map_err(|reason| at(name_span.clone(), format!("name '{name_text}': {reason}")))?;
+            let entry_span = entry.span();
+            let entry = entry.into_inner();
+            let ttl = match entry.ttl {
+                Some(ttl) => check_ttl(ttl, &at)?,
+                None => default_ttl,
+            };
+            let a = parse_addresses::<Ipv4Addr>(&entry.a, "IPv4", &at)?;
+            let aaaa = parse_addresses::<Ipv6Addr>(&entry.aaaa, "IPv6", &at)?;
+            if a.is_empty() && aaaa.is_empty() {
+                return Err(at(entry_span, format!("name '{name_text}' has no a or aaaa addresses")));
+            }
+            if names.contains_key(&dns_name) {
+                return Err(at(name_span, format!("name '{name_text}' is configured twice (names are case-insensitive)")));
+            }
+            names.insert(dns_name, NameConfig { ttl, a, aaaa });
+        }
+
+        // Distinct names with one 64-bit hash could never both be answered by XDP.
+        let mut by_hash = BTreeMap::new();
+        for name in names.keys() {
+            if let Some(other) = by_hash.insert(name.hash(), name) {
+                return Err(at(0..0, format!("names '{other}' and '{name}' share a hash; rename one")));
+            }
+        }
+
+        Ok(Config {
+            interfaces,
+            xdp_mode: server.xdp_mode,
+            port,
+            pin_dir: server.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            names,
+        })
+    }
+}
+
+fn check_ttl(
+    ttl: Spanned<u32>,
+    at: &impl Fn(Range<usize>, String) -> ConfigError,
+) -> Result<u32, ConfigError> {
+    let span = ttl.span();
+    let ttl = ttl.into_inner();
+    if ttl > MAX_TTL {
+        return Err(at(span, format!("ttl {ttl} is above the maximum {MAX_TTL} (RFC 2181)")));
+    }
+    Ok(ttl)
+}
+
+fn parse_addresses<A>(
+    raw: &[Spanned<String>],
+    family: &str,
+    at: &impl Fn(Range<usize>, String) -> ConfigError,
+) -> Result<Vec<A>, ConfigError>
+where
+    A: std::str::FromStr + PartialEq,
+{
+    let mut out = Vec::new();
+    for text in raw {
+        let address: A = text
+            .get_ref()
+            .parse()
+            .map_err(|_| at(text.span(), format!("'{}' is not an {family} address", text.get_ref())))?;
+        if out.contains(&address) {
+            return Err(at(text.span(), format!("address {} is listed twice", text.get_ref())));
+        }
+        out.push(address);
+    }
+    if out.len() > MAX_RECORDS {
+        return Err(at(
+            raw[MAX_RECORDS].span(),
+            format!("at most {MAX_RECORDS} {family} addresses per name"),
+        ));
+    }
+    Ok(out)
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[server]
+interfaces = ["veth0"]
+xdp_mode = "skb"
+port = 5353
+
+[names."WWW.Example.test"]
+ttl = 60
+a = ["192.0.2.1", "192.0.2.2"]
+aaaa = ["2001:db8::1"]
+
+[names."api.example.test"]
+a = ["192.0.2.9"]
+"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.interfaces, vec!["veth0"]);
+        assert_eq!(config.xdp_mode, XdpMode::Skb);
+        assert_eq!(config.port, 5353);
+        assert_eq!(config.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        let www = &config.names[&DnsName::parse("www.example.test").unwrap()];
+        assert_eq!(www.ttl, 60);
+        assert_eq!(www.a, vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]);
+        assert_eq!(www.aaaa, vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]);
+        let api = &config.names[&DnsName::parse("api.example.test.").unwrap()];
+        assert_eq!(api.ttl, DEFAULT_TTL);
+        assert!(api.aaaa.is_empty());
+    }
+
+    fn error(text: &str) -> ConfigError {
+        parse(text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn bad_address_names_line_and_reason() {
+        let e = error(&GOOD.replace("192.0.2.2", "192.0.2.300"));
+        assert_eq!(e.line, 9, "{e}");
+        assert!(e.reason.contains("'192.0.2.300' is not an IPv4 address"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:9:"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_in_a_is_rejected() {
+        let e = error(&GOOD.replace("\"192.0.2.9\"", "\"2001:db8::9\""));
+        assert_eq!(e.line, 13, "{e}");
+        assert!(e.reason.contains("not an IPv4 address"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_line() {
+        let e = error(&GOOD.replace("ttl = 60", "ttl = 60\ncolour = \"blue\""));
+        assert_eq!(e.line, 9, "{e}");
+        assert!(e.reason.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = error(&GOOD.replace("port = 5353", "port = = 5353"));
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(error(&GOOD.replace("\"skb\"", "\"turbo\"")).reason.contains("unknown variant"));
+        assert!(error(&GOOD.replace("5353", "0")).reason.contains("between 1 and 65535"));
+        assert!(error(&GOOD.replace("5353", "70000")).line == 5);
+        assert!(error(&GOOD.replace("ttl = 60", "ttl = 4294967295")).reason.contains("RFC 2181"));
+        assert!(error(&GOOD.replace("[\"veth0\"]", "[]")).reason.contains("at least one interface"));
+        assert!(error(&GOOD.replace("[\"veth0\"]", "[\"veth0\", \"veth0\"]")).reason.contains("twice"));
+        assert!(error(&GOOD.replace("\"192.0.2.2\"", "\"192.0.2.1\"")).reason.contains("listed twice"));
+        let e = error(&GOOD.replace("a = [\"192.0.2.9\"]", ""));
+        assert!(e.reason.contains("no a or aaaa"), "{e}");
+        assert_eq!(e.line, 12, "{e}");
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        let e = error(&GOOD.replace("api.example.test", "api..example.test"));
+        assert!(e.reason.contains("empty label"), "{e}");
+        assert_eq!(e.line, 12);
+        let long_label = "a".repeat(64);
+        assert!(error(&GOOD.replace("api", &long_label)).reason.contains("63"));
+        let e = error(&GOOD.replace("api.example.test", "www.EXAMPLE.test"));
+        assert!(e.reason.contains("configured twice"), "{e}");
+    }
+
+    #[test]
+    fn too_many_addresses_are_rejected() {
+        let many: Vec<String> = (1..=17).map(|i| format!("\"192.0.2.{i}\"")).collect();
+        let text = GOOD.replace("[\"192.0.2.9\"]", &format!("[{}]", many.join(", ")));
+        assert!(error(&text).reason.contains("at most 16"));
+    }
+}

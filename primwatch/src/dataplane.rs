@@ -1,0 +1,193 @@
+//! Stage 5: the XDP program — loading it, attaching it, pinning its maps, reading its
+//! counters and forwarding its log lines.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode as AyaXdpMode},
+    Ebpf, EbpfLoader,
+};
+use primwatch_common::{Counters, NameKey, NameRecords};
+use tracing::{info, warn};
+
+use crate::{config::XdpMode, map_writer::NameMapWriter};
+
+/// The compiled XDP object, built by build.rs from primwatch-ebpf.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/primwatch"));
+
+pub const ANSWER_PROGRAM: &str = "primwatch";
+pub const PASS_PROGRAM: &str = "primwatch_pass";
+const NAMES_MAP: &str = "NAMES";
+const COUNTERS_MAP: &str = "COUNTERS";
+/// File names of the pins under the pin directory.
+pub const NAMES_PIN: &str = "names";
+pub const COUNTERS_PIN: &str = "counters";
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attached: Vec<(String, aya::programs::xdp::XdpLinkId)>,
+    pins: Vec<PathBuf>,
+}
+
+impl Dataplane {
+    /// Loads (and so verifies) both programs; attaches nothing.
+    pub fn load(port: u16) -> Result<Dataplane> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("DNS_PORT", &port, true)
+            .load(XDP_OBJECT)
+            .context("loading the XDP object")?;
+        for name in [ANSWER_PROGRAM, PASS_PROGRAM] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            program.load().with_context(|| format!("verifying program {name}"))?;
+        }
+        Ok(Dataplane { ebpf, attached: Vec::new(), pins: Vec::new() })
+    }
+
+    pub fn program(&self, name: &str) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
+    }
+
+    /// Attaches the answering program; returns the mode actually used.
+    pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<XdpMode> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(ANSWER_PROGRAM)
+            .ok_or_else(|| anyhow!("program missing"))?
+            .try_into()?;
+        let (link, used) = match mode {
+            XdpMode::Native => (program.attach(interface, AyaXdpMode::Driver), XdpMode::Native),
+            XdpMode::Skb => (program.attach(interface, AyaXdpMode::Skb), XdpMode::Skb),
+            XdpMode::Auto => match program.attach(interface, AyaXdpMode::Driver) {
+                Ok(link) => (Ok(link), XdpMode::Native),
+                Err(e) => {
+                    warn!(interface, error = %e, "native XDP not available, using generic (SKB) mode");
+                    (program.attach(interface, AyaXdpMode::Skb), XdpMode::Skb)
+                }
+            },
+        };
+        let link = link.with_context(|| format!("attaching XDP to {interface} ({mode:?} mode)"))?;
+        self.attached.push((interface.to_string(), link));
+        info!(interface, mode = ?used, "XDP program attached");
+        Ok(used)
+    }
+
+    /// Pins the maps under `dir` (bpffs), replacing pins a crashed run left behind.
+    pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", dir.display())
+        })?;
+        for (map, file) in [(NAMES_MAP, NAMES_PIN), (COUNTERS_MAP, COUNTERS_PIN)] {
+            let path = dir.join(file);
+            if path.exists() {
+                warn!(path = %path.display(), "replacing a stale pin");
+                std::fs::remove_file(&path)?;
+            }
+            self.ebpf
+                .map(map)
+                .ok_or_else(|| anyhow!("map {map} missing"))?
+                .pin(&path)
+                .with_context(|| format!("pinning {map} at {}", path.display()))?;
+            self.pins.push(path);
+        }
+        Ok(())
+    }
+
+    pub fn names_writer(&mut self) -> Result<NameMapWriter> {
+        let map = self.ebpf.take_map(NAMES_MAP).ok_or_else(|| anyhow!("names map taken"))?;
+        let map: HashMap<MapData, NameKey, NameRecords> = map.try_into()?;
+        Ok(NameMapWriter::new(map))
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or_else(|| anyhow!("counters map missing"))?;
+        let array: PerCpuArray<&MapData, Counters> = PerCpuArray::try_from(map)?;
+        sum_per_cpu(&array)
+    }
+
+    /// Forwards aya-log records from the program into our `tracing` logs.
+    pub fn start_log_forwarding(&mut self) {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(logger) => {
+                tokio::spawn(async move {
+                    // SAFETY: the logger owns the ring buffer fd and moves into the AsyncFd, which
+                    // deregisters it before dropping it.
+                    let registered = unsafe {
+                        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+                    };
+                    let mut fd = match registered {
+                        Ok(fd) => fd,
+                        Err(e) => return warn!(error = %e, "cannot poll XDP log ring"),
+                    };
+                    loop {
+                        let Ok(mut guard) = fd.readable_mut().await else { return };
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "XDP log forwarding unavailable"),
+        }
+    }
+
+    /// Detaches from every interface and removes the pins.
+    pub fn shutdown(mut self) -> Result<()> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(ANSWER_PROGRAM)
+            .ok_or_else(|| anyhow!("program missing"))?
+            .try_into()?;
+        for (interface, link) in self.attached.drain(..) {
+            match program.detach(link) {
+                Ok(()) => info!(interface, "XDP program detached"),
+                Err(e) => warn!(interface, error = %e, "detaching XDP"),
+            }
+        }
+        for pin in self.pins.drain(..) {
+            if let Err(e) = std::fs::remove_file(&pin) {
+                warn!(path = %pin.display(), error = %e, "removing pin");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sum_per_cpu<T: std::borrow::Borrow<MapData>>(array: &PerCpuArray<T, Counters>) -> Result<Counters> {
+    let mut total = Counters::default();
+    for per_cpu in array.get(&0, 0)?.iter() {
+        total.add(per_cpu);
+    }
+    Ok(total)
+}
+
+/// Reads the counters of a running primwatch from its pinned map.
+pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
+    let path = pin_dir.join(COUNTERS_PIN);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening {} (is primwatch running?)", path.display()))?;
+    let array: PerCpuArray<MapData, Counters> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
+    sum_per_cpu(&array)
+}
+
+pub fn counters_table(counters: &Counters) -> BTreeMap<&'static str, u64> {
+    Counters::FIELD_NAMES.iter().copied().zip(counters.as_array()).collect()
+}
+
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts.lines().any(|l| l.split(' ').nth(2) == Some("bpf")) {
+        bail!("bpffs is not mounted; run: mount -t bpf bpf /sys/fs/bpf");
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Domain names in the form the XDP program compares: lowercased wire format.
+
+use std::fmt;
+
+use primwatch_common::{fnv1a_step, FNV_OFFSET, MAX_NAME_LEN, NAME_BUF_LEN};
+
+/// A validated, lowercased, fully qualified domain name.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DnsName {
+    /// Wire format: length-prefixed labels ending with the root label (0).
+    wire: Vec<u8>,
+}
+
+impl DnsName {
+    /// Parses a dotted name ("www.example.com", trailing dot optional). Letters, digits,
+    /// '-' and '_' are allowed; case is folded.
+    pub fn parse(text: &str) -> Result<DnsName, String> {
+        let trimmed = text.strip_suffix('.').unwrap_or(text);
+        if trimmed.is_empty() {
+            return Err("the root name cannot be served".into());
+        }
+        let mut wire = Vec::with_capacity(trimmed.len() + 2);
+        for label in trimmed.split('.') {
+            if label.is_empty() {
+                return Err("empty label".into());
+            }
+            if label.len() > 63 {
+                return Err(format!("label '{label}' is longer than 63 bytes"));
+            }
+            if let Some(c) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            {
+                return Err(format!("character '{c}' is not allowed in a name"));
+            }
+            wire.push(label.len() as u8);
+            wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+        wire.push(0);
+        if wire.len() > MAX_NAME_LEN {
+            return Err(format!("longer than {MAX_NAME_LEN} bytes on the wire"));
+        }
+        Ok(DnsName { wire })
+    }
+
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// The hash the XDP program computes over the lowercased question name.
+    pub fn hash(&self) -> u64 {
+        self.wire.iter().fold(FNV_OFFSET, |h, &b| fnv1a_step(h, b))
+    }
+
+    /// The wire name zero-padded to the map's buffer size.
+    pub fn padded(&self) -> [u8; NAME_BUF_LEN] {
+        let mut buf = [0u8; NAME_BUF_LEN];
+        buf[..self.wire.len()].copy_from_slice(&self.wire);
+        buf
+    }
+}
+
+impl fmt::Display for DnsName {
+    /// Dotted form with a trailing dot.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut pos = 0;
+        while let Some(&len) = self.wire.get(pos) {
+            if len == 0 {
+                break;
+            }
+            let label = &self.wire[pos + 1..pos + 1 + len as usize];
+            write!(f, "{}.", String::from_utf8_lossy(label))?;
+            pos += 1 + len as usize;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DnsName({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_lowercased_wire_format() {
+        let name = DnsName::parse("WWW.Example.Test.").unwrap();
+        assert_eq!(name.wire(), b"\x03www\x07example\x04test\x00");
+        assert_eq!(name.to_string(), "www.example.test.");
+        assert_eq!(name, DnsName::parse("www.example.test").unwrap());
+    }
+
+    #[test]
+    fn hash_is_fnv1a_of_the_wire_name() {
+        // Independent FNV-1a 64 reference over the same bytes.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in b"\x01a\x00" {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        assert_eq!(DnsName::parse("A").unwrap().hash(), h);
+        assert_ne!(DnsName::parse("a.b").unwrap().hash(), DnsName::parse("ab").unwrap().hash());
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert!(DnsName::parse("").is_err());
+        assert!(DnsName::parse(".").is_err());
+        assert!(DnsName::parse("a..b").unwrap_err().contains("empty label"));
+        assert!(DnsName::parse("*.example.com").unwrap_err().contains("'*'"));
+        assert!(DnsName::parse("exa mple.com").is_err());
+        assert!(DnsName::parse(&format!("{}.com", "x".repeat(64))).unwrap_err().contains("63"));
+        // 4 labels of 63 = 256 bytes + root > 255.
+        let long = vec!["y".repeat(63); 4].join(".");
+        assert!(DnsName::parse(&long).unwrap_err().contains("255"));
+        let fits = format!("{}.{}", vec!["y".repeat(63); 3].join("."), "z".repeat(61));
+        assert_eq!(DnsName::parse(&fits).unwrap().wire().len(), 255);
+    }
+}

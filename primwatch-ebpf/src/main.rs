@@ -321,8 +321,11 @@ fn walk_name(
 fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize) -> Result<(), Verdict> {
     let mut pos = 0usize;
     for _ in 0..MAX_EDNS_OPTIONS {
-        if pos >= rdlen {
+        if pos == rdlen {
             return Ok(());
+        }
+        if pos > rdlen {
+            return Err(Verdict::Malformed); // an option overran RDLENGTH
         }
         let option = bytes_at(ctx, off + (pos & 0xfff), 4, Verdict::Malformed)?;
         let code = be16(option);

@@ -30,7 +30,8 @@ pub const COUNTERS_PIN: &str = "counters";
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    attached: Vec<(String, aya::programs::xdp::XdpLinkId)>,
+    /// (program, interface, link) for everything we attached.
+    attached: Vec<(String, String, aya::programs::xdp::XdpLinkId)>,
     pins: Vec<PathBuf>,
 }
 
@@ -61,10 +62,16 @@ impl Dataplane {
 
     /// Attaches the answering program; returns the mode actually used.
     pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<XdpMode> {
+        self.attach_program(ANSWER_PROGRAM, interface, mode)
+    }
+
+    /// Attaches one of the object's programs (tests attach `PASS_PROGRAM` to the client
+    /// end of a veth: native-mode XDP_TX on veth needs a program on the peer).
+    pub fn attach_program(&mut self, name: &str, interface: &str, mode: XdpMode) -> Result<XdpMode> {
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(ANSWER_PROGRAM)
-            .ok_or_else(|| anyhow!("program missing"))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
             .try_into()?;
         let (link, used) = match mode {
             XdpMode::Native => (program.attach(interface, AyaXdpMode::Driver), XdpMode::Native),
@@ -78,8 +85,8 @@ impl Dataplane {
             },
         };
         let link = link.with_context(|| format!("attaching XDP to {interface} ({mode:?} mode)"))?;
-        self.attached.push((interface.to_string(), link));
-        info!(interface, mode = ?used, "XDP program attached");
+        self.attached.push((name.to_string(), interface.to_string(), link));
+        info!(program = name, interface, mode = ?used, "XDP program attached");
         Ok(used)
     }
 
@@ -143,12 +150,12 @@ impl Dataplane {
 
     /// Detaches from every interface and removes the pins.
     pub fn shutdown(mut self) -> Result<()> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(ANSWER_PROGRAM)
-            .ok_or_else(|| anyhow!("program missing"))?
-            .try_into()?;
-        for (interface, link) in self.attached.drain(..) {
+        for (name, interface, link) in std::mem::take(&mut self.attached) {
+            let program: &mut Xdp = self
+                .ebpf
+                .program_mut(&name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
             match program.detach(link) {
                 Ok(()) => info!(interface, "XDP program detached"),
                 Err(e) => warn!(interface, error = %e, "detaching XDP"),
@@ -187,7 +194,7 @@ pub fn counters_table(counters: &Counters) -> BTreeMap<&'static str, u64> {
 pub fn ensure_bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     if !mounts.lines().any(|l| l.split(' ').nth(2) == Some("bpf")) {
-        bail!("bpffs is not mounted; run: mount -t bpf bpf /sys/fs/bpf");
+        bail!("bpffs is not mounted on /sys/fs/bpf; run `mount -t bpf bpf /sys/fs/bpf` (note that `ip netns exec` remounts /sys: use `nsenter --net=/run/netns/NAME` to keep the host bpffs)");
     }
     Ok(())
 }

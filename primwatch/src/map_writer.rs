@@ -38,6 +38,15 @@ impl NameMapWriter {
         NameMapWriter { map, written: BTreeMap::new() }
     }
 
+    /// Writes one entry (one atomic element replacement in the kernel).
+    pub fn insert(&mut self, key: &NameKey, records: &NameRecords) -> Result<()> {
+        self.map
+            .insert(key, records, 0)
+            .with_context(|| format!("writing name hash {:#018x} to the names map", key.name_hash))?;
+        self.written.insert(key.name_hash, as_bytes(records).to_vec());
+        Ok(())
+    }
+
     pub fn sync(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
         for (key, records) in desired {
@@ -46,10 +55,7 @@ impl NameMapWriter {
                 stats.unchanged += 1;
                 continue;
             }
-            self.map
-                .insert(key, records, 0)
-                .with_context(|| format!("writing name hash {:#018x} to the names map", key.name_hash))?;
-            self.written.insert(key.name_hash, bytes.to_vec());
+            self.insert(key, records)?;
             stats.written += 1;
         }
         // Also catch entries left by anyone else (a previous run) that we do not want.

@@ -1,1 +1,120 @@
-fn main(){}
+//! `cargo xtask …`: set up a machine, build, run the demo, test and benchmark primwatch.
+//!
+//! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` can
+//! install that toolchain on a fresh machine before anything else is built.
+
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (Debian packages, nightly rust-src, bpf-linker, bpffs mount).
+    Setup,
+    /// Set up, then build primwatch (release, with the embedded XDP object).
+    Build,
+    /// Without arguments: the demo lab (netns client/server, PowerDNS, primwatch on
+    /// examples/demo.toml). With arguments: `primwatch run ARGS` on this host.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and the root/netns integration tests.
+    Test {
+        /// Extra arguments for the test harness (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print benchmark figures (BPF_PROG_TEST_RUN ns/packet, end-to-end answers/s).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Build => {
+            setup::run()?;
+            build()
+        }
+        Cmd::Run { args } => {
+            setup::run()?;
+            build()?;
+            if args.is_empty() {
+                cargo(&["run", "--release", "-p", "primwatch-tests", "--bin", "pw-demo"], &[])
+            } else {
+                let mut full = vec!["run".to_string()];
+                full.extend(args);
+                let status = Command::new(workspace_root().join("target/release/primwatch"))
+                    .args(&full)
+                    .status()?;
+                if !status.success() {
+                    bail!("primwatch exited with {status}");
+                }
+                Ok(())
+            }
+        }
+        Cmd::Test { args } => {
+            setup::run()?;
+            build()?;
+            let bin = workspace_root().join("target/release/primwatch");
+            let bin = bin.to_str().context("non-UTF-8 path")?;
+            step("unit and integration tests (release build; netns tests need root)");
+            // Lab tests create namespaces, PowerDNS instances and XDP attachments; one
+            // at a time keeps their timing honest on a 2-core machine.
+            let mut cmd = vec!["test", "--release", "--workspace", "--", "--test-threads=1"];
+            cmd.extend(args.iter().map(String::as_str));
+            cargo(&cmd, &[("PRIMWATCH_BIN", bin)])
+        }
+        Cmd::Bench { args } => {
+            setup::run()?;
+            build()?;
+            let mut cmd = vec!["run", "--release", "-p", "primwatch-tests", "--bin", "pw-bench", "--"];
+            cmd.extend(args.iter().map(String::as_str));
+            cargo(&cmd, &[])
+        }
+    }
+}
+
+fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn build() -> Result<()> {
+    step("building primwatch (release; build.rs compiles the XDP program with nightly + bpf-linker)");
+    cargo(&["build", "--release", "-p", "primwatch", "-p", "primwatch-tests"], &[])
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).current_dir(workspace_root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

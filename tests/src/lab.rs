@@ -1,0 +1,97 @@
+//! A two-host lab: a client namespace and a server namespace joined by a veth pair,
+//! with IPv4 and IPv6 addresses, optionally on an 802.1Q VLAN.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::Result;
+use primwatch::{config::XdpMode, dataplane::{Dataplane, PASS_PROGRAM}};
+
+use crate::netns::{self, ip};
+
+pub const CLIENT_IF: &str = "pwc0";
+pub const SERVER_IF: &str = "pws0";
+pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+
+#[derive(Default, Clone, Copy)]
+pub struct LabOptions {
+    /// Put the addresses on VLAN `id` sub-interfaces; the tag travels in the frame.
+    pub vlan: Option<u16>,
+}
+
+pub struct Lab {
+    pub client_ns: String,
+    pub server_ns: String,
+    pub options: LabOptions,
+    /// Keeps the pass program on the client veth alive (native mode), see `enable_native_peer`.
+    client_xdp: Option<Dataplane>,
+}
+
+impl Lab {
+    pub fn new(options: LabOptions) -> Result<Lab> {
+        let client_ns = crate::unique("pwc");
+        let server_ns = crate::unique("pws");
+        ip(&["netns", "add", &client_ns])?;
+        let lab = Lab { client_ns, server_ns, options, client_xdp: None };
+        ip(&["netns", "add", &lab.server_ns])?;
+        // Created directly inside the namespaces, so names never clash between labs.
+        ip(&[
+            "link", "add", CLIENT_IF, "netns", &lab.client_ns, "type", "veth", "peer", "name",
+            SERVER_IF, "netns", &lab.server_ns,
+        ])?;
+        for (ns, dev, v4, v6) in [
+            (lab.client_ns.clone(), CLIENT_IF, CLIENT_V4, CLIENT_V6),
+            (lab.server_ns.clone(), SERVER_IF, SERVER_V4, SERVER_V6),
+        ] {
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &ns, "link", "set", dev, "up"])?;
+            let addressed = match options.vlan {
+                None => dev.to_string(),
+                Some(id) => {
+                    // Keep the tag in the frame (veth would otherwise carry it as metadata).
+                    netns::sh("ip", &["netns", "exec", &ns, "ethtool", "-K", dev, "txvlan", "off", "rxvlan", "off"])?;
+                    let sub = format!("{dev}.{id}");
+                    ip(&["-n", &ns, "link", "add", "link", dev, "name", &sub, "type", "vlan", "id", &id.to_string()])?;
+                    ip(&["-n", &ns, "link", "set", &sub, "up"])?;
+                    sub
+                }
+            };
+            ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", &addressed])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{v6}/64"), "dev", &addressed, "nodad"])?;
+        }
+        Ok(lab)
+    }
+
+    pub fn server_addr(&self, v6: bool) -> IpAddr {
+        if v6 { SERVER_V6.into() } else { SERVER_V4.into() }
+    }
+
+    pub fn client_addr(&self, v6: bool) -> IpAddr {
+        if v6 { CLIENT_V6.into() } else { CLIENT_V4.into() }
+    }
+
+    /// Native-mode XDP_TX on veth only delivers to a peer that runs XDP itself.
+    pub fn enable_native_peer(&mut self) -> Result<()> {
+        let ns = self.client_ns.clone();
+        let dataplane = netns::run_in(&ns, || -> Result<Dataplane> {
+            let mut dataplane = Dataplane::load(53)?;
+            dataplane.attach_program(PASS_PROGRAM, CLIENT_IF, XdpMode::Native)?;
+            Ok(dataplane)
+        })??;
+        self.client_xdp = Some(dataplane);
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(dataplane) = self.client_xdp.take() {
+            let _ = dataplane.shutdown();
+        }
+        // Deleting a namespace deletes its veth end, and the peer with it.
+        let _ = ip(&["netns", "del", &self.client_ns]);
+        let _ = ip(&["netns", "del", &self.server_ns]);
+    }
+}

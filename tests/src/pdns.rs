@@ -1,0 +1,105 @@
+//! A real PowerDNS (Debian's pdns-server, bind backend) serving a zone in a namespace.
+
+use std::{
+    net::IpAddr,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{netns, wait_for, TempDir};
+
+pub struct PowerDns {
+    child: Child,
+    dir: TempDir,
+}
+
+/// Zone file text for `origin` with SOA and NS, plus `records` (lines relative to the origin).
+pub fn zone(origin: &str, ns_addr: IpAddr, records: &[&str]) -> String {
+    let mut text = format!(
+        "$ORIGIN {origin}.\n$TTL 300\n\
+         @ IN SOA ns1 hostmaster 1 3600 600 86400 60\n\
+         @ IN NS ns1\n\
+         ns1 IN {} {ns_addr}\n",
+        if ns_addr.is_ipv6() { "AAAA" } else { "A" }
+    );
+    for r in records {
+        text.push_str(r);
+        text.push('\n');
+    }
+    text
+}
+
+impl PowerDns {
+    /// Starts pdns_server in `ns` on port 53 of `listen`, serving `zone_text` for `origin`.
+    pub fn start(ns: &str, listen: &[IpAddr], origin: &str, zone_text: &str) -> Result<PowerDns> {
+        let dir = TempDir::new("pdns")?;
+        let d = dir.0.display().to_string();
+        std::fs::write(dir.0.join("zone"), zone_text)?;
+        std::fs::write(
+            dir.0.join("named.conf"),
+            format!("zone \"{origin}\" {{ type master; file \"{d}/zone\"; }};\n"),
+        )?;
+        let addresses: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+        std::fs::write(
+            dir.0.join("pdns.conf"),
+            format!(
+                "launch=bind\nbind-config={d}/named.conf\nlocal-address={}\nlocal-port=53\n\
+                 socket-dir={d}\nguardian=no\ndaemon=no\ndisable-syslog=yes\nwrite-pid=no\n\
+                 loglevel=4\nsetuid=\nsetgid=\n",
+                addresses.join(",")
+            ),
+        )?;
+        let log = std::fs::File::create(dir.0.join("log"))?;
+        let child = netns::command(ns, "pdns_server")
+            .arg(format!("--config-dir={d}"))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting pdns_server (is pdns-server installed? `cargo xtask setup`)")?;
+        let mut pdns = PowerDns { child, dir };
+        // Ready when the control socket answers.
+        if wait_for(Duration::from_secs(10), || pdns.control(&["rping"]).ok()).is_none() {
+            if let Some(status) = pdns.child.try_wait()? {
+                bail!("pdns_server exited ({status}): {}", pdns.log());
+            }
+            bail!("pdns_server did not become ready: {}", pdns.log());
+        }
+        Ok(pdns)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("log")).unwrap_or_default()
+    }
+
+    fn control(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new("pdns_control")
+            .arg(format!("--socket-dir={}", self.dir.0.display()))
+            .arg(format!("--config-dir={}", self.dir.0.display()))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("pdns_control {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A PowerDNS statistic, e.g. "udp-queries" or "tcp-queries".
+    pub fn stat(&self, name: &str) -> Result<u64> {
+        let text = self.control(&["show", name])?;
+        text.parse().with_context(|| format!("pdns stat {name}: {text:?}"))
+    }
+
+    /// UDP + TCP queries PowerDNS has received.
+    pub fn queries(&self) -> Result<u64> {
+        Ok(self.stat("udp-queries")? + self.stat("tcp-queries")?)
+    }
+}
+
+impl Drop for PowerDns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,157 @@
+//! Idempotent machine setup. Each step checks first and says what it does.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::step;
+
+/// Debian packages the build, the demo, the tests and the benchmarks use.
+const PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "ethtool",
+    "dnsutils",
+    "knot-dnsutils",
+    "pdns-server",
+    "pdns-backend-bind",
+    "pdns-backend-remote",
+    "knot",
+    "gdnsd",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    bpffs()?;
+    Ok(())
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    // The packages try to start their daemons on the host; the lab starts its own.
+    for daemon in ["pdns_server", "knotd", "gdnsd"] {
+        let _ = Command::new("pkill").args(["-x", daemon]).status();
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    Ok(PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let src = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
+    if src.exists() {
+        return Ok(());
+    }
+    step("adding rust-src to the nightly toolchain (the XDP program builds core from source)");
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker must use the LLVM that nightly rustc itself uses, or it cannot read the
+/// bitcode rustc emits. We link it against the library in the nightly sysroot.
+fn bpf_linker() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    let libllvm = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            // The real library, e.g. libLLVM.so.22.1-rust-1.97.0-nightly (the
+            // libLLVM-22-rust-….so beside it is a linker script).
+            name.starts_with("libLLVM.so.")
+        })
+        .context("no libLLVM.so.* in the nightly sysroot")?;
+    let soname = libllvm.file_name().unwrap().to_string_lossy().to_string();
+    let major = soname
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+
+    if let Ok(path) = output(Command::new("sh").args(["-c", "command -v bpf-linker"])) {
+        let ldd = output(Command::new("ldd").arg(&path)).unwrap_or_default();
+        let version = output(Command::new(&path).arg("--version")).unwrap_or_default();
+        let resolved = ldd
+            .lines()
+            .any(|l| l.contains(&soname) && !l.contains("not found"));
+        if resolved && version.contains(BPF_LINKER_VERSION) {
+            return Ok(());
+        }
+        step(&format!("bpf-linker at {path} is not {BPF_LINKER_VERSION} linked to {soname}; reinstalling"));
+    }
+
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let prefix = Path::new(&home).join(".local/share/primwatch/llvm");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    for link in ["libLLVM.so".to_string(), soname.clone()] {
+        let path = lib.join(&link);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&libllvm, &path)
+            .with_context(|| format!("linking {} → {}", path.display(), libllvm.display()))?;
+    }
+    step(&format!(
+        "installing bpf-linker {BPF_LINKER_VERSION} against rustc's LLVM {major} ({}; ~1 minute)",
+        libllvm.display()
+    ));
+    run_cmd(
+        Command::new("cargo")
+            .args(["+stable", "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+fn bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    if mounts.lines().any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.split(' ').nth(2) == Some("bpf")) {
+        return Ok(());
+    }
+    step("mounting bpffs on /sys/fs/bpf");
+    run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}

@@ -95,7 +95,12 @@ pub struct Scratch {
     /// Name length handed across the walk loop (see the XDP program for why).
     pub name_len: u32,
     pub _pad: u32,
+    /// The front of a frame (headers and question) while it moves into the headroom.
+    pub frame_front: [u8; MAX_FRAME_FRONT],
 }
+
+/// Ethernet + VLAN + IPv4 with options + UDP + DNS header + longest question.
+pub const MAX_FRAME_FRONT: usize = 14 + 4 + 60 + 8 + 12 + MAX_NAME_LEN + 4;
 
 /// Per-CPU packet counters: what was answered and why the rest was passed up.
 #[repr(C)]

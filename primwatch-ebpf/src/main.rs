@@ -13,7 +13,9 @@ use core::{mem::size_of, ptr};
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{HashMap, PerCpuArray},
-    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     macros::{btf_map, xdp},
     programs::XdpContext,
     Global,
@@ -21,7 +23,7 @@ use aya_ebpf::{
 use primwatch_common::{
     ascii_lower, fnv1a_step, AnswerSet, Counters, NameKey, NameRecords, Scratch, Verdict,
     EDNS_UDP_PAYLOAD, FNV_OFFSET, MAX_ANSWER_BYTES, MAX_NAME_LEN, QCLASS_IN, QTYPE_A,
-    QTYPE_AAAA, QTYPE_OPT,
+    QTYPE_AAAA, QTYPE_OPT, MAX_FRAME_FRONT,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -119,7 +121,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     if answers.ancount == 0 {
         return Err(Verdict::TypeNotPresent);
     }
-    write_reply(ctx, &query, answers)
+    write_reply(ctx, scratch, &query, answers)
 }
 
 /// Returns a pointer to `len` bytes at `off`, or `err` if the packet is shorter.
@@ -387,9 +389,43 @@ fn sum_words<const LEN: usize>(p: *const u8) -> u64 {
     sum
 }
 
+/// Grows the frame by `delta` bytes at the front when the tail has no room (veth in
+/// native mode hands XDP buffers cut to the packet's size; the headroom is guaranteed).
+/// The first `front_len` bytes (headers and question) move to the new start, so the
+/// layout ends up as if the tail had grown.
+#[inline(always)]
+fn grow_at_front(
+    ctx: &XdpContext,
+    scratch: &mut Scratch,
+    front_len: usize,
+    delta: i64,
+) -> Result<(), Verdict> {
+    if delta <= 0 || front_len == 0 || front_len > MAX_FRAME_FRONT {
+        return Err(Verdict::TooLarge);
+    }
+    let buf = scratch.frame_front.as_mut_ptr() as *mut _;
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, 0, buf, front_len as u32) != 0
+            || bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) != 0
+        {
+            aya_log_ebpf::warn!(ctx, "no room to grow a reply by {} bytes", delta);
+            return Err(Verdict::TooLarge);
+        }
+        if bpf_xdp_store_bytes(ctx.ctx, 0, buf, front_len as u32) != 0 {
+            return Err(Verdict::Malformed);
+        }
+    }
+    Ok(())
+}
+
 /// Turns the query into the reply in place and computes the checksums.
 #[inline(always)]
-fn write_reply(ctx: &XdpContext, query: &Query, answers: &AnswerSet) -> Result<(), Verdict> {
+fn write_reply(
+    ctx: &XdpContext,
+    scratch: &mut Scratch,
+    query: &Query,
+    answers: &AnswerSet,
+) -> Result<(), Verdict> {
     let rrs_len = answers.rrs_len as usize;
     if rrs_len == 0 || rrs_len > MAX_ANSWER_BYTES {
         return Err(Verdict::TypeNotPresent);
@@ -411,8 +447,7 @@ fn write_reply(ctx: &XdpContext, query: &Query, answers: &AnswerSet) -> Result<(
     let frame_len = dns_off + reply_dns_len;
     let delta = frame_len as i64 - (ctx.data_end() - ctx.data()) as i64;
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-        aya_log_ebpf::warn!(ctx, "no room to grow a reply by {} bytes", delta);
-        return Err(Verdict::TooLarge);
+        grow_at_front(ctx, scratch, dns_off + DNS_HLEN + query.name_len + 4, delta)?;
     }
     // From here on the packet is ours to rewrite; every pointer is derived afresh.
 

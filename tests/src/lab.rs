@@ -1,5 +1,6 @@
 //! A two-host lab: a client namespace and a server namespace joined by a veth pair,
-//! with IPv4 and IPv6 addresses, optionally on an 802.1Q VLAN.
+//! with IPv4 and IPv6 addresses. (VLAN-tagged traffic is sent through packet sockets,
+//! see `raw`: the kernels here are built without 802.1Q support.)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -15,26 +16,19 @@ pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 
-#[derive(Default, Clone, Copy)]
-pub struct LabOptions {
-    /// Put the addresses on VLAN `id` sub-interfaces; the tag travels in the frame.
-    pub vlan: Option<u16>,
-}
-
 pub struct Lab {
     pub client_ns: String,
     pub server_ns: String,
-    pub options: LabOptions,
     /// Keeps the pass program on the client veth alive (native mode), see `enable_native_peer`.
     client_xdp: Option<Dataplane>,
 }
 
 impl Lab {
-    pub fn new(options: LabOptions) -> Result<Lab> {
+    pub fn new() -> Result<Lab> {
         let client_ns = crate::unique("pwc");
         let server_ns = crate::unique("pws");
         ip(&["netns", "add", &client_ns])?;
-        let lab = Lab { client_ns, server_ns, options, client_xdp: None };
+        let lab = Lab { client_ns, server_ns, client_xdp: None };
         ip(&["netns", "add", &lab.server_ns])?;
         // Created directly inside the namespaces, so names never clash between labs.
         ip(&[
@@ -47,19 +41,8 @@ impl Lab {
         ] {
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &ns, "link", "set", dev, "up"])?;
-            let addressed = match options.vlan {
-                None => dev.to_string(),
-                Some(id) => {
-                    // Keep the tag in the frame (veth would otherwise carry it as metadata).
-                    netns::sh("ip", &["netns", "exec", &ns, "ethtool", "-K", dev, "txvlan", "off", "rxvlan", "off"])?;
-                    let sub = format!("{dev}.{id}");
-                    ip(&["-n", &ns, "link", "add", "link", dev, "name", &sub, "type", "vlan", "id", &id.to_string()])?;
-                    ip(&["-n", &ns, "link", "set", &sub, "up"])?;
-                    sub
-                }
-            };
-            ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", &addressed])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{v6}/64"), "dev", &addressed, "nodad"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
         }
         Ok(lab)
     }
@@ -70,6 +53,22 @@ impl Lab {
 
     pub fn client_addr(&self, v6: bool) -> IpAddr {
         if v6 { CLIENT_V6.into() } else { CLIENT_V4.into() }
+    }
+
+    /// The MAC address of `dev` in `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> Result<[u8; 6]> {
+        let out = std::process::Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", dev]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .ok_or_else(|| anyhow::anyhow!("no MAC for {dev}: {text}"))?;
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(hex.split(':')) {
+            *byte = u8::from_str_radix(part, 16)?;
+        }
+        Ok(mac)
     }
 
     /// Native-mode XDP_TX on veth only delivers to a peer that runs XDP itself.

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod pdns;
+pub mod raw;
 
 use std::{
     path::PathBuf,

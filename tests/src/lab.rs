@@ -24,9 +24,20 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// A lab with namespace names unique to this process.
     pub fn new() -> Result<Lab> {
-        let client_ns = crate::unique("pwc");
-        let server_ns = crate::unique("pws");
+        Lab::named(&crate::unique("pwc"), &crate::unique("pws"))
+    }
+
+    /// A lab with fixed namespace names (the demo prints commands that use them);
+    /// namespaces of these names left by an earlier run are removed first.
+    pub fn named(client_ns: &str, server_ns: &str) -> Result<Lab> {
+        for ns in [client_ns, server_ns] {
+            if std::path::Path::new("/run/netns").join(ns).exists() {
+                ip(&["netns", "del", ns])?;
+            }
+        }
+        let (client_ns, server_ns) = (client_ns.to_string(), server_ns.to_string());
         ip(&["netns", "add", &client_ns])?;
         let lab = Lab { client_ns, server_ns, client_xdp: None };
         ip(&["netns", "add", &lab.server_ns])?;

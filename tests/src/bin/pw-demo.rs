@@ -1,1 +1,87 @@
-fn main(){}
+//! `cargo xtask run`: the demo lab. A client and a server namespace joined by veth,
+//! PowerDNS serving example.test in the server namespace, primwatch answering the
+//! names of examples/demo.toml from XDP in front of it. Ctrl-C tears it all down.
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use primwatch::config::Config;
+use primwatch_tests::{controller, lab::Lab, netns, pdns};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config_path = root.join("examples/demo.toml");
+    let config = Config::load(&config_path)?;
+    // Survive the terminal's Ctrl-C long enough to clean up.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+
+    let lab = Lab::named("pwdemo-client", "pwdemo-server")?;
+    // PowerDNS serves the whole zone, including the names XDP answers (same records),
+    // so TCP and DNSSEC clients, which XDP passes up, get the same addresses.
+    let mut records: Vec<String> = vec!["other 300 IN A 192.0.2.99".into(), "@ 300 IN MX 10 mail".into(), "mail 300 IN A 192.0.2.25".into()];
+    for (name, entry) in &config.names {
+        let owner = name.to_string();
+        for a in &entry.a {
+            records.push(format!("{owner} {} IN A {a}", entry.ttl));
+        }
+        for a in &entry.aaaa {
+            records.push(format!("{owner} {} IN AAAA {a}", entry.ttl));
+        }
+    }
+    let refs: Vec<&str> = records.iter().map(String::as_str).collect();
+    let zone = pdns::zone("example.test", lab.server_addr(false), &refs);
+    let powerdns = pdns::PowerDns::start(&lab.server_ns, &[lab.server_addr(false), lab.server_addr(true)], "example.test", &zone)?;
+    println!("PowerDNS is serving example.test in namespace {}", lab.server_ns);
+
+    let mut primwatch = netns::command(&lab.server_ns, controller::binary().to_str().context("path")?)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .spawn()
+        .context("starting primwatch")?;
+    std::thread::sleep(Duration::from_millis(800));
+
+    let c = &lab.client_ns;
+    println!(
+        "\nprimwatch answers {} from XDP on {}. Try, in another terminal:\n\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A        # XDP\n\
+         \x20 ip netns exec {c} dig @fd77::1 WwW.ExAmPlE.test AAAA      # XDP, IPv6, case kept\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +tcp   # PowerDNS (TCP)\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +dnssec # PowerDNS (DO=1)\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 other.example.test A      # PowerDNS (not served by XDP)\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 example.test MX           # PowerDNS (other type)\n\n\
+         \x20 target/release/primwatch counters                           # XDP counters\n\
+         \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/counters\n\
+         \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/names\n\n\
+         Ctrl-C stops primwatch and PowerDNS and removes the lab.",
+        config.names.keys().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+        config.interfaces.join(", "),
+    );
+
+    while !STOP.load(Ordering::SeqCst) {
+        if let Some(status) = primwatch.try_wait()? {
+            println!("primwatch exited ({status})");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(primwatch.id() as i32, libc::SIGTERM) };
+    let _ = primwatch.wait();
+    drop(powerdns);
+    drop(lab);
+    println!("lab removed");
+    Ok(())
+}

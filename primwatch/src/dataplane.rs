@@ -165,6 +165,10 @@ impl Dataplane {
             if let Err(e) = std::fs::remove_file(&pin) {
                 warn!(path = %pin.display(), error = %e, "removing pin");
             }
+            // The directory goes too once it is empty (remove_dir refuses otherwise).
+            if let Some(dir) = pin.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
         Ok(())
     }

@@ -24,31 +24,39 @@ pub const QTYPE_AAAA: u16 = 28;
 pub const QTYPE_OPT: u16 = 41;
 pub const QCLASS_IN: u16 = 1;
 
-/// FNV-1a, 64 bit, over the lowercased wire name (length bytes and root label included).
+/// The name hash: over the lowercased wire name (length bytes and root label
+/// included), zero-padded to whole 8-byte words, each word read little-endian.
 ///
-/// The XDP program computes it byte by byte while it walks the question, so the map
-/// lookup hashes an 8-byte key instead of a 256-byte name. A hash is only a hint: the
-/// program compares the full name stored in the entry before it answers.
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// The XDP program computes it a word at a time while it walks the question, so the
+/// map lookup hashes an 8-byte key instead of a 256-byte name. A hash is only a hint:
+/// the program compares the full name stored in the entry before it answers.
+pub const NAME_HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+const NAME_HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[inline(always)]
-pub const fn fnv1a_step(hash: u64, byte: u8) -> u64 {
-    (hash ^ byte as u64).wrapping_mul(FNV_PRIME)
+pub const fn name_hash_step(hash: u64, word: u64) -> u64 {
+    let h = (hash ^ word).wrapping_mul(NAME_HASH_MULTIPLIER);
+    h ^ (h >> 29)
 }
 
-/// ASCII lowercase without a branch the verifier has to explore.
+/// ASCII-lowercases the 8 bytes of `word` at once (SWAR); other bytes are unchanged.
+/// Label length bytes (< 64) are never letters, so a whole wire name can go through it.
 #[inline(always)]
-pub const fn ascii_lower(byte: u8) -> u8 {
-    let is_upper = (byte.wrapping_sub(b'A') < 26) as u8;
-    byte | (is_upper << 5)
+pub const fn ascii_lower_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = word & (0x7f * ONES);
+    // Bit 7 of each byte: set iff that byte's low 7 bits are >= 'A' / > 'Z' (no carries).
+    let ge_a = low7 + (0x80 - b'A' as u64) * ONES;
+    let gt_z = low7 + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = ge_a & !gt_z & !word & (0x80 * ONES);
+    word | (upper >> 2)
 }
 
 /// Key of the `names` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NameKey {
-    /// FNV-1a of the lowercased wire name.
+    /// `name_hash_step` over the lowercased wire name.
     pub name_hash: u64,
 }
 
@@ -69,9 +77,14 @@ pub struct AnswerSet {
     /// One's-complement sum of `rrs[..rrs_len]` as big-endian 16-bit words, folded to 16 bits.
     pub rrs_csum: u32,
     pub _pad: u32,
-    /// Resource records, each starting with a compression pointer to the question (0xc00c).
-    pub rrs: [u8; MAX_ANSWER_BYTES],
+    /// Resource records, each starting with a compression pointer to the question
+    /// (0xc00c), followed by our OPT record, so that one copy writes both.
+    pub rrs: [u8; MAX_ANSWER_BYTES + OPT_RR.len()],
 }
+
+/// The OPT record of every reply to a query that had one: root owner, type 41, our UDP
+/// payload size, extended RCODE 0, version 0, no flags, no options.
+pub const OPT_RR: [u8; 11] = [0, 0, 41, (EDNS_UDP_PAYLOAD >> 8) as u8, EDNS_UDP_PAYLOAD as u8, 0, 0, 0, 0, 0, 0];
 
 /// Value of the `names` map: the name itself (to rule out hash collisions) and its records.
 #[repr(C)]
@@ -188,10 +201,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lowercase_only_touches_ascii_letters() {
+    fn word_lowercase_matches_bytewise_lowercase() {
         for b in 0..=255u8 {
-            let expected = if b.is_ascii_uppercase() { b + 32 } else { b };
-            assert_eq!(ascii_lower(b), expected, "byte {b}");
+            for position in 0..8 {
+                // The byte among neighbours that are letters and non-letters.
+                let mut bytes = *b"aZ@[`{\xffQ";
+                bytes[position] = b;
+                let expected = u64::from_le_bytes(bytes.map(|c| c.to_ascii_lowercase()));
+                assert_eq!(ascii_lower_word(u64::from_le_bytes(bytes)), expected, "byte {b} at {position}");
+            }
         }
     }
 

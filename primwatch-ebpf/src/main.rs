@@ -21,8 +21,9 @@ use aya_ebpf::{
     Global,
 };
 use primwatch_common::{
-    ascii_lower, fnv1a_step, AnswerSet, Counters, NameKey, NameRecords, Scratch, Verdict,
-    EDNS_UDP_PAYLOAD, FNV_OFFSET, MAX_ANSWER_BYTES, MAX_NAME_LEN, QCLASS_IN, QTYPE_A,
+    ascii_lower_word, name_hash_step, AnswerSet, Counters, NameKey, NameRecords, Scratch,
+    Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
+    QTYPE_A,
     QTYPE_AAAA, QTYPE_OPT, MAX_FRAME_FRONT,
 };
 
@@ -56,6 +57,17 @@ const MAX_EDNS_OPTIONS: usize = 8;
 const EDNS_OPTION_COOKIE: u16 = 10;
 const EDNS_OPTION_PADDING: u16 = 12;
 const REPLY_IP_TTL: u8 = 64;
+/// One's-complement sum of `OPT_RR` as big-endian words from an even offset.
+const OPT_RR_CSUM: u64 = {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < OPT_RR.len() {
+        let lo = if i + 1 < OPT_RR.len() { OPT_RR[i + 1] } else { 0 };
+        sum += ((OPT_RR[i] as u64) << 8) | lo as u64;
+        i += 2;
+    }
+    sum
+};
 
 /// DNS header flag bits.
 const FLAG_QR: u16 = 0x8000;
@@ -268,54 +280,75 @@ fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Verdict
     })
 }
 
-/// Walks the question name once: checks the label structure, copies it lowercased to
-/// scratch, hashes it and sums it for the UDP checksum. Returns (wire length, hash, sum).
+/// Reads the question name: checks the label structure (hopping from length byte to
+/// length byte), copies it to scratch in one helper call, then lowercases, hashes and
+/// checksums it 8 bytes at a time. Returns (wire length, hash, checksum sum).
 #[inline(always)]
 fn walk_name(
     ctx: &XdpContext,
     name_off: usize,
     scratch: &mut Scratch,
 ) -> Result<(usize, u64, u64), Verdict> {
-    let mut next_label = 0usize;
-    let mut hash = FNV_OFFSET;
-    let mut sum = 0u64;
+    let mut pos = 0usize;
     let mut name_len = 0usize;
-    for i in 0..MAX_NAME_LEN {
+    // At most 127 labels fit in 255 bytes, plus the root label.
+    for _ in 0..128 {
         // A name byte is always followed by at least QTYPE and QCLASS, so asking for 5
         // bytes rejects nothing valid (and a 1-byte check compiles to `p < end`, which
         // the verifier cannot turn into a range).
-        let p = bytes_at(ctx, name_off + i, 5, Verdict::Malformed)?;
-        let byte = unsafe { *p };
-        // Label length bytes are below 64, so lowercasing never changes them.
-        let lower = ascii_lower(byte);
-        scratch.name[i] = lower;
-        hash = fnv1a_step(hash, lower);
-        // The name starts at an even offset of the datagram: even bytes are high halves.
-        sum += (byte as u64) << (((i & 1) ^ 1) << 3);
-        if i == next_label {
-            if byte == 0 {
-                name_len = i + 1;
-                break;
-            }
-            if byte > 63 {
-                // Compression pointers and extended label types are not for us.
-                return Err(Verdict::Malformed);
-            }
-            next_label = i + 1 + byte as usize;
+        let p = bytes_at(ctx, name_off + pos, 5, Verdict::Malformed)?;
+        let label_len = unsafe { *p } as usize;
+        if label_len == 0 {
+            name_len = pos + 1;
+            break;
+        }
+        if label_len > 63 {
+            // Compression pointers and extended label types are not for us.
+            return Err(Verdict::Malformed);
+        }
+        pos += 1 + label_len;
+        if pos >= MAX_NAME_LEN {
+            return Err(Verdict::Malformed); // the root label would not fit in 255 bytes
         }
     }
-    // The loop can end at any of 255 iterations with an exact length; round-tripping it
-    // through the map makes it one unknown value, so the verifier checks the rest of the
-    // program once instead of once per possible length.
+    // The loop can end at any of its iterations with a different length range;
+    // round-tripping it through the map makes it one unknown value, so the verifier
+    // checks the rest of the program once instead of once per exit.
     unsafe { ptr::write_volatile(&mut scratch.name_len, name_len as u32) };
     // The mask (255 = MAX_NAME_LEN) bounds the value in whichever register uses it.
     let name_len = (unsafe { ptr::read_volatile(&scratch.name_len) } & 0xff) as usize;
     if name_len == 0 {
-        return Err(Verdict::Malformed); // longer than 255 bytes
+        return Err(Verdict::Malformed);
     }
-    // Zero the word after the name so the last partial word compares cleanly.
-    unsafe { ptr::write_unaligned(scratch.name.as_mut_ptr().add(name_len) as *mut u64, 0) };
-    Ok((name_len, hash, sum))
+
+    let name = scratch.name.as_mut_ptr();
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, name_off as u32, name as *mut _, name_len as u32) != 0 {
+            return Err(Verdict::Malformed);
+        }
+        // Zero the word after the name: the last word hashes and compares clean.
+        ptr::write_unaligned(name.add(name_len) as *mut u64, 0);
+    }
+    let words = name.cast::<u64>();
+    let word_count = (name_len + 7) / 8;
+    let mut hash = NAME_HASH_SEED;
+    let mut sum = 0u64;
+    for w in 0..(MAX_NAME_LEN + 7) / 8 {
+        if w >= word_count {
+            break;
+        }
+        unsafe {
+            let word = *words.add(w);
+            // The checksum covers the name as sent (the reply echoes the client's case).
+            sum += (word & 0xffff_ffff) + (word >> 32);
+            let lower = ascii_lower_word(word);
+            *words.add(w) = lower;
+            hash = name_hash_step(hash, lower);
+        }
+    }
+    // Words were read little-endian; the one's-complement sum of byte-swapped words is
+    // the byte-swapped sum.
+    Ok((name_len, hash, fold(sum).swap_bytes() as u64))
 }
 
 /// Accepts only options a responder may ignore (RFC 7873 §5.2 cookies, RFC 7830 padding).
@@ -510,13 +543,18 @@ fn write_reply(
     }
     sum += query.name_csum;
 
+    // The records and, right behind them in the map value, our OPT record: one copy.
     let answers_off = dns_off + DNS_HLEN + query.name_len + 4;
+    let copy_len = (rrs_len + opt_len) & 0x3ff;
+    if copy_len == 0 || copy_len > MAX_ANSWER_BYTES + OPT_RR_LEN {
+        return Err(Verdict::Malformed);
+    }
     let stored = unsafe {
         bpf_xdp_store_bytes(
             ctx.ctx,
             answers_off as u32,
             answers.rrs.as_ptr() as *mut _,
-            rrs_len as u32,
+            copy_len as u32,
         )
     };
     if stored != 0 {
@@ -525,20 +563,7 @@ fn write_reply(
     // Everything after the name starts at an odd offset when the name length is odd.
     let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.rrs_csum as u64;
     if query.has_opt {
-        let [hi, lo] = EDNS_UDP_PAYLOAD.to_be_bytes();
-        let opt: [u8; OPT_RR_LEN] = [0, 0, QTYPE_OPT as u8, hi, lo, 0, 0, 0, 0, 0, 0];
-        let stored = unsafe {
-            bpf_xdp_store_bytes(
-                ctx.ctx,
-                (answers_off + rrs_len) as u32,
-                opt.as_ptr() as *mut _,
-                OPT_RR_LEN as u32,
-            )
-        };
-        if stored != 0 {
-            return Err(Verdict::Malformed);
-        }
-        after_name += ((QTYPE_OPT as u64) << 8 | hi as u64) + ((lo as u64) << 8);
+        after_name += OPT_RR_CSUM;
     }
     let after_name = fold(after_name);
     sum += if query.name_len & 1 == 1 {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use primwatch_common::{fnv1a_step, FNV_OFFSET, MAX_NAME_LEN, NAME_BUF_LEN};
+use primwatch_common::{name_hash_step, MAX_NAME_LEN, NAME_BUF_LEN, NAME_HASH_SEED};
 
 /// A validated, lowercased, fully qualified domain name.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,7 +49,11 @@ impl DnsName {
 
     /// The hash the XDP program computes over the lowercased question name.
     pub fn hash(&self) -> u64 {
-        self.wire.iter().fold(FNV_OFFSET, |h, &b| fnv1a_step(h, b))
+        self.wire.chunks(8).fold(NAME_HASH_SEED, |h, chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            name_hash_step(h, u64::from_le_bytes(word))
+        })
     }
 
     /// The wire name zero-padded to the map's buffer size.
@@ -95,15 +99,16 @@ mod tests {
     }
 
     #[test]
-    fn hash_is_fnv1a_of_the_wire_name() {
-        // Independent FNV-1a 64 reference over the same bytes.
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in b"\x01a\x00" {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        assert_eq!(DnsName::parse("A").unwrap().hash(), h);
+    fn hash_covers_the_zero_padded_wire_name_in_words() {
+        // Reference: the same steps, written out for a 10-byte name (two words).
+        let name = DnsName::parse("Ab.cdefg").unwrap();
+        assert_eq!(name.wire(), b"\x02ab\x05cdefg\x00");
+        let w0 = u64::from_le_bytes(*b"\x02ab\x05cdef");
+        let w1 = u64::from_le_bytes([b'g', 0, 0, 0, 0, 0, 0, 0]);
+        let expected = name_hash_step(name_hash_step(NAME_HASH_SEED, w0), w1);
+        assert_eq!(name.hash(), expected);
         assert_ne!(DnsName::parse("a.b").unwrap().hash(), DnsName::parse("ab").unwrap().hash());
+        assert_eq!(DnsName::parse("WWW.x").unwrap().hash(), DnsName::parse("www.X.").unwrap().hash());
     }
 
     #[test]

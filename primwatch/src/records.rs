@@ -9,7 +9,7 @@ use std::{
 
 use primwatch_common::{
     AnswerSet, NameKey, NameRecords, AAAA_RR_LEN, A_RR_LEN, MAX_ANSWER_BYTES, MAX_RECORDS,
-    QCLASS_IN, QTYPE_A, QTYPE_AAAA,
+    OPT_RR, QCLASS_IN, QTYPE_A, QTYPE_AAAA,
 };
 
 use crate::{config::Config, dns_name::DnsName};
@@ -26,7 +26,7 @@ fn render(ttl: u32, qtype: u16, rdatas: &[&[u8]]) -> AnswerSet {
         rrs_len: 0,
         rrs_csum: 0,
         _pad: 0,
-        rrs: [0; MAX_ANSWER_BYTES],
+        rrs: [0; MAX_ANSWER_BYTES + OPT_RR.len()],
     };
     let mut out = Vec::with_capacity(MAX_ANSWER_BYTES);
     for rdata in rdatas {
@@ -38,6 +38,8 @@ fn render(ttl: u32, qtype: u16, rdatas: &[&[u8]]) -> AnswerSet {
         out.extend_from_slice(rdata);
     }
     set.rrs[..out.len()].copy_from_slice(&out);
+    // The XDP program copies the OPT record along with the answers when it needs one.
+    set.rrs[out.len()..out.len() + OPT_RR.len()].copy_from_slice(&OPT_RR);
     set.rrs_len = out.len() as u16;
     set.rrs_csum = ones_complement_sum(&out) as u32;
     set

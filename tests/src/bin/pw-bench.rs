@@ -122,31 +122,72 @@ fn micro() -> Result<()> {
 
 // ---- 2. End to end ----------------------------------------------------------------
 
-/// kxdpgun in the client namespace, pinned to CPU 1; returns (sent/s, answered/s).
-fn kxdpgun(lab: &Lab, name: &str, seconds: u64) -> Result<(f64, f64)> {
+/// One kxdpgun: from a client namespace, out of its veth, to a server address.
+struct Generator {
+    ns: String,
+    server: IpAddr,
+    cpu: u32,
+}
+
+/// Runs every generator at once for `seconds`; returns the summed (sent/s, answered/s).
+/// kxdpgun leaves its XDP program on the client veth and a new run sometimes finds the
+/// AF_XDP queue still busy: clear the program first and retry a busy start.
+fn kxdpgun(generators: &[Generator], name: &str, seconds: u64) -> Result<(f64, f64)> {
+    let mut last_error = None;
+    for _attempt in 0..3 {
+        for g in generators {
+            let _ = netns::ip(&["-n", &g.ns, "link", "set", "dev", CLIENT_IF, "xdp", "off"]);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        match kxdpgun_once(generators, name, seconds) {
+            Ok(rates) => return Ok(rates),
+            Err(e) if format!("{e:#}").contains("busy") => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap())
+}
+
+fn kxdpgun_once(generators: &[Generator], name: &str, seconds: u64) -> Result<(f64, f64)> {
     let dir = TempDir::new("kxdpgun")?;
     let queries = dir.0.join("queries");
     std::fs::write(&queries, format!("{name} A\n"))?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.client_ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", "5000000", "-F", "1", "-I", CLIENT_IF, "-i"])
-        .arg(&queries)
-        .arg(lab.server_addr(false).to_string())
-        .output()
-        .context("running kxdpgun (knot-dnsutils)")?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    // "total queries:     2237640 (745880 pps)" / "total replies:     … (… pps) (100%)"
-    let rate = |label: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(label))?;
-        let inside = line.split('(').nth(1)?;
-        inside.split_whitespace().next()?.parse().ok()
-    };
-    match (rate("total queries"), rate("total replies")) {
-        (Some(q), Some(r)) => Ok((q, r)),
-        _ => bail!("could not read kxdpgun's output:\n{text}"),
+    let children: Vec<_> = generators
+        .iter()
+        .map(|g| {
+            Command::new("ip")
+                .args(["netns", "exec", &g.ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", "5000000"])
+                .args(["-F", &g.cpu.to_string(), "-I", CLIENT_IF, "-i"])
+                .arg(&queries)
+                .arg(g.server.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("running kxdpgun (knot-dnsutils)")
+        })
+        .collect::<Result<_>>()?;
+    let (mut sent, mut answered) = (0.0, 0.0);
+    for child in children {
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        // "total queries:     2237640 (745880 pps)" / "total replies:     … (… pps) (100%)"
+        let rate = |label: &str| -> Option<f64> {
+            let line = text.lines().find(|l| l.starts_with(label))?;
+            let inside = line.split('(').nth(1)?;
+            inside.split_whitespace().next()?.parse().ok()
+        };
+        match (rate("total queries"), rate("total replies")) {
+            (Some(q), Some(r)) => {
+                sent += q;
+                answered += r;
+            }
+            _ => bail!("could not read kxdpgun's output:\n{text}"),
+        }
     }
+    Ok((sent, answered))
 }
 
-/// Machine-wide CPU time (user+system+softirq, all CPUs) spent while `f` runs, in seconds.
+/// Machine-wide CPU time (all CPUs, everything but idle and iowait) while `f` runs, in seconds.
 fn cpu_seconds<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     fn busy_ticks() -> u64 {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -167,64 +208,113 @@ struct Row {
     cpu_us_per_answer: f64,
 }
 
-fn measure(lab: &Lab, label: &str, name: &str, seconds: u64) -> Result<Row> {
-    let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(lab, name, seconds))?;
+fn measure(generators: &[Generator], label: &str, name: &str, seconds: u64) -> Result<Row> {
+    let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(generators, name, seconds))?;
     let total = answered * seconds as f64;
     Ok(Row { label: label.into(), sent, answered, cpu_us_per_answer: if total > 0.0 { cpu * 1e6 / total } else { f64::NAN } })
 }
 
+/// A second client namespace with its own veth to the server namespace (10.78.0.0/24),
+/// so a second kxdpgun can load the server from the other core.
+struct SecondClient {
+    ns: String,
+}
+
+const SECOND_SERVER_IF: &str = "pws1";
+
+impl SecondClient {
+    fn new(lab: &Lab) -> Result<SecondClient> {
+        let ns = primwatch_tests::unique("pwc");
+        netns::ip(&["netns", "add", &ns])?;
+        let client = SecondClient { ns };
+        netns::ip(&["link", "add", CLIENT_IF, "netns", &client.ns, "type", "veth", "peer", "name", SECOND_SERVER_IF, "netns", &lab.server_ns])?;
+        for (ns, dev, addr) in [(&client.ns, CLIENT_IF, "10.78.0.2/24"), (&lab.server_ns, SECOND_SERVER_IF, "10.78.0.1/24")] {
+            netns::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            netns::ip(&["-n", ns, "link", "set", dev, "up"])?;
+            netns::ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+        }
+        Ok(client)
+    }
+
+    fn server_addr() -> IpAddr {
+        "10.78.0.1".parse().unwrap()
+    }
+}
+
+impl Drop for SecondClient {
+    fn drop(&mut self) {
+        let _ = netns::ip(&["netns", "del", &self.ns]);
+    }
+}
+
 fn end_to_end(seconds: u64) -> Result<()> {
-    println!("\n== Answers per second, netns lab, kxdpgun (native AF_XDP, CPU 1) for {seconds} s per row ==");
     let lab = Lab::new()?;
+    let second = SecondClient::new(&lab)?;
     let server = lab.server_addr(false);
+    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1 }];
+    let two = vec![
+        Generator { ns: lab.client_ns.clone(), server, cpu: 1 },
+        Generator { ns: second.ns.clone(), server: SecondClient::server_addr(), cpu: 0 },
+    ];
+    let scenarios: [(&str, &Vec<Generator>); 2] = [("1 kxdpgun (CPU 1)", &one), ("2 kxdpgun (CPU 0 and 1, one veth each)", &two)];
     let zone = pdns::zone("example.test", server, &["www 30 IN A 192.0.2.10", "other 30 IN A 192.0.2.99"]);
     let mut rows = Vec::new();
     {
-        let _pdns = PowerDns::start(&lab.server_ns, &[server], "example.test", &zone)?;
-        // kxdpgun's own XDP program on the client veth lets native XDP_TX through.
+        let _pdns = PowerDns::start(&lab.server_ns, &[server, SecondClient::server_addr()], "example.test", &zone)?;
+        // kxdpgun's own XDP program on the client veths lets native XDP_TX through.
         let config = format!(
-            "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n{NAMES}"
+            "[server]\ninterfaces = [\"{SERVER_IF}\", \"{SECOND_SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n{NAMES}"
         );
         let controller = Controller::start(&lab.server_ns, &config)?;
-        rows.push(measure(&lab, "primwatch XDP (www, A)", "www.example.test", seconds)?);
-        rows.push(measure(&lab, "PowerDNS 4.7 behind primwatch", "other.example.test", seconds)?);
+        for (load, generators) in scenarios {
+            rows.push((load, measure(generators, "primwatch XDP", "www.example.test", seconds)?));
+            rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test", seconds)?));
+        }
         let counters = controller.counters()?;
         println!("primwatch counters after the runs: answered {}, passed (name not found) {}", counters.answered, counters.pass_name_not_found);
     }
-    match knot_xdp(&lab, seconds) {
-        Ok(row) => rows.push(row),
-        Err(e) => println!("Knot XDP row skipped: {e:#}"),
+    for (load, generators) in scenarios {
+        match knot_xdp(&lab, generators, seconds) {
+            Ok(row) => rows.push((load, row)),
+            Err(e) => println!("Knot XDP row skipped: {e:#}"),
+        }
     }
 
-    println!("{:<32} {:>12} {:>12} {:>18}", "server", "sent/s", "answered/s", "CPU µs / answer");
-    for r in &rows {
-        println!("{:<32} {:>12.0} {:>12.0} {:>18.2}", r.label, r.sent, r.answered, r.cpu_us_per_answer);
-    }
-    let find = |prefix: &str| rows.iter().find(|r| r.label.starts_with(prefix)).map(|r| r.answered);
-    if let (Some(pw), Some(pd)) = (find("primwatch"), find("PowerDNS")) {
-        println!("primwatch / PowerDNS answers: {:.1}×", pw / pd);
-    }
-    if let (Some(pw), Some(k)) = (find("primwatch"), find("Knot")) {
-        println!("primwatch / Knot XDP answers: {:.2}×", pw / k);
+    println!("\n== Answers per second, netns lab, kxdpgun (AF_XDP) sending A queries for {seconds} s per row ==");
+    for (load, _) in scenarios {
+        println!("-- load: {load}");
+        println!("{:<32} {:>12} {:>12} {:>18}", "server", "sent/s", "answered/s", "CPU µs / answer");
+        let in_load: Vec<&Row> = rows.iter().filter(|(l, _)| *l == load).map(|(_, r)| r).collect();
+        for r in &in_load {
+            println!("{:<32} {:>12.0} {:>12.0} {:>18.2}", r.label, r.sent, r.answered, r.cpu_us_per_answer);
+        }
+        let find = |prefix: &str| in_load.iter().find(|r| r.label.starts_with(prefix)).map(|r| r.answered);
+        if let (Some(pw), Some(pd)) = (find("primwatch"), find("PowerDNS")) {
+            println!("primwatch / PowerDNS answers: {:.1}×", pw / pd);
+        }
+        if let (Some(pw), Some(k)) = (find("primwatch"), find("Knot")) {
+            println!("primwatch / Knot XDP answers: {:.2}×", pw / k);
+        }
     }
     println!(
-        "(on veth, XDP runs in softirq on the sending CPU, so kxdpgun's core also runs the\n\
-         server's XDP program: CPU µs / answer counts the whole machine)"
+        "(on veth, XDP runs in softirq on the sending CPU, so a kxdpgun core also runs the\n\
+         server's XDP program; CPU µs / answer is the whole machine's busy time over answers)"
     );
     Ok(())
 }
 
 /// Knot DNS 3.2 with its XDP listener on the server veth, serving the same name.
-fn knot_xdp(lab: &Lab, seconds: u64) -> Result<Row> {
+fn knot_xdp(lab: &Lab, generators: &[Generator], seconds: u64) -> Result<Row> {
     let dir = TempDir::new("knot")?;
     let d = dir.0.display();
     let server: IpAddr = lab.server_addr(false);
+    let second = SecondClient::server_addr();
     std::fs::write(dir.0.join("example.test.zone"), pdns::zone("example.test", server, &["www 30 IN A 192.0.2.10"]))?;
     std::fs::write(
         dir.0.join("knot.conf"),
         format!(
-            "server:\n  rundir: {d}\n  listen: {server}@53\n\
-             xdp:\n  listen: {SERVER_IF}@53\n  udp: on\n\
+            "server:\n  rundir: {d}\n  listen: [ {server}@53, {second}@53 ]\n\
+             xdp:\n  listen: [ {SERVER_IF}@53, {SECOND_SERVER_IF}@53 ]\n  udp: on\n\
              database:\n  storage: {d}\n\
              zone:\n  - domain: example.test\n    storage: {d}\n    file: example.test.zone\n\
              log:\n  - target: stderr\n    any: warning\n"
@@ -244,7 +334,7 @@ fn knot_xdp(lab: &Lab, seconds: u64) -> Result<Row> {
         dns::exchange_udp(&sock, std::net::SocketAddr::new(server, 53), &query).ok()
     });
     let result = match ready {
-        Some(_) => measure(lab, "Knot 3.2 XDP mode", "www.example.test", seconds),
+        Some(_) => measure(generators, "Knot 3.2 XDP mode", "www.example.test", seconds),
         None => Err(anyhow::anyhow!("knotd did not answer: {}", std::fs::read_to_string(dir.0.join("log")).unwrap_or_default())),
     };
     let _ = knot.kill();

@@ -60,26 +60,50 @@ pub struct NameKey {
     pub name_hash: u64,
 }
 
-/// The records of one type, pre-rendered as the answer section of a reply.
+/// How the XDP program picks the records of one reply from an [`AnswerSet`].
+pub const SELECT_FIXED: u8 = 0;
+/// Rotate the start record per query (a per-CPU counter).
+pub const SELECT_ROUND_ROBIN: u8 = 1;
+/// A uniformly random start record per query.
+pub const SELECT_RANDOM: u8 = 2;
+/// A start record drawn from `weighted_start`, where records appear in proportion to weight.
+pub const SELECT_WEIGHTED: u8 = 3;
+/// Answer NOERROR with no records (an all-down policy).
+pub const SELECT_NODATA: u8 = 4;
+
+/// Slots of the weighted-start table; a power of two, so a random slot is a mask away.
+pub const WEIGHT_SLOTS: usize = 1024;
+/// Room for the records of a set, rendered twice over (see `AnswerSet::rrs`).
+pub const RRS_BUF_LEN: usize = 2 * MAX_ANSWER_BYTES;
+
+/// The records of one type for one name, pre-rendered for the answer section.
 ///
-/// The controller renders the records once per change, so the XDP program copies one
-/// block of bytes instead of building records in a loop, and adds a checksum the
-/// controller computed instead of summing the bytes again.
+/// The controller renders the eligible records once per change; per query the XDP
+/// program only picks where to start (`select`) and copies `answers` consecutive
+/// records, whose checksum the controller also computed. The records are rendered
+/// twice over, so the `answers` records from any start are one contiguous block.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct AnswerSet {
     /// TTL of every record in the set (also inside `rrs`; kept here for inspection).
     pub ttl: u32,
-    /// Number of records in `rrs`; 0 means this type is not served for the name.
-    pub ancount: u16,
-    /// Bytes used in `rrs`.
-    pub rrs_len: u16,
-    /// One's-complement sum of `rrs[..rrs_len]` as big-endian 16-bit words, folded to 16 bits.
-    pub rrs_csum: u32,
-    pub _pad: u32,
-    /// Resource records, each starting with a compression pointer to the question
-    /// (0xc00c), followed by our OPT record, so that one copy writes both.
-    pub rrs: [u8; MAX_ANSWER_BYTES + OPT_RR.len()],
+    /// Eligible records; 0 means this type is not served here (the query is passed).
+    pub count: u16,
+    /// Records per reply (1..=count).
+    pub answers: u16,
+    /// Bytes per record: 16 (A) or 28 (AAAA).
+    pub rr_len: u16,
+    /// One of the `SELECT_*` values.
+    pub select: u8,
+    pub _pad: u8,
+    /// One's-complement sum (folded, big-endian words) of the `answers` records
+    /// starting at record i.
+    pub csums: [u16; MAX_RECORDS],
+    /// For `SELECT_WEIGHTED`: start record per slot.
+    pub weighted_start: [u8; WEIGHT_SLOTS],
+    /// `count` records, each starting with a compression pointer to the question
+    /// (0xc00c), then the first `count - 1` of them again.
+    pub rrs: [u8; RRS_BUF_LEN],
 }
 
 /// The OPT record of every reply to a query that had one: root owner, type 41, our UDP
@@ -107,7 +131,8 @@ pub struct Scratch {
     pub name: [u8; NAME_BUF_LEN + 8],
     /// Name length handed across the walk loop (see the XDP program for why).
     pub name_len: u32,
-    pub _pad: u32,
+    /// This CPU's round-robin position.
+    pub round_robin: u32,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
 }

@@ -14,7 +14,8 @@ use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{HashMap, PerCpuArray},
     helpers::generated::{
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
     },
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -22,7 +23,8 @@ use aya_ebpf::{
 };
 use primwatch_common::{
     ascii_lower_word, name_hash_step, AnswerSet, Counters, NameKey, NameRecords, Scratch,
-    Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
+    Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, SELECT_NODATA, SELECT_RANDOM,
+    SELECT_ROUND_ROBIN, SELECT_WEIGHTED, WEIGHT_SLOTS, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
     QTYPE_A,
     QTYPE_AAAA, QTYPE_OPT, MAX_FRAME_FRONT,
 };
@@ -130,10 +132,59 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         QTYPE_AAAA => &records.aaaa,
         _ => return Err(Verdict::TypeNotPresent),
     };
-    if answers.ancount == 0 {
+    if answers.count == 0 && answers.select != SELECT_NODATA {
         return Err(Verdict::TypeNotPresent);
     }
-    write_reply(ctx, scratch, &query, answers)
+    let picked = pick_records(answers, scratch)?;
+    write_reply(ctx, scratch, &query, &picked)
+}
+
+/// The records of one reply: where they start in `AnswerSet::rrs`, how many bytes,
+/// how many records and their checksum.
+struct Picked {
+    rrs: *const u8,
+    len: usize,
+    ancount: u16,
+    csum: u16,
+}
+
+/// Picks the start record by the set's selection mode.
+#[inline(always)]
+fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Verdict> {
+    if set.select == SELECT_NODATA {
+        return Ok(Picked { rrs: set.rrs.as_ptr(), len: 0, ancount: 0, csum: 0 });
+    }
+    let count = set.count as u32;
+    let rr_len = set.rr_len as usize;
+    let answers = set.answers as usize;
+    if count == 0 || count > MAX_RECORDS as u32 || answers == 0 || answers > count as usize || rr_len > AAAA_RR_LEN {
+        return Err(Verdict::TypeNotPresent);
+    }
+    let start = match set.select {
+        SELECT_ROUND_ROBIN => {
+            let n = scratch.round_robin.wrapping_add(1);
+            scratch.round_robin = n;
+            n % count
+        }
+        SELECT_RANDOM => (unsafe { bpf_get_prandom_u32() }) % count,
+        SELECT_WEIGHTED => {
+            let slot = unsafe { bpf_get_prandom_u32() } as usize & (WEIGHT_SLOTS - 1);
+            set.weighted_start[slot] as u32
+        }
+        _ => 0,
+    } as usize
+        & (MAX_RECORDS - 1);
+    let offset = start * rr_len;
+    let len = answers * rr_len;
+    if offset + len > RRS_BUF_LEN {
+        return Err(Verdict::Malformed);
+    }
+    Ok(Picked {
+        rrs: unsafe { set.rrs.as_ptr().add(offset) },
+        len,
+        ancount: answers as u16,
+        csum: set.csums[start],
+    })
 }
 
 /// Returns a pointer to `len` bytes at `off`, or `err` if the packet is shorter.
@@ -457,12 +508,9 @@ fn write_reply(
     ctx: &XdpContext,
     scratch: &mut Scratch,
     query: &Query,
-    answers: &AnswerSet,
+    answers: &Picked,
 ) -> Result<(), Verdict> {
-    let rrs_len = answers.rrs_len as usize;
-    if rrs_len == 0 || rrs_len > MAX_ANSWER_BYTES {
-        return Err(Verdict::TypeNotPresent);
-    }
+    let rrs_len = answers.len;
     let opt_len = if query.has_opt { OPT_RR_LEN } else { 0 };
     let reply_dns_len = DNS_HLEN + query.name_len + 4 + rrs_len + opt_len;
     let limit = if query.has_opt {
@@ -543,26 +591,26 @@ fn write_reply(
     }
     sum += query.name_csum;
 
-    // The records and, right behind them in the map value, our OPT record: one copy.
     let answers_off = dns_off + DNS_HLEN + query.name_len + 4;
-    let copy_len = (rrs_len + opt_len) & 0x3ff;
-    if copy_len == 0 || copy_len > MAX_ANSWER_BYTES + OPT_RR_LEN {
-        return Err(Verdict::Malformed);
-    }
-    let stored = unsafe {
-        bpf_xdp_store_bytes(
-            ctx.ctx,
-            answers_off as u32,
-            answers.rrs.as_ptr() as *mut _,
-            copy_len as u32,
-        )
-    };
-    if stored != 0 {
-        return Err(Verdict::Malformed);
+    if rrs_len > 0 {
+        let len = rrs_len & 0x3ff;
+        if len > MAX_ANSWER_BYTES {
+            return Err(Verdict::Malformed);
+        }
+        let stored = unsafe {
+            bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, answers.rrs as *mut _, len as u32)
+        };
+        if stored != 0 {
+            return Err(Verdict::Malformed);
+        }
     }
     // Everything after the name starts at an odd offset when the name length is odd.
-    let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.rrs_csum as u64;
+    let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.csum as u64;
     if query.has_opt {
+        let opt = bytes_at(ctx, (answers_off + rrs_len) & 0xfff, OPT_RR_LEN, Verdict::Malformed)?;
+        for (i, byte) in OPT_RR.iter().enumerate() {
+            unsafe { *opt.add(i) = *byte };
+        }
         after_name += OPT_RR_CSUM;
     }
     let after_name = fold(after_name);

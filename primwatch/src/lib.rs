@@ -1,10 +1,16 @@
 //! primwatch: a health-checking DNS load balancer whose hot path is an XDP program.
 //!
 //! The data path, one module per stage:
-//! `config` (TOML → validated `Config`) → `records` (chosen addresses → pre-rendered
-//! answers) → `map_writer` (→ the `names` BPF map) → `dataplane` (the XDP program).
+//! `config` (TOML → validated `Config`) → `checks` (probes) → `state` (rise/fall,
+//! target health) → `selection` (which addresses each name answers with) → `records`
+//! (pre-rendered answers) → `map_writer` (→ the `names` BPF map) → `dataplane` (the
+//! XDP program). `controller` runs the loop that ties them together.
+pub mod checks;
 pub mod config;
+pub mod controller;
 pub mod dataplane;
 pub mod dns_name;
 pub mod map_writer;
 pub mod records;
+pub mod selection;
+pub mod state;

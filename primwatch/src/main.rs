@@ -4,8 +4,8 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use primwatch::{
     config::{Config, DEFAULT_PIN_DIR},
+    controller::Controller,
     dataplane::{self, Dataplane},
-    records,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
@@ -95,9 +95,10 @@ async fn serve(config: Config) -> Result<()> {
     let mut dataplane = Dataplane::load(config.port)?;
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
-    let mut writer = dataplane.names_writer()?;
-    let stats = writer.sync(&records::desired_entries(&config))?;
-    info!(names = config.names.len(), ?stats, "names map written");
+    let writer = dataplane.names_writer()?;
+    // Writes the first answers (checks in their initial states) and starts the checkers.
+    let mut controller = Controller::start(config.clone(), writer)?;
+    info!(names = config.names.len(), targets = config.targets.len(), "names map written");
 
     // Attach only after the maps hold the records, so the first packets find them.
     let mut attach_result = Ok(());
@@ -115,11 +116,15 @@ async fn serve(config: Config) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = sigint.recv() => info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
-    }
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigint.recv() => info!("SIGINT: shutting down"),
+            _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+        }
+    };
+    let result = controller.run(shutdown).await;
     let counters = dataplane.counters()?;
     info!(answered = counters.answered, "final counters");
-    dataplane.shutdown()
+    dataplane.shutdown()?;
+    result
 }

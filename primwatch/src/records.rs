@@ -1,64 +1,158 @@
-//! Stage 2 → 3: from the addresses chosen for a name to the map entry the XDP program
-//! answers from. Today every configured address is chosen (static records); the
-//! health-aware selection feeds the same `NameRecords` builder.
+//! Stage 4: from the records chosen for a name to the map entry the XDP program
+//! answers from. Rendering happens here, once per change, so that per query the
+//! program only picks a start record and copies bytes.
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, NameRecords, AAAA_RR_LEN, A_RR_LEN, MAX_ANSWER_BYTES, MAX_RECORDS,
-    OPT_RR, QCLASS_IN, QTYPE_A, QTYPE_AAAA,
+    AnswerSet, NameKey, NameRecords, AAAA_RR_LEN, A_RR_LEN, MAX_RECORDS, QCLASS_IN, QTYPE_A,
+    QTYPE_AAAA, RRS_BUF_LEN, SELECT_FIXED, SELECT_NODATA, SELECT_RANDOM, SELECT_ROUND_ROBIN,
+    SELECT_WEIGHTED, WEIGHT_SLOTS,
 };
 
-use crate::{config::Config, dns_name::DnsName};
+use crate::{config::Config, dns_name::DnsName, selection};
 
 /// A compression pointer to the question name, which always sits at offset 12.
 const POINTER_TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
 
-/// Renders records of one type as the answer section bytes the XDP program copies.
-fn render(ttl: u32, qtype: u16, rdatas: &[&[u8]]) -> AnswerSet {
-    assert!(rdatas.len() <= MAX_RECORDS, "record count is validated by config");
-    let mut set = AnswerSet {
-        ttl,
-        ancount: rdatas.len() as u16,
-        rrs_len: 0,
-        rrs_csum: 0,
-        _pad: 0,
-        rrs: [0; MAX_ANSWER_BYTES + OPT_RR.len()],
-    };
-    let mut out = Vec::with_capacity(MAX_ANSWER_BYTES);
-    for rdata in rdatas {
-        out.extend_from_slice(&POINTER_TO_QUESTION);
-        out.extend_from_slice(&qtype.to_be_bytes());
-        out.extend_from_slice(&QCLASS_IN.to_be_bytes());
-        out.extend_from_slice(&ttl.to_be_bytes());
-        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        out.extend_from_slice(rdata);
+/// How the XDP program picks the records of each reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Always the first `answers` records.
+    Fixed,
+    RoundRobin,
+    Random,
+    /// Start records drawn in proportion to weight.
+    Weighted,
+    /// NOERROR, no records.
+    NoData,
+}
+
+/// The records chosen for one name and type: (address, weight) in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen<A> {
+    pub records: Vec<(A, u32)>,
+    /// Records per reply.
+    pub answers: usize,
+    pub pick: Pick,
+}
+
+impl<A> Chosen<A> {
+    /// Every address in every reply.
+    pub fn fixed(addresses: Vec<A>) -> Chosen<A> {
+        let answers = addresses.len();
+        Chosen { records: addresses.into_iter().map(|a| (a, 1)).collect(), answers, pick: Pick::Fixed }
     }
-    set.rrs[..out.len()].copy_from_slice(&out);
-    // The XDP program copies the OPT record along with the answers when it needs one.
-    set.rrs[out.len()..out.len() + OPT_RR.len()].copy_from_slice(&OPT_RR);
-    set.rrs_len = out.len() as u16;
-    set.rrs_csum = ones_complement_sum(&out) as u32;
+
+    pub fn nodata() -> Chosen<A> {
+        Chosen { records: Vec::new(), answers: 0, pick: Pick::NoData }
+    }
+
+    /// Not served: the XDP program passes such queries on.
+    pub fn none() -> Chosen<A> {
+        Chosen { records: Vec::new(), answers: 0, pick: Pick::Fixed }
+    }
+}
+
+fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
+    AnswerSet {
+        ttl,
+        count: 0,
+        answers: 0,
+        rr_len: rr_len as u16,
+        select: SELECT_FIXED,
+        _pad: 0,
+        csums: [0; MAX_RECORDS],
+        weighted_start: [0; WEIGHT_SLOTS],
+        rrs: [0; RRS_BUF_LEN],
+    }
+}
+
+/// Renders chosen records (rdata already encoded) into an AnswerSet.
+fn render(ttl: u32, qtype: u16, rr_len: usize, rdatas: &[Vec<u8>], weights: &[u32], answers: usize, pick: Pick) -> AnswerSet {
+    let mut set = empty_set(ttl, rr_len);
+    if pick == Pick::NoData {
+        set.select = SELECT_NODATA;
+        return set;
+    }
+    let count = rdatas.len().min(MAX_RECORDS);
+    if count == 0 {
+        return set;
+    }
+    let mut one = Vec::with_capacity(count * rr_len);
+    for rdata in &rdatas[..count] {
+        one.extend_from_slice(&POINTER_TO_QUESTION);
+        one.extend_from_slice(&qtype.to_be_bytes());
+        one.extend_from_slice(&QCLASS_IN.to_be_bytes());
+        one.extend_from_slice(&ttl.to_be_bytes());
+        one.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        one.extend_from_slice(rdata);
+    }
+    debug_assert_eq!(one.len(), count * rr_len);
+    // Twice over (less the last record), so `answers` records from any start are contiguous.
+    set.rrs[..one.len()].copy_from_slice(&one);
+    set.rrs[one.len()..2 * one.len() - rr_len].copy_from_slice(&one[..one.len() - rr_len]);
+    let answers = answers.clamp(1, count);
+    for start in 0..count {
+        let block = &set.rrs[start * rr_len..(start + answers) * rr_len];
+        set.csums[start] = ones_complement_sum(block);
+    }
+    set.count = count as u16;
+    set.answers = answers as u16;
+    set.select = match pick {
+        Pick::Fixed => SELECT_FIXED,
+        Pick::RoundRobin => SELECT_ROUND_ROBIN,
+        Pick::Random => SELECT_RANDOM,
+        Pick::Weighted => SELECT_WEIGHTED,
+        Pick::NoData => unreachable!(),
+    };
+    if set.select == SELECT_WEIGHTED {
+        set.weighted_start = weighted_slots(&weights[..count]);
+    }
     set
 }
 
-pub fn a_records(ttl: u32, addresses: &[Ipv4Addr]) -> AnswerSet {
-    let octets: Vec<[u8; 4]> = addresses.iter().map(|a| a.octets()).collect();
-    let rdatas: Vec<&[u8]> = octets.iter().map(|o| &o[..]).collect();
-    let set = render(ttl, QTYPE_A, &rdatas);
-    debug_assert_eq!(set.rrs_len as usize, addresses.len() * A_RR_LEN);
-    set
+/// Apportions WEIGHT_SLOTS slots to records by weight (largest remainder method).
+pub fn weighted_slots(weights: &[u32]) -> [u8; WEIGHT_SLOTS] {
+    let total: u64 = weights.iter().map(|&w| w as u64).sum::<u64>().max(1);
+    let mut shares: Vec<(usize, u64, u64)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let exact = w as u64 * WEIGHT_SLOTS as u64;
+            (i, exact / total, exact % total)
+        })
+        .collect();
+    let given: u64 = shares.iter().map(|s| s.1).sum();
+    let mut by_remainder: Vec<usize> = (0..shares.len()).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse(shares[i].2));
+    for &i in by_remainder.iter().take(WEIGHT_SLOTS - given as usize) {
+        shares[i].1 += 1;
+    }
+    let mut slots = [0u8; WEIGHT_SLOTS];
+    let mut next = 0;
+    for (i, n, _) in shares {
+        for _ in 0..n {
+            slots[next] = i as u8;
+            next += 1;
+        }
+    }
+    slots
 }
 
-pub fn aaaa_records(ttl: u32, addresses: &[Ipv6Addr]) -> AnswerSet {
-    let octets: Vec<[u8; 16]> = addresses.iter().map(|a| a.octets()).collect();
-    let rdatas: Vec<&[u8]> = octets.iter().map(|o| &o[..]).collect();
-    let set = render(ttl, QTYPE_AAAA, &rdatas);
-    debug_assert_eq!(set.rrs_len as usize, addresses.len() * AAAA_RR_LEN);
-    set
+pub fn a_records(ttl: u32, chosen: &Chosen<Ipv4Addr>) -> AnswerSet {
+    let rdatas: Vec<Vec<u8>> = chosen.records.iter().map(|(a, _)| a.octets().to_vec()).collect();
+    let weights: Vec<u32> = chosen.records.iter().map(|r| r.1).collect();
+    render(ttl, QTYPE_A, A_RR_LEN, &rdatas, &weights, chosen.answers, chosen.pick)
+}
+
+pub fn aaaa_records(ttl: u32, chosen: &Chosen<Ipv6Addr>) -> AnswerSet {
+    let rdatas: Vec<Vec<u8>> = chosen.records.iter().map(|(a, _)| a.octets().to_vec()).collect();
+    let weights: Vec<u32> = chosen.records.iter().map(|r| r.1).collect();
+    render(ttl, QTYPE_AAAA, AAAA_RR_LEN, &rdatas, &weights, chosen.answers, chosen.pick)
 }
 
 /// One's-complement sum of big-endian 16-bit words (odd tail padded with zero), folded.
@@ -83,20 +177,30 @@ pub fn name_records(name: &DnsName, a: AnswerSet, aaaa: AnswerSet) -> NameRecord
     }
 }
 
-/// The entries the `names` map should hold for a config, keyed by name hash.
-pub fn desired_entries(config: &Config) -> BTreeMap<NameKey, NameRecords> {
+/// The entries the `names` map should hold: every name, with the records selection
+/// chose under `health`, keyed by name hash.
+pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> BTreeMap<NameKey, NameRecords> {
     config
         .names
         .iter()
         .map(|(name, entry)| {
-            let records = name_records(
-                name,
-                a_records(entry.ttl, &entry.a),
-                aaaa_records(entry.ttl, &entry.aaaa),
-            );
+            let (a, aaaa) = selection::choose(config, entry, health);
+            let records = name_records(name, a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
             (NameKey { name_hash: name.hash() }, records)
         })
         .collect()
+}
+
+/// Splits addresses by family.
+pub fn split_families(addresses: impl IntoIterator<Item = (IpAddr, u32)>) -> (Vec<(Ipv4Addr, u32)>, Vec<(Ipv6Addr, u32)>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (address, weight) in addresses {
+        match address {
+            IpAddr::V4(a) => v4.push((a, weight)),
+            IpAddr::V6(a) => v6.push((a, weight)),
+        }
+    }
+    (v4, v6)
 }
 
 #[cfg(test)]
@@ -110,13 +214,12 @@ mod tests {
 
     #[test]
     fn rendered_records_parse_as_dns_answers() {
-        let set = a_records(300, &[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 7)]);
-        assert_eq!(set.ancount, 2);
-        assert_eq!(set.rrs_len, 32);
+        let set = a_records(300, &Chosen::fixed(vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 7)]));
+        assert_eq!((set.count, set.answers, set.rr_len, set.select), (2, 2, 16, SELECT_FIXED));
         // Wrap the rendered section in a response to www.example.test and let hickory parse it.
         let mut msg = vec![0x12, 0x34, 0x84, 0x00, 0, 1, 0, 2, 0, 0, 0, 0];
         msg.extend_from_slice(b"\x03www\x07example\x04test\x00\x00\x01\x00\x01");
-        msg.extend_from_slice(&set.rrs[..set.rrs_len as usize]);
+        msg.extend_from_slice(&set.rrs[..32]);
         let parsed = Message::from_bytes(&msg).unwrap();
         let answers: Vec<_> = parsed.answers().iter().map(|r| (r.name().to_string(), r.ttl(), r.data().cloned())).collect();
         assert_eq!(answers.len(), 2);
@@ -124,20 +227,55 @@ mod tests {
         assert_eq!(answers[0].1, 300);
         assert_eq!(answers[1].2, Some(RData::A(Ipv4Addr::new(198, 51, 100, 7).into())));
 
-        let v6 = aaaa_records(5, &["2001:db8::1".parse().unwrap()]);
+        let v6 = aaaa_records(5, &Chosen::fixed(vec!["2001:db8::1".parse().unwrap()]));
         let mut msg = vec![0, 1, 0x84, 0x00, 0, 1, 0, 1, 0, 0, 0, 0];
         msg.extend_from_slice(b"\x01a\x00\x00\x1c\x00\x01");
-        msg.extend_from_slice(&v6.rrs[..v6.rrs_len as usize]);
+        msg.extend_from_slice(&v6.rrs[..28]);
         let parsed = Message::from_bytes(&msg).unwrap();
         assert_eq!(parsed.answers()[0].record_type(), RecordType::AAAA);
         assert_eq!(parsed.answers()[0].ttl(), 5);
     }
 
     #[test]
+    fn rotations_are_contiguous_and_checksummed() {
+        let addrs: Vec<(Ipv4Addr, u32)> = (1..=4).map(|i| (Ipv4Addr::new(10, 0, 0, i), 1)).collect();
+        let set = a_records(30, &Chosen { records: addrs, answers: 2, pick: Pick::RoundRobin });
+        assert_eq!((set.count, set.answers, set.select), (4, 2, SELECT_ROUND_ROBIN));
+        for start in 0..4usize {
+            let block = &set.rrs[start * 16..(start + 2) * 16];
+            // The address of each record is its last 4 bytes.
+            let first = block[15];
+            let second = block[31];
+            assert_eq!(first as usize, start + 1);
+            assert_eq!(second as usize, (start + 1) % 4 + 1, "wraps around");
+            assert_eq!(set.csums[start], ones_complement_sum(block));
+        }
+    }
+
+    #[test]
+    fn weighted_slots_follow_weights() {
+        let slots = weighted_slots(&[1, 3, 6]);
+        let count = |i: u8| slots.iter().filter(|&&s| s == i).count();
+        assert_eq!(count(0) + count(1) + count(2), WEIGHT_SLOTS);
+        assert!((count(0) as i64 - 102).abs() <= 1, "{}", count(0));
+        assert!((count(1) as i64 - 307).abs() <= 1, "{}", count(1));
+        assert!((count(2) as i64 - 614).abs() <= 1, "{}", count(2));
+        let set = a_records(30, &Chosen { records: vec![(Ipv4Addr::LOCALHOST, 1), (Ipv4Addr::BROADCAST, 3)], answers: 1, pick: Pick::Weighted });
+        assert_eq!(set.select, SELECT_WEIGHTED);
+        assert_eq!(set.weighted_start.iter().filter(|&&s| s == 1).count(), 768);
+    }
+
+    #[test]
+    fn nodata_and_unserved_sets() {
+        let set = a_records(30, &Chosen::nodata());
+        assert_eq!((set.count, set.select), (0, SELECT_NODATA));
+        let set = aaaa_records(30, &Chosen::none());
+        assert_eq!((set.count, set.select), (0, SELECT_FIXED));
+    }
+
+    #[test]
     fn checksum_matches_rfc1071_example() {
         // RFC 1071 §3: 0001 f203 f4f5 f6f7 sums to 0xddf2.
         assert_eq!(ones_complement_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
-        let set = a_records(1, &[Ipv4Addr::new(10, 0, 0, 1)]);
-        assert_eq!(set.rrs_csum as u16, ones_complement_sum(&set.rrs[..16]));
     }
 }

@@ -31,13 +31,18 @@ pub struct Outcome {
 }
 
 impl Harness {
-    /// `names` is the `[names.…]` part of a config; the server part is filled in.
+    /// `names` is a config without its `[server]` part (names, targets, groups…);
+    /// every target counts as healthy.
     pub fn new(port: u16, names: &str) -> Result<Harness> {
+        Harness::with_health(port, names, &primwatch::selection::AllUp)
+    }
+
+    pub fn with_health(port: u16, names: &str, health: &dyn primwatch::selection::Health) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         let config = Config::parse(Path::new("harness.toml"), &text)?;
         let mut dataplane = Dataplane::load(port)?;
         let mut names = dataplane.names_writer()?;
-        names.sync(&records::desired_entries(&config))?;
+        names.sync(&records::desired_entries(&config, health))?;
         Ok(Harness { dataplane, names })
     }
 

@@ -300,7 +300,11 @@ fn a_hash_match_with_another_name_is_not_an_answer() {
     let mut h = harness();
     let evil = DnsName::parse("evil.example.test").unwrap();
     let www = DnsName::parse("www.example.test").unwrap();
-    let forged = records::name_records(&www, records::a_records(30, &["10.6.6.6".parse().unwrap()]), records::aaaa_records(30, &[]));
+    let forged = records::name_records(
+        &www,
+        records::a_records(30, &records::Chosen::fixed(vec!["10.6.6.6".parse().unwrap()])),
+        records::aaaa_records(30, &records::Chosen::none()),
+    );
     h.insert_entry(evil.hash(), forged).unwrap();
     let frame = udp_frame(&Flow::client_to_server(false), 64, &q("evil.example.test", RecordType::A, None));
     assert_passed(&h, &frame, Verdict::NameNotFound);

@@ -34,11 +34,12 @@ fn main() -> Result<()> {
     let mut records: Vec<String> = vec!["other 300 IN A 192.0.2.99".into(), "@ 300 IN MX 10 mail".into(), "mail 300 IN A 192.0.2.25".into()];
     for (name, entry) in &config.names {
         let owner = name.to_string();
-        for a in &entry.a {
-            records.push(format!("{owner} {} IN A {a}", entry.ttl));
+        let (a, aaaa) = primwatch::selection::choose(&config, entry, &primwatch::selection::AllUp);
+        for (address, _) in &a.records {
+            records.push(format!("{owner} {} IN A {address}", entry.ttl));
         }
-        for a in &entry.aaaa {
-            records.push(format!("{owner} {} IN AAAA {a}", entry.ttl));
+        for (address, _) in &aaaa.records {
+            records.push(format!("{owner} {} IN AAAA {address}", entry.ttl));
         }
     }
     let refs: Vec<&str> = records.iter().map(String::as_str).collect();

@@ -18,6 +18,12 @@ use toml::Spanned;
 
 use crate::dns_name::DnsName;
 
+mod health;
+pub use health::{
+    CheckConfig, CheckKind, GroupConfig, HttpCheck, Policy, TargetConfig, DEFAULT_INTERVAL,
+    DEFAULT_RISE_FALL, DEFAULT_TIMEOUT,
+};
+
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
 pub const DEFAULT_TTL: u32 = 30;
 /// RFC 2181 §8: TTLs are 31-bit values.
@@ -58,20 +64,46 @@ pub enum XdpMode {
 }
 
 /// The validated config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub port: u16,
     pub pin_dir: PathBuf,
+    pub checks: BTreeMap<String, CheckConfig>,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub groups: BTreeMap<String, GroupConfig>,
     pub names: BTreeMap<DnsName, NameConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NameConfig {
     pub ttl: u32,
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
+    pub source: NameSource,
+}
+
+/// Where a name's addresses come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NameSource {
+    /// Fixed addresses, always served.
+    Static { a: Vec<Ipv4Addr>, aaaa: Vec<Ipv6Addr> },
+    /// Health-checked groups, tried in priority order.
+    Groups { groups: Vec<String>, all_down: AllDown },
+}
+
+/// What a name answers when none of its groups has enough eligible members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllDown {
+    /// Every member of the name's groups, health ignored (fail open). The default: a
+    /// name that resolves to possibly-dead backends degrades; one that resolves to
+    /// nothing is an outage for every client.
+    ServeAll,
+    /// Every member of this group, health ignored (a sorry server, another region).
+    Backup(String),
+    /// NOERROR with no records.
+    NoData,
+    /// No answer from XDP: the query goes to the DNS server behind it.
+    Pass,
 }
 
 // The file as written. Spans are kept where validation may need to point at a value.
@@ -79,6 +111,12 @@ pub struct NameConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     server: Spanned<RawServer>,
+    #[serde(default)]
+    checks: BTreeMap<Spanned<String>, Spanned<health::RawCheck>>,
+    #[serde(default)]
+    targets: BTreeMap<Spanned<String>, Spanned<health::RawTarget>>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, Spanned<health::RawGroup>>,
     #[serde(default)]
     names: BTreeMap<Spanned<String>, Spanned<RawName>>,
 }
@@ -107,6 +145,8 @@ struct RawName {
     a: Vec<Spanned<String>>,
     #[serde(default)]
     aaaa: Vec<Spanned<String>>,
+    groups: Option<Spanned<Vec<Spanned<String>>>>,
+    all_down: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -164,6 +204,21 @@ impl Config {
             None => DEFAULT_TTL,
         };
 
+        let mut checks = BTreeMap::new();
+        for (name, check) in raw.checks {
+            let parsed = health::parse_check(&name, check.into_inner(), &at)?;
+            checks.insert(name.into_inner(), parsed);
+        }
+        let mut targets = BTreeMap::new();
+        for (name, target) in raw.targets {
+            targets.insert(name.into_inner(), health::parse_target(target.into_inner(), &checks, &at)?);
+        }
+        let mut groups = BTreeMap::new();
+        for (name, group) in raw.groups {
+            let parsed = health::parse_group(&name, group.into_inner(), &targets, &at)?;
+            groups.insert(name.into_inner(), parsed);
+        }
+
         let mut names = BTreeMap::new();
         for (name, entry) in raw.names {
             let name_span = name.span();
@@ -178,13 +233,45 @@ impl Config {
             };
             let a = parse_addresses::<Ipv4Addr>(&entry.a, "IPv4", &at)?;
             let aaaa = parse_addresses::<Ipv6Addr>(&entry.aaaa, "IPv6", &at)?;
-            if a.is_empty() && aaaa.is_empty() {
-                return Err(at(entry_span, format!("name '{name_text}' has no a or aaaa addresses")));
-            }
+            let source = match entry.groups {
+                Some(list) => {
+                    if !a.is_empty() || !aaaa.is_empty() {
+                        return Err(at(list.span(), format!("name '{name_text}' has both groups and fixed addresses; use one")));
+                    }
+                    let list_span = list.span();
+                    let mut chosen = Vec::new();
+                    for group in list.into_inner() {
+                        if !groups.contains_key(group.get_ref()) {
+                            return Err(at(group.span(), format!("unknown group '{}'", group.get_ref())));
+                        }
+                        if chosen.contains(group.get_ref()) {
+                            return Err(at(group.span(), format!("group '{}' is listed twice", group.get_ref())));
+                        }
+                        chosen.push(group.into_inner());
+                    }
+                    if chosen.is_empty() {
+                        return Err(at(list_span, format!("name '{name_text}' lists no groups")));
+                    }
+                    let all_down = match &entry.all_down {
+                        None => AllDown::ServeAll,
+                        Some(policy) => parse_all_down(policy, &groups, &at)?,
+                    };
+                    NameSource::Groups { groups: chosen, all_down }
+                }
+                None => {
+                    if let Some(policy) = &entry.all_down {
+                        return Err(at(policy.span(), "all_down applies only to names served from groups".into()));
+                    }
+                    if a.is_empty() && aaaa.is_empty() {
+                        return Err(at(entry_span, format!("name '{name_text}' has no groups and no a or aaaa addresses")));
+                    }
+                    NameSource::Static { a, aaaa }
+                }
+            };
             if names.contains_key(&dns_name) {
                 return Err(at(name_span, format!("name '{name_text}' is configured twice (names are case-insensitive)")));
             }
-            names.insert(dns_name, NameConfig { ttl, a, aaaa });
+            names.insert(dns_name, NameConfig { ttl, source });
         }
 
         // Distinct names with one 64-bit hash could never both be answered by XDP.
@@ -200,9 +287,34 @@ impl Config {
             xdp_mode: server.xdp_mode,
             port,
             pin_dir: server.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            checks,
+            targets,
+            groups,
             names,
         })
     }
+}
+
+fn parse_all_down(
+    policy: &Spanned<String>,
+    groups: &BTreeMap<String, GroupConfig>,
+    at: &impl Fn(Range<usize>, String) -> ConfigError,
+) -> Result<AllDown, ConfigError> {
+    Ok(match policy.get_ref().as_str() {
+        "serve-all" => AllDown::ServeAll,
+        "nodata" => AllDown::NoData,
+        "pass" => AllDown::Pass,
+        other => match other.strip_prefix("backup:") {
+            Some(group) if groups.contains_key(group) => AllDown::Backup(group.to_string()),
+            Some(group) => return Err(at(policy.span(), format!("all_down names unknown group '{group}'"))),
+            None => {
+                return Err(at(
+                    policy.span(),
+                    format!("all_down '{other}' is not one of serve-all, backup:GROUP, nodata, pass"),
+                ))
+            }
+        },
+    })
 }
 
 fn check_ttl(
@@ -255,6 +367,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -285,11 +399,16 @@ a = ["192.0.2.9"]
         assert_eq!(config.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
         let www = &config.names[&DnsName::parse("www.example.test").unwrap()];
         assert_eq!(www.ttl, 60);
-        assert_eq!(www.a, vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]);
-        assert_eq!(www.aaaa, vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]);
+        assert_eq!(
+            www.source,
+            NameSource::Static {
+                a: vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)],
+                aaaa: vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()],
+            }
+        );
         let api = &config.names[&DnsName::parse("api.example.test.").unwrap()];
         assert_eq!(api.ttl, DEFAULT_TTL);
-        assert!(api.aaaa.is_empty());
+        assert!(matches!(&api.source, NameSource::Static { aaaa, .. } if aaaa.is_empty()));
     }
 
     fn error(text: &str) -> ConfigError {
@@ -334,7 +453,7 @@ a = ["192.0.2.9"]
         assert!(error(&GOOD.replace("[\"veth0\"]", "[\"veth0\", \"veth0\"]")).reason.contains("twice"));
         assert!(error(&GOOD.replace("\"192.0.2.2\"", "\"192.0.2.1\"")).reason.contains("listed twice"));
         let e = error(&GOOD.replace("a = [\"192.0.2.9\"]", ""));
-        assert!(e.reason.contains("no a or aaaa"), "{e}");
+        assert!(e.reason.contains("no groups and no a or aaaa"), "{e}");
         assert_eq!(e.line, 12, "{e}");
     }
 
@@ -354,5 +473,105 @@ a = ["192.0.2.9"]
         let many: Vec<String> = (1..=17).map(|i| format!("\"192.0.2.{i}\"")).collect();
         let text = GOOD.replace("[\"192.0.2.9\"]", &format!("[{}]", many.join(", ")));
         assert!(error(&text).reason.contains("at most 16"));
+    }
+
+    const HEALTH: &str = r#"
+[server]
+interfaces = ["eth0"]
+
+[checks.web]
+type = "http"
+path = "/health"
+host = "www.example.test"
+ok_status = [200, 204]
+interval = "2s"
+timeout = "1s"
+rise = 2
+fall = 3
+jitter = "100ms"
+
+[checks.ping]
+type = "icmp"
+interval = "500ms"
+timeout = "400ms"
+
+[targets.tokyo1]
+address = "10.0.1.1"
+checks = ["web", "ping"]
+weight = 5
+
+[targets.osaka1]
+address = "2001:db8::1"
+checks = ["web"]
+preempt = false
+
+[groups.tokyo]
+members = ["tokyo1"]
+priority = 100
+
+[groups.osaka]
+members = ["osaka1"]
+policy = "all"
+
+[names."www.example.test"]
+groups = ["tokyo", "osaka"]
+all_down = "backup:osaka"
+"#;
+
+    #[test]
+    fn parses_checks_targets_groups() {
+        let config = parse(HEALTH).unwrap();
+        let web = &config.checks["web"];
+        assert_eq!((web.interval, web.timeout, web.rise, web.fall), (Duration::from_secs(2), Duration::from_secs(1), 2, 3));
+        assert_eq!(web.jitter, Duration::from_millis(100));
+        let CheckKind::Http(http) = &web.kind else { panic!("http") };
+        assert_eq!((http.port, http.path.as_str(), http.ok_status.clone()), (80, "/health", vec![200, 204]));
+        assert_eq!(config.checks["ping"].rise, DEFAULT_RISE_FALL);
+        assert_eq!(config.targets["tokyo1"].weight, 5);
+        assert!(!config.targets["osaka1"].preempt);
+        let tokyo = &config.groups["tokyo"];
+        assert_eq!((tokyo.priority, tokyo.policy, tokyo.max_answers, tokyo.min_healthy), (100, Policy::RoundRobin, 1, 1));
+        assert_eq!(config.groups["osaka"].max_answers, MAX_RECORDS);
+        let www = &config.names[&DnsName::parse("www.example.test").unwrap()];
+        assert_eq!(
+            www.source,
+            NameSource::Groups { groups: vec!["tokyo".into(), "osaka".into()], all_down: AllDown::Backup("osaka".into()) }
+        );
+    }
+
+    #[test]
+    fn health_errors_name_line_and_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("members = [\"tokyo1\"]", "members = [\"tokyo9\"]", "unknown target 'tokyo9'"),
+            ("checks = [\"web\", \"ping\"]", "checks = [\"web\", \"pong\"]", "unknown check 'pong'"),
+            ("groups = [\"tokyo\", \"osaka\"]", "groups = [\"tokyo\", \"kyoto\"]", "unknown group 'kyoto'"),
+            ("all_down = \"backup:osaka\"", "all_down = \"backup:nara\"", "unknown group 'nara'"),
+            ("all_down = \"backup:osaka\"", "all_down = \"panic\"", "not one of serve-all"),
+            ("timeout = \"1s\"", "timeout = \"3s\"", "at most the interval"),
+            ("interval = \"2s\"", "interval = \"2 parsecs\"", "not a duration"),
+            ("interval = \"500ms\"", "interval = \"10ms\"", "at least 100ms"),
+            ("rise = 2", "rise = 0", "rise must be at least 1"),
+            ("jitter = \"100ms\"", "jitter = \"5s\"", "jitter must be below"),
+            ("ok_status = [200, 204]", "ok_status = [200, 999]", "status codes"),
+            ("type = \"icmp\"", "type = \"smtp\"", "check type 'smtp'"),
+            ("type = \"icmp\"", "type = \"icmp\"\nport = 7", "'port' does not apply to a icmp check"),
+            ("address = \"10.0.1.1\"", "address = \"10.0.1\"", "not an IP address"),
+            ("weight = 5", "weight = 0", "weight must be between"),
+            ("priority = 100", "priority = 100\nmin_healthy = 2", "min_healthy must be between 1 and the 1 members"),
+            ("policy = \"all\"", "policy = \"fastest\"", "unknown variant"),
+            ("path = \"/health\"", "path = \"health\"", "must start with '/'"),
+            ("path = \"/health\"", "path = \"/health\"\nbogus = 1", "unknown field `bogus`"),
+        ];
+        for (from, to, reason) in cases {
+            assert!(HEALTH.contains(from), "{from}");
+            let text = HEALTH.replacen(from, to, 1);
+            let e = error(&text);
+            assert!(e.reason.contains(reason), "{from} → {to}: {e}");
+            // The reported line is the changed line (or the key it belongs to).
+            let changed_line = text[..text.find(to).unwrap()].matches('\n').count() + 1;
+            assert!(e.line + 3 >= changed_line && e.line <= changed_line + to.matches('\n').count(), "{to}: line {} vs {changed_line}", e.line);
+        }
+        let e = error(&format!("{HEALTH}\n[names.\"mixed.example.test\"]\ngroups = [\"tokyo\"]\na = [\"192.0.2.1\"]\n"));
+        assert!(e.reason.contains("both groups and fixed addresses"), "{e}");
     }
 }

@@ -1,0 +1,362 @@
+//! The health part of the config: checks, targets (backends) and groups.
+
+use std::{collections::BTreeMap, net::IpAddr, ops::Range, time::Duration};
+
+use primwatch_common::MAX_RECORDS;
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ConfigError;
+
+/// How a health check probes a target.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// TCP connect; optionally send bytes and require a reply matching a regex.
+    Tcp { port: u16, send: Option<Vec<u8>>, expect: Option<Regex> },
+    /// HTTP or HTTPS request; the status must be in `ok_status`.
+    Http(HttpCheck),
+    /// ICMP (or ICMPv6) echo.
+    Icmp,
+    /// An external command; exit status 0 means up. Gets the target's address and
+    /// name as arguments and as PRIMWATCH_TARGET_ADDRESS / PRIMWATCH_TARGET_NAME.
+    Exec { command: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    pub tls: bool,
+    pub port: u16,
+    pub method: reqwest::Method,
+    pub path: String,
+    /// Host header (and, for HTTPS, the TLS server name unless `sni` is set).
+    pub host: Option<String>,
+    pub sni: Option<String>,
+    pub tls_verify: bool,
+    pub ok_status: Vec<u16>,
+    pub body: Option<Regex>,
+    pub user_agent: String,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes to go up.
+    pub rise: u32,
+    /// Consecutive failures to go down.
+    pub fall: u32,
+    /// Each run starts up to this much later than the interval says (spreads load).
+    pub jitter: Duration,
+    /// State before the first result.
+    pub initially_up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    pub address: IpAddr,
+    pub weight: u32,
+    pub checks: Vec<String>,
+    /// After going down and coming back, rejoin answers on its own (true) or only
+    /// when an operator fails it back (false).
+    pub preempt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Every eligible member (up to max_answers).
+    All,
+    /// The first eligible members in the order listed.
+    First,
+    /// A different start member per query, in turn.
+    RoundRobin,
+    /// Start members drawn in proportion to weight.
+    Weighted,
+    /// Start members drawn uniformly.
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub members: Vec<String>,
+    /// Higher is preferred.
+    pub priority: i32,
+    pub policy: Policy,
+    pub max_answers: usize,
+    /// The group serves only while at least this many members are eligible.
+    pub min_healthy: usize,
+    /// After losing and regaining min_healthy, take over again on its own (true) or
+    /// only when an operator fails it back (false).
+    pub preempt: bool,
+}
+
+// ---- as written ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(super) struct RawCheck {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    jitter: Option<Spanned<String>>,
+    initial: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    // tcp
+    send: Option<String>,
+    expect: Option<Spanned<String>>,
+    // http / https
+    method: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    host: Option<String>,
+    sni: Option<String>,
+    tls_verify: Option<bool>,
+    ok_status: Option<Spanned<Vec<u16>>>,
+    body: Option<Spanned<String>>,
+    user_agent: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    // exec
+    command: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    address: Spanned<String>,
+    weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    checks: Vec<Spanned<String>>,
+    preempt: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    members: Spanned<Vec<Spanned<String>>>,
+    priority: Option<i32>,
+    policy: Option<Policy>,
+    max_answers: Option<Spanned<usize>>,
+    min_healthy: Option<Spanned<usize>>,
+    preempt: Option<bool>,
+}
+
+pub(super) type At<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Consecutive results needed to change state, unless a check says otherwise: one
+/// stray timeout does not pull a backend, one lucky answer does not restore it.
+pub const DEFAULT_RISE_FALL: u32 = 2;
+
+fn duration(raw: &Option<Spanned<String>>, default: Duration, at: &At) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text.get_ref())
+            .map_err(|e| at(text.span(), format!("'{}' is not a duration like \"2s\" or \"500ms\": {e}", text.get_ref()))),
+    }
+}
+
+pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Result<CheckConfig, ConfigError> {
+    let interval = duration(&raw.interval, DEFAULT_INTERVAL, at)?;
+    let timeout = duration(&raw.timeout, DEFAULT_TIMEOUT, at)?;
+    let jitter = duration(&raw.jitter, Duration::ZERO, at)?;
+    let span_of = |s: &Option<Spanned<String>>| s.as_ref().map_or(name.span(), |s| s.span());
+    if interval < MIN_INTERVAL {
+        return Err(at(span_of(&raw.interval), format!("interval must be at least {}ms", MIN_INTERVAL.as_millis())));
+    }
+    if timeout.is_zero() || timeout > interval {
+        return Err(at(span_of(&raw.timeout), "timeout must be above 0 and at most the interval".into()));
+    }
+    if jitter >= interval {
+        return Err(at(span_of(&raw.jitter), "jitter must be below the interval".into()));
+    }
+    let positive = |v: &Option<Spanned<u32>>, what: &str| -> Result<u32, ConfigError> {
+        match v {
+            None => Ok(DEFAULT_RISE_FALL),
+            Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+            Some(n) => Err(at(n.span(), format!("{what} must be at least 1"))),
+        }
+    };
+    let rise = positive(&raw.rise, "rise")?;
+    let fall = positive(&raw.fall, "fall")?;
+    let initially_up = match raw.initial.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("up") => true,
+        Some("down") => false,
+        Some(other) => return Err(at(span_of(&raw.initial), format!("initial must be \"up\" or \"down\", not '{other}'"))),
+    };
+    let regex = |r: &Option<Spanned<String>>| -> Result<Option<Regex>, ConfigError> {
+        r.as_ref()
+            .map(|text| Regex::new(text.get_ref()).map_err(|e| at(text.span(), format!("bad regex: {e}"))))
+            .transpose()
+    };
+    let kind_span = raw.kind.span();
+    let kind_name = raw.kind.into_inner();
+    // Keys that belong to another check type are mistakes, not options to ignore.
+    let foreign = |present: bool, key: &str| -> Result<(), ConfigError> {
+        if present {
+            Err(at(kind_span.clone(), format!("'{key}' does not apply to a {kind_name} check")))
+        } else {
+            Ok(())
+        }
+    };
+    let http_only = raw.method.is_some() || raw.path.is_some() || raw.host.is_some() || raw.sni.is_some()
+        || raw.tls_verify.is_some() || raw.ok_status.is_some() || raw.body.is_some() || raw.user_agent.is_some()
+        || !raw.headers.is_empty();
+    let kind = match kind_name.as_str() {
+        "tcp" => {
+            foreign(http_only, "an HTTP option")?;
+            foreign(raw.command.is_some(), "command")?;
+            let port = raw.port.ok_or_else(|| at(kind_span.clone(), "a tcp check needs a port".into()))?;
+            CheckKind::Tcp { port: *port.get_ref(), send: raw.send.map(unescape), expect: regex(&raw.expect)? }
+        }
+        "http" | "https" => {
+            foreign(raw.send.is_some() || raw.expect.is_some(), "send/expect")?;
+            foreign(raw.command.is_some(), "command")?;
+            let tls = kind_name == "https";
+            let method = match &raw.method {
+                None => reqwest::Method::GET,
+                Some(m) => reqwest::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes())
+                    .map_err(|_| at(m.span(), format!("'{}' is not an HTTP method", m.get_ref())))?,
+            };
+            let path = match &raw.path {
+                None => "/".to_string(),
+                Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+                Some(p) => return Err(at(p.span(), "path must start with '/'".into())),
+            };
+            let ok_status = match &raw.ok_status {
+                None => vec![200],
+                Some(list) => {
+                    if list.get_ref().is_empty() || list.get_ref().iter().any(|s| !(100..=599).contains(s)) {
+                        return Err(at(list.span(), "ok_status must list HTTP status codes (100-599)".into()));
+                    }
+                    list.get_ref().clone()
+                }
+            };
+            CheckKind::Http(HttpCheck {
+                tls,
+                port: raw.port.map_or(if tls { 443 } else { 80 }, |p| *p.get_ref()),
+                method,
+                path,
+                host: raw.host,
+                sni: raw.sni,
+                tls_verify: raw.tls_verify.unwrap_or(true),
+                ok_status,
+                body: regex(&raw.body)?,
+                user_agent: raw.user_agent.unwrap_or_else(|| format!("primwatch/{}", env!("CARGO_PKG_VERSION"))),
+                headers: raw.headers.into_iter().collect(),
+            })
+        }
+        "icmp" => {
+            foreign(http_only, "an HTTP option")?;
+            foreign(raw.port.is_some(), "port")?;
+            foreign(raw.send.is_some() || raw.expect.is_some(), "send/expect")?;
+            foreign(raw.command.is_some(), "command")?;
+            CheckKind::Icmp
+        }
+        "exec" => {
+            foreign(http_only, "an HTTP option")?;
+            foreign(raw.port.is_some(), "port")?;
+            foreign(raw.send.is_some() || raw.expect.is_some(), "send/expect")?;
+            let command = raw.command.ok_or_else(|| at(kind_span.clone(), "an exec check needs a command".into()))?;
+            if command.get_ref().is_empty() {
+                return Err(at(command.span(), "command must name a program".into()));
+            }
+            CheckKind::Exec { command: command.into_inner() }
+        }
+        other => {
+            return Err(at(kind_span, format!("check type '{other}' is not one of tcp, http, https, icmp, exec")));
+        }
+    };
+    Ok(CheckConfig { kind, interval, timeout, rise, fall, jitter, initially_up })
+}
+
+/// `\n`, `\r`, `\t` and `\\` in a `send` string, so line-based protocols can be spoken.
+fn unescape(text: String) -> Vec<u8> {
+    text.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\").into_bytes()
+}
+
+pub(super) fn parse_target(
+    raw: RawTarget,
+    checks: &BTreeMap<String, CheckConfig>,
+    at: &At,
+) -> Result<TargetConfig, ConfigError> {
+    let address: IpAddr = raw
+        .address
+        .get_ref()
+        .parse()
+        .map_err(|_| at(raw.address.span(), format!("'{}' is not an IP address", raw.address.get_ref())))?;
+    let weight = match raw.weight {
+        None => 1,
+        Some(w) if (1..=1_000_000).contains(w.get_ref()) => *w.get_ref(),
+        Some(w) => return Err(at(w.span(), "weight must be between 1 and 1000000".into())),
+    };
+    let mut names = Vec::new();
+    for check in raw.checks {
+        if !checks.contains_key(check.get_ref()) {
+            return Err(at(check.span(), format!("unknown check '{}'", check.get_ref())));
+        }
+        if names.contains(check.get_ref()) {
+            return Err(at(check.span(), format!("check '{}' is listed twice", check.get_ref())));
+        }
+        names.push(check.into_inner());
+    }
+    Ok(TargetConfig { address, weight, checks: names, preempt: raw.preempt.unwrap_or(true) })
+}
+
+pub(super) fn parse_group(
+    name: &Spanned<String>,
+    raw: RawGroup,
+    targets: &BTreeMap<String, TargetConfig>,
+    at: &At,
+) -> Result<GroupConfig, ConfigError> {
+    let members_span = raw.members.span();
+    let mut members = Vec::new();
+    for member in raw.members.into_inner() {
+        if !targets.contains_key(member.get_ref()) {
+            return Err(at(member.span(), format!("group '{}' names unknown target '{}'", name.get_ref(), member.get_ref())));
+        }
+        if members.contains(member.get_ref()) {
+            return Err(at(member.span(), format!("target '{}' is listed twice", member.get_ref())));
+        }
+        members.push(member.into_inner());
+    }
+    if members.is_empty() {
+        return Err(at(members_span, format!("group '{}' has no members", name.get_ref())));
+    }
+    for v6 in [false, true] {
+        let n = members.iter().filter(|m| targets[*m].address.is_ipv6() == v6).count();
+        if n > MAX_RECORDS {
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            return Err(at(members_span, format!("group '{}' has {n} {family} members; at most {MAX_RECORDS} per family", name.get_ref())));
+        }
+    }
+    let policy = raw.policy.unwrap_or(Policy::RoundRobin);
+    let default_answers = if policy == Policy::All { MAX_RECORDS } else { 1 };
+    let max_answers = match raw.max_answers {
+        None => default_answers,
+        Some(n) if (1..=MAX_RECORDS).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => return Err(at(n.span(), format!("max_answers must be between 1 and {MAX_RECORDS}"))),
+    };
+    let min_healthy = match raw.min_healthy {
+        None => 1,
+        Some(n) if *n.get_ref() >= 1 && *n.get_ref() <= members.len() => *n.get_ref(),
+        Some(n) => {
+            return Err(at(n.span(), format!("min_healthy must be between 1 and the {} members", members.len())));
+        }
+    };
+    Ok(GroupConfig {
+        members,
+        priority: raw.priority.unwrap_or(0),
+        policy,
+        max_answers,
+        min_healthy,
+        preempt: raw.preempt.unwrap_or(true),
+    })
+}

@@ -1,0 +1,163 @@
+//! Per-query selection inside the XDP program (round-robin, weighted, random, max
+//! answers, NODATA), through BPF_PROG_TEST_RUN with real replies parsed by hickory.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+use primwatch_tests::{
+    dns::{self, EdnsQuery},
+    harness::{Harness, XDP_TX},
+    packet::{expected_reply, udp_frame, verify_checksums, Flow},
+};
+
+const CONFIG: &str = r#"
+[targets.a1]
+address = "10.0.0.1"
+weight = 1
+[targets.a2]
+address = "10.0.0.2"
+weight = 3
+[targets.a3]
+address = "10.0.0.3"
+weight = 6
+[targets.a4]
+address = "10.0.0.4"
+
+[groups.rr]
+members = ["a1", "a2", "a3"]
+policy = "round-robin"
+max_answers = 2
+[groups.weighted]
+members = ["a1", "a2", "a3"]
+policy = "weighted"
+[groups.random]
+members = ["a1", "a2", "a3", "a4"]
+policy = "random"
+[groups.first]
+members = ["a3", "a1"]
+policy = "first"
+[groups.v4only]
+members = ["a1"]
+
+[names."rr.example.test"]
+groups = ["rr"]
+[names."weighted.example.test"]
+groups = ["weighted"]
+[names."random.example.test"]
+groups = ["random"]
+[names."first.example.test"]
+groups = ["first"]
+[names."nodata.example.test"]
+groups = ["v4only"]
+all_down = "nodata"
+"#;
+
+/// Sends `n` queries; returns the replies' answer lists.
+fn ask(h: &Harness, name: &str, qtype: RecordType, n: usize) -> Vec<Vec<IpAddr>> {
+    let flow = Flow::client_to_server(false);
+    (0..n)
+        .map(|i| {
+            let query = dns::query(i as u16, name, qtype, None).unwrap();
+            let out = h.run(&udp_frame(&flow, 64, &query)).unwrap();
+            assert_eq!(out.verdict, XDP_TX);
+            let payload = verify_checksums(&out.frame).unwrap();
+            dns::addresses(&dns::parse(&payload).unwrap())
+        })
+        .collect()
+}
+
+fn first_counts(replies: &[Vec<IpAddr>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for r in replies {
+        *counts.entry(r[0].to_string()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn round_robin_rotates_and_caps_answers() {
+    let h = Harness::new(53, CONFIG).unwrap();
+    let replies = ask(&h, "rr.example.test", RecordType::A, 3000);
+    for r in &replies {
+        assert_eq!(r.len(), 2, "max_answers = 2");
+        // Consecutive members in rotation order.
+        let last = |a: &IpAddr| a.to_string().rsplit('.').next().unwrap().parse::<u8>().unwrap();
+        assert_eq!(last(&r[1]), last(&r[0]) % 3 + 1, "{r:?}");
+    }
+    for (address, n) in first_counts(&replies) {
+        assert!((950..=1050).contains(&n), "{address} led {n} of 3000 replies");
+    }
+}
+
+#[test]
+fn weighted_shares_follow_weights_within_5_percent() {
+    let h = Harness::new(53, CONFIG).unwrap();
+    let n = 100_000;
+    let counts = first_counts(&ask(&h, "weighted.example.test", RecordType::A, n));
+    for (address, weight) in [("10.0.0.1", 1.0), ("10.0.0.2", 3.0), ("10.0.0.3", 6.0)] {
+        let share = counts[address] as f64 / n as f64;
+        let expected = weight / 10.0;
+        assert!((share - expected).abs() <= expected * 0.05, "{address}: share {share:.4}, expected {expected}");
+    }
+}
+
+#[test]
+fn random_is_uniform() {
+    let h = Harness::new(53, CONFIG).unwrap();
+    let n = 20_000;
+    let counts = first_counts(&ask(&h, "random.example.test", RecordType::A, n));
+    assert_eq!(counts.len(), 4);
+    for (address, c) in counts {
+        let share = c as f64 / n as f64;
+        assert!((share - 0.25).abs() < 0.02, "{address}: {share}");
+    }
+}
+
+#[test]
+fn first_answers_the_first_listed_member() {
+    let h = Harness::new(53, CONFIG).unwrap();
+    for r in ask(&h, "first.example.test", RecordType::A, 50) {
+        assert_eq!(r, vec!["10.0.0.3".parse::<IpAddr>().unwrap()]);
+    }
+}
+
+#[test]
+fn nodata_when_all_down_answers_noerror_without_records() {
+    struct Down;
+    impl primwatch::selection::Health for Down {
+        fn target_eligible(&self, _: &str) -> bool {
+            false
+        }
+    }
+    let h = Harness::with_health(53, CONFIG, &Down).unwrap();
+    let flow = Flow::client_to_server(true);
+    let query = dns::query(77, "nodata.example.test", RecordType::A, Some(EdnsQuery::default())).unwrap();
+    let out = h.run(&udp_frame(&flow, 64, &query)).unwrap();
+    assert_eq!(out.verdict, XDP_TX);
+    assert_eq!(out.frame, udp_frame(&flow.reversed(), 64, &expected_reply(&query, &[]).unwrap()));
+    let msg = dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap();
+    assert_eq!(msg.response_code(), ResponseCode::NoError);
+    assert!(msg.answers().is_empty());
+    // The name has no IPv6 members at all: AAAA is not served, so it is passed.
+    let query = dns::query(78, "nodata.example.test", RecordType::AAAA, None).unwrap();
+    assert_eq!(h.run(&udp_frame(&flow, 64, &query)).unwrap().verdict, primwatch_tests::harness::XDP_PASS);
+}
+
+#[test]
+fn rotated_replies_are_byte_exact() {
+    let h = Harness::new(53, CONFIG).unwrap();
+    let flow = Flow::client_to_server(false);
+    for i in 0..6u16 {
+        let query = dns::query(i, "rr.example.test", RecordType::A, Some(EdnsQuery::default())).unwrap();
+        let out = h.run(&udp_frame(&flow, 64, &query)).unwrap();
+        let got = dns::addresses(&dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap());
+        let rrs: Vec<_> = got
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(v4) => (1u16, 30u32, v4.octets().to_vec()),
+                IpAddr::V6(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(out.frame, udp_frame(&flow.reversed(), 64, &expected_reply(&query, &rrs).unwrap()));
+    }
+}

@@ -5,6 +5,7 @@
 //! Everything here needs root. Every resource (namespace, process, pin) is released
 //! on drop, so a failing test still cleans up.
 
+pub mod backend;
 pub mod controller;
 pub mod dns;
 pub mod harness;

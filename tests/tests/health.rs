@@ -1,0 +1,275 @@
+//! Health-checked answers end to end: real HTTP backends in their own namespace that
+//! stop (connections refused), come back, lose their address (SYNs time out), return
+//! wrong status codes or bodies; primwatch checking them and XDP answering a real
+//! client in another namespace.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::rr::RecordType;
+use primwatch_tests::{
+    backend::{BackendNet, HttpBackend},
+    controller::Controller,
+    dns,
+    lab::{Lab, SERVER_IF},
+    pdns::{self, PowerDns},
+    wait_for,
+};
+
+const WEB1: &str = "10.99.1.11";
+const WEB2: &str = "10.99.1.12";
+const WEB3: &str = "10.99.1.13";
+
+struct World {
+    controller: Controller,
+    _pdns: PowerDns,
+    backends: Vec<HttpBackend>,
+    net: BackendNet,
+    lab: Lab,
+}
+
+/// The lab, three HTTP backends, PowerDNS (with its own marker records) and primwatch.
+fn world(body: &str) -> World {
+    let lab = Lab::new().unwrap();
+    let net = BackendNet::new(&lab).unwrap();
+    let mut backends = Vec::new();
+    for ip in [WEB1, WEB2, WEB3] {
+        let ip: IpAddr = ip.parse().unwrap();
+        net.add_address(ip).unwrap();
+        backends.push(HttpBackend::start(&net.ns, SocketAddr::new(ip, 80)).unwrap());
+    }
+    let zone = pdns::zone("example.test", lab.server_addr(false), &["pass 30 IN A 192.0.2.250"]);
+    let pdns = PowerDns::start(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone).unwrap();
+    let config = format!(
+        r#"
+[server]
+interfaces = ["{SERVER_IF}"]
+xdp_mode = "skb"
+pin_dir = "{{pin_dir}}"
+
+[checks.http]
+type = "http"
+path = "/health"
+host = "www.example.test"
+ok_status = [200]
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+
+[targets.web1]
+address = "{WEB1}"
+checks = ["http"]
+[targets.web2]
+address = "{WEB2}"
+checks = ["http"]
+[targets.web3]
+address = "{WEB3}"
+checks = ["http"]
+
+{body}
+"#
+    );
+    let controller = Controller::start(&lab.server_ns, &config).unwrap();
+    World { controller, _pdns: pdns, backends, net, lab }
+}
+
+impl World {
+    fn answers(&self, name: &str) -> BTreeSet<String> {
+        let sock = dns::udp_socket(&self.lab.client_ns, false).unwrap();
+        let server = SocketAddr::new(self.lab.server_addr(false), 53);
+        let reply = dns::exchange_udp(&sock, server, &dns::query(1, name, RecordType::A, None).unwrap()).unwrap();
+        dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect()
+    }
+
+    /// Waits until `name` answers exactly `expected`; returns how long that took.
+    fn expect(&self, name: &str, expected: &[&str], within: Duration) -> Duration {
+        let want: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+        let started = Instant::now();
+        let mut last = BTreeSet::new();
+        let ok = wait_for(within, || {
+            last = self.answers(name);
+            (last == want).then_some(())
+        });
+        assert!(ok.is_some(), "{name}: wanted {want:?}, still {last:?} after {within:?}\n{}", self.controller.log());
+        started.elapsed()
+    }
+}
+
+const GROUP_ALL: &str = r#"
+[groups.web]
+members = ["web1", "web2", "web3"]
+policy = "all"
+
+[names."www.example.test"]
+groups = ["web"]
+"#;
+
+#[test]
+fn a_dead_backend_leaves_the_answers_and_comes_back() {
+    let mut w = world(GROUP_ALL);
+    let all = [WEB1, WEB2, WEB3];
+    w.expect("www.example.test", &all, Duration::from_secs(3));
+
+    // Connection refused.
+    w.backends[1].stop();
+    let dropped = w.expect("www.example.test", &[WEB1, WEB3], Duration::from_secs(3));
+    w.backends[1].resume().unwrap();
+    let restored = w.expect("www.example.test", &all, Duration::from_secs(3));
+    // fall × interval + timeout + slack, rise × interval + slack.
+    assert!(dropped < Duration::from_millis(1200), "dropped after {dropped:?}");
+    assert!(restored < Duration::from_millis(1200), "restored after {restored:?}");
+
+    // Address gone: SYNs time out.
+    w.net.remove_address(WEB3.parse().unwrap()).unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(3));
+    w.net.add_address(WEB3.parse().unwrap()).unwrap();
+    w.expect("www.example.test", &all, Duration::from_secs(3));
+
+    // Wrong status code.
+    w.backends[0].set_status(503);
+    w.expect("www.example.test", &[WEB2, WEB3], Duration::from_secs(3));
+    w.backends[0].set_status(200);
+    w.expect("www.example.test", &all, Duration::from_secs(3));
+    let log = w.controller.log();
+    assert!(log.contains("target down") && log.contains("status 503 is not in [200]"), "{log}");
+}
+
+#[test]
+fn priority_failover_from_tokyo_to_osaka_and_back() {
+    let mut w = world(
+        r#"
+[groups.tokyo]
+members = ["web1", "web2"]
+priority = 100
+policy = "all"
+[groups.osaka]
+members = ["web3"]
+priority = 50
+policy = "all"
+
+[names."www.example.test"]
+groups = ["osaka", "tokyo"]
+"#,
+    );
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(3));
+    w.backends[0].stop();
+    w.expect("www.example.test", &[WEB2], Duration::from_secs(3));
+    w.backends[1].stop();
+    w.expect("www.example.test", &[WEB3], Duration::from_secs(3));
+    w.backends[1].resume().unwrap();
+    w.expect("www.example.test", &[WEB2], Duration::from_secs(3));
+}
+
+#[test]
+fn all_down_policies_in_the_lab() {
+    let mut w = world(
+        r#"
+[groups.one]
+members = ["web1"]
+
+[names."www.example.test"]
+groups = ["one"]
+
+[names."backup.example.test"]
+groups = ["one"]
+all_down = "backup:sorry"
+
+[names."pass.example.test"]
+groups = ["one"]
+all_down = "pass"
+
+[groups.sorry]
+members = ["web3"]
+"#,
+    );
+    w.expect("pass.example.test", &[WEB1], Duration::from_secs(3));
+    w.backends[0].stop();
+    // Fail open: the dead member is still served.
+    w.expect("backup.example.test", &[WEB3], Duration::from_secs(3));
+    w.expect("www.example.test", &[WEB1], Duration::from_secs(1));
+    // Passed to PowerDNS, which answers from its zone.
+    w.expect("pass.example.test", &["192.0.2.250"], Duration::from_secs(1));
+}
+
+#[test]
+fn body_regex_and_check_types_against_real_servers() {
+    let w = world(
+        r#"
+[checks.body]
+type = "http"
+body = "^healthy$"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[checks.tcp]
+type = "tcp"
+port = 80
+send = "GET / HTTP/1.0\r\n\r\n"
+expect = "^HTTP/1\\.1 200"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[checks.ping]
+type = "icmp"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[checks.script]
+type = "exec"
+command = ["sh", "-c", "test -e /tmp/primwatch-test-$2-down && exit 1; exit 0", "check"]
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+
+[targets.b1]
+address = "10.99.1.11"
+checks = ["body"]
+[targets.t2]
+address = "10.99.1.12"
+checks = ["tcp", "ping"]
+[targets.x3]
+address = "10.99.1.13"
+checks = ["script"]
+
+[groups.mixed]
+members = ["b1", "t2", "x3"]
+policy = "all"
+[names."mixed.example.test"]
+groups = ["mixed"]
+"#,
+    );
+    let flag = "/tmp/primwatch-test-x3-down";
+    let _ = std::fs::remove_file(flag);
+    w.backends[0].set_body("healthy");
+    w.expect("mixed.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(3));
+    // Body regex mismatch.
+    w.backends[0].set_body("degraded");
+    w.expect("mixed.example.test", &[WEB2, WEB3], Duration::from_secs(3));
+    // TCP expect mismatch (the server now answers 500).
+    w.backends[1].set_status(500);
+    w.expect("mixed.example.test", &[WEB3], Duration::from_secs(3));
+    w.backends[1].set_status(200);
+    w.expect("mixed.example.test", &[WEB2, WEB3], Duration::from_secs(3));
+    // ICMP: remove the address, echo requests go unanswered (TCP fails too).
+    w.net.remove_address(WEB2.parse().unwrap()).unwrap();
+    w.expect("mixed.example.test", &[WEB3], Duration::from_secs(3));
+    w.net.add_address(WEB2.parse().unwrap()).unwrap();
+    w.expect("mixed.example.test", &[WEB2, WEB3], Duration::from_secs(3));
+    // The script says down.
+    std::fs::write(flag, "").unwrap();
+    let all_down_fail_open = [WEB1, WEB2, WEB3];
+    w.expect("mixed.example.test", &[WEB2], Duration::from_secs(3));
+    std::fs::remove_file(flag).unwrap();
+    w.backends[0].set_body("healthy");
+    w.expect("mixed.example.test", &all_down_fail_open, Duration::from_secs(3));
+    let log = w.controller.log();
+    assert!(log.contains("does not match"), "{log}");
+}

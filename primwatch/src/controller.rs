@@ -15,10 +15,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     checks::{self, Outcome},
-    config::{CheckConfig, Config},
+    config::{AllDown, CheckConfig, Config, NameSource},
+    control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus},
     map_writer::NameMapWriter,
     records,
-    state::State,
+    selection::{self, Health as _},
+    state::{Force, Overrides, State},
 };
 
 /// One check result from a checker task.
@@ -61,6 +63,8 @@ fn jitter(max: Duration) -> Duration {
 
 pub struct Controller {
     config: Config,
+    /// Where `reload` reads the config from.
+    config_path: Option<std::path::PathBuf>,
     state: State,
     writer: NameMapWriter,
     reports_tx: mpsc::Sender<Report>,
@@ -70,12 +74,24 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Writes the initial answers (every check in its initial state) and starts the checkers.
-    pub fn start(config: Config, writer: NameMapWriter) -> Result<Controller> {
+    /// Writes the initial answers (every check in its initial state, saved overrides
+    /// and holds applied) and starts the checkers.
+    pub fn start(config: Config, config_path: Option<std::path::PathBuf>, writer: NameMapWriter) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
-        let state = State::new(&config);
+        let overrides = match Overrides::load(&config.state_file) {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "saved overrides unreadable; starting without them");
+                Overrides::default()
+            }
+        };
+        if overrides != Overrides::default() {
+            info!(file = %config.state_file.display(), "restored saved overrides");
+        }
+        let state = State::with_overrides(&config, overrides, Some(config.state_file.clone()));
         let mut controller = Controller {
             config,
+            config_path,
             state,
             writer,
             reports_tx,
@@ -84,7 +100,12 @@ impl Controller {
             running: Default::default(),
         };
         controller.publish()?;
-        let all: Vec<Checker> = controller
+        controller.spawn_all();
+        Ok(controller)
+    }
+
+    fn spawn_all(&mut self) {
+        let all: Vec<Checker> = self
             .config
             .targets
             .iter()
@@ -93,14 +114,13 @@ impl Controller {
                     target: name.clone(),
                     index,
                     address: target.address,
-                    spec: controller.config.checks[check].clone(),
+                    spec: self.config.checks[check].clone(),
                 })
             })
             .collect();
         for checker in all {
-            controller.spawn(checker);
+            self.spawn(checker);
         }
-        Ok(controller)
     }
 
     fn spawn(&mut self, checker: Checker) {
@@ -122,13 +142,29 @@ impl Controller {
         Ok(())
     }
 
-    /// Handles reports until `shutdown` resolves.
-    pub async fn run(&mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    /// Handles reports, operator requests and SIGHUP until `shutdown` resolves.
+    pub async fn run(
+        &mut self,
+        mut requests: mpsc::Receiver<Incoming>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
         tokio::pin!(shutdown);
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 Some(report) = self.reports.recv() => self.handle(report)?,
+                Some((request, reply)) = requests.recv() => {
+                    let answer = self.request(request);
+                    let _ = reply.send(answer);
+                }
+                Some(()) = sighup.recv() => {
+                    info!("SIGHUP: reloading");
+                    let reply = self.reload();
+                    if !reply.ok {
+                        error!(reason = %reply.message, "reload rejected; the running config keeps serving");
+                    }
+                }
                 Some(done) = self.checkers.join_next_with_id() => {
                     // A checker never returns while we run: it panicked. Say so and restart it.
                     let (id, why) = match done {
@@ -158,5 +194,205 @@ impl Controller {
             self.publish()?;
         }
         Ok(())
+    }
+}
+
+impl Controller {
+    fn request(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Status => Reply { ok: true, message: String::new(), status: Some(self.status()) },
+            Request::Reload => self.reload(),
+            Request::Set { kind, name, action } => match self.set(kind, &name, action.clone()) {
+                Ok(message) => {
+                    info!(?kind, %name, ?action, "operator override");
+                    self.state.update_groups(&self.config);
+                    self.state.save();
+                    match self.publish() {
+                        Ok(()) => Reply::ok(message),
+                        Err(e) => Reply::error(format!("{message}, but writing the map failed: {e:#}")),
+                    }
+                }
+                Err(message) => Reply::error(message),
+            },
+        }
+    }
+
+    fn set(&mut self, kind: Kind, name: &str, action: Action) -> Result<String, String> {
+        match kind {
+            Kind::Target => {
+                if !self.config.targets.contains_key(name) {
+                    return Err(format!("no target '{name}'"));
+                }
+                let o = self.state.overrides.targets.entry(name.to_string()).or_default();
+                match action {
+                    Action::Force(force) => o.force = Some(force),
+                    Action::Auto => o.force = None,
+                    Action::Preempt(on) => {
+                        o.preempt = Some(on);
+                        if on {
+                            o.held = false; // with preempt on it would have come back by itself
+                        }
+                    }
+                    Action::Failback => {
+                        if !o.held {
+                            return Err(format!("target '{name}' is not held"));
+                        }
+                        o.held = false;
+                    }
+                    Action::Priority(_) => return Err("priority applies to groups".into()),
+                }
+            }
+            Kind::Group => {
+                if !self.config.groups.contains_key(name) {
+                    return Err(format!("no group '{name}'"));
+                }
+                let o = self.state.overrides.groups.entry(name.to_string()).or_default();
+                match action {
+                    Action::Force(force) => o.force = Some(force),
+                    Action::Auto => o.force = None,
+                    Action::Priority(p) => o.priority = Some(p),
+                    Action::Preempt(on) => {
+                        o.preempt = Some(on);
+                        if on {
+                            o.held = false;
+                        }
+                    }
+                    Action::Failback => {
+                        if !o.held {
+                            return Err(format!("group '{name}' is not held"));
+                        }
+                        o.held = false;
+                    }
+                }
+            }
+        }
+        Ok(format!("{kind:?} {name}: done").to_lowercase())
+    }
+
+    /// Re-reads the config; a bad one is rejected and the running one keeps serving.
+    fn reload(&mut self) -> Reply {
+        let Some(path) = self.config_path.clone() else { return Reply::error("no config file to reload from") };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => return Reply::error(format!("rejected, still serving the running config: {e}")),
+        };
+        if let Some(setting) = self.config.server_settings_differ(&new) {
+            return Reply::error(format!("rejected: {setting} changed, which needs a restart"));
+        }
+        let mut state = State::with_overrides(&new, self.state.overrides.clone(), Some(new.state_file.clone()));
+        state.inherit(&self.state, &new);
+        let old_config = std::mem::replace(&mut self.config, new);
+        let old_state = std::mem::replace(&mut self.state, state);
+        if let Err(e) = self.publish() {
+            self.config = old_config;
+            self.state = old_state;
+            return Reply::error(format!("rejected: writing the new answers failed: {e:#}"));
+        }
+        self.checkers.abort_all();
+        self.running.clear();
+        self.spawn_all();
+        info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
+        Reply::ok(format!("reloaded {}", path.display()))
+    }
+
+    pub fn status(&self) -> Status {
+        let config = &self.config;
+        let state = &self.state;
+        let targets = config
+            .targets
+            .iter()
+            .map(|(name, t)| {
+                let s = &state.targets[name];
+                let o = state.overrides.targets.get(name);
+                let label = match o.and_then(|o| o.force) {
+                    Some(Force::Up) => "forced-up",
+                    Some(Force::Down) => "forced-down",
+                    Some(Force::Drain) => "drain",
+                    None if o.is_some_and(|o| o.held) => "held",
+                    None if s.healthy => "up",
+                    None => "down",
+                };
+                TargetStatus {
+                    name: name.clone(),
+                    address: t.address,
+                    state: label.into(),
+                    healthy: s.healthy,
+                    in_answers: state.target_eligible(name),
+                    reason: s.reason.clone(),
+                    since: control::format_time(s.since),
+                    weight: t.weight,
+                    preempt: state.target_preempt(config, name),
+                    checks: s
+                        .checks
+                        .iter()
+                        .map(|c| CheckStatus {
+                            name: c.name.clone(),
+                            up: c.up,
+                            last: c.last.as_ref().map_or("not run yet".into(), |o| o.detail.clone()),
+                            latency_ms: c.last.as_ref().map(|o| o.latency.as_secs_f64() * 1000.0),
+                            runs: c.runs,
+                            failures: c.failures,
+                            tcp_connect_ms: c.last.as_ref().and_then(|o| o.tcp).map(|t| t.connect_time.as_secs_f64() * 1000.0),
+                            tcp_retransmits: c.last.as_ref().and_then(|o| o.tcp).map(|t| t.retransmits),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let groups = config
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let o = state.overrides.groups.get(name);
+                let qualifies = state.group_qualifies(config, name);
+                let label = match o.and_then(|o| o.force) {
+                    Some(Force::Up) => "forced-up",
+                    Some(Force::Down) => "forced-down",
+                    Some(Force::Drain) => "drain",
+                    None if o.is_some_and(|o| o.held) => "held",
+                    None if qualifies => "up",
+                    None => "down",
+                };
+                GroupStatus {
+                    name: name.clone(),
+                    priority: state.group_priority(name, g.priority),
+                    configured_priority: g.priority,
+                    policy: format!("{:?}", g.policy).to_lowercase(),
+                    state: label.into(),
+                    eligible: g.members.iter().filter(|m| state.target_eligible(m)).count(),
+                    members: g.members.len(),
+                    min_healthy: g.min_healthy,
+                    preempt: state.group_preempt(config, name),
+                }
+            })
+            .collect();
+        let names = config
+            .names
+            .iter()
+            .map(|(name, entry)| {
+                let (a, aaaa) = selection::choose(config, entry, state);
+                let from = |v6: bool| match &entry.source {
+                    NameSource::Static { .. } => "static".to_string(),
+                    NameSource::Groups { groups, all_down } => match selection::active_group(config, groups, state, v6) {
+                        Some((g, _)) => format!("group {g}"),
+                        None => match all_down {
+                            AllDown::ServeAll => "all down: serving all".into(),
+                            AllDown::Backup(b) => format!("all down: backup {b}"),
+                            AllDown::NoData => "all down: NODATA".into(),
+                            AllDown::Pass => "all down: passed to the DNS server".into(),
+                        },
+                    },
+                };
+                NameStatus {
+                    name: name.to_string(),
+                    ttl: entry.ttl,
+                    a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
+                    aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
+                    a_from: from(false),
+                    aaaa_from: from(true),
+                }
+            })
+            .collect();
+        Status { targets, groups, names }
     }
 }

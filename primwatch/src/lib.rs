@@ -7,6 +7,7 @@
 //! XDP program). `controller` runs the loop that ties them together.
 pub mod checks;
 pub mod config;
+pub mod control;
 pub mod controller;
 pub mod dataplane;
 pub mod dns_name;

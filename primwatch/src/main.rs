@@ -1,11 +1,16 @@
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 use primwatch::{
-    config::{Config, DEFAULT_PIN_DIR},
+    config::{Config, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
+    control::{self, Action, Kind, Request, Status},
     controller::Controller,
     dataplane::{self, Dataplane},
+    state::Force,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
@@ -19,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the XDP program, attach it, serve the configured names until SIGINT/SIGTERM.
+    /// Load the XDP program, attach it, serve the configured names until SIGINT/SIGTERM
+    /// (SIGHUP reloads the config).
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -33,6 +39,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect and steer the running controller.
+    Ctl {
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        /// Print the controller's reply as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Targets (state, reason, last change, check results), groups and names.
+    Status,
+    /// Re-read the config file; an invalid one is rejected and the running one stays.
+    Reload,
+    /// Steer a target (backend).
+    Target {
+        name: String,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+    /// Steer a group.
+    Group {
+        name: String,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Force into answers whatever its health.
+    Up,
+    /// Force out of answers.
+    Down,
+    /// Take out of answers for maintenance (checks go on).
+    Drain,
+    /// Back to automatic: health decides.
+    Auto,
+    /// Set a group's priority (higher is preferred).
+    Priority { priority: i32 },
+    /// Turn preempt on or off (off: a recovered target/group waits for `failback`).
+    Preempt { setting: OnOff },
+    /// Let a target/group held by preempt off back into answers.
+    Failback,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -48,7 +108,13 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
-                println!("{}: ok ({} names)", file.display(), config.names.len());
+                println!(
+                    "{}: ok ({} names, {} targets, {} groups)",
+                    file.display(),
+                    config.names.len(),
+                    config.targets.len(),
+                    config.groups.len()
+                );
                 Ok(())
             }
             Err(e) => {
@@ -57,6 +123,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Counters { pin_dir, json } => print_counters(&pin_dir, json),
+        Command::Ctl { socket, json, command } => ctl(&socket, json, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,12 +134,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_counters(pin_dir: &std::path::Path, json: bool) -> Result<()> {
+fn print_counters(pin_dir: &Path, json: bool) -> Result<()> {
     let counters = dataplane::pinned_counters(pin_dir)?;
     let table = dataplane::counters_table(&counters);
     if json {
-        let fields: Vec<String> = table.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!("{{{}}}", fields.join(","));
+        println!("{}", serde_json::to_string(&table)?);
     } else {
         for (name, value) in table {
             println!("{name:<24} {value}");
@@ -81,23 +147,114 @@ fn print_counters(pin_dir: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
+    let request = match command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Reload => Request::Reload,
+        CtlCommand::Target { name, action } => Request::Set { kind: Kind::Target, name, action: action.into() },
+        CtlCommand::Group { name, action } => Request::Set { kind: Kind::Group, name, action: action.into() },
+    };
+    let reply = control::send(socket, &request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else if let Some(status) = &reply.status {
+        print_status(status);
+    } else {
+        println!("{}", reply.message);
+    }
+    if !reply.ok {
+        bail!("{}", reply.message);
+    }
+    Ok(())
+}
+
+impl From<CtlAction> for Action {
+    fn from(a: CtlAction) -> Action {
+        match a {
+            CtlAction::Up => Action::Force(Force::Up),
+            CtlAction::Down => Action::Force(Force::Down),
+            CtlAction::Drain => Action::Force(Force::Drain),
+            CtlAction::Auto => Action::Auto,
+            CtlAction::Priority { priority } => Action::Priority(priority),
+            CtlAction::Preempt { setting } => Action::Preempt(matches!(setting, OnOff::On)),
+            CtlAction::Failback => Action::Failback,
+        }
+    }
+}
+
+fn print_status(status: &Status) {
+    println!("TARGETS");
+    println!("  {:<16} {:<22} {:<12} {:<8} {:<22} REASON", "NAME", "ADDRESS", "STATE", "ANSWERS", "SINCE");
+    for t in &status.targets {
+        println!(
+            "  {:<16} {:<22} {:<12} {:<8} {:<22} {}",
+            t.name,
+            t.address.to_string(),
+            t.state,
+            if t.in_answers { "yes" } else { "no" },
+            t.since,
+            t.reason
+        );
+        for c in &t.checks {
+            let latency = c.latency_ms.map_or("-".into(), |ms| format!("{ms:.1}ms"));
+            let tcp = match (c.tcp_connect_ms, c.tcp_retransmits) {
+                (Some(ms), Some(r)) => format!(" connect {ms:.2}ms retrans {r}"),
+                _ => String::new(),
+            };
+            println!(
+                "      check {:<12} {:<4} {:>9} runs {} failures {}{tcp}  {}",
+                c.name,
+                if c.up { "up" } else { "down" },
+                latency,
+                c.runs,
+                c.failures,
+                c.last
+            );
+        }
+    }
+    println!("GROUPS");
+    println!("  {:<16} {:<9} {:<12} {:<12} {:<10} PREEMPT", "NAME", "PRIORITY", "POLICY", "STATE", "ELIGIBLE");
+    for g in &status.groups {
+        let priority = if g.priority == g.configured_priority {
+            g.priority.to_string()
+        } else {
+            format!("{} ({})", g.priority, g.configured_priority)
+        };
+        println!(
+            "  {:<16} {:<9} {:<12} {:<12} {:<10} {}",
+            g.name,
+            priority,
+            g.policy,
+            g.state,
+            format!("{}/{} (min {})", g.eligible, g.members, g.min_healthy),
+            if g.preempt { "on" } else { "off" }
+        );
+    }
+    println!("NAMES");
+    for n in &status.names {
+        println!("  {} (ttl {})", n.name, n.ttl);
+        println!("      A    [{}] from {}", n.a.join(", "), n.a_from);
+        println!("      AAAA [{}] from {}", n.aaaa.join(", "), n.aaaa_from);
+    }
+}
+
 fn run(config_path: PathBuf) -> Result<()> {
     let config = Config::load(&config_path)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(serve(config))
+        .block_on(serve(config, config_path))
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     dataplane::ensure_bpffs()?;
     let mut dataplane = Dataplane::load(config.port)?;
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
     let writer = dataplane.names_writer()?;
     // Writes the first answers (checks in their initial states) and starts the checkers.
-    let mut controller = Controller::start(config.clone(), writer)?;
+    let mut controller = Controller::start(config.clone(), Some(config_path), writer)?;
     info!(names = config.names.len(), targets = config.targets.len(), "names map written");
 
     // Attach only after the maps hold the records, so the first packets find them.
@@ -112,7 +269,10 @@ async fn serve(config: Config) -> Result<()> {
         dataplane.shutdown()?;
         return Err(e);
     }
-    info!(port = config.port, pin_dir = %config.pin_dir.display(), "serving");
+    let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
+    let _socket = control::listen(&config.control_socket, requests_tx)
+        .with_context(|| format!("control socket {}", config.control_socket.display()))?;
+    info!(port = config.port, pin_dir = %config.pin_dir.display(), control = %config.control_socket.display(), "serving");
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -122,7 +282,7 @@ async fn serve(config: Config) -> Result<()> {
             _ = sigterm.recv() => info!("SIGTERM: shutting down"),
         }
     };
-    let result = controller.run(shutdown).await;
+    let result = controller.run(requests, shutdown).await;
     let counters = dataplane.counters()?;
     info!(answered = counters.answered, "final counters");
     dataplane.shutdown()?;

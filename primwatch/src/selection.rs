@@ -21,6 +21,14 @@ pub trait Health {
     fn group_allowed(&self, _group: &str) -> bool {
         true
     }
+    /// Has an operator forced this group up (it serves whatever its members' health)?
+    fn group_forced_up(&self, _group: &str) -> bool {
+        false
+    }
+    /// The group's priority now (an operator may have changed it).
+    fn group_priority(&self, _group: &str, configured: i32) -> i32 {
+        configured
+    }
 }
 
 /// Every target healthy: what the config alone says.
@@ -56,10 +64,7 @@ pub fn active_group<'a>(
     health: &dyn Health,
     v6: bool,
 ) -> Option<(&'a str, Vec<(IpAddr, u32)>)> {
-    let mut ordered: Vec<&String> = groups.iter().collect();
-    // Highest priority first; the listed order breaks ties.
-    ordered.sort_by_key(|g| std::cmp::Reverse(config.groups[*g].priority));
-    for name in ordered {
+    for name in by_priority(config, groups, health) {
         let group = &config.groups[name];
         let all: Vec<_> = members(config, group, v6).collect();
         if all.is_empty() || !health.group_allowed(name) {
@@ -67,11 +72,23 @@ pub fn active_group<'a>(
         }
         let eligible: Vec<(IpAddr, u32)> =
             all.iter().filter(|(t, _, _)| health.target_eligible(t)).map(|(_, a, w)| (*a, *w)).collect();
-        if eligible.len() >= group.min_healthy {
+        if health.group_forced_up(name) {
+            // Forced up: its eligible members, or all of them if none is.
+            let chosen = if eligible.is_empty() { all.iter().map(|(_, a, w)| (*a, *w)).collect() } else { eligible };
+            return Some((name, chosen));
+        }
+        if !eligible.is_empty() && eligible.len() >= group.min_healthy {
             return Some((name, eligible));
         }
     }
     None
+}
+
+/// The name's groups, highest (effective) priority first; the listed order breaks ties.
+pub fn by_priority<'a>(config: &Config, groups: &'a [String], health: &dyn Health) -> Vec<&'a String> {
+    let mut ordered: Vec<&String> = groups.iter().collect();
+    ordered.sort_by_key(|g| std::cmp::Reverse(health.group_priority(g, config.groups[*g].priority)));
+    ordered
 }
 
 fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &dyn Health, v6: bool) -> Chosen<IpAddr> {
@@ -84,8 +101,7 @@ fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &d
         return shaped(&config.groups[name], eligible);
     }
     // The policy and size of the best group that has this family at all.
-    let mut ordered: Vec<&String> = groups.iter().collect();
-    ordered.sort_by_key(|g| std::cmp::Reverse(config.groups[*g].priority));
+    let ordered = by_priority(config, groups, health);
     let Some(lead) = ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, v6).next().is_some()) else {
         return Chosen::none(); // no group has this family
     };

@@ -1,10 +1,93 @@
-//! Stage 2 → 3: from check results to target health. Each check flips only after
-//! `rise` successes (down → up) or `fall` failures (up → down) in a row; a target is
-//! healthy while every one of its checks is up.
+//! Stage 2 → 3: from check results to target health, and what operators override.
+//!
+//! Each check flips only after `rise` successes (down → up) or `fall` failures (up →
+//! down) in a row; a target is healthy while every one of its checks is up. On top:
+//! operators force targets and groups up, down or to drain, change group priorities,
+//! and with preempt off a target or group that went down and came back is *held* out
+//! of answers until an operator fails it back. Overrides and holds are saved to the
+//! state file, so they survive a restart.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::{checks::Outcome, config::Config, selection::Health};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Force {
+    /// In answers whatever its health (a group: serves whatever its members' health).
+    Up,
+    /// Out of answers, as if failed.
+    Down,
+    /// Out of answers for maintenance; checks go on and status shows it as drained.
+    Drain,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<Force>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<bool>,
+    /// Came back with preempt off: out of answers until failed back.
+    #[serde(default)]
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<Force>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<bool>,
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// What operators said, plus holds: the part of the state that is saved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetOverride>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupOverride>,
+}
+
+impl Overrides {
+    /// Reads the state file; a missing file is no overrides.
+    pub fn load(path: &Path) -> Result<Overrides> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the state file atomically (temp file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn prune(&mut self, config: &Config) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.targets.retain(|name, _| config.targets.contains_key(name) || { dropped.push(format!("target {name}")); false });
+        self.groups.retain(|name, _| config.groups.contains_key(name) || { dropped.push(format!("group {name}")); false });
+        dropped
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct CheckState {
@@ -49,6 +132,8 @@ impl CheckState {
 pub struct TargetState {
     pub checks: Vec<CheckState>,
     pub healthy: bool,
+    /// Has it been healthy since we started? (Coming up for the first time is not a return.)
+    pub was_up: bool,
     pub since: SystemTime,
     /// Why it is in its state: the failing check and what it saw, or "all checks pass".
     pub reason: String,
@@ -76,10 +161,23 @@ pub struct Change {
 
 pub struct State {
     pub targets: BTreeMap<String, TargetState>,
+    pub overrides: Overrides,
+    /// Per group: (has it ever qualified, has it stopped qualifying since). A group
+    /// qualifies while it has at least min_healthy eligible members.
+    group_track: BTreeMap<String, (bool, bool)>,
+    state_file: Option<PathBuf>,
 }
 
 impl State {
     pub fn new(config: &Config) -> State {
+        State::with_overrides(config, Overrides::default(), None)
+    }
+
+    /// Starts from saved overrides (pruned of targets and groups no longer configured).
+    pub fn with_overrides(config: &Config, mut overrides: Overrides, state_file: Option<PathBuf>) -> State {
+        for gone in overrides.prune(config) {
+            tracing::warn!(%gone, "saved override for something no longer configured dropped");
+        }
         let now = SystemTime::now();
         let targets = config
             .targets
@@ -90,12 +188,29 @@ impl State {
                     .iter()
                     .map(|c| CheckState::new(c, config.checks[c].initially_up))
                     .collect();
-                let mut state = TargetState { checks, healthy: true, since: now, reason: String::new() };
+                let mut state = TargetState { checks, healthy: true, was_up: false, since: now, reason: String::new() };
                 (state.healthy, state.reason) = state.evaluate();
+                state.was_up = state.healthy;
                 (name.clone(), state)
             })
             .collect();
-        State { targets }
+        let mut state = State { targets, overrides, group_track: BTreeMap::new(), state_file };
+        state.update_groups(config);
+        state
+    }
+
+    /// Carries health over from a previous state for targets whose checks did not change.
+    pub fn inherit(&mut self, old: &State, config: &Config) {
+        for (name, target) in self.targets.iter_mut() {
+            if let Some(previous) = old.targets.get(name) {
+                let same_checks = previous.checks.iter().map(|c| &c.name).eq(target.checks.iter().map(|c| &c.name));
+                if same_checks {
+                    *target = previous.clone();
+                }
+            }
+        }
+        self.group_track = old.group_track.clone();
+        self.group_track.retain(|g, _| config.groups.contains_key(g));
     }
 
     /// Applies one check result; returns the target's change of health, if any.
@@ -111,13 +226,95 @@ impl State {
         state.healthy = healthy;
         state.since = SystemTime::now();
         state.reason = reason.clone();
+        let returned = healthy && state.was_up;
+        state.was_up |= healthy;
+        let preempt = self.target_preempt(config, target);
+        let mut reason = reason;
+        if returned && !preempt {
+            self.overrides.targets.entry(target.to_string()).or_default().held = true;
+            reason.push_str("; held out until failed back (preempt off)");
+            self.save();
+        }
+        self.update_groups(config);
         Some(Change { target: target.to_string(), healthy, reason })
+    }
+
+    pub fn target_preempt(&self, config: &Config, target: &str) -> bool {
+        self.overrides.targets.get(target).and_then(|o| o.preempt).unwrap_or(config.targets[target].preempt)
+    }
+
+    pub fn group_preempt(&self, config: &Config, group: &str) -> bool {
+        self.overrides.groups.get(group).and_then(|o| o.preempt).unwrap_or(config.groups[group].preempt)
+    }
+
+    /// Does the group have its minimum of eligible members (any family)?
+    pub fn group_qualifies(&self, config: &Config, group: &str) -> bool {
+        let spec = &config.groups[group];
+        spec.members.iter().filter(|m| self.target_eligible(m)).count() >= spec.min_healthy
+    }
+
+    /// Tracks groups losing and regaining their minimum, and holds those with preempt off.
+    pub fn update_groups(&mut self, config: &Config) -> Vec<String> {
+        let mut held = Vec::new();
+        for name in config.groups.keys() {
+            let qualifies = self.group_qualifies(config, name);
+            let (ever, lost) = self.group_track.get(name).copied().unwrap_or((false, false));
+            if !qualifies {
+                self.group_track.insert(name.clone(), (ever, ever));
+            } else {
+                self.group_track.insert(name.clone(), (true, false));
+                if lost && !self.group_preempt(config, name) {
+                    self.overrides.groups.entry(name.clone()).or_default().held = true;
+                    held.push(name.clone());
+                }
+            }
+        }
+        if !held.is_empty() {
+            for g in &held {
+                tracing::warn!(group = %g, "group is back but held out until failed back (preempt off)");
+            }
+            self.save();
+        }
+        held
+    }
+
+    /// Saves overrides and holds, if there is a state file. Failure is logged: the
+    /// running state stays right, only a restart would forget.
+    pub fn save(&self) {
+        if let Some(path) = &self.state_file {
+            if let Err(e) = self.overrides.save(path) {
+                tracing::error!(error = %format!("{e:#}"), "saving overrides");
+            }
+        }
     }
 }
 
 impl Health for State {
     fn target_eligible(&self, target: &str) -> bool {
-        self.targets.get(target).is_some_and(|t| t.healthy)
+        let Some(state) = self.targets.get(target) else { return false };
+        match self.overrides.targets.get(target) {
+            Some(TargetOverride { force: Some(Force::Up), .. }) => true,
+            Some(TargetOverride { force: Some(Force::Down | Force::Drain), .. }) => false,
+            Some(TargetOverride { held: true, .. }) => false,
+            _ => state.healthy,
+        }
+    }
+
+    fn group_allowed(&self, group: &str) -> bool {
+        match self.overrides.groups.get(group) {
+            Some(GroupOverride { force: Some(Force::Up), .. }) => true,
+            Some(GroupOverride { force: Some(Force::Down | Force::Drain), .. }) => false,
+            Some(GroupOverride { held, .. }) => !held,
+            None => true,
+        }
+    }
+
+    fn group_forced_up(&self, group: &str) -> bool {
+        self.overrides.groups.get(group).is_some_and(|o| o.force == Some(Force::Up))
+    }
+
+    fn group_priority(&self, group: &str, configured: i32) -> i32 {
+        self.overrides.groups.get(group).and_then(|o| o.priority).unwrap_or(configured)
     }
 }
 

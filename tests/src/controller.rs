@@ -28,43 +28,106 @@ pub fn binary() -> PathBuf {
 pub struct Controller {
     child: Option<Child>,
     pub pin_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub state_file: PathBuf,
+    ns: String,
+    config_path: PathBuf,
     dir: TempDir,
 }
 
 impl Controller {
-    /// Writes the config (`{pin_dir}` in it is replaced by a fresh pin directory) and
-    /// runs `primwatch run` in `ns` until it logs that it is serving.
+    /// Writes the config (`{pin_dir}` in it is replaced by a fresh pin directory; the
+    /// control socket and state file go into a temp dir unless the config sets them)
+    /// and runs `primwatch run` in `ns` until it logs that it is serving.
     pub fn start(ns: &str, config_template: &str) -> Result<Controller> {
         let dir = TempDir::new("pwctl")?;
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("pwt"));
-        let config = config_template.replace("{pin_dir}", &pin_dir.display().to_string());
+        let control_socket = dir.0.join("ctl.sock");
+        let state_file = dir.0.join("state.json");
         let config_path = dir.0.join("primwatch.toml");
-        std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(dir.0.join("log"))?;
-        let child = netns::command(ns, binary().to_str().context("path")?)
+        let mut controller = Controller { child: None, pin_dir, control_socket, state_file, ns: ns.to_string(), config_path, dir };
+        controller.write_config(config_template)?;
+        controller.spawn()?;
+        Ok(controller)
+    }
+
+    /// Rewrites the config file (for reloads), with the same substitutions as `start`.
+    pub fn write_config(&self, template: &str) -> Result<()> {
+        let mut config = template.replace("{pin_dir}", &self.pin_dir.display().to_string());
+        if !config.contains("control_socket") {
+            config = config.replacen(
+                "[server]\n",
+                &format!(
+                    "[server]\ncontrol_socket = \"{}\"\nstate_file = \"{}\"\n",
+                    self.control_socket.display(),
+                    self.state_file.display()
+                ),
+                1,
+            );
+        }
+        std::fs::write(&self.config_path, config)?;
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.0.join("log"))?;
+        let log_len = log.metadata()?.len() as usize;
+        let child = netns::command(&self.ns, binary().to_str().context("path")?)
             .arg("run")
             .arg("--config")
-            .arg(&config_path)
+            .arg(&self.config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
             .context("starting primwatch")?;
-        let mut controller = Controller { child: Some(child), pin_dir, dir };
+        self.child = Some(child);
         let ready = wait_for(Duration::from_secs(20), || {
-            if controller.log().contains("serving") {
+            if self.log().get(log_len..).is_some_and(|new| new.contains("serving")) {
                 return Some(true);
             }
-            match controller.child.as_mut().map(|c| c.try_wait()) {
+            match self.child.as_mut().map(|c| c.try_wait()) {
                 Some(Ok(Some(_))) => Some(false),
                 _ => None,
             }
         });
         if ready != Some(true) {
-            bail!("primwatch did not start serving:\n{}", controller.log());
+            bail!("primwatch did not start serving:\n{}", self.log());
         }
-        Ok(controller)
+        Ok(())
+    }
+
+    /// Stops (SIGTERM) and starts again with the same config, state file and pins.
+    pub fn restart(&mut self) -> Result<()> {
+        let status = self.terminate()?;
+        if !status.success() {
+            bail!("primwatch exited with {status} on SIGTERM:\n{}", self.log());
+        }
+        self.spawn()
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// `primwatch ctl --json ARGS`: the controller's reply (ok or not).
+    pub fn ctl(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let out = std::process::Command::new(binary())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.control_socket)
+            .arg("--json")
+            .args(args)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).with_context(|| format!("ctl {args:?}: {text} {}", String::from_utf8_lossy(&out.stderr)))
     }
 
     pub fn log(&self) -> String {
@@ -77,6 +140,10 @@ impl Controller {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> Result<ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());

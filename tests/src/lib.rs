@@ -14,6 +14,7 @@ pub mod netns;
 pub mod packet;
 pub mod pdns;
 pub mod raw;
+pub mod world;
 
 use std::{
     path::PathBuf,

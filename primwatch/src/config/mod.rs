@@ -25,6 +25,8 @@ pub use health::{
 };
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/primwatch/ctl.sock";
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/primwatch/state.json";
 pub const DEFAULT_TTL: u32 = 30;
 /// RFC 2181 §8: TTLs are 31-bit values.
 pub const MAX_TTL: u32 = i32::MAX as u32;
@@ -70,6 +72,10 @@ pub struct Config {
     pub xdp_mode: XdpMode,
     pub port: u16,
     pub pin_dir: PathBuf,
+    /// Where `primwatch ctl` connects.
+    pub control_socket: PathBuf,
+    /// Where overrides and holds are saved across restarts.
+    pub state_file: PathBuf,
     pub checks: BTreeMap<String, CheckConfig>,
     pub targets: BTreeMap<String, TargetConfig>,
     pub groups: BTreeMap<String, GroupConfig>,
@@ -130,6 +136,8 @@ struct RawServer {
     #[serde(default = "default_port")]
     port: Spanned<u16>,
     pin_dir: Option<PathBuf>,
+    control_socket: Option<PathBuf>,
+    state_file: Option<PathBuf>,
     default_ttl: Option<Spanned<u32>>,
 }
 
@@ -150,6 +158,25 @@ struct RawName {
 }
 
 impl Config {
+    /// The settings only a restart can change (they shape what is attached and pinned).
+    pub fn server_settings_differ(&self, other: &Config) -> Option<&'static str> {
+        if self.interfaces != other.interfaces {
+            Some("server.interfaces")
+        } else if self.xdp_mode != other.xdp_mode {
+            Some("server.xdp_mode")
+        } else if self.port != other.port {
+            Some("server.port")
+        } else if self.pin_dir != other.pin_dir {
+            Some("server.pin_dir")
+        } else if self.control_socket != other.control_socket {
+            Some("server.control_socket")
+        } else if self.state_file != other.state_file {
+            Some("server.state_file")
+        } else {
+            None
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
@@ -287,6 +314,8 @@ impl Config {
             xdp_mode: server.xdp_mode,
             port,
             pin_dir: server.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            control_socket: server.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            state_file: server.state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
             checks,
             targets,
             groups,

@@ -1,0 +1,205 @@
+//! The operator's channel: `primwatch ctl` talks to the running controller over a Unix
+//! socket that only root can open (mode 0600), one JSON request and one JSON reply
+//! per connection.
+
+use std::{
+    net::IpAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::warn;
+
+use crate::state::Force;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Target,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action", content = "value")]
+pub enum Action {
+    /// Force up, down or drain.
+    Force(Force),
+    /// Back to automatic (health decides).
+    Auto,
+    /// Groups only.
+    Priority(i32),
+    Preempt(bool),
+    /// Release a hold left by preempt off.
+    Failback,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "request")]
+pub enum Request {
+    Status,
+    Set { kind: Kind, name: String, action: Action },
+    Reload,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Reply {
+    pub fn ok(message: impl Into<String>) -> Reply {
+        Reply { ok: true, message: message.into(), status: None }
+    }
+
+    pub fn error(message: impl Into<String>) -> Reply {
+        Reply { ok: false, message: message.into(), status: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub targets: Vec<TargetStatus>,
+    pub groups: Vec<GroupStatus>,
+    pub names: Vec<NameStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub name: String,
+    pub address: IpAddr,
+    /// up, down, held, forced-up, forced-down, drain.
+    pub state: String,
+    pub healthy: bool,
+    pub in_answers: bool,
+    pub reason: String,
+    pub since: String,
+    pub weight: u32,
+    pub preempt: bool,
+    pub checks: Vec<CheckStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub name: String,
+    pub up: bool,
+    pub last: String,
+    pub latency_ms: Option<f64>,
+    pub runs: u64,
+    pub failures: u64,
+    pub tcp_connect_ms: Option<f64>,
+    pub tcp_retransmits: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub priority: i32,
+    pub configured_priority: i32,
+    pub policy: String,
+    /// up, down, held, forced-up, forced-down, drain.
+    pub state: String,
+    pub eligible: usize,
+    pub members: usize,
+    pub min_healthy: usize,
+    pub preempt: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameStatus {
+    pub name: String,
+    pub ttl: u32,
+    pub a: Vec<String>,
+    pub aaaa: Vec<String>,
+    /// The group serving A / AAAA now, or what the all-down policy did.
+    pub a_from: String,
+    pub aaaa_from: String,
+}
+
+pub fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A request from a client, with where to send the reply.
+pub type Incoming = (Request, oneshot::Sender<Reply>);
+
+/// Listens on `path` (replacing a stale socket), root-only, and forwards requests.
+pub fn listen(path: &Path, requests: mpsc::Sender<Incoming>) -> Result<SocketGuard> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let requests = requests.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_one(stream, requests).await {
+                            warn!(error = %format!("{e:#}"), "control connection");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "control socket accept"),
+            }
+        }
+    });
+    Ok(SocketGuard(path.to_path_buf()))
+}
+
+async fn serve_one(stream: UnixStream, requests: mpsc::Sender<Incoming>) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            requests.send((request, tx)).await.context("controller gone")?;
+            rx.await.context("controller dropped the request")?
+        }
+        Err(e) => Reply::error(format!("bad request: {e}")),
+    };
+    let mut text = serde_json::to_string(&reply)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    Ok(())
+}
+
+/// Removes the socket file when the controller stops.
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Client side: one request, one reply.
+pub fn send(path: &Path, request: &Request) -> Result<Reply> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("connecting to {} (is primwatch running? are you root?)", path.display()))?;
+    let mut text = serde_json::to_string(request)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        bail!("the controller closed the connection without a reply");
+    }
+    Ok(serde_json::from_str(&line)?)
+}

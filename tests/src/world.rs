@@ -1,0 +1,104 @@
+//! A whole world for health tests: the lab, a backend namespace with three HTTP
+//! backends, PowerDNS (with its own marker records) and primwatch checking them.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::rr::RecordType;
+
+use crate::{
+    backend::{BackendNet, HttpBackend},
+    controller::Controller,
+    dns,
+    lab::{Lab, SERVER_IF},
+    pdns::{self, PowerDns},
+    wait_for,
+};
+
+pub const WEB1: &str = "10.99.1.11";
+pub const WEB2: &str = "10.99.1.12";
+pub const WEB3: &str = "10.99.1.13";
+
+pub struct World {
+    pub controller: Controller,
+    pub pdns: PowerDns,
+    pub backends: Vec<HttpBackend>,
+    pub net: BackendNet,
+    pub lab: Lab,
+}
+
+/// The lab, three HTTP backends, PowerDNS (with its own marker records) and primwatch.
+pub fn world(body: &str) -> World {
+    let lab = Lab::new().unwrap();
+    let net = BackendNet::new(&lab).unwrap();
+    let mut backends = Vec::new();
+    for ip in [WEB1, WEB2, WEB3] {
+        let ip: IpAddr = ip.parse().unwrap();
+        net.add_address(ip).unwrap();
+        backends.push(HttpBackend::start(&net.ns, SocketAddr::new(ip, 80)).unwrap());
+    }
+    let zone = pdns::zone("example.test", lab.server_addr(false), &["pass 30 IN A 192.0.2.250"]);
+    let pdns = PowerDns::start(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone).unwrap();
+    let config = format!(
+        r#"
+[server]
+interfaces = ["{SERVER_IF}"]
+xdp_mode = "skb"
+pin_dir = "{{pin_dir}}"
+
+[checks.http]
+type = "http"
+path = "/health"
+host = "www.example.test"
+ok_status = [200]
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+
+[targets.web1]
+address = "{WEB1}"
+checks = ["http"]
+[targets.web2]
+address = "{WEB2}"
+checks = ["http"]
+[targets.web3]
+address = "{WEB3}"
+checks = ["http"]
+
+{body}
+"#
+    );
+    let controller = Controller::start(&lab.server_ns, &config).unwrap();
+    World { controller, pdns, backends, net, lab }
+}
+
+impl World {
+    pub fn controller_config_path(&self) -> std::path::PathBuf {
+        self.controller.config_path().to_path_buf()
+    }
+
+    pub fn answers(&self, name: &str) -> BTreeSet<String> {
+        let sock = dns::udp_socket(&self.lab.client_ns, false).unwrap();
+        let server = SocketAddr::new(self.lab.server_addr(false), 53);
+        let reply = dns::exchange_udp(&sock, server, &dns::query(1, name, RecordType::A, None).unwrap()).unwrap();
+        dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect()
+    }
+
+    /// Waits until `name` answers exactly `expected`; returns how long that took.
+    pub fn expect(&self, name: &str, expected: &[&str], within: Duration) -> Duration {
+        let want: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+        let started = Instant::now();
+        let mut last = BTreeSet::new();
+        let ok = wait_for(within, || {
+            last = self.answers(name);
+            (last == want).then_some(())
+        });
+        assert!(ok.is_some(), "{name}: wanted {want:?}, still {last:?} after {within:?}\n{}", self.controller.log());
+        started.elapsed()
+    }
+}
+

@@ -58,6 +58,33 @@ pub const fn ascii_lower_word(word: u64) -> u64 {
 pub struct NameKey {
     /// `name_hash_step` over the lowercased wire name.
     pub name_hash: u64,
+    /// The view the entry is for; 0 is the default view, which every name has.
+    pub view: u32,
+    pub _pad: u32,
+}
+
+impl NameKey {
+    pub const fn new(name_hash: u64, view: u32) -> NameKey {
+        NameKey { name_hash, view, _pad: 0 }
+    }
+}
+
+/// Value of the `views_v4` / `views_v6` LPM tries: which view a source prefix is in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewMatch {
+    pub view: u32,
+    /// The length of the configured prefix that matched.
+    pub prefix_len: u32,
+}
+
+/// The single entry of the `settings` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Source prefixes in the view tries; 0 skips the view lookup altogether.
+    pub view_prefixes: u32,
+    pub _pad: u32,
 }
 
 /// How the XDP program picks the records of one reply from an [`AnswerSet`].
@@ -219,6 +246,8 @@ mod pod {
     unsafe impl aya::Pod for super::NameKey {}
     unsafe impl aya::Pod for super::NameRecords {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::ViewMatch {}
+    unsafe impl aya::Pod for super::Settings {}
 }
 
 #[cfg(test)]

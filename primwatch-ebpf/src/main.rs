@@ -12,7 +12,7 @@ use core::{mem::size_of, ptr};
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     helpers::generated::{
         bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
         bpf_xdp_store_bytes,
@@ -22,7 +22,8 @@ use aya_ebpf::{
     Global,
 };
 use primwatch_common::{
-    ascii_lower_word, name_hash_step, AnswerSet, Counters, NameKey, NameRecords, Scratch,
+    ascii_lower_word, name_hash_step, AnswerSet, Counters, NameKey, NameRecords, Scratch, Settings,
+    ViewMatch,
     Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, SELECT_NODATA, SELECT_RANDOM,
     SELECT_ROUND_ROBIN, SELECT_WEIGHTED, WEIGHT_SLOTS, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
     QTYPE_A,
@@ -37,6 +38,15 @@ static DNS_PORT: Global<u16> = Global::new(53);
 /// Not preallocated: entries are ~1.2 KiB and most deployments serve few names.
 #[btf_map]
 static NAMES: HashMap<NameKey, NameRecords, 65536, 1 /* BPF_F_NO_PREALLOC */> = HashMap::new();
+
+/// Source prefix → view, one trie per address family.
+#[btf_map]
+static VIEWS_V4: LpmTrie<[u8; 4], ViewMatch, 1_048_576> = LpmTrie::new();
+#[btf_map]
+static VIEWS_V6: LpmTrie<[u8; 16], ViewMatch, 1_048_576> = LpmTrie::new();
+
+#[btf_map]
+static SETTINGS: Array<Settings, 1> = Array::new();
 
 #[btf_map]
 static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
@@ -126,7 +136,7 @@ struct Query {
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
     let query = parse_query(ctx, scratch)?;
-    let records = lookup(&query, scratch)?;
+    let records = lookup(ctx, &query, scratch)?;
     let answers = match query.qtype {
         QTYPE_A => &records.a,
         QTYPE_AAAA => &records.aaaa,
@@ -429,13 +439,35 @@ fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize) -> Result<(), 
     }
 }
 
-/// Finds the name's records; a hash match alone is never enough.
+/// The client's view: the longest configured prefix containing its source address.
 #[inline(always)]
-fn lookup(query: &Query, scratch: &Scratch) -> Result<&'static NameRecords, Verdict> {
-    let key = NameKey {
-        name_hash: query.name_hash,
+fn client_view(ctx: &XdpContext, query: &Query) -> Result<u32, Verdict> {
+    let any_views = SETTINGS.get_ptr(0).is_some_and(|s| unsafe { (*s).view_prefixes } > 0);
+    if !any_views {
+        return Ok(0);
+    }
+    let found = if query.is_ipv6 {
+        let src = bytes_at(ctx, query.l3_off + 8, 16, Verdict::Malformed)?;
+        let key = Key::new(128, unsafe { ptr::read_unaligned(src as *const [u8; 16]) });
+        VIEWS_V6.get(&key).copied()
+    } else {
+        let src = bytes_at(ctx, query.l3_off + 12, 4, Verdict::Malformed)?;
+        let key = Key::new(32, unsafe { ptr::read_unaligned(src as *const [u8; 4]) });
+        VIEWS_V4.get(&key).copied()
     };
-    let records = unsafe { &*NAMES.get_ptr(&key).ok_or(Verdict::NameNotFound)? };
+    Ok(found.map_or(0, |m| m.view))
+}
+
+/// Finds the name's records in the client's view (else the default view); a hash
+/// match alone is never enough.
+#[inline(always)]
+fn lookup(ctx: &XdpContext, query: &Query, scratch: &Scratch) -> Result<&'static NameRecords, Verdict> {
+    let view = client_view(ctx, query)?;
+    let mut entry = NAMES.get_ptr(&NameKey::new(query.name_hash, view));
+    if entry.is_none() && view != 0 {
+        entry = NAMES.get_ptr(&NameKey::new(query.name_hash, 0));
+    }
+    let records = unsafe { &*entry.ok_or(Verdict::NameNotFound)? };
     if records.name_len as usize != query.name_len {
         return Err(Verdict::NameNotFound);
     }
@@ -649,4 +681,4 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
-const _: () = assert!(size_of::<NameKey>() == 8);
+const _: () = assert!(size_of::<NameKey>() == 16);

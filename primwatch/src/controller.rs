@@ -17,7 +17,7 @@ use crate::{
     checks::{self, Outcome},
     config::{AllDown, CheckConfig, Config, NameSource},
     control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus},
-    map_writer::NameMapWriter,
+    map_writer::{NameMapWriter, ViewMapWriter},
     records,
     selection::{self, Health as _},
     state::{Force, Overrides, State},
@@ -67,6 +67,7 @@ pub struct Controller {
     config_path: Option<std::path::PathBuf>,
     state: State,
     writer: NameMapWriter,
+    views: ViewMapWriter,
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
     checkers: JoinSet<()>,
@@ -76,7 +77,12 @@ pub struct Controller {
 impl Controller {
     /// Writes the initial answers (every check in its initial state, saved overrides
     /// and holds applied) and starts the checkers.
-    pub fn start(config: Config, config_path: Option<std::path::PathBuf>, writer: NameMapWriter) -> Result<Controller> {
+    pub fn start(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+        writer: NameMapWriter,
+        views: ViewMapWriter,
+    ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
         let overrides = match Overrides::load(&config.state_file) {
             Ok(o) => o,
@@ -94,6 +100,7 @@ impl Controller {
             config_path,
             state,
             writer,
+            views,
             reports_tx,
             reports,
             checkers: JoinSet::new(),
@@ -136,6 +143,8 @@ impl Controller {
     fn publish(&mut self) -> Result<()> {
         let desired = records::desired_entries(&self.config, &self.state);
         let stats = self.writer.sync(&desired)?;
+        // After the names: a prefix never points at a view whose entries are missing.
+        self.views.sync(&self.config.views)?;
         if stats.written + stats.deleted > 0 {
             info!(written = stats.written, deleted = stats.deleted, "answers updated");
         }

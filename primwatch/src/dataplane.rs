@@ -15,7 +15,10 @@ use aya::{
 use primwatch_common::{Counters, NameKey, NameRecords};
 use tracing::{info, warn};
 
-use crate::{config::XdpMode, map_writer::NameMapWriter};
+use crate::{
+    config::XdpMode,
+    map_writer::{NameMapWriter, ViewMapWriter},
+};
 
 /// The compiled XDP object, built by build.rs from primwatch-ebpf.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/primwatch"));
@@ -24,9 +27,20 @@ pub const ANSWER_PROGRAM: &str = "primwatch";
 pub const PASS_PROGRAM: &str = "primwatch_pass";
 const NAMES_MAP: &str = "NAMES";
 const COUNTERS_MAP: &str = "COUNTERS";
+const VIEWS_V4_MAP: &str = "VIEWS_V4";
+const VIEWS_V6_MAP: &str = "VIEWS_V6";
+const SETTINGS_MAP: &str = "SETTINGS";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
+/// (map, pin file) for every map that is pinned.
+const PINS: [(&str, &str); 5] = [
+    (NAMES_MAP, NAMES_PIN),
+    (COUNTERS_MAP, COUNTERS_PIN),
+    (VIEWS_V4_MAP, "views_v4"),
+    (VIEWS_V6_MAP, "views_v6"),
+    (SETTINGS_MAP, "settings"),
+];
 
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -95,7 +109,7 @@ impl Dataplane {
         std::fs::create_dir_all(dir).with_context(|| {
             format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", dir.display())
         })?;
-        for (map, file) in [(NAMES_MAP, NAMES_PIN), (COUNTERS_MAP, COUNTERS_PIN)] {
+        for (map, file) in PINS {
             let path = dir.join(file);
             if path.exists() {
                 warn!(path = %path.display(), "replacing a stale pin");
@@ -115,6 +129,15 @@ impl Dataplane {
         let map = self.ebpf.take_map(NAMES_MAP).ok_or_else(|| anyhow!("names map taken"))?;
         let map: HashMap<MapData, NameKey, NameRecords> = map.try_into()?;
         Ok(NameMapWriter::new(map))
+    }
+
+    pub fn views_writer(&mut self) -> Result<ViewMapWriter> {
+        let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        Ok(ViewMapWriter {
+            v4: take(VIEWS_V4_MAP)?.try_into()?,
+            v6: take(VIEWS_V6_MAP)?.try_into()?,
+            settings: take(SETTINGS_MAP)?.try_into()?,
+        })
     }
 
     pub fn counters(&self) -> Result<Counters> {

@@ -253,8 +253,9 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
     let writer = dataplane.names_writer()?;
+    let views = dataplane.views_writer()?;
     // Writes the first answers (checks in their initial states) and starts the checkers.
-    let mut controller = Controller::start(config.clone(), Some(config_path), writer)?;
+    let mut controller = Controller::start(config.clone(), Some(config_path), writer, views)?;
     info!(names = config.names.len(), targets = config.targets.len(), "names map written");
 
     // Attach only after the maps hold the records, so the first packets find them.

@@ -8,12 +8,15 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData};
-use primwatch_common::{NameKey, NameRecords};
+use ipnet::IpNet;
+use primwatch_common::{NameKey, NameRecords, Settings, ViewMatch};
+
+use crate::config::ViewConfig;
 
 pub struct NameMapWriter {
     map: HashMap<MapData, NameKey, NameRecords>,
     /// What we last wrote, as bytes, so unchanged entries are not rewritten.
-    written: BTreeMap<u64, Vec<u8>>,
+    written: BTreeMap<NameKey, Vec<u8>>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -43,7 +46,7 @@ impl NameMapWriter {
         self.map
             .insert(key, records, 0)
             .with_context(|| format!("writing name hash {:#018x} to the names map", key.name_hash))?;
-        self.written.insert(key.name_hash, as_bytes(records).to_vec());
+        self.written.insert(*key, as_bytes(records).to_vec());
         Ok(())
     }
 
@@ -51,7 +54,7 @@ impl NameMapWriter {
         let mut stats = SyncStats::default();
         for (key, records) in desired {
             let bytes = as_bytes(records);
-            if self.written.get(&key.name_hash).is_some_and(|old| old == bytes) {
+            if self.written.get(key).is_some_and(|old| old == bytes) {
                 stats.unchanged += 1;
                 continue;
             }
@@ -65,10 +68,53 @@ impl NameMapWriter {
                 self.map
                     .remove(&key)
                     .with_context(|| format!("deleting name hash {:#018x}", key.name_hash))?;
-                self.written.remove(&key.name_hash);
+                self.written.remove(&key);
                 stats.deleted += 1;
             }
         }
         Ok(stats)
+    }
+}
+
+/// Writes the source-prefix → view tries and the settings entry.
+pub struct ViewMapWriter {
+    pub v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], ViewMatch>,
+    pub v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], ViewMatch>,
+    pub settings: aya::maps::Array<MapData, Settings>,
+}
+
+impl ViewMapWriter {
+    /// Makes the tries hold exactly `views`' prefixes. Call after the names map has
+    /// the views' entries (a prefix whose view has no entry falls back to the default).
+    pub fn sync(&mut self, views: &BTreeMap<String, ViewConfig>) -> Result<()> {
+        use aya::maps::lpm_trie::Key;
+        let mut want4 = BTreeMap::new();
+        let mut want6 = BTreeMap::new();
+        for view in views.values() {
+            for net in &view.sources {
+                let m = ViewMatch { view: view.id, prefix_len: net.prefix_len() as u32 };
+                match net {
+                    IpNet::V4(n) => want4.insert((n.prefix_len() as u32, n.network().octets()), m),
+                    IpNet::V6(n) => want6.insert((n.prefix_len() as u32, n.network().octets()), m),
+                };
+            }
+        }
+        for ((len, addr), m) in &want4 {
+            self.v4.insert(&Key::new(*len, *addr), m, 0).context("writing views_v4")?;
+        }
+        for ((len, addr), m) in &want6 {
+            self.v6.insert(&Key::new(*len, *addr), m, 0).context("writing views_v6")?;
+        }
+        let stale4: Vec<_> = self.v4.keys().filter_map(|k| k.ok()).filter(|k| !want4.contains_key(&(k.prefix_len(), k.data()))).collect();
+        for key in stale4 {
+            self.v4.remove(&key).context("pruning views_v4")?;
+        }
+        let stale6: Vec<_> = self.v6.keys().filter_map(|k| k.ok()).filter(|k| !want6.contains_key(&(k.prefix_len(), k.data()))).collect();
+        for key in stale6 {
+            self.v6.remove(&key).context("pruning views_v6")?;
+        }
+        let settings = Settings { view_prefixes: (want4.len() + want6.len()) as u32, _pad: 0 };
+        self.settings.set(0, settings, 0).context("writing settings")?;
+        Ok(())
     }
 }

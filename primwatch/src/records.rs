@@ -177,18 +177,25 @@ pub fn name_records(name: &DnsName, a: AnswerSet, aaaa: AnswerSet) -> NameRecord
     }
 }
 
-/// The entries the `names` map should hold: every name, with the records selection
-/// chose under `health`, keyed by name hash.
+/// The entries the `names` map should hold: every name in the default view (0), and
+/// in each view the names it answers differently, with the records selection chose
+/// under `health`.
 pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> BTreeMap<NameKey, NameRecords> {
-    config
-        .names
-        .iter()
-        .map(|(name, entry)| {
-            let (a, aaaa) = selection::choose(config, entry, health);
+    let mut entries = BTreeMap::new();
+    for (name, entry) in &config.names {
+        let (a, aaaa) = selection::choose(config, entry, health);
+        let records = name_records(name, a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
+        entries.insert(NameKey::new(name.hash(), 0), records);
+    }
+    for view in config.views.values() {
+        for (name, view_name) in &view.names {
+            let entry = &config.names[name];
+            let (a, aaaa) = selection::choose_in_view(config, view_name, health);
             let records = name_records(name, a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
-            (NameKey { name_hash: name.hash() }, records)
-        })
-        .collect()
+            entries.insert(NameKey::new(name.hash(), view.id), records);
+        }
+    }
+    entries
 }
 
 /// Splits addresses by family.

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::{
-    config::{AllDown, Config, GroupConfig, NameConfig, NameSource, Policy},
+    config::{AllDown, Config, GroupConfig, NameConfig, NameSource, Policy, ViewName},
     records::{split_families, Chosen, Pick},
 };
 
@@ -132,18 +132,30 @@ fn narrow<A>(chosen: &Chosen<IpAddr>, records: Vec<(A, u32)>) -> Chosen<A> {
     Chosen { answers: chosen.answers.min(records.len()), records, pick: chosen.pick }
 }
 
-/// The A and AAAA records a name answers with now.
+/// The A and AAAA records a name answers with now (default view).
 pub fn choose(config: &Config, name: &NameConfig, health: &dyn Health) -> (Chosen<Ipv4Addr>, Chosen<Ipv6Addr>) {
     match &name.source {
         NameSource::Static { a, aaaa } => (Chosen::fixed(a.clone()), Chosen::fixed(aaaa.clone())),
-        NameSource::Groups { groups, all_down } => {
-            let v4 = chosen_for(config, groups, all_down, health, false);
-            let v6 = chosen_for(config, groups, all_down, health, true);
-            let (a, _) = split_families(v4.records.clone());
-            let (_, aaaa) = split_families(v6.records.clone());
-            (narrow(&v4, a), narrow(&v6, aaaa))
-        }
+        NameSource::Groups { groups, all_down } => choose_groups(config, groups, all_down, health),
     }
+}
+
+/// The records a name answers with in a view that maps it to its own groups.
+pub fn choose_in_view(config: &Config, view: &ViewName, health: &dyn Health) -> (Chosen<Ipv4Addr>, Chosen<Ipv6Addr>) {
+    choose_groups(config, &view.groups, &view.all_down, health)
+}
+
+fn choose_groups(
+    config: &Config,
+    groups: &[String],
+    all_down: &AllDown,
+    health: &dyn Health,
+) -> (Chosen<Ipv4Addr>, Chosen<Ipv6Addr>) {
+    let v4 = chosen_for(config, groups, all_down, health, false);
+    let v6 = chosen_for(config, groups, all_down, health, true);
+    let (a, _) = split_families(v4.records.clone());
+    let (_, aaaa) = split_families(v6.records.clone());
+    (narrow(&v4, a), narrow(&v6, aaaa))
 }
 
 #[cfg(test)]

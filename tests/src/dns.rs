@@ -64,6 +64,14 @@ pub fn udp_socket(ns: &str, v6: bool) -> Result<UdpSocket> {
     Ok(sock)
 }
 
+/// A UDP socket in the client namespace bound to a given source address.
+pub fn udp_socket_from(ns: &str, source: IpAddr) -> Result<UdpSocket> {
+    let bind = SocketAddr::new(source, 0);
+    let sock = netns::run_in(ns, move || UdpSocket::bind(bind))??;
+    sock.set_read_timeout(Some(TIMEOUT))?;
+    Ok(sock)
+}
+
 /// Sends `bytes` and returns the first datagram that comes back with the same ID.
 pub fn exchange_udp(sock: &UdpSocket, server: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>> {
     sock.send_to(bytes, server)?;

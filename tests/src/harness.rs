@@ -43,6 +43,7 @@ impl Harness {
         let mut dataplane = Dataplane::load(port)?;
         let mut names = dataplane.names_writer()?;
         names.sync(&records::desired_entries(&config, health))?;
+        dataplane.views_writer()?.sync(&config.views)?;
         Ok(Harness { dataplane, names })
     }
 
@@ -79,7 +80,7 @@ impl Harness {
 
     /// Writes one entry as is, e.g. records filed under another name's hash.
     pub fn insert_entry(&mut self, name_hash: u64, records: NameRecords) -> Result<()> {
-        self.names.insert(&NameKey { name_hash }, &records)
+        self.names.insert(&NameKey::new(name_hash, 0), &records)
     }
 
     pub fn counters(&self) -> Result<Counters> {

@@ -82,8 +82,13 @@ impl World {
     }
 
     pub fn answers(&self, name: &str) -> BTreeSet<String> {
-        let sock = dns::udp_socket(&self.lab.client_ns, false).unwrap();
-        let server = SocketAddr::new(self.lab.server_addr(false), 53);
+        self.answers_from(name, self.lab.client_addr(false))
+    }
+
+    /// The A answers for a query sent from `source` (a client address, v4 or v6).
+    pub fn answers_from(&self, name: &str, source: IpAddr) -> BTreeSet<String> {
+        let sock = dns::udp_socket_from(&self.lab.client_ns, source).unwrap();
+        let server = SocketAddr::new(self.lab.server_addr(source.is_ipv6()), 53);
         let reply = dns::exchange_udp(&sock, server, &dns::query(1, name, RecordType::A, None).unwrap()).unwrap();
         dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect()
     }

@@ -181,3 +181,50 @@ groups = ["mixed"]
     let log = w.controller.log();
     assert!(log.contains("does not match"), "{log}");
 }
+
+#[test]
+fn views_by_source_address_over_ipv4_and_ipv6() {
+    let mut w = world(
+        r#"
+[groups.tokyo]
+members = ["web1"]
+priority = 100
+[groups.osaka]
+members = ["web3"]
+priority = 50
+[groups.osaka-first]
+members = ["web3"]
+priority = 100
+[groups.tokyo-backup]
+members = ["web1"]
+priority = 50
+
+[names."www.example.test"]
+groups = ["tokyo", "osaka"]
+
+[views.west]
+sources = ["10.77.0.3/32", "fd77::3/128"]
+[views.west.names."www.example.test"]
+groups = ["osaka-first", "tokyo-backup"]
+"#,
+    );
+    let ns = w.lab.client_ns.clone();
+    primwatch_tests::netns::ip(&["-n", &ns, "addr", "add", "10.77.0.3/24", "dev", "pwc0"]).unwrap();
+    primwatch_tests::netns::ip(&["-n", &ns, "addr", "add", "fd77::3/64", "dev", "pwc0", "nodad"]).unwrap();
+    let set = |a: &str| [a.to_string()].into_iter().collect::<std::collections::BTreeSet<_>>();
+    let east_v4: std::net::IpAddr = "10.77.0.2".parse().unwrap();
+    let west_v4: std::net::IpAddr = "10.77.0.3".parse().unwrap();
+    let east_v6: std::net::IpAddr = "fd77::2".parse().unwrap();
+    let west_v6: std::net::IpAddr = "fd77::3".parse().unwrap();
+    w.expect("www.example.test", &[WEB1], Duration::from_secs(3));
+    assert_eq!(w.answers_from("www.example.test", east_v4), set(WEB1));
+    assert_eq!(w.answers_from("www.example.test", east_v6), set(WEB1));
+    assert_eq!(w.answers_from("www.example.test", west_v4), set(WEB3));
+    assert_eq!(w.answers_from("www.example.test", west_v6), set(WEB3));
+    // Failover inside the view: Osaka down, the west gets its backup.
+    w.backends[2].stop();
+    let ok = primwatch_tests::wait_for(Duration::from_secs(3), || (w.answers_from("www.example.test", west_v4) == set(WEB1)).then_some(()));
+    assert!(ok.is_some(), "west fails over to Tokyo");
+    assert_eq!(w.answers_from("www.example.test", west_v6), set(WEB1));
+    assert_eq!(w.answers_from("www.example.test", east_v4), set(WEB1));
+}

@@ -19,6 +19,8 @@ use toml::Spanned;
 use crate::dns_name::DnsName;
 
 mod health;
+mod views;
+pub use views::{ViewConfig, ViewName};
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, Policy, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT,
@@ -80,6 +82,7 @@ pub struct Config {
     pub targets: BTreeMap<String, TargetConfig>,
     pub groups: BTreeMap<String, GroupConfig>,
     pub names: BTreeMap<DnsName, NameConfig>,
+    pub views: BTreeMap<String, ViewConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +128,8 @@ struct RawConfig {
     groups: BTreeMap<Spanned<String>, Spanned<health::RawGroup>>,
     #[serde(default)]
     names: BTreeMap<Spanned<String>, Spanned<RawName>>,
+    #[serde(default)]
+    views: BTreeMap<Spanned<String>, Spanned<views::RawView>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +306,8 @@ impl Config {
             names.insert(dns_name, NameConfig { ttl, source });
         }
 
+        let views = views::parse_views(raw.views, &views::config_dir(path), &groups, &names, &at)?;
+
         // Distinct names with one 64-bit hash could never both be answered by XDP.
         let mut by_hash = BTreeMap::new();
         for name in names.keys() {
@@ -320,14 +327,15 @@ impl Config {
             targets,
             groups,
             names,
+            views,
         })
     }
 }
 
-fn parse_all_down(
+pub(crate) fn parse_all_down(
     policy: &Spanned<String>,
     groups: &BTreeMap<String, GroupConfig>,
-    at: &impl Fn(Range<usize>, String) -> ConfigError,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
 ) -> Result<AllDown, ConfigError> {
     Ok(match policy.get_ref().as_str() {
         "serve-all" => AllDown::ServeAll,
@@ -602,5 +610,38 @@ all_down = "backup:osaka"
         }
         let e = error(&format!("{HEALTH}\n[names.\"mixed.example.test\"]\ngroups = [\"tokyo\"]\na = [\"192.0.2.1\"]\n"));
         assert!(e.reason.contains("both groups and fixed addresses"), "{e}");
+    }
+
+    #[test]
+    fn views_parse_and_their_errors_point_at_the_source() {
+        let dir = std::env::temp_dir().join(format!("pw-views-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("jp.cidr"), "# JP\n203.0.113.0/24\n2001:db8:1::/48 # v6\n").unwrap();
+        std::fs::write(dir.join("bad.cidr"), "203.0.113.0/24\n\n10.0.0.0/33\n").unwrap();
+        let base = format!(
+            "{HEALTH}\n[views.jp]\nsources = [\"198.51.100.7/24\"]\nsource_files = [\"jp.cidr\"]\n\
+             [views.jp.names.\"www.example.test\"]\ngroups = [\"osaka\"]\n"
+        );
+        let path = dir.join("primwatch.toml");
+        let config = Config::parse(&path, &base).unwrap();
+        let jp = &config.views["jp"];
+        let sources: Vec<String> = jp.sources.iter().map(|n| n.to_string()).collect();
+        assert_eq!(sources, ["198.51.100.0/24", "203.0.113.0/24", "2001:db8:1::/48"], "host bits dropped, file read");
+        assert_ne!(jp.id, 0);
+        let www = &jp.names[&DnsName::parse("www.example.test").unwrap()];
+        assert_eq!(www.groups, vec!["osaka".to_string()]);
+        assert_eq!(www.all_down, AllDown::Backup("osaka".into()), "inherits the name's all_down");
+
+        let e = Config::parse(&path, &base.replace("jp.cidr", "bad.cidr")).unwrap_err();
+        assert_eq!((e.file.clone(), e.line), (dir.join("bad.cidr"), 3), "{e}");
+        assert!(e.reason.contains("'10.0.0.0/33' is not a CIDR prefix"), "{e}");
+        let e = Config::parse(&path, &base.replace("198.51.100.7/24", "198.51.100.0/24x")).unwrap_err();
+        assert!(e.reason.contains("not a CIDR prefix") && e.file == path, "{e}");
+        let e = Config::parse(&path, &base.replace("jp.names.\"www.example.test\"]", "jp.names.\"ftp.example.test\"]")).unwrap_err();
+        assert!(e.reason.contains("not in [names]"), "{e}");
+        let twice = format!("{base}\n[views.us]\nsources = [\"203.0.113.0/24\"]\n");
+        let e = Config::parse(&path, &twice).unwrap_err();
+        assert!(e.reason.contains("prefix 203.0.113.0/24 is in views 'jp' and 'us'"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

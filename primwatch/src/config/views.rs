@@ -1,0 +1,157 @@
+//! Views (PrimWatch's address map): source prefixes, inline or from files of CIDRs,
+//! and per view which groups a name uses.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{health::At, parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig};
+use crate::dns_name::DnsName;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewConfig {
+    /// The id the XDP program sees (from the name; never 0, the default view).
+    pub id: u32,
+    pub sources: Vec<IpNet>,
+    /// Names this view answers differently, and how.
+    pub names: BTreeMap<DnsName, ViewName>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewName {
+    pub groups: Vec<String>,
+    pub all_down: AllDown,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawView {
+    #[serde(default)]
+    sources: Vec<Spanned<String>>,
+    #[serde(default)]
+    source_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    names: BTreeMap<Spanned<String>, Spanned<RawViewName>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawViewName {
+    groups: Spanned<Vec<Spanned<String>>>,
+    all_down: Option<Spanned<String>>,
+}
+
+fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    let net: IpNet = text.trim().parse().map_err(|_| format!("'{}' is not a CIDR prefix", text.trim()))?;
+    Ok(net.trunc())
+}
+
+/// Reads a file of CIDRs: one per line, `#` starts a comment.
+fn read_source_file(path: &Path) -> Result<Vec<IpNet>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: 0,
+        column: 0,
+        reason: format!("cannot read: {e}"),
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(parse_prefix(line).map_err(|reason| ConfigError { file: path.to_owned(), line: i + 1, column: 1, reason })?);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn parse_views(
+    raw: BTreeMap<Spanned<String>, Spanned<RawView>>,
+    config_dir: &Path,
+    groups: &BTreeMap<String, GroupConfig>,
+    names: &BTreeMap<DnsName, NameConfig>,
+    at: &At,
+) -> Result<BTreeMap<String, ViewConfig>, ConfigError> {
+    let mut views = BTreeMap::new();
+    // Every prefix belongs to one view: the same prefix in two would be a coin toss.
+    let mut owner: BTreeMap<IpNet, String> = BTreeMap::new();
+    let mut ids: BTreeMap<u32, String> = BTreeMap::new();
+    for (name, view) in raw {
+        let view_span = view.span();
+        let view = view.into_inner();
+        let view_name = name.into_inner();
+        let mut sources = Vec::new();
+        for text in &view.sources {
+            sources.push(parse_prefix(text.get_ref()).map_err(|reason| at(text.span(), reason))?);
+        }
+        for file in &view.source_files {
+            let path = config_dir.join(file.get_ref());
+            sources.extend(read_source_file(&path)?);
+        }
+        if sources.is_empty() {
+            return Err(at(view_span, format!("view '{view_name}' has no sources")));
+        }
+        for net in &sources {
+            if let Some(other) = owner.insert(*net, view_name.clone()) {
+                if other != view_name {
+                    return Err(at(view_span, format!("prefix {net} is in views '{other}' and '{view_name}'")));
+                }
+            }
+        }
+        sources.sort();
+        sources.dedup();
+        let mut view_names = BTreeMap::new();
+        for (dns, entry) in view.names {
+            let span = dns.span();
+            let text = dns.into_inner();
+            let dns_name = DnsName::parse(&text).map_err(|reason| at(span.clone(), format!("name '{text}': {reason}")))?;
+            if !names.contains_key(&dns_name) {
+                return Err(at(span, format!("view '{view_name}' names '{text}', which is not in [names]")));
+            }
+            let entry = entry.into_inner();
+            let list_span = entry.groups.span();
+            let mut chosen = Vec::new();
+            for group in entry.groups.into_inner() {
+                if !groups.contains_key(group.get_ref()) {
+                    return Err(at(group.span(), format!("unknown group '{}'", group.get_ref())));
+                }
+                chosen.push(group.into_inner());
+            }
+            if chosen.is_empty() {
+                return Err(at(list_span, "groups must not be empty".into()));
+            }
+            let all_down = match &entry.all_down {
+                Some(policy) => parse_all_down(policy, groups, at)?,
+                None => match &names[&dns_name].source {
+                    super::NameSource::Groups { all_down, .. } => all_down.clone(),
+                    super::NameSource::Static { .. } => AllDown::ServeAll,
+                },
+            };
+            view_names.insert(dns_name, ViewName { groups: chosen, all_down });
+        }
+        let id = view_id(&view_name);
+        if let Some(other) = ids.insert(id, view_name.clone()) {
+            return Err(at(view_span, format!("views '{other}' and '{view_name}' share an id; rename one")));
+        }
+        views.insert(view_name, ViewConfig { id, sources, names: view_names });
+    }
+    Ok(views)
+}
+
+/// A view's id comes from its name, so a reload that adds or removes other views
+/// never renumbers it while the XDP maps are being updated.
+pub fn view_id(name: &str) -> u32 {
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    hash.max(1)
+}
+
+/// The directory relative source files are read from.
+pub(super) fn config_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}

@@ -198,3 +198,69 @@ fn reload_applies_a_valid_config_and_rejects_a_bad_one() {
     w.backends[0].stop();
     w.expect("www.example.test", &[WEB2], SOON);
 }
+
+#[test]
+fn answers_stay_whole_while_targets_flap_under_load() {
+    use std::{
+        collections::BTreeSet,
+        net::SocketAddr,
+        sync::atomic::{AtomicBool, Ordering},
+        sync::Arc,
+    };
+    let w = world(
+        r#"
+[groups.web]
+members = ["web1", "web2", "web3"]
+policy = "all"
+[names."www.example.test"]
+groups = ["web"]
+"#,
+    );
+    w.expect("www.example.test", &[WEB1, WEB2, WEB3], SOON);
+    let full: BTreeSet<String> = [WEB1, WEB2, WEB3].iter().map(|s| s.to_string()).collect();
+    let partial: BTreeSet<String> = [WEB1, WEB3].iter().map(|s| s.to_string()).collect();
+
+    // A client sending queries back to back, each waiting for its reply.
+    let sock = primwatch_tests::dns::udp_socket(&w.lab.client_ns, false).unwrap();
+    let server = SocketAddr::new(w.lab.server_addr(false), 53);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut sent, mut seen_full, mut seen_partial) = (0u32, 0u32, 0u32);
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                sent += 1;
+                let query = primwatch_tests::dns::query(sent as u16, "www.example.test", hickory_proto::rr::RecordType::A, None).unwrap();
+                match primwatch_tests::dns::exchange_udp(&sock, server, &query) {
+                    Ok(reply) => {
+                        let msg = primwatch_tests::dns::parse(&reply).unwrap();
+                        let got: BTreeSet<String> = primwatch_tests::dns::addresses(&msg).iter().map(|a| a.to_string()).collect();
+                        if got == full {
+                            seen_full += 1;
+                        } else if got == partial {
+                            seen_partial += 1;
+                        } else {
+                            bad.push(format!("reply {sent}: {got:?} ({} records)", msg.answers().len()));
+                        }
+                    }
+                    Err(e) => bad.push(format!("query {sent}: {e}")),
+                }
+            }
+            (sent, seen_full, seen_partial, bad)
+        })
+    };
+    // Flap web2 through the operator's override: each change is one map update.
+    let started = std::time::Instant::now();
+    let mut flips = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        ok(&w, &["target", "web2", if flips % 2 == 0 { "down" } else { "auto" }]);
+        flips += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (sent, seen_full, seen_partial, bad) = client.join().unwrap();
+    assert!(bad.is_empty(), "{} of {sent} replies wrong or missing: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(flips > 100, "only {flips} map updates");
+    assert!(seen_full > 50 && seen_partial > 50, "both sets served: {seen_full} / {seen_partial} of {sent}");
+    println!("{sent} queries, {flips} map updates, 0 lost, 0 mixed");
+}

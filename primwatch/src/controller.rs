@@ -45,11 +45,13 @@ async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>) {
     loop {
         sleep_until(next).await;
         let outcome = checks::run(&spec, &target, address).await;
+        // After a failure, look again soon: confirms a death, or notices a recovery.
+        let pause = if outcome.ok { spec.interval } else { spec.retry_interval };
         if reports.send(Report { target: target.clone(), check: index, outcome }).await.is_err() {
             return; // the controller is shutting down
         }
-        // Keep the cadence; if a run took longer than the interval, start again now.
-        next = (next + spec.interval).max(Instant::now()) + jitter(spec.jitter);
+        // Keep the cadence; if a run took longer than the pause, start again now.
+        next = (next + pause).max(Instant::now()) + jitter(spec.jitter);
     }
 }
 

@@ -34,6 +34,11 @@ pub fn zone(origin: &str, ns_addr: IpAddr, records: &[&str]) -> String {
 impl PowerDns {
     /// Starts pdns_server in `ns` on port 53 of `listen`, serving `zone_text` for `origin`.
     pub fn start(ns: &str, listen: &[IpAddr], origin: &str, zone_text: &str) -> Result<PowerDns> {
+        PowerDns::start_with(ns, listen, origin, zone_text, "")
+    }
+
+    /// As `start`, with extra pdns.conf lines (e.g. to enable LUA records).
+    pub fn start_with(ns: &str, listen: &[IpAddr], origin: &str, zone_text: &str, extra_conf: &str) -> Result<PowerDns> {
         let dir = TempDir::new("pdns")?;
         let d = dir.0.display().to_string();
         std::fs::write(dir.0.join("zone"), zone_text)?;
@@ -47,7 +52,7 @@ impl PowerDns {
             format!(
                 "launch=bind\nbind-config={d}/named.conf\nlocal-address={}\nlocal-port=53\n\
                  socket-dir={d}\nguardian=no\ndaemon=no\ndisable-syslog=yes\nwrite-pid=no\n\
-                 loglevel=4\nsetuid=\nsetgid=\n",
+                 loglevel=4\nsetuid=\nsetgid=\n{extra_conf}\n",
                 addresses.join(",")
             ),
         )?;

@@ -34,18 +34,22 @@ aaaa = ["2001:db8::10"]
 a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.1.0.7", "10.1.0.8"]
 "#;
 
+mod failover;
+
 struct Args {
     seconds: u64,
     skip_lab: bool,
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { seconds: 5, skip_lab: false };
+    let mut args = Args { seconds: 5, skip_lab: false, only: None };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--seconds" => args.seconds = it.next().and_then(|s| s.parse().ok()).unwrap_or(5),
             "--micro-only" => args.skip_lab = true,
+            "--only" => args.only = it.next(),
             other => eprintln!("ignoring unknown argument {other}"),
         }
     }
@@ -54,9 +58,18 @@ fn parse_args() -> Args {
 
 fn main() -> Result<()> {
     let args = parse_args();
-    micro()?;
-    if !args.skip_lab {
+    let wanted = |section: &str| args.only.as_deref().is_none_or(|o| o == section);
+    if wanted("micro") {
+        micro()?;
+    }
+    if args.skip_lab {
+        return Ok(());
+    }
+    if wanted("throughput") {
         end_to_end(args.seconds)?;
+    }
+    if wanted("failover") {
+        failover::run()?;
     }
     Ok(())
 }

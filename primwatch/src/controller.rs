@@ -41,6 +41,8 @@ struct Checker {
 
 async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>) {
     let Checker { target, index, address, spec } = checker;
+    // Jitter spreads the first runs over `jitter`, then moves each run by up to ±jitter/2,
+    // so checks of many targets do not march in step, and the mean period stays the interval.
     let mut next = Instant::now() + jitter(spec.jitter);
     loop {
         sleep_until(next).await;
@@ -51,7 +53,7 @@ async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>) {
             return; // the controller is shutting down
         }
         // Keep the cadence; if a run took longer than the pause, start again now.
-        next = (next + pause).max(Instant::now()) + jitter(spec.jitter);
+        next = (next + pause + jitter(spec.jitter)).checked_sub(spec.jitter / 2).unwrap_or(next).max(Instant::now());
     }
 }
 

@@ -107,6 +107,10 @@ impl Controller {
         self.spawn()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn config_path(&self) -> &std::path::Path {
         &self.config_path
     }

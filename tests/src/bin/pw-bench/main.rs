@@ -35,6 +35,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 "#;
 
 mod failover;
+mod scale;
 
 struct Args {
     seconds: u64,
@@ -70,6 +71,9 @@ fn main() -> Result<()> {
     }
     if wanted("failover") {
         failover::run()?;
+    }
+    if wanted("scale") {
+        scale::run()?;
     }
     Ok(())
 }

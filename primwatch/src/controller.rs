@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     checks::{self, Outcome},
-    config::{AllDown, CheckConfig, Config, NameSource},
+    config::{AllDown, CheckConfig, Config, NameSource, Policy},
     control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus},
     map_writer::{NameMapWriter, ViewMapWriter},
     records,
@@ -370,7 +370,14 @@ impl Controller {
                     name: name.clone(),
                     priority: state.group_priority(name, g.priority),
                     configured_priority: g.priority,
-                    policy: format!("{:?}", g.policy).to_lowercase(),
+                    policy: match g.policy {
+                        Policy::All => "all",
+                        Policy::First => "first",
+                        Policy::RoundRobin => "round-robin",
+                        Policy::Weighted => "weighted",
+                        Policy::Random => "random",
+                    }
+                    .into(),
                     state: label.into(),
                     eligible: g.members.iter().filter(|m| state.target_eligible(m)).count(),
                     members: g.members.len(),
@@ -388,6 +395,9 @@ impl Controller {
                     NameSource::Static { .. } => "static".to_string(),
                     NameSource::Groups { groups, all_down } => match selection::active_group(config, groups, state, v6) {
                         Some((g, _)) => format!("group {g}"),
+                        None if !selection::has_family(config, groups, v6) => {
+                            "no members of this family: passed to the DNS server".into()
+                        }
                         None => match all_down {
                             AllDown::ServeAll => "all down: serving all".into(),
                             AllDown::Backup(b) => format!("all down: backup {b}"),

@@ -84,6 +84,11 @@ pub fn active_group<'a>(
     None
 }
 
+/// Does any of these groups have members of the family?
+pub fn has_family(config: &Config, groups: &[String], v6: bool) -> bool {
+    groups.iter().any(|g| members(config, &config.groups[g], v6).next().is_some())
+}
+
 /// The name's groups, highest (effective) priority first; the listed order breaks ties.
 pub fn by_priority<'a>(config: &Config, groups: &'a [String], health: &dyn Health) -> Vec<&'a String> {
     let mut ordered: Vec<&String> = groups.iter().collect();

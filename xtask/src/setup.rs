@@ -21,6 +21,7 @@ const PACKAGES: &[&str] = &[
     "pdns-backend-remote",
     "knot",
     "gdnsd",
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -10,7 +10,11 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use primwatch::config::Config;
-use primwatch_tests::{controller, lab::Lab, netns, pdns};
+use primwatch_tests::{
+    backend::{BackendNet, HttpBackend},
+    controller, netns, pdns,
+    lab::Lab,
+};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -28,7 +32,15 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
+    let _ = std::fs::remove_file("/tmp/primwatch-demo-state.json"); // a fresh demo each time
     let lab = Lab::named("pwdemo-client", "pwdemo-server")?;
+    // Three HTTP backends in their own namespace; the client can reach them too.
+    let backends_net = BackendNet::new(&lab)?;
+    let mut backends = Vec::new();
+    for target in config.targets.values() {
+        backends_net.add_address(target.address)?;
+        backends.push(HttpBackend::start(&backends_net.ns, std::net::SocketAddr::new(target.address, 80))?);
+    }
     // PowerDNS serves the whole zone, including the names XDP answers (same records),
     // so TCP and DNSSEC clients, which XDP passes up, get the same addresses.
     let mut records: Vec<String> = vec!["other 300 IN A 192.0.2.99".into(), "@ 300 IN MX 10 mail".into(), "mail 300 IN A 192.0.2.25".into()];
@@ -64,24 +76,50 @@ fn main() -> Result<()> {
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +dnssec # PowerDNS (DO=1)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 other.example.test A      # PowerDNS (not served by XDP)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 example.test MX           # PowerDNS (other type)\n\n\
+         \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock status\n\
+         \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock target tokyo1 down\n\
+         \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock group osaka priority 200\n\
          \x20 target/release/primwatch counters                           # XDP counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/names\n\n\
-         Ctrl-C stops primwatch and PowerDNS and removes the lab.",
+         Press Enter to stop backend tokyo1 (then again to bring it back) and watch\n\
+         www.example.test fail over; Ctrl-C stops everything and removes the lab.",
         config.names.keys().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
         config.interfaces.join(", "),
     );
 
+    // Enter toggles the first backend, so failover can be watched.
+    let (enter_tx, enter_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            let _ = enter_tx.send(());
+            line.clear();
+        }
+    });
+    let mut stopped = false;
     while !STOP.load(Ordering::SeqCst) {
         if let Some(status) = primwatch.try_wait()? {
             println!("primwatch exited ({status})");
             break;
+        }
+        if enter_rx.try_recv().is_ok() {
+            if stopped {
+                backends[0].resume()?;
+                println!("backend {} is listening again", backends[0].address);
+            } else {
+                backends[0].stop();
+                println!("backend {} stopped (connections refused)", backends[0].address);
+            }
+            stopped = !stopped;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     unsafe { libc::kill(primwatch.id() as i32, libc::SIGTERM) };
     let _ = primwatch.wait();
     drop(powerdns);
+    drop(backends);
+    drop(backends_net);
     drop(lab);
     println!("lab removed");
     Ok(())

@@ -364,6 +364,50 @@ mod tests {
         drop(ok);
     }
 
+    #[tokio::test]
+    async fn https_verification_against_a_real_tls_server() {
+        // openssl makes a self-signed certificate and serves it (s_server -www).
+        let dir = std::env::temp_dir().join(format!("pw-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=www.example.test", "-addext", "subjectAltName=DNS:www.example.test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-www", "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let spec = |verify: bool| check(&format!("type = \"https\"\nport = {port}\nhost = \"www.example.test\"\ntls_verify = {verify}"));
+        let mut unverified = run(&spec(false), "t", lo).await;
+        for _ in 0..50 {
+            if unverified.ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await; // s_server still starting
+            unverified = run(&spec(false), "t", lo).await;
+        }
+        assert!(unverified.ok, "{unverified:?}");
+        let verified = run(&spec(true), "t", lo).await;
+        assert!(!verified.ok && verified.detail.contains("certificate"), "{verified:?}");
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn chunked_bodies_are_joined() {
         assert_eq!(dechunk(b"5\r\nheal\t\r\n3;x=1\r\nthy\r\n0\r\n\r\n"), b"heal\tthy");

@@ -135,3 +135,32 @@ impl Drop for HttpBackend {
         self.stop();
     }
 }
+
+/// A self-signed certificate and key for `name` (EC P-256), made with openssl.
+pub fn self_signed(dir: &std::path::Path, name: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((cert, key))
+}
+
+/// `openssl s_server -www` on `listen` in `ns`: answers GET with a 200 status page.
+pub fn tls_server(ns: &str, listen: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<std::process::Child> {
+    Ok(netns::command(ns, "openssl")
+        .args(["s_server", "-quiet", "-accept", listen, "-www", "-cert"])
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
+}

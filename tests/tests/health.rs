@@ -228,3 +228,38 @@ groups = ["osaka-first", "tokyo-backup"]
     assert_eq!(w.answers_from("www.example.test", west_v6), set(WEB1));
     assert_eq!(w.answers_from("www.example.test", east_v4), set(WEB1));
 }
+
+/// A real TLS server (openssl s_server -www, self-signed for www.example.test):
+/// an HTTPS check without verification passes, and stopping the server takes the
+/// target out. (Verification failing on that certificate is a unit test in checks.rs.)
+#[test]
+fn https_check_against_a_real_tls_server() {
+    let w = world(
+        r#"
+[checks.tls]
+type = "https"
+host = "www.example.test"
+tls_verify = false
+interval = "500ms"
+timeout = "400ms"
+rise = 1
+fall = 1
+[targets.tls1]
+address = "10.99.1.14"
+checks = ["tls"]
+[groups.tls]
+members = ["tls1"]
+[names."tls.example.test"]
+groups = ["tls"]
+all_down = "nodata"
+"#,
+    );
+    let dir = primwatch_tests::TempDir::new("tls").unwrap();
+    let (cert, key) = primwatch_tests::backend::self_signed(&dir.0, "www.example.test").unwrap();
+    w.net.add_address("10.99.1.14".parse().unwrap()).unwrap();
+    let mut server = primwatch_tests::backend::tls_server(&w.net.ns, "10.99.1.14:443", &cert, &key).unwrap();
+    w.expect("tls.example.test", &["10.99.1.14"], Duration::from_secs(5));
+    let _ = server.kill();
+    let _ = server.wait();
+    w.expect("tls.example.test", &[], Duration::from_secs(3));
+}

@@ -84,7 +84,8 @@ pub struct ViewMatch {
 pub struct Settings {
     /// Source prefixes in the view tries; 0 skips the view lookup altogether.
     pub view_prefixes: u32,
-    pub _pad: u32,
+    /// Wildcard names served; 0 skips the wildcard lookup after a miss.
+    pub wildcard_names: u32,
 }
 
 /// How the XDP program picks the records of one reply from an [`AnswerSet`].
@@ -156,6 +157,8 @@ pub struct NameRecords {
 pub struct Scratch {
     /// The question name, lowercased, followed by 8 zero bytes for word compares.
     pub name: [u8; NAME_BUF_LEN + 8],
+    /// A wildcard candidate (`*` and the name less its first label), as `name`.
+    pub wildcard: [u8; NAME_BUF_LEN + 8],
     /// Name length handed across the walk loop (see the XDP program for why).
     pub name_len: u32,
     /// This CPU's round-robin position.

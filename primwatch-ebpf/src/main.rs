@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use primwatch_common::{
     ascii_lower_word, name_hash_step, AnswerSet, Counters, NameKey, NameRecords, Scratch, Settings,
-    ViewMatch,
+    ViewMatch, NAME_BUF_LEN,
     Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, SELECT_NODATA, SELECT_RANDOM,
     SELECT_ROUND_ROBIN, SELECT_WEIGHTED, WEIGHT_SLOTS, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
     QTYPE_A,
@@ -390,8 +390,19 @@ fn walk_name(
         // Zero the word after the name: the last word hashes and compares clean.
         ptr::write_unaligned(name.add(name_len) as *mut u64, 0);
     }
-    let words = name.cast::<u64>();
-    let word_count = (name_len + 7) / 8;
+    let (hash, sum) = lower_hash_sum(name, name_len);
+    // Words were read little-endian; the one's-complement sum of byte-swapped words is
+    // the byte-swapped sum.
+    Ok((name_len, hash, fold(sum).swap_bytes() as u64))
+}
+
+/// Lowercases `len` bytes at `buf` (8-aligned, zero-padded to a word) in place, 8 at a
+/// time; returns their name hash and their one's-complement sum as read (before
+/// lowercasing, little-endian words).
+#[inline(always)]
+fn lower_hash_sum(buf: *mut u8, len: usize) -> (u64, u64) {
+    let words = buf.cast::<u64>();
+    let word_count = (len + 7) / 8;
     let mut hash = NAME_HASH_SEED;
     let mut sum = 0u64;
     for w in 0..(MAX_NAME_LEN + 7) / 8 {
@@ -407,9 +418,7 @@ fn walk_name(
             hash = name_hash_step(hash, lower);
         }
     }
-    // Words were read little-endian; the one's-complement sum of byte-swapped words is
-    // the byte-swapped sum.
-    Ok((name_len, hash, fold(sum).swap_bytes() as u64))
+    (hash, sum)
 }
 
 /// Accepts only options a responder may ignore (RFC 7873 §5.2 cookies, RFC 7830 padding).
@@ -458,31 +467,63 @@ fn client_view(ctx: &XdpContext, query: &Query) -> Result<u32, Verdict> {
     Ok(found.map_or(0, |m| m.view))
 }
 
-/// Finds the name's records in the client's view (else the default view); a hash
-/// match alone is never enough.
+/// Finds the name's records in the client's view (else the default view); failing
+/// that, the records of the wildcard one level up (`*.parent`). A hash match alone is
+/// never enough: the stored name must equal the one looked for.
 #[inline(always)]
-fn lookup(ctx: &XdpContext, query: &Query, scratch: &Scratch) -> Result<&'static NameRecords, Verdict> {
+fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<&'static NameRecords, Verdict> {
     let view = client_view(ctx, query)?;
-    let mut entry = NAMES.get_ptr(&NameKey::new(query.name_hash, view));
-    if entry.is_none() && view != 0 {
-        entry = NAMES.get_ptr(&NameKey::new(query.name_hash, 0));
+    if let Some(records) = find(query.name_hash, view, &scratch.name, query.name_len) {
+        return Ok(records);
     }
-    let records = unsafe { &*entry.ok_or(Verdict::NameNotFound)? };
-    if records.name_len as usize != query.name_len {
+    let wildcards = SETTINGS.get_ptr(0).is_some_and(|s| unsafe { (*s).wildcard_names } > 0);
+    if !wildcards {
         return Err(Verdict::NameNotFound);
     }
-    let words = (query.name_len + 7) / 8;
-    let ours = scratch.name.as_ptr() as *const u64;
+    // "*" and the name without its first label, read from the packet once more.
+    let first_label = (scratch.name[0] & 63) as usize;
+    let rest = query.name_len.wrapping_sub(1 + first_label) & 0xff;
+    if rest == 0 || rest > MAX_NAME_LEN - 2 {
+        return Err(Verdict::NameNotFound);
+    }
+    let name_off = query.l4_off + UDP_HLEN + DNS_HLEN + 1 + first_label;
+    let wild = scratch.wildcard.as_mut_ptr();
+    unsafe {
+        *wild = 1;
+        *wild.add(1) = b'*';
+        if bpf_xdp_load_bytes(ctx.ctx, name_off as u32, wild.add(2) as *mut _, rest as u32) != 0 {
+            return Err(Verdict::NameNotFound);
+        }
+        ptr::write_unaligned(wild.add(2 + rest) as *mut u64, 0);
+    }
+    let (hash, _) = lower_hash_sum(wild, 2 + rest);
+    find(hash, view, &scratch.wildcard, 2 + rest).ok_or(Verdict::NameNotFound)
+}
+
+/// The entry for a lowercased wire name (`len` bytes of `name`, zero-padded) in
+/// `view`, else in the default view.
+#[inline(always)]
+fn find(hash: u64, view: u32, name: &[u8; NAME_BUF_LEN + 8], len: usize) -> Option<&'static NameRecords> {
+    let mut entry = NAMES.get_ptr(&NameKey::new(hash, view));
+    if entry.is_none() && view != 0 {
+        entry = NAMES.get_ptr(&NameKey::new(hash, 0));
+    }
+    let records = unsafe { &*entry? };
+    if records.name_len as usize != len {
+        return None;
+    }
+    let words = (len + 7) / 8;
+    let ours = name.as_ptr() as *const u64;
     let theirs = records.name.as_ptr() as *const u64;
     for w in 0..32 {
         if w >= words {
             break;
         }
         if unsafe { *ours.add(w) != *theirs.add(w) } {
-            return Err(Verdict::NameNotFound);
+            return None;
         }
     }
-    Ok(records)
+    Some(records)
 }
 
 #[inline(always)]

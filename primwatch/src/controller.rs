@@ -148,7 +148,7 @@ impl Controller {
         let desired = records::desired_entries(&self.config, &self.state);
         let stats = self.writer.sync(&desired)?;
         // After the names: a prefix never points at a view whose entries are missing.
-        self.views.sync(&self.config.views)?;
+        self.views.sync(&self.config.views, self.config.wildcard_names())?;
         if stats.written + stats.deleted > 0 {
             info!(written = stats.written, deleted = stats.deleted, "answers updated");
         }

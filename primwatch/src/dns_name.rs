@@ -20,9 +20,17 @@ impl DnsName {
             return Err("the root name cannot be served".into());
         }
         let mut wire = Vec::with_capacity(trimmed.len() + 2);
-        for label in trimmed.split('.') {
+        for (i, label) in trimmed.split('.').enumerate() {
             if label.is_empty() {
                 return Err("empty label".into());
+            }
+            if label == "*" {
+                // A wildcard: `*.parent` answers for any one label in front of parent.
+                if i != 0 || trimmed == "*" {
+                    return Err("'*' may only be the first label, in front of a parent name".into());
+                }
+                wire.extend_from_slice(b"\x01*");
+                continue;
             }
             if label.len() > 63 {
                 return Err(format!("label '{label}' is longer than 63 bytes"));
@@ -41,6 +49,11 @@ impl DnsName {
             return Err(format!("longer than {MAX_NAME_LEN} bytes on the wire"));
         }
         Ok(DnsName { wire })
+    }
+
+    /// Is this `*.parent`?
+    pub fn is_wildcard(&self) -> bool {
+        self.wire.starts_with(b"\x01*")
     }
 
     pub fn wire(&self) -> &[u8] {
@@ -116,7 +129,10 @@ mod tests {
         assert!(DnsName::parse("").is_err());
         assert!(DnsName::parse(".").is_err());
         assert!(DnsName::parse("a..b").unwrap_err().contains("empty label"));
-        assert!(DnsName::parse("*.example.com").unwrap_err().contains("'*'"));
+        assert!(DnsName::parse("*.example.com").unwrap().is_wildcard());
+        assert!(DnsName::parse("a.*.example.com").unwrap_err().contains("'*'"));
+        assert!(DnsName::parse("*").unwrap_err().contains("'*'"));
+        assert!(DnsName::parse("a*.example.com").unwrap_err().contains("'*'"));
         assert!(DnsName::parse("exa mple.com").is_err());
         assert!(DnsName::parse(&format!("{}.com", "x".repeat(64))).unwrap_err().contains("63"));
         // 4 labels of 63 = 256 bytes + root > 255.

@@ -76,7 +76,8 @@ impl NameMapWriter {
     }
 }
 
-/// Writes the source-prefix → view tries and the settings entry.
+/// Writes the source-prefix → view tries and the settings entry (which lookups the
+/// XDP program may skip).
 pub struct ViewMapWriter {
     pub v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], ViewMatch>,
     pub v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], ViewMatch>,
@@ -86,7 +87,7 @@ pub struct ViewMapWriter {
 impl ViewMapWriter {
     /// Makes the tries hold exactly `views`' prefixes. Call after the names map has
     /// the views' entries (a prefix whose view has no entry falls back to the default).
-    pub fn sync(&mut self, views: &BTreeMap<String, ViewConfig>) -> Result<()> {
+    pub fn sync(&mut self, views: &BTreeMap<String, ViewConfig>, wildcard_names: usize) -> Result<()> {
         use aya::maps::lpm_trie::Key;
         let mut want4 = BTreeMap::new();
         let mut want6 = BTreeMap::new();
@@ -113,7 +114,7 @@ impl ViewMapWriter {
         for key in stale6 {
             self.v6.remove(&key).context("pruning views_v6")?;
         }
-        let settings = Settings { view_prefixes: (want4.len() + want6.len()) as u32, _pad: 0 };
+        let settings = Settings { view_prefixes: (want4.len() + want6.len()) as u32, wildcard_names: wildcard_names as u32 };
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())
     }

@@ -43,7 +43,7 @@ impl Harness {
         let mut dataplane = Dataplane::load(port)?;
         let mut names = dataplane.names_writer()?;
         names.sync(&records::desired_entries(&config, health))?;
-        dataplane.views_writer()?.sync(&config.views)?;
+        dataplane.views_writer()?.sync(&config.views, config.wildcard_names())?;
         Ok(Harness { dataplane, names })
     }
 

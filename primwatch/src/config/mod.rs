@@ -163,6 +163,10 @@ struct RawName {
 }
 
 impl Config {
+    pub fn wildcard_names(&self) -> usize {
+        self.names.keys().filter(|n| n.is_wildcard()).count()
+    }
+
     /// The settings only a restart can change (they shape what is attached and pinned).
     pub fn server_settings_differ(&self, other: &Config) -> Option<&'static str> {
         if self.interfaces != other.interfaces {

@@ -74,7 +74,8 @@ impl NameKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ViewMatch {
     pub view: u32,
-    /// The length of the configured prefix that matched.
+    /// The scope an EDNS Client Subnet reply may claim: the matched prefix's length, or
+    /// `SCOPE_FROM_SOURCE` when other views' prefixes nest inside it.
     pub prefix_len: u32,
 }
 
@@ -159,6 +160,8 @@ pub struct Scratch {
     pub name: [u8; NAME_BUF_LEN + 8],
     /// A wildcard candidate (`*` and the name less its first label), as `name`.
     pub wildcard: [u8; NAME_BUF_LEN + 8],
+    /// The query's EDNS Client Subnet option, if any (RFC 7871).
+    pub ecs: ClientSubnet,
     /// Name length handed across the walk loop (see the XDP program for why).
     pub name_len: u32,
     /// This CPU's round-robin position.
@@ -169,6 +172,26 @@ pub struct Scratch {
 
 /// Ethernet + VLAN + IPv4 with options + UDP + DNS header + longest question.
 pub const MAX_FRAME_FRONT: usize = 14 + 4 + 60 + 8 + 12 + MAX_NAME_LEN + 4;
+
+/// An EDNS Client Subnet option as parsed from a query.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientSubnet {
+    /// The address, zero beyond its bytes.
+    pub address: [u8; 16],
+    /// 1 IPv4, 2 IPv6.
+    pub family: u16,
+    pub source_len: u8,
+    /// 1 when the query carried the option.
+    pub present: u8,
+    /// Scope prefix length for the reply (set with the view).
+    pub scope_len: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `ViewMatch::prefix_len` value meaning: more specific prefixes of other views lie
+/// inside this one, so a reply may only claim the client's own source prefix.
+pub const SCOPE_FROM_SOURCE: u32 = 255;
 
 /// Per-CPU packet counters: what was answered and why the rest was passed up.
 #[repr(C)]

@@ -22,8 +22,8 @@ use aya_ebpf::{
     Global,
 };
 use primwatch_common::{
-    ascii_lower_word, name_hash_step, AnswerSet, Counters, NameKey, NameRecords, Scratch, Settings,
-    ViewMatch, NAME_BUF_LEN,
+    ascii_lower_word, name_hash_step, AnswerSet, ClientSubnet, Counters, NameKey, NameRecords, Scratch, Settings,
+    ViewMatch, NAME_BUF_LEN, SCOPE_FROM_SOURCE,
     Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, SELECT_NODATA, SELECT_RANDOM,
     SELECT_ROUND_ROBIN, SELECT_WEIGHTED, WEIGHT_SLOTS, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
     QTYPE_A,
@@ -67,6 +67,7 @@ const OPT_RR_LEN: usize = 11;
 /// At most this many EDNS options are walked; more are passed up.
 const MAX_EDNS_OPTIONS: usize = 8;
 const EDNS_OPTION_COOKIE: u16 = 10;
+const EDNS_OPTION_CLIENT_SUBNET: u16 = 8;
 const EDNS_OPTION_PADDING: u16 = 12;
 const REPLY_IP_TTL: u8 = 64;
 /// One's-complement sum of `OPT_RR` as big-endian words from an even offset.
@@ -303,6 +304,7 @@ fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Verdict
         return Err(Verdict::NotPlainQuery);
     }
 
+    scratch.ecs.present = 0;
     let mut query_len = DNS_HLEN + name_len + 4;
     let mut client_udp_size = 512;
     let has_opt = arcount == 1;
@@ -319,7 +321,7 @@ fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Verdict
             return Err(Verdict::UnsupportedEdns);
         }
         let rdlen = be16(unsafe { opt.add(9) }) as usize;
-        check_edns_options(ctx, qoff + 4 + OPT_RR_LEN, rdlen)?;
+        check_edns_options(ctx, qoff + 4 + OPT_RR_LEN, rdlen, scratch)?;
         query_len += OPT_RR_LEN + rdlen;
     }
     if query_len != dns_len {
@@ -421,9 +423,10 @@ fn lower_hash_sum(buf: *mut u8, len: usize) -> (u64, u64) {
     (hash, sum)
 }
 
-/// Accepts only options a responder may ignore (RFC 7873 §5.2 cookies, RFC 7830 padding).
+/// Accepts options a responder may ignore (RFC 7873 §5.2 cookies, RFC 7830 padding)
+/// and one EDNS Client Subnet option (RFC 7871), which it records in scratch.
 #[inline(always)]
-fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize) -> Result<(), Verdict> {
+fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
     let mut pos = 0usize;
     for _ in 0..MAX_EDNS_OPTIONS {
         if pos == rdlen {
@@ -434,10 +437,13 @@ fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize) -> Result<(), 
         }
         let option = bytes_at(ctx, off + (pos & 0xfff), 4, Verdict::Malformed)?;
         let code = be16(option);
-        if code != EDNS_OPTION_COOKIE && code != EDNS_OPTION_PADDING {
+        let len = be16(unsafe { option.add(2) }) as usize;
+        if code == EDNS_OPTION_CLIENT_SUBNET {
+            client_subnet(ctx, off + (pos & 0xfff) + 4, len, scratch)?;
+        } else if code != EDNS_OPTION_COOKIE && code != EDNS_OPTION_PADDING {
             return Err(Verdict::UnsupportedEdns);
         }
-        pos += 4 + be16(unsafe { option.add(2) }) as usize;
+        pos += 4 + len;
     }
     if pos == rdlen {
         Ok(())
@@ -448,21 +454,70 @@ fn check_edns_options(ctx: &XdpContext, off: usize, rdlen: usize) -> Result<(), 
     }
 }
 
-/// The client's view: the longest configured prefix containing its source address.
+/// Parses an ECS option body (`len` bytes at `off`) into scratch.
 #[inline(always)]
-fn client_view(ctx: &XdpContext, query: &Query) -> Result<u32, Verdict> {
+fn client_subnet(ctx: &XdpContext, off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
+    let head = bytes_at(ctx, off, 4, Verdict::Malformed)?;
+    let family = be16(head);
+    let source_len = unsafe { *head.add(2) };
+    let scope_len = unsafe { *head.add(3) };
+    let max_len = match family {
+        1 => 32,
+        2 => 128,
+        _ => return Err(Verdict::UnsupportedEdns),
+    };
+    // RFC 7871 §7.1.1: a second option, a scope in a query or a wrong length is FORMERR.
+    let address_len = (source_len as usize + 7) / 8;
+    if scratch.ecs.present != 0 || scope_len != 0 || source_len > max_len || len != 4 + address_len {
+        return Err(Verdict::Malformed);
+    }
+    scratch.ecs.address = [0; 16];
+    if address_len > 0 {
+        // 1..=16 (source_len is at most 128), in a form the verifier can see.
+        let n = ((address_len - 1) & 15) + 1;
+        let loaded = unsafe {
+            bpf_xdp_load_bytes(ctx.ctx, (off + 4) as u32, scratch.ecs.address.as_mut_ptr() as *mut _, n as u32)
+        };
+        if loaded != 0 {
+            return Err(Verdict::Malformed);
+        }
+    }
+    scratch.ecs.family = family;
+    scratch.ecs.source_len = source_len;
+    scratch.ecs.scope_len = 0;
+    scratch.ecs.present = 1;
+    Ok(())
+}
+
+/// The client's view: the longest configured prefix containing its EDNS Client Subnet
+/// (when the query has one with a non-zero source length) or else its source address.
+/// Records the scope an ECS reply may claim.
+#[inline(always)]
+fn client_view(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<u32, Verdict> {
     let any_views = SETTINGS.get_ptr(0).is_some_and(|s| unsafe { (*s).view_prefixes } > 0);
     if !any_views {
-        return Ok(0);
+        return Ok(0); // the answer is the same for every client: scope 0
     }
-    let found = if query.is_ipv6 {
+    let ecs = &mut scratch.ecs;
+    let found = if ecs.present != 0 && ecs.source_len > 0 {
+        let source_len = ecs.source_len as u32;
+        let found = if ecs.family == 2 {
+            VIEWS_V6.get(&Key::new(source_len, ecs.address)).copied()
+        } else {
+            let a = ecs.address;
+            VIEWS_V4.get(&Key::new(source_len, [a[0], a[1], a[2], a[3]])).copied()
+        };
+        ecs.scope_len = match found {
+            Some(m) if m.prefix_len != SCOPE_FROM_SOURCE => m.prefix_len as u8,
+            _ => ecs.source_len,
+        };
+        found
+    } else if query.is_ipv6 {
         let src = bytes_at(ctx, query.l3_off + 8, 16, Verdict::Malformed)?;
-        let key = Key::new(128, unsafe { ptr::read_unaligned(src as *const [u8; 16]) });
-        VIEWS_V6.get(&key).copied()
+        VIEWS_V6.get(&Key::new(128, unsafe { ptr::read_unaligned(src as *const [u8; 16]) })).copied()
     } else {
         let src = bytes_at(ctx, query.l3_off + 12, 4, Verdict::Malformed)?;
-        let key = Key::new(32, unsafe { ptr::read_unaligned(src as *const [u8; 4]) });
-        VIEWS_V4.get(&key).copied()
+        VIEWS_V4.get(&Key::new(32, unsafe { ptr::read_unaligned(src as *const [u8; 4]) })).copied()
     };
     Ok(found.map_or(0, |m| m.view))
 }
@@ -472,7 +527,7 @@ fn client_view(ctx: &XdpContext, query: &Query) -> Result<u32, Verdict> {
 /// never enough: the stored name must equal the one looked for.
 #[inline(always)]
 fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<&'static NameRecords, Verdict> {
-    let view = client_view(ctx, query)?;
+    let view = client_view(ctx, query, scratch)?;
     if let Some(records) = find(query.name_hash, view, &scratch.name, query.name_len) {
         return Ok(records);
     }
@@ -584,7 +639,11 @@ fn write_reply(
     answers: &Picked,
 ) -> Result<(), Verdict> {
     let rrs_len = answers.len;
-    let opt_len = if query.has_opt { OPT_RR_LEN } else { 0 };
+    // Our OPT record, with the client subnet echoed when the query had one.
+    let ecs_present = scratch.ecs.present != 0;
+    let ecs_address_len = (scratch.ecs.source_len as usize + 7) / 8;
+    let ecs_len = if ecs_present { 8 + ecs_address_len } else { 0 };
+    let opt_len = if query.has_opt { OPT_RR_LEN + ecs_len } else { 0 };
     let reply_dns_len = DNS_HLEN + query.name_len + 4 + rrs_len + opt_len;
     let limit = if query.has_opt {
         query.client_udp_size.clamp(512, EDNS_UDP_PAYLOAD as usize)
@@ -680,11 +739,18 @@ fn write_reply(
     // Everything after the name starts at an odd offset when the name length is odd.
     let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.csum as u64;
     if query.has_opt {
-        let opt = bytes_at(ctx, (answers_off + rrs_len) & 0xfff, OPT_RR_LEN, Verdict::Malformed)?;
+        let opt_off = (answers_off + rrs_len) & 0xfff;
+        let opt = bytes_at(ctx, opt_off, OPT_RR_LEN, Verdict::Malformed)?;
         for (i, byte) in OPT_RR.iter().enumerate() {
             unsafe { *opt.add(i) = *byte };
         }
         after_name += OPT_RR_CSUM;
+        if ecs_present {
+            put_be16(unsafe { opt.add(9) }, ecs_len as u16);
+            // RDLENGTH sits at an odd offset of the OPT record.
+            after_name += (ecs_len as u16).swap_bytes() as u64;
+            after_name += write_client_subnet(ctx, opt_off + OPT_RR_LEN, &scratch.ecs, ecs_address_len)?;
+        }
     }
     let after_name = fold(after_name);
     sum += if query.name_len & 1 == 1 {
@@ -700,6 +766,38 @@ fn write_reply(
     };
     put_be16(unsafe { udp.add(6) }, check);
     Ok(())
+}
+
+/// Writes the ECS option of a reply at `off`; returns its one's-complement sum as it
+/// sits 11 bytes (an odd count) after the start of the OPT record.
+#[inline(always)]
+fn write_client_subnet(ctx: &XdpContext, off: usize, ecs: &ClientSubnet, address_len: usize) -> Result<u64, Verdict> {
+    let head = bytes_at(ctx, off, 8, Verdict::Malformed)?;
+    let words = [
+        EDNS_OPTION_CLIENT_SUBNET,
+        (4 + address_len) as u16,
+        ecs.family,
+        ((ecs.source_len as u16) << 8) | ecs.scope_len as u16,
+    ];
+    let mut sum = 0u64;
+    for (i, word) in words.iter().enumerate() {
+        put_be16(unsafe { head.add(2 * i) }, *word);
+        sum += *word as u64;
+    }
+    if address_len > 0 {
+        let n = ((address_len - 1) & 15) + 1;
+        let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, (off + 8) as u32, ecs.address.as_ptr() as *mut _, n as u32) };
+        if stored != 0 {
+            return Err(Verdict::Malformed);
+        }
+        // The address is zero beyond its bytes, so all 16 can be summed.
+        let mut i = 0;
+        while i < 16 {
+            sum += (((ecs.address[i] as u16) << 8) | ecs.address[i + 1] as u16) as u64;
+            i += 2;
+        }
+    }
+    Ok(fold(sum).swap_bytes() as u64)
 }
 
 #[inline(always)]

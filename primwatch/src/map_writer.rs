@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData};
 use ipnet::IpNet;
-use primwatch_common::{NameKey, NameRecords, Settings, ViewMatch};
+use primwatch_common::{NameKey, NameRecords, Settings, ViewMatch, SCOPE_FROM_SOURCE};
 
 use crate::config::ViewConfig;
 
@@ -91,9 +91,13 @@ impl ViewMapWriter {
         use aya::maps::lpm_trie::Key;
         let mut want4 = BTreeMap::new();
         let mut want6 = BTreeMap::new();
+        let nesting = prefixes_with_nested(views);
         for view in views.values() {
             for net in &view.sources {
-                let m = ViewMatch { view: view.id, prefix_len: net.prefix_len() as u32 };
+                // An ECS reply may claim the matched prefix, unless other views' prefixes
+                // lie inside it: then only the client's own source prefix.
+                let scope = if nesting.contains(net) { SCOPE_FROM_SOURCE } else { net.prefix_len() as u32 };
+                let m = ViewMatch { view: view.id, prefix_len: scope };
                 match net {
                     IpNet::V4(n) => want4.insert((n.prefix_len() as u32, n.network().octets()), m),
                     IpNet::V6(n) => want6.insert((n.prefix_len() as u32, n.network().octets()), m),
@@ -118,4 +122,13 @@ impl ViewMapWriter {
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())
     }
+}
+
+/// The configured prefixes that contain another, more specific configured prefix.
+fn prefixes_with_nested(views: &BTreeMap<String, ViewConfig>) -> std::collections::BTreeSet<IpNet> {
+    let mut all: Vec<IpNet> = views.values().flat_map(|v| v.sources.iter().copied()).collect();
+    all.sort();
+    all.dedup();
+    // Sorted by network then length, whatever a prefix contains follows it directly.
+    all.windows(2).filter(|w| w[0].contains(&w[1]) && w[0] != w[1]).map(|w| w[0]).collect()
 }

@@ -180,8 +180,9 @@ fn passes_edns_it_does_not_handle() {
     };
     assert_passed(&h, &edns(&|e| e.dnssec_ok = true), Verdict::UnsupportedEdns);
     assert_passed(&h, &edns(&|e| e.version = 1), Verdict::UnsupportedEdns);
-    // EDNS Client Subnet (8) is not handled yet.
-    assert_passed(&h, &edns(&|e| e.options = vec![(8, vec![0, 1, 24, 0, 10, 0, 0])]), Verdict::UnsupportedEdns);
+    // An option we do not know (DAU, 5), and ECS with an unknown family.
+    assert_passed(&h, &edns(&|e| e.options = vec![(5, vec![8, 13])]), Verdict::UnsupportedEdns);
+    assert_passed(&h, &edns(&|e| e.options = vec![(8, vec![0, 3, 8, 0, 1])]), Verdict::UnsupportedEdns);
     assert_passed(&h, &edns(&|e| e.options = vec![(10, vec![1; 8]), (15, vec![])]), Verdict::UnsupportedEdns);
 }
 

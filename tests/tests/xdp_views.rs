@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 use primwatch_tests::{
-    dns,
+    dns::{self, EdnsQuery},
     harness::{Harness, XDP_TX},
     packet::{udp_frame, verify_checksums, Flow},
     TempDir,
@@ -93,3 +93,86 @@ fn the_longest_matching_prefix_picks_the_view() {
     assert_eq!(ask(&h, "192.0.2.7", "other.example.test", RecordType::A), ips(&["10.0.0.2"]));
 }
 
+
+/// A query with an EDNS Client Subnet option; returns (answers, the reply's ECS option
+/// body: family, source, scope, address).
+fn ask_ecs(h: &Harness, family: u16, source_len: u8, address: &[u8], qtype: RecordType) -> (Vec<IpAddr>, Vec<u8>) {
+    let mut body = family.to_be_bytes().to_vec();
+    body.extend_from_slice(&[source_len, 0]);
+    body.extend_from_slice(address);
+    let edns = EdnsQuery { options: vec![(8, body)], ..Default::default() };
+    let query = dns::query(3, "www.example.test", qtype, Some(edns)).unwrap();
+    let out = h.run(&udp_frame(&Flow::client_to_server(false), 64, &query)).unwrap();
+    assert_eq!(out.verdict, XDP_TX);
+    let payload = verify_checksums(&out.frame).unwrap();
+    let msg = dns::parse(&payload).unwrap();
+    // Our OPT is the last record; its one option is the ECS echo.
+    let opt_rdlen = (4 + address.len()) + 4;
+    let tail = &payload[payload.len() - opt_rdlen..];
+    assert_eq!(&tail[..4], &[0, 8, 0, (4 + address.len()) as u8], "ECS option header");
+    (dns::addresses(&msg), tail[4..].to_vec())
+}
+
+#[test]
+fn edns_client_subnet_picks_the_view_and_is_echoed_with_its_scope() {
+    let dir = TempDir::new("views").unwrap();
+    let file = dir.0.join("west.cidr");
+    std::fs::write(&file, "198.51.100.0/24\n").unwrap();
+    let h = Harness::new(53, &config(file.to_str().unwrap())).unwrap();
+    // The packet comes from 10.77.0.2 (default view); the subnet says 198.51.100.0/24 (west).
+    let (answers, echo) = ask_ecs(&h, 1, 24, &[198, 51, 100], RecordType::A);
+    assert_eq!(answers, ips(&["10.0.0.2"]));
+    assert_eq!(echo, vec![0, 1, 24, 24, 198, 51, 100], "scope = the matched /24");
+    // A /28 inside it: the view's /24 covers it.
+    let (answers, echo) = ask_ecs(&h, 1, 28, &[198, 51, 100, 16], RecordType::A);
+    assert_eq!(answers, ips(&["10.0.0.2"]));
+    assert_eq!(echo, vec![0, 1, 28, 24, 198, 51, 100, 16]);
+    // 192.0.2.0/24 has tokyo-office's /25 inside it: only the source prefix may be claimed.
+    let (answers, echo) = ask_ecs(&h, 1, 26, &[192, 0, 2, 0], RecordType::A);
+    assert_eq!(answers, ips(&["10.0.0.2"]));
+    assert_eq!(echo[3], 26);
+    // IPv6 subnet in an IPv4 packet.
+    let (answers, echo) = ask_ecs(&h, 2, 56, &[0xfd, 0x99, 0, 0, 0, 0, 0], RecordType::AAAA);
+    assert_eq!(answers, ips(&["2001:db8::2"]));
+    assert_eq!(echo[2..4], [56, 16]);
+    // Unknown subnet: default view, scope = source.
+    let (answers, echo) = ask_ecs(&h, 1, 24, &[203, 0, 113], RecordType::A);
+    assert_eq!(answers, ips(&["10.0.0.1"]));
+    assert_eq!(echo[3], 24);
+    // Source length 0: the client opts out; the packet's address decides, scope 0.
+    let (answers, echo) = ask_ecs(&h, 1, 0, &[], RecordType::A);
+    assert_eq!(answers, ips(&["10.0.0.1"]));
+    assert_eq!(echo, vec![0, 1, 0, 0]);
+}
+
+#[test]
+fn malformed_client_subnets_are_passed() {
+    let h = Harness::new(53, "[names.\"www.example.test\"]\na = [\"10.1.1.1\"]\n[names.\"ww.example.test\"]\na = [\"10.1.1.2\"]\n").unwrap();
+    let flow = Flow::client_to_server(false);
+    // An odd-length name puts the OPT and ECS bytes at odd offsets: checksums still hold.
+    for (source_len, address) in [(24u8, vec![10u8, 9, 8]), (17, vec![10, 9, 128])] {
+        let mut body = vec![0, 1, source_len, 0];
+        body.extend_from_slice(&address);
+        let edns = EdnsQuery { options: vec![(8, body)], ..Default::default() };
+        let frame = udp_frame(&flow, 64, &dns::query(2, "ww.example.test", RecordType::A, Some(edns)).unwrap());
+        let out = h.run(&frame).unwrap();
+        assert_eq!(out.verdict, XDP_TX);
+        let msg = dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap();
+        assert_eq!(dns::addresses(&msg), ips(&["10.1.1.2"]));
+    }
+    for body in [
+        vec![0, 1, 24, 8, 10, 0, 0],     // a scope in a query
+        vec![0, 1, 24, 0, 10, 0],        // address shorter than the source length says
+        vec![0, 1, 33, 0, 1, 2, 3, 4, 5], // IPv4 source over 32
+    ] {
+        let edns = EdnsQuery { options: vec![(8, body.clone())], ..Default::default() };
+        let frame = udp_frame(&flow, 64, &dns::query(1, "www.example.test", RecordType::A, Some(edns)).unwrap());
+        let out = h.run(&frame).unwrap();
+        assert_eq!(out.verdict, primwatch_tests::harness::XDP_PASS, "{body:?}");
+        assert_eq!(out.frame, frame);
+    }
+    // Without views the answer holds for everyone: scope 0.
+    let (answers, echo) = ask_ecs(&h, 1, 24, &[10, 9, 8], RecordType::A);
+    assert_eq!(answers, ips(&["10.1.1.1"]));
+    assert_eq!(echo, vec![0, 1, 24, 0, 10, 9, 8]);
+}

@@ -408,6 +408,15 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test]
+    async fn icmp_echo_over_ipv4_and_ipv6() {
+        let spec = check("type = \"icmp\"\ntimeout = \"500ms\"\ninterval = \"1s\"");
+        for address in [IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)] {
+            let out = run(&spec, "t", address).await;
+            assert!(out.ok, "{address}: {out:?}");
+        }
+    }
+
     #[test]
     fn chunked_bodies_are_joined() {
         assert_eq!(dechunk(b"5\r\nheal\t\r\n3;x=1\r\nthy\r\n0\r\n\r\n"), b"heal\tthy");

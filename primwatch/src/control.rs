@@ -72,6 +72,17 @@ pub struct Status {
     pub targets: Vec<TargetStatus>,
     pub groups: Vec<GroupStatus>,
     pub names: Vec<NameStatus>,
+    #[serde(default)]
+    pub views: Vec<ViewStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewStatus {
+    pub name: String,
+    pub id: u32,
+    pub prefixes: usize,
+    /// Per name the view answers differently: (name, A now, from where).
+    pub names: Vec<NameStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

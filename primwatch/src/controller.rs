@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::{
     checks::{self, Outcome},
     config::{AllDown, CheckConfig, Config, NameSource, Policy},
-    control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus},
+    control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus, ViewStatus},
     map_writer::{NameMapWriter, ViewMapWriter},
     records,
     selection::{self, Health as _},
@@ -416,6 +416,34 @@ impl Controller {
                 }
             })
             .collect();
-        Status { targets, groups, names }
+        let views = config
+            .views
+            .iter()
+            .map(|(view_name, view)| ViewStatus {
+                name: view_name.clone(),
+                id: view.id,
+                prefixes: view.sources.len(),
+                names: view
+                    .names
+                    .iter()
+                    .map(|(name, v)| {
+                        let (a, aaaa) = selection::choose_in_view(config, v, state);
+                        let from = |v6: bool| match selection::active_group(config, &v.groups, state, v6) {
+                            Some((g, _)) => format!("group {g}"),
+                            None => "all down or no members of this family".to_string(),
+                        };
+                        NameStatus {
+                            name: name.to_string(),
+                            ttl: config.names[name].ttl,
+                            a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
+                            aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
+                            a_from: from(false),
+                            aaaa_from: from(true),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Status { targets, groups, names, views }
     }
 }

@@ -232,10 +232,23 @@ fn print_status(status: &Status) {
     }
     println!("NAMES");
     for n in &status.names {
-        println!("  {} (ttl {})", n.name, n.ttl);
-        println!("      A    [{}] from {}", n.a.join(", "), n.a_from);
-        println!("      AAAA [{}] from {}", n.aaaa.join(", "), n.aaaa_from);
+        print_name(n);
     }
+    if !status.views.is_empty() {
+        println!("VIEWS");
+        for v in &status.views {
+            println!("  {} (id {}, {} prefixes)", v.name, v.id, v.prefixes);
+            for n in &v.names {
+                print_name(n);
+            }
+        }
+    }
+}
+
+fn print_name(n: &primwatch::control::NameStatus) {
+    println!("  {} (ttl {})", n.name, n.ttl);
+    println!("      A    [{}] from {}", n.a.join(", "), n.a_from);
+    println!("      AAAA [{}] from {}", n.aaaa.join(", "), n.aaaa_from);
 }
 
 fn run(config_path: PathBuf) -> Result<()> {

@@ -221,6 +221,10 @@ groups = ["osaka-first", "tokyo-backup"]
     assert_eq!(w.answers_from("www.example.test", east_v6), set(WEB1));
     assert_eq!(w.answers_from("www.example.test", west_v4), set(WEB3));
     assert_eq!(w.answers_from("www.example.test", west_v6), set(WEB3));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let view = &status["status"]["views"][0];
+    assert_eq!((view["name"].as_str(), view["prefixes"].as_u64()), (Some("west"), Some(2)), "{view}");
+    assert_eq!(view["names"][0]["a"], serde_json::json!([WEB3]));
     // EDNS Client Subnet from a resolver in the east speaking for a west client.
     let sock = primwatch_tests::dns::udp_socket_from(&ns, east_v4).unwrap();
     let edns = primwatch_tests::dns::EdnsQuery { options: vec![(8, vec![0, 1, 32, 0, 10, 77, 0, 3])], ..Default::default() };

@@ -337,21 +337,26 @@ mod tests {
         Config::parse(Path::new("t.toml"), &text).unwrap().checks.remove("c").unwrap()
     }
 
-    #[tokio::test]
-    async fn tcp_connect_send_expect() {
+    /// A loopback server answering each connection's first read with `reply(request)`.
+    async fn serve(reply: fn(&[u8]) -> String) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
-                    let mut buf = [0u8; 64];
+                    let mut buf = [0u8; 1024];
                     let n = s.read(&mut buf).await.unwrap_or(0);
-                    let reply = if &buf[..n] == b"PING\r\n" { "+PONG\r\n" } else { "-ERR\r\n" };
-                    let _ = s.write_all(reply.as_bytes()).await;
+                    let _ = s.write_all(reply(&buf[..n]).as_bytes()).await;
                 });
             }
         });
+        port
+    }
+
+    #[tokio::test]
+    async fn tcp_connect_send_expect() {
+        let port = serve(|req| if req == b"PING\r\n" { "+PONG\r\n".into() } else { "-ERR\r\n".into() }).await;
         let lo = IpAddr::from([127, 0, 0, 1]);
         let ok = run(&check(&format!("type = \"tcp\"\nport = {port}\nsend = \"PING\\\\r\\\\n\"\nexpect = \"^\\\\+PONG\"")), "t", lo).await;
         assert!(ok.ok, "{ok:?}");
@@ -424,26 +429,17 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_status_and_body() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                    let reply = if req.starts_with("GET /chunked ") {
-                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nall \r\n4\r\ngood\r\n0\r\n\r\n".to_string()
-                    } else if req.contains("Host: www.example.test\r\n") && req.starts_with("HEAD /health ") {
-                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
-                    } else {
-                        "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy".to_string()
-                    };
-                    let _ = s.write_all(reply.as_bytes()).await;
-                });
+        let port = serve(|req| {
+            let req = String::from_utf8_lossy(req);
+            if req.starts_with("GET /chunked ") {
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nall \r\n4\r\ngood\r\n0\r\n\r\n".into()
+            } else if req.contains("Host: www.example.test\r\n") && req.starts_with("HEAD /health ") {
+                "HTTP/1.1 204 No Content\r\n\r\n".into()
+            } else {
+                "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy".into()
             }
-        });
+        })
+        .await;
         let lo = IpAddr::from([127, 0, 0, 1]);
         let ok = run(&check(&format!("type = \"http\"\nport = {port}\nmethod = \"head\"\npath = \"/health\"\nhost = \"www.example.test\"\nok_status = [204]")), "t", lo).await;
         assert!(ok.ok, "{ok:?}");

@@ -199,14 +199,49 @@ impl Controller {
             tracing::debug!(%target, check, detail = %outcome.detail, "check failed");
         }
         if let Some(change) = self.state.record(&self.config, &target, check, outcome) {
-            if change.healthy {
-                info!(target = %change.target, reason = %change.reason, "target up");
-            } else {
-                warn!(target = %change.target, reason = %change.reason, "target down");
-            }
-            self.publish()?;
+            self.announce("target", &change);
+            self.after_change()?;
         }
         Ok(())
+    }
+
+    /// Group changes that follow target changes or overrides, then the new answers.
+    fn after_change(&mut self) -> Result<()> {
+        for change in self.state.update_groups(&self.config) {
+            self.announce("group", &change);
+        }
+        self.publish()
+    }
+
+    /// Logs a state change and runs the on_change hook, if any, without waiting for it.
+    fn announce(&self, kind: &'static str, change: &crate::state::Change) {
+        let (old, new) = if change.healthy { ("down", "up") } else { ("up", "down") };
+        if change.healthy {
+            info!(kind, name = %change.name, reason = %change.reason, "{kind} up");
+        } else {
+            warn!(kind, name = %change.name, reason = %change.reason, "{kind} down");
+        }
+        let Some(command) = self.config.hooks.on_change.clone() else { return };
+        let timeout = self.config.hooks.timeout;
+        let (name, reason) = (change.name.clone(), change.reason.clone());
+        tokio::spawn(async move {
+            let child = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .env("PRIMWATCH_KIND", kind)
+                .env("PRIMWATCH_NAME", &name)
+                .env("PRIMWATCH_OLD_STATE", old)
+                .env("PRIMWATCH_NEW_STATE", new)
+                .env("PRIMWATCH_REASON", &reason)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            match tokio::time::timeout(timeout, child).await {
+                Ok(Ok(out)) if out.status.success() => {}
+                Ok(Ok(out)) => warn!(hook = %command[0], %name, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "on_change hook failed"),
+                Ok(Err(e)) => warn!(hook = %command[0], %name, error = %e, "on_change hook could not run"),
+                Err(_) => warn!(hook = %command[0], %name, ?timeout, "on_change hook timed out and was killed"),
+            }
+        });
     }
 }
 
@@ -218,9 +253,8 @@ impl Controller {
             Request::Set { kind, name, action } => match self.set(kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
-                    self.state.update_groups(&self.config);
                     self.state.save();
-                    match self.publish() {
+                    match self.after_change() {
                         Ok(()) => Reply::ok(message),
                         Err(e) => Reply::error(format!("{message}, but writing the map failed: {e:#}")),
                     }

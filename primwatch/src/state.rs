@@ -151,10 +151,11 @@ impl TargetState {
     }
 }
 
-/// A target's health changed.
+/// A target's health (or a group's qualification) changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub target: String,
+    /// The target or group.
+    pub name: String,
     pub healthy: bool,
     pub reason: String,
 }
@@ -165,6 +166,8 @@ pub struct State {
     /// Per group: (has it ever qualified, has it stopped qualifying since). A group
     /// qualifies while it has at least min_healthy eligible members.
     group_track: BTreeMap<String, (bool, bool)>,
+    /// Whether each group qualified at the last update, to report changes.
+    group_up: BTreeMap<String, bool>,
     state_file: Option<PathBuf>,
 }
 
@@ -194,7 +197,7 @@ impl State {
                 (name.clone(), state)
             })
             .collect();
-        let mut state = State { targets, overrides, group_track: BTreeMap::new(), state_file };
+        let mut state = State { targets, overrides, group_track: BTreeMap::new(), group_up: BTreeMap::new(), state_file };
         state.update_groups(config);
         state
     }
@@ -211,6 +214,8 @@ impl State {
         }
         self.group_track = old.group_track.clone();
         self.group_track.retain(|g, _| config.groups.contains_key(g));
+        self.group_up = old.group_up.clone();
+        self.group_up.retain(|g, _| config.groups.contains_key(g));
     }
 
     /// Applies one check result; returns the target's change of health, if any.
@@ -235,8 +240,7 @@ impl State {
             reason.push_str("; held out until failed back (preempt off)");
             self.save();
         }
-        self.update_groups(config);
-        Some(Change { target: target.to_string(), healthy, reason })
+        Some(Change { name: target.to_string(), healthy, reason })
     }
 
     pub fn target_preempt(&self, config: &Config, target: &str) -> bool {
@@ -253,29 +257,40 @@ impl State {
         spec.members.iter().filter(|m| self.target_eligible(m)).count() >= spec.min_healthy
     }
 
-    /// Tracks groups losing and regaining their minimum, and holds those with preempt off.
-    pub fn update_groups(&mut self, config: &Config) -> Vec<String> {
-        let mut held = Vec::new();
+    /// Tracks groups losing and regaining their minimum, holds those with preempt off,
+    /// and returns the groups whose state changed (the first call reports nothing).
+    pub fn update_groups(&mut self, config: &Config) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut held_any = false;
         for name in config.groups.keys() {
             let qualifies = self.group_qualifies(config, name);
             let (ever, lost) = self.group_track.get(name).copied().unwrap_or((false, false));
+            let mut reason = {
+                let spec = &config.groups[name];
+                let eligible = spec.members.iter().filter(|m| self.target_eligible(m)).count();
+                format!("{eligible} of {} members eligible, minimum {}", spec.members.len(), spec.min_healthy)
+            };
             if !qualifies {
                 self.group_track.insert(name.clone(), (ever, ever));
             } else {
                 self.group_track.insert(name.clone(), (true, false));
                 if lost && !self.group_preempt(config, name) {
                     self.overrides.groups.entry(name.clone()).or_default().held = true;
-                    held.push(name.clone());
+                    tracing::warn!(group = %name, "group is back but held out until failed back (preempt off)");
+                    reason.push_str("; held out until failed back (preempt off)");
+                    held_any = true;
+                }
+            }
+            if let Some(was) = self.group_up.insert(name.clone(), qualifies) {
+                if was != qualifies {
+                    changes.push(Change { name: name.clone(), healthy: qualifies, reason });
                 }
             }
         }
-        if !held.is_empty() {
-            for g in &held {
-                tracing::warn!(group = %g, "group is back but held out until failed back (preempt off)");
-            }
+        if held_any {
             self.save();
         }
-        held
+        changes
     }
 
     /// Saves overrides and holds, if there is a state file. Failure is logged: the
@@ -373,7 +388,7 @@ checks = ["a", "b"]
         let change = state.record(&config, "web", 1, outcome(true)).unwrap();
         assert!(change.healthy);
         let change = state.record(&config, "web", 0, outcome(false)).unwrap();
-        assert_eq!(change, Change { target: "web".into(), healthy: false, reason: "check a: refused".into() });
+        assert_eq!(change, Change { name: "web".into(), healthy: false, reason: "check a: refused".into() });
         assert!(state.record(&config, "web", 1, outcome(true)).is_none());
     }
 }

@@ -275,3 +275,44 @@ all_down = "nodata"
     let _ = server.wait();
     w.expect("tls.example.test", &[], Duration::from_secs(3));
 }
+
+#[test]
+fn state_changes_run_the_hook_without_waiting_for_it() {
+    let dir = primwatch_tests::TempDir::new("hook").unwrap();
+    let file = dir.0.join("changes");
+    let mut w = world(&format!(
+        r#"
+[hooks]
+# Records the change, then hangs: it is killed at its timeout and blocks nothing.
+on_change = ["sh", "-c", "echo \"$PRIMWATCH_KIND $PRIMWATCH_NAME $PRIMWATCH_OLD_STATE $PRIMWATCH_NEW_STATE $PRIMWATCH_REASON\" >> {}; sleep 5"]
+timeout = "300ms"
+
+[groups.one]
+members = ["web1"]
+[groups.all]
+members = ["web1", "web2", "web3"]
+policy = "all"
+[names."www.example.test"]
+groups = ["one", "all"]
+"#,
+        file.display()
+    ));
+    w.expect("www.example.test", &[WEB1], Duration::from_secs(3));
+    w.backends[0].stop();
+    w.expect("www.example.test", &[WEB2, WEB3], Duration::from_secs(3));
+    w.backends[0].resume().unwrap();
+    w.expect("www.example.test", &[WEB1], Duration::from_secs(3));
+    let lines = primwatch_tests::wait_for(Duration::from_secs(3), || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        (text.lines().count() >= 4).then_some(text)
+    })
+    .expect("four hook runs");
+    assert!(lines.contains("target web1 up down check http: "), "{lines}");
+    assert!(lines.contains("group one up down 0 of 1 members eligible, minimum 1"), "{lines}");
+    assert!(lines.contains("target web1 down up all checks pass"), "{lines}");
+    assert!(lines.contains("group one down up"), "{lines}");
+    let killed = primwatch_tests::wait_for(Duration::from_secs(3), || {
+        w.controller.log().contains("on_change hook timed out and was killed").then_some(())
+    });
+    assert!(killed.is_some(), "{}", w.controller.log());
+}

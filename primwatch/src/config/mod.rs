@@ -83,6 +83,25 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
     pub names: BTreeMap<DnsName, NameConfig>,
     pub views: BTreeMap<String, ViewConfig>,
+    pub hooks: Hooks,
+}
+
+/// Commands run on state changes (keepalived's notify, Murakumo's on-activate).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hooks {
+    /// Run on every target or group state change, with PRIMWATCH_KIND (target|group),
+    /// PRIMWATCH_NAME, PRIMWATCH_OLD_STATE, PRIMWATCH_NEW_STATE (up|down) and
+    /// PRIMWATCH_REASON in its environment.
+    pub on_change: Option<Vec<String>>,
+    /// A hook still running after this long is killed.
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    on_change: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +149,7 @@ struct RawConfig {
     names: BTreeMap<Spanned<String>, Spanned<RawName>>,
     #[serde(default)]
     views: BTreeMap<Spanned<String>, Spanned<views::RawView>>,
+    hooks: Option<RawHooks>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +331,23 @@ impl Config {
         }
 
         let views = views::parse_views(raw.views, &views::config_dir(path), &groups, &names, &at)?;
+        let hooks = match raw.hooks {
+            None => Hooks { on_change: None, timeout: std::time::Duration::from_secs(5) },
+            Some(h) => {
+                let timeout = match &h.timeout {
+                    None => std::time::Duration::from_secs(5),
+                    Some(t) => humantime::parse_duration(t.get_ref())
+                        .map_err(|e| at(t.span(), format!("'{}' is not a duration: {e}", t.get_ref())))?,
+                };
+                let on_change = match h.on_change {
+                    Some(cmd) if cmd.get_ref().is_empty() => {
+                        return Err(at(cmd.span(), "hooks.on_change must name a program".into()))
+                    }
+                    other => other.map(Spanned::into_inner),
+                };
+                Hooks { on_change, timeout }
+            }
+        };
 
         // Distinct names with one 64-bit hash could never both be answered by XDP.
         let mut by_hash = BTreeMap::new();
@@ -332,6 +369,7 @@ impl Config {
             groups,
             names,
             views,
+            hooks,
         })
     }
 }

@@ -47,6 +47,8 @@ pub enum Request {
     Status,
     Set { kind: Kind, name: String, action: Action },
     Reload,
+    /// Why `name` answers what it answers for a client at `from` (or for `ecs`).
+    Explain { name: String, from: IpAddr, ecs: Option<String>, v6: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,15 +57,40 @@ pub struct Reply {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explanation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The configured name that matched (the name itself or its wildcard).
+    pub matched: String,
+    /// The view chosen and by what (source address or client subnet), or "default".
+    pub view: String,
+    pub groups: Vec<GroupExplanation>,
+    /// What XDP answers now: records, how many per reply, how they are picked.
+    pub answer: Vec<String>,
+    pub answers_per_reply: usize,
+    pub pick: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupExplanation {
+    pub name: String,
+    pub priority: i32,
+    pub state: String,
+    /// (target, address, eligible, why) for members of the asked family.
+    pub members: Vec<(String, String, bool, String)>,
 }
 
 impl Reply {
     pub fn ok(message: impl Into<String>) -> Reply {
-        Reply { ok: true, message: message.into(), status: None }
+        Reply { ok: true, message: message.into(), status: None, explain: None }
     }
 
     pub fn error(message: impl Into<String>) -> Reply {
-        Reply { ok: false, message: message.into(), status: None }
+        Reply { ok: false, message: message.into(), status: None, explain: None }
     }
 }
 

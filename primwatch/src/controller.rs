@@ -4,6 +4,8 @@
 
 use std::{net::IpAddr, time::Duration};
 
+use crate::control::{Explanation, GroupExplanation};
+
 use anyhow::Result;
 use rand::Rng as _;
 use tokio::{
@@ -248,7 +250,11 @@ impl Controller {
 impl Controller {
     fn request(&mut self, request: Request) -> Reply {
         match request {
-            Request::Status => Reply { ok: true, message: String::new(), status: Some(self.status()) },
+            Request::Status => Reply { ok: true, message: String::new(), status: Some(self.status()), explain: None },
+            Request::Explain { name, from, ecs, v6 } => match self.explain(&name, from, ecs.as_deref(), v6) {
+                Ok(explanation) => Reply { ok: true, message: String::new(), status: None, explain: Some(explanation) },
+                Err(message) => Reply::error(message),
+            },
             Request::Reload => self.reload(),
             Request::Set { kind, name, action } => match self.set(kind, &name, action.clone()) {
                 Ok(message) => {
@@ -340,6 +346,114 @@ impl Controller {
         self.spawn_all();
         info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
         Reply::ok(format!("reloaded {}", path.display()))
+    }
+
+    /// The view, groups, member states and answer for one query, as XDP would see it.
+    pub fn explain(&self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
+        use crate::{config::NameSource, dns_name::DnsName, records::Pick};
+        let config = &self.config;
+        let state = &self.state;
+        let asked = DnsName::parse(name)?;
+        // Exact name, else the wildcard one label up (as the XDP program looks).
+        let matched = if config.names.contains_key(&asked) {
+            asked.clone()
+        } else {
+            let text = asked.to_string();
+            let parent = text.split_once('.').map(|(_, p)| p).unwrap_or("");
+            let wildcard = DnsName::parse(&format!("*.{parent}")).map_err(|_| format!("'{name}' is not served by XDP"))?;
+            if !config.names.contains_key(&wildcard) {
+                return Err(format!("'{name}' is not served by XDP: queries for it go to the DNS server"));
+            }
+            wildcard
+        };
+        let entry = &config.names[&matched];
+        // The view: longest configured prefix containing the subnet or the address.
+        let (key, by): (ipnet::IpNet, String) = match ecs {
+            Some(prefix) if !prefix.ends_with("/0") => {
+                let net: ipnet::IpNet = prefix.parse().map_err(|_| format!("'{prefix}' is not a prefix"))?;
+                (net.trunc(), format!("client subnet {prefix}"))
+            }
+            _ => (ipnet::IpNet::from(from), format!("source address {from}")),
+        };
+        let view = config
+            .views
+            .iter()
+            .flat_map(|(n, v)| v.sources.iter().map(move |s| (n, v, s)))
+            .filter(|(_, _, s)| s.contains(&key))
+            .max_by_key(|(_, _, s)| s.prefix_len());
+        let (view_label, groups, all_down) = match view {
+            Some((view_name, v, prefix)) if v.names.contains_key(&matched) => {
+                let vn = &v.names[&matched];
+                (format!("{view_name} ({by} in {prefix})"), vn.groups.clone(), vn.all_down.clone())
+            }
+            found => {
+                let label = match found {
+                    Some((view_name, _, prefix)) => format!("default ({by} is in view {view_name}, {prefix}, which does not map this name)"),
+                    None => format!("default ({by} is in no view)"),
+                };
+                match &entry.source {
+                    NameSource::Groups { groups, all_down } => (label, groups.clone(), all_down.clone()),
+                    NameSource::Static { .. } => (label, Vec::new(), AllDown::ServeAll),
+                }
+            }
+        };
+        let group_explanations = selection::by_priority(config, &groups, state)
+            .into_iter()
+            .map(|g| {
+                let spec = &config.groups[g];
+                let o = state.overrides.groups.get(g);
+                let label = match o.and_then(|o| o.force) {
+                    Some(Force::Up) => "forced up".to_string(),
+                    Some(Force::Down) => "forced down".into(),
+                    Some(Force::Drain) => "drained".into(),
+                    None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
+                    None => format!("min_healthy {}", spec.min_healthy),
+                };
+                let members = spec
+                    .members
+                    .iter()
+                    .filter(|m| config.targets[*m].address.is_ipv6() == v6)
+                    .map(|m| {
+                        let t = &state.targets[m];
+                        let o = state.overrides.targets.get(m);
+                        let why = match o.and_then(|o| o.force) {
+                            Some(f) => format!("forced {f:?}").to_lowercase(),
+                            None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
+                            None => t.reason.clone(),
+                        };
+                        (m.clone(), config.targets[m].address.to_string(), state.target_eligible(m), why)
+                    })
+                    .collect();
+                GroupExplanation { name: g.clone(), priority: state.group_priority(g, spec.priority), state: label, members }
+            })
+            .collect();
+        let (a, aaaa) = match &entry.source {
+            NameSource::Static { .. } if groups.is_empty() => selection::choose(config, entry, state),
+            _ => selection::choose_in_view(config, &crate::config::ViewName { groups: groups.clone(), all_down }, state),
+        };
+        let (records, answers, pick): (Vec<String>, usize, Pick) = if v6 {
+            (aaaa.records.iter().map(|(a, _)| a.to_string()).collect(), aaaa.answers, aaaa.pick)
+        } else {
+            (a.records.iter().map(|(a, _)| a.to_string()).collect(), a.answers, a.pick)
+        };
+        let why = if groups.is_empty() {
+            "fixed addresses".to_string()
+        } else {
+            match selection::active_group(config, &groups, state, v6) {
+                Some((g, _)) => format!("group {g} is the highest-priority group that serves"),
+                None if records.is_empty() && pick != Pick::NoData => "no group serves; the query goes to the DNS server".into(),
+                None => "no group serves; the all-down policy answers".into(),
+            }
+        };
+        Ok(Explanation {
+            matched: matched.to_string(),
+            view: view_label,
+            groups: group_explanations,
+            answer: records,
+            answers_per_reply: answers,
+            pick: format!("{pick:?}").to_lowercase(),
+            why,
+        })
     }
 
     pub fn status(&self) -> Status {

@@ -57,6 +57,18 @@ enum CtlCommand {
     Status,
     /// Re-read the config file; an invalid one is rejected and the running one stays.
     Reload,
+    /// Why NAME answers what it answers for a client: view, groups, members, answer.
+    Explain {
+        name: String,
+        /// The client's address.
+        #[arg(long)]
+        from: std::net::IpAddr,
+        /// An EDNS Client Subnet prefix (e.g. 198.51.100.0/24), as a resolver would send.
+        #[arg(long)]
+        ecs: Option<String>,
+        #[arg(long = "type", default_value = "A")]
+        qtype: String,
+    },
     /// Steer a target (backend).
     Target {
         name: String,
@@ -153,12 +165,30 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
         CtlCommand::Reload => Request::Reload,
         CtlCommand::Target { name, action } => Request::Set { kind: Kind::Target, name, action: action.into() },
         CtlCommand::Group { name, action } => Request::Set { kind: Kind::Group, name, action: action.into() },
+        CtlCommand::Explain { name, from, ecs, qtype } => {
+            let v6 = match qtype.to_ascii_uppercase().as_str() {
+                "A" => false,
+                "AAAA" => true,
+                other => bail!("--type must be A or AAAA, not {other}"),
+            };
+            Request::Explain { name, from, ecs, v6 }
+        }
     };
     let reply = control::send(socket, &request)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else if let Some(status) = &reply.status {
         print_status(status);
+    } else if let Some(e) = &reply.explain {
+        println!("name    configured as {}", e.matched);
+        println!("view    {}", e.view);
+        for g in &e.groups {
+            println!("group   {} (priority {}, {})", g.name, g.priority, g.state);
+            for (target, address, eligible, why) in &g.members {
+                println!("          {target:<16} {address:<22} {:<4} {why}", if *eligible { "in" } else { "out" });
+            }
+        }
+        println!("answer  [{}], {} per reply, {} ({})", e.answer.join(", "), e.answers_per_reply, e.pick, e.why);
     } else {
         println!("{}", reply.message);
     }

@@ -233,12 +233,27 @@ groups = ["osaka-first", "tokyo-backup"]
     let got: Vec<String> = primwatch_tests::dns::addresses(&primwatch_tests::dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect();
     assert_eq!(got, vec![WEB3.to_string()]);
     assert_eq!(&reply[reply.len() - 4..], &[10, 77, 0, 3], "subnet echoed");
+    // explain: the view, the groups in order, the answer.
+    let e = w.controller.ctl(&["explain", "WWW.example.test", "--from", "10.77.0.3"]).unwrap();
+    let e = &e["explain"];
+    assert!(e["view"].as_str().unwrap().starts_with("west (source address 10.77.0.3 in 10.77.0.3/32)"), "{e}");
+    assert_eq!(e["groups"][0]["name"], "osaka-first");
+    assert_eq!(e["answer"], serde_json::json!([WEB3]));
+    let e = w.controller.ctl(&["explain", "www.example.test", "--from", "10.77.0.2", "--ecs", "fd77::3/128", "--type", "AAAA"]).unwrap();
+    assert!(e["explain"]["view"].as_str().unwrap().contains("client subnet fd77::3/128"), "{e}");
+    let e = w.controller.ctl(&["explain", "nope.example.test", "--from", "10.77.0.2"]).unwrap();
+    assert_eq!(e["ok"], false);
     // Failover inside the view: Osaka down, the west gets its backup.
     w.backends[2].stop();
     let ok = primwatch_tests::wait_for(Duration::from_secs(3), || (w.answers_from("www.example.test", west_v4) == set(WEB1)).then_some(()));
     assert!(ok.is_some(), "west fails over to Tokyo");
     assert_eq!(w.answers_from("www.example.test", west_v6), set(WEB1));
     assert_eq!(w.answers_from("www.example.test", east_v4), set(WEB1));
+    let e = w.controller.ctl(&["explain", "www.example.test", "--from", "10.77.0.3"]).unwrap();
+    let osaka = &e["explain"]["groups"][0]["members"][0];
+    assert_eq!((osaka[0].as_str(), osaka[2].as_bool()), (Some("web3"), Some(false)), "{e}");
+    assert!(osaka[3].as_str().unwrap().contains("refused"), "{e}");
+    assert!(e["explain"]["why"].as_str().unwrap().contains("group tokyo-backup"), "{e}");
 }
 
 /// A real TLS server (openssl s_server -www, self-signed for www.example.test):

@@ -89,8 +89,16 @@ impl World {
     pub fn answers_from(&self, name: &str, source: IpAddr) -> BTreeSet<String> {
         let sock = dns::udp_socket_from(&self.lab.client_ns, source).unwrap();
         let server = SocketAddr::new(self.lab.server_addr(source.is_ipv6()), 53);
-        let reply = dns::exchange_udp(&sock, server, &dns::query(1, name, RecordType::A, None).unwrap()).unwrap();
-        dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect()
+        // Like any DNS client, try again if a datagram is lost (a fresh source address
+        // may still be resolving its neighbour); three losses in a row fail the test.
+        let mut last_error = None;
+        for id in 1..=3u16 {
+            match dns::exchange_udp(&sock, server, &dns::query(id, name, RecordType::A, None).unwrap()) {
+                Ok(reply) => return dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect(),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        panic!("{name} from {source}: no reply in three tries: {:?}", last_error);
     }
 
     /// Waits until `name` answers exactly `expected`; returns how long that took.

@@ -43,6 +43,17 @@ impl BackendNet {
         netns::ip(&["-n", &self.ns, "addr", "add", &format!("{address}/24"), "dev", BACKEND_IF])
     }
 
+    /// An HTTP backend on port 80 of each address (added to the namespace first).
+    pub fn serve_http(&self, addresses: impl IntoIterator<Item = IpAddr>) -> Result<Vec<HttpBackend>> {
+        addresses
+            .into_iter()
+            .map(|ip| {
+                self.add_address(ip)?;
+                HttpBackend::start(&self.ns, SocketAddr::new(ip, 80))
+            })
+            .collect()
+    }
+
     /// Removes the address: packets to it are dropped, so connects time out.
     pub fn remove_address(&self, address: IpAddr) -> Result<()> {
         netns::ip(&["-n", &self.ns, "addr", "del", &format!("{address}/24"), "dev", BACKEND_IF])

@@ -34,12 +34,7 @@ pub struct World {
 pub fn world(body: &str) -> World {
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
-    let mut backends = Vec::new();
-    for ip in [WEB1, WEB2, WEB3] {
-        let ip: IpAddr = ip.parse().unwrap();
-        net.add_address(ip).unwrap();
-        backends.push(HttpBackend::start(&net.ns, SocketAddr::new(ip, 80)).unwrap());
-    }
+    let backends = net.serve_http([WEB1, WEB2, WEB3].map(|ip| ip.parse().unwrap())).unwrap();
     let zone = pdns::zone("example.test", lab.server_addr(false), &["pass 30 IN A 192.0.2.250"]);
     let pdns = PowerDns::start(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone).unwrap();
     let config = format!(

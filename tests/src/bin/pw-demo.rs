@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use primwatch::config::Config;
 use primwatch_tests::{
-    backend::{BackendNet, HttpBackend},
+    backend::BackendNet,
     controller, netns, pdns,
     lab::Lab,
 };
@@ -36,11 +36,7 @@ fn main() -> Result<()> {
     let lab = Lab::named("pwdemo-client", "pwdemo-server")?;
     // Three HTTP backends in their own namespace; the client can reach them too.
     let backends_net = BackendNet::new(&lab)?;
-    let mut backends = Vec::new();
-    for target in config.targets.values() {
-        backends_net.add_address(target.address)?;
-        backends.push(HttpBackend::start(&backends_net.ns, std::net::SocketAddr::new(target.address, 80))?);
-    }
+    let mut backends = backends_net.serve_http(config.targets.values().map(|t| t.address))?;
     // PowerDNS serves the whole zone, including the names XDP answers (same records),
     // so TCP and DNSSEC clients, which XDP passes up, get the same addresses.
     let mut records: Vec<String> = vec!["other 300 IN A 192.0.2.99".into(), "@ 300 IN MX 10 mail".into(), "mail 300 IN A 192.0.2.25".into()];

@@ -113,12 +113,7 @@ pub fn run() -> Result<()> {
     println!("\n== Failover: interval 2 s, timeout 1 s, 1 failure to drop, 1 success to restore; {TRIALS} trials each ==");
     let lab = Lab::new()?;
     let net = BackendNet::new(&lab)?;
-    let mut backends = Vec::new();
-    for ip in WEBS {
-        let ip: IpAddr = ip.parse()?;
-        net.add_address(ip)?;
-        backends.push(HttpBackend::start(&net.ns, SocketAddr::new(ip, 80))?);
-    }
+    let backends = net.serve_http(WEBS.iter().map(|ip| ip.parse::<IpAddr>().unwrap()))?;
     let mut bed = Bed { backends, net, lab };
     let mut results: Vec<(&str, Result<Timings>)> = Vec::new();
 

@@ -101,6 +101,10 @@ pub struct Status {
     pub names: Vec<NameStatus>,
     #[serde(default)]
     pub views: Vec<ViewStatus>,
+    /// How this controller came to serve: attached afresh, or adopted what the previous
+    /// run left attached (and whether that run stopped cleanly).
+    #[serde(default)]
+    pub dataplane: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

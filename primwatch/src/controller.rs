@@ -22,7 +22,7 @@ use crate::{
     map_writer::{NameMapWriter, ViewMapWriter},
     records,
     selection::{self, Health as _},
-    state::{Force, Overrides, State},
+    state::{Force, Overrides, SavedState, State},
 };
 
 /// One check result from a checker task.
@@ -78,6 +78,17 @@ pub struct Controller {
     reports: mpsc::Receiver<Report>,
     checkers: JoinSet<()>,
     running: std::collections::HashMap<tokio::task::Id, Checker>,
+    previous_run: Option<PreviousRun>,
+    /// What happened to the data plane at start (attached afresh, adopted after a clean
+    /// stop or after a crash), shown by `ctl status`.
+    dataplane_note: String,
+}
+
+/// What the state file says about the controller that ran before this one.
+#[derive(Debug, Clone, Copy)]
+pub struct PreviousRun {
+    pub stopped_cleanly: bool,
+    pub saved_at: Option<std::time::SystemTime>,
 }
 
 impl Controller {
@@ -90,17 +101,25 @@ impl Controller {
         views: ViewMapWriter,
     ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
-        let overrides = match Overrides::load(&config.state_file) {
-            Ok(o) => o,
+        let saved = match SavedState::load(&config.state_file) {
+            Ok(saved) => saved,
             Err(e) => {
-                error!(error = %format!("{e:#}"), "saved overrides unreadable; starting without them");
-                Overrides::default()
+                error!(error = %format!("{e:#}"), "state file unreadable; starting without overrides or last-known health");
+                None
             }
         };
-        if overrides != Overrides::default() {
+        let previous_run = saved.as_ref().map(|s| PreviousRun { stopped_cleanly: s.stopped_cleanly, saved_at: s.saved_at });
+        let saved = saved.unwrap_or_default();
+        if saved.overrides != Overrides::default() {
             info!(file = %config.state_file.display(), "restored saved overrides");
         }
-        let state = State::with_overrides(&config, overrides, Some(config.state_file.clone()));
+        let mut state = State::with_overrides(&config, saved.overrides, Some(config.state_file.clone()));
+        let restored = state.restore(&config, &saved.last_known);
+        if restored > 0 {
+            info!(targets = restored, "targets start from their last-known health");
+        }
+        // From here on the file says "running": a kill leaves it that way.
+        state.save();
         let mut controller = Controller {
             config,
             config_path,
@@ -111,6 +130,8 @@ impl Controller {
             reports,
             checkers: JoinSet::new(),
             running: Default::default(),
+            previous_run,
+            dataplane_note: String::new(),
         };
         controller.publish()?;
         controller.spawn_all();
@@ -145,6 +166,18 @@ impl Controller {
         &self.state
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn previous_run(&self) -> Option<PreviousRun> {
+        self.previous_run
+    }
+
+    pub fn set_dataplane_note(&mut self, note: String) {
+        self.dataplane_note = note;
+    }
+
     /// Recomputes every name's answers and writes those that changed.
     fn publish(&mut self) -> Result<()> {
         let desired = records::desired_entries(&self.config, &self.state);
@@ -165,9 +198,21 @@ impl Controller {
     ) -> Result<()> {
         tokio::pin!(shutdown);
         let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // Health changes are saved at most once a second: many targets flapping must not
+        // turn into a file write each. A crash loses at most that second.
+        let mut save_tick = tokio::time::interval(Duration::from_secs(1));
+        save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => {
+                    self.state.save_on_exit();
+                    return Ok(());
+                }
+                _ = save_tick.tick() => {
+                    if self.state.health_unsaved {
+                        self.state.save();
+                    }
+                }
                 Some(report) = self.reports.recv() => self.handle(report)?,
                 Some((request, reply)) = requests.recv() => {
                     let answer = self.request(request);
@@ -592,6 +637,6 @@ impl Controller {
                     .collect(),
             })
             .collect();
-        Status { targets, groups, names, views }
+        Status { targets, groups, names, views, dataplane: self.dataplane_note.clone() }
     }
 }

@@ -9,7 +9,11 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode as AyaXdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode as AyaXdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use primwatch_common::{Counters, NameKey, NameRecords};
@@ -42,10 +46,27 @@ const PINS: [(&str, &str); 5] = [
     (SETTINGS_MAP, "settings"),
 ];
 
+/// How the answering program came to be on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Attached now, in this mode.
+    Fresh(XdpMode),
+    /// The previous run's pinned link was still attached; its program was replaced by
+    /// ours in one kernel operation (bpf_link_update), so no packet saw neither.
+    Adopted,
+}
+
+/// The pin that keeps the answering program attached to an interface after we exit.
+pub fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{interface}"))
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
-    /// (program, interface, link) for everything we attached.
+    /// (program, interface, link) for unpinned attachments (the tests' pass program).
     attached: Vec<(String, String, aya::programs::xdp::XdpLinkId)>,
+    /// (interface, link, its pin): the answering program's attachments.
+    links: Vec<(String, FdLink, PathBuf)>,
     pins: Vec<PathBuf>,
 }
 
@@ -63,7 +84,7 @@ impl Dataplane {
                 .try_into()?;
             program.load().with_context(|| format!("verifying program {name}"))?;
         }
-        Ok(Dataplane { ebpf, attached: Vec::new(), pins: Vec::new() })
+        Ok(Dataplane { ebpf, attached: Vec::new(), links: Vec::new(), pins: Vec::new() })
     }
 
     pub fn program(&self, name: &str) -> Result<&Xdp> {
@@ -74,9 +95,48 @@ impl Dataplane {
             .try_into()?)
     }
 
-    /// Attaches the answering program; returns the mode actually used.
-    pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<XdpMode> {
-        self.attach_program(ANSWER_PROGRAM, interface, mode)
+    /// Puts the answering program on `interface` through a link pinned in `pin_dir`, so
+    /// it keeps answering if we die (fail static). A link left pinned by a previous run
+    /// is adopted: our program replaces its program atomically, without detaching.
+    pub fn attach(&mut self, interface: &str, mode: XdpMode, pin_dir: &Path) -> Result<Attachment> {
+        let pin = link_pin(pin_dir, interface);
+        if pin.exists() {
+            match self.adopt(interface, &pin) {
+                Ok(()) => return Ok(Attachment::Adopted),
+                Err(e) => {
+                    // E.g. the interface was deleted and re-created: the old link is defunct.
+                    warn!(interface, error = %format!("{e:#}"), "cannot adopt the pinned XDP link; attaching afresh");
+                    std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+                }
+            }
+        }
+        let used = self.attach_program(ANSWER_PROGRAM, interface, mode)?;
+        let (_, _, id) = self.attached.pop().expect("just attached");
+        let program = self.xdp_mut(ANSWER_PROGRAM)?;
+        let link: XdpLink = program.take_link(id)?;
+        match FdLink::try_from(link) {
+            Ok(link) => {
+                let pinned = link.pin(&pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+                self.links.push((interface.to_string(), pinned.into(), pin));
+            }
+            Err(e) => bail!("XDP on {interface} was attached through netlink, not a BPF link, so it cannot be pinned: {e}"),
+        }
+        Ok(Attachment::Fresh(used))
+    }
+
+    fn adopt(&mut self, interface: &str, pin: &Path) -> Result<()> {
+        let pinned = PinnedLink::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).context("the pin is not an XDP link")?;
+        let program = self.xdp_mut(ANSWER_PROGRAM)?;
+        let id = program.attach_to_link(link).context("replacing the program on the link")?;
+        let link: FdLink = program.take_link(id)?.try_into().context("the adopted link")?;
+        info!(interface, pin = %pin.display(), "adopted the XDP link left by the previous run; program replaced without detaching");
+        self.links.push((interface.to_string(), link, pin.to_path_buf()));
+        Ok(())
+    }
+
+    fn xdp_mut(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
     /// Attaches one of the object's programs (tests attach `PASS_PROGRAM` to the client
@@ -112,7 +172,7 @@ impl Dataplane {
         for (map, file) in PINS {
             let path = dir.join(file);
             if path.exists() {
-                warn!(path = %path.display(), "replacing a stale pin");
+                info!(path = %path.display(), "replacing the previous run's map pin");
                 std::fs::remove_file(&path)?;
             }
             self.ebpf
@@ -171,8 +231,27 @@ impl Dataplane {
         }
     }
 
+    /// Exits leaving the answering program attached and the maps pinned: XDP keeps
+    /// answering the last answers until a new controller adopts it (or `primwatch
+    /// detach`). Only unpinned attachments go.
+    pub fn leave_attached(mut self) {
+        for (interface, _, pin) in &self.links {
+            info!(interface, pin = %pin.display(), "leaving XDP attached (fail static); the next run adopts it");
+        }
+        self.links.clear(); // closing our fds; the pins hold the links
+        self.pins.clear();
+    }
+
     /// Detaches from every interface and removes the pins.
     pub fn shutdown(mut self) -> Result<()> {
+        for (interface, link, pin) in std::mem::take(&mut self.links) {
+            // Removing the pin and closing the last fd detaches.
+            if let Err(e) = std::fs::remove_file(&pin) {
+                warn!(path = %pin.display(), error = %e, "removing link pin");
+            }
+            drop(link);
+            info!(interface, "XDP program detached");
+        }
         for (name, interface, link) in std::mem::take(&mut self.attached) {
             let program: &mut Xdp = self
                 .ebpf
@@ -216,6 +295,35 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
 
 pub fn counters_table(counters: &Counters) -> BTreeMap<&'static str, u64> {
     Counters::FIELD_NAMES.iter().copied().zip(counters.as_array()).collect()
+}
+
+/// `primwatch detach`: takes a stopped controller's XDP program off every interface
+/// and removes its pins (links first: with the links gone, queries go to the DNS server).
+pub fn detach_pinned(pin_dir: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))?;
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort_by_key(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_")));
+    let mut removed = Vec::new();
+    for file in files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let ours = name.starts_with("link_") || PINS.iter().any(|(_, pin)| *pin == name);
+        if ours {
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+            removed.push(name);
+        }
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}
+
+/// Interfaces with a pinned link in `pin_dir` (a previous run's attachments).
+pub fn pinned_links(pin_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else { return Vec::new() };
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().to_string_lossy().strip_prefix("link_").map(str::to_string))
+        .collect();
+    found.sort();
+    found
 }
 
 pub fn ensure_bpffs() -> Result<()> {

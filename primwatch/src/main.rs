@@ -6,14 +6,14 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use primwatch::{
-    config::{Config, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
+    config::{Config, OnStop, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
     control::{self, Action, Kind, Request, Status},
-    controller::Controller,
-    dataplane::{self, Dataplane},
+    controller::{Controller, PreviousRun},
+    dataplane::{self, Attachment, Dataplane},
     state::Force,
 };
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "primwatch", version, about = "Health-checking DNS load balancer with an XDP fast path")]
@@ -38,6 +38,12 @@ enum Command {
         pin_dir: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Take a stopped controller's XDP program off its interfaces and remove its pins
+    /// (after `systemctl stop`, with the default `on_stop = "keep"`).
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
     },
     /// Inspect and steer the running controller.
     Ctl {
@@ -135,6 +141,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Counters { pin_dir, json } => print_counters(&pin_dir, json),
+        Command::Detach { pin_dir } => dataplane::detach_pinned(&pin_dir).map(|removed| {
+            println!("removed {} pins from {}: {}", removed.len(), pin_dir.display(), removed.join(" "));
+        }),
         Command::Ctl { socket, json, command } => ctl(&socket, json, command),
     };
     match result {
@@ -213,6 +222,9 @@ impl From<CtlAction> for Action {
 }
 
 fn print_status(status: &Status) {
+    if !status.dataplane.is_empty() {
+        println!("DATAPLANE  {}", status.dataplane);
+    }
     println!("TARGETS");
     println!("  {:<16} {:<22} {:<12} {:<8} {:<22} REASON", "NAME", "ADDRESS", "STATE", "ANSWERS", "SINCE");
     for t in &status.targets {
@@ -292,27 +304,36 @@ fn run(config_path: PathBuf) -> Result<()> {
 
 async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     dataplane::ensure_bpffs()?;
+    let left_attached = dataplane::pinned_links(&config.pin_dir);
     let mut dataplane = Dataplane::load(config.port)?;
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
     let writer = dataplane.names_writer()?;
     let views = dataplane.views_writer()?;
-    // Writes the first answers (checks in their initial states) and starts the checkers.
+    // Writes the first answers (overrides and last-known health restored) and starts
+    // the checkers.
     let mut controller = Controller::start(config.clone(), Some(config_path), writer, views)?;
     info!(names = config.names.len(), targets = config.targets.len(), "names map written");
 
-    // Attach only after the maps hold the records, so the first packets find them.
-    let mut attach_result = Ok(());
+    // Attach (or take over the previous run's attachment) only now that the maps hold
+    // the answers, so the first packet the new program sees finds them.
+    let mut attachments = Vec::new();
     for interface in &config.interfaces {
-        if let Err(e) = dataplane.attach(interface, config.xdp_mode) {
-            attach_result = Err(e);
-            break;
+        match dataplane.attach(interface, config.xdp_mode, &config.pin_dir) {
+            Ok(how) => attachments.push(format!("{interface}: {}", describe(how))),
+            Err(e) => {
+                dataplane.shutdown()?;
+                return Err(e);
+            }
         }
     }
-    if let Err(e) = attach_result {
-        dataplane.shutdown()?;
-        return Err(e);
+    let note = dataplane_note(&left_attached, controller.previous_run(), &attachments);
+    if left_attached.is_empty() || controller.previous_run().is_some_and(|p| p.stopped_cleanly) {
+        info!("{note}");
+    } else {
+        warn!("{note}");
     }
+    controller.set_dataplane_note(note);
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
     let _socket = control::listen(&config.control_socket, requests_tx)
         .with_context(|| format!("control socket {}", config.control_socket.display()))?;
@@ -329,6 +350,33 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     let result = controller.run(requests, shutdown).await;
     let counters = dataplane.counters()?;
     info!(answered = counters.answered, "final counters");
-    dataplane.shutdown()?;
+    match controller.config().on_stop {
+        OnStop::Keep => dataplane.leave_attached(),
+        OnStop::Detach => dataplane.shutdown()?,
+    }
     result
+}
+
+fn describe(how: Attachment) -> String {
+    match how {
+        Attachment::Fresh(mode) => format!("attached ({mode:?} mode)").to_lowercase(),
+        Attachment::Adopted => "adopted the running program's link (no detach)".into(),
+    }
+}
+
+/// One line for the log and `ctl status`: how this run took over the data plane.
+fn dataplane_note(left_attached: &[String], previous: Option<PreviousRun>, attachments: &[String]) -> String {
+    let now = attachments.join("; ");
+    if left_attached.is_empty() {
+        return format!("XDP {now}");
+    }
+    let when = |p: &PreviousRun| p.saved_at.map_or("an unknown time".to_string(), |t| humantime::format_rfc3339_seconds(t).to_string());
+    match previous {
+        Some(p) if p.stopped_cleanly => format!("the previous controller stopped cleanly at {}; XDP kept answering meanwhile; {now}", when(&p)),
+        Some(p) => format!(
+            "the previous controller did not stop cleanly (killed or crashed; last saved {}): XDP kept answering from its last answers (fail static); {now}",
+            when(&p)
+        ),
+        None => format!("found XDP left attached by an earlier run; {now}"),
+    }
 }

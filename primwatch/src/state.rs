@@ -61,12 +61,40 @@ pub struct Overrides {
     pub groups: BTreeMap<String, GroupOverride>,
 }
 
-impl Overrides {
-    /// Reads the state file; a missing file is no overrides.
-    pub fn load(path: &Path) -> Result<Overrides> {
+/// Everything the state file holds: overrides and holds, the last-known health of every
+/// target (so a restart starts from what was true, not from "all up" or "all down"),
+/// and whether the controller that wrote it stopped cleanly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SavedState {
+    #[serde(flatten)]
+    pub overrides: Overrides,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_known: BTreeMap<String, LastKnown>,
+    /// False while a controller runs; set by its clean exit. Still false at the next
+    /// start means it was killed or crashed.
+    #[serde(default)]
+    pub stopped_cleanly: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_at: Option<SystemTime>,
+}
+
+/// A target's health as it was last saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastKnown {
+    /// (check name, up) in the target's check order.
+    pub checks: Vec<(String, bool)>,
+    pub healthy: bool,
+    pub was_up: bool,
+    pub since: SystemTime,
+    pub reason: String,
+}
+
+impl SavedState {
+    /// Reads the state file; a missing file is a first start.
+    pub fn load(path: &Path) -> Result<Option<SavedState>> {
         match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
+            Ok(text) => serde_json::from_str(&text).map(Some).with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
@@ -80,7 +108,9 @@ impl Overrides {
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     }
+}
 
+impl Overrides {
     fn prune(&mut self, config: &Config) -> Vec<String> {
         let mut dropped = Vec::new();
         self.targets.retain(|name, _| config.targets.contains_key(name) || { dropped.push(format!("target {name}")); false });
@@ -169,6 +199,8 @@ pub struct State {
     /// Whether each group qualified at the last update, to report changes.
     group_up: BTreeMap<String, bool>,
     state_file: Option<PathBuf>,
+    /// Some target's health changed since the state file was last written.
+    pub health_unsaved: bool,
 }
 
 impl State {
@@ -197,9 +229,57 @@ impl State {
                 (name.clone(), state)
             })
             .collect();
-        let mut state = State { targets, overrides, group_track: BTreeMap::new(), group_up: BTreeMap::new(), state_file };
+        let mut state = State {
+            targets,
+            overrides,
+            group_track: BTreeMap::new(),
+            group_up: BTreeMap::new(),
+            state_file,
+            health_unsaved: false,
+        };
         state.update_groups(config);
         state
+    }
+
+    /// Starts targets from their last-known health where their checks are unchanged;
+    /// returns how many were restored. Groups are then judged from that health, and a
+    /// group that was down stays "lost" so preempt-off holds still apply.
+    pub fn restore(&mut self, config: &Config, last_known: &BTreeMap<String, LastKnown>) -> usize {
+        let mut restored = 0;
+        for (name, target) in self.targets.iter_mut() {
+            let Some(saved) = last_known.get(name) else { continue };
+            if !saved.checks.iter().map(|(c, _)| c).eq(target.checks.iter().map(|c| &c.name)) {
+                continue;
+            }
+            for (check, (_, up)) in target.checks.iter_mut().zip(&saved.checks) {
+                check.up = *up;
+            }
+            target.healthy = saved.healthy;
+            target.was_up = saved.was_up;
+            target.since = saved.since;
+            target.reason = format!("{} (last known before restart)", saved.reason);
+            restored += 1;
+        }
+        self.group_track.clear();
+        self.group_up.clear();
+        self.update_groups(config);
+        restored
+    }
+
+    fn last_known(&self) -> BTreeMap<String, LastKnown> {
+        self.targets
+            .iter()
+            .map(|(name, t)| {
+                let known = LastKnown {
+                    checks: t.checks.iter().map(|c| (c.name.clone(), c.up)).collect(),
+                    healthy: t.healthy,
+                    was_up: t.was_up,
+                    since: t.since,
+                    reason: t.reason.trim_end_matches(" (last known before restart)").to_string(),
+                };
+                (name.clone(), known)
+            })
+            .collect()
     }
 
     /// Carries health over from a previous state for targets whose checks did not change.
@@ -233,6 +313,7 @@ impl State {
         state.reason = reason.clone();
         let returned = healthy && state.was_up;
         state.was_up |= healthy;
+        self.health_unsaved = true;
         let preempt = self.target_preempt(config, target);
         let mut reason = reason;
         if returned && !preempt {
@@ -293,13 +374,28 @@ impl State {
         changes
     }
 
-    /// Saves overrides and holds, if there is a state file. Failure is logged: the
-    /// running state stays right, only a restart would forget.
-    pub fn save(&self) {
-        if let Some(path) = &self.state_file {
-            if let Err(e) = self.overrides.save(path) {
-                tracing::error!(error = %format!("{e:#}"), "saving overrides");
-            }
+    /// Saves overrides, holds and last-known health, if there is a state file. Failure
+    /// is logged: the running state stays right, only a restart would forget.
+    pub fn save(&mut self) {
+        self.write_state_file(false);
+    }
+
+    /// The last save of a controller that is stopping cleanly.
+    pub fn save_on_exit(&mut self) {
+        self.write_state_file(true);
+    }
+
+    fn write_state_file(&mut self, stopped_cleanly: bool) {
+        let Some(path) = &self.state_file else { return };
+        let saved = SavedState {
+            overrides: self.overrides.clone(),
+            last_known: self.last_known(),
+            stopped_cleanly,
+            saved_at: Some(SystemTime::now()),
+        };
+        match saved.save(path) {
+            Ok(()) => self.health_unsaved = false,
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "saving the state file"),
         }
     }
 }

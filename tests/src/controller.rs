@@ -107,6 +107,19 @@ impl Controller {
         self.spawn()
     }
 
+    /// SIGKILL, as a crash would: no clean-up runs.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts again after `kill` or `stop`, with the same config, state file and pins.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
@@ -142,8 +155,8 @@ impl Controller {
         primwatch::dataplane::pinned_counters(&self.pin_dir)
     }
 
-    /// SIGTERM, then wait for a clean exit.
-    pub fn stop(mut self) -> Result<ExitStatus> {
+    /// SIGTERM, then wait for a clean exit (pins are left as the controller left them until drop).
+    pub fn stop(&mut self) -> Result<ExitStatus> {
         self.terminate()
     }
 

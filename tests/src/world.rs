@@ -110,3 +110,76 @@ impl World {
     }
 }
 
+
+/// Queries sent back to back from the client, each waiting for its reply, sorted by
+/// which of the accepted answer sets came back; anything else (a timeout, a reply from
+/// the DNS server behind, a set that mixes) is recorded as bad.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: std::thread::JoinHandle<LoadResult>,
+}
+
+#[derive(Debug)]
+pub struct LoadResult {
+    pub sent: u32,
+    /// Replies per accepted set, in the order given.
+    pub per_set: Vec<u32>,
+    pub bad: Vec<String>,
+}
+
+impl LoadResult {
+    pub fn assert_clean(&self) {
+        assert!(
+            self.bad.is_empty(),
+            "{} of {} replies wrong or missing: {:?}",
+            self.bad.len(),
+            self.sent,
+            &self.bad[..self.bad.len().min(5)]
+        );
+    }
+}
+
+pub fn set(addresses: &[&str]) -> BTreeSet<String> {
+    addresses.iter().map(|s| s.to_string()).collect()
+}
+
+impl World {
+    pub fn steady_load(&self, name: &str, accepted: Vec<BTreeSet<String>>) -> SteadyLoad {
+        use std::sync::atomic::Ordering;
+        let sock = dns::udp_socket(&self.lab.client_ns, false).unwrap();
+        let server = SocketAddr::new(self.lab.server_addr(false), 53);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let name = name.to_string();
+        let client = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut result = LoadResult { sent: 0, per_set: vec![0; accepted.len()], bad: Vec::new() };
+                while !stop.load(Ordering::SeqCst) {
+                    result.sent += 1;
+                    let id = result.sent as u16;
+                    let query = dns::query(id, &name, RecordType::A, None).unwrap();
+                    match dns::exchange_udp(&sock, server, &query) {
+                        Ok(reply) => {
+                            let msg = dns::parse(&reply).unwrap();
+                            let got: BTreeSet<String> = dns::addresses(&msg).iter().map(|a| a.to_string()).collect();
+                            match accepted.iter().position(|s| *s == got) {
+                                Some(i) => result.per_set[i] += 1,
+                                None => result.bad.push(format!("reply {id}: {got:?} rcode {:?}", msg.response_code())),
+                            }
+                        }
+                        Err(e) => result.bad.push(format!("query {id}: {e:#}")),
+                    }
+                }
+                result
+            })
+        };
+        SteadyLoad { stop, client }
+    }
+}
+
+impl SteadyLoad {
+    pub fn finish(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.client.join().unwrap()
+    }
+}

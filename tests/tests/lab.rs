@@ -25,14 +25,14 @@ const PDNS_WWW_V4: &str = "192.0.2.250";
 const PDNS_WWW_V6: &str = "2001:db8::250";
 const PDNS_OTHER: &str = "192.0.2.251";
 
-fn config(mode: &str) -> String {
+fn config(mode: &str, server_extra: &str) -> String {
     format!(
         r#"
 [server]
 interfaces = ["{SERVER_IF}"]
 xdp_mode = "{mode}"
 pin_dir = "{{pin_dir}}"
-
+{server_extra}
 [names."www.example.test"]
 ttl = 30
 a = ["10.0.0.1", "10.0.0.2"]
@@ -48,6 +48,10 @@ struct Setup {
 }
 
 fn setup(mode: XdpMode) -> Setup {
+    setup_with(mode, "")
+}
+
+fn setup_with(mode: XdpMode, server_extra: &str) -> Setup {
     let mut lab = Lab::new().expect("lab");
     if mode == XdpMode::Native {
         lab.enable_native_peer().expect("pass program on the client veth");
@@ -68,7 +72,7 @@ fn setup(mode: XdpMode) -> Setup {
         XdpMode::Skb => "skb",
         XdpMode::Auto => "auto",
     };
-    let controller = Controller::start(&lab.server_ns, &config(mode_name)).expect("primwatch");
+    let controller = Controller::start(&lab.server_ns, &config(mode_name, server_extra)).expect("primwatch");
     Setup { controller, pdns, lab }
 }
 
@@ -223,20 +227,37 @@ fn xdp_attached(ns: &str) -> bool {
 }
 
 #[test]
-fn shutdown_detaches_and_unpins() {
-    let s = setup(XdpMode::Skb);
+fn stop_leaves_xdp_answering_until_detach() {
+    let mut s = setup(XdpMode::Skb);
     assert!(xdp_attached(&s.lab.server_ns));
     let pin_dir = s.controller.pin_dir.clone();
     assert!(pin_dir.join("names").exists() && pin_dir.join("counters").exists());
+    assert!(pin_dir.join(format!("link_{SERVER_IF}")).exists(), "the link is pinned");
     let status = s.controller.stop().unwrap();
     assert!(status.success(), "clean exit on SIGTERM");
-    assert!(!xdp_attached(&s.lab.server_ns), "XDP detached");
-    assert!(!pin_dir.join("names").exists() && !pin_dir.join("counters").exists(), "pins removed");
-    // With XDP gone, PowerDNS answers the name.
+    // on_stop = "keep" (the default): the program keeps answering from the pinned maps.
+    assert!(xdp_attached(&s.lab.server_ns), "XDP still attached");
     let v4 = dns::udp_socket(&s.lab.client_ns, false).unwrap();
-    let reply = dns::exchange_udp(&v4, SocketAddr::new(s.lab.server_addr(false), 53), &dns::query(1, "www.example.test", RecordType::A, None).unwrap()).unwrap();
-    assert_eq!(dns::addresses(&dns::parse(&reply).unwrap()), ips(&[PDNS_WWW_V4]));
+    let server = SocketAddr::new(s.lab.server_addr(false), 53);
+    let ask = || dns::addresses(&dns::parse(&dns::exchange_udp(&v4, server, &dns::query(1, "www.example.test", RecordType::A, None).unwrap()).unwrap()).unwrap());
+    assert_eq!(ask(), ips(&["10.0.0.1", "10.0.0.2"]), "answered by XDP after the controller stopped");
+
+    // `primwatch detach` takes it off and removes the pins: PowerDNS answers.
+    let out = Command::new(primwatch_tests::controller::binary()).arg("detach").arg("--pin-dir").arg(&pin_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!xdp_attached(&s.lab.server_ns), "XDP detached");
+    assert!(!pin_dir.exists(), "pins removed");
+    assert_eq!(ask(), ips(&[PDNS_WWW_V4]));
     drop(s.pdns);
+}
+
+#[test]
+fn on_stop_detach_detaches_and_unpins() {
+    let mut s = setup_with(XdpMode::Skb, "on_stop = \"detach\"\n");
+    let pin_dir = s.controller.pin_dir.clone();
+    assert!(s.controller.stop().unwrap().success());
+    assert!(!xdp_attached(&s.lab.server_ns), "XDP detached");
+    assert!(!pin_dir.join("names").exists() && !pin_dir.join(format!("link_{SERVER_IF}")).exists(), "pins removed");
 }
 
 #[test]
@@ -244,7 +265,7 @@ fn invalid_config_is_rejected_before_anything_is_attached() {
     let lab = Lab::new().unwrap();
     let dir = primwatch_tests::TempDir::new("badcfg").unwrap();
     let path = dir.0.join("bad.toml");
-    let text = config("skb").replace("{pin_dir}", "/sys/fs/bpf/pw-bad").replace("\"10.0.0.2\"", "\"10.0.0.256\"");
+    let text = config("skb", "").replace("{pin_dir}", "/sys/fs/bpf/pw-bad").replace("\"10.0.0.2\"", "\"10.0.0.256\"");
     std::fs::write(&path, &text).unwrap();
 
     let check = Command::new(controller::binary()).arg("check-config").arg(&path).output().unwrap();
@@ -264,7 +285,7 @@ fn invalid_config_is_rejected_before_anything_is_attached() {
     assert!(!std::path::Path::new("/sys/fs/bpf/pw-bad").exists());
 
     // And a good one passes.
-    std::fs::write(&path, config("skb")).unwrap();
+    std::fs::write(&path, config("skb", "")).unwrap();
     let check = Command::new(controller::binary()).arg("check-config").arg(&path).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use primwatch_tests::world::{world, World, WEB1, WEB2, WEB3};
+use primwatch_tests::world::{set, world, World, WEB1, WEB2, WEB3};
 
 const SITES: &str = r#"
 [groups.tokyo]
@@ -201,12 +201,6 @@ fn reload_applies_a_valid_config_and_rejects_a_bad_one() {
 
 #[test]
 fn answers_stay_whole_while_targets_flap_under_load() {
-    use std::{
-        collections::BTreeSet,
-        net::SocketAddr,
-        sync::atomic::{AtomicBool, Ordering},
-        sync::Arc,
-    };
     let w = world(
         r#"
 [groups.web]
@@ -217,39 +211,7 @@ groups = ["web"]
 "#,
     );
     w.expect("www.example.test", &[WEB1, WEB2, WEB3], SOON);
-    let full: BTreeSet<String> = [WEB1, WEB2, WEB3].iter().map(|s| s.to_string()).collect();
-    let partial: BTreeSet<String> = [WEB1, WEB3].iter().map(|s| s.to_string()).collect();
-
-    // A client sending queries back to back, each waiting for its reply.
-    let sock = primwatch_tests::dns::udp_socket(&w.lab.client_ns, false).unwrap();
-    let server = SocketAddr::new(w.lab.server_addr(false), 53);
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut sent, mut seen_full, mut seen_partial) = (0u32, 0u32, 0u32);
-            let mut bad = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                sent += 1;
-                let query = primwatch_tests::dns::query(sent as u16, "www.example.test", hickory_proto::rr::RecordType::A, None).unwrap();
-                match primwatch_tests::dns::exchange_udp(&sock, server, &query) {
-                    Ok(reply) => {
-                        let msg = primwatch_tests::dns::parse(&reply).unwrap();
-                        let got: BTreeSet<String> = primwatch_tests::dns::addresses(&msg).iter().map(|a| a.to_string()).collect();
-                        if got == full {
-                            seen_full += 1;
-                        } else if got == partial {
-                            seen_partial += 1;
-                        } else {
-                            bad.push(format!("reply {sent}: {got:?} ({} records)", msg.answers().len()));
-                        }
-                    }
-                    Err(e) => bad.push(format!("query {sent}: {e}")),
-                }
-            }
-            (sent, seen_full, seen_partial, bad)
-        })
-    };
+    let load = w.steady_load("www.example.test", vec![set(&[WEB1, WEB2, WEB3]), set(&[WEB1, WEB3])]);
     // Flap web2 through the operator's override: each change is one map update.
     let started = std::time::Instant::now();
     let mut flips = 0;
@@ -257,10 +219,69 @@ groups = ["web"]
         ok(&w, &["target", "web2", if flips % 2 == 0 { "down" } else { "auto" }]);
         flips += 1;
     }
-    stop.store(true, Ordering::SeqCst);
-    let (sent, seen_full, seen_partial, bad) = client.join().unwrap();
-    assert!(bad.is_empty(), "{} of {sent} replies wrong or missing: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    let result = load.finish();
+    result.assert_clean();
     assert!(flips > 100, "only {flips} map updates");
-    assert!(seen_full > 50 && seen_partial > 50, "both sets served: {seen_full} / {seen_partial} of {sent}");
-    println!("{sent} queries, {flips} map updates, 0 lost, 0 mixed");
+    let (full, partial) = (result.per_set[0], result.per_set[1]);
+    assert!(full > 50 && partial > 50, "both sets served: {full} / {partial} of {}", result.sent);
+    println!("{} queries, {flips} map updates, 0 lost, 0 mixed", result.sent);
+}
+
+#[test]
+fn twenty_reloads_under_load_lose_nothing_and_never_mix() {
+    let w = world(SITES);
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let tokyo = std::fs::read_to_string(w.controller_config_path()).unwrap();
+    // The other config moves the name to Osaka and gives it a second, fixed name.
+    let osaka = tokyo.replace("groups = [\"tokyo\", \"osaka\"]", "groups = [\"osaka\"]")
+        + "\n[names.\"static.example.test\"]\na = [\"192.0.2.7\"]\n";
+    let load = w.steady_load("www.example.test", vec![set(&[WEB1, WEB2]), set(&[WEB3])]);
+    for i in 0..20 {
+        std::fs::write(w.controller_config_path(), if i % 2 == 0 { &osaka } else { &tokyo }).unwrap();
+        ok(&w, &["reload"]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let result = load.finish();
+    result.assert_clean();
+    assert!(result.per_set[0] > 20 && result.per_set[1] > 20, "both configs served: {result:?}");
+    assert_eq!(w.controller.log().matches("config reloaded").count(), 20);
+    println!("{} queries across 20 reloads: 0 lost, 0 mixed", result.sent);
+}
+
+#[test]
+fn restart_and_kill_9_lose_no_query_and_keep_last_known_health() {
+    let mut w = world(SITES);
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    w.backends[1].stop();
+    w.expect("www.example.test", &[WEB1], SOON);
+    std::thread::sleep(Duration::from_millis(1500)); // the health change reaches the state file
+    let load = w.steady_load("www.example.test", vec![set(&[WEB1])]);
+
+    // A clean restart (SIGTERM, start): XDP stays attached and is adopted.
+    w.controller.restart().unwrap();
+    let status = ok(&w, &["status"]);
+    let note = status["status"]["dataplane"].as_str().unwrap();
+    assert!(note.contains("stopped cleanly") && note.contains("adopted"), "{note}");
+    assert_eq!(target(&status, "web2")["state"], "down", "last-known health, not 'initially up'");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // kill -9: nothing runs the checks, XDP keeps answering what it last knew.
+    let dead_from = w.controller.log().len();
+    w.controller.kill().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    w.controller.start_again().unwrap();
+    let status = ok(&w, &["status"]);
+    let note = status["status"]["dataplane"].as_str().unwrap();
+    assert!(note.contains("did not stop cleanly") && note.contains("fail static") && note.contains("adopted"), "{note}");
+    assert!(w.controller.log()[dead_from..].contains("did not stop cleanly"), "the log says so too");
+    assert_eq!(target(&status, "web2")["state"], "down");
+    std::thread::sleep(Duration::from_millis(300));
+    let result = load.finish();
+    result.assert_clean();
+    assert!(result.sent > 100, "{result:?}");
+    println!("{} queries across a restart and a kill -9: 0 lost", result.sent);
+
+    // And the adopted program follows the new controller's checks.
+    w.backends[1].resume().unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
 }

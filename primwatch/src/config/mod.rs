@@ -67,12 +67,25 @@ pub enum XdpMode {
     Skb,
 }
 
+/// What a stopping controller does with the XDP program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    /// Leave it attached, answering the last answers, for the next run to adopt: a
+    /// restart or upgrade loses no query. `primwatch detach` takes it off.
+    #[default]
+    Keep,
+    /// Detach and unpin: queries go to the DNS server behind.
+    Detach,
+}
+
 /// The validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub port: u16,
+    pub on_stop: OnStop,
     pub pin_dir: PathBuf,
     /// Where `primwatch ctl` connects.
     pub control_socket: PathBuf,
@@ -160,6 +173,8 @@ struct RawServer {
     xdp_mode: XdpMode,
     #[serde(default = "default_port")]
     port: Spanned<u16>,
+    #[serde(default)]
+    on_stop: OnStop,
     pin_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
     state_file: Option<PathBuf>,
@@ -361,6 +376,7 @@ impl Config {
             interfaces,
             xdp_mode: server.xdp_mode,
             port,
+            on_stop: server.on_stop,
             pin_dir: server.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
             control_socket: server.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
             state_file: server.state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),

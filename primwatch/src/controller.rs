@@ -20,6 +20,7 @@ use crate::{
     config::{AllDown, CheckConfig, Config, NameSource, Policy},
     control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus, ViewStatus},
     map_writer::{NameMapWriter, ViewMapWriter},
+    pdns_backend::{self, AnswerTable},
     records,
     selection::{self, Health as _},
     state::{Force, Overrides, SavedState, State},
@@ -79,6 +80,8 @@ pub struct Controller {
     checkers: JoinSet<()>,
     running: std::collections::HashMap<tokio::task::Id, Checker>,
     previous_run: Option<PreviousRun>,
+    /// The PowerDNS remote backend's view of the answers, if it is enabled.
+    answers: Option<(tokio::sync::watch::Sender<std::sync::Arc<AnswerTable>>, pdns_backend::SocketFile)>,
     /// What happened to the data plane at start (attached afresh, adopted after a clean
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
@@ -131,8 +134,15 @@ impl Controller {
             checkers: JoinSet::new(),
             running: Default::default(),
             previous_run,
+            answers: None,
             dataplane_note: String::new(),
         };
+        if let Some(socket) = controller.config.powerdns_socket.clone() {
+            let table = AnswerTable::build(&controller.config, &controller.state);
+            let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(table));
+            let file = pdns_backend::listen(&socket, rx)?;
+            controller.answers = Some((tx, file));
+        }
         controller.publish()?;
         controller.spawn_all();
         Ok(controller)
@@ -184,6 +194,10 @@ impl Controller {
         let stats = self.writer.sync(&desired)?;
         // After the names: a prefix never points at a view whose entries are missing.
         self.views.sync(&self.config.views, self.config.wildcard_names())?;
+        // PowerDNS answers from the same state, right after XDP does.
+        if let Some((answers, _)) = &self.answers {
+            answers.send_replace(std::sync::Arc::new(AnswerTable::build(&self.config, &self.state)));
+        }
         if stats.written + stats.deleted > 0 {
             info!(written = stats.written, deleted = stats.deleted, "answers updated");
         }

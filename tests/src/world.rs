@@ -30,13 +30,34 @@ pub struct World {
     pub lab: Lab,
 }
 
+/// PowerDNS's own record in the zone, so replies show which path produced them.
+pub const PDNS_PASS: &str = "192.0.2.250";
+
 /// The lab, three HTTP backends, PowerDNS (with its own marker records) and primwatch.
 pub fn world(body: &str) -> World {
+    world_with(body, false)
+}
+
+/// As `world`; with `remote_backend`, PowerDNS asks primwatch first (`launch=remote,bind`,
+/// caches off) for the names primwatch manages, as the README's production setup does.
+pub fn world_with(body: &str, remote_backend: bool) -> World {
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
     let backends = net.serve_http([WEB1, WEB2, WEB3].map(|ip| ip.parse().unwrap())).unwrap();
-    let zone = pdns::zone("example.test", lab.server_addr(false), &["pass 30 IN A 192.0.2.250"]);
-    let pdns = PowerDns::start(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone).unwrap();
+    let zone = pdns::zone("example.test", lab.server_addr(false), &[&format!("pass 30 IN A {PDNS_PASS}")]);
+    let socket = std::env::temp_dir().join(format!("{}.sock", crate::unique("pw-pdns")));
+    let (body, pdns_conf) = if remote_backend {
+        (
+            format!("[powerdns]\nsocket = \"{}\"\n{body}", socket.display()),
+            format!(
+                "launch=remote,bind\nremote-connection-string=unix:path={}\n\
+                 cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
+                socket.display()
+            ),
+        )
+    } else {
+        (body.to_string(), String::new())
+    };
     let config = format!(
         r#"
 [server]
@@ -67,7 +88,9 @@ checks = ["http"]
 {body}
 "#
     );
+    // The controller first: PowerDNS connects to its socket when it starts.
     let controller = Controller::start(&lab.server_ns, &config).unwrap();
+    let pdns = PowerDns::start_with(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone, &pdns_conf).unwrap();
     World { controller, pdns, backends, net, lab }
 }
 

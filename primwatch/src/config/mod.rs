@@ -97,6 +97,11 @@ pub struct Config {
     pub names: BTreeMap<DnsName, NameConfig>,
     pub views: BTreeMap<String, ViewConfig>,
     pub hooks: Hooks,
+    /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
+    /// connector), if anywhere.
+    pub powerdns_socket: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (GET /metrics), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Commands run on state changes (keepalived's notify, Murakumo's on-activate).
@@ -163,6 +168,22 @@ struct RawConfig {
     #[serde(default)]
     views: BTreeMap<Spanned<String>, Spanned<views::RawView>>,
     hooks: Option<RawHooks>,
+    powerdns: Option<RawPowerDns>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPowerDns {
+    /// e.g. "/run/primwatch/pdns.sock"; pdns.conf: remote-connection-string=unix:path=...
+    socket: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// e.g. "127.0.0.1:9153"
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +237,10 @@ impl Config {
             Some("server.control_socket")
         } else if self.state_file != other.state_file {
             Some("server.state_file")
+        } else if self.powerdns_socket != other.powerdns_socket {
+            Some("powerdns.socket")
+        } else if self.metrics_listen != other.metrics_listen {
+            Some("metrics.listen")
         } else {
             None
         }
@@ -346,6 +371,12 @@ impl Config {
         }
 
         let views = views::parse_views(raw.views, &views::config_dir(path), &groups, &names, &at)?;
+        let metrics_listen = match &raw.metrics {
+            Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
+                at(m.listen.span(), format!("metrics.listen '{}' is not an address:port", m.listen.get_ref()))
+            })?),
+            None => None,
+        };
         let hooks = match raw.hooks {
             None => Hooks { on_change: None, timeout: std::time::Duration::from_secs(5) },
             Some(h) => {
@@ -386,6 +417,8 @@ impl Config {
             names,
             views,
             hooks,
+            powerdns_socket: raw.powerdns.map(|p| p.socket),
+            metrics_listen,
         })
     }
 }

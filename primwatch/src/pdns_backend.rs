@@ -1,0 +1,355 @@
+//! One truth for both paths: a PowerDNS remote backend (pdns-backend-remote, Unix
+//! socket connector) answering the managed names from the same state, views and
+//! selection as the XDP maps.
+//!
+//! XDP passes TCP, DO=1, other types and misses to PowerDNS on the same host; with
+//! `launch=remote,bind` PowerDNS asks us first and answers from its zone files only the
+//! names we do not manage (and SOA/NS). The protocol is JSON: `{"method": ...,
+//! "parameters": {...}}` in, `{"result": ...}` out, one connection per PowerDNS
+//! backend instance. We implement the read side only (initialize, lookup); everything
+//! else gets `false`, which PowerDNS reads as "not supported / nothing here".
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use anyhow::{Context as _, Result};
+use ipnet::IpNet;
+use rand::Rng as _;
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream},
+    sync::watch,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::Config,
+    dns_name::DnsName,
+    records::{Chosen, Pick},
+    selection::{self, Health},
+};
+
+/// What one name answers in one view, as the XDP map entry holds it.
+struct Entry {
+    ttl: u32,
+    a: Chosen<Ipv4Addr>,
+    aaaa: Chosen<Ipv6Addr>,
+    /// Round-robin position (per entry, like XDP's per-CPU counter per query).
+    turn: AtomicUsize,
+}
+
+/// A snapshot of every answer, rebuilt whenever the maps are written.
+#[derive(Default)]
+pub struct AnswerTable {
+    /// (view id, name) → entry; view 0 is the default view.
+    entries: HashMap<(u32, DnsName), Entry>,
+    /// (prefix, view id), to find a client's view by longest match.
+    views: Vec<(IpNet, u32)>,
+}
+
+impl AnswerTable {
+    pub fn build(config: &Config, health: &dyn Health) -> AnswerTable {
+        let mut entries = HashMap::new();
+        let entry = |ttl, (a, aaaa)| Entry { ttl, a, aaaa, turn: AtomicUsize::new(0) };
+        for (name, spec) in &config.names {
+            entries.insert((0, name.clone()), entry(spec.ttl, selection::choose(config, spec, health)));
+        }
+        let mut views = Vec::new();
+        for view in config.views.values() {
+            views.extend(view.sources.iter().map(|net| (*net, view.id)));
+            for (name, in_view) in &view.names {
+                let ttl = config.names[name].ttl;
+                entries.insert((view.id, name.clone()), entry(ttl, selection::choose_in_view(config, in_view, health)));
+            }
+        }
+        AnswerTable { entries, views }
+    }
+
+    /// The client's view: the longest configured prefix holding its subnet (EDNS
+    /// Client Subnet, as PowerDNS reports it in `real-remote`) or address.
+    fn view_of(&self, client: IpNet) -> u32 {
+        self.views
+            .iter()
+            .filter(|(net, _)| net.contains(&client))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map_or(0, |(_, id)| *id)
+    }
+
+    /// The records for a query, or None when the name is not ours (PowerDNS then asks
+    /// its next backend): exact name first, then `*.parent` one label up, as XDP does.
+    pub fn lookup(&self, qname: &str, qtype: &str, client: IpNet) -> Option<Vec<Value>> {
+        let asked = DnsName::parse(qname).ok()?;
+        if asked.is_wildcard() {
+            // PowerDNS probes `*.parent` to synthesise wildcards by RFC 4592 rules, which
+            // reach deeper than XDP's one label: we do our own matching instead.
+            return None;
+        }
+        let wildcard = || {
+            let text = asked.to_string();
+            DnsName::parse(&format!("*.{}", text.split_once('.')?.1)).ok()
+        };
+        let view = self.view_of(client);
+        let find = |name: &DnsName| self.entries.get(&(view, name.clone())).or_else(|| self.entries.get(&(0, name.clone())));
+        let entry = find(&asked).or_else(|| find(&wildcard()?))?;
+        // A name whose every family is unserved (its all-down policy passes) is left to
+        // PowerDNS's zone, as XDP leaves it.
+        if entry.a.records.is_empty() && entry.aaaa.records.is_empty() && !has_nodata(entry) {
+            return None;
+        }
+        let owner = if qname.ends_with('.') { qname.to_string() } else { format!("{qname}.") };
+        let want = |t: &str| qtype.eq_ignore_ascii_case(t) || qtype.eq_ignore_ascii_case("ANY");
+        // Other types, and a family without records, answer empty: NODATA.
+        let mut records = Vec::new();
+        if want("A") {
+            pick(entry, &entry.a, |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+        }
+        if want("AAAA") {
+            pick(entry, &entry.aaaa, |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+        }
+        Some(records)
+    }
+}
+
+fn has_nodata(entry: &Entry) -> bool {
+    entry.a.pick == Pick::NoData || entry.aaaa.pick == Pick::NoData
+}
+
+/// Appends this reply's records of one family, chosen as XDP would.
+fn pick<A: Copy>(entry: &Entry, chosen: &Chosen<A>, record: impl Fn(A) -> Value, out: &mut Vec<Value>) {
+    let count = chosen.records.len();
+    if count == 0 {
+        return;
+    }
+    let answers = chosen.answers.clamp(1, count);
+    let start = match chosen.pick {
+        Pick::Fixed | Pick::NoData => 0,
+        Pick::RoundRobin => entry.turn.fetch_add(1, Ordering::Relaxed) % count,
+        Pick::Random => rand::thread_rng().gen_range(0..count),
+        Pick::Weighted => {
+            let total: u64 = chosen.records.iter().map(|(_, w)| *w as u64).sum::<u64>().max(1);
+            let mut draw = rand::thread_rng().gen_range(0..total);
+            chosen.records.iter().position(|(_, w)| draw.checked_sub(*w as u64).map(|left| draw = left).is_none()).unwrap_or(0)
+        }
+    };
+    out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));
+}
+
+/// Removes the socket file when the controller goes.
+pub struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Serves the remote-backend protocol on `path` from the latest table in `answers`.
+pub fn listen(path: &Path, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketFile> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // PowerDNS runs as its own user. The socket only answers lookups of public DNS
+    // data (nothing here changes state), so anyone on the host may connect.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    info!(socket = %path.display(), "PowerDNS remote backend listening");
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, answers.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "remote backend accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(SocketFile(path.to_path_buf()))
+}
+
+async fn serve_connection(mut stream: UnixStream, answers: watch::Receiver<Arc<AnswerTable>>) {
+    let mut buffer = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+        // PowerDNS writes one JSON object per request; take every complete one.
+        let mut consumed = 0;
+        let mut replies = Vec::new();
+        let mut stream_of = serde_json::Deserializer::from_slice(&buffer).into_iter::<Value>();
+        loop {
+            match stream_of.next() {
+                Some(Ok(request)) => {
+                    consumed = stream_of.byte_offset();
+                    let table = answers.borrow().clone();
+                    replies.push(answer(&request, &table));
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) => {
+                    warn!(error = %e, "remote backend: malformed request; closing the connection");
+                    return;
+                }
+                None => {
+                    consumed = buffer.len();
+                    break;
+                }
+            }
+        }
+        buffer.drain(..consumed);
+        for reply in replies {
+            let mut bytes = reply.to_string().into_bytes();
+            bytes.push(b'\n');
+            if stream.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One request → one reply.
+pub fn answer(request: &Value, table: &AnswerTable) -> Value {
+    let parameters = &request["parameters"];
+    match request["method"].as_str().unwrap_or("") {
+        "initialize" => json!({"result": true, "log": ["primwatch remote backend ready"]}),
+        "lookup" => {
+            let qname = parameters["qname"].as_str().unwrap_or("");
+            let qtype = parameters["qtype"].as_str().unwrap_or("");
+            let client = client_of(parameters);
+            match table.lookup(qname, qtype, client) {
+                Some(records) => json!({"result": records}),
+                None => json!({"result": false}),
+            }
+        }
+        other => {
+            debug!(method = other, "remote backend: unsupported method");
+            json!({"result": false})
+        }
+    }
+}
+
+/// The client as PowerDNS reports it: `real-remote` (the EDNS Client Subnet when
+/// `edns-subnet-processing=yes`, else the address as /32 or /128), else `remote`.
+fn client_of(parameters: &Value) -> IpNet {
+    let strip_zone = |s: &str| s.split('%').next().unwrap_or(s).to_string();
+    if let Some(net) = parameters["real-remote"].as_str().and_then(|s| strip_zone(s).parse::<IpNet>().ok()) {
+        return net.trunc();
+    }
+    parameters["remote"]
+        .as_str()
+        .and_then(|s| strip_zone(s).parse::<IpAddr>().ok())
+        .map_or(IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[server]
+interfaces = ["eth0"]
+[targets.tokyo1]
+address = "10.0.1.1"
+[targets.tokyo2]
+address = "10.0.1.2"
+[targets.osaka1]
+address = "10.0.2.1"
+[groups.tokyo]
+members = ["tokyo1", "tokyo2"]
+policy = "round-robin"
+max_answers = 1
+[groups.osaka]
+members = ["osaka1"]
+[names."www.example.test"]
+groups = ["tokyo"]
+[names."*.apps.example.test"]
+a = ["192.0.2.9"]
+[names."pass.example.test"]
+groups = ["osaka"]
+all_down = "pass"
+[views.kansai]
+sources = ["198.51.100.0/24"]
+[views.kansai.names."www.example.test"]
+groups = ["osaka"]
+"#;
+
+    struct Down(&'static str);
+    impl Health for Down {
+        fn target_eligible(&self, target: &str) -> bool {
+            target != self.0
+        }
+        fn group_allowed(&self, _: &str) -> bool {
+            true
+        }
+        fn group_forced_up(&self, _: &str) -> bool {
+            false
+        }
+        fn group_priority(&self, _: &str, configured: i32) -> i32 {
+            configured
+        }
+    }
+
+    fn lookup(table: &AnswerTable, qname: &str, qtype: &str, remote: &str) -> Value {
+        answer(&json!({"method": "lookup", "parameters": {"qname": qname, "qtype": qtype, "remote": remote, "real-remote": format!("{remote}/32"), "zone-id": -1}}), table)
+    }
+
+    fn contents(reply: &Value) -> Vec<String> {
+        let mut all: Vec<String> = reply["result"].as_array().unwrap().iter().map(|r| r["content"].as_str().unwrap().to_string()).collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn lookups_follow_views_wildcards_rotation_and_health() {
+        let config = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let table = AnswerTable::build(&config, &Down("none"));
+        // Round robin, one per reply: both members in turn.
+        let first = contents(&lookup(&table, "www.example.test.", "A", "192.0.2.1"));
+        let second = contents(&lookup(&table, "WWW.Example.Test.", "ANY", "192.0.2.1"));
+        assert_eq!(first.len(), 1);
+        assert_ne!(first, second);
+        // The view by source address.
+        assert_eq!(contents(&lookup(&table, "www.example.test.", "A", "198.51.100.7")), ["10.0.2.1"]);
+        // And by client subnet, as PowerDNS reports it.
+        let ecs = answer(&json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "192.0.2.1", "real-remote": "198.51.100.0/24"}}), &table);
+        assert_eq!(contents(&ecs), ["10.0.2.1"]);
+        // One label under a wildcard; not two; no answers for PowerDNS's own wildcard probes.
+        assert_eq!(contents(&lookup(&table, "x.apps.example.test.", "A", "192.0.2.1")), ["192.0.2.9"]);
+        assert_eq!(lookup(&table, "y.x.apps.example.test.", "A", "192.0.2.1")["result"], false);
+        assert_eq!(lookup(&table, "*.apps.example.test.", "ANY", "192.0.2.1")["result"], false);
+        // Not ours, other types, SOA: the next backend or NODATA.
+        assert_eq!(lookup(&table, "other.example.test.", "A", "192.0.2.1")["result"], false);
+        assert_eq!(lookup(&table, "www.example.test.", "MX", "192.0.2.1")["result"], json!([]));
+        assert_eq!(lookup(&table, "www.example.test.", "AAAA", "192.0.2.1")["result"], json!([]), "no AAAA members: NODATA");
+
+        // Health: tokyo1 down leaves tokyo2; osaka1 down makes pass.example.test PowerDNS's.
+        let table = AnswerTable::build(&config, &Down("tokyo1"));
+        for _ in 0..3 {
+            assert_eq!(contents(&lookup(&table, "www.example.test.", "A", "192.0.2.1")), ["10.0.1.2"]);
+        }
+        assert_eq!(contents(&lookup(&table, "pass.example.test.", "A", "192.0.2.1")), ["10.0.2.1"]);
+        let table = AnswerTable::build(&config, &Down("osaka1"));
+        assert_eq!(lookup(&table, "pass.example.test.", "A", "192.0.2.1")["result"], false);
+    }
+
+    #[test]
+    fn other_methods_are_declined() {
+        let table = AnswerTable::default();
+        assert_eq!(answer(&json!({"method": "initialize", "parameters": {}}), &table)["result"], true);
+        assert_eq!(answer(&json!({"method": "getDomainMetadata", "parameters": {}}), &table)["result"], false);
+        assert_eq!(answer(&json!({"method": "lookup", "parameters": {"qname": "bad name!", "qtype": "A"}}), &table)["result"], false);
+    }
+}

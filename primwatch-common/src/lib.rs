@@ -139,13 +139,17 @@ pub struct AnswerSet {
 /// payload size, extended RCODE 0, version 0, no flags, no options.
 pub const OPT_RR: [u8; 11] = [0, 0, 41, (EDNS_UDP_PAYLOAD >> 8) as u8, EDNS_UDP_PAYLOAD as u8, 0, 0, 0, 0, 0, 0];
 
+/// Slots for per-entry answer counters: one per possible NAMES entry.
+pub const NAME_STATS_SLOTS: usize = 65536;
+
 /// Value of the `names` map: the name itself (to rule out hash collisions) and its records.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct NameRecords {
     /// Bytes used in `name`, root label included.
     pub name_len: u32,
-    pub _pad: u32,
+    /// This entry's counters in NAME_ANSWERS (see `NAME_STATS_SLOTS`).
+    pub stats_slot: u32,
     /// Lowercased wire name, zero padded.
     pub name: [u8; NAME_BUF_LEN],
     pub a: AnswerSet,

@@ -27,7 +27,7 @@ use primwatch_common::{
     Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, SELECT_NODATA, SELECT_RANDOM,
     SELECT_ROUND_ROBIN, SELECT_WEIGHTED, WEIGHT_SLOTS, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_NAME_LEN, NAME_HASH_SEED, OPT_RR, QCLASS_IN,
     QTYPE_A,
-    QTYPE_AAAA, QTYPE_OPT, MAX_FRAME_FRONT,
+    QTYPE_AAAA, QTYPE_OPT, MAX_FRAME_FRONT, NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -53,6 +53,11 @@ static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
 #[btf_map]
 static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// Answers per (name, view) entry and type: index `stats_slot * 2` for A, `+ 1` for
+/// AAAA. The controller gives every entry of NAMES its own slot.
+#[btf_map]
+static NAME_ANSWERS: PerCpuArray<u64, { 2 * NAME_STATS_SLOTS }> = PerCpuArray::new();
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -147,7 +152,12 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         return Err(Verdict::TypeNotPresent);
     }
     let picked = pick_records(answers, scratch)?;
-    write_reply(ctx, scratch, &query, &picked)
+    let slot = (records.stats_slot as usize) * 2 + (query.qtype == QTYPE_AAAA) as usize;
+    write_reply(ctx, scratch, &query, &picked)?;
+    if let Some(count) = NAME_ANSWERS.get_ptr_mut(slot as u32) {
+        unsafe { *count += 1 };
+    }
+    Ok(())
 }
 
 /// The records of one reply: where they start in `AnswerSet::rrs`, how many bytes,

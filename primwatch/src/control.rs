@@ -47,6 +47,8 @@ pub enum Request {
     Status,
     Set { kind: Kind, name: String, action: Action },
     Reload,
+    /// Counters and histograms (what /metrics shows).
+    Stats,
     /// Why `name` answers what it answers for a client at `from` (or for `ecs`).
     Explain { name: String, from: IpAddr, ecs: Option<String>, v6: bool },
 }
@@ -59,6 +61,8 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Explanation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::metrics::Stats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,11 +90,11 @@ pub struct GroupExplanation {
 
 impl Reply {
     pub fn ok(message: impl Into<String>) -> Reply {
-        Reply { ok: true, message: message.into(), status: None, explain: None }
+        Reply { ok: true, message: message.into(), status: None, explain: None, stats: None }
     }
 
     pub fn error(message: impl Into<String>) -> Reply {
-        Reply { ok: false, message: message.into(), status: None, explain: None }
+        Reply { ok: false, message: message.into(), status: None, explain: None, stats: None }
     }
 }
 
@@ -222,7 +226,7 @@ async fn serve_one(stream: UnixStream, requests: mpsc::Sender<Incoming>) -> Resu
 }
 
 /// Removes the socket file when the controller stops.
-pub struct SocketGuard(PathBuf);
+pub struct SocketGuard(pub PathBuf);
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {

@@ -20,6 +20,7 @@ use crate::{
     config::{AllDown, CheckConfig, Config, NameSource, Policy},
     control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus, ViewStatus},
     map_writer::{NameMapWriter, ViewMapWriter},
+    metrics::Recorder,
     pdns_backend::{self, AnswerTable},
     records,
     selection::{self, Health as _},
@@ -81,7 +82,8 @@ pub struct Controller {
     running: std::collections::HashMap<tokio::task::Id, Checker>,
     previous_run: Option<PreviousRun>,
     /// The PowerDNS remote backend's view of the answers, if it is enabled.
-    answers: Option<(tokio::sync::watch::Sender<std::sync::Arc<AnswerTable>>, pdns_backend::SocketFile)>,
+    answers: Option<(tokio::sync::watch::Sender<std::sync::Arc<AnswerTable>>, crate::control::SocketGuard)>,
+    metrics: Recorder,
     /// What happened to the data plane at start (attached afresh, adopted after a clean
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
@@ -135,6 +137,7 @@ impl Controller {
             running: Default::default(),
             previous_run,
             answers: None,
+            metrics: Recorder::default(),
             dataplane_note: String::new(),
         };
         if let Some(socket) = controller.config.powerdns_socket.clone() {
@@ -190,10 +193,12 @@ impl Controller {
 
     /// Recomputes every name's answers and writes those that changed.
     fn publish(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
         let desired = records::desired_entries(&self.config, &self.state);
-        let stats = self.writer.sync(&desired)?;
+        let stats = self.writer.sync(desired)?;
         // After the names: a prefix never points at a view whose entries are missing.
         self.views.sync(&self.config.views, self.config.wildcard_names())?;
+        self.metrics.map_sync(stats.written, stats.deleted, started.elapsed());
         // PowerDNS answers from the same state, right after XDP does.
         if let Some((answers, _)) = &self.answers {
             answers.send_replace(std::sync::Arc::new(AnswerTable::build(&self.config, &self.state)));
@@ -235,6 +240,7 @@ impl Controller {
                 Some(()) = sighup.recv() => {
                     info!("SIGHUP: reloading");
                     let reply = self.reload();
+                    self.metrics.reload(reply.ok);
                     if !reply.ok {
                         error!(reason = %reply.message, "reload rejected; the running config keeps serving");
                     }
@@ -256,6 +262,9 @@ impl Controller {
 
     fn handle(&mut self, report: Report) -> Result<()> {
         let Report { target, check, outcome } = report;
+        if let Some(name) = self.state.targets.get(&target).and_then(|t| t.checks.get(check)).map(|c| &c.name) {
+            self.metrics.check(&target, name, outcome.ok, outcome.latency);
+        }
         if !outcome.ok {
             tracing::debug!(%target, check, detail = %outcome.detail, "check failed");
         }
@@ -309,12 +318,17 @@ impl Controller {
 impl Controller {
     fn request(&mut self, request: Request) -> Reply {
         match request {
-            Request::Status => Reply { ok: true, message: String::new(), status: Some(self.status()), explain: None },
+            Request::Status => Reply { status: Some(self.status()), ..Reply::ok("") },
+            Request::Stats => Reply { stats: Some(self.stats()), ..Reply::ok("") },
             Request::Explain { name, from, ecs, v6 } => match self.explain(&name, from, ecs.as_deref(), v6) {
-                Ok(explanation) => Reply { ok: true, message: String::new(), status: None, explain: Some(explanation) },
+                Ok(explanation) => Reply { explain: Some(explanation), ..Reply::ok("") },
                 Err(message) => Reply::error(message),
             },
-            Request::Reload => self.reload(),
+            Request::Reload => {
+                let reply = self.reload();
+                self.metrics.reload(reply.ok);
+                reply
+            }
             Request::Set { kind, name, action } => match self.set(kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
@@ -403,6 +417,8 @@ impl Controller {
         self.checkers.abort_all();
         self.running.clear();
         self.spawn_all();
+        let targets = &self.config.targets;
+        self.metrics.retain_targets(|t| targets.contains_key(t));
         info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
         Reply::ok(format!("reloaded {}", path.display()))
     }
@@ -513,6 +529,50 @@ impl Controller {
             pick: format!("{pick:?}").to_lowercase(),
             why,
         })
+    }
+
+    /// Counters from the XDP maps and what the controller recorded.
+    pub fn stats(&self) -> crate::metrics::Stats {
+        use crate::metrics::{NameStats, StateStats};
+        use primwatch_common::NameKey;
+        let config = &self.config;
+        let state = &self.state;
+        let xdp = match crate::dataplane::pinned_counters(&config.pin_dir) {
+            Ok(c) => crate::dataplane::counters_table(&c).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reading XDP counters");
+                Default::default()
+            }
+        };
+        let counts = self.writer.answer_counts();
+        let mut names = Vec::new();
+        let mut add = |name: &crate::dns_name::DnsName, view: &str, id: u32| {
+            let (a, aaaa) = counts.get(&NameKey::new(name.hash(), id)).copied().unwrap_or((0, 0));
+            names.push(NameStats { name: name.to_string().trim_end_matches('.').to_string(), view: view.to_string(), a_answers: a, aaaa_answers: aaaa });
+        };
+        for name in config.names.keys() {
+            add(name, "default", 0);
+        }
+        for (view_name, view) in &config.views {
+            for name in view.names.keys() {
+                add(name, view_name, view.id);
+            }
+        }
+        let targets = state
+            .targets
+            .iter()
+            .map(|(name, t)| StateStats { name: name.clone(), up: t.healthy, in_answers: state.target_eligible(name), since: t.since })
+            .collect();
+        let groups = config
+            .groups
+            .keys()
+            .map(|g| {
+                let up = state.group_qualifies(config, g);
+                let since = state.group_since.get(g).copied().unwrap_or(std::time::UNIX_EPOCH);
+                StateStats { name: g.clone(), up, in_answers: up && state.group_allowed(g) || state.group_forced_up(g), since }
+            })
+            .collect();
+        self.metrics.snapshot(xdp, names, targets, groups)
     }
 
     pub fn status(&self) -> Status {

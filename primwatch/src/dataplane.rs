@@ -34,11 +34,13 @@ const COUNTERS_MAP: &str = "COUNTERS";
 const VIEWS_V4_MAP: &str = "VIEWS_V4";
 const VIEWS_V6_MAP: &str = "VIEWS_V6";
 const SETTINGS_MAP: &str = "SETTINGS";
+const NAME_ANSWERS_MAP: &str = "NAME_ANSWERS";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 5] = [
+const PINS: [(&str, &str); 6] = [
+    (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (COUNTERS_MAP, COUNTERS_PIN),
     (VIEWS_V4_MAP, "views_v4"),
@@ -188,7 +190,8 @@ impl Dataplane {
     pub fn names_writer(&mut self) -> Result<NameMapWriter> {
         let map = self.ebpf.take_map(NAMES_MAP).ok_or_else(|| anyhow!("names map taken"))?;
         let map: HashMap<MapData, NameKey, NameRecords> = map.try_into()?;
-        Ok(NameMapWriter::new(map))
+        let answers = self.ebpf.take_map(NAME_ANSWERS_MAP).ok_or_else(|| anyhow!("name answers map taken"))?;
+        Ok(NameMapWriter::new(map, answers.try_into()?))
     }
 
     pub fn views_writer(&mut self) -> Result<ViewMapWriter> {

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod dataplane;
 pub mod dns_name;
 pub mod map_writer;
+pub mod metrics;
 pub mod pdns_backend;
 pub mod records;
 pub mod selection;

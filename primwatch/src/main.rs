@@ -63,6 +63,9 @@ enum CtlCommand {
     Status,
     /// Re-read the config file; an invalid one is rejected and the running one stays.
     Reload,
+    /// Answers per name and view, XDP verdicts, check results and latencies, target and
+    /// group states, map updates, reloads (what /metrics exports).
+    Stats,
     /// Why NAME answers what it answers for a client: view, groups, members, answer.
     Explain {
         name: String,
@@ -172,6 +175,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
     let request = match command {
         CtlCommand::Status => Request::Status,
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Stats => Request::Stats,
         CtlCommand::Target { name, action } => Request::Set { kind: Kind::Target, name, action: action.into() },
         CtlCommand::Group { name, action } => Request::Set { kind: Kind::Group, name, action: action.into() },
         CtlCommand::Explain { name, from, ecs, qtype } => {
@@ -188,6 +192,8 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else if let Some(status) = &reply.status {
         print_status(status);
+    } else if let Some(stats) = &reply.stats {
+        print_stats(stats);
     } else if let Some(e) = &reply.explain {
         println!("name    configured as {}", e.matched);
         println!("view    {}", e.view);
@@ -287,6 +293,47 @@ fn print_status(status: &Status) {
     }
 }
 
+fn print_stats(stats: &primwatch::metrics::Stats) {
+    let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("≤{:.1}ms", s * 1000.0));
+    println!("XDP");
+    for (verdict, count) in &stats.xdp {
+        println!("  {verdict:<24} {count}");
+    }
+    println!("ANSWERS (XDP)");
+    println!("  {:<32} {:<12} {:>12} {:>12}", "NAME", "VIEW", "A", "AAAA");
+    for n in &stats.names {
+        println!("  {:<32} {:<12} {:>12} {:>12}", n.name, n.view, n.a_answers, n.aaaa_answers);
+    }
+    println!("CHECKS");
+    println!("  {:<16} {:<12} {:>9} {:>9} {:>10} {:>10}", "TARGET", "CHECK", "OK", "FAILED", "P50", "P99");
+    for c in &stats.checks {
+        let h = &c.latency_seconds;
+        println!("  {:<16} {:<12} {:>9} {:>9} {:>10} {:>10}", c.target, c.check, c.ok, c.failed, ms(h.quantile(0.5)), ms(h.quantile(0.99)));
+    }
+    for (title, list) in [("TARGETS", &stats.targets), ("GROUPS", &stats.groups)] {
+        println!("{title}");
+        for s in list.iter() {
+            let state = match (s.up, s.in_answers) {
+                (true, true) => "up",
+                (true, false) => "up, out of answers",
+                (false, true) => "down, in answers",
+                (false, false) => "down",
+            };
+            println!("  {:<16} {:<20} since {}", s.name, state, control::format_time(s.since));
+        }
+    }
+    let m = &stats.map;
+    println!(
+        "MAPS     {} syncs, {} entries written, {} deleted, sync p50 {} p99 {}",
+        m.syncs,
+        m.entries_written,
+        m.entries_deleted,
+        ms(m.sync_seconds.quantile(0.5)),
+        ms(m.sync_seconds.quantile(0.99))
+    );
+    println!("RELOADS  {} applied, {} rejected", stats.reloads.applied, stats.reloads.rejected);
+}
+
 fn print_name(n: &primwatch::control::NameStatus) {
     println!("  {} (ttl {})", n.name, n.ttl);
     println!("      A    [{}] from {}", n.a.join(", "), n.a_from);
@@ -335,6 +382,9 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     }
     controller.set_dataplane_note(note);
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
+    if let Some(address) = config.metrics_listen {
+        primwatch::metrics::serve(address, requests_tx.clone()).await?;
+    }
     let _socket = control::listen(&config.control_socket, requests_tx)
         .with_context(|| format!("control socket {}", config.control_socket.display()))?;
     info!(port = config.port, pin_dir = %config.pin_dir.display(), control = %config.control_socket.display(), "serving");

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
-use primwatch_common::{NameKey, NameRecords, Settings, ViewMatch, SCOPE_FROM_SOURCE};
+use primwatch_common::{NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS, SCOPE_FROM_SOURCE};
 
 use crate::config::ViewConfig;
 
@@ -17,6 +17,11 @@ pub struct NameMapWriter {
     map: HashMap<MapData, NameKey, NameRecords>,
     /// What we last wrote, as bytes, so unchanged entries are not rewritten.
     written: BTreeMap<NameKey, Vec<u8>>,
+    /// Per-entry answer counters (NAME_ANSWERS) and which slot each entry has.
+    answers: PerCpuArray<MapData, u64>,
+    slots: BTreeMap<NameKey, u32>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -37,8 +42,36 @@ fn as_bytes(records: &NameRecords) -> &[u8] {
 }
 
 impl NameMapWriter {
-    pub fn new(map: HashMap<MapData, NameKey, NameRecords>) -> Self {
-        NameMapWriter { map, written: BTreeMap::new() }
+    pub fn new(map: HashMap<MapData, NameKey, NameRecords>, answers: PerCpuArray<MapData, u64>) -> Self {
+        NameMapWriter { map, written: BTreeMap::new(), answers, slots: BTreeMap::new(), free_slots: Vec::new(), next_slot: 0 }
+    }
+
+    /// The entry's counter slot; a new entry gets a free one, zeroed.
+    fn slot_for(&mut self, key: &NameKey) -> Result<u32> {
+        if let Some(slot) = self.slots.get(key) {
+            return Ok(*slot);
+        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None if (self.next_slot as usize) < NAME_STATS_SLOTS => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => anyhow::bail!("more than {NAME_STATS_SLOTS} names map entries"),
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for index in [slot * 2, slot * 2 + 1] {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
+            self.answers.set(index, zeros, 0).context("zeroing an answer counter")?;
+        }
+        self.slots.insert(*key, slot);
+        Ok(slot)
+    }
+
+    /// Answers XDP gave from each entry: (A, AAAA), summed over CPUs.
+    pub fn answer_counts(&self) -> BTreeMap<NameKey, (u64, u64)> {
+        let read = |index: u32| self.answers.get(&index, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        self.slots.iter().map(|(key, slot)| (*key, (read(slot * 2), read(slot * 2 + 1)))).collect()
     }
 
     /// Writes one entry (one atomic element replacement in the kernel).
@@ -50,9 +83,10 @@ impl NameMapWriter {
         Ok(())
     }
 
-    pub fn sync(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
+    pub fn sync(&mut self, mut desired: BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
-        for (key, records) in desired {
+        for (key, records) in desired.iter_mut() {
+            records.stats_slot = self.slot_for(key)?;
             let bytes = as_bytes(records);
             if self.written.get(key).is_some_and(|old| old == bytes) {
                 stats.unchanged += 1;
@@ -69,6 +103,9 @@ impl NameMapWriter {
                     .remove(&key)
                     .with_context(|| format!("deleting name hash {:#018x}", key.name_hash))?;
                 self.written.remove(&key);
+                if let Some(slot) = self.slots.remove(&key) {
+                    self.free_slots.push(slot);
+                }
                 stats.deleted += 1;
             }
         }

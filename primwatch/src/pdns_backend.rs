@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
+    control::SocketGuard,
     dns_name::DnsName,
     records::{Chosen, Pick},
     selection::{self, Health},
@@ -143,17 +144,8 @@ fn pick<A: Copy>(entry: &Entry, chosen: &Chosen<A>, record: impl Fn(A) -> Value,
     out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));
 }
 
-/// Removes the socket file when the controller goes.
-pub struct SocketFile(std::path::PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Serves the remote-backend protocol on `path` from the latest table in `answers`.
-pub fn listen(path: &Path, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketFile> {
+pub fn listen(path: &Path, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketGuard> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -176,7 +168,7 @@ pub fn listen(path: &Path, answers: watch::Receiver<Arc<AnswerTable>>) -> Result
             }
         }
     });
-    Ok(SocketFile(path.to_path_buf()))
+    Ok(SocketGuard(path.to_path_buf()))
 }
 
 async fn serve_connection(mut stream: UnixStream, answers: watch::Receiver<Arc<AnswerTable>>) {

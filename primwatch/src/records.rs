@@ -170,7 +170,7 @@ pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
 pub fn name_records(name: &DnsName, a: AnswerSet, aaaa: AnswerSet) -> NameRecords {
     NameRecords {
         name_len: name.wire().len() as u32,
-        _pad: 0,
+        stats_slot: 0, // the map writer assigns it
         name: name.padded(),
         a,
         aaaa,

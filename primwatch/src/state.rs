@@ -198,6 +198,8 @@ pub struct State {
     group_track: BTreeMap<String, (bool, bool)>,
     /// Whether each group qualified at the last update, to report changes.
     group_up: BTreeMap<String, bool>,
+    /// When each group's qualification last changed (or was first judged).
+    pub group_since: BTreeMap<String, SystemTime>,
     state_file: Option<PathBuf>,
     /// Some target's health changed since the state file was last written.
     pub health_unsaved: bool,
@@ -234,6 +236,7 @@ impl State {
             overrides,
             group_track: BTreeMap::new(),
             group_up: BTreeMap::new(),
+            group_since: BTreeMap::new(),
             state_file,
             health_unsaved: false,
         };
@@ -296,6 +299,8 @@ impl State {
         self.group_track.retain(|g, _| config.groups.contains_key(g));
         self.group_up = old.group_up.clone();
         self.group_up.retain(|g, _| config.groups.contains_key(g));
+        self.group_since = old.group_since.clone();
+        self.group_since.retain(|g, _| config.groups.contains_key(g));
     }
 
     /// Applies one check result; returns the target's change of health, if any.
@@ -362,9 +367,14 @@ impl State {
                     held_any = true;
                 }
             }
-            if let Some(was) = self.group_up.insert(name.clone(), qualifies) {
-                if was != qualifies {
+            match self.group_up.insert(name.clone(), qualifies) {
+                Some(was) if was != qualifies => {
+                    self.group_since.insert(name.clone(), SystemTime::now());
                     changes.push(Change { name: name.clone(), healthy: qualifies, reason });
+                }
+                Some(_) => {}
+                None => {
+                    self.group_since.entry(name.clone()).or_insert_with(SystemTime::now);
                 }
             }
         }

@@ -42,7 +42,7 @@ impl Harness {
         let config = Config::parse(Path::new("harness.toml"), &text)?;
         let mut dataplane = Dataplane::load(port)?;
         let mut names = dataplane.names_writer()?;
-        names.sync(&records::desired_entries(&config, health))?;
+        names.sync(records::desired_entries(&config, health))?;
         dataplane.views_writer()?.sync(&config.views, config.wildcard_names())?;
         Ok(Harness { dataplane, names })
     }

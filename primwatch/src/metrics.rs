@@ -1,0 +1,373 @@
+//! Observability: what the controller counts (check results and latencies, map
+//! updates, reloads), the `Stats` snapshot `ctl stats` prints, and the same snapshot
+//! as Prometheus text on an optional HTTP listener (GET /metrics).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::{info, warn};
+
+use crate::control::{Incoming, Request};
+
+/// Check latency buckets, seconds.
+const CHECK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Map sync (one publish: names, views, settings) buckets, seconds.
+const SYNC_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
+
+/// A fixed-bucket histogram; `counts[i]` holds observations ≤ `bounds[i]` and above
+/// the bound before (the last count is above every bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Histogram {
+        Histogram { bounds: bounds.to_vec(), counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        self.counts[bucket] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (None if empty or beyond
+    /// the last bound).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return self.bounds.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckStats {
+    pub target: String,
+    pub check: String,
+    pub ok: u64,
+    pub failed: u64,
+    pub latency_seconds: Histogram,
+}
+
+/// What the controller counts as it runs.
+pub struct Recorder {
+    checks: BTreeMap<(String, String), CheckStats>,
+    map: MapStats,
+    reloads: ReloadStats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapStats {
+    /// Publishes: each writes what changed in the names map, the view tries and settings.
+    pub syncs: u64,
+    pub entries_written: u64,
+    pub entries_deleted: u64,
+    pub sync_seconds: Histogram,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReloadStats {
+    pub applied: u64,
+    pub rejected: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            checks: BTreeMap::new(),
+            map: MapStats { syncs: 0, entries_written: 0, entries_deleted: 0, sync_seconds: Histogram::new(SYNC_BUCKETS) },
+            reloads: ReloadStats::default(),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn check(&mut self, target: &str, check: &str, ok: bool, latency: Duration) {
+        let stats = self.checks.entry((target.to_string(), check.to_string())).or_insert_with(|| CheckStats {
+            target: target.to_string(),
+            check: check.to_string(),
+            ok: 0,
+            failed: 0,
+            latency_seconds: Histogram::new(CHECK_BUCKETS),
+        });
+        if ok {
+            stats.ok += 1;
+        } else {
+            stats.failed += 1;
+        }
+        stats.latency_seconds.observe(latency.as_secs_f64());
+    }
+
+    pub fn map_sync(&mut self, written: usize, deleted: usize, took: Duration) {
+        self.map.syncs += 1;
+        self.map.entries_written += written as u64;
+        self.map.entries_deleted += deleted as u64;
+        self.map.sync_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn reload(&mut self, applied: bool) {
+        if applied {
+            self.reloads.applied += 1;
+        } else {
+            self.reloads.rejected += 1;
+        }
+    }
+
+    /// Forgets checks of targets no longer configured (after a reload).
+    pub fn retain_targets(&mut self, keep: impl Fn(&str) -> bool) {
+        self.checks.retain(|(target, _), _| keep(target));
+    }
+
+    pub fn snapshot(&self, xdp: BTreeMap<String, u64>, names: Vec<NameStats>, targets: Vec<StateStats>, groups: Vec<StateStats>) -> Stats {
+        Stats {
+            xdp,
+            names,
+            checks: self.checks.values().cloned().collect(),
+            targets,
+            groups,
+            map: self.map.clone(),
+            reloads: self.reloads.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameStats {
+    pub name: String,
+    /// "default" or the view's name.
+    pub view: String,
+    pub a_answers: u64,
+    pub aaaa_answers: u64,
+}
+
+/// A target's or group's state: up (healthy / qualifies), in answers (after overrides
+/// and holds), and since when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateStats {
+    pub name: String,
+    pub up: bool,
+    pub in_answers: bool,
+    pub since: SystemTime,
+}
+
+/// Everything `ctl stats` and /metrics show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    /// XDP verdict counters (answered, pass_*), summed over CPUs.
+    pub xdp: BTreeMap<String, u64>,
+    pub names: Vec<NameStats>,
+    pub checks: Vec<CheckStats>,
+    pub targets: Vec<StateStats>,
+    pub groups: Vec<StateStats>,
+    pub map: MapStats,
+    pub reloads: ReloadStats,
+}
+
+/// Prometheus label values: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn histogram(out: &mut String, metric: &str, labels: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, count) in h.bounds.iter().zip(&h.counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{metric}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{metric}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{metric}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{metric}_count{{{labels}}} {}", h.count);
+}
+
+/// The Prometheus text exposition format (version 0.0.4).
+pub fn prometheus_text(stats: &Stats) -> String {
+    let mut out = String::new();
+    let help = |out: &mut String, metric: &str, kind: &str, text: &str| {
+        let _ = writeln!(out, "# HELP {metric} {text}\n# TYPE {metric} {kind}");
+    };
+    help(&mut out, "primwatch_xdp_answers_total", "counter", "Queries answered by XDP, per name, view and type.");
+    for n in &stats.names {
+        for (qtype, count) in [("A", n.a_answers), ("AAAA", n.aaaa_answers)] {
+            let _ = writeln!(
+                out,
+                "primwatch_xdp_answers_total{{name=\"{}\",view=\"{}\",type=\"{qtype}\"}} {count}",
+                label(&n.name),
+                label(&n.view)
+            );
+        }
+    }
+    help(&mut out, "primwatch_xdp_packets_total", "counter", "Packets seen by XDP, by verdict (answered, or why passed to the kernel).");
+    for (verdict, count) in &stats.xdp {
+        let _ = writeln!(out, "primwatch_xdp_packets_total{{verdict=\"{}\"}} {count}", label(verdict));
+    }
+    help(&mut out, "primwatch_check_results_total", "counter", "Health check runs per target, check and result.");
+    for c in &stats.checks {
+        let (t, k) = (label(&c.target), label(&c.check));
+        let _ = writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"ok\"}} {}", c.ok);
+        let _ = writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"fail\"}} {}", c.failed);
+    }
+    help(&mut out, "primwatch_check_latency_seconds", "histogram", "Health check duration per target and check.");
+    for c in &stats.checks {
+        histogram(&mut out, "primwatch_check_latency_seconds", &format!("target=\"{}\",check=\"{}\"", label(&c.target), label(&c.check)), &c.latency_seconds);
+    }
+    for (kind, list) in [("target", &stats.targets), ("group", &stats.groups)] {
+        help(&mut out, &format!("primwatch_{kind}_up"), "gauge", &format!("1 if the {kind} is healthy (a group: has its minimum of eligible members)."));
+        for s in list.iter() {
+            let _ = writeln!(out, "primwatch_{kind}_up{{{kind}=\"{}\"}} {}", label(&s.name), s.up as u8);
+        }
+        help(&mut out, &format!("primwatch_{kind}_in_answers"), "gauge", &format!("1 if the {kind} is in answers (after overrides and preempt holds)."));
+        for s in list.iter() {
+            let _ = writeln!(out, "primwatch_{kind}_in_answers{{{kind}=\"{}\"}} {}", label(&s.name), s.in_answers as u8);
+        }
+        help(&mut out, &format!("primwatch_{kind}_last_change_timestamp_seconds"), "gauge", &format!("When the {kind}'s state last changed (Unix time)."));
+        for s in list.iter() {
+            let _ = writeln!(out, "primwatch_{kind}_last_change_timestamp_seconds{{{kind}=\"{}\"}} {:.3}", label(&s.name), unix_seconds(s.since));
+        }
+    }
+    help(&mut out, "primwatch_map_syncs_total", "counter", "Times the answers were recomputed and written to the BPF maps.");
+    let _ = writeln!(out, "primwatch_map_syncs_total {}", stats.map.syncs);
+    help(&mut out, "primwatch_map_entry_updates_total", "counter", "Names map entries written or deleted.");
+    let _ = writeln!(out, "primwatch_map_entry_updates_total{{op=\"write\"}} {}", stats.map.entries_written);
+    let _ = writeln!(out, "primwatch_map_entry_updates_total{{op=\"delete\"}} {}", stats.map.entries_deleted);
+    help(&mut out, "primwatch_map_sync_duration_seconds", "histogram", "Time to write one change of answers into the maps.");
+    histogram(&mut out, "primwatch_map_sync_duration_seconds", "", &stats.map.sync_seconds);
+    help(&mut out, "primwatch_reloads_total", "counter", "Config reloads by result.");
+    let _ = writeln!(out, "primwatch_reloads_total{{result=\"applied\"}} {}", stats.reloads.applied);
+    let _ = writeln!(out, "primwatch_reloads_total{{result=\"rejected\"}} {}", stats.reloads.rejected);
+    out
+}
+
+/// Serves GET /metrics on `address`, asking the controller for a snapshot per scrape.
+pub async fn serve(address: SocketAddr, requests: mpsc::Sender<Incoming>) -> Result<()> {
+    let listener = TcpListener::bind(address).await.with_context(|| format!("metrics listener on {address}"))?;
+    info!(%address, "Prometheus metrics on /metrics");
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let requests = requests.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = scrape(stream, requests).await {
+                            warn!(error = %format!("{e:#}"), "metrics request");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "metrics accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn scrape(mut stream: TcpStream, requests: mpsc::Sender<Incoming>) -> Result<()> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    // Read the request head (bounded, and in bounded time).
+    let path = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                anyhow::bail!("closed before the request head");
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            if let httparse::Status::Complete(_) = request.parse(&buffer)? {
+                return Ok((request.method.unwrap_or("").to_string(), request.path.unwrap_or("").to_string()));
+            }
+            if buffer.len() > 16 * 1024 {
+                anyhow::bail!("request head too large");
+            }
+        }
+    })
+    .await
+    .context("request head timed out")??;
+    let (status, body) = match (path.0.as_str(), path.1.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => {
+            let (tx, rx) = oneshot::channel();
+            requests.send((Request::Stats, tx)).await.context("controller gone")?;
+            match rx.await?.stats {
+                Some(stats) => ("200 OK", prometheus_text(&stats)),
+                None => ("500 Internal Server Error", "no stats\n".to_string()),
+            }
+        }
+        ("GET", _) => ("404 Not Found", "try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "GET only\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_quantiles() {
+        let mut h = Histogram::new(&[0.001, 0.01, 0.1]);
+        for v in [0.0005, 0.002, 0.003, 0.05, 7.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts, [1, 2, 1, 1]);
+        assert_eq!(h.count, 5);
+        assert_eq!(h.quantile(0.5), Some(0.01));
+        assert_eq!(h.quantile(0.2), Some(0.001));
+        assert_eq!(h.quantile(1.0), None, "beyond the last bound");
+    }
+
+    #[test]
+    fn prometheus_text_has_cumulative_buckets_and_escaped_labels() {
+        let mut r = Recorder::default();
+        r.check("web\"1", "http", true, Duration::from_millis(2));
+        r.check("web\"1", "http", false, Duration::from_millis(20));
+        r.map_sync(3, 1, Duration::from_micros(80));
+        let names = vec![NameStats { name: "www.example.test".into(), view: "default".into(), a_answers: 5, aaaa_answers: 0 }];
+        let xdp = [("answered".to_string(), 5u64)].into_iter().collect();
+        let text = prometheus_text(&r.snapshot(xdp, names, vec![], vec![]));
+        assert!(text.contains("primwatch_xdp_answers_total{name=\"www.example.test\",view=\"default\",type=\"A\"} 5"), "{text}");
+        assert!(text.contains("primwatch_check_results_total{target=\"web\\\"1\",check=\"http\",result=\"fail\"} 1"), "{text}");
+        assert!(text.contains("primwatch_check_latency_seconds_bucket{target=\"web\\\"1\",check=\"http\",le=\"0.0025\"} 1"), "{text}");
+        assert!(text.contains("primwatch_check_latency_seconds_bucket{target=\"web\\\"1\",check=\"http\",le=\"0.025\"} 2"), "{text}");
+        assert!(text.contains("primwatch_map_entry_updates_total{op=\"write\"} 3"));
+        assert!(text.contains("primwatch_map_sync_duration_seconds_bucket{le=\"0.0001\"} 1"), "{text}");
+        assert!(text.contains("primwatch_xdp_packets_total{verdict=\"answered\"} 5"));
+    }
+}

@@ -147,16 +147,22 @@ pub struct LoadResult {
     pub sent: u32,
     /// Replies per accepted set, in the order given.
     pub per_set: Vec<u32>,
+    /// Queries without a reply (timeouts, errors).
+    pub lost: u32,
+    /// Replies with none of the accepted sets (mixed, or from the DNS server behind).
+    pub wrong: u32,
+    /// The first few of either, described.
     pub bad: Vec<String>,
 }
 
 impl LoadResult {
     pub fn assert_clean(&self) {
         assert!(
-            self.bad.is_empty(),
-            "{} of {} replies wrong or missing: {:?}",
-            self.bad.len(),
+            self.lost == 0 && self.wrong == 0,
+            "of {} queries {} lost, {} wrong: {:?}",
             self.sent,
+            self.lost,
+            self.wrong,
             &self.bad[..self.bad.len().min(5)]
         );
     }
@@ -176,7 +182,7 @@ impl World {
         let client = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut result = LoadResult { sent: 0, per_set: vec![0; accepted.len()], bad: Vec::new() };
+                let mut result = LoadResult { sent: 0, per_set: vec![0; accepted.len()], lost: 0, wrong: 0, bad: Vec::new() };
                 while !stop.load(Ordering::SeqCst) {
                     result.sent += 1;
                     let id = result.sent as u16;
@@ -187,10 +193,20 @@ impl World {
                             let got: BTreeSet<String> = dns::addresses(&msg).iter().map(|a| a.to_string()).collect();
                             match accepted.iter().position(|s| *s == got) {
                                 Some(i) => result.per_set[i] += 1,
-                                None => result.bad.push(format!("reply {id}: {got:?} rcode {:?}", msg.response_code())),
+                                None => {
+                                    result.wrong += 1;
+                                    if result.bad.len() < 20 {
+                                        result.bad.push(format!("reply {id}: {got:?} rcode {:?}", msg.response_code()));
+                                    }
+                                }
                             }
                         }
-                        Err(e) => result.bad.push(format!("query {id}: {e:#}")),
+                        Err(e) => {
+                            result.lost += 1;
+                            if result.bad.len() < 20 {
+                                result.bad.push(format!("query {id}: {e:#}"));
+                            }
+                        }
                     }
                 }
                 result

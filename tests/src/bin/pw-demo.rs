@@ -37,24 +37,7 @@ fn main() -> Result<()> {
     // Three HTTP backends in their own namespace; the client can reach them too.
     let backends_net = BackendNet::new(&lab)?;
     let mut backends = backends_net.serve_http(config.targets.values().map(|t| t.address))?;
-    // PowerDNS serves the whole zone, including the names XDP answers (same records),
-    // so TCP and DNSSEC clients, which XDP passes up, get the same addresses.
-    let mut records: Vec<String> = vec!["other 300 IN A 192.0.2.99".into(), "@ 300 IN MX 10 mail".into(), "mail 300 IN A 192.0.2.25".into()];
-    for (name, entry) in &config.names {
-        let owner = name.to_string();
-        let (a, aaaa) = primwatch::selection::choose(&config, entry, &primwatch::selection::AllUp);
-        for (address, _) in &a.records {
-            records.push(format!("{owner} {} IN A {address}", entry.ttl));
-        }
-        for (address, _) in &aaaa.records {
-            records.push(format!("{owner} {} IN AAAA {address}", entry.ttl));
-        }
-    }
-    let refs: Vec<&str> = records.iter().map(String::as_str).collect();
-    let zone = pdns::zone("example.test", lab.server_addr(false), &refs);
-    let powerdns = pdns::PowerDns::start(&lab.server_ns, &[lab.server_addr(false), lab.server_addr(true)], "example.test", &zone)?;
-    println!("PowerDNS is serving example.test in namespace {}", lab.server_ns);
-
+    // primwatch first: PowerDNS connects to its remote-backend socket when it starts.
     let mut primwatch = netns::command(&lab.server_ns, controller::binary().to_str().context("path")?)
         .arg("run")
         .arg("--config")
@@ -63,7 +46,22 @@ fn main() -> Result<()> {
         .context("starting primwatch")?;
     std::thread::sleep(Duration::from_millis(800));
 
-    let c = &lab.client_ns;
+    // PowerDNS has the zone's other records (SOA, NS, MX, ...) in a zone file and asks
+    // primwatch for the names it manages, so TCP and DNSSEC clients, which XDP passes
+    // up, get the same health-checked addresses.
+    let records = ["other 300 IN A 192.0.2.99", "@ 300 IN MX 10 mail", "mail 300 IN A 192.0.2.25"];
+    let zone = pdns::zone("example.test", lab.server_addr(false), &records);
+    let socket = config.powerdns_socket.clone().context("demo.toml has [powerdns]")?;
+    let remote = format!(
+        "launch=remote,bind\nremote-connection-string=unix:path={}\n\
+         cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
+        socket.display()
+    );
+    let addresses = [lab.server_addr(false), lab.server_addr(true)];
+    let powerdns = pdns::PowerDns::start_with(&lab.server_ns, &addresses, "example.test", &zone, &remote)?;
+    println!("PowerDNS is serving example.test in namespace {} (launch=remote,bind)", lab.server_ns);
+
+    let (c, s) = (&lab.client_ns, &lab.server_ns);
     println!(
         "\nprimwatch answers {} from XDP on {}. Try, in another terminal:\n\n\
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A        # XDP\n\
@@ -75,6 +73,9 @@ fn main() -> Result<()> {
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock status\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock target tokyo1 down\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock group osaka priority 200\n\
+         \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock stats\n\
+         \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock explain www.example.test --from 10.77.0.2\n\
+         \x20 nsenter --net=/run/netns/{s} curl -s 127.0.0.1:9153/metrics   # Prometheus\n\
          \x20 target/release/primwatch counters                           # XDP counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/names\n\n\

@@ -34,6 +34,7 @@ aaaa = ["2001:db8::10"]
 a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.1.0.7", "10.1.0.8"]
 "#;
 
+mod continuity;
 mod failover;
 mod scale;
 
@@ -74,6 +75,9 @@ fn main() -> Result<()> {
     }
     if wanted("scale") {
         scale::run()?;
+    }
+    if wanted("continuity") {
+        continuity::run()?;
     }
     Ok(())
 }

@@ -1,0 +1,75 @@
+//! Changing primwatch under load: a client sends queries back to back (each waits for
+//! its reply, 1.5 s timeout) while the controller is reloaded 20 times with configs that
+//! move the name between two groups, restarted cleanly (SIGTERM, start) and killed
+//! (SIGKILL, start). A lost query is one without a reply; a wrong one has neither set
+//! (mixed, or PowerDNS's own record because XDP was gone).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use primwatch_tests::world::{set, world, LoadResult, WEB1, WEB2, WEB3};
+
+const CONFIG: &str = r#"
+[groups.tokyo]
+members = ["web1", "web2"]
+priority = 100
+policy = "all"
+[groups.osaka]
+members = ["web3"]
+priority = 50
+policy = "all"
+[names."www.example.test"]
+groups = ["tokyo", "osaka"]
+"#;
+
+fn row(what: &str, result: &LoadResult, took: Duration) {
+    println!(
+        "| {what} | {} | {} | {} | {:.1} |",
+        result.sent,
+        result.lost,
+        result.wrong,
+        took.as_secs_f64()
+    );
+}
+
+pub fn run() -> Result<()> {
+    println!("\n## Reloads, restarts and kill -9 under a steady query load\n");
+    println!("| event | queries | lost | wrong or mixed | seconds |");
+    println!("|---|---|---|---|---|");
+    let mut w = world(CONFIG);
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(3));
+    let tokyo = std::fs::read_to_string(w.controller_config_path())?;
+    let osaka = tokyo.replace("groups = [\"tokyo\", \"osaka\"]", "groups = [\"osaka\"]");
+    let accepted = || vec![set(&[WEB1, WEB2]), set(&[WEB3])];
+
+    let started = Instant::now();
+    let load = w.steady_load("www.example.test", accepted());
+    for i in 0..20 {
+        std::fs::write(w.controller_config_path(), if i % 2 == 0 { &osaka } else { &tokyo })?;
+        let reply = w.controller.ctl(&["reload"])?;
+        ensure!(reply["ok"] == true, "reload refused: {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = load.finish();
+    ensure!(result.per_set.iter().all(|n| *n > 0), "both configs served: {result:?}");
+    row("20 reloads changing the records", &result, started.elapsed());
+
+    let started = Instant::now();
+    let load = w.steady_load("www.example.test", accepted());
+    for _ in 0..5 {
+        w.controller.restart()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    row("5 restarts (SIGTERM, start: adopts the pinned link)", &load.finish(), started.elapsed());
+
+    let started = Instant::now();
+    let load = w.steady_load("www.example.test", accepted());
+    for _ in 0..5 {
+        w.controller.kill()?;
+        std::thread::sleep(Duration::from_millis(500)); // nothing runs the checks meanwhile
+        w.controller.start_again()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    row("5 × kill -9, 0.5 s dead, start", &load.finish(), started.elapsed());
+    Ok(())
+}

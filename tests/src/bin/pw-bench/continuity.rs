@@ -71,5 +71,16 @@ pub fn run() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     row("5 × kill -9, 0.5 s dead, start", &load.finish(), started.elapsed());
+
+    // For contrast, the old way: detach on stop, attach on start. The queries in
+    // between reach PowerDNS, which does not know the name here.
+    std::fs::write(w.controller_config_path(), tokyo.replacen("[server]\n", "[server]\non_stop = \"detach\"\n", 1))?;
+    ensure!(w.controller.ctl(&["reload"])?["ok"] == true, "reload with on_stop = detach");
+    let started = Instant::now();
+    let load = w.steady_load("www.example.test", accepted());
+    std::thread::sleep(Duration::from_millis(200));
+    w.controller.restart()?;
+    std::thread::sleep(Duration::from_millis(200));
+    row("contrast: 1 restart with on_stop = \"detach\"", &load.finish(), started.elapsed());
     Ok(())
 }

@@ -147,7 +147,12 @@ fn main() -> ExitCode {
         Command::Detach { pin_dir } => dataplane::detach_pinned(&pin_dir).map(|removed| {
             println!("removed {} pins from {}: {}", removed.len(), pin_dir.display(), removed.join(" "));
         }),
-        Command::Ctl { socket, json, command } => ctl(&socket, json, command),
+        Command::Ctl { socket, json, command } => {
+            // Like other Unix tools, end quietly when the reader goes (`ctl stats | head`).
+            // Only here: the daemon must see EPIPE on a socket, not die of SIGPIPE.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            ctl(&socket, json, command)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -372,6 +377,18 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
                 dataplane.shutdown()?;
                 return Err(e);
             }
+        }
+    }
+    // A link left on an interface the config no longer names would go on answering
+    // stale answers with nobody updating them: take it off.
+    for interface in left_attached.iter().filter(|i| !config.interfaces.contains(i)) {
+        let pin = dataplane::link_pin(&config.pin_dir, interface);
+        match std::fs::remove_file(&pin) {
+            Ok(()) => {
+                warn!(interface, "detached XDP left by the previous run on an interface no longer configured");
+                attachments.push(format!("{interface}: detached (no longer configured)"));
+            }
+            Err(e) => error!(interface, error = %e, "cannot remove the previous run's link pin {}", pin.display()),
         }
     }
     let note = dataplane_note(&left_attached, controller.previous_run(), &attachments);

@@ -290,3 +290,19 @@ fn invalid_config_is_rejected_before_anything_is_attached() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
+
+#[test]
+fn a_start_without_an_interface_takes_the_previous_runs_xdp_off_it() {
+    let mut s = setup(XdpMode::Skb);
+    assert!(s.controller.stop().unwrap().success());
+    assert!(xdp_attached(&s.lab.server_ns), "left attached by the stop");
+    // The next run serves another interface only: the old link must not stay behind,
+    // answering what nobody updates any more.
+    s.controller.write_config(&config("skb", "").replace(&format!("[\"{SERVER_IF}\"]"), "[\"lo\"]")).unwrap();
+    s.controller.start_again().unwrap();
+    assert!(!xdp_attached(&s.lab.server_ns), "XDP taken off {SERVER_IF}");
+    let status = s.controller.ctl(&["status"]).unwrap();
+    let note = status["status"]["dataplane"].as_str().unwrap();
+    assert!(note.contains("stopped cleanly") && note.contains(&format!("{SERVER_IF}: detached (no longer configured)")), "{note}");
+    assert!(s.controller.log().contains("no longer configured"));
+}

@@ -16,6 +16,16 @@ use primwatch_tests::{
     lab::Lab,
 };
 
+/// primwatch, stopped (SIGTERM, then wait) however the demo ends.
+struct Stopping(std::process::Child);
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -38,20 +48,24 @@ fn main() -> Result<()> {
     let backends_net = BackendNet::new(&lab)?;
     let mut backends = backends_net.serve_http(config.targets.values().map(|t| t.address))?;
     // primwatch first: PowerDNS connects to its remote-backend socket when it starts.
-    let mut primwatch = netns::command(&lab.server_ns, controller::binary().to_str().context("path")?)
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .spawn()
-        .context("starting primwatch")?;
-    std::thread::sleep(Duration::from_millis(800));
+    let mut primwatch = Stopping(
+        netns::command(&lab.server_ns, controller::binary().to_str().context("path")?)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .spawn()
+            .context("starting primwatch")?,
+    );
+    let socket = config.powerdns_socket.clone().context("demo.toml has [powerdns]")?;
+    if primwatch_tests::wait_for(Duration::from_secs(20), || socket.exists().then_some(())).is_none() {
+        anyhow::bail!("primwatch did not start (no {})", socket.display());
+    }
 
     // PowerDNS has the zone's other records (SOA, NS, MX, ...) in a zone file and asks
     // primwatch for the names it manages, so TCP and DNSSEC clients, which XDP passes
     // up, get the same health-checked addresses.
     let records = ["other 300 IN A 192.0.2.99", "@ 300 IN MX 10 mail", "mail 300 IN A 192.0.2.25"];
     let zone = pdns::zone("example.test", lab.server_addr(false), &records);
-    let socket = config.powerdns_socket.clone().context("demo.toml has [powerdns]")?;
     let remote = format!(
         "launch=remote,bind\nremote-connection-string=unix:path={}\n\
          cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
@@ -96,7 +110,7 @@ fn main() -> Result<()> {
     });
     let mut stopped = false;
     while !STOP.load(Ordering::SeqCst) {
-        if let Some(status) = primwatch.try_wait()? {
+        if let Some(status) = primwatch.0.try_wait()? {
             println!("primwatch exited ({status})");
             break;
         }
@@ -112,8 +126,7 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    unsafe { libc::kill(primwatch.id() as i32, libc::SIGTERM) };
-    let _ = primwatch.wait();
+    drop(primwatch);
     drop(powerdns);
     drop(backends);
     drop(backends_net);

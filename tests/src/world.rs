@@ -18,6 +18,19 @@ use crate::{
     wait_for,
 };
 
+/// Two sites for the world's backends: Tokyo (web1, web2) primary, Osaka (web3)
+/// backup, both answering with every eligible member. Names are added by each test.
+pub const SITE_GROUPS: &str = r#"
+[groups.tokyo]
+members = ["web1", "web2"]
+priority = 100
+policy = "all"
+[groups.osaka]
+members = ["web3"]
+priority = 50
+policy = "all"
+"#;
+
 pub const WEB1: &str = "10.99.1.11";
 pub const WEB2: &str = "10.99.1.12";
 pub const WEB3: &str = "10.99.1.13";

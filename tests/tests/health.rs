@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use primwatch_tests::world::{world, WEB1, WEB2, WEB3};
+use primwatch_tests::world::{world, SITE_GROUPS, WEB1, WEB2, WEB3};
 
 const GROUP_ALL: &str = r#"
 [groups.web]
@@ -48,21 +48,8 @@ fn a_dead_backend_leaves_the_answers_and_comes_back() {
 
 #[test]
 fn priority_failover_from_tokyo_to_osaka_and_back() {
-    let mut w = world(
-        r#"
-[groups.tokyo]
-members = ["web1", "web2"]
-priority = 100
-policy = "all"
-[groups.osaka]
-members = ["web3"]
-priority = 50
-policy = "all"
-
-[names."www.example.test"]
-groups = ["osaka", "tokyo"]
-"#,
-    );
+    // Listed Osaka first: priority, not the order, decides.
+    let mut w = world(&format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"osaka\", \"tokyo\"]\n"));
     w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(3));
     w.backends[0].stop();
     w.expect("www.example.test", &[WEB2], Duration::from_secs(3));

@@ -4,21 +4,12 @@
 
 use std::time::Duration;
 
-use primwatch_tests::world::{set, world, World, WEB1, WEB2, WEB3};
+use primwatch_tests::world::{set, world, World, SITE_GROUPS, WEB1, WEB2, WEB3};
 
-const SITES: &str = r#"
-[groups.tokyo]
-members = ["web1", "web2"]
-priority = 100
-policy = "all"
-[groups.osaka]
-members = ["web3"]
-priority = 50
-policy = "all"
-
-[names."www.example.test"]
-groups = ["tokyo", "osaka"]
-"#;
+/// Tokyo primary, Osaka backup for www.
+fn sites() -> String {
+    format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n")
+}
 
 const SECOND: Duration = Duration::from_secs(1);
 const SOON: Duration = Duration::from_secs(3);
@@ -35,7 +26,7 @@ fn target<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 
 #[test]
 fn status_shows_targets_groups_and_names() {
-    let mut w = world(SITES);
+    let mut w = world(&sites());
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     w.backends[1].stop();
     w.expect("www.example.test", &[WEB1], SOON);
@@ -76,7 +67,7 @@ fn status_shows_targets_groups_and_names() {
 
 #[test]
 fn forcing_targets_and_groups() {
-    let mut w = world(SITES);
+    let mut w = world(&sites());
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     ok(&w, &["target", "web2", "down"]);
     w.expect("www.example.test", &[WEB1], SECOND);
@@ -113,7 +104,7 @@ fn forcing_targets_and_groups() {
 
 #[test]
 fn preempt_off_holds_a_recovered_target_until_failback() {
-    let body = SITES.to_string()
+    let body = sites()
         + r#"
 [names."single.example.test"]
 groups = ["tokyo"]
@@ -138,7 +129,7 @@ groups = ["tokyo"]
 
 #[test]
 fn preempt_off_keeps_the_backup_site_until_failback() {
-    let body = SITES.replace("priority = 100\npolicy = \"all\"", "priority = 100\npolicy = \"all\"\npreempt = false");
+    let body = sites().replace("priority = 100\npolicy = \"all\"", "priority = 100\npolicy = \"all\"\npreempt = false");
     let mut w = world(&body);
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     w.backends[0].stop();
@@ -154,7 +145,7 @@ fn preempt_off_keeps_the_backup_site_until_failback() {
 
 #[test]
 fn overrides_and_holds_survive_a_restart() {
-    let mut w = world(SITES);
+    let mut w = world(&sites());
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     ok(&w, &["target", "web2", "down"]);
     ok(&w, &["group", "osaka", "priority", "300"]);
@@ -171,7 +162,7 @@ fn overrides_and_holds_survive_a_restart() {
 
 #[test]
 fn reload_applies_a_valid_config_and_rejects_a_bad_one() {
-    let mut w = world(SITES);
+    let mut w = world(&sites());
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     let template = std::fs::read_to_string(w.controller_config_path()).unwrap();
 
@@ -229,7 +220,7 @@ groups = ["web"]
 
 #[test]
 fn twenty_reloads_under_load_lose_nothing_and_never_mix() {
-    let w = world(SITES);
+    let w = world(&sites());
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     let tokyo = std::fs::read_to_string(w.controller_config_path()).unwrap();
     // The other config moves the name to Osaka and gives it a second, fixed name.
@@ -250,7 +241,7 @@ fn twenty_reloads_under_load_lose_nothing_and_never_mix() {
 
 #[test]
 fn restart_and_kill_9_lose_no_query_and_keep_last_known_health() {
-    let mut w = world(SITES);
+    let mut w = world(&sites());
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     w.backends[1].stop();
     w.expect("www.example.test", &[WEB1], SOON);

@@ -13,19 +13,10 @@ use std::{
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use primwatch_tests::{
     dns::{self, EdnsQuery},
-    world::{set, world_with, World, PDNS_PASS, WEB1, WEB2, WEB3},
+    world::{set, world_with, World, PDNS_PASS, SITE_GROUPS, WEB1, WEB2, WEB3},
 };
 
-const CONFIG: &str = r#"
-[groups.tokyo]
-members = ["web1", "web2"]
-priority = 100
-policy = "all"
-[groups.osaka]
-members = ["web3"]
-priority = 50
-policy = "all"
-
+const NAMES: &str = r#"
 [names."www.example.test"]
 groups = ["tokyo", "osaka"]
 
@@ -62,7 +53,7 @@ fn ecs(prefix: [u8; 3]) -> EdnsQuery {
 
 #[test]
 fn passed_queries_get_the_same_health_aware_answers_from_powerdns() {
-    let mut w = world_with(CONFIG, true);
+    let mut w = world_with(&format!("{SITE_GROUPS}{NAMES}"), true);
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     let before = w.pdns.stat("tcp-queries").unwrap_or(0);
     assert_eq!(tcp_set(&w, "www.example.test"), set(&[WEB1, WEB2]));
@@ -100,7 +91,7 @@ fn passed_queries_get_the_same_health_aware_answers_from_powerdns() {
 
 #[test]
 fn udp_and_tcp_agree_while_targets_flap() {
-    let mut w = world_with(CONFIG, true);
+    let mut w = world_with(&format!("{SITE_GROUPS}{NAMES}"), true);
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     let mut web2 = w.backends.remove(1);
     // Real flapping: web2's backend goes away and comes back; checks notice on their own.

@@ -7,20 +7,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use primwatch_tests::world::{set, world, LoadResult, WEB1, WEB2, WEB3};
+use primwatch_tests::world::{set, world, LoadResult, SITE_GROUPS, WEB1, WEB2, WEB3};
 
-const CONFIG: &str = r#"
-[groups.tokyo]
-members = ["web1", "web2"]
-priority = 100
-policy = "all"
-[groups.osaka]
-members = ["web3"]
-priority = 50
-policy = "all"
-[names."www.example.test"]
-groups = ["tokyo", "osaka"]
-"#;
+
 
 fn row(what: &str, result: &LoadResult, took: Duration) {
     println!(
@@ -36,7 +25,7 @@ pub fn run() -> Result<()> {
     println!("\n## Reloads, restarts and kill -9 under a steady query load\n");
     println!("| event | queries | lost | wrong or mixed | seconds |");
     println!("|---|---|---|---|---|");
-    let mut w = world(CONFIG);
+    let mut w = world(&format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n"));
     w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(3));
     let tokyo = std::fs::read_to_string(w.controller_config_path())?;
     let osaka = tokyo.replace("groups = [\"tokyo\", \"osaka\"]", "groups = [\"osaka\"]");

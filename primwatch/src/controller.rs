@@ -4,8 +4,6 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use crate::control::{Explanation, GroupExplanation};
-
 use anyhow::Result;
 use rand::Rng as _;
 use tokio::{
@@ -17,14 +15,14 @@ use tracing::{error, info, warn};
 
 use crate::{
     checks::{self, Outcome},
-    config::{AllDown, CheckConfig, Config, NameSource, Policy},
-    control::{self, Action, CheckStatus, GroupStatus, Incoming, Kind, NameStatus, Reply, Request, Status, TargetStatus, ViewStatus},
+    config::{CheckConfig, Config},
+    control::{Action, Explanation, Incoming, Kind, Reply, Request, Status},
     map_writer::{NameMapWriter, ViewMapWriter},
     metrics::Recorder,
     pdns_backend::{self, AnswerTable},
-    records,
-    selection::{self, Health as _},
-    state::{Force, Overrides, SavedState, State},
+    records, report,
+    selection::Health as _,
+    state::{Overrides, SavedState, State},
 };
 
 /// One check result from a checker task.
@@ -423,114 +421,6 @@ impl Controller {
         Reply::ok(format!("reloaded {}", path.display()))
     }
 
-    /// The view, groups, member states and answer for one query, as XDP would see it.
-    pub fn explain(&self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
-        use crate::{config::NameSource, dns_name::DnsName, records::Pick};
-        let config = &self.config;
-        let state = &self.state;
-        let asked = DnsName::parse(name)?;
-        // Exact name, else the wildcard one label up (as the XDP program looks).
-        let matched = if config.names.contains_key(&asked) {
-            asked.clone()
-        } else {
-            let text = asked.to_string();
-            let parent = text.split_once('.').map(|(_, p)| p).unwrap_or("");
-            let wildcard = DnsName::parse(&format!("*.{parent}")).map_err(|_| format!("'{name}' is not served by XDP"))?;
-            if !config.names.contains_key(&wildcard) {
-                return Err(format!("'{name}' is not served by XDP: queries for it go to the DNS server"));
-            }
-            wildcard
-        };
-        let entry = &config.names[&matched];
-        // The view: longest configured prefix containing the subnet or the address.
-        let (key, by): (ipnet::IpNet, String) = match ecs {
-            Some(prefix) if !prefix.ends_with("/0") => {
-                let net: ipnet::IpNet = prefix.parse().map_err(|_| format!("'{prefix}' is not a prefix"))?;
-                (net.trunc(), format!("client subnet {prefix}"))
-            }
-            _ => (ipnet::IpNet::from(from), format!("source address {from}")),
-        };
-        let view = config
-            .views
-            .iter()
-            .flat_map(|(n, v)| v.sources.iter().map(move |s| (n, v, s)))
-            .filter(|(_, _, s)| s.contains(&key))
-            .max_by_key(|(_, _, s)| s.prefix_len());
-        let (view_label, groups, all_down) = match view {
-            Some((view_name, v, prefix)) if v.names.contains_key(&matched) => {
-                let vn = &v.names[&matched];
-                (format!("{view_name} ({by} in {prefix})"), vn.groups.clone(), vn.all_down.clone())
-            }
-            found => {
-                let label = match found {
-                    Some((view_name, _, prefix)) => format!("default ({by} is in view {view_name}, {prefix}, which does not map this name)"),
-                    None => format!("default ({by} is in no view)"),
-                };
-                match &entry.source {
-                    NameSource::Groups { groups, all_down } => (label, groups.clone(), all_down.clone()),
-                    NameSource::Static { .. } => (label, Vec::new(), AllDown::ServeAll),
-                }
-            }
-        };
-        let group_explanations = selection::by_priority(config, &groups, state)
-            .into_iter()
-            .map(|g| {
-                let spec = &config.groups[g];
-                let o = state.overrides.groups.get(g);
-                let label = match o.and_then(|o| o.force) {
-                    Some(Force::Up) => "forced up".to_string(),
-                    Some(Force::Down) => "forced down".into(),
-                    Some(Force::Drain) => "drained".into(),
-                    None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
-                    None => format!("min_healthy {}", spec.min_healthy),
-                };
-                let members = spec
-                    .members
-                    .iter()
-                    .filter(|m| config.targets[*m].address.is_ipv6() == v6)
-                    .map(|m| {
-                        let t = &state.targets[m];
-                        let o = state.overrides.targets.get(m);
-                        let why = match o.and_then(|o| o.force) {
-                            Some(f) => format!("forced {f:?}").to_lowercase(),
-                            None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
-                            None => t.reason.clone(),
-                        };
-                        (m.clone(), config.targets[m].address.to_string(), state.target_eligible(m), why)
-                    })
-                    .collect();
-                GroupExplanation { name: g.clone(), priority: state.group_priority(g, spec.priority), state: label, members }
-            })
-            .collect();
-        let (a, aaaa) = match &entry.source {
-            NameSource::Static { .. } if groups.is_empty() => selection::choose(config, entry, state),
-            _ => selection::choose_in_view(config, &crate::config::ViewName { groups: groups.clone(), all_down }, state),
-        };
-        let (records, answers, pick): (Vec<String>, usize, Pick) = if v6 {
-            (aaaa.records.iter().map(|(a, _)| a.to_string()).collect(), aaaa.answers, aaaa.pick)
-        } else {
-            (a.records.iter().map(|(a, _)| a.to_string()).collect(), a.answers, a.pick)
-        };
-        let why = if groups.is_empty() {
-            "fixed addresses".to_string()
-        } else {
-            match selection::active_group(config, &groups, state, v6) {
-                Some((g, _)) => format!("group {g} is the highest-priority group that serves"),
-                None if records.is_empty() && pick != Pick::NoData => "no group serves; the query goes to the DNS server".into(),
-                None => "no group serves; the all-down policy answers".into(),
-            }
-        };
-        Ok(Explanation {
-            matched: matched.to_string(),
-            view: view_label,
-            groups: group_explanations,
-            answer: records,
-            answers_per_reply: answers,
-            pick: format!("{pick:?}").to_lowercase(),
-            why,
-        })
-    }
-
     /// Counters from the XDP maps and what the controller recorded.
     pub fn stats(&self) -> crate::metrics::Stats {
         use crate::metrics::{NameStats, StateStats};
@@ -575,142 +465,11 @@ impl Controller {
         self.metrics.snapshot(xdp, names, targets, groups)
     }
 
+    pub fn explain(&self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
+        report::explain(&self.config, &self.state, name, from, ecs, v6)
+    }
+
     pub fn status(&self) -> Status {
-        let config = &self.config;
-        let state = &self.state;
-        let targets = config
-            .targets
-            .iter()
-            .map(|(name, t)| {
-                let s = &state.targets[name];
-                let o = state.overrides.targets.get(name);
-                let label = match o.and_then(|o| o.force) {
-                    Some(Force::Up) => "forced-up",
-                    Some(Force::Down) => "forced-down",
-                    Some(Force::Drain) => "drain",
-                    None if o.is_some_and(|o| o.held) => "held",
-                    None if s.healthy => "up",
-                    None => "down",
-                };
-                TargetStatus {
-                    name: name.clone(),
-                    address: t.address,
-                    state: label.into(),
-                    healthy: s.healthy,
-                    in_answers: state.target_eligible(name),
-                    reason: s.reason.clone(),
-                    since: control::format_time(s.since),
-                    weight: t.weight,
-                    preempt: state.target_preempt(config, name),
-                    checks: s
-                        .checks
-                        .iter()
-                        .map(|c| CheckStatus {
-                            name: c.name.clone(),
-                            up: c.up,
-                            last: c.last.as_ref().map_or("not run yet".into(), |o| o.detail.clone()),
-                            latency_ms: c.last.as_ref().map(|o| o.latency.as_secs_f64() * 1000.0),
-                            runs: c.runs,
-                            failures: c.failures,
-                            tcp_connect_ms: c.last.as_ref().and_then(|o| o.tcp).map(|t| t.connect_time.as_secs_f64() * 1000.0),
-                            tcp_retransmits: c.last.as_ref().and_then(|o| o.tcp).map(|t| t.retransmits),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        let groups = config
-            .groups
-            .iter()
-            .map(|(name, g)| {
-                let o = state.overrides.groups.get(name);
-                let qualifies = state.group_qualifies(config, name);
-                let label = match o.and_then(|o| o.force) {
-                    Some(Force::Up) => "forced-up",
-                    Some(Force::Down) => "forced-down",
-                    Some(Force::Drain) => "drain",
-                    None if o.is_some_and(|o| o.held) => "held",
-                    None if qualifies => "up",
-                    None => "down",
-                };
-                GroupStatus {
-                    name: name.clone(),
-                    priority: state.group_priority(name, g.priority),
-                    configured_priority: g.priority,
-                    policy: match g.policy {
-                        Policy::All => "all",
-                        Policy::First => "first",
-                        Policy::RoundRobin => "round-robin",
-                        Policy::Weighted => "weighted",
-                        Policy::Random => "random",
-                    }
-                    .into(),
-                    state: label.into(),
-                    eligible: g.members.iter().filter(|m| state.target_eligible(m)).count(),
-                    members: g.members.len(),
-                    min_healthy: g.min_healthy,
-                    preempt: state.group_preempt(config, name),
-                }
-            })
-            .collect();
-        let names = config
-            .names
-            .iter()
-            .map(|(name, entry)| {
-                let (a, aaaa) = selection::choose(config, entry, state);
-                let from = |v6: bool| match &entry.source {
-                    NameSource::Static { .. } => "static".to_string(),
-                    NameSource::Groups { groups, all_down } => match selection::active_group(config, groups, state, v6) {
-                        Some((g, _)) => format!("group {g}"),
-                        None if !selection::has_family(config, groups, v6) => {
-                            "no members of this family: passed to the DNS server".into()
-                        }
-                        None => match all_down {
-                            AllDown::ServeAll => "all down: serving all".into(),
-                            AllDown::Backup(b) => format!("all down: backup {b}"),
-                            AllDown::NoData => "all down: NODATA".into(),
-                            AllDown::Pass => "all down: passed to the DNS server".into(),
-                        },
-                    },
-                };
-                NameStatus {
-                    name: name.to_string(),
-                    ttl: entry.ttl,
-                    a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
-                    aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
-                    a_from: from(false),
-                    aaaa_from: from(true),
-                }
-            })
-            .collect();
-        let views = config
-            .views
-            .iter()
-            .map(|(view_name, view)| ViewStatus {
-                name: view_name.clone(),
-                id: view.id,
-                prefixes: view.sources.len(),
-                names: view
-                    .names
-                    .iter()
-                    .map(|(name, v)| {
-                        let (a, aaaa) = selection::choose_in_view(config, v, state);
-                        let from = |v6: bool| match selection::active_group(config, &v.groups, state, v6) {
-                            Some((g, _)) => format!("group {g}"),
-                            None => "all down or no members of this family".to_string(),
-                        };
-                        NameStatus {
-                            name: name.to_string(),
-                            ttl: config.names[name].ttl,
-                            a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
-                            aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
-                            a_from: from(false),
-                            aaaa_from: from(true),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        Status { targets, groups, names, views, dataplane: self.dataplane_note.clone() }
+        report::status(&self.config, &self.state, &self.dataplane_note)
     }
 }

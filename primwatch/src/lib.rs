@@ -15,5 +15,6 @@ pub mod map_writer;
 pub mod metrics;
 pub mod pdns_backend;
 pub mod records;
+pub mod report;
 pub mod selection;
 pub mod state;

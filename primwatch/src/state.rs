@@ -311,6 +311,10 @@ impl State {
         check_state.record(outcome, spec.rise, spec.fall);
         let (healthy, reason) = state.evaluate();
         if healthy == state.healthy {
+            // Still down: say why now (a timeout may have turned into a refusal).
+            if !healthy {
+                state.reason = reason;
+            }
             return None;
         }
         state.healthy = healthy;

@@ -244,8 +244,8 @@ groups = ["osaka-first", "tokyo-backup"]
 }
 
 /// A real TLS server (openssl s_server -www, self-signed for www.example.test):
-/// an HTTPS check without verification passes, and stopping the server takes the
-/// target out. (Verification failing on that certificate is a unit test in checks.rs.)
+/// an HTTPS check without verification passes, one with verification fails on the
+/// certificate (and says so), and stopping the server takes the target out.
 #[test]
 fn https_check_against_a_real_tls_server() {
     let w = world(
@@ -258,9 +258,19 @@ interval = "500ms"
 timeout = "400ms"
 rise = 1
 fall = 1
+[checks.tls-verified]
+type = "https"
+host = "www.example.test"
+interval = "500ms"
+timeout = "400ms"
+rise = 1
+fall = 1
 [targets.tls1]
 address = "10.99.1.14"
 checks = ["tls"]
+[targets.tls2]
+address = "10.99.1.14"
+checks = ["tls-verified"]
 [groups.tls]
 members = ["tls1"]
 [names."tls.example.test"]
@@ -273,6 +283,15 @@ all_down = "nodata"
     w.net.add_address("10.99.1.14".parse().unwrap()).unwrap();
     let mut server = primwatch_tests::backend::tls_server(&w.net.ns, "10.99.1.14:443", &cert, &key).unwrap();
     w.expect("tls.example.test", &["10.99.1.14"], Duration::from_secs(5));
+    // The verified check fails on the self-signed certificate, and the reason says so
+    // (not an earlier failure from before the server was up).
+    let reason = primwatch_tests::wait_for(Duration::from_secs(3), || {
+        let status = w.controller.ctl(&["status"]).ok()?;
+        let tls2 = status["status"]["targets"].as_array()?.iter().find(|t| t["name"] == "tls2")?.clone();
+        let reason = tls2["reason"].as_str()?.to_string();
+        (tls2["state"] == "down" && reason.contains("certificate")).then_some(reason)
+    });
+    assert!(reason.is_some(), "tls2 down for its certificate:\n{}", w.controller.log());
     let _ = server.kill();
     let _ = server.wait();
     w.expect("tls.example.test", &[], Duration::from_secs(3));

@@ -51,7 +51,7 @@ pub fn world(body: &str) -> World {
     world_with(body, false)
 }
 
-/// As `world`; with `remote_backend`, PowerDNS asks primwatch first (`launch=remote,bind`,
+/// As `world`; with `remote_backend`, PowerDNS asks primwatch (`launch=bind,remote`,
 /// caches off) for the names primwatch manages, as the README's production setup does.
 pub fn world_with(body: &str, remote_backend: bool) -> World {
     let lab = Lab::new().unwrap();
@@ -63,7 +63,7 @@ pub fn world_with(body: &str, remote_backend: bool) -> World {
         (
             format!("[powerdns]\nsocket = \"{}\"\n{body}", socket.display()),
             format!(
-                "launch=remote,bind\nremote-connection-string=unix:path={}\n\
+                "launch=bind,remote\nremote-connection-string=unix:path={}\n\
                  cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
                 socket.display()
             ),

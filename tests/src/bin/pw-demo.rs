@@ -67,13 +67,13 @@ fn main() -> Result<()> {
     let records = ["other 300 IN A 192.0.2.99", "@ 300 IN MX 10 mail", "mail 300 IN A 192.0.2.25"];
     let zone = pdns::zone("example.test", lab.server_addr(false), &records);
     let remote = format!(
-        "launch=remote,bind\nremote-connection-string=unix:path={}\n\
+        "launch=bind,remote\nremote-connection-string=unix:path={}\n\
          cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
         socket.display()
     );
     let addresses = [lab.server_addr(false), lab.server_addr(true)];
     let powerdns = pdns::PowerDns::start_with(&lab.server_ns, &addresses, "example.test", &zone, &remote)?;
-    println!("PowerDNS is serving example.test in namespace {} (launch=remote,bind)", lab.server_ns);
+    println!("PowerDNS is serving example.test in namespace {} (launch=bind,remote)", lab.server_ns);
 
     let (c, s) = (&lab.client_ns, &lab.server_ns);
     println!(

@@ -79,6 +79,9 @@ fn main() -> Result<()> {
     if wanted("continuity") {
         continuity::run()?;
     }
+    if wanted("powerdns") {
+        powerdns_path(args.seconds)?;
+    }
     Ok(())
 }
 
@@ -153,14 +156,15 @@ struct Generator {
 /// Runs every generator at once for `seconds`; returns the summed (sent/s, answered/s).
 /// kxdpgun leaves its XDP program on the client veth and a new run sometimes finds the
 /// AF_XDP queue still busy: clear the program first and retry a busy start.
-fn kxdpgun(generators: &[Generator], name: &str, seconds: u64) -> Result<(f64, f64)> {
+/// `query` is a kxdpgun query line: "NAME TYPE" with an optional flag (E: EDNS, D: DO=1).
+fn kxdpgun(generators: &[Generator], query: &str, seconds: u64) -> Result<(f64, f64)> {
     let mut last_error = None;
     for _attempt in 0..3 {
         for g in generators {
             let _ = netns::ip(&["-n", &g.ns, "link", "set", "dev", CLIENT_IF, "xdp", "off"]);
         }
         std::thread::sleep(Duration::from_millis(300));
-        match kxdpgun_once(generators, name, seconds) {
+        match kxdpgun_once(generators, query, seconds) {
             Ok(rates) => return Ok(rates),
             Err(e) if format!("{e:#}").contains("busy") => last_error = Some(e),
             Err(e) => return Err(e),
@@ -169,15 +173,16 @@ fn kxdpgun(generators: &[Generator], name: &str, seconds: u64) -> Result<(f64, f
     Err(last_error.unwrap())
 }
 
-fn kxdpgun_once(generators: &[Generator], name: &str, seconds: u64) -> Result<(f64, f64)> {
+fn kxdpgun_once(generators: &[Generator], query: &str, seconds: u64) -> Result<(f64, f64)> {
     let dir = TempDir::new("kxdpgun")?;
     let queries = dir.0.join("queries");
-    std::fs::write(&queries, format!("{name} A\n"))?;
+    std::fs::write(&queries, format!("{query}\n"))?;
     let children: Vec<_> = generators
         .iter()
         .map(|g| {
             Command::new("ip")
-                .args(["netns", "exec", &g.ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", "5000000"])
+                .args(["netns", "exec", &g.ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", &std::env::var("PW_BENCH_QPS").unwrap_or_else(|_| "5000000".into())])
+                // (PW_BENCH_QPS: a fixed offered rate, for servers that fall over when flooded)
                 .args(["-F", &g.cpu.to_string(), "-I", CLIENT_IF, "-i"])
                 .arg(&queries)
                 .arg(g.server.to_string())
@@ -229,8 +234,8 @@ struct Row {
     cpu_us_per_answer: f64,
 }
 
-fn measure(generators: &[Generator], label: &str, name: &str, seconds: u64) -> Result<Row> {
-    let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(generators, name, seconds))?;
+fn measure(generators: &[Generator], label: &str, query: &str, seconds: u64) -> Result<Row> {
+    let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(generators, query, seconds))?;
     let total = answered * seconds as f64;
     Ok(Row { label: label.into(), sent, answered, cpu_us_per_answer: if total > 0.0 { cpu * 1e6 / total } else { f64::NAN } })
 }
@@ -288,8 +293,8 @@ fn end_to_end(seconds: u64) -> Result<()> {
         );
         let controller = Controller::start(&lab.server_ns, &config)?;
         for (load, generators) in scenarios {
-            rows.push((load, measure(generators, "primwatch XDP", "www.example.test", seconds)?));
-            rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test", seconds)?));
+            rows.push((load, measure(generators, "primwatch XDP", "www.example.test A", seconds)?));
+            rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test A", seconds)?));
         }
         let counters = controller.counters()?;
         println!("primwatch counters after the runs: answered {}, passed (name not found) {}", counters.answered, counters.pass_name_not_found);
@@ -324,6 +329,49 @@ fn end_to_end(seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// What the PowerDNS path costs: queries XDP passes (here DO=1) answered by PowerDNS
+/// from its zone file and from primwatch's remote backend, next to XDP's own answers.
+/// PowerDNS runs as in production beside primwatch: launch=remote,bind, caches off.
+fn powerdns_path(seconds: u64) -> Result<()> {
+    let lab = Lab::new()?;
+    let server = lab.server_addr(false);
+    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1 }];
+    let socket = std::env::temp_dir().join(format!("{}.sock", primwatch_tests::unique("pw-bench-pdns")));
+    let config = format!(
+        "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n\
+         [powerdns]\nsocket = \"{}\"\n{NAMES}",
+        socket.display()
+    );
+    let _controller = Controller::start(&lab.server_ns, &config)?;
+    let zone = pdns::zone("example.test", server, &["other 30 IN A 192.0.2.99"]);
+    // PowerDNS 4.7 exits when its queue passes max-queue-length (5000 by default),
+    // which an unbounded generator reaches at once: raise it and offer fixed rates.
+    let remote = format!(
+        "launch=bind,remote\nremote-connection-string=unix:path={}\ncache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\n\
+         max-queue-length=10000000\n",
+        socket.display()
+    );
+    let _pdns = PowerDns::start_with(&lab.server_ns, &[server], "example.test", &zone, &remote)?;
+    println!("\n== The PowerDNS path: 1 kxdpgun (CPU 1), {seconds} s per row, PowerDNS caches off, launch=bind,remote ==");
+    println!("{:<48} {:>10} {:>12} {:>8} {:>18}", "answered by", "offered/s", "answered/s", "share", "CPU µs / answer");
+    let rows = [
+        ("primwatch XDP (A)", "www.example.test A", "5000000"),
+        ("PowerDNS: managed name, DO=1 (remote backend)", "www.example.test A D", "10000"),
+        ("", "www.example.test A D", "20000"),
+        ("", "www.example.test A D", "40000"),
+        ("PowerDNS: zone-file name, DO=1 (bind backend)", "other.example.test A D", "20000"),
+        ("", "other.example.test A D", "40000"),
+        ("", "other.example.test A D", "80000"),
+    ];
+    for (label, query, rate) in rows {
+        std::env::set_var("PW_BENCH_QPS", rate);
+        let r = measure(&one, label, query, seconds)?;
+        println!("{:<48} {:>10.0} {:>12.0} {:>7.0}% {:>18.2}", r.label, r.sent, r.answered, 100.0 * r.answered / r.sent, r.cpu_us_per_answer);
+    }
+    std::env::remove_var("PW_BENCH_QPS");
+    Ok(())
+}
+
 /// Knot DNS 3.2 with its XDP listener on the server veth, serving the same name.
 fn knot_xdp(lab: &Lab, generators: &[Generator], seconds: u64) -> Result<Row> {
     let dir = TempDir::new("knot")?;
@@ -355,7 +403,7 @@ fn knot_xdp(lab: &Lab, generators: &[Generator], seconds: u64) -> Result<Row> {
         dns::exchange_udp(&sock, std::net::SocketAddr::new(server, 53), &query).ok()
     });
     let result = match ready {
-        Some(_) => measure(generators, "Knot 3.2 XDP mode", "www.example.test", seconds),
+        Some(_) => measure(generators, "Knot 3.2 XDP mode", "www.example.test A", seconds),
         None => Err(anyhow::anyhow!("knotd did not answer: {}", std::fs::read_to_string(dir.0.join("log")).unwrap_or_default())),
     };
     let _ = knot.kill();

@@ -3,8 +3,8 @@
 //! selection as the XDP maps.
 //!
 //! XDP passes TCP, DO=1, other types and misses to PowerDNS on the same host; with
-//! `launch=remote,bind` PowerDNS asks us first and answers from its zone files only the
-//! names we do not manage (and SOA/NS). The protocol is JSON: `{"method": ...,
+//! `launch=bind,remote` PowerDNS answers the zone's own names (and SOA/NS) from its
+//! zone files and asks us for the names we manage, which the zone files leave out. The protocol is JSON: `{"method": ...,
 //! "parameters": {...}}` in, `{"result": ...}` out, one connection per PowerDNS
 //! backend instance. We implement the read side only (initialize, lookup); everything
 //! else gets `false`, which PowerDNS reads as "not supported / nothing here".

@@ -1,6 +1,6 @@
 //! One truth for both paths: queries XDP passes (TCP, DO=1, other types) reach PowerDNS,
 //! which asks primwatch's remote backend and so answers from the same health state,
-//! views and selection. Real PowerDNS (launch=remote,bind), real backends going down.
+//! views and selection. Real PowerDNS (launch=bind,remote), real backends going down.
 
 use std::{
     collections::BTreeSet,

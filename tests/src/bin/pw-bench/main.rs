@@ -331,7 +331,7 @@ fn end_to_end(seconds: u64) -> Result<()> {
 
 /// What the PowerDNS path costs: queries XDP passes (here DO=1) answered by PowerDNS
 /// from its zone file and from primwatch's remote backend, next to XDP's own answers.
-/// PowerDNS runs as in production beside primwatch: launch=remote,bind, caches off.
+/// PowerDNS runs as in production beside primwatch: launch=bind,remote, caches off.
 fn powerdns_path(seconds: u64) -> Result<()> {
     let lab = Lab::new()?;
     let server = lab.server_addr(false);

@@ -107,7 +107,10 @@ impl Controller {
         let saved = match SavedState::load(&config.state_file) {
             Ok(saved) => saved,
             Err(e) => {
-                error!(error = %format!("{e:#}"), "state file unreadable; starting without overrides or last-known health");
+                // Keep it for the operator: the save below would otherwise replace it.
+                let aside = config.state_file.with_extension("unreadable");
+                let _ = std::fs::rename(&config.state_file, &aside);
+                error!(error = %format!("{e:#}"), kept = %aside.display(), "state file unreadable; starting without overrides or last-known health");
                 None
             }
         };
@@ -116,8 +119,8 @@ impl Controller {
         if saved.overrides != Overrides::default() {
             info!(file = %config.state_file.display(), "restored saved overrides");
         }
-        let mut state = State::with_overrides(&config, saved.overrides, Some(config.state_file.clone()));
-        let restored = state.restore(&config, &saved.last_known);
+        let mut state = State::with_overrides(&config, saved.overrides.clone(), Some(config.state_file.clone()));
+        let restored = state.restore(&config, &saved);
         if restored > 0 {
             info!(targets = restored, "targets start from their last-known health");
         }

@@ -369,12 +369,30 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
 
     // Attach (or take over the previous run's attachment) only now that the maps hold
     // the answers, so the first packet the new program sees finds them.
+    // The operator's socket and metrics first: if they cannot be had, nothing has been
+    // taken over yet.
+    let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
+    if let Some(address) = config.metrics_listen {
+        primwatch::metrics::serve(address, requests_tx.clone()).await?;
+    }
+    let _socket = control::listen(&config.control_socket, requests_tx)
+        .with_context(|| format!("control socket {}", config.control_socket.display()))?;
+
     let mut attachments = Vec::new();
     for interface in &config.interfaces {
         match dataplane.attach(interface, config.xdp_mode, &config.pin_dir) {
             Ok(how) => attachments.push(format!("{interface}: {}", describe(how))),
             Err(e) => {
-                dataplane.shutdown()?;
+                if left_attached.is_empty() {
+                    // Nothing was serving before us: leave nothing half attached.
+                    if let Err(cleanup) = dataplane.shutdown() {
+                        error!(error = %format!("{cleanup:#}"), "detaching after a failed attach");
+                    }
+                } else {
+                    // The previous run's program was answering: keep whatever answers now
+                    // (adopted or not) rather than take DNS down.
+                    dataplane.leave_attached();
+                }
                 return Err(e);
             }
         }
@@ -398,12 +416,6 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         warn!("{note}");
     }
     controller.set_dataplane_note(note);
-    let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
-    if let Some(address) = config.metrics_listen {
-        primwatch::metrics::serve(address, requests_tx.clone()).await?;
-    }
-    let _socket = control::listen(&config.control_socket, requests_tx)
-        .with_context(|| format!("control socket {}", config.control_socket.display()))?;
     info!(port = config.port, pin_dir = %config.pin_dir.display(), control = %config.control_socket.display(), "serving");
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -415,8 +427,10 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         }
     };
     let result = controller.run(requests, shutdown).await;
-    let counters = dataplane.counters()?;
-    info!(answered = counters.answered, "final counters");
+    match dataplane.counters() {
+        Ok(counters) => info!(answered = counters.answered, "final counters"),
+        Err(e) => warn!(error = %format!("{e:#}"), "reading the final counters"),
+    }
     match controller.config().on_stop {
         OnStop::Keep => dataplane.leave_attached(),
         OnStop::Detach => dataplane.shutdown()?,

@@ -95,6 +95,13 @@ impl NameMapWriter {
             self.insert(key, records)?;
             stats.written += 1;
         }
+        // Slots of entries never written (a failed insert) that are no longer wanted.
+        let orphaned: Vec<NameKey> = self.slots.keys().filter(|k| !desired.contains_key(k) && !self.written.contains_key(k)).copied().collect();
+        for key in orphaned {
+            if let Some(slot) = self.slots.remove(&key) {
+                self.free_slots.push(slot);
+            }
+        }
         // Also catch entries left by anyone else (a previous run) that we do not want.
         let present: Vec<NameKey> = self.map.keys().filter_map(|k| k.ok()).collect();
         for key in present {
@@ -162,7 +169,7 @@ impl ViewMapWriter {
 }
 
 /// The configured prefixes that contain another, more specific configured prefix.
-fn prefixes_with_nested(views: &BTreeMap<String, ViewConfig>) -> std::collections::BTreeSet<IpNet> {
+pub(crate) fn prefixes_with_nested(views: &BTreeMap<String, ViewConfig>) -> std::collections::BTreeSet<IpNet> {
     let mut all: Vec<IpNet> = views.values().flat_map(|v| v.sources.iter().copied()).collect();
     all.sort();
     all.dedup();

@@ -331,8 +331,13 @@ async fn scrape(mut stream: TcpStream, requests: mpsc::Sender<Incoming>) -> Resu
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    // A scraper that stops reading must not hold a task forever.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await
+    })
+    .await
+    .context("writing the response timed out")??;
     Ok(())
 }
 

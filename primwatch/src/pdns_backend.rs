@@ -44,8 +44,9 @@ struct Entry {
     ttl: u32,
     a: Chosen<Ipv4Addr>,
     aaaa: Chosen<Ipv6Addr>,
-    /// Round-robin position (per entry, like XDP's per-CPU counter per query).
-    turn: AtomicUsize,
+    /// Round-robin positions for A and AAAA (per entry and family, like XDP's counter
+    /// per query: PowerDNS asks for ANY, which must not move one family twice).
+    turns: [AtomicUsize; 2],
 }
 
 /// A snapshot of every answer, rebuilt whenever the maps are written.
@@ -53,20 +54,22 @@ struct Entry {
 pub struct AnswerTable {
     /// (view id, name) → entry; view 0 is the default view.
     entries: HashMap<(u32, DnsName), Entry>,
-    /// (prefix, view id), to find a client's view by longest match.
-    views: Vec<(IpNet, u32)>,
+    /// (prefix, view id, whether other views' prefixes lie inside it), to find a
+    /// client's view by longest match and the ECS scope to claim, as XDP does.
+    views: Vec<(IpNet, u32, bool)>,
 }
 
 impl AnswerTable {
     pub fn build(config: &Config, health: &dyn Health) -> AnswerTable {
         let mut entries = HashMap::new();
-        let entry = |ttl, (a, aaaa)| Entry { ttl, a, aaaa, turn: AtomicUsize::new(0) };
+        let entry = |ttl, (a, aaaa)| Entry { ttl, a, aaaa, turns: [AtomicUsize::new(0), AtomicUsize::new(0)] };
         for (name, spec) in &config.names {
             entries.insert((0, name.clone()), entry(spec.ttl, selection::choose(config, spec, health)));
         }
         let mut views = Vec::new();
+        let nesting = crate::map_writer::prefixes_with_nested(&config.views);
         for view in config.views.values() {
-            views.extend(view.sources.iter().map(|net| (*net, view.id)));
+            views.extend(view.sources.iter().map(|net| (*net, view.id, nesting.contains(net))));
             for (name, in_view) in &view.names {
                 let ttl = config.names[name].ttl;
                 entries.insert((view.id, name.clone()), entry(ttl, selection::choose_in_view(config, in_view, health)));
@@ -76,13 +79,17 @@ impl AnswerTable {
     }
 
     /// The client's view: the longest configured prefix holding its subnet (EDNS
-    /// Client Subnet, as PowerDNS reports it in `real-remote`) or address.
-    fn view_of(&self, client: IpNet) -> u32 {
-        self.views
-            .iter()
-            .filter(|(net, _)| net.contains(&client))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map_or(0, |(_, id)| *id)
+    /// Client Subnet, as PowerDNS reports it in `real-remote`) or address; and the ECS
+    /// scope an answer may claim, as XDP echoes it: the view prefix, unless other
+    /// views' prefixes lie inside it (then the client's own prefix); 0 without views.
+    fn view_of(&self, client: IpNet) -> (u32, u8) {
+        if self.views.is_empty() {
+            return (0, 0);
+        }
+        match self.views.iter().filter(|(net, _, _)| net.contains(&client)).max_by_key(|(net, _, _)| net.prefix_len()) {
+            Some((net, id, nested)) => (*id, if *nested { client.prefix_len() } else { net.prefix_len() }),
+            None => (0, client.prefix_len()),
+        }
     }
 
     /// The records for a query, or None when the name is not ours (PowerDNS then asks
@@ -98,7 +105,7 @@ impl AnswerTable {
             let text = asked.to_string();
             DnsName::parse(&format!("*.{}", text.split_once('.')?.1)).ok()
         };
-        let view = self.view_of(client);
+        let (view, scope) = self.view_of(client);
         let find = |name: &DnsName| self.entries.get(&(view, name.clone())).or_else(|| self.entries.get(&(0, name.clone())));
         let entry = find(&asked).or_else(|| find(&wildcard()?))?;
         // A name whose every family is unserved (its all-down policy passes) is left to
@@ -111,10 +118,14 @@ impl AnswerTable {
         // Other types, and a family without records, answer empty: NODATA.
         let mut records = Vec::new();
         if want("A") {
-            pick(entry, &entry.a, |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+            pick(&entry.turns[0], &entry.a, |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
         }
         if want("AAAA") {
-            pick(entry, &entry.aaaa, |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+            pick(&entry.turns[1], &entry.aaaa, |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+        }
+        // PowerDNS echoes this as the ECS scope when the query carried a subnet.
+        for record in &mut records {
+            record["scopeMask"] = json!(scope);
         }
         Some(records)
     }
@@ -125,7 +136,7 @@ fn has_nodata(entry: &Entry) -> bool {
 }
 
 /// Appends this reply's records of one family, chosen as XDP would.
-fn pick<A: Copy>(entry: &Entry, chosen: &Chosen<A>, record: impl Fn(A) -> Value, out: &mut Vec<Value>) {
+fn pick<A: Copy>(turn: &AtomicUsize, chosen: &Chosen<A>, record: impl Fn(A) -> Value, out: &mut Vec<Value>) {
     let count = chosen.records.len();
     if count == 0 {
         return;
@@ -133,7 +144,7 @@ fn pick<A: Copy>(entry: &Entry, chosen: &Chosen<A>, record: impl Fn(A) -> Value,
     let answers = chosen.answers.clamp(1, count);
     let start = match chosen.pick {
         Pick::Fixed | Pick::NoData => 0,
-        Pick::RoundRobin => entry.turn.fetch_add(1, Ordering::Relaxed) % count,
+        Pick::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % count,
         Pick::Random => rand::thread_rng().gen_range(0..count),
         Pick::Weighted => {
             let total: u64 = chosen.records.iter().map(|(_, w)| *w as u64).sum::<u64>().max(1);
@@ -143,6 +154,8 @@ fn pick<A: Copy>(entry: &Entry, chosen: &Chosen<A>, record: impl Fn(A) -> Value,
     };
     out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));
 }
+
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Serves the remote-backend protocol on `path` from the latest table in `answers`.
 pub fn listen(path: &Path, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketGuard> {
@@ -178,6 +191,11 @@ async fn serve_connection(mut stream: UnixStream, answers: watch::Receiver<Arc<A
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+        // Requests are a few hundred bytes; anything this large is not PowerDNS.
+        if buffer.len() > MAX_REQUEST_BYTES {
+            warn!(bytes = buffer.len(), "remote backend: request too large; closing the connection");
+            return;
         }
         // PowerDNS writes one JSON object per request; take every complete one.
         let mut consumed = 0;
@@ -237,8 +255,11 @@ pub fn answer(request: &Value, table: &AnswerTable) -> Value {
 /// `edns-subnet-processing=yes`, else the address as /32 or /128), else `remote`.
 fn client_of(parameters: &Value) -> IpNet {
     let strip_zone = |s: &str| s.split('%').next().unwrap_or(s).to_string();
+    // A /0 subnet is a client opting out: its address decides, as in XDP.
     if let Some(net) = parameters["real-remote"].as_str().and_then(|s| strip_zone(s).parse::<IpNet>().ok()) {
-        return net.trunc();
+        if net.prefix_len() > 0 {
+            return net.trunc();
+        }
     }
     parameters["remote"]
         .as_str()
@@ -318,6 +339,10 @@ groups = ["osaka"]
         // And by client subnet, as PowerDNS reports it.
         let ecs = answer(&json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "192.0.2.1", "real-remote": "198.51.100.0/24"}}), &table);
         assert_eq!(contents(&ecs), ["10.0.2.1"]);
+        assert_eq!(ecs["result"][0]["scopeMask"], 24, "the view's prefix, as XDP's ECS scope");
+        // A /0 subnet opts out: the source address decides.
+        let opted_out = answer(&json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "198.51.100.9", "real-remote": "0.0.0.0/0"}}), &table);
+        assert_eq!(contents(&opted_out), ["10.0.2.1"]);
         // One label under a wildcard; not two; no answers for PowerDNS's own wildcard probes.
         assert_eq!(contents(&lookup(&table, "x.apps.example.test.", "A", "192.0.2.1")), ["192.0.2.9"]);
         assert_eq!(lookup(&table, "y.x.apps.example.test.", "A", "192.0.2.1")["result"], false);
@@ -335,6 +360,38 @@ groups = ["osaka"]
         assert_eq!(contents(&lookup(&table, "pass.example.test.", "A", "192.0.2.1")), ["10.0.2.1"]);
         let table = AnswerTable::build(&config, &Down("osaka1"));
         assert_eq!(lookup(&table, "pass.example.test.", "A", "192.0.2.1")["result"], false);
+    }
+
+    #[test]
+    fn any_lookups_rotate_each_family_in_turn() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            r#"
+[server]
+interfaces = ["eth0"]
+[targets.a1]
+address = "10.0.0.1"
+[targets.a2]
+address = "10.0.0.2"
+[targets.b1]
+address = "2001:db8::1"
+[targets.b2]
+address = "2001:db8::2"
+[groups.dual]
+members = ["a1", "a2", "b1", "b2"]
+policy = "round-robin"
+max_answers = 1
+[names."www.example.test"]
+groups = ["dual"]
+"#,
+        )
+        .unwrap();
+        let table = AnswerTable::build(&config, &Down("none"));
+        // PowerDNS asks ANY: each reply has one A and one AAAA, and both rotate.
+        let seen: Vec<Vec<String>> = (0..4).map(|_| contents(&lookup(&table, "www.example.test.", "ANY", "192.0.2.1"))).collect();
+        assert!(seen.iter().all(|s| s.len() == 2), "{seen:?}");
+        assert_ne!(seen[0], seen[1], "consecutive replies differ: {seen:?}");
+        assert_eq!(seen[0], seen[2]);
     }
 
     #[test]

@@ -70,12 +70,23 @@ pub struct SavedState {
     pub overrides: Overrides,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_known: BTreeMap<String, LastKnown>,
+    /// Per group: has it qualified, has it lost its minimum since, and since when it
+    /// is in its state (so preempt-off holds survive a restart).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_history: BTreeMap<String, GroupHistory>,
     /// False while a controller runs; set by its clean exit. Still false at the next
     /// start means it was killed or crashed.
     #[serde(default)]
     pub stopped_cleanly: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GroupHistory {
+    pub qualified_ever: bool,
+    pub lost_since: bool,
+    pub since: SystemTime,
 }
 
 /// A target's health as it was last saved.
@@ -105,8 +116,17 @@ impl SavedState {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            file.write_all(&serde_json::to_vec_pretty(self)?)?;
+            file.sync_all()?; // the rename must not expose an empty file after a power loss
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
     }
 }
 
@@ -245,9 +265,11 @@ impl State {
     }
 
     /// Starts targets from their last-known health where their checks are unchanged;
-    /// returns how many were restored. Groups are then judged from that health, and a
-    /// group that was down stays "lost" so preempt-off holds still apply.
-    pub fn restore(&mut self, config: &Config, last_known: &BTreeMap<String, LastKnown>) -> usize {
+    /// returns how many were restored. Groups are then judged from that health with
+    /// their saved history, so a group that had lost its minimum stays "lost" and a
+    /// preempt-off hold still applies when it comes back.
+    pub fn restore(&mut self, config: &Config, saved: &SavedState) -> usize {
+        let last_known = &saved.last_known;
         let mut restored = 0;
         for (name, target) in self.targets.iter_mut() {
             let Some(saved) = last_known.get(name) else { continue };
@@ -265,6 +287,12 @@ impl State {
         }
         self.group_track.clear();
         self.group_up.clear();
+        for (group, history) in &saved.group_history {
+            if config.groups.contains_key(group) {
+                self.group_track.insert(group.clone(), (history.qualified_ever, history.lost_since));
+                self.group_since.insert(group.clone(), history.since);
+            }
+        }
         self.update_groups(config);
         restored
     }
@@ -301,6 +329,7 @@ impl State {
         self.group_up.retain(|g, _| config.groups.contains_key(g));
         self.group_since = old.group_since.clone();
         self.group_since.retain(|g, _| config.groups.contains_key(g));
+        self.health_unsaved = old.health_unsaved;
     }
 
     /// Applies one check result; returns the target's change of health, if any.
@@ -308,7 +337,10 @@ impl State {
         let state = self.targets.get_mut(target)?;
         let check_state = state.checks.get_mut(check)?;
         let spec = &config.checks[&check_state.name];
-        check_state.record(outcome, spec.rise, spec.fall);
+        if check_state.record(outcome, spec.rise, spec.fall) {
+            // Even if the target stays as it is: a restart restores checks one by one.
+            self.health_unsaved = true;
+        }
         let (healthy, reason) = state.evaluate();
         if healthy == state.healthy {
             // Still down: say why now (a timeout may have turned into a refusal).
@@ -399,14 +431,27 @@ impl State {
         self.write_state_file(true);
     }
 
-    fn write_state_file(&mut self, stopped_cleanly: bool) {
-        let Some(path) = &self.state_file else { return };
-        let saved = SavedState {
+    /// What the state file holds for this state.
+    pub fn saved(&self, stopped_cleanly: bool) -> SavedState {
+        SavedState {
             overrides: self.overrides.clone(),
             last_known: self.last_known(),
+            group_history: self
+                .group_track
+                .iter()
+                .map(|(g, (ever, lost))| {
+                    let since = self.group_since.get(g).copied().unwrap_or(SystemTime::UNIX_EPOCH);
+                    (g.clone(), GroupHistory { qualified_ever: *ever, lost_since: *lost, since })
+                })
+                .collect(),
             stopped_cleanly,
             saved_at: Some(SystemTime::now()),
-        };
+        }
+    }
+
+    fn write_state_file(&mut self, stopped_cleanly: bool) {
+        let Some(path) = &self.state_file else { return };
+        let saved = self.saved(stopped_cleanly);
         match saved.save(path) {
             Ok(()) => self.health_unsaved = false,
             Err(e) => tracing::error!(error = %format!("{e:#}"), "saving the state file"),
@@ -467,6 +512,47 @@ mod tests {
         assert!(c.record(outcome(true), 2, 3), "second success in a row: up");
         assert!(c.up);
         assert_eq!((c.runs, c.failures), (8, 5));
+    }
+
+    #[test]
+    fn a_restart_keeps_last_known_health_and_preempt_holds() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[server]
+interfaces = ["lo"]
+[checks.a]
+type = "icmp"
+rise = 1
+fall = 1
+[targets.web1]
+address = "10.0.0.1"
+checks = ["a"]
+[targets.web2]
+address = "10.0.0.2"
+checks = ["a"]
+[groups.site]
+members = ["web1"]
+preempt = false
+"#,
+        )
+        .unwrap();
+        let mut before = State::new(&config);
+        before.record(&config, "web1", 0, outcome(false)).unwrap();
+        before.update_groups(&config);
+        assert!(!before.group_qualifies(&config, "site"));
+        // Through JSON, as the state file carries it.
+        let saved: SavedState = serde_json::from_str(&serde_json::to_string(&before.saved(false)).unwrap()).unwrap();
+        let mut after = State::with_overrides(&config, saved.overrides.clone(), None);
+        assert_eq!(after.restore(&config, &saved), 2);
+        assert!(!after.target_eligible("web1"), "down as last known, not initially up");
+        assert!(after.targets["web1"].reason.contains("last known before restart"));
+        assert!(after.target_eligible("web2"));
+        // The site had lost its member before the restart: coming back, it is held.
+        after.record(&config, "web1", 0, outcome(true)).unwrap();
+        after.update_groups(&config);
+        assert!(after.overrides.groups["site"].held, "preempt-off hold survives the restart");
+        assert!(!after.group_allowed("site"));
     }
 
     #[test]

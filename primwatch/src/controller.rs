@@ -196,14 +196,18 @@ impl Controller {
     fn publish(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
         let desired = records::desired_entries(&self.config, &self.state);
-        let stats = self.writer.sync(desired)?;
+        // PowerDNS answers from the same state: its table is built beforehand and handed
+        // over the moment XDP's entries are written, so the two differ for microseconds.
+        let table = self.answers.as_ref().map(|_| std::sync::Arc::new(AnswerTable::build(&self.config, &self.state)));
+        let answers = self.answers.as_ref().map(|(tx, _)| tx);
+        let stats = self.writer.sync_then(desired, || {
+            if let (Some(tx), Some(table)) = (answers, table) {
+                tx.send_replace(table);
+            }
+        })?;
         // After the names: a prefix never points at a view whose entries are missing.
         self.views.sync(&self.config.views, self.config.wildcard_names())?;
         self.metrics.map_sync(stats.written, stats.deleted, started.elapsed());
-        // PowerDNS answers from the same state, right after XDP does.
-        if let Some((answers, _)) = &self.answers {
-            answers.send_replace(std::sync::Arc::new(AnswerTable::build(&self.config, &self.state)));
-        }
         if stats.written + stats.deleted > 0 {
             info!(written = stats.written, deleted = stats.deleted, "answers updated");
         }

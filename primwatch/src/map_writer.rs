@@ -83,7 +83,13 @@ impl NameMapWriter {
         Ok(())
     }
 
-    pub fn sync(&mut self, mut desired: BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
+    pub fn sync(&mut self, desired: BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
+        self.sync_then(desired, || ())
+    }
+
+    /// As `sync`, calling `after_writes` as soon as the changed entries are in (before
+    /// the scan for entries to delete), for whatever must follow the map closely.
+    pub fn sync_then(&mut self, mut desired: BTreeMap<NameKey, NameRecords>, after_writes: impl FnOnce()) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
         for (key, records) in desired.iter_mut() {
             records.stats_slot = self.slot_for(key)?;
@@ -95,6 +101,7 @@ impl NameMapWriter {
             self.insert(key, records)?;
             stats.written += 1;
         }
+        after_writes();
         // Slots of entries never written (a failed insert) that are no longer wanted.
         let orphaned: Vec<NameKey> = self.slots.keys().filter(|k| !desired.contains_key(k) && !self.written.contains_key(k)).copied().collect();
         for key in orphaned {

@@ -137,3 +137,14 @@ pub fn has_option(msg: &Message, code: u16) -> bool {
         .as_ref()
         .is_some_and(|e| e.option(EdnsCode::from(code)).is_some())
 }
+
+/// The scope prefix length of the reply's EDNS Client Subnet option, if it has one.
+pub fn ecs_scope(msg: &Message) -> Option<u8> {
+    let option = msg.extensions().as_ref()?.option(EdnsCode::Subnet)?;
+    let wire: Vec<u8> = match option {
+        EdnsOption::Subnet(subnet) => subnet.try_into().ok()?,
+        EdnsOption::Unknown(_, data) => data.clone(),
+        _ => return None,
+    };
+    wire.get(3).copied() // family (2 bytes), source prefix, scope prefix, address
+}

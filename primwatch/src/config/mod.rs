@@ -726,6 +726,8 @@ all_down = "backup:osaka"
         let e = Config::parse(&path, &base.replace("jp.cidr", "bad.cidr")).unwrap_err();
         assert_eq!((e.file.clone(), e.line), (dir.join("bad.cidr"), 3), "{e}");
         assert!(e.reason.contains("'10.0.0.0/33' is not a CIDR prefix"), "{e}");
+        let e = Config::parse(&path, &base.replace("[views.jp", "[views.default")).unwrap_err();
+        assert!(e.reason.contains("'default' is reserved") && e.line > 0, "{e}");
         let e = Config::parse(&path, &base.replace("198.51.100.7/24", "198.51.100.0/24x")).unwrap_err();
         assert!(e.reason.contains("not a CIDR prefix") && e.file == path, "{e}");
         let e = Config::parse(&path, &base.replace("jp.names.\"www.example.test\"]", "jp.names.\"ftp.example.test\"]")).unwrap_err();

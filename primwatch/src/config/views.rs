@@ -85,6 +85,10 @@ pub(super) fn parse_views(
     for (name, view) in raw {
         let view_span = view.span();
         let view = view.into_inner();
+        if name.get_ref() == "default" {
+            // Status, stats and metrics call the view of clients outside every view "default".
+            return Err(at(name.span(), "the view name 'default' is reserved for clients in no view".into()));
+        }
         let view_name = name.into_inner();
         let mut sources = Vec::new();
         for text in &view.sources {

@@ -112,8 +112,7 @@ impl Dataplane {
                 }
             }
         }
-        let used = self.attach_program(ANSWER_PROGRAM, interface, mode)?;
-        let (_, _, id) = self.attached.pop().expect("just attached");
+        let (id, used) = self.attach_link(ANSWER_PROGRAM, interface, mode)?;
         let program = self.xdp_mut(ANSWER_PROGRAM)?;
         let link: XdpLink = program.take_link(id)?;
         match FdLink::try_from(link) {
@@ -144,11 +143,15 @@ impl Dataplane {
     /// Attaches one of the object's programs (tests attach `PASS_PROGRAM` to the client
     /// end of a veth: native-mode XDP_TX on veth needs a program on the peer).
     pub fn attach_program(&mut self, name: &str, interface: &str, mode: XdpMode) -> Result<XdpMode> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
-            .try_into()?;
+        let (link, used) = self.attach_link(name, interface, mode)?;
+        self.attached.push((name.to_string(), interface.to_string(), link));
+        Ok(used)
+    }
+
+    /// Attaches `name` to `interface` (falling back to generic mode for `auto`); the
+    /// link stays with the program until taken or detached.
+    fn attach_link(&mut self, name: &str, interface: &str, mode: XdpMode) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
+        let program = self.xdp_mut(name)?;
         let (link, used) = match mode {
             XdpMode::Native => (program.attach(interface, AyaXdpMode::Driver), XdpMode::Native),
             XdpMode::Skb => (program.attach(interface, AyaXdpMode::Skb), XdpMode::Skb),
@@ -161,9 +164,8 @@ impl Dataplane {
             },
         };
         let link = link.with_context(|| format!("attaching XDP to {interface} ({mode:?} mode)"))?;
-        self.attached.push((name.to_string(), interface.to_string(), link));
         info!(program = name, interface, mode = ?used, "XDP program attached");
-        Ok(used)
+        Ok((link, used))
     }
 
     /// Pins the maps under `dir` (bpffs), replacing pins a crashed run left behind.

@@ -51,6 +51,13 @@ impl DnsName {
         Ok(DnsName { wire })
     }
 
+    /// `*.parent` for this name: the wildcard that covers it one label up, the only
+    /// one XDP looks for. None for a name directly under the root.
+    pub fn covering_wildcard(&self) -> Option<DnsName> {
+        let parent = &self.wire[1 + self.wire[0] as usize..];
+        (parent.len() > 1).then(|| DnsName { wire: [b"\x01*".as_slice(), parent].concat() })
+    }
+
     /// Is this `*.parent`?
     pub fn is_wildcard(&self) -> bool {
         self.wire.starts_with(b"\x01*")
@@ -109,6 +116,13 @@ mod tests {
         assert_eq!(name.wire(), b"\x03www\x07example\x04test\x00");
         assert_eq!(name.to_string(), "www.example.test.");
         assert_eq!(name, DnsName::parse("www.example.test").unwrap());
+    }
+
+    #[test]
+    fn covering_wildcard_is_one_label_up() {
+        let name = DnsName::parse("A.Apps.example.test").unwrap();
+        assert_eq!(name.covering_wildcard(), Some(DnsName::parse("*.apps.example.test").unwrap()));
+        assert_eq!(DnsName::parse("test").unwrap().covering_wildcard(), None);
     }
 
     #[test]

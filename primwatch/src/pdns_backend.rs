@@ -101,13 +101,9 @@ impl AnswerTable {
             // reach deeper than XDP's one label: we do our own matching instead.
             return None;
         }
-        let wildcard = || {
-            let text = asked.to_string();
-            DnsName::parse(&format!("*.{}", text.split_once('.')?.1)).ok()
-        };
         let (view, scope) = self.view_of(client);
         let find = |name: &DnsName| self.entries.get(&(view, name.clone())).or_else(|| self.entries.get(&(0, name.clone())));
-        let entry = find(&asked).or_else(|| find(&wildcard()?))?;
+        let entry = find(&asked).or_else(|| find(&asked.covering_wildcard()?))?;
         // A name whose every family is unserved (its all-down policy passes) is left to
         // PowerDNS's zone, as XDP leaves it.
         if entry.a.records.is_empty() && entry.aaaa.records.is_empty() && !has_nodata(entry) {

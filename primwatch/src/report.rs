@@ -18,9 +18,7 @@ pub fn explain(config: &Config, state: &State, name: &str, from: IpAddr, ecs: Op
     let matched = if config.names.contains_key(&asked) {
         asked.clone()
     } else {
-        let text = asked.to_string();
-        let parent = text.split_once('.').map(|(_, p)| p).unwrap_or("");
-        let wildcard = DnsName::parse(&format!("*.{parent}")).map_err(|_| format!("'{name}' is not served by XDP"))?;
+        let wildcard = asked.covering_wildcard().ok_or_else(|| format!("'{name}' is not served by XDP"))?;
         if !config.names.contains_key(&wildcard) {
             return Err(format!("'{name}' is not served by XDP: queries for it go to the DNS server"));
         }

@@ -156,15 +156,16 @@ struct Generator {
 /// Runs every generator at once for `seconds`; returns the summed (sent/s, answered/s).
 /// kxdpgun leaves its XDP program on the client veth and a new run sometimes finds the
 /// AF_XDP queue still busy: clear the program first and retry a busy start.
-/// `query` is a kxdpgun query line: "NAME TYPE" with an optional flag (E: EDNS, D: DO=1).
-fn kxdpgun(generators: &[Generator], query: &str, seconds: u64) -> Result<(f64, f64)> {
+/// `query` is a kxdpgun query line: "NAME TYPE" with an optional flag (E: EDNS, D: DO=1);
+/// `qps` the offered rate (a fixed one for servers that fall over when flooded).
+fn kxdpgun(generators: &[Generator], query: &str, qps: u32, seconds: u64) -> Result<(f64, f64)> {
     let mut last_error = None;
     for _attempt in 0..3 {
         for g in generators {
             let _ = netns::ip(&["-n", &g.ns, "link", "set", "dev", CLIENT_IF, "xdp", "off"]);
         }
         std::thread::sleep(Duration::from_millis(300));
-        match kxdpgun_once(generators, query, seconds) {
+        match kxdpgun_once(generators, query, qps, seconds) {
             Ok(rates) => return Ok(rates),
             Err(e) if format!("{e:#}").contains("busy") => last_error = Some(e),
             Err(e) => return Err(e),
@@ -173,7 +174,7 @@ fn kxdpgun(generators: &[Generator], query: &str, seconds: u64) -> Result<(f64, 
     Err(last_error.unwrap())
 }
 
-fn kxdpgun_once(generators: &[Generator], query: &str, seconds: u64) -> Result<(f64, f64)> {
+fn kxdpgun_once(generators: &[Generator], query: &str, qps: u32, seconds: u64) -> Result<(f64, f64)> {
     let dir = TempDir::new("kxdpgun")?;
     let queries = dir.0.join("queries");
     std::fs::write(&queries, format!("{query}\n"))?;
@@ -181,8 +182,7 @@ fn kxdpgun_once(generators: &[Generator], query: &str, seconds: u64) -> Result<(
         .iter()
         .map(|g| {
             Command::new("ip")
-                .args(["netns", "exec", &g.ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", &std::env::var("PW_BENCH_QPS").unwrap_or_else(|_| "5000000".into())])
-                // (PW_BENCH_QPS: a fixed offered rate, for servers that fall over when flooded)
+                .args(["netns", "exec", &g.ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", &qps.to_string()])
                 .args(["-F", &g.cpu.to_string(), "-I", CLIENT_IF, "-i"])
                 .arg(&queries)
                 .arg(g.server.to_string())
@@ -234,8 +234,11 @@ struct Row {
     cpu_us_per_answer: f64,
 }
 
-fn measure(generators: &[Generator], label: &str, query: &str, seconds: u64) -> Result<Row> {
-    let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(generators, query, seconds))?;
+/// As many queries as the generators can send.
+const FLOOD: u32 = 5_000_000;
+
+fn measure(generators: &[Generator], label: &str, query: &str, qps: u32, seconds: u64) -> Result<Row> {
+    let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(generators, query, qps, seconds))?;
     let total = answered * seconds as f64;
     Ok(Row { label: label.into(), sent, answered, cpu_us_per_answer: if total > 0.0 { cpu * 1e6 / total } else { f64::NAN } })
 }
@@ -293,8 +296,8 @@ fn end_to_end(seconds: u64) -> Result<()> {
         );
         let controller = Controller::start(&lab.server_ns, &config)?;
         for (load, generators) in scenarios {
-            rows.push((load, measure(generators, "primwatch XDP", "www.example.test A", seconds)?));
-            rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test A", seconds)?));
+            rows.push((load, measure(generators, "primwatch XDP", "www.example.test A", FLOOD, seconds)?));
+            rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test A", FLOOD, seconds)?));
         }
         let counters = controller.counters()?;
         println!("primwatch counters after the runs: answered {}, passed (name not found) {}", counters.answered, counters.pass_name_not_found);
@@ -355,20 +358,18 @@ fn powerdns_path(seconds: u64) -> Result<()> {
     println!("\n== The PowerDNS path: 1 kxdpgun (CPU 1), {seconds} s per row, PowerDNS caches off, launch=bind,remote ==");
     println!("{:<48} {:>10} {:>12} {:>8} {:>18}", "answered by", "offered/s", "answered/s", "share", "CPU µs / answer");
     let rows = [
-        ("primwatch XDP (A)", "www.example.test A", "5000000"),
-        ("PowerDNS: managed name, DO=1 (remote backend)", "www.example.test A D", "10000"),
-        ("", "www.example.test A D", "20000"),
-        ("", "www.example.test A D", "40000"),
-        ("PowerDNS: zone-file name, DO=1 (bind backend)", "other.example.test A D", "20000"),
-        ("", "other.example.test A D", "40000"),
-        ("", "other.example.test A D", "80000"),
+        ("primwatch XDP (A)", "www.example.test A", FLOOD),
+        ("PowerDNS: managed name, DO=1 (remote backend)", "www.example.test A D", 10_000),
+        ("", "www.example.test A D", 20_000),
+        ("", "www.example.test A D", 40_000),
+        ("PowerDNS: zone-file name, DO=1 (bind backend)", "other.example.test A D", 20_000),
+        ("", "other.example.test A D", 40_000),
+        ("", "other.example.test A D", 80_000),
     ];
     for (label, query, rate) in rows {
-        std::env::set_var("PW_BENCH_QPS", rate);
-        let r = measure(&one, label, query, seconds)?;
+        let r = measure(&one, label, query, rate, seconds)?;
         println!("{:<48} {:>10.0} {:>12.0} {:>7.0}% {:>18.2}", r.label, r.sent, r.answered, 100.0 * r.answered / r.sent, r.cpu_us_per_answer);
     }
-    std::env::remove_var("PW_BENCH_QPS");
     Ok(())
 }
 
@@ -403,7 +404,7 @@ fn knot_xdp(lab: &Lab, generators: &[Generator], seconds: u64) -> Result<Row> {
         dns::exchange_udp(&sock, std::net::SocketAddr::new(server, 53), &query).ok()
     });
     let result = match ready {
-        Some(_) => measure(generators, "Knot 3.2 XDP mode", "www.example.test A", seconds),
+        Some(_) => measure(generators, "Knot 3.2 XDP mode", "www.example.test A", FLOOD, seconds),
         None => Err(anyhow::anyhow!("knotd did not answer: {}", std::fs::read_to_string(dir.0.join("log")).unwrap_or_default())),
     };
     let _ = knot.kill();

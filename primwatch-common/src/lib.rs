@@ -4,6 +4,11 @@
 //! contract between the two sides: change it on both at once.
 #![no_std]
 
+pub mod csum;
+pub mod wire;
+
+pub use wire::RecordType;
+
 /// Longest name on the wire, including length bytes and the root label (RFC 1035 §2.3.4).
 pub const MAX_NAME_LEN: usize = 255;
 /// Name buffers are padded to a multiple of 8 so that names compare in u64 words.
@@ -19,10 +24,13 @@ pub const MAX_ANSWER_BYTES: usize = MAX_RECORDS * AAAA_RR_LEN;
 /// UDP payload size we advertise in our OPT record (the DNS flag day 2020 value).
 pub const EDNS_UDP_PAYLOAD: u16 = 1232;
 
-pub const QTYPE_A: u16 = 1;
-pub const QTYPE_AAAA: u16 = 28;
-pub const QTYPE_OPT: u16 = 41;
+pub const QTYPE_A: u16 = RecordType::A as u16;
+pub const QTYPE_AAAA: u16 = RecordType::Aaaa as u16;
+pub const QTYPE_OPT: u16 = RecordType::Opt as u16;
 pub const QCLASS_IN: u16 = 1;
+
+/// `map_flags` of a hash map whose entries are allocated as they are inserted.
+pub const BPF_F_NO_PREALLOC: usize = 1;
 
 /// The name hash: over the lowercased wire name (length bytes and root label
 /// included), zero-padded to whole 8-byte words, each word read little-endian.
@@ -89,16 +97,37 @@ pub struct Settings {
     pub wildcard_names: u32,
 }
 
-/// How the XDP program picks the records of one reply from an [`AnswerSet`].
-pub const SELECT_FIXED: u8 = 0;
-/// Rotate the start record per query (a per-CPU counter).
-pub const SELECT_ROUND_ROBIN: u8 = 1;
-/// A uniformly random start record per query.
-pub const SELECT_RANDOM: u8 = 2;
-/// A start record drawn from `weighted_start`, where records appear in proportion to weight.
-pub const SELECT_WEIGHTED: u8 = 3;
-/// Answer NOERROR with no records (an all-down policy).
-pub const SELECT_NODATA: u8 = 4;
+/// How the XDP program picks the records of one reply from an [`AnswerSet`]
+/// (`AnswerSet::select` holds the value).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Select {
+    /// Always the first `answers` records.
+    Fixed = 0,
+    /// Rotate the start record per query (a per-CPU counter).
+    RoundRobin = 1,
+    /// A uniformly random start record per query.
+    Random = 2,
+    /// A start record drawn from `weighted_start`, where records appear in proportion to weight.
+    Weighted = 3,
+    /// Answer NOERROR with no records (an all-down policy).
+    NoData = 4,
+}
+
+impl Select {
+    #[inline(always)]
+    pub const fn from_u8(value: u8) -> Option<Select> {
+        match value {
+            0 => Some(Select::Fixed),
+            1 => Some(Select::RoundRobin),
+            2 => Some(Select::Random),
+            3 => Some(Select::Weighted),
+            4 => Some(Select::NoData),
+            _ => None,
+        }
+    }
+}
+
 
 /// Slots of the weighted-start table; a power of two, so a random slot is a mask away.
 pub const WEIGHT_SLOTS: usize = 1024;
@@ -122,13 +151,13 @@ pub struct AnswerSet {
     pub answers: u16,
     /// Bytes per record: 16 (A) or 28 (AAAA).
     pub rr_len: u16,
-    /// One of the `SELECT_*` values.
+    /// A [`Select`] value.
     pub select: u8,
     pub _pad: u8,
     /// One's-complement sum (folded, big-endian words) of the `answers` records
     /// starting at record i.
     pub csums: [u16; MAX_RECORDS],
-    /// For `SELECT_WEIGHTED`: start record per slot.
+    /// For `Select::Weighted`: start record per slot.
     pub weighted_start: [u8; WEIGHT_SLOTS],
     /// `count` records, each starting with a compression pointer to the question
     /// (0xc00c), then the first `count - 1` of them again.
@@ -141,6 +170,20 @@ pub const OPT_RR: [u8; 11] = [0, 0, 41, (EDNS_UDP_PAYLOAD >> 8) as u8, EDNS_UDP_
 
 /// Slots for per-entry answer counters: one per possible NAMES entry.
 pub const NAME_STATS_SLOTS: usize = 65536;
+/// Counters per slot in NAME_ANSWERS: one for A answers, one for AAAA.
+pub const NAME_ANSWERS_PER_SLOT: usize = 2;
+
+/// Index in NAME_ANSWERS of the counter of A (`aaaa == false`) or AAAA answers given
+/// from the entry with `stats_slot`.
+#[inline(always)]
+pub const fn name_answers_index(stats_slot: u32, aaaa: bool) -> u32 {
+    stats_slot * NAME_ANSWERS_PER_SLOT as u32 + aaaa as u32
+}
+
+/// `NameRecords::flags`: the name lies in a declared zone that is not DNSSEC-signed, so
+/// a query with DO=1 gets the same answer, with DO copied into the reply's OPT record
+/// (RFC 3225 §3). Without it, DO=1 queries are passed to the DNS server behind XDP.
+pub const ENTRY_ANSWERS_DO: u32 = 1;
 
 /// Value of the `names` map: the name itself (to rule out hash collisions) and its records.
 #[repr(C)]
@@ -150,6 +193,9 @@ pub struct NameRecords {
     pub name_len: u32,
     /// This entry's counters in NAME_ANSWERS (see `NAME_STATS_SLOTS`).
     pub stats_slot: u32,
+    /// `ENTRY_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
     /// Lowercased wire name, zero padded.
     pub name: [u8; NAME_BUF_LEN],
     pub a: AnswerSet,
@@ -172,7 +218,15 @@ pub struct Scratch {
     pub round_robin: u32,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
+    /// IPv4 options of the query, zero-padded, for the header checksum.
+    pub ip_options: [u8; 40],
+    /// The EDNS options of the query, zero-padded to 4 bytes, for the UDP checksum.
+    pub edns_options: [u8; MAX_EDNS_OPTIONS_LEN + 8],
 }
+
+/// Longest EDNS option area (OPT RDLENGTH) the XDP program checksums; queries with more
+/// are passed (bpf_csum_diff sums at most 512 bytes per call).
+pub const MAX_EDNS_OPTIONS_LEN: usize = 508;
 
 /// Ethernet + VLAN + IPv4 with options + UDP + DNS header + longest question.
 pub const MAX_FRAME_FRONT: usize = 14 + 4 + 60 + 8 + 12 + MAX_NAME_LEN + 4;
@@ -206,7 +260,8 @@ pub struct Counters {
     pub pass_not_dns: u64,
     /// A response, another opcode, several questions, or records in answer/authority.
     pub pass_not_plain_query: u64,
-    /// DO=1, EDNS version other than 0, or an EDNS option we do not handle.
+    /// EDNS version other than 0, an EDNS option we do not handle, or more option
+    /// bytes than we checksum.
     pub pass_unsupported_edns: u64,
     pub pass_name_not_found: u64,
     /// The name is served, but not for this query type or class.
@@ -215,6 +270,11 @@ pub struct Counters {
     pub pass_malformed: u64,
     /// The reply would not fit the client's UDP payload size or the packet buffer.
     pub pass_too_large: u64,
+    /// DO=1 for a name whose zone is signed (`dnssec = "pass"`) or in no declared zone.
+    pub pass_dnssec: u64,
+    /// A wrong IPv4 header checksum or UDP checksum (or none over IPv6): the kernel
+    /// would drop it, so XDP does not answer it.
+    pub pass_bad_checksum: u64,
 }
 
 /// Why a packet was passed to the kernel; the value is the field index in [`Counters`].
@@ -229,6 +289,8 @@ pub enum Verdict {
     TypeNotPresent = 5,
     Malformed = 6,
     TooLarge = 7,
+    Dnssec = 8,
+    BadChecksum = 9,
 }
 
 pub const COUNTER_FIELDS: usize = core::mem::size_of::<Counters>() / 8;
@@ -243,6 +305,8 @@ impl Counters {
         "pass_type_not_present",
         "pass_malformed",
         "pass_too_large",
+        "pass_dnssec",
+        "pass_bad_checksum",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -255,6 +319,8 @@ impl Counters {
             self.pass_type_not_present,
             self.pass_malformed,
             self.pass_too_large,
+            self.pass_dnssec,
+            self.pass_bad_checksum,
         ]
     }
 
@@ -267,6 +333,8 @@ impl Counters {
         self.pass_type_not_present += other.pass_type_not_present;
         self.pass_malformed += other.pass_malformed;
         self.pass_too_large += other.pass_too_large;
+        self.pass_dnssec += other.pass_dnssec;
+        self.pass_bad_checksum += other.pass_bad_checksum;
     }
 }
 

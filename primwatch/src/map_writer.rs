@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
-use primwatch_common::{NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS, SCOPE_FROM_SOURCE};
+use primwatch_common::{name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS, SCOPE_FROM_SOURCE};
 
 use crate::config::ViewConfig;
 
@@ -60,7 +60,7 @@ impl NameMapWriter {
             None => anyhow::bail!("more than {NAME_STATS_SLOTS} names map entries"),
         };
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for index in [slot * 2, slot * 2 + 1] {
+        for index in [name_answers_index(slot, false), name_answers_index(slot, true)] {
             let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
             self.answers.set(index, zeros, 0).context("zeroing an answer counter")?;
         }
@@ -71,7 +71,7 @@ impl NameMapWriter {
     /// Answers XDP gave from each entry: (A, AAAA), summed over CPUs.
     pub fn answer_counts(&self) -> BTreeMap<NameKey, (u64, u64)> {
         let read = |index: u32| self.answers.get(&index, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        self.slots.iter().map(|(key, slot)| (*key, (read(slot * 2), read(slot * 2 + 1)))).collect()
+        self.slots.iter().map(|(key, slot)| (*key, (read(name_answers_index(*slot, false)), read(name_answers_index(*slot, true))))).collect()
     }
 
     /// Writes one entry (one atomic element replacement in the kernel).

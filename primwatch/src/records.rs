@@ -8,9 +8,8 @@ use std::{
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, NameRecords, AAAA_RR_LEN, A_RR_LEN, MAX_RECORDS, QCLASS_IN, QTYPE_A,
-    QTYPE_AAAA, RRS_BUF_LEN, SELECT_FIXED, SELECT_NODATA, SELECT_RANDOM, SELECT_ROUND_ROBIN,
-    SELECT_WEIGHTED, WEIGHT_SLOTS,
+    AnswerSet, NameKey, NameRecords, Select, AAAA_RR_LEN, A_RR_LEN, MAX_RECORDS, QCLASS_IN, QTYPE_A,
+    QTYPE_AAAA, RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
 use crate::{config::Config, dns_name::DnsName, selection};
@@ -18,18 +17,9 @@ use crate::{config::Config, dns_name::DnsName, selection};
 /// A compression pointer to the question name, which always sits at offset 12.
 const POINTER_TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
 
-/// How the XDP program picks the records of each reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
-    /// Always the first `answers` records.
-    Fixed,
-    RoundRobin,
-    Random,
-    /// Start records drawn in proportion to weight.
-    Weighted,
-    /// NOERROR, no records.
-    NoData,
-}
+/// How the XDP program picks the records of each reply: the map contract's own
+/// enum, so the two sides cannot disagree on a value.
+pub type Pick = primwatch_common::Select;
 
 /// The records chosen for one name and type: (address, weight) in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +53,7 @@ fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
         count: 0,
         answers: 0,
         rr_len: rr_len as u16,
-        select: SELECT_FIXED,
+        select: Select::Fixed as u8,
         _pad: 0,
         csums: [0; MAX_RECORDS],
         weighted_start: [0; WEIGHT_SLOTS],
@@ -75,7 +65,7 @@ fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
 fn render(ttl: u32, qtype: u16, rr_len: usize, rdatas: &[Vec<u8>], weights: &[u32], answers: usize, pick: Pick) -> AnswerSet {
     let mut set = empty_set(ttl, rr_len);
     if pick == Pick::NoData {
-        set.select = SELECT_NODATA;
+        set.select = Select::NoData as u8;
         return set;
     }
     let count = rdatas.len().min(MAX_RECORDS);
@@ -102,14 +92,8 @@ fn render(ttl: u32, qtype: u16, rr_len: usize, rdatas: &[Vec<u8>], weights: &[u3
     }
     set.count = count as u16;
     set.answers = answers as u16;
-    set.select = match pick {
-        Pick::Fixed => SELECT_FIXED,
-        Pick::RoundRobin => SELECT_ROUND_ROBIN,
-        Pick::Random => SELECT_RANDOM,
-        Pick::Weighted => SELECT_WEIGHTED,
-        Pick::NoData => unreachable!(),
-    };
-    if set.select == SELECT_WEIGHTED {
+    set.select = pick as u8;
+    if pick == Pick::Weighted {
         set.weighted_start = weighted_slots(&weights[..count]);
     }
     set
@@ -157,20 +141,15 @@ pub fn aaaa_records(ttl: u32, chosen: &Chosen<Ipv6Addr>) -> AnswerSet {
 
 /// One's-complement sum of big-endian 16-bit words (odd tail padded with zero), folded.
 pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u64 = bytes
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u64)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    primwatch_common::csum::fold(primwatch_common::csum::sum_be_words(bytes))
 }
 
 pub fn name_records(name: &DnsName, a: AnswerSet, aaaa: AnswerSet) -> NameRecords {
     NameRecords {
         name_len: name.wire().len() as u32,
         stats_slot: 0, // the map writer assigns it
+        flags: 0,
+        _pad: 0,
         name: name.padded(),
         a,
         aaaa,
@@ -222,7 +201,7 @@ mod tests {
     #[test]
     fn rendered_records_parse_as_dns_answers() {
         let set = a_records(300, &Chosen::fixed(vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 7)]));
-        assert_eq!((set.count, set.answers, set.rr_len, set.select), (2, 2, 16, SELECT_FIXED));
+        assert_eq!((set.count, set.answers, set.rr_len, set.select), (2, 2, 16, Select::Fixed as u8));
         // Wrap the rendered section in a response to www.example.test and let hickory parse it.
         let mut msg = vec![0x12, 0x34, 0x84, 0x00, 0, 1, 0, 2, 0, 0, 0, 0];
         msg.extend_from_slice(b"\x03www\x07example\x04test\x00\x00\x01\x00\x01");
@@ -247,7 +226,7 @@ mod tests {
     fn rotations_are_contiguous_and_checksummed() {
         let addrs: Vec<(Ipv4Addr, u32)> = (1..=4).map(|i| (Ipv4Addr::new(10, 0, 0, i), 1)).collect();
         let set = a_records(30, &Chosen { records: addrs, answers: 2, pick: Pick::RoundRobin });
-        assert_eq!((set.count, set.answers, set.select), (4, 2, SELECT_ROUND_ROBIN));
+        assert_eq!((set.count, set.answers, set.select), (4, 2, Select::RoundRobin as u8));
         for start in 0..4usize {
             let block = &set.rrs[start * 16..(start + 2) * 16];
             // The address of each record is its last 4 bytes.
@@ -268,16 +247,16 @@ mod tests {
         assert!((count(1) as i64 - 307).abs() <= 1, "{}", count(1));
         assert!((count(2) as i64 - 614).abs() <= 1, "{}", count(2));
         let set = a_records(30, &Chosen { records: vec![(Ipv4Addr::LOCALHOST, 1), (Ipv4Addr::BROADCAST, 3)], answers: 1, pick: Pick::Weighted });
-        assert_eq!(set.select, SELECT_WEIGHTED);
+        assert_eq!(set.select, Select::Weighted as u8);
         assert_eq!(set.weighted_start.iter().filter(|&&s| s == 1).count(), 768);
     }
 
     #[test]
     fn nodata_and_unserved_sets() {
         let set = a_records(30, &Chosen::nodata());
-        assert_eq!((set.count, set.select), (0, SELECT_NODATA));
+        assert_eq!((set.count, set.select), (0, Select::NoData as u8));
         let set = aaaa_records(30, &Chosen::none());
-        assert_eq!((set.count, set.select), (0, SELECT_FIXED));
+        assert_eq!((set.count, set.select), (0, Select::Fixed as u8));
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Lab {
             ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
             ip(&["-n", &ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
         }
+        netns::send_full_checksums(&lab.client_ns, CLIENT_IF)?;
         Ok(lab)
     }
 

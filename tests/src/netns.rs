@@ -47,3 +47,14 @@ pub fn sh(program: &str, args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Turns off TX checksum offload on `dev` in `ns`, so the frames it sends carry full
+/// UDP checksums, as frames from a real wire do. (A veth with offload on hands its peer
+/// only the pseudo-header sum, which the XDP program rightly refuses to answer.)
+pub fn send_full_checksums(ns: &str, dev: &str) -> Result<()> {
+    let out = command(ns, "ethtool").args(["-K", dev, "tx", "off"]).output().context("running ethtool")?;
+    if !out.status.success() {
+        bail!("ethtool -K {dev} tx off in {ns} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

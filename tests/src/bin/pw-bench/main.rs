@@ -262,6 +262,7 @@ impl SecondClient {
             netns::ip(&["-n", ns, "link", "set", dev, "up"])?;
             netns::ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
         }
+        netns::send_full_checksums(&client.ns, CLIENT_IF)?;
         Ok(client)
     }
 

@@ -1,0 +1,169 @@
+//! EDNS(0) (RFC 6891): the query's OPT record and its options, and the OPT record of
+//! the reply. Options a responder may ignore (COOKIE, RFC 7873 §5.2; PADDING, RFC 7830)
+//! are skipped; one EDNS Client Subnet option (RFC 7871) is parsed into scratch and
+//! echoed; anything else sends the query to the kernel.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
+use primwatch_common::{
+    csum,
+    wire::{edns, EcsFamily},
+    ClientSubnet, Scratch, Verdict, QTYPE_OPT,
+};
+
+use crate::packet::{be16, bytes_at, put_be16};
+
+/// At most this many EDNS options are walked; more are passed up.
+const MAX_EDNS_OPTIONS: usize = 8;
+/// Verifier bound for offsets into the option area (RDLENGTH is 16 bits, but a frame
+/// is far shorter; the mask only has to be at least the largest real offset).
+const OPTION_OFFSET_MASK: usize = 0xfff;
+
+/// What the reply needs from the query's OPT record.
+pub struct Edns {
+    /// The client's EDNS UDP payload size.
+    pub udp_size: usize,
+}
+
+/// Parses the OPT record at `off` (the only additional record a plain query may have).
+/// Returns it and its wire length.
+#[inline(always)]
+pub fn parse_opt(ctx: &XdpContext, off: usize, scratch: &mut Scratch) -> Result<(Edns, usize), Verdict> {
+    let opt = bytes_at(ctx, off, edns::OPT_RR_LEN, Verdict::Malformed)?;
+    // Any other additional record (TSIG, SIG(0), …) is not a plain query.
+    if unsafe { *opt.add(edns::OWNER_OFF) } != 0 || be16(unsafe { opt.add(edns::TYPE_OFF) }) != QTYPE_OPT {
+        return Err(Verdict::NotPlainQuery);
+    }
+    let udp_size = be16(unsafe { opt.add(edns::UDP_SIZE_OFF) }) as usize;
+    let version = unsafe { *opt.add(edns::VERSION_OFF) };
+    let flags = be16(unsafe { opt.add(edns::FLAGS_OFF) });
+    if version != 0 || flags & edns::FLAG_DO != 0 {
+        return Err(Verdict::UnsupportedEdns);
+    }
+    let rdlen = be16(unsafe { opt.add(edns::RDLEN_OFF) }) as usize;
+    check_options(ctx, off + edns::OPT_RR_LEN, rdlen, scratch)?;
+    Ok((Edns { udp_size }, edns::OPT_RR_LEN + rdlen))
+}
+
+/// Walks the `rdlen` bytes of options at `off`.
+#[inline(always)]
+fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
+    let mut pos = 0usize;
+    for _ in 0..MAX_EDNS_OPTIONS {
+        if pos == rdlen {
+            return Ok(());
+        }
+        if pos > rdlen {
+            return Err(Verdict::Malformed); // an option overran RDLENGTH
+        }
+        let option_off = off + (pos & OPTION_OFFSET_MASK);
+        let option = bytes_at(ctx, option_off, edns::OPTION_HLEN, Verdict::Malformed)?;
+        let code = be16(option);
+        let len = be16(unsafe { option.add(2) }) as usize;
+        if code == edns::OPTION_CLIENT_SUBNET {
+            parse_client_subnet(ctx, option_off + edns::OPTION_HLEN, len, scratch)?;
+        } else if code != edns::OPTION_COOKIE && code != edns::OPTION_PADDING {
+            return Err(Verdict::UnsupportedEdns);
+        }
+        pos += edns::OPTION_HLEN + len;
+    }
+    if pos == rdlen {
+        Ok(())
+    } else if pos > rdlen {
+        Err(Verdict::Malformed)
+    } else {
+        Err(Verdict::UnsupportedEdns) // more options than we walk
+    }
+}
+
+/// Bytes of an ECS address with `source_len` prefix bits (RFC 7871 §6: no more).
+#[inline(always)]
+pub fn ecs_address_len(source_len: u8) -> usize {
+    (source_len as usize + 7) / 8
+}
+
+/// Parses an ECS option body (`len` bytes at `off`) into scratch.
+#[inline(always)]
+fn parse_client_subnet(ctx: &XdpContext, off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
+    let head = bytes_at(ctx, off, edns::ECS_HLEN, Verdict::Malformed)?;
+    let family = EcsFamily::from_wire(be16(head)).ok_or(Verdict::UnsupportedEdns)?;
+    let source_len = unsafe { *head.add(2) };
+    let scope_len = unsafe { *head.add(3) };
+    // RFC 7871 §7.1.1: a second option, a scope in a query or a wrong length is FORMERR.
+    let address_len = ecs_address_len(source_len);
+    if scratch.ecs.present != 0
+        || scope_len != 0
+        || source_len > family.max_prefix()
+        || len != edns::ECS_HLEN + address_len
+    {
+        return Err(Verdict::Malformed);
+    }
+    scratch.ecs.address = [0; 16];
+    if address_len > 0 {
+        // 1..=16 (source_len is at most 128), in a form the verifier can see.
+        let n = ((address_len - 1) & 15) + 1;
+        let loaded = unsafe {
+            bpf_xdp_load_bytes(ctx.ctx, (off + edns::ECS_HLEN) as u32, scratch.ecs.address.as_mut_ptr() as *mut _, n as u32)
+        };
+        if loaded != 0 {
+            return Err(Verdict::Malformed);
+        }
+    }
+    scratch.ecs.family = family as u16;
+    scratch.ecs.source_len = source_len;
+    scratch.ecs.scope_len = 0;
+    scratch.ecs.present = 1;
+    Ok(())
+}
+
+/// Wire length of the ECS option a reply echoes (header and body).
+#[inline(always)]
+pub fn reply_ecs_len(ecs: &ClientSubnet) -> usize {
+    if ecs.present != 0 {
+        edns::OPTION_HLEN + edns::ECS_HLEN + ecs_address_len(ecs.source_len)
+    } else {
+        0
+    }
+}
+
+/// Writes the ECS option of a reply at `off`; returns its one's-complement sum as it
+/// sits 11 bytes (an odd count) after the start of the OPT record.
+#[inline(always)]
+pub fn write_client_subnet(ctx: &XdpContext, off: usize, ecs: &ClientSubnet) -> Result<u64, Verdict> {
+    let address_len = ecs_address_len(ecs.source_len);
+    let head = bytes_at(ctx, off, edns::OPTION_HLEN + edns::ECS_HLEN, Verdict::Malformed)?;
+    let words = [
+        edns::OPTION_CLIENT_SUBNET,
+        (edns::ECS_HLEN + address_len) as u16,
+        ecs.family,
+        ((ecs.source_len as u16) << 8) | ecs.scope_len as u16,
+    ];
+    let mut sum = 0u64;
+    for (i, word) in words.iter().enumerate() {
+        put_be16(unsafe { head.add(2 * i) }, *word);
+        sum += *word as u64;
+    }
+    if address_len > 0 {
+        let n = ((address_len - 1) & 15) + 1;
+        let stored = unsafe {
+            bpf_xdp_store_bytes(
+                ctx.ctx,
+                (off + edns::OPTION_HLEN + edns::ECS_HLEN) as u32,
+                ecs.address.as_ptr() as *mut _,
+                n as u32,
+            )
+        };
+        if stored != 0 {
+            return Err(Verdict::Malformed);
+        }
+        // The address is zero beyond its bytes, so all 16 can be summed.
+        let mut i = 0;
+        while i < 16 {
+            sum += (((ecs.address[i] as u16) << 8) | ecs.address[i + 1] as u16) as u64;
+            i += 2;
+        }
+    }
+    Ok(csum::fold(sum).swap_bytes() as u64)
+}

@@ -1,0 +1,110 @@
+//! Stage 2: the client's view (longest source prefix, or the EDNS Client Subnet), then
+//! the name's entry: exact name in the view, else in the default view; failing both,
+//! the wildcard one label up (`*.parent`), in the same order. A hash match alone is
+//! never enough: the stored name must equal the one looked for.
+
+use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use core::ptr;
+use primwatch_common::{
+    wire::{dns, ipv4, ipv6, udp, EcsFamily},
+    NameKey, NameRecords, Scratch, Verdict, MAX_NAME_LEN, NAME_BUF_LEN, SCOPE_FROM_SOURCE,
+};
+
+use crate::{
+    maps::{settings, NAMES, VIEWS_V4, VIEWS_V6},
+    packet::bytes_at,
+    parse::{lower_hash_sum, Query},
+};
+
+/// The view every name has; a client in no configured view is in it.
+const DEFAULT_VIEW: u32 = 0;
+
+/// The entry that answers `query`, or why there is none.
+#[inline(always)]
+pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<&'static NameRecords, Verdict> {
+    let view = client_view(ctx, query, scratch)?;
+    if let Some(records) = find(query.name_hash, view, &scratch.name, query.name_len) {
+        return Ok(records);
+    }
+    if !settings().is_some_and(|s| s.wildcard_names > 0) {
+        return Err(Verdict::NameNotFound);
+    }
+    // "*" and the name without its first label, read from the packet once more.
+    let first_label = (scratch.name[0] as usize) & dns::MAX_LABEL_LEN;
+    let rest = query.name_len.wrapping_sub(1 + first_label) & MAX_NAME_LEN;
+    if rest == 0 || rest > MAX_NAME_LEN - 2 {
+        return Err(Verdict::NameNotFound);
+    }
+    let name_off = query.l4_off + udp::HLEN + dns::HLEN + 1 + first_label;
+    let wild = scratch.wildcard.as_mut_ptr();
+    unsafe {
+        *wild = 1;
+        *wild.add(1) = b'*';
+        if bpf_xdp_load_bytes(ctx.ctx, name_off as u32, wild.add(2) as *mut _, rest as u32) != 0 {
+            return Err(Verdict::NameNotFound);
+        }
+        ptr::write_unaligned(wild.add(2 + rest) as *mut u64, 0);
+    }
+    let (hash, _) = lower_hash_sum(wild, 2 + rest);
+    find(hash, view, &scratch.wildcard, 2 + rest).ok_or(Verdict::NameNotFound)
+}
+
+/// The client's view: the longest configured prefix containing its EDNS Client Subnet
+/// (when the query has one with a non-zero source length; /0 opts out, RFC 7871 §7.1.2)
+/// or else its source address. Records the scope an ECS reply may claim.
+#[inline(always)]
+fn client_view(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<u32, Verdict> {
+    if !settings().is_some_and(|s| s.view_prefixes > 0) {
+        return Ok(DEFAULT_VIEW); // the answer is the same for every client: scope 0
+    }
+    let ecs = &mut scratch.ecs;
+    let found = if ecs.present != 0 && ecs.source_len > 0 {
+        let source_len = ecs.source_len as u32;
+        let found = if ecs.family == EcsFamily::Ipv6 as u16 {
+            VIEWS_V6.get(&Key::new(source_len, ecs.address)).copied()
+        } else {
+            let a = ecs.address;
+            VIEWS_V4.get(&Key::new(source_len, [a[0], a[1], a[2], a[3]])).copied()
+        };
+        ecs.scope_len = match found {
+            Some(m) if m.prefix_len != SCOPE_FROM_SOURCE => m.prefix_len as u8,
+            _ => ecs.source_len,
+        };
+        found
+    } else if query.is_ipv6 {
+        let src = bytes_at(ctx, query.l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
+        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv6::ADDR_LEN]) };
+        VIEWS_V6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, address)).copied()
+    } else {
+        let src = bytes_at(ctx, query.l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
+        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv4::ADDR_LEN]) };
+        VIEWS_V4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, address)).copied()
+    };
+    Ok(found.map_or(DEFAULT_VIEW, |m| m.view))
+}
+
+/// The entry for a lowercased wire name (`len` bytes of `name`, zero-padded) in
+/// `view`, else in the default view.
+#[inline(always)]
+fn find(hash: u64, view: u32, name: &[u8; NAME_BUF_LEN + 8], len: usize) -> Option<&'static NameRecords> {
+    let mut entry = NAMES.get_ptr(&NameKey::new(hash, view));
+    if entry.is_none() && view != DEFAULT_VIEW {
+        entry = NAMES.get_ptr(&NameKey::new(hash, DEFAULT_VIEW));
+    }
+    let records = unsafe { &*entry? };
+    if records.name_len as usize != len {
+        return None;
+    }
+    let words = (len + 7) / 8;
+    let ours = name.as_ptr() as *const u64;
+    let theirs = records.name.as_ptr() as *const u64;
+    for w in 0..NAME_BUF_LEN / 8 {
+        if w >= words {
+            break;
+        }
+        if unsafe { *ours.add(w) != *theirs.add(w) } {
+            return None;
+        }
+    }
+    Some(records)
+}

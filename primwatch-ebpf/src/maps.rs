@@ -1,0 +1,47 @@
+//! The maps the controller fills and the program reads (names, views, settings), the
+//! counters it writes, and its per-CPU scratch space. Layouts are in primwatch-common.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    macros::btf_map,
+    Global,
+};
+use primwatch_common::{
+    Counters, NameKey, NameRecords, Scratch, Settings, ViewMatch, BPF_F_NO_PREALLOC,
+    NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+};
+
+/// UDP port the program answers on; the loader overrides it from the config.
+#[unsafe(no_mangle)]
+pub static DNS_PORT: Global<u16> = Global::new(53);
+
+/// Served names: hash of the lowercased name → the name and its pre-rendered answers.
+/// Not preallocated: entries are ~1.2 KiB and most deployments serve few names.
+#[btf_map]
+pub static NAMES: HashMap<NameKey, NameRecords, 65536, { BPF_F_NO_PREALLOC }> = HashMap::new();
+
+/// Source prefix → view, one trie per address family.
+#[btf_map]
+pub static VIEWS_V4: LpmTrie<[u8; 4], ViewMatch, 1_048_576> = LpmTrie::new();
+#[btf_map]
+pub static VIEWS_V6: LpmTrie<[u8; 16], ViewMatch, 1_048_576> = LpmTrie::new();
+
+#[btf_map]
+pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+#[btf_map]
+pub static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+
+#[btf_map]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// Answers per (name, view) entry and type, indexed by `name_answers_index`. The
+/// controller gives every entry of NAMES its own slot.
+#[btf_map]
+pub static NAME_ANSWERS: PerCpuArray<u64, { NAME_ANSWERS_PER_SLOT * NAME_STATS_SLOTS }> = PerCpuArray::new();
+
+/// The single SETTINGS entry, if the controller wrote one.
+#[inline(always)]
+pub fn settings() -> Option<&'static Settings> {
+    SETTINGS.get_ptr(0).map(|s| unsafe { &*s })
+}

@@ -1,0 +1,60 @@
+//! Bounds-checked access to the frame. Every read and write of packet bytes goes
+//! through `bytes_at`, so the verifier sees one pattern: start + offset + length
+//! compared against the end of the frame.
+
+use aya_ebpf::programs::XdpContext;
+use core::ptr;
+use primwatch_common::Verdict;
+
+/// A pointer to `len` bytes at `off`, or `err` if the frame is shorter.
+#[inline(always)]
+pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize, err: Verdict) -> Result<*mut u8, Verdict> {
+    let start = ctx.data();
+    if start + off + len > ctx.data_end() {
+        return Err(err);
+    }
+    Ok((start + off) as *mut u8)
+}
+
+/// Bytes in the frame as handed to XDP (headers, payload and any link-layer padding).
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+#[inline(always)]
+pub fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+#[inline(always)]
+pub fn put_be16(p: *mut u8, v: u16) {
+    let b = v.to_be_bytes();
+    unsafe {
+        *p = b[0];
+        *p.add(1) = b[1];
+    }
+}
+
+/// Sum of the big-endian 16-bit words of `LEN` (even) bytes at `p`; not folded.
+#[inline(always)]
+pub fn sum_words<const LEN: usize>(p: *const u8) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < LEN {
+        sum += be16(unsafe { p.add(i) }) as u64;
+        i += 2;
+    }
+    sum
+}
+
+/// Exchanges `N` bytes at `a` with `N` bytes at `b` (addresses, ports, MACs).
+#[inline(always)]
+pub unsafe fn swap_bytes<const N: usize>(a: *mut u8, b: *mut u8) {
+    let mut tmp = [0u8; N];
+    unsafe {
+        ptr::copy_nonoverlapping(a, tmp.as_mut_ptr(), N);
+        ptr::copy_nonoverlapping(b, a, N);
+        ptr::copy_nonoverlapping(tmp.as_ptr(), b, N);
+    }
+}

@@ -1,0 +1,258 @@
+//! Stage 1 of a packet: Ethernet (one optional 802.1Q tag) → IPv4/IPv6 → UDP to our
+//! port → DNS header → question. Accepts only a plain query (RFC 1035 §4.1.1: QR=0,
+//! OPCODE=QUERY, one question, no answer or authority records, at most one additional
+//! record, which must be OPT) and records where its parts are for the reply.
+
+use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use core::ptr;
+use primwatch_common::{
+    ascii_lower_word, csum, name_hash_step,
+    wire::{dns, eth, ipv4, ipv6, udp},
+    Scratch, Verdict, MAX_NAME_LEN, NAME_HASH_SEED, QCLASS_IN,
+};
+
+use crate::{
+    edns::{self, Edns},
+    maps::DNS_PORT,
+    packet::{be16, bytes_at},
+};
+
+/// Where the parts of a plain query are, and what the reply needs from it.
+pub struct Query {
+    /// Offset of the IP header in the frame.
+    pub l3_off: usize,
+    /// Offset of the UDP header in the frame.
+    pub l4_off: usize,
+    pub is_ipv6: bool,
+    /// IPv4 header length (0 for IPv6).
+    pub ipv4_hlen: usize,
+    /// Wire length of the question name, root label included.
+    pub name_len: usize,
+    /// `name_hash_step` over the lowercased name.
+    pub name_hash: u64,
+    /// One's-complement sum of the question name as it sits in the UDP datagram
+    /// (folded, as big-endian words from the name's first byte).
+    pub name_csum: u64,
+    pub qtype: u16,
+    /// DNS header flags of the query.
+    pub flags: u16,
+    /// The query's OPT record, if it had one.
+    pub edns: Option<Edns>,
+}
+
+impl Query {
+    /// Offset of the DNS header in the frame.
+    #[inline(always)]
+    pub fn dns_off(&self) -> usize {
+        self.l4_off + udp::HLEN
+    }
+
+    /// Offset of the byte after QCLASS: where the answer section goes.
+    #[inline(always)]
+    pub fn question_end(&self) -> usize {
+        self.dns_off() + dns::HLEN + self.name_len + dns::QTYPE_QCLASS_LEN
+    }
+}
+
+/// The IP layer of a frame: where UDP starts and the UDP length the IP header implies.
+struct Ip {
+    is_ipv6: bool,
+    ipv4_hlen: usize,
+    l4_off: usize,
+    udp_len: usize,
+}
+
+#[inline(always)]
+pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Verdict> {
+    let (ethertype, l3_off) = parse_ethernet(ctx)?;
+    let ip = match ethertype {
+        eth::P_IPV4 => parse_ipv4(ctx, l3_off)?,
+        eth::P_IPV6 => parse_ipv6(ctx, l3_off)?,
+        _ => return Err(Verdict::NotDns),
+    };
+
+    let udp_hdr = bytes_at(ctx, ip.l4_off, udp::HLEN, Verdict::Malformed)?;
+    if be16(unsafe { udp_hdr.add(udp::DST_PORT_OFF) }) != DNS_PORT.load() {
+        return Err(Verdict::NotDns);
+    }
+    let udp_len = be16(unsafe { udp_hdr.add(udp::LEN_OFF) }) as usize;
+    if udp_len != ip.udp_len || udp_len < udp::HLEN + dns::HLEN || be16(unsafe { udp_hdr.add(udp::SRC_PORT_OFF) }) == 0 {
+        return Err(Verdict::Malformed);
+    }
+    // Frames may carry padding after the datagram: the UDP length says where DNS ends.
+    // Every byte parsed below is bounds-checked, and the parsed length must equal
+    // `dns_len`, so the whole datagram is known to be in the frame at the end.
+    let dns_off = ip.l4_off + udp::HLEN;
+    let dns_len = udp_len - udp::HLEN;
+
+    let hdr = bytes_at(ctx, dns_off, dns::HLEN, Verdict::Malformed)?;
+    let flags = be16(unsafe { hdr.add(dns::FLAGS_OFF) });
+    let qdcount = be16(unsafe { hdr.add(dns::QDCOUNT_OFF) });
+    let ancount = be16(unsafe { hdr.add(dns::ANCOUNT_OFF) });
+    let nscount = be16(unsafe { hdr.add(dns::NSCOUNT_OFF) });
+    let arcount = be16(unsafe { hdr.add(dns::ARCOUNT_OFF) });
+    if flags & (dns::FLAG_QR | dns::FLAG_OPCODE | dns::FLAG_TC) != 0
+        || qdcount != 1
+        || ancount != 0
+        || nscount != 0
+        || arcount > 1
+    {
+        return Err(Verdict::NotPlainQuery);
+    }
+
+    let (name_len, name_hash, name_csum) = walk_name(ctx, dns_off + dns::HLEN, scratch)?;
+
+    let qoff = dns_off + dns::HLEN + name_len;
+    let q = bytes_at(ctx, qoff, dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
+    let qtype = be16(q);
+    if be16(unsafe { q.add(2) }) != QCLASS_IN {
+        return Err(Verdict::NotPlainQuery);
+    }
+
+    scratch.ecs.present = 0;
+    let mut query_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
+    let edns = if arcount == 1 {
+        let (edns, opt_len) = edns::parse_opt(ctx, qoff + dns::QTYPE_QCLASS_LEN, scratch)?;
+        query_len += opt_len;
+        Some(edns)
+    } else {
+        None
+    };
+    if query_len != dns_len {
+        return Err(Verdict::Malformed);
+    }
+
+    Ok(Query {
+        l3_off,
+        l4_off: ip.l4_off,
+        is_ipv6: ip.is_ipv6,
+        ipv4_hlen: ip.ipv4_hlen,
+        name_len,
+        name_hash,
+        name_csum,
+        qtype,
+        flags,
+        edns,
+    })
+}
+
+/// The EtherType of the payload and where it starts.
+#[inline(always)]
+fn parse_ethernet(ctx: &XdpContext) -> Result<(u16, usize), Verdict> {
+    let hdr = bytes_at(ctx, 0, eth::HLEN, Verdict::NotDns)?;
+    let ethertype = be16(unsafe { hdr.add(eth::ETHERTYPE_OFF) });
+    if ethertype != eth::P_8021Q {
+        return Ok((ethertype, eth::HLEN));
+    }
+    let tag = bytes_at(ctx, eth::HLEN, eth::VLAN_HLEN, Verdict::NotDns)?;
+    Ok((be16(unsafe { tag.add(eth::VLAN_ETHERTYPE_OFF) }), eth::HLEN + eth::VLAN_HLEN))
+}
+
+/// An unfragmented IPv4 datagram carrying UDP.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
+    let hdr = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+    let version_ihl = unsafe { *hdr.add(ipv4::VERSION_IHL_OFF) };
+    let hlen = ((version_ihl & ipv4::IHL_MASK) as usize) * 4;
+    if version_ihl >> 4 != ipv4::VERSION || hlen < ipv4::MIN_HLEN {
+        return Err(Verdict::Malformed);
+    }
+    let frag = be16(unsafe { hdr.add(ipv4::FRAG_OFF) });
+    if frag & ipv4::FRAGMENT_MASK != 0 || unsafe { *hdr.add(ipv4::PROTOCOL_OFF) } != udp::IPPROTO {
+        return Err(Verdict::NotDns);
+    }
+    let total_len = be16(unsafe { hdr.add(ipv4::TOTAL_LEN_OFF) }) as usize;
+    if total_len < hlen + udp::HLEN {
+        return Err(Verdict::Malformed);
+    }
+    Ok(Ip { is_ipv6: false, ipv4_hlen: hlen, l4_off: l3_off + hlen, udp_len: total_len - hlen })
+}
+
+/// An IPv6 packet whose first next header is UDP (extension headers are passed).
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
+    let hdr = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
+    if unsafe { *hdr } >> 4 != ipv6::VERSION {
+        return Err(Verdict::Malformed);
+    }
+    if unsafe { *hdr.add(ipv6::NEXT_HEADER_OFF) } != udp::IPPROTO {
+        return Err(Verdict::NotDns);
+    }
+    let payload_len = be16(unsafe { hdr.add(ipv6::PAYLOAD_LEN_OFF) }) as usize;
+    Ok(Ip { is_ipv6: true, ipv4_hlen: 0, l4_off: l3_off + ipv6::HLEN, udp_len: payload_len })
+}
+
+/// Reads the question name: checks the label structure (hopping from length byte to
+/// length byte), copies it to scratch in one helper call, then lowercases, hashes and
+/// checksums it 8 bytes at a time. Returns (wire length, hash, checksum sum).
+#[inline(always)]
+fn walk_name(ctx: &XdpContext, name_off: usize, scratch: &mut Scratch) -> Result<(usize, u64, u64), Verdict> {
+    let mut pos = 0usize;
+    let mut name_len = 0usize;
+    for _ in 0..dns::MAX_LABELS {
+        // A name byte is always followed by at least QTYPE and QCLASS, so asking for 5
+        // bytes rejects nothing valid (and a 1-byte check compiles to `p < end`, which
+        // the verifier cannot turn into a range).
+        let p = bytes_at(ctx, name_off + pos, 1 + dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
+        let label_len = unsafe { *p } as usize;
+        if label_len == 0 {
+            name_len = pos + 1;
+            break;
+        }
+        if label_len > dns::MAX_LABEL_LEN {
+            // Compression pointers and extended label types are not for us.
+            return Err(Verdict::Malformed);
+        }
+        pos += 1 + label_len;
+        if pos >= MAX_NAME_LEN {
+            return Err(Verdict::Malformed); // the root label would not fit in 255 bytes
+        }
+    }
+    // The loop can end at any of its iterations with a different length range;
+    // round-tripping it through the map makes it one unknown value, so the verifier
+    // checks the rest of the program once instead of once per exit.
+    unsafe { ptr::write_volatile(&mut scratch.name_len, name_len as u32) };
+    // The mask (255 = MAX_NAME_LEN) bounds the value in whichever register uses it.
+    let name_len = (unsafe { ptr::read_volatile(&scratch.name_len) } & MAX_NAME_LEN as u32) as usize;
+    if name_len == 0 {
+        return Err(Verdict::Malformed);
+    }
+
+    let name = scratch.name.as_mut_ptr();
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, name_off as u32, name as *mut _, name_len as u32) != 0 {
+            return Err(Verdict::Malformed);
+        }
+        // Zero the word after the name: the last word hashes and compares clean.
+        ptr::write_unaligned(name.add(name_len) as *mut u64, 0);
+    }
+    let (hash, sum) = lower_hash_sum(name, name_len);
+    // Words were read little-endian; the one's-complement sum of byte-swapped words is
+    // the byte-swapped sum.
+    Ok((name_len, hash, csum::fold(sum).swap_bytes() as u64))
+}
+
+/// Lowercases `len` bytes at `buf` (8-aligned, zero-padded to a word) in place, 8 at a
+/// time; returns their name hash and their one's-complement sum as read (before
+/// lowercasing, little-endian words).
+#[inline(always)]
+pub fn lower_hash_sum(buf: *mut u8, len: usize) -> (u64, u64) {
+    let words = buf.cast::<u64>();
+    let word_count = (len + 7) / 8;
+    let mut hash = NAME_HASH_SEED;
+    let mut sum = 0u64;
+    for w in 0..(MAX_NAME_LEN + 7) / 8 {
+        if w >= word_count {
+            break;
+        }
+        unsafe {
+            let word = *words.add(w);
+            // The checksum covers the name as sent (the reply echoes the client's case).
+            sum += (word & 0xffff_ffff) + (word >> 32);
+            let lower = ascii_lower_word(word);
+            *words.add(w) = lower;
+            hash = name_hash_step(hash, lower);
+        }
+    }
+    (hash, sum)
+}

@@ -1,0 +1,54 @@
+//! Stage 3: which of a set's pre-rendered records this reply carries. The controller
+//! rendered every rotation contiguously with its checksum, so a pick is a start index.
+
+use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
+use primwatch_common::{AnswerSet, Scratch, Select, Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, WEIGHT_SLOTS};
+
+/// The records of one reply: where they start in `AnswerSet::rrs`, how many bytes,
+/// how many records and their checksum.
+pub struct Picked {
+    pub rrs: *const u8,
+    pub len: usize,
+    pub ancount: u16,
+    pub csum: u16,
+}
+
+/// Picks the start record by the set's selection mode.
+#[inline(always)]
+pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Verdict> {
+    let select = Select::from_u8(set.select);
+    if select == Some(Select::NoData) {
+        return Ok(Picked { rrs: set.rrs.as_ptr(), len: 0, ancount: 0, csum: 0 });
+    }
+    let count = set.count as u32;
+    let rr_len = set.rr_len as usize;
+    let answers = set.answers as usize;
+    if count == 0 || count > MAX_RECORDS as u32 || answers == 0 || answers > count as usize || rr_len > AAAA_RR_LEN {
+        return Err(Verdict::TypeNotPresent);
+    }
+    let start = match select {
+        Some(Select::RoundRobin) => {
+            let n = scratch.round_robin.wrapping_add(1);
+            scratch.round_robin = n;
+            n % count
+        }
+        Some(Select::Random) => (unsafe { bpf_get_prandom_u32() }) % count,
+        Some(Select::Weighted) => {
+            let slot = unsafe { bpf_get_prandom_u32() } as usize & (WEIGHT_SLOTS - 1);
+            set.weighted_start[slot] as u32
+        }
+        _ => 0,
+    } as usize
+        & (MAX_RECORDS - 1);
+    let offset = start * rr_len;
+    let len = answers * rr_len;
+    if offset + len > RRS_BUF_LEN {
+        return Err(Verdict::Malformed);
+    }
+    Ok(Picked {
+        rrs: unsafe { set.rrs.as_ptr().add(offset) },
+        len,
+        ancount: answers as u16,
+        csum: set.csums[start],
+    })
+}

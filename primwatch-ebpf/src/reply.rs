@@ -1,0 +1,172 @@
+//! Stage 4: the query becomes the reply in place — MACs, addresses and ports swapped,
+//! header flags set, the picked records and our OPT record written after the question,
+//! lengths and checksums recomputed. Nothing is written before the reply is known to
+//! fit, so a pass from here on can only follow a failed helper call.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
+use primwatch_common::{
+    csum,
+    wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
+    Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, OPT_RR, QCLASS_IN,
+};
+
+use crate::{
+    edns::{reply_ecs_len, write_client_subnet},
+    packet::{be16, bytes_at, frame_len, put_be16, sum_words, swap_bytes},
+    parse::Query,
+    pick::Picked,
+};
+
+/// Hop limit / TTL of every reply.
+const REPLY_IP_TTL: u8 = 64;
+/// Verifier bounds for lengths and offsets written below (each at least the largest
+/// real value: answers ≤ MAX_ANSWER_BYTES, a frame < 4 KiB).
+const ANSWER_LEN_MASK: usize = 0x3ff;
+const FRAME_OFFSET_MASK: usize = 0xfff;
+
+/// One's-complement sum of `OPT_RR` as big-endian words from an even offset.
+const OPT_RR_CSUM: u64 = {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < OPT_RR.len() {
+        let lo = if i + 1 < OPT_RR.len() { OPT_RR[i + 1] } else { 0 };
+        sum += ((OPT_RR[i] as u64) << 8) | lo as u64;
+        i += 2;
+    }
+    sum
+};
+
+/// Turns the query into the reply in place and computes the checksums.
+#[inline(always)]
+pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answers: &Picked) -> Result<(), Verdict> {
+    let rrs_len = answers.len;
+    // Our OPT record, with the client subnet echoed when the query had one.
+    let ecs_len = reply_ecs_len(&scratch.ecs);
+    let opt_len = if query.edns.is_some() { wire_edns::OPT_RR_LEN + ecs_len } else { 0 };
+    let reply_dns_len = dns::HLEN + query.name_len + dns::QTYPE_QCLASS_LEN + rrs_len + opt_len;
+    let limit = match &query.edns {
+        Some(e) => e.udp_size.clamp(wire_edns::PLAIN_UDP_SIZE, EDNS_UDP_PAYLOAD as usize),
+        None => wire_edns::PLAIN_UDP_SIZE,
+    };
+    if reply_dns_len > limit {
+        return Err(Verdict::TooLarge);
+    }
+
+    let l4_off = query.l4_off;
+    let dns_off = query.dns_off();
+    let udp_len = udp::HLEN + reply_dns_len;
+    let delta = (dns_off + reply_dns_len) as i64 - frame_len(ctx) as i64;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+        grow_at_front(ctx, scratch, query.question_end(), delta)?;
+    }
+    // From here on the packet is ours to rewrite; every pointer is derived afresh.
+
+    let hdr = bytes_at(ctx, 0, eth::HLEN, Verdict::Malformed)?;
+    unsafe { swap_bytes::<{ eth::MAC_LEN }>(hdr.add(eth::DST_OFF), hdr.add(eth::SRC_OFF)) };
+
+    let mut sum = csum::pseudo_header_rest(udp::IPPROTO, udp_len);
+    if query.is_ipv6 {
+        let ip = bytes_at(ctx, query.l3_off, ipv6::HLEN, Verdict::Malformed)?;
+        unsafe {
+            put_be16(ip.add(ipv6::PAYLOAD_LEN_OFF), udp_len as u16);
+            *ip.add(ipv6::HOP_LIMIT_OFF) = REPLY_IP_TTL;
+            swap_bytes::<{ ipv6::ADDR_LEN }>(ip.add(ipv6::SRC_OFF), ip.add(ipv6::DST_OFF));
+        }
+        sum += sum_words::<{ 2 * ipv6::ADDR_LEN }>(unsafe { ip.add(ipv6::SRC_OFF) });
+    } else {
+        let ip = bytes_at(ctx, query.l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+        unsafe {
+            let old_ttl_proto = be16(ip.add(ipv4::TTL_OFF));
+            let old_total = be16(ip.add(ipv4::TOTAL_LEN_OFF));
+            let new_ttl_proto = ((REPLY_IP_TTL as u16) << 8) | udp::IPPROTO as u16;
+            let new_total = (query.ipv4_hlen + udp_len) as u16;
+            put_be16(ip.add(ipv4::TOTAL_LEN_OFF), new_total);
+            put_be16(ip.add(ipv4::TTL_OFF), new_ttl_proto);
+            // RFC 1624 incremental update: works for any header length, and the
+            // address swap below does not change the sum.
+            let check = be16(ip.add(ipv4::CHECKSUM_OFF));
+            let check = csum::update16(csum::update16(check, old_ttl_proto, new_ttl_proto), old_total, new_total);
+            put_be16(ip.add(ipv4::CHECKSUM_OFF), check);
+            swap_bytes::<{ ipv4::ADDR_LEN }>(ip.add(ipv4::SRC_OFF), ip.add(ipv4::DST_OFF));
+        }
+        sum += sum_words::<{ 2 * ipv4::ADDR_LEN }>(unsafe { ip.add(ipv4::SRC_OFF) });
+    }
+
+    let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
+    let ancount = answers.ancount;
+    let arcount = query.edns.is_some() as u16;
+    let flags = dns::FLAG_QR | dns::FLAG_AA | (query.flags & (dns::FLAG_RD | dns::FLAG_CD));
+    unsafe {
+        swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
+        put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
+        put_be16(hdr.add(udp::CHECKSUM_OFF), 0);
+        let dns_hdr = hdr.add(udp::HLEN);
+        put_be16(dns_hdr.add(dns::FLAGS_OFF), flags);
+        put_be16(dns_hdr.add(dns::ANCOUNT_OFF), ancount);
+        put_be16(dns_hdr.add(dns::ARCOUNT_OFF), arcount);
+        sum += be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64 + udp_len as u64;
+        // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT (0), ARCOUNT.
+        sum += be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1 + ancount as u64 + arcount as u64;
+    }
+    sum += query.name_csum;
+
+    let answers_off = query.question_end();
+    if rrs_len > 0 {
+        let len = rrs_len & ANSWER_LEN_MASK;
+        if len > MAX_ANSWER_BYTES {
+            return Err(Verdict::Malformed);
+        }
+        let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, answers.rrs as *mut _, len as u32) };
+        if stored != 0 {
+            return Err(Verdict::Malformed);
+        }
+    }
+    // Everything after the name starts at an odd offset when the name length is odd.
+    let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.csum as u64;
+    if query.edns.is_some() {
+        let opt_off = (answers_off + rrs_len) & FRAME_OFFSET_MASK;
+        let opt = bytes_at(ctx, opt_off, wire_edns::OPT_RR_LEN, Verdict::Malformed)?;
+        for (i, byte) in OPT_RR.iter().enumerate() {
+            unsafe { *opt.add(i) = *byte };
+        }
+        after_name += OPT_RR_CSUM;
+        if ecs_len > 0 {
+            put_be16(unsafe { opt.add(wire_edns::RDLEN_OFF) }, ecs_len as u16);
+            // RDLENGTH sits at an odd offset of the OPT record.
+            after_name += csum::at_offset(ecs_len as u16, wire_edns::RDLEN_OFF) as u64;
+            after_name += write_client_subnet(ctx, opt_off + wire_edns::OPT_RR_LEN, &scratch.ecs)?;
+        }
+    }
+    sum += csum::at_offset(csum::fold(after_name), query.name_len) as u64;
+
+    let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
+    put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));
+    Ok(())
+}
+
+/// Grows the frame by `delta` bytes at the front when the tail has no room (veth in
+/// native mode hands XDP buffers cut to the packet's size; the headroom is guaranteed).
+/// The first `front_len` bytes (headers and question) move to the new start, so the
+/// layout ends up as if the tail had grown.
+#[inline(always)]
+fn grow_at_front(ctx: &XdpContext, scratch: &mut Scratch, front_len: usize, delta: i64) -> Result<(), Verdict> {
+    if delta <= 0 || front_len == 0 || front_len > MAX_FRAME_FRONT {
+        return Err(Verdict::TooLarge);
+    }
+    let buf = scratch.frame_front.as_mut_ptr() as *mut _;
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, 0, buf, front_len as u32) != 0
+            || bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) != 0
+        {
+            aya_log_ebpf::warn!(ctx, "no room to grow a reply by {} bytes", delta);
+            return Err(Verdict::TooLarge);
+        }
+        if bpf_xdp_store_bytes(ctx.ctx, 0, buf, front_len as u32) != 0 {
+            return Err(Verdict::Malformed);
+        }
+    }
+    Ok(())
+}

@@ -43,13 +43,14 @@ pub fn sum_be_words(bytes: &[u8]) -> u64 {
 
 /// A folded sum computed over bytes that start at an odd offset of the checksummed
 /// data: the one's-complement sum of byte-swapped words is the byte-swapped sum.
+///
+/// Branch-free: in BPF a branch on `offset` would split the verifier's state of the
+/// offset's register for the rest of the program.
 #[inline(always)]
 pub const fn at_offset(folded: u16, offset: usize) -> u16 {
-    if offset & 1 == 1 {
-        folded.swap_bytes()
-    } else {
-        folded
-    }
+    let shift = ((offset & 1) * 8) as u32;
+    let wide = folded as u32;
+    ((wide << shift) | (wide >> shift)) as u16
 }
 
 /// RFC 1624 eqn. 3: the checksum field after one 16-bit word of the covered data
@@ -143,6 +144,14 @@ mod tests {
             let updated = update16(check, old, new);
             bytes[10..12].copy_from_slice(&updated.to_be_bytes());
             assert_eq!(rfc1071(&bytes), 0xffff, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn at_offset_swaps_only_odd_offsets() {
+        for offset in 0..8 {
+            let expected = if offset % 2 == 1 { 0x3412 } else { 0x1234 };
+            assert_eq!(at_offset(0x1234, offset), expected);
         }
     }
 

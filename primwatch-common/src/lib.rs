@@ -214,19 +214,30 @@ pub struct Scratch {
     pub ecs: ClientSubnet,
     /// Name length handed across the walk loop (see the XDP program for why).
     pub name_len: u32,
+    /// The UDP length handed through memory for the same reason.
+    pub udp_len: u32,
+    /// The IPv4 header length, handed through memory for the same reason.
+    pub ipv4_hlen: u32,
+    /// The query's EDNS flags masked to DO (0 or 0x8000): read where needed rather than
+    /// carried in a register, so the verifier does not split the rest of the program
+    /// into DO=0 and DO=1 paths.
+    pub edns_do: u32,
     /// This CPU's round-robin position.
     pub round_robin: u32,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
-    /// IPv4 options of the query, zero-padded, for the header checksum.
-    pub ip_options: [u8; 40],
-    /// The EDNS options of the query, zero-padded to 4 bytes, for the UDP checksum.
-    pub edns_options: [u8; MAX_EDNS_OPTIONS_LEN + 8],
+    /// IPv4 options of the query (at most 40 bytes), zero-padded, for the header
+    /// checksum; 64 bytes so that a masked length always fits.
+    pub ip_options: [u8; 64],
+    /// The query's UDP datagram, zero-padded to whole 32-bit words, for its checksum;
+    /// room for any length a mask of `MAX_CHECKSUMMED_DATAGRAM` can produce.
+    pub datagram: [u8; 2 * MAX_CHECKSUMMED_DATAGRAM + 8],
 }
 
-/// Longest EDNS option area (OPT RDLENGTH) the XDP program checksums; queries with more
-/// are passed (bpf_csum_diff sums at most 512 bytes per call).
-pub const MAX_EDNS_OPTIONS_LEN: usize = 508;
+/// Longest UDP datagram (header included) whose checksum the XDP program verifies;
+/// longer queries (heavy EDNS padding) are passed. bpf_csum_diff sums at most 512
+/// bytes per call.
+pub const MAX_CHECKSUMMED_DATAGRAM: usize = 512;
 
 /// Ethernet + VLAN + IPv4 with options + UDP + DNS header + longest question.
 pub const MAX_FRAME_FRONT: usize = 14 + 4 + 60 + 8 + 12 + MAX_NAME_LEN + 4;

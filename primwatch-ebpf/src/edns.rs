@@ -39,9 +39,12 @@ pub fn parse_opt(ctx: &XdpContext, off: usize, scratch: &mut Scratch) -> Result<
     let udp_size = be16(unsafe { opt.add(edns::UDP_SIZE_OFF) }) as usize;
     let version = unsafe { *opt.add(edns::VERSION_OFF) };
     let flags = be16(unsafe { opt.add(edns::FLAGS_OFF) });
-    if version != 0 || flags & edns::FLAG_DO != 0 {
-        return Err(Verdict::UnsupportedEdns);
+    if version != 0 {
+        return Err(Verdict::UnsupportedEdns); // RFC 6891 §6.1.3: BADVERS is the server's to send
     }
+    // The DO bit (RFC 3225) is read again where the reply is written, not carried in a
+    // register: the verifier would otherwise check the rest of the program twice.
+    unsafe { core::ptr::write_volatile(&mut scratch.edns_do, (flags & edns::FLAG_DO) as u32) };
     let rdlen = be16(unsafe { opt.add(edns::RDLEN_OFF) }) as usize;
     check_options(ctx, off + edns::OPT_RR_LEN, rdlen, scratch)?;
     Ok((Edns { udp_size }, edns::OPT_RR_LEN + rdlen))

@@ -20,7 +20,7 @@ mod reply;
 use core::mem::size_of;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use primwatch_common::{name_answers_index, NameKey, Select, Verdict, QTYPE_A, QTYPE_AAAA};
+use primwatch_common::{name_answers_index, NameKey, ENTRY_ANSWERS_DO, Select, Verdict, QTYPE_A, QTYPE_AAAA};
 
 use maps::{COUNTERS, NAME_ANSWERS, SCRATCH};
 
@@ -53,6 +53,9 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
     let query = parse::parse_query(ctx, scratch)?;
     let records = lookup::lookup(ctx, &query, scratch)?;
+    if unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0 && records.flags & ENTRY_ANSWERS_DO == 0 {
+        return Err(Verdict::Dnssec); // a signed zone's answers come from the DNS server
+    }
     let answers = match query.qtype {
         QTYPE_A => &records.a,
         QTYPE_AAAA => &records.aaaa,

@@ -2,19 +2,35 @@
 //! port → DNS header → question. Accepts only a plain query (RFC 1035 §4.1.1: QR=0,
 //! OPCODE=QUERY, one question, no answer or authority records, at most one additional
 //! record, which must be OPT) and records where its parts are for the reply.
+//!
+//! And only a datagram the kernel's own stack would accept: IP lengths within the
+//! frame (trailing Ethernet padding is not part of the datagram), the UDP length equal
+//! to the IP payload, a valid IPv4 header checksum, and a valid UDP checksum (IPv4 may
+//! send none; IPv6 must, RFC 8200 §8.1).
 
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_csum_diff, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
 use core::ptr;
 use primwatch_common::{
     ascii_lower_word, csum, name_hash_step,
     wire::{dns, eth, ipv4, ipv6, udp},
-    Scratch, Verdict, MAX_NAME_LEN, NAME_HASH_SEED, QCLASS_IN,
+    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, QCLASS_IN,
 };
+
+/// A folded one's-complement sum over data that carries its own correct checksum.
+const VALID_SUM: u16 = 0xffff;
+/// Verifier bounds for the checksummed datagram's length (bytes, 32-bit words).
+const DATAGRAM_LEN_MASK: usize = 0x1ff;
+const DATAGRAM_WORDS_MASK: usize = 0xff;
+/// Verifier bound for the IPv4 header length (at most 60).
+const IPV4_HLEN_MASK: usize = 0x3f;
 
 use crate::{
     edns::{self, Edns},
     maps::DNS_PORT,
-    packet::{be16, bytes_at},
+    packet::{be16, bytes_at, frame_len, sum_words},
 };
 
 /// Where the parts of a plain query are, and what the reply needs from it.
@@ -60,6 +76,7 @@ struct Ip {
     ipv4_hlen: usize,
     l4_off: usize,
     udp_len: usize,
+    end: usize,
 }
 
 #[inline(always)]
@@ -76,8 +93,14 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
         return Err(Verdict::NotDns);
     }
     let udp_len = be16(unsafe { udp_hdr.add(udp::LEN_OFF) }) as usize;
-    if udp_len != ip.udp_len || udp_len < udp::HLEN + dns::HLEN || be16(unsafe { udp_hdr.add(udp::SRC_PORT_OFF) }) == 0 {
+    if udp_len != ip.udp_len || udp_len < udp::HLEN + dns::HLEN || be16(unsafe { udp_hdr.add(udp::SRC_PORT_OFF) }) == 0 || ip.end > frame_len(ctx) {
         return Err(Verdict::Malformed);
+    }
+    if !ip.is_ipv6 && !ipv4_header_checksum_ok(ctx, l3_off, ip.ipv4_hlen, scratch)? {
+        return Err(Verdict::BadChecksum);
+    }
+    if !udp_checksum_ok(ctx, l3_off, &ip, scratch)? {
+        return Err(Verdict::BadChecksum);
     }
     // Frames may carry padding after the datagram: the UDP length says where DNS ends.
     // Every byte parsed below is bounds-checked, and the parsed length must equal
@@ -110,6 +133,7 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     }
 
     scratch.ecs.present = 0;
+    unsafe { ptr::write_volatile(&mut scratch.edns_do, 0) };
     let mut query_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
     let edns = if arcount == 1 {
         let (edns, opt_len) = edns::parse_opt(ctx, qoff + dns::QTYPE_QCLASS_LEN, scratch)?;
@@ -134,6 +158,68 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
         flags,
         edns,
     })
+}
+
+/// Whether the IPv4 header of `hlen` bytes at `l3_off` sums to all ones (RFC 791).
+/// Options, rare on queries, are copied out zero-padded and summed there.
+#[inline(always)]
+fn ipv4_header_checksum_ok(ctx: &XdpContext, l3_off: usize, hlen: usize, scratch: &mut Scratch) -> Result<bool, Verdict> {
+    let hdr = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+    let mut sum = sum_words::<{ ipv4::MIN_HLEN }>(hdr);
+    // Branch on a copy handed through the map, so the verifier does not split the
+    // header length (and every offset after it) into "options" and "no options".
+    unsafe { ptr::write_volatile(&mut scratch.ipv4_hlen, hlen as u32) };
+    let hlen = (unsafe { ptr::read_volatile(&scratch.ipv4_hlen) } as usize) & IPV4_HLEN_MASK;
+    if hlen > ipv4::MIN_HLEN {
+        // 1..=64 in a form the verifier can see (4..=40 in fact).
+        let options_len = ((hlen - ipv4::MIN_HLEN - 1) & IPV4_HLEN_MASK) + 1;
+        scratch.ip_options = [0; 64];
+        let buf = scratch.ip_options.as_mut_ptr();
+        let loaded = unsafe { bpf_xdp_load_bytes(ctx.ctx, (l3_off + ipv4::MIN_HLEN) as u32, buf as *mut _, options_len as u32) };
+        if loaded != 0 {
+            return Err(Verdict::Malformed);
+        }
+        sum += sum_words::<{ ipv4::MAX_HLEN - ipv4::MIN_HLEN }>(buf);
+    }
+    Ok(csum::fold(sum) == VALID_SUM)
+}
+
+/// Whether the UDP checksum is valid (RFC 768): pseudo-header plus the whole datagram,
+/// its checksum field included, sums to all ones. IPv4 may send 0 (no checksum); IPv6
+/// may not (RFC 8200 §8.1). The datagram is copied out zero-padded to whole 32-bit
+/// words and summed by one helper call; its length was checked against the frame.
+#[inline(always)]
+fn udp_checksum_ok(ctx: &XdpContext, l3_off: usize, ip: &Ip, scratch: &mut Scratch) -> Result<bool, Verdict> {
+    let hdr = bytes_at(ctx, ip.l4_off, udp::HLEN, Verdict::Malformed)?;
+    let sent = be16(unsafe { hdr.add(udp::CHECKSUM_OFF) });
+    if sent == 0 {
+        return Ok(!ip.is_ipv6);
+    }
+    if ip.udp_len > MAX_CHECKSUMMED_DATAGRAM {
+        return Err(Verdict::UnsupportedEdns); // only heavy EDNS padding makes a query this long
+    }
+    // 1..=512 in a form the verifier can see; handed through the map so that neither
+    // the compiler drops the mask nor the verifier splits on the length.
+    unsafe { ptr::write_volatile(&mut scratch.udp_len, ip.udp_len as u32) };
+    let len = ((unsafe { ptr::read_volatile(&scratch.udp_len) } as usize).wrapping_sub(1) & DATAGRAM_LEN_MASK) + 1;
+    let buf = scratch.datagram.as_mut_ptr();
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, ip.l4_off as u32, buf as *mut _, len as u32) != 0 {
+            return Err(Verdict::Malformed);
+        }
+        ptr::write_unaligned(buf.add(len) as *mut u32, 0);
+    }
+    let padded = (((len + 3) >> 2) & DATAGRAM_WORDS_MASK) << 2;
+    // bpf_csum_diff adds 32-bit words as the CPU reads them (little-endian here): the
+    // folded result is the byte-swapped big-endian sum.
+    let datagram = unsafe { bpf_csum_diff(ptr::null_mut(), 0, buf as *mut _, padded as u32, 0) };
+    if datagram < 0 {
+        return Err(Verdict::Malformed);
+    }
+    let sum = csum::fold(datagram as u32 as u64).swap_bytes() as u64
+        + csum::pseudo_header_rest(udp::IPPROTO, ip.udp_len)
+        + address_sum(ctx, l3_off, ip.is_ipv6)?;
+    Ok(csum::fold(sum) == VALID_SUM)
 }
 
 /// The EtherType of the payload and where it starts.
@@ -165,7 +251,7 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
     if total_len < hlen + udp::HLEN {
         return Err(Verdict::Malformed);
     }
-    Ok(Ip { is_ipv6: false, ipv4_hlen: hlen, l4_off: l3_off + hlen, udp_len: total_len - hlen })
+    Ok(Ip { is_ipv6: false, ipv4_hlen: hlen, l4_off: l3_off + hlen, udp_len: total_len - hlen, end: l3_off + total_len })
 }
 
 /// An IPv6 packet whose first next header is UDP (extension headers are passed).
@@ -179,7 +265,7 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
         return Err(Verdict::NotDns);
     }
     let payload_len = be16(unsafe { hdr.add(ipv6::PAYLOAD_LEN_OFF) }) as usize;
-    Ok(Ip { is_ipv6: true, ipv4_hlen: 0, l4_off: l3_off + ipv6::HLEN, udp_len: payload_len })
+    Ok(Ip { is_ipv6: true, ipv4_hlen: 0, l4_off: l3_off + ipv6::HLEN, udp_len: payload_len, end: l3_off + ipv6::HLEN + payload_len })
 }
 
 /// Reads the question name: checks the label structure (hopping from length byte to
@@ -255,4 +341,14 @@ pub fn lower_hash_sum(buf: *mut u8, len: usize) -> (u64, u64) {
         }
     }
     (hash, sum)
+}
+
+/// Sum of the source and destination addresses (they sit side by side in both headers).
+#[inline(always)]
+fn address_sum(ctx: &XdpContext, l3_off: usize, is_ipv6: bool) -> Result<u64, Verdict> {
+    Ok(if is_ipv6 {
+        sum_words::<{ 2 * ipv6::ADDR_LEN }>(bytes_at(ctx, l3_off + ipv6::SRC_OFF, 2 * ipv6::ADDR_LEN, Verdict::Malformed)?)
+    } else {
+        sum_words::<{ 2 * ipv4::ADDR_LEN }>(bytes_at(ctx, l3_off + ipv4::SRC_OFF, 2 * ipv4::ADDR_LEN, Verdict::Malformed)?)
+    })
 }

@@ -1,5 +1,6 @@
 //! Stage 4: the query becomes the reply in place — MACs, addresses and ports swapped,
-//! header flags set, the picked records and our OPT record written after the question,
+//! header flags set, the picked records and our OPT record (DO copied, ECS echoed)
+//! written after the question,
 //! lengths and checksums recomputed. Nothing is written before the reply is known to
 //! fit, so a pass from here on can only follow a failed helper call.
 
@@ -133,6 +134,11 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answe
             unsafe { *opt.add(i) = *byte };
         }
         after_name += OPT_RR_CSUM;
+        // RFC 3225 §3: the DO bit of the query is copied into the response (branch-free:
+        // the flags word is the query's DO bit or zero).
+        let do_flag = (unsafe { core::ptr::read_volatile(&scratch.edns_do) } as u16) & wire_edns::FLAG_DO;
+        put_be16(unsafe { opt.add(wire_edns::FLAGS_OFF) }, do_flag);
+        after_name += csum::at_offset(do_flag, wire_edns::FLAGS_OFF) as u64;
         if ecs_len > 0 {
             put_be16(unsafe { opt.add(wire_edns::RDLEN_OFF) }, ecs_len as u16);
             // RDLENGTH sits at an odd offset of the OPT record.

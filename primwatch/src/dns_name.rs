@@ -63,6 +63,18 @@ impl DnsName {
         self.wire.starts_with(b"\x01*")
     }
 
+    /// Is this name `zone` itself or a name below it (label by label, RFC 1034 §3.1)?
+    pub fn is_at_or_below(&self, zone: &DnsName) -> bool {
+        let mut off = 0;
+        while off < self.wire.len() {
+            if self.wire[off..] == zone.wire[..] {
+                return true;
+            }
+            off += 1 + self.wire[off] as usize;
+        }
+        false
+    }
+
     pub fn wire(&self) -> &[u8] {
         &self.wire
     }
@@ -109,6 +121,17 @@ impl fmt::Debug for DnsName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zone_membership_is_by_whole_labels() {
+        let zone = DnsName::parse("example.com").unwrap();
+        for inside in ["example.com", "www.example.com", "a.b.Example.COM.", "*.example.com"] {
+            assert!(DnsName::parse(inside).unwrap().is_at_or_below(&zone), "{inside}");
+        }
+        for outside in ["com", "badexample.com", "example.com.evil", "www.example.org"] {
+            assert!(!DnsName::parse(outside).unwrap().is_at_or_below(&zone), "{outside}");
+        }
+    }
 
     #[test]
     fn encodes_lowercased_wire_format() {

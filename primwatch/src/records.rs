@@ -8,7 +8,7 @@ use std::{
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, NameRecords, Select, AAAA_RR_LEN, A_RR_LEN, MAX_RECORDS, QCLASS_IN, QTYPE_A,
+    AnswerSet, NameKey, NameRecords, Select, ENTRY_ANSWERS_DO, AAAA_RR_LEN, A_RR_LEN, MAX_RECORDS, QCLASS_IN, QTYPE_A,
     QTYPE_AAAA, RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
@@ -144,11 +144,12 @@ pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
     primwatch_common::csum::fold(primwatch_common::csum::sum_be_words(bytes))
 }
 
-pub fn name_records(name: &DnsName, a: AnswerSet, aaaa: AnswerSet) -> NameRecords {
+/// The map entry for `name`; `flags` are `ENTRY_*` bits.
+pub fn name_records(name: &DnsName, flags: u32, a: AnswerSet, aaaa: AnswerSet) -> NameRecords {
     NameRecords {
         name_len: name.wire().len() as u32,
         stats_slot: 0, // the map writer assigns it
-        flags: 0,
+        flags,
         _pad: 0,
         name: name.padded(),
         a,
@@ -163,18 +164,27 @@ pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> BTree
     let mut entries = BTreeMap::new();
     for (name, entry) in &config.names {
         let (a, aaaa) = selection::choose(config, entry, health);
-        let records = name_records(name, a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
+        let records = name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
         entries.insert(NameKey::new(name.hash(), 0), records);
     }
     for view in config.views.values() {
         for (name, view_name) in &view.names {
             let entry = &config.names[name];
             let (a, aaaa) = selection::choose_in_view(config, view_name, health);
-            let records = name_records(name, a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
+            let records = name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
             entries.insert(NameKey::new(name.hash(), view.id), records);
         }
     }
     entries
+}
+
+/// The `ENTRY_*` bits of every entry for `name`.
+fn entry_flags(config: &Config, name: &DnsName) -> u32 {
+    if config.answers_dnssec_ok(name) {
+        ENTRY_ANSWERS_DO
+    } else {
+        0
+    }
 }
 
 /// Splits addresses by family.

@@ -74,8 +74,8 @@ pub fn udp_frame(flow: &Flow, ttl: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The DNS reply primwatch must send for `query` (a plain query as our tests build
 /// them): same ID, QR AA, RD and CD copied, the question as sent, `rrs` as
-/// (type, ttl, rdata) with a pointer to the question, and an OPT (1232, version 0)
-/// if the query had one.
+/// (type, ttl, rdata) with a pointer to the question, and an OPT (1232, version 0,
+/// the query's DO bit) if the query had one.
 pub fn expected_reply(query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Result<Vec<u8>> {
     ensure!(query.len() >= 12, "short query");
     let arcount = u16::from_be_bytes([query[10], query[11]]);
@@ -104,7 +104,9 @@ pub fn expected_reply(query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Result<Vec<u
         out.extend_from_slice(rdata);
     }
     if arcount == 1 {
-        out.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        // RFC 3225 §3: DO is copied from the query's OPT record (flags at its byte 7).
+        let do_bit = query.get(end + 5 + 7).copied().unwrap_or(0) & 0x80;
+        out.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, do_bit, 0, 0, 0]);
     }
     Ok(out)
 }

@@ -178,7 +178,8 @@ fn passes_edns_it_does_not_handle() {
         f(&mut e);
         udp_frame(&v6, 64, &q("www.example.test", RecordType::AAAA, Some(e)))
     };
-    assert_passed(&h, &edns(&|e| e.dnssec_ok = true), Verdict::UnsupportedEdns);
+    // DO=1 with no [zones] declared: nothing is known to be unsigned.
+    assert_passed(&h, &edns(&|e| e.dnssec_ok = true), Verdict::Dnssec);
     assert_passed(&h, &edns(&|e| e.version = 1), Verdict::UnsupportedEdns);
     // An option we do not know (DAU, 5), and ECS with an unknown family.
     assert_passed(&h, &edns(&|e| e.options = vec![(5, vec![8, 13])]), Verdict::UnsupportedEdns);
@@ -303,6 +304,7 @@ fn a_hash_match_with_another_name_is_not_an_answer() {
     let www = DnsName::parse("www.example.test").unwrap();
     let forged = records::name_records(
         &www,
+        0,
         records::a_records(30, &records::Chosen::fixed(vec!["10.6.6.6".parse().unwrap()])),
         records::aaaa_records(30, &records::Chosen::none()),
     );

@@ -96,6 +96,8 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
     pub names: BTreeMap<DnsName, NameConfig>,
     pub views: BTreeMap<String, ViewConfig>,
+    /// Declared zones, by apex. Empty: none declared (DO=1 queries are passed).
+    pub zones: BTreeMap<DnsName, ZoneConfig>,
     pub hooks: Hooks,
     /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
     /// connector), if anywhere.
@@ -120,6 +122,28 @@ pub struct Hooks {
 struct RawHooks {
     on_change: Option<Spanned<Vec<String>>>,
     timeout: Option<Spanned<String>>,
+}
+
+/// A zone the served names lie in (`[zones."example.com"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    pub dnssec: Dnssec,
+}
+
+/// Whether a zone is DNSSEC-signed, and so who answers DO=1 queries for its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dnssec {
+    /// Unsigned (the default): a DO=1 query gets the same answer as without DO, from
+    /// XDP, with DO copied into the reply (RFC 3225 §3).
+    Off,
+    /// Signed by the DNS server behind XDP: DO=1 queries go to it.
+    Pass,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    dnssec: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +191,8 @@ struct RawConfig {
     names: BTreeMap<Spanned<String>, Spanned<RawName>>,
     #[serde(default)]
     views: BTreeMap<Spanned<String>, Spanned<views::RawView>>,
+    #[serde(default)]
+    zones: BTreeMap<Spanned<String>, Spanned<RawZone>>,
     hooks: Option<RawHooks>,
     powerdns: Option<RawPowerDns>,
     metrics: Option<RawMetrics>,
@@ -219,6 +245,20 @@ struct RawName {
 }
 
 impl Config {
+    /// The declared zone `name` lies in: the longest apex at or above it.
+    pub fn zone_of(&self, name: &DnsName) -> Option<(&DnsName, &ZoneConfig)> {
+        self.zones
+            .iter()
+            .filter(|(apex, _)| name.is_at_or_below(apex))
+            .max_by_key(|(apex, _)| apex.wire().len())
+    }
+
+    /// Whether XDP answers DO=1 queries for `name`: its zone is declared and unsigned.
+    /// With no zones declared, nothing is known to be unsigned, so nothing is.
+    pub fn answers_dnssec_ok(&self, name: &DnsName) -> bool {
+        matches!(self.zone_of(name), Some((_, ZoneConfig { dnssec: Dnssec::Off })))
+    }
+
     pub fn wildcard_names(&self) -> usize {
         self.names.keys().filter(|n| n.is_wildcard()).count()
     }
@@ -316,6 +356,7 @@ impl Config {
         }
 
         let mut names = BTreeMap::new();
+        let mut name_spans = BTreeMap::new();
         for (name, entry) in raw.names {
             let name_span = name.span();
             let name_text = name.into_inner();
@@ -367,7 +408,50 @@ impl Config {
             if names.contains_key(&dns_name) {
                 return Err(at(name_span, format!("name '{name_text}' is configured twice (names are case-insensitive)")));
             }
+            name_spans.insert(dns_name.clone(), name_span);
             names.insert(dns_name, NameConfig { ttl, source });
+        }
+
+        let mut zones = BTreeMap::new();
+        for (apex, zone) in raw.zones {
+            let apex_span = apex.span();
+            let apex_text = apex.into_inner();
+            let dns_name = DnsName::parse(&apex_text)
+                .map_err(|reason| at(apex_span.clone(), format!("zone '{apex_text}': {reason}")))?;
+            if dns_name.is_wildcard() {
+                return Err(at(apex_span, format!("zone '{apex_text}': a zone apex cannot be a wildcard")));
+            }
+            let dnssec = match zone.into_inner().dnssec {
+                None => Dnssec::Off,
+                Some(value) => match value.get_ref().as_str() {
+                    "off" => Dnssec::Off,
+                    "pass" => Dnssec::Pass,
+                    other => {
+                        return Err(at(
+                            value.span(),
+                            format!("zones.\"{apex_text}\".dnssec '{other}' is not one of off, pass"),
+                        ))
+                    }
+                },
+            };
+            if zones.insert(dns_name, ZoneConfig { dnssec }).is_some() {
+                return Err(at(apex_span, format!("zone '{apex_text}' is declared twice (names are case-insensitive)")));
+            }
+        }
+        if !zones.is_empty() {
+            for name in names.keys() {
+                if !zones.keys().any(|apex| name.is_at_or_below(apex)) {
+                    let span = name_spans.get(name).cloned().unwrap_or(0..0);
+                    let declared: Vec<String> = zones.keys().map(|z| z.to_string()).collect();
+                    return Err(at(
+                        span,
+                        format!(
+                            "name '{name}' lies in no declared zone ({}); declare its zone under [zones]",
+                            declared.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
 
         let views = views::parse_views(raw.views, &views::config_dir(path), &groups, &names, &at)?;
@@ -416,6 +500,7 @@ impl Config {
             groups,
             names,
             views,
+            zones,
             hooks,
             powerdns_socket: raw.powerdns.map(|p| p.socket),
             metrics_listen,
@@ -563,6 +648,30 @@ a = ["192.0.2.9"]
         let e = error(&GOOD.replace("ttl = 60", "ttl = 60\ncolour = \"blue\""));
         assert_eq!(e.line, 9, "{e}");
         assert!(e.reason.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn zones_decide_who_answers_do_and_every_name_needs_one() {
+        // No zones: nothing is known to be unsigned, DO=1 is passed (the old behaviour).
+        let config = parse(GOOD).unwrap();
+        let www = DnsName::parse("www.example.test").unwrap();
+        assert!(!config.answers_dnssec_ok(&www));
+
+        let zoned = format!("{GOOD}\n[zones.\"example.test\"]\n[zones.\"signed.example.test\"]\ndnssec = \"pass\"\n");
+        let config = parse(&zoned).unwrap();
+        assert!(config.answers_dnssec_ok(&www));
+        assert!(!config.answers_dnssec_ok(&DnsName::parse("a.signed.example.test").unwrap()), "longest apex wins");
+        assert!(!config.answers_dnssec_ok(&DnsName::parse("www.other.test").unwrap()));
+
+        // Zones declared: a name outside all of them is rejected at its own line.
+        let outside = format!("{GOOD}\n[zones.\"elsewhere.test\"]\n");
+        let e = error(&outside);
+        assert!(e.reason.contains("name 'api.example.test.' lies in no declared zone (elsewhere.test.)"), "{e}");
+        assert_eq!(e.line, 12, "{e}");
+        let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\ndnssec = \"sign\"\n"));
+        assert!(e.reason.contains("is not one of off, pass"), "{e}");
+        let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\n[zones.\"EXAMPLE.test\"]\n"));
+        assert!(e.reason.contains("declared twice"), "{e}");
     }
 
     #[test]

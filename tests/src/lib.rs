@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod controller;
 pub mod dns;
+pub mod fuzz;
 pub mod harness;
 pub mod lab;
 pub mod netns;

@@ -62,9 +62,9 @@ fn passed_queries_get_the_same_health_aware_answers_from_powerdns() {
     // DO=1 over UDP: XDP passes it, PowerDNS answers the same set.
     let sock = dns::udp_socket(&w.lab.client_ns, false).unwrap();
     let do_query = dns::query(9, "www.example.test", RecordType::A, Some(EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() })).unwrap();
-    let passed_before = w.controller.counters().unwrap().pass_unsupported_edns;
+    let passed_before = w.controller.counters().unwrap().pass_dnssec;
     assert_eq!(addresses(&dns::exchange_udp(&sock, server(&w), &do_query).unwrap()), set(&[WEB1, WEB2]));
-    assert!(w.controller.counters().unwrap().pass_unsupported_edns > passed_before);
+    assert!(w.controller.counters().unwrap().pass_dnssec > passed_before);
 
     // Other types of a managed name: NODATA, not NXDOMAIN; the zone's own names and SOA
     // come from the zone file.

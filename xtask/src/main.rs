@@ -35,6 +35,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the XDP program through BPF_PROG_TEST_RUN: `-- --frames N --seed S`.
+    Fuzz {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print benchmark figures (BPF_PROG_TEST_RUN ns/packet, end-to-end answers/s).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -79,6 +84,13 @@ fn main() -> Result<()> {
             let mut cmd = vec!["test", "--release", "--", "--test-threads=1"];
             cmd.extend(args.iter().map(String::as_str));
             cargo(&cmd, &[("PRIMWATCH_BIN", bin)])
+        }
+        Cmd::Fuzz { args } => {
+            setup::run()?;
+            build()?;
+            let mut cmd = vec!["run", "--release", "-p", "primwatch-tests", "--bin", "pw-fuzz", "--"];
+            cmd.extend(args.iter().map(String::as_str));
+            cargo(&cmd, &[])
         }
         Cmd::Bench { args } => {
             setup::run()?;

@@ -1,0 +1,31 @@
+//! `cargo xtask fuzz -- [--frames N] [--seed S]`: the XDP fuzz harness for as long as
+//! you like (see `primwatch_tests::fuzz`). Needs root.
+
+use anyhow::{Context as _, Result};
+use primwatch_tests::{fuzz, harness::Harness};
+
+fn main() -> Result<()> {
+    let mut frames = 1_000_000u64;
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next().with_context(|| format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--frames" => frames = value.parse()?,
+            "--seed" => seed = value.parse()?,
+            other => anyhow::bail!("unknown argument {other} (use --frames N, --seed S)"),
+        }
+    }
+    let harness = Harness::new(53, fuzz::CONFIG)?;
+    println!("fuzzing {frames} frames from seed {seed}");
+    let started = std::time::Instant::now();
+    let tally = fuzz::run(&harness, seed, frames)?;
+    println!(
+        "ok: {} frames ({} answered, {} passed intact) in {:.1} s",
+        tally.frames,
+        tally.answered,
+        tally.passed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! A fuzzer for the loaded XDP program (BPF_PROG_TEST_RUN): frames built from valid
+//! queries, mutated, and judged by an oracle that shares no code with the program.
+//!
+//! For every frame: XDP_PASS must leave it byte for byte unchanged; XDP_TX must come
+//! from a query a correct server may answer (checked here from the bytes, with
+//! hickory-proto for the DNS message) and must be a well-formed reply to it (checksums
+//! and lengths recomputed, same ID, the question echoed byte for byte, answers from the
+//! configured set, OPT iff the query had one, DO copied, size within the client's
+//! limit). Any other verdict is a failure.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{DNSClass, RData, RecordType},
+    serialize::binary::BinDecodable,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::{
+    dns::{self, EdnsQuery},
+    harness::{Harness, XDP_PASS, XDP_TX},
+    packet::{udp_frame, Flow},
+};
+
+/// The config the fuzzer runs against: an unsigned zone, a signed one, a wildcard.
+pub const CONFIG: &str = r#"
+[zones."example.test"]
+
+[zones."signed.test"]
+dnssec = "pass"
+
+[names."www.example.test"]
+ttl = 30
+a = ["10.0.0.1", "10.0.0.2"]
+aaaa = ["2001:db8::1"]
+
+[names."*.wild.example.test"]
+ttl = 40
+a = ["10.0.0.9"]
+
+[names."www.signed.test"]
+ttl = 50
+a = ["10.0.0.3"]
+"#;
+
+/// What the oracle knows of CONFIG: (lowercased name with trailing dot) → (signed,
+/// ttl, addresses).
+fn served() -> BTreeMap<&'static str, (bool, u32, Vec<IpAddr>)> {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    BTreeMap::from([
+        ("www.example.test.", (false, 30, vec![ip("10.0.0.1"), ip("10.0.0.2"), ip("2001:db8::1")])),
+        ("*.wild.example.test.", (false, 40, vec![ip("10.0.0.9")])),
+        ("www.signed.test.", (true, 50, vec![ip("10.0.0.3")])),
+    ])
+}
+
+/// Totals of one run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub frames: u64,
+    pub answered: u64,
+    pub passed: u64,
+}
+
+/// Runs `frames` mutated frames from `seed`; the first oracle failure is an error that
+/// names the seed, the frame number and the frame's bytes.
+pub fn run(harness: &Harness, seed: u64, frames: u64) -> Result<Tally> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let seeds = seed_frames()?;
+    let served = served();
+    let mut tally = Tally::default();
+    for i in 0..frames {
+        let base = &seeds[rng.gen_range(0..seeds.len())];
+        let mut frame = base.clone();
+        // A few frames go through unmutated: the oracle must accept their answers.
+        if rng.gen_ratio(15, 16) {
+            for _ in 0..rng.gen_range(1..=3) {
+                mutate(&mut rng, &mut frame);
+            }
+            // Most mutations would only fail a checksum; repairing them half the time
+            // takes the fuzzer past the checksums into the DNS parser.
+            if rng.gen_bool(0.5) {
+                repair_checksums(&mut frame);
+            }
+        }
+        if frame.len() < 14 {
+            frame.resize(14, 0); // BPF_PROG_TEST_RUN refuses shorter frames
+        }
+        let out = harness.run(&frame)?;
+        tally.frames += 1;
+        let verdict = match out.verdict {
+            XDP_PASS => {
+                ensure!(out.frame == frame, "passed frame was modified");
+                tally.passed += 1;
+                Ok(())
+            }
+            XDP_TX => {
+                tally.answered += 1;
+                check_answer(&frame, &out.frame, &served)
+            }
+            other => Err(anyhow::anyhow!("verdict {other}")),
+        };
+        verdict.with_context(|| format!("seed {seed}, frame {i}: {:02x?}", frame))?;
+    }
+    Ok(tally)
+}
+
+fn seed_frames() -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let editions = [
+        None,
+        Some(EdnsQuery::default()),
+        Some(EdnsQuery { dnssec_ok: true, ..Default::default() }),
+        Some(EdnsQuery { dnssec_ok: true, options: vec![(10, vec![0x5a; 8])], ..Default::default() }),
+        Some(EdnsQuery { payload: 4096, options: vec![(12, vec![0; 11])], ..Default::default() }),
+        Some(EdnsQuery { options: vec![(8, vec![0, 1, 24, 0, 10, 77, 0])], ..Default::default() }),
+        Some(EdnsQuery { dnssec_ok: true, options: vec![(8, vec![0, 2, 48, 0, 0xfd, 0x77, 0, 0, 0, 0])], ..Default::default() }),
+    ];
+    let names = ["www.example.test", "WwW.ExAmple.TEST", "x.wild.example.test", "www.signed.test", "nope.example.test"];
+    for (n, name) in names.iter().enumerate() {
+        for qtype in [RecordType::A, RecordType::AAAA, RecordType::MX] {
+            for (e, edns) in editions.iter().enumerate() {
+                let query = dns::query((n * 100 + e) as u16, name, qtype, edns.clone())?;
+                for v6 in [false, true] {
+                    let mut flow = Flow::client_to_server(v6);
+                    if (n + e) % 3 == 0 {
+                        flow.vlan = Some(7);
+                    }
+                    out.push(udp_frame(&flow, 64, &query));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+const INTERESTING: [u8; 10] = [0, 1, 0x3f, 0x40, 0x7f, 0x80, 0xc0, 0xfe, 0xff, 41];
+
+fn mutate(rng: &mut StdRng, frame: &mut Vec<u8>) {
+    if frame.is_empty() {
+        return;
+    }
+    let at = rng.gen_range(0..frame.len());
+    match rng.gen_range(0..8) {
+        0 => frame[at] ^= 1 << rng.gen_range(0..8),
+        1 => frame[at] = INTERESTING[rng.gen_range(0..INTERESTING.len())],
+        2 => frame.truncate(rng.gen_range(14.max(frame.len() / 2)..=frame.len())),
+        3 => {
+            let n = rng.gen_range(1..=8);
+            let bytes: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            frame.splice(at..at, bytes);
+        }
+        4 => {
+            // A 16-bit length or count field rewritten: near its value or anything.
+            let fields = length_fields(frame);
+            if let Some(&off) = fields.get(rng.gen_range(0..fields.len().max(1))) {
+                if off + 1 < frame.len() {
+                    let old = u16::from_be_bytes([frame[off], frame[off + 1]]);
+                    let new = if rng.gen_bool(0.5) { old.wrapping_add(rng.gen_range(0..8)).wrapping_sub(4) } else { rng.gen() };
+                    frame[off..off + 2].copy_from_slice(&new.to_be_bytes());
+                }
+            }
+        }
+        5 => {
+            let end = (at + rng.gen_range(1..=16)).min(frame.len());
+            rng.fill(&mut frame[at..end]);
+        }
+        6 => frame.extend((0..rng.gen_range(1..=24)).map(|_| rng.gen::<u8>())), // link padding
+        _ => frame[at] = frame[at].wrapping_add(rng.gen_range(1..=3)),
+    }
+}
+
+/// Offsets of the frame's IP length, UDP length, DNS counts and OPT RDLENGTH.
+fn length_fields(frame: &[u8]) -> Vec<usize> {
+    let Some((l3, v6)) = l3_start(frame) else { return Vec::new() };
+    let udp = if v6 { l3 + 40 } else { l3 + 4 * (frame.get(l3).map_or(5, |b| b & 0x0f) as usize) };
+    let dns = udp + 8;
+    let mut out = vec![if v6 { l3 + 4 } else { l3 + 2 }, udp + 4, dns + 4, dns + 6, dns + 10];
+    if frame.len() >= 11 {
+        out.push(frame.len() - 2); // RDLENGTH of an option-less OPT at the end
+    }
+    out
+}
+
+/// Where the IP header starts, and whether it is IPv6, by the EtherType.
+fn l3_start(frame: &[u8]) -> Option<(usize, bool)> {
+    let mut l3 = 14;
+    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if ethertype == 0x8100 {
+        ethertype = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
+        l3 = 18;
+    }
+    match ethertype {
+        0x0800 => Some((l3, false)),
+        0x86dd => Some((l3, true)),
+        _ => None,
+    }
+}
+
+/// RFC 1071, a byte pair at a time.
+fn ones_sum(bytes: &[u8]) -> u32 {
+    let mut sum: u32 = 0;
+    for pair in bytes.chunks(2) {
+        sum += ((pair[0] as u32) << 8) | *pair.get(1).unwrap_or(&0) as u32;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// Makes the IPv4 header checksum and the UDP checksum right for the lengths the
+/// frame's headers claim, where they fit in the frame.
+fn repair_checksums(frame: &mut [u8]) {
+    let Some((l3, v6)) = l3_start(frame) else { return };
+    let Some(ip) = parse_ip(frame, l3, v6) else { return };
+    if !v6 && l3 + ip.hlen <= frame.len() {
+        frame[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+        let check = !(ones_sum(&frame[l3..l3 + ip.hlen]) as u16);
+        frame[l3 + 10..l3 + 12].copy_from_slice(&check.to_be_bytes());
+    }
+    if ip.proto != 17 || ip.end > frame.len() || ip.l4 + 8 > ip.end {
+        return;
+    }
+    frame[ip.l4 + 6..ip.l4 + 8].copy_from_slice(&[0, 0]);
+    let sum = udp_sum(frame, &ip);
+    let check = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[ip.l4 + 6..ip.l4 + 8].copy_from_slice(&check.to_be_bytes());
+}
+
+struct Ip {
+    hlen: usize,
+    l4: usize,
+    /// End of the datagram by the IP length field (may lie beyond the frame).
+    end: usize,
+    proto: u8,
+    src: std::ops::Range<usize>,
+}
+
+fn parse_ip(frame: &[u8], l3: usize, v6: bool) -> Option<Ip> {
+    if v6 {
+        frame.get(l3..l3 + 40)?;
+        let payload = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) as usize;
+        Some(Ip { hlen: 40, l4: l3 + 40, end: l3 + 40 + payload, proto: frame[l3 + 6], src: l3 + 8..l3 + 40 })
+    } else {
+        frame.get(l3..l3 + 20)?;
+        let hlen = 4 * (frame[l3] & 0x0f) as usize;
+        let total = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as usize;
+        Some(Ip { hlen, l4: l3 + hlen, end: l3 + total, proto: frame[l3 + 9], src: l3 + 12..l3 + 20 })
+    }
+}
+
+/// Pseudo-header (addresses, protocol, length from the IP header) plus the datagram.
+fn udp_sum(frame: &[u8], ip: &Ip) -> u32 {
+    let len = (ip.end - ip.l4) as u32;
+    let mut sum = ones_sum(&frame[ip.src.clone()]) + 17 + (len & 0xffff) + (len >> 16) + ones_sum(&frame[ip.l4..ip.end]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// The UDP payload of a query a correct server may answer from CONFIG, or why not.
+fn answerable(frame: &[u8]) -> Result<(usize, Ip, bool)> {
+    let (l3, v6) = l3_start(frame).context("not IP")?;
+    if frame[12..14] == [0x81, 0x00] {
+        ensure!(u16::from_be_bytes([frame[16], frame[17]]) != 0x8100, "double tag");
+    }
+    let ip = parse_ip(frame, l3, v6).context("short IP header")?;
+    ensure!(ip.proto == 17, "not UDP");
+    ensure!(ip.end <= frame.len(), "IP length beyond the frame");
+    if v6 {
+        ensure!(frame[l3] >> 4 == 6, "IPv6 version");
+    } else {
+        ensure!(frame[l3] >> 4 == 4 && ip.hlen >= 20, "IPv4 version/IHL");
+        ensure!(u16::from_be_bytes([frame[l3 + 6], frame[l3 + 7]]) & 0x3fff == 0, "fragment");
+        ensure!(ip.end >= ip.l4 + 8, "IPv4 total length");
+        ensure!(ones_sum(&frame[l3..l3 + ip.hlen]) == 0xffff, "IPv4 header checksum");
+    }
+    let udp = &frame[ip.l4..ip.end];
+    ensure!(udp.len() >= 8 && u16::from_be_bytes([udp[4], udp[5]]) as usize == udp.len(), "UDP length");
+    ensure!(u16::from_be_bytes([udp[2], udp[3]]) == 53, "not port 53");
+    ensure!(u16::from_be_bytes([udp[0], udp[1]]) != 0, "source port 0");
+    let sent = u16::from_be_bytes([udp[6], udp[7]]);
+    ensure!(if sent == 0 { !v6 } else { udp_sum(frame, &ip) == 0xffff }, "UDP checksum");
+    Ok((ip.l4 + 8, ip, v6))
+}
+
+fn check_answer(query_frame: &[u8], reply_frame: &[u8], served: &BTreeMap<&str, (bool, u32, Vec<IpAddr>)>) -> Result<()> {
+    let (dns_off, ip, v6) = answerable(query_frame).context("answered a frame the kernel would drop")?;
+    let query_bytes = &query_frame[dns_off..ip.end];
+    let query = Message::from_bytes(query_bytes).context("answered a query that does not parse")?;
+    ensure!(query.message_type() == MessageType::Query && query.op_code() == OpCode::Query, "not a query");
+    ensure!(!query.truncated() && query.queries().len() == 1, "TC or question count");
+    ensure!(query.answers().is_empty() && query.name_servers().is_empty() && query.additionals().is_empty(), "records in the query");
+    ensure!(u16::from_be_bytes([query_bytes[10], query_bytes[11]]) <= 1, "ARCOUNT");
+    let question = &query.queries()[0];
+    ensure!(question.query_class() == DNSClass::IN, "class");
+    let qtype = question.query_type();
+    ensure!(matches!(qtype, RecordType::A | RecordType::AAAA), "type {qtype}");
+    // The question name on the wire: labels only (no compression), up to the root.
+    let mut end = 12;
+    while query_bytes[end] != 0 {
+        ensure!(query_bytes[end] < 64, "compressed or extended label");
+        end += 1 + query_bytes[end] as usize;
+    }
+    let question_bytes = &query_bytes[12..end + 5];
+    let name = question.name().to_ascii().to_ascii_lowercase();
+    let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+    let (signed, ttl, addresses) = served
+        .get(name.as_str())
+        .or_else(|| wildcard.as_deref().and_then(|w| served.get(w)))
+        .with_context(|| format!("answered {name}, which is not served"))?;
+    let edns = query.extensions().as_ref();
+    if let Some(e) = edns {
+        ensure!(e.version() == 0, "EDNS version");
+        ensure!(!(e.dnssec_ok() && *signed), "answered DO=1 for a signed zone");
+    }
+
+    // The reply.
+    // Checksums recomputed from the raw bytes (etherparse's header model drops the
+    // reserved IPv4 flag, which the fuzzer sets and a reply keeps).
+    let (rl3, rv6) = l3_start(reply_frame).context("reply not IP")?;
+    ensure!(rv6 == v6 && rl3 == dns_off - 8 - ip.hlen, "reply layout");
+    let rip = parse_ip(reply_frame, rl3, v6).context("reply IP")?;
+    ensure!(rip.end == reply_frame.len(), "reply IP length {} for a {}-byte frame", rip.end, reply_frame.len());
+    if !v6 {
+        ensure!(ones_sum(&reply_frame[rl3..rl3 + rip.hlen]) == 0xffff, "reply IPv4 header checksum");
+    }
+    let udp = &reply_frame[rip.l4..rip.end];
+    ensure!(udp.len() >= 8 && u16::from_be_bytes([udp[4], udp[5]]) as usize == udp.len(), "reply UDP length");
+    ensure!(udp[6..8] != [0, 0] && udp_sum(reply_frame, &rip) == 0xffff, "reply UDP checksum");
+    let payload = udp[8..].to_vec();
+    ensure!(reply_frame[0..6] == query_frame[6..12] && reply_frame[6..12] == query_frame[0..6], "MACs swapped");
+    let half = rip.src.len() / 2;
+    ensure!(reply_frame[rip.src.start..rip.src.start + half] == query_frame[ip.src.start + half..ip.src.end], "addresses swapped");
+    ensure!(reply_frame[rip.l4..rip.l4 + 2] == query_frame[ip.l4 + 2..ip.l4 + 4], "ports swapped");
+    let limit = match edns {
+        Some(e) => (e.max_payload() as usize).clamp(512, 1232),
+        None => 512,
+    };
+    ensure!(payload.len() <= limit, "reply of {} bytes over the client's {limit}", payload.len());
+    ensure!(payload[12..12 + question_bytes.len()] == *question_bytes, "question not echoed byte for byte");
+    let reply = Message::from_bytes(&payload).context("reply does not parse")?;
+    ensure!(reply.id() == query.id(), "ID");
+    ensure!(reply.message_type() == MessageType::Response && reply.authoritative(), "QR/AA");
+    ensure!(reply.response_code() == ResponseCode::NoError && !reply.truncated(), "RCODE/TC");
+    ensure!(reply.recursion_desired() == query.recursion_desired() && reply.checking_disabled() == query.checking_disabled(), "RD/CD copied");
+    ensure!(reply.extensions().is_some() == edns.is_some(), "OPT iff the query had one");
+    if let (Some(r), Some(q)) = (reply.extensions().as_ref(), edns) {
+        ensure!(r.dnssec_ok() == q.dnssec_ok(), "DO copied");
+    }
+    ensure!(!reply.answers().is_empty(), "no answers (no NODATA policy in the fuzz config)");
+    for record in reply.answers() {
+        ensure!(record.record_type() == qtype && record.ttl() == *ttl, "record type/TTL");
+        let address = match record.data() {
+            Some(RData::A(a)) => IpAddr::V4(a.0),
+            Some(RData::AAAA(a)) => IpAddr::V6(a.0),
+            other => bail!("unexpected rdata {other:?}"),
+        };
+        ensure!(addresses.contains(&address), "{address} is not configured for {name}");
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The XDP program under mutated frames (BPF_PROG_TEST_RUN): every frame is passed
+//! unmodified or answered correctly, as judged by the independent oracle in
+//! `primwatch_tests::fuzz`. A fixed seed for regressions, a fresh one for discovery;
+//! `cargo xtask fuzz -- --frames N` runs more.
+
+use primwatch_tests::{fuzz, harness::Harness};
+
+#[test]
+fn mutated_frames_are_passed_intact_or_answered_correctly() {
+    let h = Harness::new(53, fuzz::CONFIG).expect("load the XDP program (root and `cargo xtask setup` needed)");
+    let fixed = fuzz::run(&h, 0x5eed_2026, 200_000).unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("fixed seed: {fixed:?}");
+    // The fuzzer is only worth its frames if it reaches both outcomes often.
+    assert!(fixed.answered > 5_000 && fixed.passed > 100_000, "{fixed:?}");
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("random seed: {seed} (rerun: cargo xtask fuzz -- --seed {seed})");
+    let random = fuzz::run(&h, seed, 50_000).unwrap_or_else(|e| panic!("random seed {seed}: {e:#}"));
+    eprintln!("random seed: {random:?}");
+}

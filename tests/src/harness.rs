@@ -12,7 +12,9 @@ use primwatch::{
     map_writer::NameMapWriter,
     records,
 };
-use primwatch_common::{Counters, NameKey, NameRecords};
+use primwatch_common::{Counters, NameKey, NameRecords, Verdict};
+
+use crate::packet::{expected_reply, udp_frame, verify_checksums, Flow};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -85,5 +87,34 @@ impl Harness {
 
     pub fn counters(&self) -> Result<Counters> {
         self.dataplane.counters()
+    }
+
+    /// Runs `query` from `flow` and checks the program answers it with exactly the reply
+    /// packet.rs builds independently (`rrs` as (type, ttl, rdata)), with correct
+    /// checksums. Returns the reply's DNS message.
+    #[track_caller]
+    pub fn assert_answers(&self, flow: Flow, query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Vec<u8> {
+        let frame = udp_frame(&flow, 61, query);
+        let out = self.run(&frame).unwrap();
+        assert_eq!(out.verdict, XDP_TX, "query should be answered");
+        let expected = udp_frame(&flow.reversed(), 64, &expected_reply(query, rrs).unwrap());
+        assert_eq!(out.frame, expected, "reply bytes");
+        verify_checksums(&out.frame).unwrap()
+    }
+
+    /// Runs `frame` and checks it is passed unmodified and counted under `reason`.
+    #[track_caller]
+    pub fn assert_passed(&self, frame: &[u8], reason: Verdict) {
+        let before = self.counters().unwrap().as_array();
+        let out = self.run(frame).unwrap();
+        assert_eq!(out.verdict, XDP_PASS, "frame should be passed ({reason:?})");
+        assert_eq!(out.frame, frame, "a passed frame must be unmodified");
+        let after = self.counters().unwrap().as_array();
+        assert_eq!(
+            after[reason as usize],
+            before[reason as usize] + 1,
+            "counter {} should rise",
+            Counters::FIELD_NAMES[reason as usize]
+        );
     }
 }

@@ -5,32 +5,16 @@
 use std::net::Ipv4Addr;
 
 use hickory_proto::rr::RecordType;
-use primwatch_common::{Counters, Verdict};
+use primwatch_common::Verdict;
 use primwatch_tests::{
     dns::{self, EdnsQuery},
+    fuzz,
     harness::{Harness, XDP_PASS, XDP_TX},
-    packet::{expected_reply, udp_frame, verify_checksums, Flow},
+    packet::{udp_frame, Flow},
 };
 
-const ZONES: &str = r#"
-[zones."example.test"]
-
-[zones."signed.test"]
-dnssec = "pass"
-
-[names."www.example.test"]
-ttl = 30
-a = ["10.0.0.1", "10.0.0.2"]
-aaaa = ["2001:db8::1"]
-
-[names."*.wild.example.test"]
-ttl = 30
-a = ["10.0.0.9"]
-
-[names."www.signed.test"]
-ttl = 30
-a = ["10.0.0.3"]
-"#;
+/// An unsigned zone (www, a wildcard) and a signed one, as the fuzzer uses them.
+const ZONES: &str = fuzz::CONFIG;
 
 /// The same names without `[zones]`: nothing is known to be unsigned.
 const NO_ZONES: &str = r#"
@@ -44,7 +28,11 @@ fn harness(names: &str) -> Harness {
 }
 
 fn a(addr: &str) -> (u16, u32, Vec<u8>) {
-    (1, 30, addr.parse::<Ipv4Addr>().unwrap().octets().to_vec())
+    a_ttl(addr, 30)
+}
+
+fn a_ttl(addr: &str, ttl: u32) -> (u16, u32, Vec<u8>) {
+    (1, ttl, addr.parse::<Ipv4Addr>().unwrap().octets().to_vec())
 }
 
 fn q(name: &str, qtype: RecordType, edns: Option<EdnsQuery>) -> Vec<u8> {
@@ -56,31 +44,6 @@ fn resolver_edns(options: Vec<(u16, Vec<u8>)>) -> EdnsQuery {
     EdnsQuery { payload: 1232, dnssec_ok: true, version: 0, options }
 }
 
-#[track_caller]
-fn assert_answers(h: &Harness, flow: Flow, query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Vec<u8> {
-    let frame = udp_frame(&flow, 61, query);
-    let out = h.run(&frame).unwrap();
-    assert_eq!(out.verdict, XDP_TX, "query should be answered");
-    let expected = udp_frame(&flow.reversed(), 64, &expected_reply(query, rrs).unwrap());
-    assert_eq!(out.frame, expected, "reply bytes");
-    verify_checksums(&out.frame).unwrap()
-}
-
-#[track_caller]
-fn assert_passed(h: &Harness, frame: &[u8], reason: Verdict) {
-    let before = h.counters().unwrap().as_array();
-    let out = h.run(frame).unwrap();
-    assert_eq!(out.verdict, XDP_PASS, "frame should be passed ({reason:?})");
-    assert_eq!(out.frame, frame, "a passed frame must be unmodified");
-    let after = h.counters().unwrap().as_array();
-    assert_eq!(
-        after[reason as usize],
-        before[reason as usize] + 1,
-        "counter {} should rise",
-        Counters::FIELD_NAMES[reason as usize]
-    );
-}
-
 #[test]
 fn do_bit_is_answered_for_unsigned_zones_and_copied() {
     let h = harness(ZONES);
@@ -88,27 +51,25 @@ fn do_bit_is_answered_for_unsigned_zones_and_copied() {
         let flow = Flow::client_to_server(v6);
         // unbound: DO=1, no options.
         let query = q("www.example.test", RecordType::A, Some(resolver_edns(vec![])));
-        let payload = assert_answers(&h, flow, &query, &[a("10.0.0.1"), a("10.0.0.2")]);
+        let payload = h.assert_answers(flow, &query, &[a("10.0.0.1"), a("10.0.0.2")]);
         let reply = dns::parse(&payload).unwrap();
         assert!(reply.extensions().as_ref().unwrap().dnssec_ok(), "DO copied (RFC 3225 §3)");
         // BIND: DO=1 and a client cookie (no server cookie in the reply, as before).
         let cookie = resolver_edns(vec![(10, vec![7; 8])]);
-        let payload = assert_answers(&h, flow, &q("WWW.example.TEST", RecordType::A, Some(cookie)), &[a("10.0.0.1"), a("10.0.0.2")]);
+        let payload = h.assert_answers(flow, &q("WWW.example.TEST", RecordType::A, Some(cookie)), &[a("10.0.0.1"), a("10.0.0.2")]);
         assert!(!dns::has_option(&dns::parse(&payload).unwrap(), 10));
         // DO=1 with padding and with a client subnet (/0 opts out of views).
         let padded = resolver_edns(vec![(12, vec![0; 13])]);
-        assert_answers(&h, flow, &q("www.example.test", RecordType::AAAA, Some(padded)), &[(28, 30, "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec())]);
+        h.assert_answers(flow, &q("www.example.test", RecordType::AAAA, Some(padded)), &[(28, 30, "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec())]);
     }
     // A wildcard's zone is its parent's.
-    assert_answers(
-        &h,
+    h.assert_answers(
         Flow::client_to_server(false),
         &q("x.wild.example.test", RecordType::A, Some(resolver_edns(vec![]))),
-        &[a("10.0.0.9")],
+        &[a_ttl("10.0.0.9", 40)],
     );
     // Without DO the reply's OPT has DO clear.
-    let payload = assert_answers(
-        &h,
+    let payload = h.assert_answers(
         Flow::client_to_server(false),
         &q("www.example.test", RecordType::A, Some(EdnsQuery::default())),
         &[a("10.0.0.1"), a("10.0.0.2")],
@@ -121,14 +82,14 @@ fn do_bit_goes_to_the_dns_server_for_signed_zones_and_without_zones() {
     let h = harness(ZONES);
     let flow = Flow::client_to_server(false);
     let signed = q("www.signed.test", RecordType::A, Some(resolver_edns(vec![])));
-    assert_passed(&h, &udp_frame(&flow, 64, &signed), Verdict::Dnssec);
+    h.assert_passed(&udp_frame(&flow, 64, &signed), Verdict::Dnssec);
     // The same name without DO stays on the fast path.
-    assert_answers(&h, flow, &q("www.signed.test", RecordType::A, Some(EdnsQuery::default())), &[a("10.0.0.3")]);
+    h.assert_answers(flow, &q("www.signed.test", RecordType::A, Some(EdnsQuery::default())), &[a_ttl("10.0.0.3", 50)]);
 
     let h = harness(NO_ZONES);
     let query = q("www.example.test", RecordType::A, Some(resolver_edns(vec![(10, vec![1; 8])])));
-    assert_passed(&h, &udp_frame(&flow, 64, &query), Verdict::Dnssec);
-    assert_answers(&h, flow, &q("www.example.test", RecordType::A, None), &[a("10.0.0.1"), a("10.0.0.2")]);
+    h.assert_passed(&udp_frame(&flow, 64, &query), Verdict::Dnssec);
+    h.assert_answers(flow, &q("www.example.test", RecordType::A, None), &[a("10.0.0.1"), a("10.0.0.2")]);
 }
 
 /// Offsets in an untagged frame built by `udp_frame`.
@@ -156,12 +117,12 @@ fn wrong_checksums_are_passed_and_counted() {
             }
             let mut bad = good.clone();
             bad[udp + UDP_CHECKSUM] ^= 0x40;
-            assert_passed(&h, &bad, Verdict::BadChecksum);
+            h.assert_passed(&bad, Verdict::BadChecksum);
             // A checksum of 0: "none" is allowed over IPv4 only (RFC 768, RFC 8200 §8.1).
             let mut none = good.clone();
             none[udp + UDP_CHECKSUM..udp + UDP_CHECKSUM + 2].copy_from_slice(&[0, 0]);
             if v6 {
-                assert_passed(&h, &none, Verdict::BadChecksum);
+                h.assert_passed(&none, Verdict::BadChecksum);
             } else {
                 assert_eq!(h.run(&none).unwrap().verdict, XDP_TX, "IPv4 without a UDP checksum");
             }
@@ -169,7 +130,7 @@ fn wrong_checksums_are_passed_and_counted() {
         // A wrong IPv4 header checksum.
         let mut bad = udp_frame(&Flow::client_to_server(false), 64, &query);
         bad[V4_IP_CHECKSUM + 1] ^= 0x01;
-        assert_passed(&h, &bad, Verdict::BadChecksum);
+        h.assert_passed(&bad, Verdict::BadChecksum);
     }
 }
 
@@ -209,7 +170,7 @@ fn lengths_beyond_the_frame_are_passed_even_when_inside_a_skipped_option() {
             let padding_len = u16::from_be_bytes([query[n - 6], query[n - 5]]) + extra;
             query[n - 6..n - 4].copy_from_slice(&padding_len.to_be_bytes());
             let frame = claiming_more(&udp_frame(&flow, 64, &query), v6, extra);
-            assert_passed(&h, &frame, Verdict::Malformed);
+            h.assert_passed(&frame, Verdict::Malformed);
         }
     }
 }

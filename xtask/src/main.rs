@@ -88,18 +88,21 @@ fn main() -> Result<()> {
         Cmd::Fuzz { args } => {
             setup::run()?;
             build()?;
-            let mut cmd = vec!["run", "--release", "-p", "primwatch-tests", "--bin", "pw-fuzz", "--"];
-            cmd.extend(args.iter().map(String::as_str));
-            cargo(&cmd, &[])
+            run_tests_bin("pw-fuzz", &args)
         }
         Cmd::Bench { args } => {
             setup::run()?;
             build()?;
-            let mut cmd = vec!["run", "--release", "-p", "primwatch-tests", "--bin", "pw-bench", "--"];
-            cmd.extend(args.iter().map(String::as_str));
-            cargo(&cmd, &[])
+            run_tests_bin("pw-bench", &args)
         }
     }
+}
+
+/// `cargo run` of one of primwatch-tests' binaries (release) with `args`.
+fn run_tests_bin(bin: &str, args: &[String]) -> Result<()> {
+    let mut cmd = vec!["run", "--release", "-p", "primwatch-tests", "--bin", bin, "--"];
+    cmd.extend(args.iter().map(String::as_str));
+    cargo(&cmd, &[])
 }
 
 fn step(what: &str) {

@@ -15,6 +15,7 @@ mod maps;
 mod packet;
 mod parse;
 mod pick;
+mod reflect;
 mod reply;
 
 use core::mem::size_of;
@@ -46,6 +47,15 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn primwatch_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The throughput bench's ceiling: see `reflect`.
+#[xdp]
+pub fn primwatch_reflect(ctx: XdpContext) -> u32 {
+    match reflect::reflect(&ctx) {
+        Ok(()) => xdp_action::XDP_TX,
+        Err(_) => xdp_action::XDP_PASS,
+    }
 }
 
 #[inline(always)]

@@ -29,6 +29,8 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 pub const ANSWER_PROGRAM: &str = "primwatch";
 pub const PASS_PROGRAM: &str = "primwatch_pass";
+/// A bare reflector (the throughput bench's ceiling); loaded only when attached.
+pub const REFLECT_PROGRAM: &str = "primwatch_reflect";
 const NAMES_MAP: &str = "NAMES";
 const COUNTERS_MAP: &str = "COUNTERS";
 const VIEWS_V4_MAP: &str = "VIEWS_V4";
@@ -143,6 +145,10 @@ impl Dataplane {
     /// Attaches one of the object's programs (tests attach `PASS_PROGRAM` to the client
     /// end of a veth: native-mode XDP_TX on veth needs a program on the peer).
     pub fn attach_program(&mut self, name: &str, interface: &str, mode: XdpMode) -> Result<XdpMode> {
+        let program = self.xdp_mut(name)?;
+        if program.fd().is_err() {
+            program.load().with_context(|| format!("verifying program {name}"))?;
+        }
         let (link, used) = self.attach_link(name, interface, mode)?;
         self.attached.push((name.to_string(), interface.to_string(), link));
         Ok(used)

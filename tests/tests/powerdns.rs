@@ -95,8 +95,43 @@ fn passed_queries_get_the_same_health_aware_answers_from_powerdns() {
 #[test]
 fn udp_and_tcp_agree_while_targets_flap() {
     let mut w = world_with(&format!("{SITE_GROUPS}{NAMES}"), true);
+    let do_edns = EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() };
+    // The PowerDNS path, alternately over TCP and as a DO=1 datagram XDP passes.
+    agree_while_flapping(&mut w, None, |w, sock, id| {
+        if id % 2 == 0 {
+            tcp_set(w, "www.example.test")
+        } else {
+            addresses(&dns::exchange_udp(sock, server(w), &dns::query(id, "www.example.test", RecordType::A, Some(do_edns.clone())).unwrap()).unwrap())
+        }
+    });
+}
+
+#[test]
+fn do_bit_answers_from_xdp_and_powerdns_agree_while_targets_flap() {
+    // With the zone declared unsigned, XDP answers DO=1 over UDP; PowerDNS answers DO=1
+    // over TCP. Both must carry the same records.
+    let mut w = world_with(&format!("{SITE_GROUPS}{NAMES}[zones.\"example.test\"]\n"), true);
+    let do_edns = EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() };
+    let before = w.controller.counters().unwrap();
+    let udp_queries = agree_while_flapping(&mut w, Some(do_edns.clone()), |w, _, _| {
+        dns::addresses(&tcp(w, "www.example.test", RecordType::A, Some(do_edns.clone()))).iter().map(|a| a.to_string()).collect()
+    });
+    let after = w.controller.counters().unwrap();
+    assert!(after.answered - before.answered >= udp_queries, "XDP answered every DO=1 datagram");
+    assert_eq!(after.pass_dnssec, before.pass_dnssec, "no DO=1 query was passed");
+}
+
+/// For 5 s while web2 flaps, compares XDP's UDP answers (with `xdp_edns`) just before
+/// and just after each answer `via_pdns` gets from PowerDNS; PowerDNS must agree with
+/// one of them every time. Returns the number of UDP queries sent.
+fn agree_while_flapping(
+    w: &mut World,
+    xdp_edns: Option<EdnsQuery>,
+    via_pdns: impl Fn(&World, &std::net::UdpSocket, u16) -> BTreeSet<String>,
+) -> u64 {
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     let mut web2 = w.backends.remove(1);
+    let w = &*w;
     // Real flapping: web2's backend goes away and comes back; checks notice on their own.
     let stop = Arc::new(AtomicBool::new(false));
     let flapper = {
@@ -116,27 +151,24 @@ fn udp_and_tcp_agree_while_targets_flap() {
         })
     };
     let sock = dns::udp_socket(&w.lab.client_ns, false).unwrap();
-    let udp = |id: u16| addresses(&dns::exchange_udp(&sock, server(&w), &dns::query(id, "www.example.test", RecordType::A, None).unwrap()).unwrap());
-    let do_edns = EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() };
+    let udp = |id: u16| {
+        let query = dns::query(id, "www.example.test", RecordType::A, xdp_edns.clone()).unwrap();
+        addresses(&dns::exchange_udp(&sock, server(w), &query).unwrap())
+    };
     let (mut compared, mut stable, mut mismatches, mut seen) = (0, 0, Vec::new(), BTreeSet::new());
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
         let id = compared as u16;
         let before = udp(id);
-        // The PowerDNS path, alternately over TCP and as a DO=1 datagram XDP passes.
-        let via_pdns = if compared % 2 == 0 {
-            tcp_set(&w, "www.example.test")
-        } else {
-            addresses(&dns::exchange_udp(&sock, server(&w), &dns::query(id, "www.example.test", RecordType::A, Some(do_edns.clone())).unwrap()).unwrap())
-        };
+        let pdns = via_pdns(w, &sock, id);
         let after = udp(id);
         // A change may land between the three queries: PowerDNS must agree with XDP
         // just before or just after.
-        if via_pdns != before && via_pdns != after {
-            mismatches.push(format!("xdp {before:?} pdns {via_pdns:?} xdp {after:?}"));
+        if pdns != before && pdns != after {
+            mismatches.push(format!("xdp {before:?} pdns {pdns:?} xdp {after:?}"));
         }
         stable += (before == after) as u32;
-        seen.insert(via_pdns.into_iter().collect::<Vec<_>>());
+        seen.insert(pdns.into_iter().collect::<Vec<_>>());
         compared += 1;
     }
     stop.store(true, Ordering::SeqCst);
@@ -145,4 +177,5 @@ fn udp_and_tcp_agree_while_targets_flap() {
     assert!(stable > 100, "only {stable} stable comparisons of {compared}");
     assert!(seen.len() >= 2 && flaps >= 10, "the set changed while we compared: {seen:?}, {flaps} flaps");
     println!("{compared} UDP/PowerDNS comparisons over {flaps} flaps: 0 differ");
+    2 * compared as u64
 }

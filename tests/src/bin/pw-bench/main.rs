@@ -13,7 +13,10 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use hickory_proto::rr::RecordType;
-use primwatch::dataplane::{ANSWER_PROGRAM, PASS_PROGRAM};
+use primwatch::{
+    config::XdpMode,
+    dataplane::{Dataplane, ANSWER_PROGRAM, PASS_PROGRAM, REFLECT_PROGRAM},
+};
 use primwatch_tests::{
     controller::Controller,
     dns::{self, EdnsQuery},
@@ -26,6 +29,8 @@ use primwatch_tests::{
 };
 
 const NAMES: &str = r#"
+[zones."example.test"]
+
 [names."www.example.test"]
 a = ["192.0.2.10"]
 aaaa = ["2001:db8::10"]
@@ -234,6 +239,29 @@ struct Row {
     cpu_us_per_answer: f64,
 }
 
+/// What recursive resolvers send, as kxdpgun query lines (flag D: EDNS with DO=1, E:
+/// EDNS without DO, none: no EDNS): mostly DO=1 (unbound, validating kresd, BIND),
+/// some plain EDNS, a few without EDNS; A and AAAA. kxdpgun cannot add a COOKIE option.
+const RESOLVER_MIX: &str = "www.example.test A D\nwww.example.test A D\nwww.example.test AAAA D\n\
+www.example.test A D\nwww.example.test A D\nwww.example.test AAAA D\nwww.example.test A D\n\
+www.example.test A E\nwww.example.test AAAA E\nwww.example.test A";
+
+/// The same load against a bare XDP reflector on the server veths (no lookup, no
+/// checks): the ceiling of this path on this machine.
+fn reflector(lab: &Lab, generators: &[Generator], seconds: u64) -> Result<Row> {
+    let ns = lab.server_ns.clone();
+    let dataplane = netns::run_in(&ns, || -> Result<Dataplane> {
+        let mut dataplane = Dataplane::load(53)?;
+        for interface in [SERVER_IF, SECOND_SERVER_IF] {
+            dataplane.attach_program(REFLECT_PROGRAM, interface, XdpMode::Native)?;
+        }
+        Ok(dataplane)
+    })??;
+    let row = measure(generators, "bare XDP reflector", "www.example.test A", FLOOD, seconds);
+    dataplane.shutdown()?;
+    row
+}
+
 /// As many queries as the generators can send.
 const FLOOD: u32 = 5_000_000;
 
@@ -298,10 +326,22 @@ fn end_to_end(seconds: u64) -> Result<()> {
         let controller = Controller::start(&lab.server_ns, &config)?;
         for (load, generators) in scenarios {
             rows.push((load, measure(generators, "primwatch XDP", "www.example.test A", FLOOD, seconds)?));
+            let before = controller.counters()?.answered;
+            let mut mix = measure(generators, "primwatch XDP, resolver mix", RESOLVER_MIX, FLOOD, seconds)?;
+            let by_xdp = (controller.counters()?.answered - before) as f64;
+            let share = 100.0 * by_xdp / (mix.answered * seconds as f64).max(1.0);
+            mix.label = format!("primwatch XDP, resolver mix ({share:.1} % by XDP)");
+            rows.push((load, mix));
             rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test A", FLOOD, seconds)?));
         }
         let counters = controller.counters()?;
-        println!("primwatch counters after the runs: answered {}, passed (name not found) {}", counters.answered, counters.pass_name_not_found);
+        println!(
+            "primwatch counters after the runs: answered {}, passed (name not found) {}, passed (DO=1) {}, bad checksum {}",
+            counters.answered, counters.pass_name_not_found, counters.pass_dnssec, counters.pass_bad_checksum
+        );
+    }
+    for (load, generators) in scenarios {
+        rows.push((load, reflector(&lab, generators, seconds)?));
     }
     for (load, generators) in scenarios {
         match knot_xdp(&lab, generators, seconds) {
@@ -319,6 +359,9 @@ fn end_to_end(seconds: u64) -> Result<()> {
             println!("{:<32} {:>12.0} {:>12.0} {:>18.2}", r.label, r.sent, r.answered, r.cpu_us_per_answer);
         }
         let find = |prefix: &str| in_load.iter().find(|r| r.label.starts_with(prefix)).map(|r| r.answered);
+        if let (Some(pw), Some(r)) = (find("primwatch"), find("bare XDP reflector")) {
+            println!("primwatch / bare reflector answers: {:.1} %", 100.0 * pw / r);
+        }
         if let (Some(pw), Some(pd)) = (find("primwatch"), find("PowerDNS")) {
             println!("primwatch / PowerDNS answers: {:.1}×", pw / pd);
         }

@@ -229,14 +229,10 @@ pub struct Scratch {
     /// IPv4 options of the query (at most 40 bytes), zero-padded, for the header
     /// checksum; 64 bytes so that a masked length always fits.
     pub ip_options: [u8; 64],
-    /// The query's UDP datagram, zero-padded to whole 32-bit words, for its checksum;
-    /// room for any length a mask of `MAX_CHECKSUMMED_DATAGRAM` can produce.
-    pub datagram: [u8; 2 * MAX_CHECKSUMMED_DATAGRAM + 8],
 }
 
 /// Longest UDP datagram (header included) whose checksum the XDP program verifies;
-/// longer queries (heavy EDNS padding) are passed. bpf_csum_diff sums at most 512
-/// bytes per call.
+/// longer queries (heavy EDNS padding) are passed.
 pub const MAX_CHECKSUMMED_DATAGRAM: usize = 512;
 
 /// Ethernet + VLAN + IPv4 with options + UDP + DNS header + longest question.

@@ -8,6 +8,8 @@
 //! for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
 #![no_std]
 #![no_main]
+// One-instruction unaligned loads (packet::load_u64); the eBPF crate builds on nightly.
+#![feature(asm_experimental_arch)]
 
 mod edns;
 mod lookup;

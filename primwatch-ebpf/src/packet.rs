@@ -36,6 +36,18 @@ pub fn put_be16(p: *mut u8, v: u16) {
     }
 }
 
+/// The 8 bytes at `p` as a little-endian u64, in one load whatever `p`'s alignment.
+/// (`read_unaligned` becomes eight byte loads on BPF; the kernel accepts unaligned
+/// packet loads on the architectures XDP runs on, so one `ldxdw` is enough.)
+#[inline(always)]
+pub fn load_u64(p: *const u8) -> u64 {
+    let value: u64;
+    unsafe {
+        core::arch::asm!("{0} = *(u64 *)({1} + 0)", lateout(reg) value, in(reg) p, options(readonly, nostack, preserves_flags));
+    }
+    value
+}
+
 /// Sum of the big-endian 16-bit words of `LEN` (even) bytes at `p`; not folded.
 #[inline(always)]
 pub fn sum_words<const LEN: usize>(p: *const u8) -> u64 {

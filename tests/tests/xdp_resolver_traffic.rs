@@ -127,6 +127,9 @@ fn wrong_checksums_are_passed_and_counted() {
                 assert_eq!(h.run(&none).unwrap().verdict, XDP_TX, "IPv4 without a UDP checksum");
             }
         }
+        // A datagram over 512 bytes (heavy padding) is not checksummed here: passed.
+        let padded = q("www.example.test", RecordType::A, Some(resolver_edns(vec![(12, vec![0; 480])])));
+        h.assert_passed(&udp_frame(&Flow::client_to_server(false), 64, &padded), Verdict::UnsupportedEdns);
         // A wrong IPv4 header checksum.
         let mut bad = udp_frame(&Flow::client_to_server(false), 64, &query);
         bad[V4_IP_CHECKSUM + 1] ^= 0x01;

@@ -353,10 +353,10 @@ fn end_to_end(seconds: u64) -> Result<()> {
     println!("\n== Answers per second, netns lab, kxdpgun (AF_XDP) sending A queries for {seconds} s per row ==");
     for (load, _) in scenarios {
         println!("-- load: {load}");
-        println!("{:<32} {:>12} {:>12} {:>18}", "server", "sent/s", "answered/s", "CPU µs / answer");
+        println!("{:<44} {:>12} {:>12} {:>18}", "server", "sent/s", "answered/s", "CPU µs / answer");
         let in_load: Vec<&Row> = rows.iter().filter(|(l, _)| *l == load).map(|(_, r)| r).collect();
         for r in &in_load {
-            println!("{:<32} {:>12.0} {:>12.0} {:>18.2}", r.label, r.sent, r.answered, r.cpu_us_per_answer);
+            println!("{:<44} {:>12.0} {:>12.0} {:>18.2}", r.label, r.sent, r.answered, r.cpu_us_per_answer);
         }
         let find = |prefix: &str| in_load.iter().find(|r| r.label.starts_with(prefix)).map(|r| r.answered);
         if let (Some(pw), Some(r)) = (find("primwatch"), find("bare XDP reflector")) {

@@ -3,11 +3,7 @@
 fn main() -> anyhow::Result<()> {
     let ebpf_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../primwatch-ebpf");
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "primwatch-ebpf",
-            root_dir: ebpf_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "primwatch-ebpf", root_dir: ebpf_dir, ..Default::default() }],
         aya_build::Toolchain::default(),
     )
 }

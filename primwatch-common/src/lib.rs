@@ -128,7 +128,6 @@ impl Select {
     }
 }
 
-
 /// Slots of the weighted-start table; a power of two, so a random slot is a mask away.
 pub const WEIGHT_SLOTS: usize = 1024;
 /// Room for the records of a set, rendered twice over (see `AnswerSet::rrs`).
@@ -374,9 +373,7 @@ mod tests {
 
     #[test]
     fn counters_layout_matches_verdicts() {
-        let mut c = Counters::default();
-        c.pass_too_large = 7;
-        c.answered = 1;
+        let c = Counters { pass_too_large: 7, answered: 1, ..Counters::default() };
         let a = c.as_array();
         assert_eq!(a[Verdict::TooLarge as usize], 7);
         assert_eq!(a[Verdict::Answered as usize], 1);

@@ -108,7 +108,12 @@ fn parse_client_subnet(ctx: &XdpContext, off: usize, len: usize, scratch: &mut S
         // 1..=16 (source_len is at most 128), in a form the verifier can see.
         let n = ((address_len - 1) & 15) + 1;
         let loaded = unsafe {
-            bpf_xdp_load_bytes(ctx.ctx, (off + edns::ECS_HLEN) as u32, scratch.ecs.address.as_mut_ptr() as *mut _, n as u32)
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                (off + edns::ECS_HLEN) as u32,
+                scratch.ecs.address.as_mut_ptr() as *mut _,
+                n as u32,
+            )
         };
         if loaded != 0 {
             return Err(Verdict::Malformed);

@@ -23,7 +23,7 @@ mod reply;
 use core::mem::size_of;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use primwatch_common::{name_answers_index, NameKey, ENTRY_ANSWERS_DO, Select, Verdict, QTYPE_A, QTYPE_AAAA};
+use primwatch_common::{name_answers_index, NameKey, Select, Verdict, ENTRY_ANSWERS_DO, QTYPE_A, QTYPE_AAAA};
 
 use maps::{COUNTERS, NAME_ANSWERS, SCRATCH};
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
     Global,
 };
 use primwatch_common::{
-    Counters, NameKey, NameRecords, Scratch, Settings, ViewMatch, BPF_F_NO_PREALLOC,
-    NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+    Counters, NameKey, NameRecords, Scratch, Settings, ViewMatch, BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT,
+    NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.

@@ -8,10 +8,7 @@
 //! to the IP payload, a valid IPv4 header checksum, and a valid UDP checksum (IPv4 may
 //! send none; IPv6 must, RFC 8200 §8.1).
 
-use aya_ebpf::{
-    helpers::generated::bpf_xdp_load_bytes,
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use core::ptr;
 use primwatch_common::{
     ascii_lower_word, csum, name_hash_step,
@@ -92,7 +89,11 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
         return Err(Verdict::NotDns);
     }
     let udp_len = be16(unsafe { udp_hdr.add(udp::LEN_OFF) }) as usize;
-    if udp_len != ip.udp_len || udp_len < udp::HLEN + dns::HLEN || be16(unsafe { udp_hdr.add(udp::SRC_PORT_OFF) }) == 0 || ip.end > frame_len(ctx) {
+    if udp_len != ip.udp_len
+        || udp_len < udp::HLEN + dns::HLEN
+        || be16(unsafe { udp_hdr.add(udp::SRC_PORT_OFF) }) == 0
+        || ip.end > frame_len(ctx)
+    {
         return Err(Verdict::Malformed);
     }
     if !ip.is_ipv6 && !ipv4_header_checksum_ok(ctx, l3_off, ip.ipv4_hlen, scratch)? {
@@ -162,7 +163,12 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
 /// Whether the IPv4 header of `hlen` bytes at `l3_off` sums to all ones (RFC 791).
 /// Options, rare on queries, are copied out zero-padded and summed there.
 #[inline(always)]
-fn ipv4_header_checksum_ok(ctx: &XdpContext, l3_off: usize, hlen: usize, scratch: &mut Scratch) -> Result<bool, Verdict> {
+fn ipv4_header_checksum_ok(
+    ctx: &XdpContext,
+    l3_off: usize,
+    hlen: usize,
+    scratch: &mut Scratch,
+) -> Result<bool, Verdict> {
     let hdr = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
     let mut sum = sum_words::<{ ipv4::MIN_HLEN }>(hdr);
     // Branch on a copy handed through the map, so the verifier does not split the
@@ -174,7 +180,8 @@ fn ipv4_header_checksum_ok(ctx: &XdpContext, l3_off: usize, hlen: usize, scratch
         let options_len = ((hlen - ipv4::MIN_HLEN - 1) & IPV4_HLEN_MASK) + 1;
         scratch.ip_options = [0; 64];
         let buf = scratch.ip_options.as_mut_ptr();
-        let loaded = unsafe { bpf_xdp_load_bytes(ctx.ctx, (l3_off + ipv4::MIN_HLEN) as u32, buf as *mut _, options_len as u32) };
+        let loaded =
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, (l3_off + ipv4::MIN_HLEN) as u32, buf as *mut _, options_len as u32) };
         if loaded != 0 {
             return Err(Verdict::Malformed);
         }
@@ -256,7 +263,13 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
     if total_len < hlen + udp::HLEN {
         return Err(Verdict::Malformed);
     }
-    Ok(Ip { is_ipv6: false, ipv4_hlen: hlen, l4_off: l3_off + hlen, udp_len: total_len - hlen, end: l3_off + total_len })
+    Ok(Ip {
+        is_ipv6: false,
+        ipv4_hlen: hlen,
+        l4_off: l3_off + hlen,
+        udp_len: total_len - hlen,
+        end: l3_off + total_len,
+    })
 }
 
 /// An IPv6 packet whose first next header is UDP (extension headers are passed).
@@ -270,7 +283,13 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
         return Err(Verdict::NotDns);
     }
     let payload_len = be16(unsafe { hdr.add(ipv6::PAYLOAD_LEN_OFF) }) as usize;
-    Ok(Ip { is_ipv6: true, ipv4_hlen: 0, l4_off: l3_off + ipv6::HLEN, udp_len: payload_len, end: l3_off + ipv6::HLEN + payload_len })
+    Ok(Ip {
+        is_ipv6: true,
+        ipv4_hlen: 0,
+        l4_off: l3_off + ipv6::HLEN,
+        udp_len: payload_len,
+        end: l3_off + ipv6::HLEN + payload_len,
+    })
 }
 
 /// Reads the question name: checks the label structure (hopping from length byte to
@@ -352,8 +371,18 @@ pub fn lower_hash_sum(buf: *mut u8, len: usize) -> (u64, u64) {
 #[inline(always)]
 fn address_sum(ctx: &XdpContext, l3_off: usize, is_ipv6: bool) -> Result<u64, Verdict> {
     Ok(if is_ipv6 {
-        sum_words::<{ 2 * ipv6::ADDR_LEN }>(bytes_at(ctx, l3_off + ipv6::SRC_OFF, 2 * ipv6::ADDR_LEN, Verdict::Malformed)?)
+        sum_words::<{ 2 * ipv6::ADDR_LEN }>(bytes_at(
+            ctx,
+            l3_off + ipv6::SRC_OFF,
+            2 * ipv6::ADDR_LEN,
+            Verdict::Malformed,
+        )?)
     } else {
-        sum_words::<{ 2 * ipv4::ADDR_LEN }>(bytes_at(ctx, l3_off + ipv4::SRC_OFF, 2 * ipv4::ADDR_LEN, Verdict::Malformed)?)
+        sum_words::<{ 2 * ipv4::ADDR_LEN }>(bytes_at(
+            ctx,
+            l3_off + ipv4::SRC_OFF,
+            2 * ipv4::ADDR_LEN,
+            Verdict::Malformed,
+        )?)
     })
 }

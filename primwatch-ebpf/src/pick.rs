@@ -45,10 +45,5 @@ pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Ve
     if offset + len > RRS_BUF_LEN {
         return Err(Verdict::Malformed);
     }
-    Ok(Picked {
-        rrs: unsafe { set.rrs.as_ptr().add(offset) },
-        len,
-        ancount: answers as u16,
-        csum: set.csums[start],
-    })
+    Ok(Picked { rrs: unsafe { set.rrs.as_ptr().add(offset) }, len, ancount: answers as u16, csum: set.csums[start] })
 }

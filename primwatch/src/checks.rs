@@ -62,7 +62,9 @@ type ProbeResult = Result<(String, Option<TcpHandshake>), Failure>;
 
 async fn probe(kind: &CheckKind, timeout: Duration, name: &str, address: IpAddr) -> ProbeResult {
     match kind {
-        CheckKind::Tcp { port, send, expect } => tcp(SocketAddr::new(address, *port), send.as_deref(), expect.as_ref()).await,
+        CheckKind::Tcp { port, send, expect } => {
+            tcp(SocketAddr::new(address, *port), send.as_deref(), expect.as_ref()).await
+        }
         CheckKind::Http(http) => http_probe(http, timeout, address).await,
         CheckKind::Icmp => icmp(address, timeout).await,
         CheckKind::Exec { command } => exec(command, name, address).await,
@@ -154,7 +156,13 @@ async fn plain_http(http: &HttpCheck, to: SocketAddr) -> ProbeResult {
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
-                let header = |name: &str| response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).to_string());
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).to_string())
+                };
                 let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
                 let length = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
                 break (response.code.unwrap_or(0), len, chunked, length);
@@ -258,7 +266,11 @@ struct ClientKey {
 
 /// Clients are built once and shared: building one loads TLS roots, which costs far
 /// more than a check. Connections are never pooled, so every check still connects.
-fn http_client(http: &HttpCheck, timeout: Duration, resolve: Option<(String, SocketAddr)>) -> Result<reqwest::Client, Failure> {
+fn http_client(
+    http: &HttpCheck,
+    timeout: Duration,
+    resolve: Option<(String, SocketAddr)>,
+) -> Result<reqwest::Client, Failure> {
     use std::{collections::HashMap, sync::Mutex};
     static CLIENTS: Mutex<Option<HashMap<ClientKey, reqwest::Client>>> = Mutex::new(None);
     let key = ClientKey { timeout, user_agent: http.user_agent.clone(), tls_verify: http.tls_verify, resolve };
@@ -298,10 +310,8 @@ async fn icmp(address: IpAddr, timeout: Duration) -> ProbeResult {
         .map_err(|e| format!("ICMP socket: {e}"))?;
     let mut pinger = client.pinger(address, surge_ping::PingIdentifier(rand::random())).await;
     pinger.timeout(timeout);
-    let (_, rtt) = pinger
-        .ping(surge_ping::PingSequence(0), &[0u8; 16])
-        .await
-        .map_err(|e| format!("echo to {address}: {e}"))?;
+    let (_, rtt) =
+        pinger.ping(surge_ping::PingSequence(0), &[0u8; 16]).await.map_err(|e| format!("echo to {address}: {e}"))?;
     Ok((format!("echo reply in {rtt:?}"), None))
 }
 
@@ -358,12 +368,22 @@ mod tests {
     async fn tcp_connect_send_expect() {
         let port = serve(|req| if req == b"PING\r\n" { "+PONG\r\n".into() } else { "-ERR\r\n".into() }).await;
         let lo = IpAddr::from([127, 0, 0, 1]);
-        let ok = run(&check(&format!("type = \"tcp\"\nport = {port}\nsend = \"PING\\\\r\\\\n\"\nexpect = \"^\\\\+PONG\"")), "t", lo).await;
+        let ok = run(
+            &check(&format!("type = \"tcp\"\nport = {port}\nsend = \"PING\\\\r\\\\n\"\nexpect = \"^\\\\+PONG\"")),
+            "t",
+            lo,
+        )
+        .await;
         assert!(ok.ok, "{ok:?}");
         let tcp = ok.tcp.unwrap();
         assert!(tcp.connect_time < Duration::from_secs(1));
         assert_eq!(tcp.retransmits, 0);
-        let bad = run(&check(&format!("type = \"tcp\"\nport = {port}\nsend = \"HELLO\\\\r\\\\n\"\nexpect = \"^\\\\+PONG\"")), "t", lo).await;
+        let bad = run(
+            &check(&format!("type = \"tcp\"\nport = {port}\nsend = \"HELLO\\\\r\\\\n\"\nexpect = \"^\\\\+PONG\"")),
+            "t",
+            lo,
+        )
+        .await;
         assert!(!bad.ok);
         assert!(bad.detail.contains("does not match"), "{bad:?}");
         drop(ok);
@@ -396,7 +416,9 @@ mod tests {
             .spawn()
             .unwrap();
         let lo = IpAddr::from([127, 0, 0, 1]);
-        let spec = |verify: bool| check(&format!("type = \"https\"\nport = {port}\nhost = \"www.example.test\"\ntls_verify = {verify}"));
+        let spec = |verify: bool| {
+            check(&format!("type = \"https\"\nport = {port}\nhost = \"www.example.test\"\ntls_verify = {verify}"))
+        };
         let mut unverified = run(&spec(false), "t", lo).await;
         for _ in 0..50 {
             if unverified.ok {
@@ -446,9 +468,16 @@ mod tests {
         assert!(ok.tcp.is_some());
         let busy = run(&check(&format!("type = \"http\"\nport = {port}")), "t", lo).await;
         assert_eq!(busy.detail, "status 503 is not in [200]");
-        let chunked = run(&check(&format!("type = \"http\"\nport = {port}\npath = \"/chunked\"\nbody = \"^all good$\"")), "t", lo).await;
+        let chunked = run(
+            &check(&format!("type = \"http\"\nport = {port}\npath = \"/chunked\"\nbody = \"^all good$\"")),
+            "t",
+            lo,
+        )
+        .await;
         assert!(chunked.ok, "{chunked:?}");
-        let mismatch = run(&check(&format!("type = \"http\"\nport = {port}\npath = \"/chunked\"\nbody = \"^bad\"")), "t", lo).await;
+        let mismatch =
+            run(&check(&format!("type = \"http\"\nport = {port}\npath = \"/chunked\"\nbody = \"^bad\"")), "t", lo)
+                .await;
         assert!(!mismatch.ok && mismatch.detail.contains("does not match"), "{mismatch:?}");
     }
 
@@ -462,9 +491,15 @@ mod tests {
 
         let ok = run(&check("type = \"exec\"\ncommand = [\"sh\", \"-c\", \"test \\\"$1\\\" = 127.0.0.1 && test \\\"$PRIMWATCH_TARGET_NAME\\\" = web1\", \"sh\"]"), "web1", lo).await;
         assert!(ok.ok, "{ok:?}");
-        let fails = run(&check("type = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo sick >&2; exit 3\"]"), "web1", lo).await;
+        let fails =
+            run(&check("type = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo sick >&2; exit 3\"]"), "web1", lo).await;
         assert!(!fails.ok && fails.detail.contains("sick"), "{fails:?}");
-        let hangs = run(&check("type = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep 5\"]\ninterval = \"1s\"\ntimeout = \"200ms\""), "web1", lo).await;
+        let hangs = run(
+            &check("type = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep 5\"]\ninterval = \"1s\"\ntimeout = \"200ms\""),
+            "web1",
+            lo,
+        )
+        .await;
         assert!(!hangs.ok && hangs.detail.contains("timed out"), "{hangs:?}");
         assert!(hangs.latency < Duration::from_secs(1));
     }

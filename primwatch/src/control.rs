@@ -45,12 +45,21 @@ pub enum Action {
 #[serde(rename_all = "kebab-case", tag = "request")]
 pub enum Request {
     Status,
-    Set { kind: Kind, name: String, action: Action },
+    Set {
+        kind: Kind,
+        name: String,
+        action: Action,
+    },
     Reload,
     /// Counters and histograms (what /metrics shows).
     Stats,
     /// Why `name` answers what it answers for a client at `from` (or for `ecs`).
-    Explain { name: String, from: IpAddr, ecs: Option<String>, v6: bool },
+    Explain {
+        name: String,
+        from: IpAddr,
+        ecs: Option<String>,
+        v6: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -114,7 +114,8 @@ impl Controller {
                 None
             }
         };
-        let previous_run = saved.as_ref().map(|s| PreviousRun { stopped_cleanly: s.stopped_cleanly, saved_at: s.saved_at });
+        let previous_run =
+            saved.as_ref().map(|s| PreviousRun { stopped_cleanly: s.stopped_cleanly, saved_at: s.saved_at });
         let saved = saved.unwrap_or_default();
         if saved.overrides != Overrides::default() {
             info!(file = %config.state_file.display(), "restored saved overrides");
@@ -312,7 +313,9 @@ impl Controller {
                 .output();
             match tokio::time::timeout(timeout, child).await {
                 Ok(Ok(out)) if out.status.success() => {}
-                Ok(Ok(out)) => warn!(hook = %command[0], %name, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "on_change hook failed"),
+                Ok(Ok(out)) => {
+                    warn!(hook = %command[0], %name, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "on_change hook failed")
+                }
                 Ok(Err(e)) => warn!(hook = %command[0], %name, error = %e, "on_change hook could not run"),
                 Err(_) => warn!(hook = %command[0], %name, ?timeout, "on_change hook timed out and was killed"),
             }
@@ -445,7 +448,12 @@ impl Controller {
         let mut names = Vec::new();
         let mut add = |name: &crate::dns_name::DnsName, view: &str, id: u32| {
             let (a, aaaa) = counts.get(&NameKey::new(name.hash(), id)).copied().unwrap_or((0, 0));
-            names.push(NameStats { name: name.to_string().trim_end_matches('.').to_string(), view: view.to_string(), a_answers: a, aaaa_answers: aaaa });
+            names.push(NameStats {
+                name: name.to_string().trim_end_matches('.').to_string(),
+                view: view.to_string(),
+                a_answers: a,
+                aaaa_answers: aaaa,
+            });
         };
         for name in config.names.keys() {
             add(name, "default", 0);
@@ -458,7 +466,12 @@ impl Controller {
         let targets = state
             .targets
             .iter()
-            .map(|(name, t)| StateStats { name: name.clone(), up: t.healthy, in_answers: state.target_eligible(name), since: t.since })
+            .map(|(name, t)| StateStats {
+                name: name.clone(),
+                up: t.healthy,
+                in_answers: state.target_eligible(name),
+                since: t.since,
+            })
             .collect();
         let groups = config
             .groups
@@ -466,7 +479,12 @@ impl Controller {
             .map(|g| {
                 let up = state.group_qualifies(config, g);
                 let since = state.group_since.get(g).copied().unwrap_or(std::time::UNIX_EPOCH);
-                StateStats { name: g.clone(), up, in_answers: up && state.group_allowed(g) || state.group_forced_up(g), since }
+                StateStats {
+                    name: g.clone(),
+                    up,
+                    in_answers: up && state.group_allowed(g) || state.group_forced_up(g),
+                    since,
+                }
             })
             .collect();
         self.metrics.snapshot(xdp, names, targets, groups)

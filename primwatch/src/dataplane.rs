@@ -82,21 +82,15 @@ impl Dataplane {
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
         for name in [ANSWER_PROGRAM, PASS_PROGRAM] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
+            let program: &mut Xdp =
+                ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
             program.load().with_context(|| format!("verifying program {name}"))?;
         }
         Ok(Dataplane { ebpf, attached: Vec::new(), links: Vec::new(), pins: Vec::new() })
     }
 
     pub fn program(&self, name: &str) -> Result<&Xdp> {
-        Ok(self
-            .ebpf
-            .program(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
-            .try_into()?)
+        Ok(self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
     /// Puts the answering program on `interface` through a link pinned in `pin_dir`, so
@@ -122,7 +116,9 @@ impl Dataplane {
                 let pinned = link.pin(&pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
                 self.links.push((interface.to_string(), pinned.into(), pin));
             }
-            Err(e) => bail!("XDP on {interface} was attached through netlink, not a BPF link, so it cannot be pinned: {e}"),
+            Err(e) => {
+                bail!("XDP on {interface} was attached through netlink, not a BPF link, so it cannot be pinned: {e}")
+            }
         }
         Ok(Attachment::Fresh(used))
     }
@@ -156,7 +152,12 @@ impl Dataplane {
 
     /// Attaches `name` to `interface` (falling back to generic mode for `auto`); the
     /// link stays with the program until taken or detached.
-    fn attach_link(&mut self, name: &str, interface: &str, mode: XdpMode) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
+    fn attach_link(
+        &mut self,
+        name: &str,
+        interface: &str,
+        mode: XdpMode,
+    ) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
         let program = self.xdp_mut(name)?;
         let (link, used) = match mode {
             XdpMode::Native => (program.attach(interface, AyaXdpMode::Driver), XdpMode::Native),
@@ -176,9 +177,8 @@ impl Dataplane {
 
     /// Pins the maps under `dir` (bpffs), replacing pins a crashed run left behind.
     pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", dir.display())
-        })?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", dir.display()))?;
         for (map, file) in PINS {
             let path = dir.join(file);
             if path.exists() {
@@ -264,11 +264,8 @@ impl Dataplane {
             info!(interface, "XDP program detached");
         }
         for (name, interface, link) in std::mem::take(&mut self.attached) {
-            let program: &mut Xdp = self
-                .ebpf
-                .program_mut(&name)
-                .ok_or_else(|| anyhow!("program {name} missing"))?
-                .try_into()?;
+            let program: &mut Xdp =
+                self.ebpf.program_mut(&name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
             match program.detach(link) {
                 Ok(()) => info!(interface, "XDP program detached"),
                 Err(e) => warn!(interface, error = %e, "detaching XDP"),
@@ -298,8 +295,8 @@ fn sum_per_cpu<T: std::borrow::Borrow<MapData>>(array: &PerCpuArray<T, Counters>
 /// Reads the counters of a running primwatch from its pinned map.
 pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
     let path = pin_dir.join(COUNTERS_PIN);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("opening {} (is primwatch running?)", path.display()))?;
+    let data =
+        MapData::from_pin(&path).with_context(|| format!("opening {} (is primwatch running?)", path.display()))?;
     let array: PerCpuArray<MapData, Counters> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
     sum_per_cpu(&array)
 }

@@ -35,10 +35,7 @@ impl DnsName {
             if label.len() > 63 {
                 return Err(format!("label '{label}' is longer than 63 bytes"));
             }
-            if let Some(c) = label
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-            {
+            if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
                 return Err(format!("character '{c}' is not allowed in a name"));
             }
             wire.push(label.len() as u8);

@@ -313,7 +313,15 @@ fn print_stats(stats: &primwatch::metrics::Stats) {
     println!("  {:<16} {:<12} {:>9} {:>9} {:>10} {:>10}", "TARGET", "CHECK", "OK", "FAILED", "P50", "P99");
     for c in &stats.checks {
         let h = &c.latency_seconds;
-        println!("  {:<16} {:<12} {:>9} {:>9} {:>10} {:>10}", c.target, c.check, c.ok, c.failed, ms(h.quantile(0.5)), ms(h.quantile(0.99)));
+        println!(
+            "  {:<16} {:<12} {:>9} {:>9} {:>10} {:>10}",
+            c.target,
+            c.check,
+            c.ok,
+            c.failed,
+            ms(h.quantile(0.5)),
+            ms(h.quantile(0.99))
+        );
     }
     for (title, list) in [("TARGETS", &stats.targets), ("GROUPS", &stats.groups)] {
         println!("{title}");
@@ -451,7 +459,9 @@ fn dataplane_note(left_attached: &[String], previous: Option<PreviousRun>, attac
     if left_attached.is_empty() {
         return format!("XDP {now}");
     }
-    let when = |p: &PreviousRun| p.saved_at.map_or("an unknown time".to_string(), |t| humantime::format_rfc3339_seconds(t).to_string());
+    let when = |p: &PreviousRun| {
+        p.saved_at.map_or("an unknown time".to_string(), |t| humantime::format_rfc3339_seconds(t).to_string())
+    };
     match previous {
         Some(p) if p.stopped_cleanly => format!("the previous controller stopped cleanly at {}; XDP kept answering meanwhile; {now}", when(&p)),
         Some(p) => format!(

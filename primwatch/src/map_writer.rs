@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
-use primwatch_common::{name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS, SCOPE_FROM_SOURCE};
+use primwatch_common::{
+    name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS, SCOPE_FROM_SOURCE,
+};
 
 use crate::config::ViewConfig;
 
@@ -34,16 +36,20 @@ pub struct SyncStats {
 fn as_bytes(records: &NameRecords) -> &[u8] {
     // SAFETY: NameRecords is repr(C) plain data with explicit padding fields.
     unsafe {
-        std::slice::from_raw_parts(
-            (records as *const NameRecords).cast::<u8>(),
-            std::mem::size_of::<NameRecords>(),
-        )
+        std::slice::from_raw_parts((records as *const NameRecords).cast::<u8>(), std::mem::size_of::<NameRecords>())
     }
 }
 
 impl NameMapWriter {
     pub fn new(map: HashMap<MapData, NameKey, NameRecords>, answers: PerCpuArray<MapData, u64>) -> Self {
-        NameMapWriter { map, written: BTreeMap::new(), answers, slots: BTreeMap::new(), free_slots: Vec::new(), next_slot: 0 }
+        NameMapWriter {
+            map,
+            written: BTreeMap::new(),
+            answers,
+            slots: BTreeMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+        }
     }
 
     /// The entry's counter slot; a new entry gets a free one, zeroed.
@@ -71,7 +77,10 @@ impl NameMapWriter {
     /// Answers XDP gave from each entry: (A, AAAA), summed over CPUs.
     pub fn answer_counts(&self) -> BTreeMap<NameKey, (u64, u64)> {
         let read = |index: u32| self.answers.get(&index, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        self.slots.iter().map(|(key, slot)| (*key, (read(name_answers_index(*slot, false)), read(name_answers_index(*slot, true))))).collect()
+        self.slots
+            .iter()
+            .map(|(key, slot)| (*key, (read(name_answers_index(*slot, false)), read(name_answers_index(*slot, true)))))
+            .collect()
     }
 
     /// Writes one entry (one atomic element replacement in the kernel).
@@ -89,7 +98,11 @@ impl NameMapWriter {
 
     /// As `sync`, calling `after_writes` as soon as the changed entries are in (before
     /// the scan for entries to delete), for whatever must follow the map closely.
-    pub fn sync_then(&mut self, mut desired: BTreeMap<NameKey, NameRecords>, after_writes: impl FnOnce()) -> Result<SyncStats> {
+    pub fn sync_then(
+        &mut self,
+        mut desired: BTreeMap<NameKey, NameRecords>,
+        after_writes: impl FnOnce(),
+    ) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
         for (key, records) in desired.iter_mut() {
             records.stats_slot = self.slot_for(key)?;
@@ -103,7 +116,8 @@ impl NameMapWriter {
         }
         after_writes();
         // Slots of entries never written (a failed insert) that are no longer wanted.
-        let orphaned: Vec<NameKey> = self.slots.keys().filter(|k| !desired.contains_key(k) && !self.written.contains_key(k)).copied().collect();
+        let orphaned: Vec<NameKey> =
+            self.slots.keys().filter(|k| !desired.contains_key(k) && !self.written.contains_key(k)).copied().collect();
         for key in orphaned {
             if let Some(slot) = self.slots.remove(&key) {
                 self.free_slots.push(slot);
@@ -113,9 +127,7 @@ impl NameMapWriter {
         let present: Vec<NameKey> = self.map.keys().filter_map(|k| k.ok()).collect();
         for key in present {
             if !desired.contains_key(&key) {
-                self.map
-                    .remove(&key)
-                    .with_context(|| format!("deleting name hash {:#018x}", key.name_hash))?;
+                self.map.remove(&key).with_context(|| format!("deleting name hash {:#018x}", key.name_hash))?;
                 self.written.remove(&key);
                 if let Some(slot) = self.slots.remove(&key) {
                     self.free_slots.push(slot);
@@ -161,15 +173,26 @@ impl ViewMapWriter {
         for ((len, addr), m) in &want6 {
             self.v6.insert(&Key::new(*len, *addr), m, 0).context("writing views_v6")?;
         }
-        let stale4: Vec<_> = self.v4.keys().filter_map(|k| k.ok()).filter(|k| !want4.contains_key(&(k.prefix_len(), k.data()))).collect();
+        let stale4: Vec<_> = self
+            .v4
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want4.contains_key(&(k.prefix_len(), k.data())))
+            .collect();
         for key in stale4 {
             self.v4.remove(&key).context("pruning views_v4")?;
         }
-        let stale6: Vec<_> = self.v6.keys().filter_map(|k| k.ok()).filter(|k| !want6.contains_key(&(k.prefix_len(), k.data()))).collect();
+        let stale6: Vec<_> = self
+            .v6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want6.contains_key(&(k.prefix_len(), k.data())))
+            .collect();
         for key in stale6 {
             self.v6.remove(&key).context("pruning views_v6")?;
         }
-        let settings = Settings { view_prefixes: (want4.len() + want6.len()) as u32, wildcard_names: wildcard_names as u32 };
+        let settings =
+            Settings { view_prefixes: (want4.len() + want6.len()) as u32, wildcard_names: wildcard_names as u32 };
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())
     }

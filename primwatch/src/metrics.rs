@@ -100,7 +100,12 @@ impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             checks: BTreeMap::new(),
-            map: MapStats { syncs: 0, entries_written: 0, entries_deleted: 0, sync_seconds: Histogram::new(SYNC_BUCKETS) },
+            map: MapStats {
+                syncs: 0,
+                entries_written: 0,
+                entries_deleted: 0,
+                sync_seconds: Histogram::new(SYNC_BUCKETS),
+            },
             reloads: ReloadStats::default(),
         }
     }
@@ -143,7 +148,13 @@ impl Recorder {
         self.checks.retain(|(target, _), _| keep(target));
     }
 
-    pub fn snapshot(&self, xdp: BTreeMap<String, u64>, names: Vec<NameStats>, targets: Vec<StateStats>, groups: Vec<StateStats>) -> Stats {
+    pub fn snapshot(
+        &self,
+        xdp: BTreeMap<String, u64>,
+        names: Vec<NameStats>,
+        targets: Vec<StateStats>,
+        groups: Vec<StateStats>,
+    ) -> Stats {
         Stats {
             xdp,
             names,
@@ -226,7 +237,12 @@ pub fn prometheus_text(stats: &Stats) -> String {
             );
         }
     }
-    help(&mut out, "primwatch_xdp_packets_total", "counter", "Packets seen by XDP, by verdict (answered, or why passed to the kernel).");
+    help(
+        &mut out,
+        "primwatch_xdp_packets_total",
+        "counter",
+        "Packets seen by XDP, by verdict (answered, or why passed to the kernel).",
+    );
     for (verdict, count) in &stats.xdp {
         let _ = writeln!(out, "primwatch_xdp_packets_total{{verdict=\"{}\"}} {count}", label(verdict));
     }
@@ -234,32 +250,69 @@ pub fn prometheus_text(stats: &Stats) -> String {
     for c in &stats.checks {
         let (t, k) = (label(&c.target), label(&c.check));
         let _ = writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"ok\"}} {}", c.ok);
-        let _ = writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"fail\"}} {}", c.failed);
+        let _ =
+            writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"fail\"}} {}", c.failed);
     }
     help(&mut out, "primwatch_check_latency_seconds", "histogram", "Health check duration per target and check.");
     for c in &stats.checks {
-        histogram(&mut out, "primwatch_check_latency_seconds", &format!("target=\"{}\",check=\"{}\"", label(&c.target), label(&c.check)), &c.latency_seconds);
+        histogram(
+            &mut out,
+            "primwatch_check_latency_seconds",
+            &format!("target=\"{}\",check=\"{}\"", label(&c.target), label(&c.check)),
+            &c.latency_seconds,
+        );
     }
     for (kind, list) in [("target", &stats.targets), ("group", &stats.groups)] {
-        help(&mut out, &format!("primwatch_{kind}_up"), "gauge", &format!("1 if the {kind} is healthy (a group: has its minimum of eligible members)."));
+        help(
+            &mut out,
+            &format!("primwatch_{kind}_up"),
+            "gauge",
+            &format!("1 if the {kind} is healthy (a group: has its minimum of eligible members)."),
+        );
         for s in list.iter() {
             let _ = writeln!(out, "primwatch_{kind}_up{{{kind}=\"{}\"}} {}", label(&s.name), s.up as u8);
         }
-        help(&mut out, &format!("primwatch_{kind}_in_answers"), "gauge", &format!("1 if the {kind} is in answers (after overrides and preempt holds)."));
+        help(
+            &mut out,
+            &format!("primwatch_{kind}_in_answers"),
+            "gauge",
+            &format!("1 if the {kind} is in answers (after overrides and preempt holds)."),
+        );
         for s in list.iter() {
-            let _ = writeln!(out, "primwatch_{kind}_in_answers{{{kind}=\"{}\"}} {}", label(&s.name), s.in_answers as u8);
+            let _ =
+                writeln!(out, "primwatch_{kind}_in_answers{{{kind}=\"{}\"}} {}", label(&s.name), s.in_answers as u8);
         }
-        help(&mut out, &format!("primwatch_{kind}_last_change_timestamp_seconds"), "gauge", &format!("When the {kind}'s state last changed (Unix time)."));
+        help(
+            &mut out,
+            &format!("primwatch_{kind}_last_change_timestamp_seconds"),
+            "gauge",
+            &format!("When the {kind}'s state last changed (Unix time)."),
+        );
         for s in list.iter() {
-            let _ = writeln!(out, "primwatch_{kind}_last_change_timestamp_seconds{{{kind}=\"{}\"}} {:.3}", label(&s.name), unix_seconds(s.since));
+            let _ = writeln!(
+                out,
+                "primwatch_{kind}_last_change_timestamp_seconds{{{kind}=\"{}\"}} {:.3}",
+                label(&s.name),
+                unix_seconds(s.since)
+            );
         }
     }
-    help(&mut out, "primwatch_map_syncs_total", "counter", "Times the answers were recomputed and written to the BPF maps.");
+    help(
+        &mut out,
+        "primwatch_map_syncs_total",
+        "counter",
+        "Times the answers were recomputed and written to the BPF maps.",
+    );
     let _ = writeln!(out, "primwatch_map_syncs_total {}", stats.map.syncs);
     help(&mut out, "primwatch_map_entry_updates_total", "counter", "Names map entries written or deleted.");
     let _ = writeln!(out, "primwatch_map_entry_updates_total{{op=\"write\"}} {}", stats.map.entries_written);
     let _ = writeln!(out, "primwatch_map_entry_updates_total{{op=\"delete\"}} {}", stats.map.entries_deleted);
-    help(&mut out, "primwatch_map_sync_duration_seconds", "histogram", "Time to write one change of answers into the maps.");
+    help(
+        &mut out,
+        "primwatch_map_sync_duration_seconds",
+        "histogram",
+        "Time to write one change of answers into the maps.",
+    );
     histogram(&mut out, "primwatch_map_sync_duration_seconds", "", &stats.map.sync_seconds);
     help(&mut out, "primwatch_reloads_total", "counter", "Config reloads by result.");
     let _ = writeln!(out, "primwatch_reloads_total{{result=\"applied\"}} {}", stats.reloads.applied);
@@ -364,13 +417,26 @@ mod tests {
         r.check("web\"1", "http", true, Duration::from_millis(2));
         r.check("web\"1", "http", false, Duration::from_millis(20));
         r.map_sync(3, 1, Duration::from_micros(80));
-        let names = vec![NameStats { name: "www.example.test".into(), view: "default".into(), a_answers: 5, aaaa_answers: 0 }];
+        let names =
+            vec![NameStats { name: "www.example.test".into(), view: "default".into(), a_answers: 5, aaaa_answers: 0 }];
         let xdp = [("answered".to_string(), 5u64)].into_iter().collect();
         let text = prometheus_text(&r.snapshot(xdp, names, vec![], vec![]));
-        assert!(text.contains("primwatch_xdp_answers_total{name=\"www.example.test\",view=\"default\",type=\"A\"} 5"), "{text}");
-        assert!(text.contains("primwatch_check_results_total{target=\"web\\\"1\",check=\"http\",result=\"fail\"} 1"), "{text}");
-        assert!(text.contains("primwatch_check_latency_seconds_bucket{target=\"web\\\"1\",check=\"http\",le=\"0.0025\"} 1"), "{text}");
-        assert!(text.contains("primwatch_check_latency_seconds_bucket{target=\"web\\\"1\",check=\"http\",le=\"0.025\"} 2"), "{text}");
+        assert!(
+            text.contains("primwatch_xdp_answers_total{name=\"www.example.test\",view=\"default\",type=\"A\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("primwatch_check_results_total{target=\"web\\\"1\",check=\"http\",result=\"fail\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("primwatch_check_latency_seconds_bucket{target=\"web\\\"1\",check=\"http\",le=\"0.0025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("primwatch_check_latency_seconds_bucket{target=\"web\\\"1\",check=\"http\",le=\"0.025\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("primwatch_map_entry_updates_total{op=\"write\"} 3"));
         assert!(text.contains("primwatch_map_sync_duration_seconds_bucket{le=\"0.0001\"} 1"), "{text}");
         assert!(text.contains("primwatch_xdp_packets_total{verdict=\"answered\"} 5"));

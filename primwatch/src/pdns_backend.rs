@@ -102,7 +102,8 @@ impl AnswerTable {
             return None;
         }
         let (view, scope) = self.view_of(client);
-        let find = |name: &DnsName| self.entries.get(&(view, name.clone())).or_else(|| self.entries.get(&(0, name.clone())));
+        let find =
+            |name: &DnsName| self.entries.get(&(view, name.clone())).or_else(|| self.entries.get(&(0, name.clone())));
         let entry = find(&asked).or_else(|| find(&asked.covering_wildcard()?))?;
         // A name whose every family is unserved (its all-down policy passes) is left to
         // PowerDNS's zone, as XDP leaves it.
@@ -114,10 +115,20 @@ impl AnswerTable {
         // Other types, and a family without records, answer empty: NODATA.
         let mut records = Vec::new();
         if want("A") {
-            pick(&entry.turns[0], &entry.a, |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+            pick(
+                &entry.turns[0],
+                &entry.a,
+                |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}),
+                &mut records,
+            );
         }
         if want("AAAA") {
-            pick(&entry.turns[1], &entry.aaaa, |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}), &mut records);
+            pick(
+                &entry.turns[1],
+                &entry.aaaa,
+                |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}),
+                &mut records,
+            );
         }
         // PowerDNS echoes this as the ECS scope when the query carried a subnet.
         for record in &mut records {
@@ -145,7 +156,11 @@ fn pick<A: Copy>(turn: &AtomicUsize, chosen: &Chosen<A>, record: impl Fn(A) -> V
         Pick::Weighted => {
             let total: u64 = chosen.records.iter().map(|(_, w)| *w as u64).sum::<u64>().max(1);
             let mut draw = rand::thread_rng().gen_range(0..total);
-            chosen.records.iter().position(|(_, w)| draw.checked_sub(*w as u64).map(|left| draw = left).is_none()).unwrap_or(0)
+            chosen
+                .records
+                .iter()
+                .position(|(_, w)| draw.checked_sub(*w as u64).map(|left| draw = left).is_none())
+                .unwrap_or(0)
         }
     };
     out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));
@@ -312,11 +327,15 @@ groups = ["osaka"]
     }
 
     fn lookup(table: &AnswerTable, qname: &str, qtype: &str, remote: &str) -> Value {
-        answer(&json!({"method": "lookup", "parameters": {"qname": qname, "qtype": qtype, "remote": remote, "real-remote": format!("{remote}/32"), "zone-id": -1}}), table)
+        answer(
+            &json!({"method": "lookup", "parameters": {"qname": qname, "qtype": qtype, "remote": remote, "real-remote": format!("{remote}/32"), "zone-id": -1}}),
+            table,
+        )
     }
 
     fn contents(reply: &Value) -> Vec<String> {
-        let mut all: Vec<String> = reply["result"].as_array().unwrap().iter().map(|r| r["content"].as_str().unwrap().to_string()).collect();
+        let mut all: Vec<String> =
+            reply["result"].as_array().unwrap().iter().map(|r| r["content"].as_str().unwrap().to_string()).collect();
         all.sort();
         all
     }
@@ -333,11 +352,17 @@ groups = ["osaka"]
         // The view by source address.
         assert_eq!(contents(&lookup(&table, "www.example.test.", "A", "198.51.100.7")), ["10.0.2.1"]);
         // And by client subnet, as PowerDNS reports it.
-        let ecs = answer(&json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "192.0.2.1", "real-remote": "198.51.100.0/24"}}), &table);
+        let ecs = answer(
+            &json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "192.0.2.1", "real-remote": "198.51.100.0/24"}}),
+            &table,
+        );
         assert_eq!(contents(&ecs), ["10.0.2.1"]);
         assert_eq!(ecs["result"][0]["scopeMask"], 24, "the view's prefix, as XDP's ECS scope");
         // A /0 subnet opts out: the source address decides.
-        let opted_out = answer(&json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "198.51.100.9", "real-remote": "0.0.0.0/0"}}), &table);
+        let opted_out = answer(
+            &json!({"method": "lookup", "parameters": {"qname": "www.example.test.", "qtype": "A", "remote": "198.51.100.9", "real-remote": "0.0.0.0/0"}}),
+            &table,
+        );
         assert_eq!(contents(&opted_out), ["10.0.2.1"]);
         // One label under a wildcard; not two; no answers for PowerDNS's own wildcard probes.
         assert_eq!(contents(&lookup(&table, "x.apps.example.test.", "A", "192.0.2.1")), ["192.0.2.9"]);
@@ -346,7 +371,11 @@ groups = ["osaka"]
         // Not ours, other types, SOA: the next backend or NODATA.
         assert_eq!(lookup(&table, "other.example.test.", "A", "192.0.2.1")["result"], false);
         assert_eq!(lookup(&table, "www.example.test.", "MX", "192.0.2.1")["result"], json!([]));
-        assert_eq!(lookup(&table, "www.example.test.", "AAAA", "192.0.2.1")["result"], json!([]), "no AAAA members: NODATA");
+        assert_eq!(
+            lookup(&table, "www.example.test.", "AAAA", "192.0.2.1")["result"],
+            json!([]),
+            "no AAAA members: NODATA"
+        );
 
         // Health: tokyo1 down leaves tokyo2; osaka1 down makes pass.example.test PowerDNS's.
         let table = AnswerTable::build(&config, &Down("tokyo1"));
@@ -384,7 +413,8 @@ groups = ["dual"]
         .unwrap();
         let table = AnswerTable::build(&config, &Down("none"));
         // PowerDNS asks ANY: each reply has one A and one AAAA, and both rotate.
-        let seen: Vec<Vec<String>> = (0..4).map(|_| contents(&lookup(&table, "www.example.test.", "ANY", "192.0.2.1"))).collect();
+        let seen: Vec<Vec<String>> =
+            (0..4).map(|_| contents(&lookup(&table, "www.example.test.", "ANY", "192.0.2.1"))).collect();
         assert!(seen.iter().all(|s| s.len() == 2), "{seen:?}");
         assert_ne!(seen[0], seen[1], "consecutive replies differ: {seen:?}");
         assert_eq!(seen[0], seen[2]);
@@ -395,6 +425,9 @@ groups = ["dual"]
         let table = AnswerTable::default();
         assert_eq!(answer(&json!({"method": "initialize", "parameters": {}}), &table)["result"], true);
         assert_eq!(answer(&json!({"method": "getDomainMetadata", "parameters": {}}), &table)["result"], false);
-        assert_eq!(answer(&json!({"method": "lookup", "parameters": {"qname": "bad name!", "qtype": "A"}}), &table)["result"], false);
+        assert_eq!(
+            answer(&json!({"method": "lookup", "parameters": {"qname": "bad name!", "qtype": "A"}}), &table)["result"],
+            false
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, NameRecords, Select, ENTRY_ANSWERS_DO, AAAA_RR_LEN, A_RR_LEN, MAX_RECORDS, QCLASS_IN, QTYPE_A,
+    AnswerSet, NameKey, NameRecords, Select, AAAA_RR_LEN, A_RR_LEN, ENTRY_ANSWERS_DO, MAX_RECORDS, QCLASS_IN, QTYPE_A,
     QTYPE_AAAA, RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
@@ -62,7 +62,15 @@ fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
 }
 
 /// Renders chosen records (rdata already encoded) into an AnswerSet.
-fn render(ttl: u32, qtype: u16, rr_len: usize, rdatas: &[Vec<u8>], weights: &[u32], answers: usize, pick: Pick) -> AnswerSet {
+fn render(
+    ttl: u32,
+    qtype: u16,
+    rr_len: usize,
+    rdatas: &[Vec<u8>],
+    weights: &[u32],
+    answers: usize,
+    pick: Pick,
+) -> AnswerSet {
     let mut set = empty_set(ttl, rr_len);
     if pick == Pick::NoData {
         set.select = Select::NoData as u8;
@@ -164,14 +172,16 @@ pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> BTree
     let mut entries = BTreeMap::new();
     for (name, entry) in &config.names {
         let (a, aaaa) = selection::choose(config, entry, health);
-        let records = name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
+        let records =
+            name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
         entries.insert(NameKey::new(name.hash(), 0), records);
     }
     for view in config.views.values() {
         for (name, view_name) in &view.names {
             let entry = &config.names[name];
             let (a, aaaa) = selection::choose_in_view(config, view_name, health);
-            let records = name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
+            let records =
+                name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
             entries.insert(NameKey::new(name.hash(), view.id), records);
         }
     }
@@ -187,8 +197,11 @@ fn entry_flags(config: &Config, name: &DnsName) -> u32 {
     }
 }
 
+/// (address, weight) pairs of one family.
+pub type Weighted<A> = Vec<(A, u32)>;
+
 /// Splits addresses by family.
-pub fn split_families(addresses: impl IntoIterator<Item = (IpAddr, u32)>) -> (Vec<(Ipv4Addr, u32)>, Vec<(Ipv6Addr, u32)>) {
+pub fn split_families(addresses: impl IntoIterator<Item = (IpAddr, u32)>) -> (Weighted<Ipv4Addr>, Weighted<Ipv6Addr>) {
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (address, weight) in addresses {
         match address {
@@ -217,7 +230,8 @@ mod tests {
         msg.extend_from_slice(b"\x03www\x07example\x04test\x00\x00\x01\x00\x01");
         msg.extend_from_slice(&set.rrs[..32]);
         let parsed = Message::from_bytes(&msg).unwrap();
-        let answers: Vec<_> = parsed.answers().iter().map(|r| (r.name().to_string(), r.ttl(), r.data().cloned())).collect();
+        let answers: Vec<_> =
+            parsed.answers().iter().map(|r| (r.name().to_string(), r.ttl(), r.data().cloned())).collect();
         assert_eq!(answers.len(), 2);
         assert_eq!(answers[0].0, "www.example.test.");
         assert_eq!(answers[0].1, 300);
@@ -256,7 +270,14 @@ mod tests {
         assert!((count(0) as i64 - 102).abs() <= 1, "{}", count(0));
         assert!((count(1) as i64 - 307).abs() <= 1, "{}", count(1));
         assert!((count(2) as i64 - 614).abs() <= 1, "{}", count(2));
-        let set = a_records(30, &Chosen { records: vec![(Ipv4Addr::LOCALHOST, 1), (Ipv4Addr::BROADCAST, 3)], answers: 1, pick: Pick::Weighted });
+        let set = a_records(
+            30,
+            &Chosen {
+                records: vec![(Ipv4Addr::LOCALHOST, 1), (Ipv4Addr::BROADCAST, 3)],
+                answers: 1,
+                pick: Pick::Weighted,
+            },
+        );
         assert_eq!(set.select, Select::Weighted as u8);
         assert_eq!(set.weighted_start.iter().filter(|&&s| s == 1).count(), 768);
     }

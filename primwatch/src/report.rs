@@ -5,13 +5,22 @@ use std::net::IpAddr;
 
 use crate::{
     config::{AllDown, Config, NameSource, Policy},
-    control::{self, CheckStatus, Explanation, GroupExplanation, GroupStatus, NameStatus, Status, TargetStatus, ViewStatus},
+    control::{
+        self, CheckStatus, Explanation, GroupExplanation, GroupStatus, NameStatus, Status, TargetStatus, ViewStatus,
+    },
     selection::{self, Health as _},
     state::{Force, State},
 };
 
 /// The view, groups, member states and answer for one query, as XDP would see it.
-pub fn explain(config: &Config, state: &State, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
+pub fn explain(
+    config: &Config,
+    state: &State,
+    name: &str,
+    from: IpAddr,
+    ecs: Option<&str>,
+    v6: bool,
+) -> Result<Explanation, String> {
     use crate::{config::NameSource, dns_name::DnsName, records::Pick};
     let asked = DnsName::parse(name)?;
     // Exact name, else the wildcard one label up (as the XDP program looks).
@@ -46,7 +55,9 @@ pub fn explain(config: &Config, state: &State, name: &str, from: IpAddr, ecs: Op
         }
         found => {
             let label = match found {
-                Some((view_name, _, prefix)) => format!("default ({by} is in view {view_name}, {prefix}, which does not map this name)"),
+                Some((view_name, _, prefix)) => {
+                    format!("default ({by} is in view {view_name}, {prefix}, which does not map this name)")
+                }
                 None => format!("default ({by} is in no view)"),
             };
             match &entry.source {
@@ -82,7 +93,12 @@ pub fn explain(config: &Config, state: &State, name: &str, from: IpAddr, ecs: Op
                     (m.clone(), config.targets[m].address.to_string(), state.target_eligible(m), why)
                 })
                 .collect();
-            GroupExplanation { name: g.clone(), priority: state.group_priority(g, spec.priority), state: label, members }
+            GroupExplanation {
+                name: g.clone(),
+                priority: state.group_priority(g, spec.priority),
+                state: label,
+                members,
+            }
         })
         .collect();
     let (a, aaaa) = match &entry.source {
@@ -99,7 +115,9 @@ pub fn explain(config: &Config, state: &State, name: &str, from: IpAddr, ecs: Op
     } else {
         match selection::active_group(config, &groups, state, v6) {
             Some((g, _)) => format!("group {g} is the highest-priority group that serves"),
-            None if records.is_empty() && pick != Pick::NoData => "no group serves; the query goes to the DNS server".into(),
+            None if records.is_empty() && pick != Pick::NoData => {
+                "no group serves; the query goes to the DNS server".into()
+            }
             None => "no group serves; the all-down policy answers".into(),
         }
     };
@@ -149,7 +167,11 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
                         latency_ms: c.last.as_ref().map(|o| o.latency.as_secs_f64() * 1000.0),
                         runs: c.runs,
                         failures: c.failures,
-                        tcp_connect_ms: c.last.as_ref().and_then(|o| o.tcp).map(|t| t.connect_time.as_secs_f64() * 1000.0),
+                        tcp_connect_ms: c
+                            .last
+                            .as_ref()
+                            .and_then(|o| o.tcp)
+                            .map(|t| t.connect_time.as_secs_f64() * 1000.0),
                         tcp_retransmits: c.last.as_ref().and_then(|o| o.tcp).map(|t| t.retransmits),
                     })
                     .collect(),

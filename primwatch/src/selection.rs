@@ -50,7 +50,11 @@ fn pick_for(policy: Policy) -> Pick {
 }
 
 /// Members of `group` in the given family: (target name, address, weight).
-fn members<'a>(config: &'a Config, group: &'a GroupConfig, v6: bool) -> impl Iterator<Item = (&'a str, IpAddr, u32)> + 'a {
+fn members<'a>(
+    config: &'a Config,
+    group: &'a GroupConfig,
+    v6: bool,
+) -> impl Iterator<Item = (&'a str, IpAddr, u32)> + 'a {
     group.members.iter().filter_map(move |name| {
         let target = &config.targets[name];
         (target.address.is_ipv6() == v6).then_some((name.as_str(), target.address, target.weight))
@@ -107,7 +111,8 @@ fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &d
     }
     // The policy and size of the best group that has this family at all.
     let ordered = by_priority(config, groups, health);
-    let Some(lead) = ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, v6).next().is_some()) else {
+    let Some(lead) = ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, v6).next().is_some())
+    else {
         return Chosen::none(); // no group has this family
     };
     match all_down {
@@ -126,7 +131,11 @@ fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &d
         AllDown::Backup(name) => {
             let backup = &config.groups[name];
             let all: Vec<(IpAddr, u32)> = members(config, backup, v6).map(|(_, a, w)| (a, w)).collect();
-            if all.is_empty() { Chosen::none() } else { shaped(backup, all) }
+            if all.is_empty() {
+                Chosen::none()
+            } else {
+                shaped(backup, all)
+            }
         }
         AllDown::NoData => Chosen::nodata(),
         AllDown::Pass => Chosen::none(),

@@ -133,8 +133,18 @@ impl SavedState {
 impl Overrides {
     fn prune(&mut self, config: &Config) -> Vec<String> {
         let mut dropped = Vec::new();
-        self.targets.retain(|name, _| config.targets.contains_key(name) || { dropped.push(format!("target {name}")); false });
-        self.groups.retain(|name, _| config.groups.contains_key(name) || { dropped.push(format!("group {name}")); false });
+        self.targets.retain(|name, _| {
+            config.targets.contains_key(name) || {
+                dropped.push(format!("target {name}"));
+                false
+            }
+        });
+        self.groups.retain(|name, _| {
+            config.groups.contains_key(name) || {
+                dropped.push(format!("group {name}"));
+                false
+            }
+        });
         dropped
     }
 }
@@ -240,11 +250,8 @@ impl State {
             .targets
             .iter()
             .map(|(name, target)| {
-                let checks: Vec<CheckState> = target
-                    .checks
-                    .iter()
-                    .map(|c| CheckState::new(c, config.checks[c].initially_up))
-                    .collect();
+                let checks: Vec<CheckState> =
+                    target.checks.iter().map(|c| CheckState::new(c, config.checks[c].initially_up)).collect();
                 let mut state = TargetState { checks, healthy: true, was_up: false, since: now, reason: String::new() };
                 (state.healthy, state.reason) = state.evaluate();
                 state.was_up = state.healthy;

@@ -31,7 +31,20 @@ impl BackendNet {
         let ns = crate::unique("pwb");
         netns::ip(&["netns", "add", &ns])?;
         let net = BackendNet { ns };
-        netns::ip(&["link", "add", BACKEND_IF, "netns", &net.ns, "type", "veth", "peer", "name", SERVER_SIDE_IF, "netns", &lab.server_ns])?;
+        netns::ip(&[
+            "link",
+            "add",
+            BACKEND_IF,
+            "netns",
+            &net.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_SIDE_IF,
+            "netns",
+            &lab.server_ns,
+        ])?;
         netns::ip(&["-n", &net.ns, "link", "set", "lo", "up"])?;
         netns::ip(&["-n", &net.ns, "link", "set", BACKEND_IF, "up"])?;
         netns::ip(&["-n", &lab.server_ns, "link", "set", SERVER_SIDE_IF, "up"])?;
@@ -164,7 +177,12 @@ pub fn self_signed(dir: &std::path::Path, name: &str) -> Result<(std::path::Path
 }
 
 /// `openssl s_server -www` on `listen` in `ns`: answers GET with a 200 status page.
-pub fn tls_server(ns: &str, listen: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<std::process::Child> {
+pub fn tls_server(
+    ns: &str,
+    listen: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<std::process::Child> {
     Ok(netns::command(ns, "openssl")
         .args(["s_server", "-quiet", "-accept", listen, "-www", "-cert"])
         .arg(cert)

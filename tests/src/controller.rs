@@ -17,11 +17,7 @@ pub fn binary() -> PathBuf {
         return path.into();
     }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/primwatch");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask test` (it builds the binary first)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo xtask test` (it builds the binary first)", path.display());
     path
 }
 
@@ -45,7 +41,8 @@ impl Controller {
         let control_socket = dir.0.join("ctl.sock");
         let state_file = dir.0.join("state.json");
         let config_path = dir.0.join("primwatch.toml");
-        let mut controller = Controller { child: None, pin_dir, control_socket, state_file, ns: ns.to_string(), config_path, dir };
+        let mut controller =
+            Controller { child: None, pin_dir, control_socket, state_file, ns: ns.to_string(), config_path, dir };
         controller.write_config(config_template)?;
         controller.spawn()?;
         Ok(controller)
@@ -144,7 +141,8 @@ impl Controller {
             .args(args)
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(&text).with_context(|| format!("ctl {args:?}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+        serde_json::from_str(&text)
+            .with_context(|| format!("ctl {args:?}: {text} {}", String::from_utf8_lossy(&out.stderr)))
     }
 
     pub fn log(&self) -> String {

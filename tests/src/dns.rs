@@ -133,9 +133,7 @@ pub fn edns_payload(msg: &Message) -> Option<u16> {
 }
 
 pub fn has_option(msg: &Message, code: u16) -> bool {
-    msg.extensions()
-        .as_ref()
-        .is_some_and(|e| e.option(EdnsCode::from(code)).is_some())
+    msg.extensions().as_ref().is_some_and(|e| e.option(EdnsCode::from(code)).is_some())
 }
 
 /// The scope prefix length of the reply's EDNS Client Subnet option, if it has one.

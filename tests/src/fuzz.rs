@@ -8,10 +8,7 @@
 //! configured set, OPT iff the query had one, DO copied, size within the client's
 //! limit). Any other verdict is a failure.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use hickory_proto::{
@@ -119,7 +116,11 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
         Some(EdnsQuery { dnssec_ok: true, options: vec![(10, vec![0x5a; 8])], ..Default::default() }),
         Some(EdnsQuery { payload: 4096, options: vec![(12, vec![0; 11])], ..Default::default() }),
         Some(EdnsQuery { options: vec![(8, vec![0, 1, 24, 0, 10, 77, 0])], ..Default::default() }),
-        Some(EdnsQuery { dnssec_ok: true, options: vec![(8, vec![0, 2, 48, 0, 0xfd, 0x77, 0, 0, 0, 0])], ..Default::default() }),
+        Some(EdnsQuery {
+            dnssec_ok: true,
+            options: vec![(8, vec![0, 2, 48, 0, 0xfd, 0x77, 0, 0, 0, 0])],
+            ..Default::default()
+        }),
     ];
     let names = ["www.example.test", "WwW.ExAmple.TEST", "x.wild.example.test", "www.signed.test", "nope.example.test"];
     for (n, name) in names.iter().enumerate() {
@@ -161,7 +162,11 @@ fn mutate(rng: &mut StdRng, frame: &mut Vec<u8>) {
             if let Some(&off) = fields.get(rng.gen_range(0..fields.len().max(1))) {
                 if off + 1 < frame.len() {
                     let old = u16::from_be_bytes([frame[off], frame[off + 1]]);
-                    let new = if rng.gen_bool(0.5) { old.wrapping_add(rng.gen_range(0..8)).wrapping_sub(4) } else { rng.gen() };
+                    let new = if rng.gen_bool(0.5) {
+                        old.wrapping_add(rng.gen_range(0..8)).wrapping_sub(4)
+                    } else {
+                        rng.gen()
+                    };
                     frame[off..off + 2].copy_from_slice(&new.to_be_bytes());
                 }
             }
@@ -259,7 +264,8 @@ fn parse_ip(frame: &[u8], l3: usize, v6: bool) -> Option<Ip> {
 /// Pseudo-header (addresses, protocol, length from the IP header) plus the datagram.
 fn udp_sum(frame: &[u8], ip: &Ip) -> u32 {
     let len = (ip.end - ip.l4) as u32;
-    let mut sum = ones_sum(&frame[ip.src.clone()]) + 17 + (len & 0xffff) + (len >> 16) + ones_sum(&frame[ip.l4..ip.end]);
+    let mut sum =
+        ones_sum(&frame[ip.src.clone()]) + 17 + (len & 0xffff) + (len >> 16) + ones_sum(&frame[ip.l4..ip.end]);
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -292,13 +298,20 @@ fn answerable(frame: &[u8]) -> Result<(usize, Ip, bool)> {
     Ok((ip.l4 + 8, ip, v6))
 }
 
-fn check_answer(query_frame: &[u8], reply_frame: &[u8], served: &BTreeMap<&str, (bool, u32, Vec<IpAddr>)>) -> Result<()> {
+fn check_answer(
+    query_frame: &[u8],
+    reply_frame: &[u8],
+    served: &BTreeMap<&str, (bool, u32, Vec<IpAddr>)>,
+) -> Result<()> {
     let (dns_off, ip, v6) = answerable(query_frame).context("answered a frame the kernel would drop")?;
     let query_bytes = &query_frame[dns_off..ip.end];
     let query = Message::from_bytes(query_bytes).context("answered a query that does not parse")?;
     ensure!(query.message_type() == MessageType::Query && query.op_code() == OpCode::Query, "not a query");
     ensure!(!query.truncated() && query.queries().len() == 1, "TC or question count");
-    ensure!(query.answers().is_empty() && query.name_servers().is_empty() && query.additionals().is_empty(), "records in the query");
+    ensure!(
+        query.answers().is_empty() && query.name_servers().is_empty() && query.additionals().is_empty(),
+        "records in the query"
+    );
     ensure!(u16::from_be_bytes([query_bytes[10], query_bytes[11]]) <= 1, "ARCOUNT");
     let question = &query.queries()[0];
     ensure!(question.query_class() == DNSClass::IN, "class");
@@ -339,7 +352,10 @@ fn check_answer(query_frame: &[u8], reply_frame: &[u8], served: &BTreeMap<&str, 
     let payload = udp[8..].to_vec();
     ensure!(reply_frame[0..6] == query_frame[6..12] && reply_frame[6..12] == query_frame[0..6], "MACs swapped");
     let half = rip.src.len() / 2;
-    ensure!(reply_frame[rip.src.start..rip.src.start + half] == query_frame[ip.src.start + half..ip.src.end], "addresses swapped");
+    ensure!(
+        reply_frame[rip.src.start..rip.src.start + half] == query_frame[ip.src.start + half..ip.src.end],
+        "addresses swapped"
+    );
     ensure!(reply_frame[rip.l4..rip.l4 + 2] == query_frame[ip.l4 + 2..ip.l4 + 4], "ports swapped");
     let limit = match edns {
         Some(e) => (e.max_payload() as usize).clamp(512, 1232),
@@ -351,7 +367,11 @@ fn check_answer(query_frame: &[u8], reply_frame: &[u8], served: &BTreeMap<&str, 
     ensure!(reply.id() == query.id(), "ID");
     ensure!(reply.message_type() == MessageType::Response && reply.authoritative(), "QR/AA");
     ensure!(reply.response_code() == ResponseCode::NoError && !reply.truncated(), "RCODE/TC");
-    ensure!(reply.recursion_desired() == query.recursion_desired() && reply.checking_disabled() == query.checking_disabled(), "RD/CD copied");
+    ensure!(
+        reply.recursion_desired() == query.recursion_desired()
+            && reply.checking_disabled() == query.checking_disabled(),
+        "RD/CD copied"
+    );
     ensure!(reply.extensions().is_some() == edns.is_some(), "OPT iff the query had one");
     if let (Some(r), Some(q)) = (reply.extensions().as_ref(), edns) {
         ensure!(r.dnssec_ok() == q.dnssec_ok(), "DO copied");

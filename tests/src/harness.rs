@@ -56,19 +56,11 @@ impl Harness {
     pub fn run_program(&self, program: &str, frame: &[u8]) -> Result<Outcome> {
         let program = self.dataplane.program(program)?;
         let mut out = vec![0u8; 4096];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..TestRunOptions::new()
-        };
+        let opts =
+            TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..TestRunOptions::new() };
         let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
         out.truncate(result.data_size_out as usize);
-        Ok(Outcome {
-            verdict: result.return_value,
-            frame: out,
-            nanos: result.duration.as_nanos() as u64,
-        })
+        Ok(Outcome { verdict: result.return_value, frame: out, nanos: result.duration.as_nanos() as u64 })
     }
 
     /// Runs `frame` `repeat` times in one call (only meaningful for frames the program

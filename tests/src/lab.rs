@@ -5,7 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
-use primwatch::{config::XdpMode, dataplane::{Dataplane, PASS_PROGRAM}};
+use primwatch::{
+    config::XdpMode,
+    dataplane::{Dataplane, PASS_PROGRAM},
+};
 
 use crate::netns::{self, ip};
 
@@ -43,8 +46,18 @@ impl Lab {
         ip(&["netns", "add", &lab.server_ns])?;
         // Created directly inside the namespaces, so names never clash between labs.
         ip(&[
-            "link", "add", CLIENT_IF, "netns", &lab.client_ns, "type", "veth", "peer", "name",
-            SERVER_IF, "netns", &lab.server_ns,
+            "link",
+            "add",
+            CLIENT_IF,
+            "netns",
+            &lab.client_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_IF,
+            "netns",
+            &lab.server_ns,
         ])?;
         for (ns, dev, v4, v6) in [
             (lab.client_ns.clone(), CLIENT_IF, CLIENT_V4, CLIENT_V6),
@@ -60,11 +73,19 @@ impl Lab {
     }
 
     pub fn server_addr(&self, v6: bool) -> IpAddr {
-        if v6 { SERVER_V6.into() } else { SERVER_V4.into() }
+        if v6 {
+            SERVER_V6.into()
+        } else {
+            SERVER_V4.into()
+        }
     }
 
     pub fn client_addr(&self, v6: bool) -> IpAddr {
-        if v6 { CLIENT_V6.into() } else { CLIENT_V4.into() }
+        if v6 {
+            CLIENT_V6.into()
+        } else {
+            CLIENT_V4.into()
+        }
     }
 
     /// The MAC address of `dev` in `ns`.

@@ -47,10 +47,7 @@ impl Drop for TempDir {
 }
 
 /// Polls `f` until it returns Some or `timeout` passes.
-pub fn wait_for<T>(
-    timeout: std::time::Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Option<T> {
+pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Some(v) = f() {

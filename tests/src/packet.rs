@@ -52,14 +52,12 @@ pub fn udp_frame(flow: &Flow, ttl: u8, payload: &[u8]) -> Vec<u8> {
     macro_rules! finish {
         ($step:expr) => {
             match (flow.src, flow.dst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => $step
-                    .ipv4(s.octets(), d.octets(), ttl)
-                    .udp(flow.src_port, flow.dst_port)
-                    .write(&mut out, payload),
-                (IpAddr::V6(s), IpAddr::V6(d)) => $step
-                    .ipv6(s.octets(), d.octets(), ttl)
-                    .udp(flow.src_port, flow.dst_port)
-                    .write(&mut out, payload),
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    $step.ipv4(s.octets(), d.octets(), ttl).udp(flow.src_port, flow.dst_port).write(&mut out, payload)
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    $step.ipv6(s.octets(), d.octets(), ttl).udp(flow.src_port, flow.dst_port).write(&mut out, payload)
+                }
                 _ => panic!("mixed address families"),
             }
         };
@@ -129,11 +127,7 @@ pub fn verify_checksums(frame: &[u8]) -> Result<Vec<u8>> {
         }
         _ => bail!("no IP header"),
     };
-    ensure!(
-        header.checksum == expected,
-        "UDP checksum {:#06x}, expected {expected:#06x}",
-        header.checksum
-    );
+    ensure!(header.checksum == expected, "UDP checksum {:#06x}, expected {expected:#06x}", header.checksum);
     Ok(payload.to_vec())
 }
 
@@ -170,7 +164,8 @@ mod tests {
 
     #[test]
     fn expected_reply_parses() {
-        let q = crate::dns::query(7, "Www.Example.Test", hickory_proto::rr::RecordType::A, Some(Default::default())).unwrap();
+        let q = crate::dns::query(7, "Www.Example.Test", hickory_proto::rr::RecordType::A, Some(Default::default()))
+            .unwrap();
         let r = expected_reply(&q, &[(1, 30, vec![10, 0, 0, 1])]).unwrap();
         let msg = crate::dns::parse(&r).unwrap();
         assert_eq!(msg.id(), 7);

@@ -38,7 +38,13 @@ impl PowerDns {
     }
 
     /// As `start`, with extra pdns.conf lines (e.g. to enable LUA records).
-    pub fn start_with(ns: &str, listen: &[IpAddr], origin: &str, zone_text: &str, extra_conf: &str) -> Result<PowerDns> {
+    pub fn start_with(
+        ns: &str,
+        listen: &[IpAddr],
+        origin: &str,
+        zone_text: &str,
+        extra_conf: &str,
+    ) -> Result<PowerDns> {
         let dir = TempDir::new("pdns")?;
         let d = dir.0.display().to_string();
         std::fs::write(dir.0.join("zone"), zone_text)?;

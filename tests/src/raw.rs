@@ -49,13 +49,30 @@ impl PacketSocket {
                 addr.sll_family = libc::AF_PACKET as u16;
                 addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
                 addr.sll_ifindex = ifindex;
-                if libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_ll>() as u32) != 0 {
+                if libc::bind(
+                    fd.as_raw_fd(),
+                    &addr as *const _ as *const libc::sockaddr,
+                    size_of::<libc::sockaddr_ll>() as u32,
+                ) != 0
+                {
                     bail!("bind: {}", std::io::Error::last_os_error());
                 }
                 let one: i32 = 1;
-                libc::setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, &one as *const _ as *const _, 4);
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_AUXDATA,
+                    &one as *const _ as *const _,
+                    4,
+                );
                 let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-                libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const _, size_of::<libc::timeval>() as u32);
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const _,
+                    size_of::<libc::timeval>() as u32,
+                );
                 Ok(PacketSocket { fd, ifindex })
             }
         })?

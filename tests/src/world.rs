@@ -103,7 +103,8 @@ checks = ["http"]
     );
     // The controller first: PowerDNS connects to its socket when it starts.
     let controller = Controller::start(&lab.server_ns, &config).unwrap();
-    let pdns = PowerDns::start_with(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone, &pdns_conf).unwrap();
+    let pdns =
+        PowerDns::start_with(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone, &pdns_conf).unwrap();
     World { controller, pdns, backends, net, lab }
 }
 
@@ -125,7 +126,9 @@ impl World {
         let mut last_error = None;
         for id in 1..=3u16 {
             match dns::exchange_udp(&sock, server, &dns::query(id, name, RecordType::A, None).unwrap()) {
-                Ok(reply) => return dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect(),
+                Ok(reply) => {
+                    return dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect()
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -145,7 +148,6 @@ impl World {
         started.elapsed()
     }
 }
-
 
 /// Queries sent back to back from the client, each waiting for its reply, sorted by
 /// which of the accepted answer sets came back; anything else (a timeout, a reply from
@@ -195,7 +197,8 @@ impl World {
         let client = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut result = LoadResult { sent: 0, per_set: vec![0; accepted.len()], lost: 0, wrong: 0, bad: Vec::new() };
+                let mut result =
+                    LoadResult { sent: 0, per_set: vec![0; accepted.len()], lost: 0, wrong: 0, bad: Vec::new() };
                 while !stop.load(Ordering::SeqCst) {
                     result.sent += 1;
                     let id = result.sent as u16;

@@ -214,10 +214,17 @@ groups = ["osaka-first", "tokyo-backup"]
     assert_eq!(view["names"][0]["a"], serde_json::json!([WEB3]));
     // EDNS Client Subnet from a resolver in the east speaking for a west client.
     let sock = primwatch_tests::dns::udp_socket_from(&ns, east_v4).unwrap();
-    let edns = primwatch_tests::dns::EdnsQuery { options: vec![(8, vec![0, 1, 32, 0, 10, 77, 0, 3])], ..Default::default() };
-    let query = primwatch_tests::dns::query(9, "www.example.test", hickory_proto::rr::RecordType::A, Some(edns)).unwrap();
-    let reply = primwatch_tests::dns::exchange_udp(&sock, std::net::SocketAddr::new(w.lab.server_addr(false), 53), &query).unwrap();
-    let got: Vec<String> = primwatch_tests::dns::addresses(&primwatch_tests::dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect();
+    let edns =
+        primwatch_tests::dns::EdnsQuery { options: vec![(8, vec![0, 1, 32, 0, 10, 77, 0, 3])], ..Default::default() };
+    let query =
+        primwatch_tests::dns::query(9, "www.example.test", hickory_proto::rr::RecordType::A, Some(edns)).unwrap();
+    let reply =
+        primwatch_tests::dns::exchange_udp(&sock, std::net::SocketAddr::new(w.lab.server_addr(false), 53), &query)
+            .unwrap();
+    let got: Vec<String> = primwatch_tests::dns::addresses(&primwatch_tests::dns::parse(&reply).unwrap())
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     assert_eq!(got, vec![WEB3.to_string()]);
     assert_eq!(&reply[reply.len() - 4..], &[10, 77, 0, 3], "subnet echoed");
     // explain: the view, the groups in order, the answer.
@@ -226,13 +233,18 @@ groups = ["osaka-first", "tokyo-backup"]
     assert!(e["view"].as_str().unwrap().starts_with("west (source address 10.77.0.3 in 10.77.0.3/32)"), "{e}");
     assert_eq!(e["groups"][0]["name"], "osaka-first");
     assert_eq!(e["answer"], serde_json::json!([WEB3]));
-    let e = w.controller.ctl(&["explain", "www.example.test", "--from", "10.77.0.2", "--ecs", "fd77::3/128", "--type", "AAAA"]).unwrap();
+    let e = w
+        .controller
+        .ctl(&["explain", "www.example.test", "--from", "10.77.0.2", "--ecs", "fd77::3/128", "--type", "AAAA"])
+        .unwrap();
     assert!(e["explain"]["view"].as_str().unwrap().contains("client subnet fd77::3/128"), "{e}");
     let e = w.controller.ctl(&["explain", "nope.example.test", "--from", "10.77.0.2"]).unwrap();
     assert_eq!(e["ok"], false);
     // Failover inside the view: Osaka down, the west gets its backup.
     w.backends[2].stop();
-    let ok = primwatch_tests::wait_for(Duration::from_secs(3), || (w.answers_from("www.example.test", west_v4) == set(WEB1)).then_some(()));
+    let ok = primwatch_tests::wait_for(Duration::from_secs(3), || {
+        (w.answers_from("www.example.test", west_v4) == set(WEB1)).then_some(())
+    });
     assert!(ok.is_some(), "west fails over to Tokyo");
     assert_eq!(w.answers_from("www.example.test", west_v6), set(WEB1));
     assert_eq!(w.answers_from("www.example.test", east_v4), set(WEB1));

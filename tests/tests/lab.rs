@@ -15,8 +15,8 @@ use primwatch_tests::{
     dns::{self, EdnsQuery},
     lab::{Lab, CLIENT_IF, SERVER_IF},
     packet::{expected_reply, udp_frame, verify_checksums, Flow},
-    raw::PacketSocket,
     pdns::{self, PowerDns},
+    raw::PacketSocket,
 };
 
 /// PowerDNS's own records for the zone differ from primwatch's, so every reply shows
@@ -93,7 +93,9 @@ fn check_split(s: &Setup) {
     let xdp_before = s.controller.counters().unwrap();
 
     // A over IPv4, no EDNS.
-    let reply = dns::exchange_udp(&v4, server(s, false), &dns::query(1, "www.example.test", RecordType::A, None).unwrap()).unwrap();
+    let reply =
+        dns::exchange_udp(&v4, server(s, false), &dns::query(1, "www.example.test", RecordType::A, None).unwrap())
+            .unwrap();
     let msg = dns::parse(&reply).unwrap();
     assert!(msg.authoritative());
     assert_eq!(dns::addresses(&msg), ips(&["10.0.0.1", "10.0.0.2"]));
@@ -101,7 +103,12 @@ fn check_split(s: &Setup) {
 
     // AAAA over IPv6 with EDNS and a cookie, as dig sends it.
     let edns = EdnsQuery { options: vec![(10, vec![7; 8])], ..Default::default() };
-    let reply = dns::exchange_udp(&v6, server(s, true), &dns::query(2, "www.example.test", RecordType::AAAA, Some(edns)).unwrap()).unwrap();
+    let reply = dns::exchange_udp(
+        &v6,
+        server(s, true),
+        &dns::query(2, "www.example.test", RecordType::AAAA, Some(edns)).unwrap(),
+    )
+    .unwrap();
     let msg = dns::parse(&reply).unwrap();
     assert_eq!(dns::addresses(&msg), ips(&["2001:db8::1"]));
     assert_eq!(dns::edns_payload(&msg), Some(1232));
@@ -121,20 +128,34 @@ fn check_split(s: &Setup) {
     assert_eq!(s.pdns.queries().unwrap(), pdns_before, "PowerDNS never saw them");
 
     // A name primwatch does not serve: PowerDNS answers.
-    let reply = dns::exchange_udp(&v4, server(s, false), &dns::query(5, "other.example.test", RecordType::A, None).unwrap()).unwrap();
+    let reply =
+        dns::exchange_udp(&v4, server(s, false), &dns::query(5, "other.example.test", RecordType::A, None).unwrap())
+            .unwrap();
     assert_eq!(dns::addresses(&dns::parse(&reply).unwrap()), ips(&[PDNS_OTHER]));
     // DNSSEC OK: PowerDNS answers, with its own records.
     let do_bit = EdnsQuery { dnssec_ok: true, ..Default::default() };
-    let reply = dns::exchange_udp(&v6, server(s, true), &dns::query(6, "www.example.test", RecordType::A, Some(do_bit)).unwrap()).unwrap();
+    let reply = dns::exchange_udp(
+        &v6,
+        server(s, true),
+        &dns::query(6, "www.example.test", RecordType::A, Some(do_bit)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(dns::addresses(&dns::parse(&reply).unwrap()), ips(&[PDNS_WWW_V4]));
     // A type primwatch does not serve for the name: PowerDNS answers (NOERROR, its SOA).
-    let reply = dns::exchange_udp(&v4, server(s, false), &dns::query(7, "www.example.test", RecordType::MX, None).unwrap()).unwrap();
+    let reply =
+        dns::exchange_udp(&v4, server(s, false), &dns::query(7, "www.example.test", RecordType::MX, None).unwrap())
+            .unwrap();
     let msg = dns::parse(&reply).unwrap();
     assert_eq!(msg.response_code(), ResponseCode::NoError);
     assert!(msg.answers().is_empty() && !msg.name_servers().is_empty(), "NODATA from PowerDNS");
     // TCP: the kernel, and so PowerDNS.
     for v6_tcp in [false, true] {
-        let reply = dns::exchange_tcp(&s.lab.client_ns, server(s, v6_tcp), &dns::query(8, "www.example.test", RecordType::A, None).unwrap()).unwrap();
+        let reply = dns::exchange_tcp(
+            &s.lab.client_ns,
+            server(s, v6_tcp),
+            &dns::query(8, "www.example.test", RecordType::A, None).unwrap(),
+        )
+        .unwrap();
         assert_eq!(dns::addresses(&dns::parse(&reply).unwrap()), ips(&[PDNS_WWW_V4]));
     }
     let xdp_end = s.controller.counters().unwrap();
@@ -178,7 +199,11 @@ fn check_vlan(s: &Setup) {
     let before = s.controller.counters().unwrap();
     for (i, (v6, qtype, rrs)) in [
         (false, RecordType::A, vec![(1u16, 30u32, vec![10, 0, 0, 1]), (1, 30, vec![10, 0, 0, 2])]),
-        (true, RecordType::AAAA, vec![(28, 30, "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec())]),
+        (
+            true,
+            RecordType::AAAA,
+            vec![(28, 30, "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec())],
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -239,11 +264,24 @@ fn stop_leaves_xdp_answering_until_detach() {
     assert!(xdp_attached(&s.lab.server_ns), "XDP still attached");
     let v4 = dns::udp_socket(&s.lab.client_ns, false).unwrap();
     let server = SocketAddr::new(s.lab.server_addr(false), 53);
-    let ask = || dns::addresses(&dns::parse(&dns::exchange_udp(&v4, server, &dns::query(1, "www.example.test", RecordType::A, None).unwrap()).unwrap()).unwrap());
+    let ask = || {
+        dns::addresses(
+            &dns::parse(
+                &dns::exchange_udp(&v4, server, &dns::query(1, "www.example.test", RecordType::A, None).unwrap())
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+    };
     assert_eq!(ask(), ips(&["10.0.0.1", "10.0.0.2"]), "answered by XDP after the controller stopped");
 
     // `primwatch detach` takes it off and removes the pins: PowerDNS answers.
-    let out = Command::new(primwatch_tests::controller::binary()).arg("detach").arg("--pin-dir").arg(&pin_dir).output().unwrap();
+    let out = Command::new(primwatch_tests::controller::binary())
+        .arg("detach")
+        .arg("--pin-dir")
+        .arg(&pin_dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!xdp_attached(&s.lab.server_ns), "XDP detached");
     assert!(!pin_dir.exists(), "pins removed");
@@ -290,7 +328,6 @@ fn invalid_config_is_rejected_before_anything_is_attached() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
-
 #[test]
 fn a_start_without_an_interface_takes_the_previous_runs_xdp_off_it() {
     let mut s = setup(XdpMode::Skb);
@@ -303,6 +340,9 @@ fn a_start_without_an_interface_takes_the_previous_runs_xdp_off_it() {
     assert!(!xdp_attached(&s.lab.server_ns), "XDP taken off {SERVER_IF}");
     let status = s.controller.ctl(&["status"]).unwrap();
     let note = status["status"]["dataplane"].as_str().unwrap();
-    assert!(note.contains("stopped cleanly") && note.contains(&format!("{SERVER_IF}: detached (no longer configured)")), "{note}");
+    assert!(
+        note.contains("stopped cleanly") && note.contains(&format!("{SERVER_IF}: detached (no longer configured)")),
+        "{note}"
+    );
     assert!(s.controller.log().contains("no longer configured"));
 }

@@ -28,9 +28,11 @@ a = ["192.0.2.7"]
 
 fn get(w: &World, path: &str) -> (String, String) {
     let path = path.to_string();
-    let mut stream = netns::run_in(&w.lab.server_ns, || TcpStream::connect_timeout(&"127.0.0.1:9153".parse().unwrap(), Duration::from_secs(2)))
-        .unwrap()
-        .unwrap();
+    let mut stream = netns::run_in(&w.lab.server_ns, || {
+        TcpStream::connect_timeout(&"127.0.0.1:9153".parse().unwrap(), Duration::from_secs(2))
+    })
+    .unwrap()
+    .unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut response = String::new();
@@ -105,5 +107,11 @@ fn metrics_and_ctl_stats_show_answers_checks_states_and_updates() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("ANSWERS") && text.contains("www.example.test") && text.contains("CHECKS") && text.contains("RELOADS  1 applied"), "{text}");
+    assert!(
+        text.contains("ANSWERS")
+            && text.contains("www.example.test")
+            && text.contains("CHECKS")
+            && text.contains("RELOADS  1 applied"),
+        "{text}"
+    );
 }

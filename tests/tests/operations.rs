@@ -263,7 +263,10 @@ fn restart_and_kill_9_lose_no_query_and_keep_last_known_health() {
     w.controller.start_again().unwrap();
     let status = ok(&w, &["status"]);
     let note = status["status"]["dataplane"].as_str().unwrap();
-    assert!(note.contains("did not stop cleanly") && note.contains("fail static") && note.contains("adopted"), "{note}");
+    assert!(
+        note.contains("did not stop cleanly") && note.contains("fail static") && note.contains("adopted"),
+        "{note}"
+    );
     assert!(w.controller.log()[dead_from..].contains("did not stop cleanly"), "the log says so too");
     assert_eq!(target(&status, "web2")["state"], "down");
     std::thread::sleep(Duration::from_millis(300));

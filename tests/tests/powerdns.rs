@@ -61,7 +61,9 @@ fn passed_queries_get_the_same_health_aware_answers_from_powerdns() {
 
     // DO=1 over UDP: XDP passes it, PowerDNS answers the same set.
     let sock = dns::udp_socket(&w.lab.client_ns, false).unwrap();
-    let do_query = dns::query(9, "www.example.test", RecordType::A, Some(EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() })).unwrap();
+    let do_query =
+        dns::query(9, "www.example.test", RecordType::A, Some(EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() }))
+            .unwrap();
     let passed_before = w.controller.counters().unwrap().pass_dnssec;
     assert_eq!(addresses(&dns::exchange_udp(&sock, server(&w), &do_query).unwrap()), set(&[WEB1, WEB2]));
     assert!(w.controller.counters().unwrap().pass_dnssec > passed_before);
@@ -75,7 +77,12 @@ fn passed_queries_get_the_same_health_aware_answers_from_powerdns() {
     assert_eq!(soa.answers().len(), 1);
 
     // The view, chosen by the client subnet on both paths.
-    let udp_view = dns::exchange_udp(&sock, server(&w), &dns::query(11, "www.example.test", RecordType::A, Some(ecs([198, 51, 100]))).unwrap()).unwrap();
+    let udp_view = dns::exchange_udp(
+        &sock,
+        server(&w),
+        &dns::query(11, "www.example.test", RecordType::A, Some(ecs([198, 51, 100]))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(addresses(&udp_view), set(&[WEB3]));
     let tcp_view = tcp(&w, "www.example.test", RecordType::A, Some(ecs([198, 51, 100])));
     assert_eq!(dns::addresses(&tcp_view).iter().map(|a| a.to_string()).collect::<Vec<_>>(), [WEB3]);
@@ -101,7 +108,14 @@ fn udp_and_tcp_agree_while_targets_flap() {
         if id % 2 == 0 {
             tcp_set(w, "www.example.test")
         } else {
-            addresses(&dns::exchange_udp(sock, server(w), &dns::query(id, "www.example.test", RecordType::A, Some(do_edns.clone())).unwrap()).unwrap())
+            addresses(
+                &dns::exchange_udp(
+                    sock,
+                    server(w),
+                    &dns::query(id, "www.example.test", RecordType::A, Some(do_edns.clone())).unwrap(),
+                )
+                .unwrap(),
+            )
         }
     });
 }
@@ -114,7 +128,10 @@ fn do_bit_answers_from_xdp_and_powerdns_agree_while_targets_flap() {
     let do_edns = EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() };
     let before = w.controller.counters().unwrap();
     let udp_queries = agree_while_flapping(&mut w, Some(do_edns.clone()), |w, _, _| {
-        dns::addresses(&tcp(w, "www.example.test", RecordType::A, Some(do_edns.clone()))).iter().map(|a| a.to_string()).collect()
+        dns::addresses(&tcp(w, "www.example.test", RecordType::A, Some(do_edns.clone())))
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
     });
     let after = w.controller.counters().unwrap();
     assert!(after.answered - before.answered >= udp_queries, "XDP answered every DO=1 datagram");
@@ -173,7 +190,12 @@ fn agree_while_flapping(
     }
     stop.store(true, Ordering::SeqCst);
     let flaps = flapper.join().unwrap();
-    assert!(mismatches.is_empty(), "{} of {compared} differ: {:?}", mismatches.len(), &mismatches[..mismatches.len().min(5)]);
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} differ: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
     assert!(stable > 100, "only {stable} stable comparisons of {compared}");
     assert!(seen.len() >= 2 && flaps >= 10, "the set changed while we compared: {seen:?}, {flaps} flaps");
     println!("{compared} UDP/PowerDNS comparisons over {flaps} flaps: 0 differ");

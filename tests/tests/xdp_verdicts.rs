@@ -75,7 +75,7 @@ fn answers_on_a_vlan_and_with_ipv4_options() {
     flow.vlan = Some(100);
     let query = q("v4only.example.test", RecordType::A, None);
     let rr = (1, 7, vec![192, 0, 2, 7]);
-    h.assert_answers(flow, &query, &[rr.clone()]);
+    h.assert_answers(flow, &query, std::slice::from_ref(&rr));
     let mut flow6 = Flow::client_to_server(true);
     flow6.vlan = Some(4000);
     h.assert_answers(flow6, &q("www.example.test", RecordType::AAAA, None), &[aaaa("2001:db8::1", 30)]);
@@ -223,7 +223,8 @@ fn passes_malformed_and_truncated_queries() {
     frame[39] -= 1;
     h.assert_passed(&frame, Verdict::Malformed);
     // An OPT record whose options overrun its RDLENGTH.
-    let mut opt = q("www.example.test", RecordType::A, Some(EdnsQuery { options: vec![(10, vec![9; 8])], ..Default::default() }));
+    let mut opt =
+        q("www.example.test", RecordType::A, Some(EdnsQuery { options: vec![(10, vec![9; 8])], ..Default::default() }));
     let n = opt.len();
     opt[n - 10] = 20; // cookie option length 20 > remaining 8
     h.assert_passed(&udp_frame(&v4, 64, &opt), Verdict::Malformed);

@@ -93,7 +93,6 @@ fn the_longest_matching_prefix_picks_the_view() {
     assert_eq!(ask(&h, "192.0.2.7", "other.example.test", RecordType::A), ips(&["10.0.0.2"]));
 }
 
-
 /// A query with an EDNS Client Subnet option; returns (answers, the reply's ECS option
 /// body: family, source, scope, address).
 fn ask_ecs(h: &Harness, family: u16, source_len: u8, address: &[u8], qtype: RecordType) -> (Vec<IpAddr>, Vec<u8>) {
@@ -147,7 +146,11 @@ fn edns_client_subnet_picks_the_view_and_is_echoed_with_its_scope() {
 
 #[test]
 fn malformed_client_subnets_are_passed() {
-    let h = Harness::new(53, "[names.\"www.example.test\"]\na = [\"10.1.1.1\"]\n[names.\"ww.example.test\"]\na = [\"10.1.1.2\"]\n").unwrap();
+    let h = Harness::new(
+        53,
+        "[names.\"www.example.test\"]\na = [\"10.1.1.1\"]\n[names.\"ww.example.test\"]\na = [\"10.1.1.2\"]\n",
+    )
+    .unwrap();
     let flow = Flow::client_to_server(false);
     // An odd-length name puts the OPT and ECS bytes at odd offsets: checksums still hold.
     for (source_len, address) in [(24u8, vec![10u8, 9, 8]), (17, vec![10, 9, 128])] {
@@ -161,8 +164,8 @@ fn malformed_client_subnets_are_passed() {
         assert_eq!(dns::addresses(&msg), ips(&["10.1.1.2"]));
     }
     for body in [
-        vec![0, 1, 24, 8, 10, 0, 0],     // a scope in a query
-        vec![0, 1, 24, 0, 10, 0],        // address shorter than the source length says
+        vec![0, 1, 24, 8, 10, 0, 0],      // a scope in a query
+        vec![0, 1, 24, 0, 10, 0],         // address shorter than the source length says
         vec![0, 1, 33, 0, 1, 2, 3, 4, 5], // IPv4 source over 32
     ] {
         let edns = EdnsQuery { options: vec![(8, body.clone())], ..Default::default() };

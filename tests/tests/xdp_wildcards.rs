@@ -29,19 +29,28 @@ fn wildcards_answer_one_label_in_front_of_their_parent() {
     // A name under the wildcard: answered, question echoed exactly (case kept).
     let (query, out) = ask("Tenant-42.Example.TEST", RecordType::A);
     assert_eq!(out.verdict, XDP_TX);
-    assert_eq!(out.frame, udp_frame(&flow.reversed(), 64, &expected_reply(&query, &[(1, 30, vec![10, 5, 5, 5])]).unwrap()));
+    assert_eq!(
+        out.frame,
+        udp_frame(&flow.reversed(), 64, &expected_reply(&query, &[(1, 30, vec![10, 5, 5, 5])]).unwrap())
+    );
     let msg = dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap();
     assert_eq!(msg.answers()[0].name().to_string(), "Tenant-42.Example.TEST.", "owner is the name asked");
     // An exact name wins over the wildcard.
     let (_, out) = ask("www.example.test", RecordType::A);
-    assert_eq!(dns::addresses(&dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap()), vec!["10.1.1.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        dns::addresses(&dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap()),
+        vec!["10.1.1.1".parse::<std::net::IpAddr>().unwrap()]
+    );
     // The closest wildcard: x.cdn.example.test is *.cdn, which has only AAAA.
     let (_, out) = ask("x.cdn.example.test", RecordType::AAAA);
     assert_eq!(out.verdict, XDP_TX);
     let before = h.counters().unwrap().as_array();
     let (_, out) = ask("x.cdn.example.test", RecordType::A);
     assert_eq!(out.verdict, XDP_PASS, "type not present at the closest wildcard");
-    assert_eq!(h.counters().unwrap().as_array()[Verdict::TypeNotPresent as usize], before[Verdict::TypeNotPresent as usize] + 1);
+    assert_eq!(
+        h.counters().unwrap().as_array()[Verdict::TypeNotPresent as usize],
+        before[Verdict::TypeNotPresent as usize] + 1
+    );
     // Two labels in front of example.test: not this wildcard's (one level only).
     let (_, out) = ask("a.b.example.test", RecordType::A);
     assert_eq!(out.verdict, XDP_PASS);

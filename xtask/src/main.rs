@@ -63,9 +63,7 @@ fn main() -> Result<()> {
             } else {
                 let mut full = vec!["run".to_string()];
                 full.extend(args);
-                let status = Command::new(workspace_root().join("target/release/primwatch"))
-                    .args(&full)
-                    .status()?;
+                let status = Command::new(workspace_root().join("target/release/primwatch")).args(&full).status()?;
                 if !status.success() {
                     bail!("primwatch exited with {status}");
                 }
@@ -77,6 +75,9 @@ fn main() -> Result<()> {
             build()?;
             let bin = workspace_root().join("target/release/primwatch");
             let bin = bin.to_str().context("non-UTF-8 path")?;
+            step("format and lint (cargo fmt --check; clippy on the host crates, warnings are errors)");
+            cargo(&["fmt", "--all", "--check"], &[])?;
+            cargo(&["clippy", "--release", "--all-targets", "--", "-D", "warnings"], &[])?;
             step("unit and integration tests (release build; netns tests need root)");
             // Lab tests create namespaces, PowerDNS instances and XDP attachments; one
             // at a time keeps their timing honest on a 2-core machine.
@@ -110,10 +111,7 @@ fn step(what: &str) {
 }
 
 fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn build() -> Result<()> {

@@ -28,6 +28,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {
     debian_packages()?;
+    lint_tools()?;
     nightly_rust_src()?;
     bpf_linker()?;
     bpffs()?;
@@ -75,6 +76,17 @@ fn nightly_sysroot() -> Result<PathBuf> {
     Ok(PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?))
 }
 
+/// rustfmt and clippy for the stable toolchain (`cargo xtask test` runs both).
+fn lint_tools() -> Result<()> {
+    let present =
+        |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    if present("fmt") && present("clippy") {
+        return Ok(());
+    }
+    step("adding rustfmt and clippy to the toolchain");
+    run_cmd(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+}
+
 fn nightly_rust_src() -> Result<()> {
     let src = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
     if src.exists() {
@@ -99,19 +111,12 @@ fn bpf_linker() -> Result<()> {
         })
         .context("no libLLVM.so.* in the nightly sysroot")?;
     let soname = libllvm.file_name().unwrap().to_string_lossy().to_string();
-    let major = soname
-        .trim_start_matches("libLLVM.so.")
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let major = soname.trim_start_matches("libLLVM.so.").split('.').next().unwrap_or_default().to_string();
 
     if let Ok(path) = output(Command::new("sh").args(["-c", "command -v bpf-linker"])) {
         let ldd = output(Command::new("ldd").arg(&path)).unwrap_or_default();
         let version = output(Command::new(&path).arg("--version")).unwrap_or_default();
-        let resolved = ldd
-            .lines()
-            .any(|l| l.contains(&soname) && !l.contains("not found"));
+        let resolved = ldd.lines().any(|l| l.contains(&soname) && !l.contains("not found"));
         if resolved && version.contains(BPF_LINKER_VERSION) {
             return Ok(());
         }

@@ -163,8 +163,9 @@ pub const DEFAULT_RISE_FALL: u32 = 2;
 fn duration(raw: &Option<Spanned<String>>, default: Duration, at: &At) -> Result<Duration, ConfigError> {
     match raw {
         None => Ok(default),
-        Some(text) => humantime::parse_duration(text.get_ref())
-            .map_err(|e| at(text.span(), format!("'{}' is not a duration like \"2s\" or \"500ms\": {e}", text.get_ref()))),
+        Some(text) => humantime::parse_duration(text.get_ref()).map_err(|e| {
+            at(text.span(), format!("'{}' is not a duration like \"2s\" or \"500ms\": {e}", text.get_ref()))
+        }),
     }
 }
 
@@ -181,7 +182,10 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
         return Err(at(span_of(&raw.timeout), "timeout must be above 0 and at most the interval".into()));
     }
     if retry_interval < MIN_INTERVAL || retry_interval > interval {
-        return Err(at(span_of(&raw.retry_interval), format!("retry_interval must be between {}ms and the interval", MIN_INTERVAL.as_millis())));
+        return Err(at(
+            span_of(&raw.retry_interval),
+            format!("retry_interval must be between {}ms and the interval", MIN_INTERVAL.as_millis()),
+        ));
     }
     if jitter >= interval {
         return Err(at(span_of(&raw.jitter), "jitter must be below the interval".into()));
@@ -198,7 +202,9 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
     let initially_up = match raw.initial.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("up") => true,
         Some("down") => false,
-        Some(other) => return Err(at(span_of(&raw.initial), format!("initial must be \"up\" or \"down\", not '{other}'"))),
+        Some(other) => {
+            return Err(at(span_of(&raw.initial), format!("initial must be \"up\" or \"down\", not '{other}'")))
+        }
     };
     let regex = |r: &Option<Spanned<String>>| -> Result<Option<Regex>, ConfigError> {
         r.as_ref()
@@ -215,8 +221,14 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
             Ok(())
         }
     };
-    let http_only = raw.method.is_some() || raw.path.is_some() || raw.host.is_some() || raw.sni.is_some()
-        || raw.tls_verify.is_some() || raw.ok_status.is_some() || raw.body.is_some() || raw.user_agent.is_some()
+    let http_only = raw.method.is_some()
+        || raw.path.is_some()
+        || raw.host.is_some()
+        || raw.sni.is_some()
+        || raw.tls_verify.is_some()
+        || raw.ok_status.is_some()
+        || raw.body.is_some()
+        || raw.user_agent.is_some()
         || !raw.headers.is_empty();
     let kind = match kind_name.as_str() {
         "tcp" => {
@@ -329,7 +341,10 @@ pub(super) fn parse_group(
     let mut members = Vec::new();
     for member in raw.members.into_inner() {
         if !targets.contains_key(member.get_ref()) {
-            return Err(at(member.span(), format!("group '{}' names unknown target '{}'", name.get_ref(), member.get_ref())));
+            return Err(at(
+                member.span(),
+                format!("group '{}' names unknown target '{}'", name.get_ref(), member.get_ref()),
+            ));
         }
         if members.contains(member.get_ref()) {
             return Err(at(member.span(), format!("target '{}' is listed twice", member.get_ref())));
@@ -343,7 +358,10 @@ pub(super) fn parse_group(
         let n = members.iter().filter(|m| targets[*m].address.is_ipv6() == v6).count();
         if n > MAX_RECORDS {
             let family = if v6 { "IPv6" } else { "IPv4" };
-            return Err(at(members_span, format!("group '{}' has {n} {family} members; at most {MAX_RECORDS} per family", name.get_ref())));
+            return Err(at(
+                members_span,
+                format!("group '{}' has {n} {family} members; at most {MAX_RECORDS} per family", name.get_ref()),
+            ));
         }
     }
     let policy = raw.policy.unwrap_or(Policy::RoundRobin);

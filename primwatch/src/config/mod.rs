@@ -20,11 +20,11 @@ use crate::dns_name::DnsName;
 
 mod health;
 mod views;
-pub use views::{ViewConfig, ViewName};
 pub use health::{
-    CheckConfig, CheckKind, GroupConfig, HttpCheck, Policy, TargetConfig, DEFAULT_INTERVAL,
-    DEFAULT_RISE_FALL, DEFAULT_TIMEOUT,
+    CheckConfig, CheckKind, GroupConfig, HttpCheck, Policy, TargetConfig, DEFAULT_INTERVAL, DEFAULT_RISE_FALL,
+    DEFAULT_TIMEOUT,
 };
+pub use views::{ViewConfig, ViewName};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/primwatch/ctl.sock";
@@ -44,14 +44,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.reason
-        )
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.reason)
     }
 }
 
@@ -247,10 +240,7 @@ struct RawName {
 impl Config {
     /// The declared zone `name` lies in: the longest apex at or above it.
     pub fn zone_of(&self, name: &DnsName) -> Option<(&DnsName, &ZoneConfig)> {
-        self.zones
-            .iter()
-            .filter(|(apex, _)| name.is_at_or_below(apex))
-            .max_by_key(|(apex, _)| apex.wire().len())
+        self.zones.iter().filter(|(apex, _)| name.is_at_or_below(apex)).max_by_key(|(apex, _)| apex.wire().len())
     }
 
     /// Whether XDP answers DO=1 queries for `name`: its zone is declared and unsigned.
@@ -299,12 +289,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let at = |span: Range<usize>, reason: String| {
             let (line, column) = line_column(text, span.start);
-            ConfigError {
-                file: path.to_owned(),
-                line,
-                column,
-                reason,
-            }
+            ConfigError { file: path.to_owned(), line, column, reason }
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             // toml's message repeats the position and the source line; keep the reason.
@@ -360,8 +345,8 @@ impl Config {
         for (name, entry) in raw.names {
             let name_span = name.span();
             let name_text = name.into_inner();
-            let dns_name =
-                DnsName::parse(&name_text).map_err(|reason| at(name_span.clone(), format!("name '{name_text}': {reason}")))?;
+            let dns_name = DnsName::parse(&name_text)
+                .map_err(|reason| at(name_span.clone(), format!("name '{name_text}': {reason}")))?;
             let entry_span = entry.span();
             let entry = entry.into_inner();
             let ttl = match entry.ttl {
@@ -373,7 +358,10 @@ impl Config {
             let source = match entry.groups {
                 Some(list) => {
                     if !a.is_empty() || !aaaa.is_empty() {
-                        return Err(at(list.span(), format!("name '{name_text}' has both groups and fixed addresses; use one")));
+                        return Err(at(
+                            list.span(),
+                            format!("name '{name_text}' has both groups and fixed addresses; use one"),
+                        ));
                     }
                     let list_span = list.span();
                     let mut chosen = Vec::new();
@@ -400,13 +388,19 @@ impl Config {
                         return Err(at(policy.span(), "all_down applies only to names served from groups".into()));
                     }
                     if a.is_empty() && aaaa.is_empty() {
-                        return Err(at(entry_span, format!("name '{name_text}' has no groups and no a or aaaa addresses")));
+                        return Err(at(
+                            entry_span,
+                            format!("name '{name_text}' has no groups and no a or aaaa addresses"),
+                        ));
                     }
                     NameSource::Static { a, aaaa }
                 }
             };
             if names.contains_key(&dns_name) {
-                return Err(at(name_span, format!("name '{name_text}' is configured twice (names are case-insensitive)")));
+                return Err(at(
+                    name_span,
+                    format!("name '{name_text}' is configured twice (names are case-insensitive)"),
+                ));
             }
             name_spans.insert(dns_name.clone(), name_span);
             names.insert(dns_name, NameConfig { ttl, source });
@@ -435,7 +429,10 @@ impl Config {
                 },
             };
             if zones.insert(dns_name, ZoneConfig { dnssec }).is_some() {
-                return Err(at(apex_span, format!("zone '{apex_text}' is declared twice (names are case-insensitive)")));
+                return Err(at(
+                    apex_span,
+                    format!("zone '{apex_text}' is declared twice (names are case-insensitive)"),
+                ));
             }
         }
         if !zones.is_empty() {
@@ -530,10 +527,7 @@ pub(crate) fn parse_all_down(
     })
 }
 
-fn check_ttl(
-    ttl: Spanned<u32>,
-    at: &impl Fn(Range<usize>, String) -> ConfigError,
-) -> Result<u32, ConfigError> {
+fn check_ttl(ttl: Spanned<u32>, at: &impl Fn(Range<usize>, String) -> ConfigError) -> Result<u32, ConfigError> {
     let span = ttl.span();
     let ttl = ttl.into_inner();
     if ttl > MAX_TTL {
@@ -562,10 +556,7 @@ where
         out.push(address);
     }
     if out.len() > MAX_RECORDS {
-        return Err(at(
-            raw[MAX_RECORDS].span(),
-            format!("at most {MAX_RECORDS} {family} addresses per name"),
-        ));
+        return Err(at(raw[MAX_RECORDS].span(), format!("at most {MAX_RECORDS} {family} addresses per name")));
     }
     Ok(out)
 }
@@ -759,7 +750,10 @@ all_down = "backup:osaka"
     fn parses_checks_targets_groups() {
         let config = parse(HEALTH).unwrap();
         let web = &config.checks["web"];
-        assert_eq!((web.interval, web.timeout, web.rise, web.fall), (Duration::from_secs(2), Duration::from_secs(1), 2, 3));
+        assert_eq!(
+            (web.interval, web.timeout, web.rise, web.fall),
+            (Duration::from_secs(2), Duration::from_secs(1), 2, 3)
+        );
         assert_eq!(web.jitter, Duration::from_millis(100));
         let CheckKind::Http(http) = &web.kind else { panic!("http") };
         assert_eq!((http.port, http.path.as_str(), http.ok_status.clone()), (80, "/health", vec![200, 204]));
@@ -767,12 +761,18 @@ all_down = "backup:osaka"
         assert_eq!(config.targets["tokyo1"].weight, 5);
         assert!(!config.targets["osaka1"].preempt);
         let tokyo = &config.groups["tokyo"];
-        assert_eq!((tokyo.priority, tokyo.policy, tokyo.max_answers, tokyo.min_healthy), (100, Policy::RoundRobin, 1, 1));
+        assert_eq!(
+            (tokyo.priority, tokyo.policy, tokyo.max_answers, tokyo.min_healthy),
+            (100, Policy::RoundRobin, 1, 1)
+        );
         assert_eq!(config.groups["osaka"].max_answers, MAX_RECORDS);
         let www = &config.names[&DnsName::parse("www.example.test").unwrap()];
         assert_eq!(
             www.source,
-            NameSource::Groups { groups: vec!["tokyo".into(), "osaka".into()], all_down: AllDown::Backup("osaka".into()) }
+            NameSource::Groups {
+                groups: vec!["tokyo".into(), "osaka".into()],
+                all_down: AllDown::Backup("osaka".into())
+            }
         );
     }
 
@@ -806,9 +806,14 @@ all_down = "backup:osaka"
             assert!(e.reason.contains(reason), "{from} → {to}: {e}");
             // The reported line is the changed line (or the key it belongs to).
             let changed_line = text[..text.find(to).unwrap()].matches('\n').count() + 1;
-            assert!(e.line + 3 >= changed_line && e.line <= changed_line + to.matches('\n').count(), "{to}: line {} vs {changed_line}", e.line);
+            assert!(
+                e.line + 3 >= changed_line && e.line <= changed_line + to.matches('\n').count(),
+                "{to}: line {} vs {changed_line}",
+                e.line
+            );
         }
-        let e = error(&format!("{HEALTH}\n[names.\"mixed.example.test\"]\ngroups = [\"tokyo\"]\na = [\"192.0.2.1\"]\n"));
+        let e =
+            error(&format!("{HEALTH}\n[names.\"mixed.example.test\"]\ngroups = [\"tokyo\"]\na = [\"192.0.2.1\"]\n"));
         assert!(e.reason.contains("both groups and fixed addresses"), "{e}");
     }
 
@@ -839,7 +844,8 @@ all_down = "backup:osaka"
         assert!(e.reason.contains("'default' is reserved") && e.line > 0, "{e}");
         let e = Config::parse(&path, &base.replace("198.51.100.7/24", "198.51.100.0/24x")).unwrap_err();
         assert!(e.reason.contains("not a CIDR prefix") && e.file == path, "{e}");
-        let e = Config::parse(&path, &base.replace("jp.names.\"www.example.test\"]", "jp.names.\"ftp.example.test\"]")).unwrap_err();
+        let e = Config::parse(&path, &base.replace("jp.names.\"www.example.test\"]", "jp.names.\"ftp.example.test\"]"))
+            .unwrap_err();
         assert!(e.reason.contains("not in [names]"), "{e}");
         let twice = format!("{base}\n[views.us]\nsources = [\"203.0.113.0/24\"]\n");
         let e = Config::parse(&path, &twice).unwrap_err();

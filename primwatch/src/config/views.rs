@@ -65,7 +65,12 @@ fn read_source_file(path: &Path) -> Result<Vec<IpNet>, ConfigError> {
         if line.is_empty() {
             continue;
         }
-        out.push(parse_prefix(line).map_err(|reason| ConfigError { file: path.to_owned(), line: i + 1, column: 1, reason })?);
+        out.push(parse_prefix(line).map_err(|reason| ConfigError {
+            file: path.to_owned(),
+            line: i + 1,
+            column: 1,
+            reason,
+        })?);
     }
     Ok(out)
 }
@@ -114,7 +119,8 @@ pub(super) fn parse_views(
         for (dns, entry) in view.names {
             let span = dns.span();
             let text = dns.into_inner();
-            let dns_name = DnsName::parse(&text).map_err(|reason| at(span.clone(), format!("name '{text}': {reason}")))?;
+            let dns_name =
+                DnsName::parse(&text).map_err(|reason| at(span.clone(), format!("name '{text}': {reason}")))?;
             if !names.contains_key(&dns_name) {
                 return Err(at(span, format!("view '{view_name}' names '{text}', which is not in [names]")));
             }

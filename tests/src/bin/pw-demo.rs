@@ -10,11 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use primwatch::config::Config;
-use primwatch_tests::{
-    backend::BackendNet,
-    controller, netns, pdns,
-    lab::Lab,
-};
+use primwatch_tests::{backend::BackendNet, controller, lab::Lab, netns, pdns};
 
 /// primwatch, stopped (SIGTERM, then wait) however the demo ends.
 struct Stopping(std::process::Child);

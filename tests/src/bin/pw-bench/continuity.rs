@@ -9,16 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use primwatch_tests::world::{set, world, LoadResult, SITE_GROUPS, WEB1, WEB2, WEB3};
 
-
-
 fn row(what: &str, result: &LoadResult, took: Duration) {
-    println!(
-        "| {what} | {} | {} | {} | {:.1} |",
-        result.sent,
-        result.lost,
-        result.wrong,
-        took.as_secs_f64()
-    );
+    println!("| {what} | {} | {} | {} | {:.1} |", result.sent, result.lost, result.wrong, took.as_secs_f64());
 }
 
 pub fn run() -> Result<()> {

@@ -96,7 +96,9 @@ fn measure(bed: &mut Bed) -> Result<Timings> {
             // Start each trial at a different phase of the check interval.
             std::thread::sleep(Duration::from_millis(300 + 700 * trial as u64));
             bed.fail(how)?;
-            drops.push(bed.until(Duration::from_secs(15), |a| !a.contains(&victim) && !a.is_empty()).map(|d| d.as_secs_f64()));
+            drops.push(
+                bed.until(Duration::from_secs(15), |a| !a.contains(&victim) && !a.is_empty()).map(|d| d.as_secs_f64()),
+            );
             bed.heal(how)?;
             restores.push(bed.until(Duration::from_secs(15), |a| a.contains(&victim)).map(|d| d.as_secs_f64()));
         }
@@ -110,7 +112,9 @@ fn zone(lab: &Lab, www: &str) -> String {
 }
 
 pub fn run() -> Result<()> {
-    println!("\n== Failover: interval 2 s, timeout 1 s, 1 failure to drop, 1 success to restore; {TRIALS} trials each ==");
+    println!(
+        "\n== Failover: interval 2 s, timeout 1 s, 1 failure to drop, 1 success to restore; {TRIALS} trials each =="
+    );
     let lab = Lab::new()?;
     let net = BackendNet::new(&lab)?;
     let backends = net.serve_http(WEBS.iter().map(|ip| ip.parse::<IpAddr>().unwrap()))?;
@@ -119,7 +123,12 @@ pub fn run() -> Result<()> {
 
     {
         // PowerDNS answers what XDP passes; its zone has nothing for www.
-        let _pdns = PowerDns::start(&bed.lab.server_ns, &[bed.lab.server_addr(false)], "example.test", &zone(&bed.lab, "other 10 IN A 192.0.2.99"))?;
+        let _pdns = PowerDns::start(
+            &bed.lab.server_ns,
+            &[bed.lab.server_addr(false)],
+            "example.test",
+            &zone(&bed.lab, "other 10 IN A 192.0.2.99"),
+        )?;
         let config = format!(
             r#"
 [server]
@@ -161,7 +170,13 @@ groups = ["web"]
         );
         // No packet cache, so the measurement is the health check's, not the cache's.
         let conf = "enable-lua-records=yes\nlua-health-checks-interval=2\ncache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0";
-        let _pdns = PowerDns::start_with(&bed.lab.server_ns, &[bed.lab.server_addr(false)], "example.test", &zone(&bed.lab, &lua), conf)?;
+        let _pdns = PowerDns::start_with(
+            &bed.lab.server_ns,
+            &[bed.lab.server_addr(false)],
+            "example.test",
+            &zone(&bed.lab, &lua),
+            conf,
+        )?;
         results.push(("PowerDNS 4.7 LUA ifurlup", measure(&mut bed)));
     }
     {
@@ -215,7 +230,10 @@ impl Gdnsd {
         )?;
         std::fs::write(
             dir.0.join("zones/example.test"),
-            format!("$TTL 900\n@ SOA ns1 hostmaster 1 7200 1800 259200 900\n@ NS ns1\nns1 A {}\nwww 10 DYNA multifo!www\n", lab.server_addr(false)),
+            format!(
+                "$TTL 900\n@ SOA ns1 hostmaster 1 7200 1800 259200 900\n@ NS ns1\nns1 A {}\nwww 10 DYNA multifo!www\n",
+                lab.server_addr(false)
+            ),
         )?;
         let log = std::fs::File::create(dir.0.join("log"))?;
         let child = netns::command(&lab.server_ns, "gdnsd")

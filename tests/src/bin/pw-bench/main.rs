@@ -119,11 +119,31 @@ fn micro() -> Result<()> {
     other_port.dst_port = 5353;
     let cases: Vec<(&str, &str, Vec<u8>, u32)> = vec![
         ("floor: bare XDP_PASS program", PASS_PROGRAM, hit_a.clone(), XDP_PASS),
-        ("non-DNS UDP (port 5353)", ANSWER_PROGRAM, udp_frame(&other_port, 64, &query("www.example.test", RecordType::A)), XDP_PASS),
-        ("miss (name not served)", ANSWER_PROGRAM, udp_frame(&v4, 64, &query("nope.example.test", RecordType::A)), XDP_PASS),
+        (
+            "non-DNS UDP (port 5353)",
+            ANSWER_PROGRAM,
+            udp_frame(&other_port, 64, &query("www.example.test", RecordType::A)),
+            XDP_PASS,
+        ),
+        (
+            "miss (name not served)",
+            ANSWER_PROGRAM,
+            udp_frame(&v4, 64, &query("nope.example.test", RecordType::A)),
+            XDP_PASS,
+        ),
         ("A hit, 1 record (IPv4)", ANSWER_PROGRAM, hit_a.clone(), XDP_TX),
-        ("A hit, 8 records (IPv4)", ANSWER_PROGRAM, udp_frame(&v4, 64, &query("eight.example.test", RecordType::A)), XDP_TX),
-        ("AAAA hit, 1 record (IPv6)", ANSWER_PROGRAM, udp_frame(&v6, 64, &query("www.example.test", RecordType::AAAA)), XDP_TX),
+        (
+            "A hit, 8 records (IPv4)",
+            ANSWER_PROGRAM,
+            udp_frame(&v4, 64, &query("eight.example.test", RecordType::A)),
+            XDP_TX,
+        ),
+        (
+            "AAAA hit, 1 record (IPv6)",
+            ANSWER_PROGRAM,
+            udp_frame(&v6, 64, &query("www.example.test", RecordType::AAAA)),
+            XDP_TX,
+        ),
     ];
     println!("\n== XDP program cost, BPF_PROG_TEST_RUN, {SINGLE_RUNS} single runs per case ==");
     println!("{:<32} {:>10} {:>8} {:>14} {:>16}", "case", "median ns", "p10 ns", "median-floor", "repeat-mean ns");
@@ -222,7 +242,8 @@ fn kxdpgun_once(generators: &[Generator], query: &str, qps: u32, seconds: u64) -
 fn cpu_seconds<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     fn busy_ticks() -> u64 {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let cpu: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let cpu: Vec<u64> =
+            stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
         // user nice system idle iowait irq softirq steal
         cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum()
     }
@@ -268,7 +289,12 @@ const FLOOD: u32 = 5_000_000;
 fn measure(generators: &[Generator], label: &str, query: &str, qps: u32, seconds: u64) -> Result<Row> {
     let ((sent, answered), cpu) = cpu_seconds(|| kxdpgun(generators, query, qps, seconds))?;
     let total = answered * seconds as f64;
-    Ok(Row { label: label.into(), sent, answered, cpu_us_per_answer: if total > 0.0 { cpu * 1e6 / total } else { f64::NAN } })
+    Ok(Row {
+        label: label.into(),
+        sent,
+        answered,
+        cpu_us_per_answer: if total > 0.0 { cpu * 1e6 / total } else { f64::NAN },
+    })
 }
 
 /// A second client namespace with its own veth to the server namespace (10.78.0.0/24),
@@ -284,8 +310,23 @@ impl SecondClient {
         let ns = primwatch_tests::unique("pwc");
         netns::ip(&["netns", "add", &ns])?;
         let client = SecondClient { ns };
-        netns::ip(&["link", "add", CLIENT_IF, "netns", &client.ns, "type", "veth", "peer", "name", SECOND_SERVER_IF, "netns", &lab.server_ns])?;
-        for (ns, dev, addr) in [(&client.ns, CLIENT_IF, "10.78.0.2/24"), (&lab.server_ns, SECOND_SERVER_IF, "10.78.0.1/24")] {
+        netns::ip(&[
+            "link",
+            "add",
+            CLIENT_IF,
+            "netns",
+            &client.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SECOND_SERVER_IF,
+            "netns",
+            &lab.server_ns,
+        ])?;
+        for (ns, dev, addr) in
+            [(&client.ns, CLIENT_IF, "10.78.0.2/24"), (&lab.server_ns, SECOND_SERVER_IF, "10.78.0.1/24")]
+        {
             netns::ip(&["-n", ns, "link", "set", "lo", "up"])?;
             netns::ip(&["-n", ns, "link", "set", dev, "up"])?;
             netns::ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
@@ -314,7 +355,8 @@ fn end_to_end(seconds: u64) -> Result<()> {
         Generator { ns: lab.client_ns.clone(), server, cpu: 1 },
         Generator { ns: second.ns.clone(), server: SecondClient::server_addr(), cpu: 0 },
     ];
-    let scenarios: [(&str, &Vec<Generator>); 2] = [("1 kxdpgun (CPU 1)", &one), ("2 kxdpgun (CPU 0 and 1, one veth each)", &two)];
+    let scenarios: [(&str, &Vec<Generator>); 2] =
+        [("1 kxdpgun (CPU 1)", &one), ("2 kxdpgun (CPU 0 and 1, one veth each)", &two)];
     let zone = pdns::zone("example.test", server, &["www 30 IN A 192.0.2.10", "other 30 IN A 192.0.2.99"]);
     let mut rows = Vec::new();
     {
@@ -332,7 +374,10 @@ fn end_to_end(seconds: u64) -> Result<()> {
             let share = 100.0 * by_xdp / (mix.answered * seconds as f64).max(1.0);
             mix.label = format!("primwatch XDP, resolver mix ({share:.1} % by XDP)");
             rows.push((load, mix));
-            rows.push((load, measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test A", FLOOD, seconds)?));
+            rows.push((
+                load,
+                measure(generators, "PowerDNS 4.7 behind primwatch", "other.example.test A", FLOOD, seconds)?,
+            ));
         }
         let counters = controller.counters()?;
         println!(
@@ -399,7 +444,9 @@ fn powerdns_path(seconds: u64) -> Result<()> {
         socket.display()
     );
     let _pdns = PowerDns::start_with(&lab.server_ns, &[server], "example.test", &zone, &remote)?;
-    println!("\n== The PowerDNS path: 1 kxdpgun (CPU 1), {seconds} s per row, PowerDNS caches off, launch=bind,remote ==");
+    println!(
+        "\n== The PowerDNS path: 1 kxdpgun (CPU 1), {seconds} s per row, PowerDNS caches off, launch=bind,remote =="
+    );
     println!("{:<48} {:>10} {:>12} {:>8} {:>18}", "answered by", "offered/s", "answered/s", "share", "CPU µs / answer");
     let rows = [
         ("primwatch XDP (A)", "www.example.test A", FLOOD),
@@ -412,7 +459,14 @@ fn powerdns_path(seconds: u64) -> Result<()> {
     ];
     for (label, query, rate) in rows {
         let r = measure(&one, label, query, rate, seconds)?;
-        println!("{:<48} {:>10.0} {:>12.0} {:>7.0}% {:>18.2}", r.label, r.sent, r.answered, 100.0 * r.answered / r.sent, r.cpu_us_per_answer);
+        println!(
+            "{:<48} {:>10.0} {:>12.0} {:>7.0}% {:>18.2}",
+            r.label,
+            r.sent,
+            r.answered,
+            100.0 * r.answered / r.sent,
+            r.cpu_us_per_answer
+        );
     }
     Ok(())
 }
@@ -449,7 +503,10 @@ fn knot_xdp(lab: &Lab, generators: &[Generator], seconds: u64) -> Result<Row> {
     });
     let result = match ready {
         Some(_) => measure(generators, "Knot 3.2 XDP mode", "www.example.test A", FLOOD, seconds),
-        None => Err(anyhow::anyhow!("knotd did not answer: {}", std::fs::read_to_string(dir.0.join("log")).unwrap_or_default())),
+        None => Err(anyhow::anyhow!(
+            "knotd did not answer: {}",
+            std::fs::read_to_string(dir.0.join("log")).unwrap_or_default()
+        )),
     };
     let _ = knot.kill();
     let _ = knot.wait();

@@ -55,7 +55,8 @@ pub fn run() -> Result<()> {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
                     let _ = stream.read(&mut buf).await;
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
                     counter.fetch_add(1, Ordering::Relaxed);
                 });
             }
@@ -84,7 +85,12 @@ pub fn run() -> Result<()> {
     let checks_per_s = (served1 - served0) as f64 / elapsed;
     let cores = (cpu1 - cpu0) / elapsed;
     println!("checks answered by the backend: {checks_per_s:.0}/s (expected {TARGETS}/s)");
-    println!("controller CPU: {:.2} cores ({:.1} µs per check), RSS {} MiB", cores, cores * 1e6 / checks_per_s.max(1.0), rss_kb / 1024);
+    println!(
+        "controller CPU: {:.2} cores ({:.1} µs per check), RSS {} MiB",
+        cores,
+        cores * 1e6 / checks_per_s.max(1.0),
+        rss_kb / 1024
+    );
     println!("(goal: under one core; the backend's own CPU is not counted)");
     drop(controller);
     Ok(())

@@ -223,14 +223,14 @@ async fn http_probe(http: &HttpCheck, timeout: Duration, address: IpAddr) -> Pro
     if !http.tls {
         return plain_http(http, SocketAddr::new(address, http.port)).await;
     }
-    let scheme = if http.tls { "https" } else { "http" };
+    // HTTPS from here on (plain HTTP returned above).
     let socket = SocketAddr::new(address, http.port);
-    // With a server name (SNI, or the Host for HTTPS), connect to the target's address
-    // under that name, so TLS sees the name and the URL still reaches this target.
-    let server_name = http.sni.clone().or_else(|| if http.tls { http.host.clone() } else { None });
+    // With a server name (SNI, or else the Host), connect to the target's address under
+    // that name, so TLS sees the name and the URL still reaches this target.
+    let server_name = http.sni.clone().or_else(|| http.host.clone());
     let url = match &server_name {
-        Some(host) => format!("{scheme}://{host}:{}{}", http.port, http.path),
-        None => format!("{scheme}://{socket}{}", http.path),
+        Some(host) => format!("https://{host}:{}{}", http.port, http.path),
+        None => format!("https://{socket}{}", http.path),
     };
     let client = http_client(http, timeout, server_name.map(|name| (name, socket)))?;
     let mut request = client.request(http.method.clone(), &url);

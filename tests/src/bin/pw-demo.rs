@@ -75,9 +75,10 @@ fn main() -> Result<()> {
     println!(
         "\nprimwatch answers {} from XDP on {}. Try, in another terminal:\n\n\
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A        # XDP\n\
-         \x20 ip netns exec {c} dig @fd77::1 WwW.ExAmPlE.test AAAA      # XDP, IPv6, case kept\n\
+         \x20 ip netns exec {c} dig @fd77::1 WwW.ExAmPlE.test A         # XDP over IPv6, case kept\n\
+         \x20 ip netns exec {c} dig @fd77::1 api.example.test AAAA      # XDP, AAAA\n\
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +tcp   # PowerDNS (TCP)\n\
-         \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +dnssec # PowerDNS (DO=1)\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +dnssec # XDP (DO=1, unsigned zone)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 other.example.test A      # PowerDNS (not served by XDP)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 example.test MX           # PowerDNS (other type)\n\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock status\n\
@@ -89,13 +90,17 @@ fn main() -> Result<()> {
          \x20 target/release/primwatch counters                           # XDP counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/names\n\n\
-         Press Enter to stop backend tokyo1 (then again to bring it back) and watch\n\
-         www.example.test fail over; Ctrl-C stops everything and removes the lab.",
+         Press Enter to stop the Tokyo backends (then again to bring them back) and watch\n\
+         www.example.test fail over from Tokyo (10.99.1.11/.12) to Osaka (10.99.1.13) and\n\
+         back; Ctrl-C stops everything and removes the lab.",
         config.names.keys().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
         config.interfaces.join(", "),
     );
 
-    // Enter toggles the first backend, so failover can be watched.
+    // Enter toggles the primary site (the Tokyo backends), so failover can be watched.
+    // The backends were started in the config's (sorted) target order.
+    let tokyo: Vec<usize> =
+        config.targets.keys().enumerate().filter(|(_, name)| name.starts_with("tokyo")).map(|(i, _)| i).collect();
     let (enter_tx, enter_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -111,13 +116,23 @@ fn main() -> Result<()> {
             break;
         }
         if enter_rx.try_recv().is_ok() {
-            if stopped {
-                backends[0].resume()?;
-                println!("backend {} is listening again", backends[0].address);
-            } else {
-                backends[0].stop();
-                println!("backend {} stopped (connections refused)", backends[0].address);
+            for &i in &tokyo {
+                if stopped {
+                    backends[i].resume()?;
+                    println!("backend {} is listening again", backends[i].address);
+                } else {
+                    backends[i].stop();
+                    println!("backend {} stopped (connections refused)", backends[i].address);
+                }
             }
+            println!(
+                "www.example.test should now answer {}",
+                if stopped {
+                    "from Tokyo again (after the rise checks)"
+                } else {
+                    "10.99.1.13 (Osaka) within a few seconds"
+                }
+            );
             stopped = !stopped;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -4,7 +4,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use core::ptr;
-use primwatch_common::Verdict;
+use primwatch_common::{csum, Verdict};
 
 /// A pointer to `len` bytes at `off`, or `err` if the frame is shorter.
 #[inline(always)]
@@ -48,16 +48,33 @@ pub fn load_u64(p: *const u8) -> u64 {
     value
 }
 
-/// Sum of the big-endian 16-bit words of `LEN` (even) bytes at `p`; not folded.
+/// The 4 bytes at `p` as a little-endian u32, in one load (see `load_u64`).
+#[inline(always)]
+pub fn load_u32(p: *const u8) -> u32 {
+    let value: u32;
+    unsafe {
+        core::arch::asm!("{0} = *(u32 *)({1} + 0)", lateout(reg) value, in(reg) p, options(readonly, nostack, preserves_flags));
+    }
+    value
+}
+
+/// One's-complement sum of the big-endian 16-bit words of `LEN` bytes at `p` (`LEN` a
+/// multiple of 4), folded to 16 bits. Read 8 bytes per load as little-endian words:
+/// the folded sum of byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)).
 #[inline(always)]
 pub fn sum_words<const LEN: usize>(p: *const u8) -> u64 {
+    const { assert!(LEN % 4 == 0) };
     let mut sum = 0u64;
     let mut i = 0;
-    while i < LEN {
-        sum += be16(unsafe { p.add(i) }) as u64;
-        i += 2;
+    while i + 8 <= LEN {
+        let word = load_u64(unsafe { p.add(i) });
+        sum += (word & 0xffff_ffff) + (word >> 32);
+        i += 8;
     }
-    sum
+    if i < LEN {
+        sum += load_u32(unsafe { p.add(i) }) as u64;
+    }
+    csum::fold(sum).swap_bytes() as u64
 }
 
 /// Exchanges `N` bytes at `a` with `N` bytes at `b` (addresses, ports, MACs).

@@ -18,6 +18,10 @@ use crate::config::{CheckConfig, CheckKind, HttpCheck};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub ok: bool,
+    /// The check could not be run for a reason on this host (out of descriptors or
+    /// memory, no free local port, a command that could not be started): says nothing
+    /// about the target, so it never moves the target up or down.
+    pub local_error: bool,
     /// Why it failed, or a short note of what succeeded.
     pub detail: String,
     pub latency: Duration,
@@ -41,21 +45,69 @@ pub async fn run(check: &CheckConfig, name: &str, address: IpAddr) -> Outcome {
     let result = tokio::time::timeout(check.timeout, probe(&check.kind, check.timeout, name, address)).await;
     let latency = started.elapsed();
     match result {
-        Ok(Ok((detail, tcp))) => Outcome { ok: true, detail, latency, tcp },
-        Ok(Err(failure)) => Outcome { ok: false, detail: failure.reason, latency, tcp: failure.tcp },
-        Err(_) => Outcome { ok: false, detail: format!("timed out after {:?}", check.timeout), latency, tcp: None },
+        Ok(Ok((detail, tcp))) => Outcome { ok: true, local_error: false, detail, latency, tcp },
+        Ok(Err(failure)) => {
+            Outcome { ok: false, local_error: failure.local, detail: failure.reason, latency, tcp: failure.tcp }
+        }
+        Err(_) => Outcome {
+            ok: false,
+            local_error: false,
+            detail: format!("timed out after {:?}", check.timeout),
+            latency,
+            tcp: None,
+        },
     }
 }
 
 struct Failure {
     reason: String,
     tcp: Option<TcpHandshake>,
+    /// Failed for a reason on this host (see `Outcome::local_error`).
+    local: bool,
 }
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure { reason: e.to_string(), tcp: None }
+        Failure { reason: e.to_string(), tcp: None, local: false }
     }
+}
+
+impl Failure {
+    /// A failure on this host, not the target's: `what` could not be done.
+    fn local(what: String) -> Failure {
+        Failure { reason: format!("local error, target not judged: {what}"), tcp: None, local: true }
+    }
+
+    /// An error while connecting: local if the host ran out of something.
+    fn connect(to: SocketAddr, e: std::io::Error) -> Failure {
+        if is_local_io_error(&e) {
+            Failure::local(format!("connect {to}: {e}"))
+        } else {
+            Failure::from(format!("connect {to}: {e}"))
+        }
+    }
+}
+
+/// Errors that describe this host, not the peer: out of descriptors (EMFILE, ENFILE),
+/// memory or buffers (ENOMEM, ENOBUFS), or local ports (EADDRNOTAVAIL on connect,
+/// EAGAIN on a Unix/loopback connect).
+pub fn is_local_io_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EADDRNOTAVAIL | libc::EAGAIN)
+    )
+}
+
+/// Whether an error or any of its sources is a local I/O error.
+fn has_local_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(is_local_io_error) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 type ProbeResult = Result<(String, Option<TcpHandshake>), Failure>;
@@ -96,9 +148,9 @@ fn handshake(stream: &TcpStream, connect_time: Duration) -> TcpHandshake {
 
 async fn tcp(to: SocketAddr, send: Option<&[u8]>, expect: Option<&regex::Regex>) -> ProbeResult {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(to).await.map_err(|e| format!("connect {to}: {e}"))?;
+    let mut stream = TcpStream::connect(to).await.map_err(|e| Failure::connect(to, e))?;
     let stats = handshake(&stream, started.elapsed());
-    let fail = |reason: String| Failure { reason, tcp: Some(stats) };
+    let fail = |reason: String| Failure { reason, tcp: Some(stats), local: false };
     if let Some(bytes) = send {
         stream.write_all(bytes).await.map_err(|e| fail(format!("send: {e}")))?;
     }
@@ -125,9 +177,9 @@ async fn tcp(to: SocketAddr, send: Option<&[u8]>, expect: Option<&regex::Regex>)
 /// thousand checks a second.
 async fn plain_http(http: &HttpCheck, to: SocketAddr) -> ProbeResult {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(to).await.map_err(|e| format!("connect {to}: {e}"))?;
+    let mut stream = TcpStream::connect(to).await.map_err(|e| Failure::connect(to, e))?;
     let stats = handshake(&stream, started.elapsed());
-    let fail = |reason: String| Failure { reason, tcp: Some(stats) };
+    let fail = |reason: String| Failure { reason, tcp: Some(stats), local: false };
     let host = http.host.clone().unwrap_or_else(|| match to {
         SocketAddr::V6(a) if a.port() == 80 => format!("[{}]", a.ip()),
         SocketAddr::V4(a) if a.port() == 80 => a.ip().to_string(),
@@ -240,7 +292,13 @@ async fn http_probe(http: &HttpCheck, timeout: Duration, address: IpAddr) -> Pro
     for (name, value) in &http.headers {
         request = request.header(name, value);
     }
-    let response = request.send().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    let response = request.send().await.map_err(|e| {
+        if has_local_cause(&e) {
+            Failure::local(format!("{url}: {}", error_chain(&e)))
+        } else {
+            Failure::from(format!("{url}: {}", error_chain(&e)))
+        }
+    })?;
     let status = response.status().as_u16();
     if !http.ok_status.contains(&status) {
         return Err(format!("status {status} is not in {:?}", http.ok_status).into());
@@ -288,7 +346,7 @@ fn http_client(
     if let Some((host, socket)) = &key.resolve {
         builder = builder.resolve(host, *socket);
     }
-    let client = builder.build()?;
+    let client = builder.build().map_err(|e| Failure::local(format!("building the HTTPS client: {e}")))?;
     cache.insert(key, client.clone());
     Ok(client)
 }
@@ -307,7 +365,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 async fn icmp(address: IpAddr, timeout: Duration) -> ProbeResult {
     let kind = if address.is_ipv6() { surge_ping::ICMP::V6 } else { surge_ping::ICMP::V4 };
     let client = surge_ping::Client::new(&surge_ping::Config::builder().kind(kind).build())
-        .map_err(|e| format!("ICMP socket: {e}"))?;
+        .map_err(|e| Failure::local(format!("ICMP socket: {e}")))?;
     let mut pinger = client.pinger(address, surge_ping::PingIdentifier(rand::random())).await;
     pinger.timeout(timeout);
     let (_, rtt) =
@@ -326,7 +384,7 @@ async fn exec(command: &[String], name: &str, address: IpAddr) -> ProbeResult {
         .kill_on_drop(true) // a timed-out check's process does not linger
         .output()
         .await
-        .map_err(|e| format!("running {}: {e}", command[0]))?;
+        .map_err(|e| Failure::local(format!("running {}: {e}", command[0])))?;
     if output.status.success() {
         Ok(("exit 0".into(), None))
     } else {

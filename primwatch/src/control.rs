@@ -2,23 +2,23 @@
 //! socket that only root can open (mode 0600), one JSON request and one JSON reply
 //! per connection.
 
-use std::{
-    net::IpAddr,
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::{net::IpAddr, path::Path, time::SystemTime};
 
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{UnixListener, UnixStream},
+    io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader},
+    net::UnixStream,
     sync::{mpsc, oneshot},
 };
 use tracing::warn;
 
-use crate::state::Force;
+pub use crate::local_socket::SocketGuard;
+use crate::{
+    config::CONTROL_IDLE_TIMEOUT,
+    local_socket::{self, Access, Lease},
+    state::Force,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -152,6 +152,12 @@ pub struct CheckStatus {
     pub latency_ms: Option<f64>,
     pub runs: u64,
     pub failures: u64,
+    /// Runs that could not judge the target (a local error on this host).
+    #[serde(default)]
+    pub local_errors: u64,
+    /// The current local error, while the check cannot run.
+    #[serde(default)]
+    pub local_error: Option<String>,
     pub tcp_connect_ms: Option<f64>,
     pub tcp_retransmits: Option<u32>,
 }
@@ -188,38 +194,35 @@ pub fn format_time(t: SystemTime) -> String {
 /// A request from a client, with where to send the reply.
 pub type Incoming = (Request, oneshot::Sender<Reply>);
 
-/// Listens on `path` (replacing a stale socket), root-only, and forwards requests.
-pub fn listen(path: &Path, requests: mpsc::Sender<Incoming>) -> Result<SocketGuard> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let requests = requests.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_one(stream, requests).await {
-                            warn!(error = %format!("{e:#}"), "control connection");
-                        }
-                    });
-                }
-                Err(e) => warn!(error = %e, "control socket accept"),
+/// Listens on `path` (replacing a stale socket), root only (mode 0600 and
+/// SO_PEERCRED), and forwards requests.
+pub fn listen(path: &Path, access: &Access, requests: mpsc::Sender<Incoming>) -> Result<SocketGuard> {
+    let listener = local_socket::bind(path, access)?;
+    local_socket::serve(listener, access.clone(), &local_socket::CONTROL, "control", move |stream, lease| {
+        let requests = requests.clone();
+        async move {
+            if let Err(e) = serve_one(stream, lease, requests).await {
+                warn!(error = %format!("{e:#}"), "control connection");
             }
         }
     });
     Ok(SocketGuard(path.to_path_buf()))
 }
 
-async fn serve_one(stream: UnixStream, requests: mpsc::Sender<Incoming>) -> Result<()> {
-    let (read, mut write) = stream.into_split();
+/// Longest request line: the largest request is a few hundred bytes.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+async fn serve_one(mut stream: UnixStream, lease: Lease, requests: mpsc::Sender<Incoming>) -> Result<()> {
+    let (read, mut write) = stream.split();
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    tokio::select! {
+        read = tokio::time::timeout(CONTROL_IDLE_TIMEOUT * 5, reader.read_line(&mut line)) => {
+            read.context("no request within the time allowed")??;
+        }
+        _ = lease.evicted() => bail!("closed to make room for another connection"),
+    }
+    lease.touch();
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
@@ -232,15 +235,6 @@ async fn serve_one(stream: UnixStream, requests: mpsc::Sender<Incoming>) -> Resu
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     Ok(())
-}
-
-/// Removes the socket file when the controller stops.
-pub struct SocketGuard(pub PathBuf);
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Client side: one request, one reply.

@@ -50,7 +50,7 @@ async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>) {
         sleep_until(next).await;
         let outcome = checks::run(&spec, &target, address).await;
         // After a failure, look again soon: confirms a death, or notices a recovery.
-        let pause = if outcome.ok { spec.interval } else { spec.retry_interval };
+        let pause = if outcome.ok && !outcome.local_error { spec.interval } else { spec.retry_interval };
         if reports.send(Report { target: target.clone(), check: index, outcome }).await.is_err() {
             return; // the controller is shutting down
         }
@@ -142,10 +142,10 @@ impl Controller {
             metrics: Recorder::default(),
             dataplane_note: String::new(),
         };
-        if let Some(socket) = controller.config.powerdns_socket.clone() {
+        if let Some(powerdns) = controller.config.powerdns.clone() {
             let table = AnswerTable::build(&controller.config, &controller.state);
             let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(table));
-            let file = pdns_backend::listen(&socket, rx)?;
+            let file = pdns_backend::listen(&powerdns, rx)?;
             controller.answers = Some((tx, file));
         }
         controller.publish()?;
@@ -268,8 +268,18 @@ impl Controller {
 
     fn handle(&mut self, report: Report) -> Result<()> {
         let Report { target, check, outcome } = report;
-        if let Some(name) = self.state.targets.get(&target).and_then(|t| t.checks.get(check)).map(|c| &c.name) {
-            self.metrics.check(&target, name, outcome.ok, outcome.latency);
+        let Some(check_state) = self.state.targets.get(&target).and_then(|t| t.checks.get(check)) else {
+            return Ok(());
+        };
+        self.metrics.check(&target, &check_state.name, &outcome);
+        if outcome.local_error {
+            // Logged when a run of local errors starts, not for every run.
+            if check_state.local_error.is_none() {
+                error!(%target, check = %check_state.name, detail = %outcome.detail,
+                    "check could not run on this host; the target keeps its state until checks run again");
+            }
+        } else if check_state.local_error.is_some() {
+            info!(%target, check = %check_state.name, "check runs again");
         }
         if !outcome.ok {
             tracing::debug!(%target, check, detail = %outcome.detail, "check failed");

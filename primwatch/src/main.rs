@@ -285,6 +285,11 @@ fn print_status(status: &Status) {
                 c.failures,
                 c.last
             );
+            if let Some(local) = &c.local_error {
+                println!("            NOT RUNNING ({} local errors): {local}", c.local_errors);
+            } else if c.local_errors > 0 {
+                println!("            {} local errors so far (none now)", c.local_errors);
+            }
         }
     }
     println!("GROUPS");
@@ -367,6 +372,12 @@ fn print_stats(stats: &primwatch::metrics::Stats) {
         ms(m.sync_seconds.quantile(0.99))
     );
     println!("RELOADS  {} applied, {} rejected", stats.reloads.applied, stats.reloads.rejected);
+    for (socket, c) in &stats.sockets {
+        println!(
+            "SOCKET   {socket}: {} accepted, refused {} (peer not allowed) {} (all slots busy), {} idle closed, {} accept errors",
+            c.accepted, c.refused_peer, c.refused_busy, c.closed_idle, c.accept_errors
+        );
+    }
 }
 
 fn print_name(n: &primwatch::control::NameStatus) {
@@ -377,11 +388,28 @@ fn print_name(n: &primwatch::control::NameStatus) {
 
 fn run(config_path: PathBuf) -> Result<()> {
     let config = Config::load(&config_path)?;
+    raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
         .block_on(serve(config, config_path))
+}
+
+/// Raises the soft limit on open files to the hard limit: checks, sockets and maps all
+/// take descriptors, and systemd's default soft limit (1024) is easy to reach.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                info!(from = soft, to = limit.rlim_max, "raised the open-file limit");
+            }
+        }
+    }
 }
 
 async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
@@ -405,7 +433,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     if let Some(address) = config.metrics_listen {
         primwatch::metrics::serve(address, requests_tx.clone()).await?;
     }
-    let _socket = control::listen(&config.control_socket, requests_tx)
+    let _socket = control::listen(&config.control_socket, &config.control_access, requests_tx)
         .with_context(|| format!("control socket {}", config.control_socket.display()))?;
 
     let mut attachments = Vec::new();

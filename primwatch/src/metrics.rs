@@ -71,6 +71,9 @@ pub struct CheckStats {
     pub check: String,
     pub ok: u64,
     pub failed: u64,
+    /// Runs that could not judge the target (a local error on this host).
+    #[serde(default)]
+    pub local_errors: u64,
     pub latency_seconds: Histogram,
 }
 
@@ -112,20 +115,25 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    pub fn check(&mut self, target: &str, check: &str, ok: bool, latency: Duration) {
+    pub fn check(&mut self, target: &str, check: &str, outcome: &crate::checks::Outcome) {
         let stats = self.checks.entry((target.to_string(), check.to_string())).or_insert_with(|| CheckStats {
             target: target.to_string(),
             check: check.to_string(),
             ok: 0,
             failed: 0,
+            local_errors: 0,
             latency_seconds: Histogram::new(CHECK_BUCKETS),
         });
-        if ok {
+        if outcome.local_error {
+            stats.local_errors += 1;
+            return;
+        }
+        if outcome.ok {
             stats.ok += 1;
         } else {
             stats.failed += 1;
         }
-        stats.latency_seconds.observe(latency.as_secs_f64());
+        stats.latency_seconds.observe(outcome.latency.as_secs_f64());
     }
 
     pub fn map_sync(&mut self, written: usize, deleted: usize, took: Duration) {
@@ -163,6 +171,10 @@ impl Recorder {
             groups,
             map: self.map.clone(),
             reloads: self.reloads.clone(),
+            sockets: [("control", &crate::local_socket::CONTROL), ("powerdns", &crate::local_socket::POWERDNS)]
+                .into_iter()
+                .map(|(name, counters)| (name.to_string(), counters.snapshot()))
+                .collect(),
         }
     }
 }
@@ -197,6 +209,9 @@ pub struct Stats {
     pub groups: Vec<StateStats>,
     pub map: MapStats,
     pub reloads: ReloadStats,
+    /// Per local socket (control, powerdns): connections accepted and refused.
+    #[serde(default)]
+    pub sockets: BTreeMap<String, crate::local_socket::CounterSnapshot>,
 }
 
 /// Prometheus label values: backslash, quote and newline escaped.
@@ -252,6 +267,11 @@ pub fn prometheus_text(stats: &Stats) -> String {
         let _ = writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"ok\"}} {}", c.ok);
         let _ =
             writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"fail\"}} {}", c.failed);
+        let _ = writeln!(
+            out,
+            "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"local_error\"}} {}",
+            c.local_errors
+        );
     }
     help(&mut out, "primwatch_check_latency_seconds", "histogram", "Health check duration per target and check.");
     for c in &stats.checks {
@@ -317,6 +337,23 @@ pub fn prometheus_text(stats: &Stats) -> String {
     help(&mut out, "primwatch_reloads_total", "counter", "Config reloads by result.");
     let _ = writeln!(out, "primwatch_reloads_total{{result=\"applied\"}} {}", stats.reloads.applied);
     let _ = writeln!(out, "primwatch_reloads_total{{result=\"rejected\"}} {}", stats.reloads.rejected);
+    help(
+        &mut out,
+        "primwatch_socket_connections_total",
+        "counter",
+        "Connections to the control and PowerDNS sockets by result (refused: not root or the socket's group, or every slot busy).",
+    );
+    for (socket, c) in &stats.sockets {
+        for (result, n) in [
+            ("accepted", c.accepted),
+            ("refused_peer", c.refused_peer),
+            ("refused_busy", c.refused_busy),
+            ("closed_idle", c.closed_idle),
+            ("accept_error", c.accept_errors),
+        ] {
+            let _ = writeln!(out, "primwatch_socket_connections_total{{socket=\"{socket}\",result=\"{result}\"}} {n}");
+        }
+    }
     out
 }
 
@@ -414,8 +451,16 @@ mod tests {
     #[test]
     fn prometheus_text_has_cumulative_buckets_and_escaped_labels() {
         let mut r = Recorder::default();
-        r.check("web\"1", "http", true, Duration::from_millis(2));
-        r.check("web\"1", "http", false, Duration::from_millis(20));
+        let run = |ok, local_error, ms| crate::checks::Outcome {
+            ok,
+            local_error,
+            detail: String::new(),
+            latency: Duration::from_millis(ms),
+            tcp: None,
+        };
+        r.check("web\"1", "http", &run(true, false, 2));
+        r.check("web\"1", "http", &run(false, false, 20));
+        r.check("web\"1", "http", &run(false, true, 0));
         r.map_sync(3, 1, Duration::from_micros(80));
         let names =
             vec![NameStats { name: "www.example.test".into(), view: "default".into(), a_answers: 5, aaaa_answers: 0 }];
@@ -427,6 +472,10 @@ mod tests {
         );
         assert!(
             text.contains("primwatch_check_results_total{target=\"web\\\"1\",check=\"http\",result=\"fail\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("primwatch_check_results_total{target=\"web\\\"1\",check=\"http\",result=\"local_error\"} 1"),
             "{text}"
         );
         assert!(

@@ -12,29 +12,27 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::unix::fs::PermissionsExt as _,
-    path::Path,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use ipnet::IpNet;
 use rand::Rng as _;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{UnixListener, UnixStream},
+    net::UnixStream,
     sync::watch,
 };
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::Config,
-    control::SocketGuard,
+    config::{Config, PowerDnsConfig},
     dns_name::DnsName,
+    local_socket::{self, Lease, SocketGuard},
     records::{Chosen, Pick},
     selection::{self, Health},
 };
@@ -168,41 +166,37 @@ fn pick<A: Copy>(turn: &AtomicUsize, chosen: &Chosen<A>, record: impl Fn(A) -> V
 
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Serves the remote-backend protocol on `path` from the latest table in `answers`.
-pub fn listen(path: &Path, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketGuard> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    // PowerDNS runs as its own user. The socket only answers lookups of public DNS
-    // data (nothing here changes state), so anyone on the host may connect.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    info!(socket = %path.display(), "PowerDNS remote backend listening");
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(stream, answers.clone()));
-                }
-                Err(e) => {
-                    warn!(error = %e, "remote backend accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+/// Serves the remote-backend protocol at `powerdns.socket` from the latest table in
+/// `answers`. Only root and the PowerDNS group may connect (mode 0660 and
+/// SO_PEERCRED); at most `max_connections` are served at once.
+pub fn listen(powerdns: &PowerDnsConfig, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketGuard> {
+    let path = &powerdns.socket;
+    let listener = local_socket::bind(path, &powerdns.access)?;
+    info!(socket = %path.display(), group = ?powerdns.access.group.as_ref().map(|g| &g.0),
+        "PowerDNS remote backend listening");
+    local_socket::serve(
+        listener,
+        powerdns.access.clone(),
+        &local_socket::POWERDNS,
+        "powerdns",
+        move |stream, lease| serve_connection(stream, lease, answers.clone()),
+    );
     Ok(SocketGuard(path.to_path_buf()))
 }
 
-async fn serve_connection(mut stream: UnixStream, answers: watch::Receiver<Arc<AnswerTable>>) {
+async fn serve_connection(mut stream: UnixStream, lease: Lease, answers: watch::Receiver<Arc<AnswerTable>>) {
     let mut buffer = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
-        match stream.read(&mut chunk).await {
+        let read = tokio::select! {
+            read = stream.read(&mut chunk) => read,
+            _ = lease.evicted() => return,
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
+        lease.touch();
         // Requests are a few hundred bytes; anything this large is not PowerDNS.
         if buffer.len() > MAX_REQUEST_BYTES {
             warn!(bytes = buffer.len(), "remote backend: request too large; closing the connection");
@@ -280,6 +274,8 @@ fn client_of(parameters: &Value) -> IpNet {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const CONFIG: &str = r#"

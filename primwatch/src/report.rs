@@ -167,6 +167,8 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
                         latency_ms: c.last.as_ref().map(|o| o.latency.as_secs_f64() * 1000.0),
                         runs: c.runs,
                         failures: c.failures,
+                        local_errors: c.local_errors,
+                        local_error: c.local_error.as_ref().map(|o| o.detail.clone()),
                         tcp_connect_ms: c
                             .last
                             .as_ref()

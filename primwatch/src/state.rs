@@ -158,15 +158,35 @@ pub struct CheckState {
     pub last: Option<Outcome>,
     pub runs: u64,
     pub failures: u64,
+    /// Runs that could not judge the target for a reason on this host.
+    pub local_errors: u64,
+    /// The last such run, while runs keep failing locally; cleared by a real result.
+    pub local_error: Option<Outcome>,
 }
 
 impl CheckState {
     pub fn new(name: &str, initially_up: bool) -> CheckState {
-        CheckState { name: name.to_string(), up: initially_up, streak: 0, last: None, runs: 0, failures: 0 }
+        CheckState {
+            name: name.to_string(),
+            up: initially_up,
+            streak: 0,
+            last: None,
+            runs: 0,
+            failures: 0,
+            local_errors: 0,
+            local_error: None,
+        }
     }
 
-    /// Feeds one result; true when the check changed state.
+    /// Feeds one result; true when the check changed state. A local error (the check
+    /// could not be run) leaves the state and the streak as they were.
     pub fn record(&mut self, outcome: Outcome, rise: u32, fall: u32) -> bool {
+        if outcome.local_error {
+            self.local_errors += 1;
+            self.local_error = Some(outcome);
+            return false;
+        }
+        self.local_error = None;
         self.runs += 1;
         if !outcome.ok {
             self.failures += 1;
@@ -502,7 +522,13 @@ mod tests {
     use super::*;
 
     fn outcome(ok: bool) -> Outcome {
-        Outcome { ok, detail: if ok { "ok".into() } else { "refused".into() }, latency: Duration::ZERO, tcp: None }
+        Outcome {
+            ok,
+            local_error: false,
+            detail: if ok { "ok".into() } else { "refused".into() },
+            latency: Duration::ZERO,
+            tcp: None,
+        }
     }
 
     #[test]
@@ -519,6 +545,25 @@ mod tests {
         assert!(c.record(outcome(true), 2, 3), "second success in a row: up");
         assert!(c.up);
         assert_eq!((c.runs, c.failures), (8, 5));
+    }
+
+    #[test]
+    fn local_errors_neither_fail_nor_restore_a_check() {
+        let mut c = CheckState::new("http", true);
+        let local = Outcome { local_error: true, detail: "local error: EMFILE".into(), ..outcome(false) };
+        assert!(!c.record(outcome(false), 1, 2));
+        for _ in 0..10 {
+            assert!(!c.record(local.clone(), 1, 2), "a local error is not a failure");
+        }
+        assert!(c.up);
+        assert_eq!((c.runs, c.failures, c.local_errors), (1, 1, 10));
+        assert!(c.local_error.is_some());
+        // The streak survives the local errors: the next real failure completes it.
+        assert!(c.record(outcome(false), 1, 2));
+        assert!(c.local_error.is_none());
+        let mut down = CheckState::new("http", false);
+        assert!(!down.record(local, 1, 1), "nor does it bring a target back");
+        assert!(!down.up);
     }
 
     #[test]

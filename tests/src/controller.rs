@@ -29,6 +29,8 @@ pub struct Controller {
     ns: String,
     config_path: PathBuf,
     dir: TempDir,
+    /// Runs the controller under this hard and soft RLIMIT_NOFILE (prlimit).
+    open_file_limit: Option<u64>,
 }
 
 impl Controller {
@@ -36,13 +38,26 @@ impl Controller {
     /// control socket and state file go into a temp dir unless the config sets them)
     /// and runs `primwatch run` in `ns` until it logs that it is serving.
     pub fn start(ns: &str, config_template: &str) -> Result<Controller> {
+        Controller::start_limited(ns, config_template, None)
+    }
+
+    /// As `start`, under an RLIMIT_NOFILE of `open_file_limit` (soft and hard), if given.
+    pub fn start_limited(ns: &str, config_template: &str, open_file_limit: Option<u64>) -> Result<Controller> {
         let dir = TempDir::new("pwctl")?;
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("pwt"));
         let control_socket = dir.0.join("ctl.sock");
         let state_file = dir.0.join("state.json");
         let config_path = dir.0.join("primwatch.toml");
-        let mut controller =
-            Controller { child: None, pin_dir, control_socket, state_file, ns: ns.to_string(), config_path, dir };
+        let mut controller = Controller {
+            child: None,
+            pin_dir,
+            control_socket,
+            state_file,
+            ns: ns.to_string(),
+            config_path,
+            dir,
+            open_file_limit,
+        };
         controller.write_config(config_template)?;
         controller.spawn()?;
         Ok(controller)
@@ -69,7 +84,16 @@ impl Controller {
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.0.join("log"))?;
         let log_len = log.metadata()?.len() as usize;
-        let child = netns::command(&self.ns, binary().to_str().context("path")?)
+        let binary = binary().to_str().context("path")?.to_string();
+        let mut command = match self.open_file_limit {
+            Some(n) => {
+                let mut c = netns::command(&self.ns, "prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(&binary);
+                c
+            }
+            None => netns::command(&self.ns, &binary),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)

@@ -41,6 +41,8 @@ pub struct World {
     pub backends: Vec<HttpBackend>,
     pub net: BackendNet,
     pub lab: Lab,
+    /// The PowerDNS remote backend socket, when PowerDNS asks primwatch.
+    pub powerdns_socket: Option<std::path::PathBuf>,
 }
 
 /// PowerDNS's own record in the zone, so replies show which path produced them.
@@ -54,6 +56,12 @@ pub fn world(body: &str) -> World {
 /// As `world`; with `remote_backend`, PowerDNS asks primwatch (`launch=bind,remote`,
 /// caches off) for the names primwatch manages, as the README's production setup does.
 pub fn world_with(body: &str, remote_backend: bool) -> World {
+    world_custom(body, remote_backend, "", None)
+}
+
+/// As `world_with`, with extra `[powerdns]` keys (`powerdns_keys`, lines) and the
+/// controller under an RLIMIT_NOFILE of `open_file_limit`, if given.
+pub fn world_custom(body: &str, remote_backend: bool, powerdns_keys: &str, open_file_limit: Option<u64>) -> World {
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
     let backends = net.serve_http([WEB1, WEB2, WEB3].map(|ip| ip.parse().unwrap())).unwrap();
@@ -61,7 +69,7 @@ pub fn world_with(body: &str, remote_backend: bool) -> World {
     let socket = std::env::temp_dir().join(format!("{}.sock", crate::unique("pw-pdns")));
     let (body, pdns_conf) = if remote_backend {
         (
-            format!("[powerdns]\nsocket = \"{}\"\n{body}", socket.display()),
+            format!("[powerdns]\nsocket = \"{}\"\n{powerdns_keys}\n{body}", socket.display()),
             format!(
                 "launch=bind,remote\nremote-connection-string=unix:path={}\n\
                  cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
@@ -102,10 +110,10 @@ checks = ["http"]
 "#
     );
     // The controller first: PowerDNS connects to its socket when it starts.
-    let controller = Controller::start(&lab.server_ns, &config).unwrap();
+    let controller = Controller::start_limited(&lab.server_ns, &config, open_file_limit).unwrap();
     let pdns =
         PowerDns::start_with(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone, &pdns_conf).unwrap();
-    World { controller, pdns, backends, net, lab }
+    World { controller, pdns, backends, net, lab, powerdns_socket: remote_backend.then_some(socket) }
 }
 
 impl World {

@@ -16,7 +16,10 @@ use primwatch_common::MAX_RECORDS;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::dns_name::DnsName;
+use crate::{
+    dns_name::DnsName,
+    local_socket::{self, Access},
+};
 
 mod health;
 mod views;
@@ -82,6 +85,8 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// Where `primwatch ctl` connects.
     pub control_socket: PathBuf,
+    /// Root only; `server.control_max_connections` at once.
+    pub control_access: Access,
     /// Where overrides and holds are saved across restarts.
     pub state_file: PathBuf,
     pub checks: BTreeMap<String, CheckConfig>,
@@ -94,9 +99,16 @@ pub struct Config {
     pub hooks: Hooks,
     /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
     /// connector), if anywhere.
-    pub powerdns_socket: Option<PathBuf>,
+    pub powerdns: Option<PowerDnsConfig>,
     /// Where to serve Prometheus metrics (GET /metrics), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// The PowerDNS remote backend's socket (`[powerdns]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerDnsConfig {
+    pub socket: PathBuf,
+    pub access: Access,
 }
 
 /// Commands run on state changes (keepalived's notify, Murakumo's on-activate).
@@ -196,6 +208,49 @@ struct RawConfig {
 struct RawPowerDns {
     /// e.g. "/run/primwatch/pdns.sock"; pdns.conf: remote-connection-string=unix:path=...
     socket: PathBuf,
+    /// The group PowerDNS runs as (default "pdns" where it exists).
+    group: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    idle_timeout: Option<Spanned<String>>,
+}
+
+/// The PowerDNS group PowerDNS runs as on Debian.
+pub const DEFAULT_POWERDNS_GROUP: &str = "pdns";
+/// PowerDNS opens one connection per backend instance (a few per receiver thread).
+pub const DEFAULT_POWERDNS_MAX_CONNECTIONS: usize = 64;
+/// PowerDNS keeps its connections open and does not expect them closed under it, so an
+/// idle one is closed only when a new connection needs its slot.
+pub const DEFAULT_POWERDNS_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const DEFAULT_CONTROL_MAX_CONNECTIONS: usize = 16;
+/// A `ctl` client sends its one request at once.
+pub const CONTROL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn parse_powerdns(raw: RawPowerDns, at: &health::At) -> Result<PowerDnsConfig, ConfigError> {
+    let group = match &raw.group {
+        Some(name) if name.get_ref().is_empty() => None,
+        Some(name) => match local_socket::group_id(name.get_ref()) {
+            Some(gid) => Some((name.get_ref().clone(), gid)),
+            None => {
+                return Err(at(
+                    name.span(),
+                    format!("powerdns.group: no group named '{}' on this host", name.get_ref()),
+                ))
+            }
+        },
+        None => local_socket::group_id(DEFAULT_POWERDNS_GROUP).map(|gid| (DEFAULT_POWERDNS_GROUP.to_string(), gid)),
+    };
+    let max_connections = match &raw.max_connections {
+        Some(n) if *n.get_ref() == 0 => return Err(at(n.span(), "powerdns.max_connections must be at least 1".into())),
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_POWERDNS_MAX_CONNECTIONS,
+    };
+    let idle_timeout = match &raw.idle_timeout {
+        Some(t) => humantime::parse_duration(t.get_ref())
+            .map_err(|e| at(t.span(), format!("powerdns.idle_timeout '{}' is not a duration: {e}", t.get_ref())))?,
+        None => DEFAULT_POWERDNS_IDLE_TIMEOUT,
+    };
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    Ok(PowerDnsConfig { socket: raw.socket, access: Access { mode, group, max_connections, idle_timeout } })
 }
 
 #[derive(Deserialize)]
@@ -217,6 +272,7 @@ struct RawServer {
     on_stop: OnStop,
     pin_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
+    control_max_connections: Option<Spanned<usize>>,
     state_file: Option<PathBuf>,
     default_ttl: Option<Spanned<u32>>,
 }
@@ -267,8 +323,10 @@ impl Config {
             Some("server.control_socket")
         } else if self.state_file != other.state_file {
             Some("server.state_file")
-        } else if self.powerdns_socket != other.powerdns_socket {
-            Some("powerdns.socket")
+        } else if self.control_access != other.control_access {
+            Some("server.control_max_connections")
+        } else if self.powerdns != other.powerdns {
+            Some("powerdns")
         } else if self.metrics_listen != other.metrics_listen {
             Some("metrics.listen")
         } else {
@@ -476,6 +534,20 @@ impl Config {
             }
         };
 
+        let powerdns = raw.powerdns.map(|p| parse_powerdns(p, &at)).transpose()?;
+        let control_access = Access {
+            mode: 0o600,
+            group: None,
+            max_connections: match &server.control_max_connections {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(at(n.span(), "server.control_max_connections must be at least 1".into()))
+                }
+                Some(n) => *n.get_ref(),
+                None => DEFAULT_CONTROL_MAX_CONNECTIONS,
+            },
+            idle_timeout: CONTROL_IDLE_TIMEOUT,
+        };
+
         // Distinct names with one 64-bit hash could never both be answered by XDP.
         let mut by_hash = BTreeMap::new();
         for name in names.keys() {
@@ -491,6 +563,7 @@ impl Config {
             on_stop: server.on_stop,
             pin_dir: server.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
             control_socket: server.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            control_access,
             state_file: server.state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
             checks,
             targets,
@@ -499,7 +572,7 @@ impl Config {
             views,
             zones,
             hooks,
-            powerdns_socket: raw.powerdns.map(|p| p.socket),
+            powerdns,
             metrics_listen,
         })
     }

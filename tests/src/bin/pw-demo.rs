@@ -52,7 +52,7 @@ fn main() -> Result<()> {
             .spawn()
             .context("starting primwatch")?,
     );
-    let socket = config.powerdns_socket.clone().context("demo.toml has [powerdns]")?;
+    let socket = config.powerdns.as_ref().map(|p| p.socket.clone()).context("demo.toml has [powerdns]")?;
     if primwatch_tests::wait_for(Duration::from_secs(20), || socket.exists().then_some(())).is_none() {
         anyhow::bail!("primwatch did not start (no {})", socket.display());
     }

@@ -1,0 +1,209 @@
+//! Local users cannot change what DNS answers: the PowerDNS and control sockets admit
+//! only root and the PowerDNS group, a flood of connections is refused beyond a cap
+//! while checks and `ctl` carry on, and a daemon out of descriptors records local
+//! errors instead of marking healthy targets down.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::{fs::MetadataExt as _, net::UnixStream},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use hickory_proto::rr::RecordType;
+use primwatch_tests::{
+    controller::binary,
+    dns,
+    world::{set, world_custom, World, SITE_GROUPS, WEB1, WEB2},
+};
+
+const NAMES: &str = "[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n";
+const SOON: Duration = Duration::from_secs(3);
+const NOBODY: u32 = 65534;
+
+/// Runs perl as `uid`/`gid` with supplementary `groups` (none if empty): connects to
+/// the Unix socket, sends a PowerDNS-style request and prints what happened.
+fn connect_as(uid: u32, gid: u32, groups: &str, socket: &Path) -> String {
+    let script = r#"
+        use IO::Socket::UNIX;
+        my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or do { print "connect failed: $!\n"; exit 0 };
+        print $s "{\"method\":\"initialize\",\"parameters\":{}}\n";
+        my $line = <$s>;
+        print defined $line ? "reply: $line" : "closed without a reply\n";
+    "#;
+    let mut command = Command::new("setpriv");
+    command.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        command.arg("--clear-groups");
+    } else {
+        command.arg(format!("--groups={groups}"));
+    }
+    let out = command.args(["perl", "-e", script]).arg(socket).output().expect("setpriv perl");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn group_id(name: &str) -> u32 {
+    let out = Command::new("getent").args(["group", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split(':').nth(2).unwrap().trim().parse().unwrap()
+}
+
+fn socket_counters(w: &World, socket: &str) -> serde_json::Value {
+    let stats = w.controller.ctl(&["stats"]).unwrap();
+    stats["stats"]["sockets"][socket].clone()
+}
+
+/// Each target's (state, since) from `ctl status`.
+fn target_states(w: &World) -> BTreeMap<String, (String, String)> {
+    let status = w.controller.ctl(&["status"]).unwrap();
+    status["status"]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                (t["state"].to_string(), t["since"].as_str().unwrap().to_string()),
+            )
+        })
+        .collect()
+}
+
+fn tcp_answers(w: &World) -> std::collections::BTreeSet<String> {
+    let server = std::net::SocketAddr::new(w.lab.server_addr(false), 53);
+    let query = dns::query(9, "www.example.test", RecordType::A, None).unwrap();
+    let reply = dns::exchange_tcp(&w.lab.client_ns, server, &query).unwrap();
+    dns::addresses(&dns::parse(&reply).unwrap()).iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn only_root_and_the_powerdns_group_may_use_the_sockets() {
+    let w = world_custom(&format!("{SITE_GROUPS}{NAMES}"), true, "", None);
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let socket = w.powerdns_socket.clone().unwrap();
+    let pdns_gid = group_id("pdns");
+
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660, "PowerDNS socket mode");
+    assert_eq!((meta.uid(), meta.gid()), (0, pdns_gid), "owned by root, group pdns");
+
+    // Root (PowerDNS here runs as root) is served.
+    let root = connect_as(0, 0, "", &socket);
+    assert!(root.contains("\"result\":true}"), "{root}");
+    // Debian's nobody: the file mode stops it.
+    let nobody = connect_as(NOBODY, NOBODY, "", &socket);
+    assert!(nobody.contains("connect failed: Permission denied"), "{nobody}");
+    // A member of group pdns whose process runs under the pdns gid: allowed.
+    let pdns_member = connect_as(NOBODY, pdns_gid, "", &socket);
+    assert!(pdns_member.contains("\"result\":true}"), "{pdns_member}");
+    // The file mode lets a supplementary member of pdns connect, but its process's
+    // credentials (SO_PEERCRED: primary gid) are not the PowerDNS group's: refused.
+    let before = socket_counters(&w, "powerdns")["refused_peer"].as_u64().unwrap();
+    let sneaky = connect_as(NOBODY, NOBODY, &pdns_gid.to_string(), &socket);
+    assert!(sneaky.contains("closed without a reply"), "{sneaky}");
+    assert_eq!(socket_counters(&w, "powerdns")["refused_peer"].as_u64().unwrap(), before + 1);
+
+    // The control socket: root only.
+    let out = Command::new("setpriv")
+        .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups"])
+        .arg(binary())
+        .args(["ctl", "--socket"])
+        .arg(&w.controller.control_socket)
+        .args(["target", "web1", "down"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Permission denied"), "{text}");
+    // And nothing changed.
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+}
+
+#[test]
+fn a_connection_flood_is_refused_beyond_the_cap_and_checks_carry_on() {
+    const CAP: usize = 8;
+    let mut w = world_custom(
+        &format!("{SITE_GROUPS}{NAMES}"),
+        true,
+        &format!("max_connections = {CAP}\nidle_timeout = \"1h\""),
+        None,
+    );
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    // PowerDNS opens its connections with its first lookups.
+    assert_eq!(tcp_answers(&w), set(&[WEB1, WEB2]));
+    let socket = w.powerdns_socket.clone().unwrap();
+    let before = socket_counters(&w, "powerdns");
+
+    // Hold many more connections than the cap, as a runaway or hostile local root
+    // process in the PowerDNS group would.
+    let held: Vec<UnixStream> = (0..CAP + 40).filter_map(|_| UnixStream::connect(&socket).ok()).collect();
+    assert_eq!(held.len(), CAP + 40, "the kernel queues every connect; the controller decides");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = socket_counters(&w, "powerdns");
+    let refused = after["refused_busy"].as_u64().unwrap() - before["refused_busy"].as_u64().unwrap();
+    let accepted = after["accepted"].as_u64().unwrap() - before["accepted"].as_u64().unwrap();
+    assert!(refused >= 40, "at least the excess is refused and counted: {after}");
+    assert!(accepted <= CAP as u64, "no more than the cap is served: {after}");
+
+    // Checks carry on: a backend going down and coming back is seen, `ctl` answers.
+    w.backends[1].stop();
+    w.expect("www.example.test", &[WEB1], SOON);
+    w.backends[1].resume().unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let states = target_states(&w);
+    assert!(states.values().all(|(state, _)| state == "\"up\""), "{states:?}");
+    drop(held);
+}
+
+#[test]
+fn out_of_descriptors_is_a_local_error_and_no_target_goes_down() {
+    // A low limit and a socket cap above it, so held connections exhaust the daemon.
+    const LIMIT: u64 = 128;
+    let mut w = world_custom(
+        &format!("{SITE_GROUPS}{NAMES}"),
+        true,
+        "max_connections = 1000\nidle_timeout = \"1h\"",
+        Some(LIMIT),
+    );
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let before = target_states(&w);
+    let pid = w.controller.pid().unwrap();
+    let open_fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let socket = w.powerdns_socket.clone().unwrap();
+
+    let mut held = Vec::new();
+    while open_fds() < LIMIT && held.len() < LIMIT as usize {
+        held.push(UnixStream::connect(&socket).unwrap());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(open_fds() >= LIMIT - 1, "the daemon is out of descriptors ({} open)", open_fds());
+    // These wait in the listen backlog: accepting them fails (EMFILE).
+    held.extend((0..4).map(|_| UnixStream::connect(&socket).unwrap()));
+    // Checks run every 200 ms with fall = 1: a second of failed checks would have taken
+    // every target down.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(w.answers("www.example.test"), set(&[WEB1, WEB2]));
+    drop(held);
+
+    // Once descriptors are free again, `ctl` answers: nothing moved, and the local errors
+    // were counted and named.
+    let status = primwatch_tests::wait_for(Duration::from_secs(5), || w.controller.ctl(&["status"]).ok()).unwrap();
+    let after = target_states(&w);
+    assert_eq!(before, after, "no target changed state");
+    let local_errors: u64 = status["status"]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["checks"].as_array().unwrap().iter())
+        .map(|c| c["local_errors"].as_u64().unwrap())
+        .sum();
+    assert!(local_errors > 0, "local errors counted: {status}");
+    let log = w.controller.log();
+    assert!(log.contains("check could not run on this host"), "{log}");
+    assert!(!log.contains("target down"), "{log}");
+    let counters = socket_counters(&w, "powerdns");
+    assert!(counters["accept_errors"].as_u64().unwrap() > 0, "{counters}");
+    // And checks judge again: a real failure is still seen.
+    w.backends[0].stop();
+    w.expect("www.example.test", &[WEB2], SOON);
+}

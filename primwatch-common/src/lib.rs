@@ -97,6 +97,46 @@ pub struct Settings {
     pub wildcard_names: u32,
 }
 
+/// Most interfaces and addresses per family the XDP program knows as this host's.
+pub const MAX_HOST_INTERFACES: usize = 16;
+pub const MAX_HOST_ADDRS: usize = 32;
+
+/// What "this host" is, for the XDP program (the single entry of the `host` array,
+/// kept current by the controller): the MAC of each interface the program is attached
+/// to, and every unicast address of the host (any interface: the kernel accepts a
+/// datagram for any local address on any interface, e.g. an anycast service address on
+/// a dummy device).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostAddrs {
+    pub interface_count: u32,
+    pub v4_count: u32,
+    pub v6_count: u32,
+    pub _pad: u32,
+    /// Interface indexes, `interface_count` of them.
+    pub ifindex: [u32; MAX_HOST_INTERFACES],
+    /// Their MACs in the first 6 bytes, the other 2 zero.
+    pub mac: [[u8; 8]; MAX_HOST_INTERFACES],
+    /// IPv4 addresses in network byte order.
+    pub v4: [[u8; 4]; MAX_HOST_ADDRS],
+    pub v6: [[u8; 16]; MAX_HOST_ADDRS],
+}
+
+impl Default for HostAddrs {
+    fn default() -> Self {
+        HostAddrs {
+            interface_count: 0,
+            v4_count: 0,
+            v6_count: 0,
+            _pad: 0,
+            ifindex: [0; MAX_HOST_INTERFACES],
+            mac: [[0; 8]; MAX_HOST_INTERFACES],
+            v4: [[0; 4]; MAX_HOST_ADDRS],
+            v6: [[0; 16]; MAX_HOST_ADDRS],
+        }
+    }
+}
+
 /// How the XDP program picks the records of one reply from an [`AnswerSet`]
 /// (`AnswerSet::select` holds the value).
 #[repr(u8)]
@@ -215,8 +255,6 @@ pub struct Scratch {
     pub name_len: u32,
     /// The UDP length handed through memory for the same reason.
     pub udp_len: u32,
-    /// The IPv4 header length, handed through memory for the same reason.
-    pub ipv4_hlen: u32,
     /// The query's EDNS flags masked to DO (0 or 0x8000): read where needed rather than
     /// carried in a register, so the verifier does not split the rest of the program
     /// into DO=0 and DO=1 paths.
@@ -225,9 +263,6 @@ pub struct Scratch {
     pub round_robin: u32,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
-    /// IPv4 options of the query (at most 40 bytes), zero-padded, for the header
-    /// checksum; 64 bytes so that a masked length always fits.
-    pub ip_options: [u8; 64],
 }
 
 /// Longest UDP datagram (header included) whose checksum the XDP program verifies;
@@ -281,6 +316,16 @@ pub struct Counters {
     /// A wrong IPv4 header checksum or UDP checksum (or none over IPv6): the kernel
     /// would drop it, so XDP does not answer it.
     pub pass_bad_checksum: u64,
+    /// Not addressed to this host: a destination MAC other than the receiving
+    /// interface's own (broadcast, multicast, another host's), or a destination IP that
+    /// is none of the host's addresses (another host's, broadcast, multicast).
+    pub pass_not_for_host: u64,
+    /// From a source no reply may go to: a multicast source MAC, a martian source IP
+    /// (unspecified, loopback, multicast, class E, broadcast, IPv4-mapped) or one of
+    /// this host's own addresses.
+    pub pass_bad_source: u64,
+    /// IPv4 options (source routes and the like): the kernel applies its own rules.
+    pub pass_ip_options: u64,
 }
 
 /// Why a packet was passed to the kernel; the value is the field index in [`Counters`].
@@ -297,6 +342,9 @@ pub enum Verdict {
     TooLarge = 7,
     Dnssec = 8,
     BadChecksum = 9,
+    NotForHost = 10,
+    BadSource = 11,
+    IpOptions = 12,
 }
 
 pub const COUNTER_FIELDS: usize = core::mem::size_of::<Counters>() / 8;
@@ -313,6 +361,9 @@ impl Counters {
         "pass_too_large",
         "pass_dnssec",
         "pass_bad_checksum",
+        "pass_not_for_host",
+        "pass_bad_source",
+        "pass_ip_options",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -327,6 +378,9 @@ impl Counters {
             self.pass_too_large,
             self.pass_dnssec,
             self.pass_bad_checksum,
+            self.pass_not_for_host,
+            self.pass_bad_source,
+            self.pass_ip_options,
         ]
     }
 
@@ -341,6 +395,9 @@ impl Counters {
         self.pass_too_large += other.pass_too_large;
         self.pass_dnssec += other.pass_dnssec;
         self.pass_bad_checksum += other.pass_bad_checksum;
+        self.pass_not_for_host += other.pass_not_for_host;
+        self.pass_bad_source += other.pass_bad_source;
+        self.pass_ip_options += other.pass_ip_options;
     }
 }
 
@@ -352,6 +409,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::ViewMatch {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::HostAddrs {}
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub mod eth {
     /// An 802.1Q tag: TCI (2), then the encapsulated EtherType (2).
     pub const VLAN_HLEN: usize = 4;
     pub const VLAN_ETHERTYPE_OFF: usize = 2;
+    /// The I/G bit of a MAC's first byte: set for group (multicast, broadcast) addresses.
+    pub const GROUP_BIT: u8 = 0x01;
 }
 
 /// IPv4 (RFC 791).
@@ -25,6 +27,8 @@ pub mod ipv4 {
     pub const VERSION: u8 = 4;
     pub const VERSION_IHL_OFF: usize = 0;
     pub const IHL_MASK: u8 = 0x0f;
+    /// The ECN field: the low bits of the TOS byte, which follows VERSION_IHL (RFC 3168 §5).
+    pub const ECN_MASK: u8 = 0x03;
     pub const TOTAL_LEN_OFF: usize = 2;
     /// Flags and fragment offset; MF (0x2000) or a non-zero offset (0x1fff) means a fragment.
     pub const FRAG_OFF: usize = 6;
@@ -41,6 +45,9 @@ pub mod ipv4 {
 pub mod ipv6 {
     pub const HLEN: usize = 40;
     pub const VERSION: u8 = 6;
+    /// The traffic class straddles bytes 0 and 1; its ECN bits are these of byte 1.
+    pub const ECN_BYTE_OFF: usize = 1;
+    pub const ECN_MASK: u8 = 0x30;
     pub const PAYLOAD_LEN_OFF: usize = 4;
     pub const NEXT_HEADER_OFF: usize = 6;
     pub const HOP_LIMIT_OFF: usize = 7;

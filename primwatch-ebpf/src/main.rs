@@ -12,6 +12,7 @@
 #![feature(asm_experimental_arch)]
 
 mod edns;
+mod host;
 mod lookup;
 mod maps;
 mod packet;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     Global,
 };
 use primwatch_common::{
-    Counters, NameKey, NameRecords, Scratch, Settings, ViewMatch, BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT,
+    Counters, HostAddrs, NameKey, NameRecords, Scratch, Settings, ViewMatch, BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT,
     NAME_STATS_SLOTS,
 };
 
@@ -28,6 +28,10 @@ pub static VIEWS_V6: LpmTrie<[u8; 16], ViewMatch, 1_048_576> = LpmTrie::new();
 
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// This host's interface MACs and addresses (see `host`).
+#[btf_map]
+pub static HOST: Array<HostAddrs, 1> = Array::new();
 
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();

@@ -3,7 +3,8 @@
 //! OPCODE=QUERY, one question, no answer or authority records, at most one additional
 //! record, which must be OPT) and records where its parts are for the reply.
 //!
-//! And only a datagram the kernel's own stack would accept: IP lengths within the
+//! And only a datagram the kernel's own stack would accept and answer: for this host
+//! from a unicast, non-martian source (`host`), without IPv4 options, IP lengths within the
 //! frame (trailing Ethernet padding is not part of the datagram), the UDP length equal
 //! to the IP payload, a valid IPv4 header checksum, and a valid UDP checksum (IPv4 may
 //! send none; IPv6 must, RFC 8200 §8.1).
@@ -20,11 +21,10 @@ use primwatch_common::{
 const VALID_SUM: u16 = 0xffff;
 /// Verifier bound for the checksummed datagram's length (at most 512 bytes).
 const DATAGRAM_LEN_MASK: usize = 0x3ff;
-/// Verifier bound for the IPv4 header length (at most 60).
-const IPV4_HLEN_MASK: usize = 0x3f;
 
 use crate::{
     edns::{self, Edns},
+    host,
     maps::DNS_PORT,
     packet::{be16, bytes_at, frame_len, load_u64, sum_words},
 };
@@ -36,8 +36,6 @@ pub struct Query {
     /// Offset of the UDP header in the frame.
     pub l4_off: usize,
     pub is_ipv6: bool,
-    /// IPv4 header length (0 for IPv6).
-    pub ipv4_hlen: usize,
     /// Wire length of the question name, root label included.
     pub name_len: usize,
     /// `name_hash_step` over the lowercased name.
@@ -96,7 +94,11 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     {
         return Err(Verdict::Malformed);
     }
-    if !ip.is_ipv6 && !ipv4_header_checksum_ok(ctx, l3_off, ip.ipv4_hlen, scratch)? {
+    if ip.ipv4_hlen > ipv4::MIN_HLEN {
+        return Err(Verdict::IpOptions);
+    }
+    host::check_addressing(ctx, l3_off, ip.is_ipv6)?;
+    if !ip.is_ipv6 && !ipv4_header_checksum_ok(ctx, l3_off)? {
         return Err(Verdict::BadChecksum);
     }
     if !udp_checksum_ok(ctx, l3_off, &ip, scratch)? {
@@ -146,48 +148,15 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
         return Err(Verdict::Malformed);
     }
 
-    Ok(Query {
-        l3_off,
-        l4_off: ip.l4_off,
-        is_ipv6: ip.is_ipv6,
-        ipv4_hlen: ip.ipv4_hlen,
-        name_len,
-        name_hash,
-        name_csum,
-        qtype,
-        flags,
-        edns,
-    })
+    Ok(Query { l3_off, l4_off: ip.l4_off, is_ipv6: ip.is_ipv6, name_len, name_hash, name_csum, qtype, flags, edns })
 }
 
-/// Whether the IPv4 header of `hlen` bytes at `l3_off` sums to all ones (RFC 791).
-/// Options, rare on queries, are copied out zero-padded and summed there.
+/// Whether the IPv4 header (20 bytes: options were passed before) sums to all ones
+/// (RFC 791).
 #[inline(always)]
-fn ipv4_header_checksum_ok(
-    ctx: &XdpContext,
-    l3_off: usize,
-    hlen: usize,
-    scratch: &mut Scratch,
-) -> Result<bool, Verdict> {
+fn ipv4_header_checksum_ok(ctx: &XdpContext, l3_off: usize) -> Result<bool, Verdict> {
     let hdr = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
-    let mut sum = sum_words::<{ ipv4::MIN_HLEN }>(hdr);
-    // Branch on a copy handed through the map, so the verifier does not split the
-    // header length (and every offset after it) into "options" and "no options".
-    unsafe { ptr::write_volatile(&mut scratch.ipv4_hlen, hlen as u32) };
-    let hlen = (unsafe { ptr::read_volatile(&scratch.ipv4_hlen) } as usize) & IPV4_HLEN_MASK;
-    if hlen > ipv4::MIN_HLEN {
-        // 1..=64 in a form the verifier can see (4..=40 in fact).
-        let options_len = ((hlen - ipv4::MIN_HLEN - 1) & IPV4_HLEN_MASK) + 1;
-        scratch.ip_options = [0; 64];
-        let buf = scratch.ip_options.as_mut_ptr();
-        let loaded =
-            unsafe { bpf_xdp_load_bytes(ctx.ctx, (l3_off + ipv4::MIN_HLEN) as u32, buf as *mut _, options_len as u32) };
-        if loaded != 0 {
-            return Err(Verdict::Malformed);
-        }
-        sum += sum_words::<{ ipv4::MAX_HLEN - ipv4::MIN_HLEN }>(buf);
-    }
-    Ok(csum::fold(sum) == VALID_SUM)
+    Ok(csum::fold(sum_words::<{ ipv4::MIN_HLEN }>(hdr)) == VALID_SUM)
 }
 
 /// Whether the UDP checksum is valid (RFC 768): pseudo-header plus the whole datagram,

@@ -73,6 +73,8 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answe
         let ip = bytes_at(ctx, query.l3_off, ipv6::HLEN, Verdict::Malformed)?;
         unsafe {
             put_be16(ip.add(ipv6::PAYLOAD_LEN_OFF), udp_len as u16);
+            // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
+            *ip.add(ipv6::ECN_BYTE_OFF) &= !ipv6::ECN_MASK;
             *ip.add(ipv6::HOP_LIMIT_OFF) = REPLY_IP_TTL;
             swap_bytes::<{ ipv6::ADDR_LEN }>(ip.add(ipv6::SRC_OFF), ip.add(ipv6::DST_OFF));
         }
@@ -83,13 +85,17 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answe
             let old_ttl_proto = be16(ip.add(ipv4::TTL_OFF));
             let old_total = be16(ip.add(ipv4::TOTAL_LEN_OFF));
             let new_ttl_proto = ((REPLY_IP_TTL as u16) << 8) | udp::IPPROTO as u16;
-            let new_total = (query.ipv4_hlen + udp_len) as u16;
+            let new_total = (ipv4::MIN_HLEN + udp_len) as u16;
+            let old_version_tos = be16(ip.add(ipv4::VERSION_IHL_OFF));
+            // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
+            let new_version_tos = old_version_tos & !(ipv4::ECN_MASK as u16);
+            put_be16(ip.add(ipv4::VERSION_IHL_OFF), new_version_tos);
             put_be16(ip.add(ipv4::TOTAL_LEN_OFF), new_total);
             put_be16(ip.add(ipv4::TTL_OFF), new_ttl_proto);
-            // RFC 1624 incremental update: works for any header length, and the
-            // address swap below does not change the sum.
+            // RFC 1624 incremental update; the address swap below does not change the sum.
             let check = be16(ip.add(ipv4::CHECKSUM_OFF));
             let check = csum::update16(csum::update16(check, old_ttl_proto, new_ttl_proto), old_total, new_total);
+            let check = csum::update16(check, old_version_tos, new_version_tos);
             put_be16(ip.add(ipv4::CHECKSUM_OFF), check);
             swap_bytes::<{ ipv4::ADDR_LEN }>(ip.add(ipv4::SRC_OFF), ip.add(ipv4::DST_OFF));
         }
@@ -167,8 +173,7 @@ fn grow_at_front(ctx: &XdpContext, scratch: &mut Scratch, front_len: usize, delt
         if bpf_xdp_load_bytes(ctx.ctx, 0, buf, front_len as u32) != 0
             || bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) != 0
         {
-            aya_log_ebpf::warn!(ctx, "no room to grow a reply by {} bytes", delta);
-            return Err(Verdict::TooLarge);
+            return Err(Verdict::TooLarge); // counted, not logged: no per-packet logging
         }
         if bpf_xdp_store_bytes(ctx.ctx, 0, buf, front_len as u32) != 0 {
             return Err(Verdict::Malformed);

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::XdpMode,
+    host::HostMapWriter,
     map_writer::{NameMapWriter, ViewMapWriter},
 };
 
@@ -37,17 +38,19 @@ const VIEWS_V4_MAP: &str = "VIEWS_V4";
 const VIEWS_V6_MAP: &str = "VIEWS_V6";
 const SETTINGS_MAP: &str = "SETTINGS";
 const NAME_ANSWERS_MAP: &str = "NAME_ANSWERS";
+const HOST_MAP: &str = "HOST";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 6] = [
+const PINS: [(&str, &str); 7] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (COUNTERS_MAP, COUNTERS_PIN),
     (VIEWS_V4_MAP, "views_v4"),
     (VIEWS_V6_MAP, "views_v6"),
     (SETTINGS_MAP, "settings"),
+    (HOST_MAP, "host"),
 ];
 
 /// How the answering program came to be on an interface.
@@ -209,6 +212,12 @@ impl Dataplane {
             v6: take(VIEWS_V6_MAP)?.try_into()?,
             settings: take(SETTINGS_MAP)?.try_into()?,
         })
+    }
+
+    /// The writer of this host's MACs and addresses (see `host`).
+    pub fn host_writer(&mut self) -> Result<HostMapWriter> {
+        let map = self.ebpf.take_map(HOST_MAP).ok_or_else(|| anyhow!("host map taken"))?;
+        Ok(HostMapWriter::new(map.try_into()?))
     }
 
     pub fn counters(&self) -> Result<Counters> {

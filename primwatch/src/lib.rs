@@ -11,6 +11,7 @@ pub mod control;
 pub mod controller;
 pub mod dataplane;
 pub mod dns_name;
+pub mod host;
 pub mod local_socket;
 pub mod map_writer;
 pub mod metrics;

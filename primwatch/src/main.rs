@@ -420,6 +420,10 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     dataplane.pin_maps(&config.pin_dir)?;
     let writer = dataplane.names_writer()?;
     let views = dataplane.views_writer()?;
+    // XDP answers only frames addressed to this host: its MACs and addresses first.
+    let mut host = dataplane.host_writer()?;
+    host.refresh(&config.interfaces)?;
+    host.keep_current(config.interfaces.clone(), std::time::Duration::from_secs(1));
     // Writes the first answers (overrides and last-known health restored) and starts
     // the checkers.
     let mut controller = Controller::start(config.clone(), Some(config_path), writer, views)?;

@@ -21,7 +21,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use crate::{
     dns::{self, EdnsQuery},
     harness::{Harness, XDP_PASS, XDP_TX},
-    packet::{udp_frame, Flow},
+    packet::{udp_frame, Flow, SERVER_MAC},
 };
 
 /// The config the fuzzer runs against: an unsigned zone, a signed one, a wildcard.
@@ -147,7 +147,8 @@ fn mutate(rng: &mut StdRng, frame: &mut Vec<u8>) {
         return;
     }
     let at = rng.gen_range(0..frame.len());
-    match rng.gen_range(0..8) {
+    match rng.gen_range(0..10) {
+        8 | 9 => readdress(rng, frame),
         0 => frame[at] ^= 1 << rng.gen_range(0..8),
         1 => frame[at] = INTERESTING[rng.gen_range(0..INTERESTING.len())],
         2 => frame.truncate(rng.gen_range(14.max(frame.len() / 2)..=frame.len())),
@@ -178,6 +179,103 @@ fn mutate(rng: &mut StdRng, frame: &mut Vec<u8>) {
         6 => frame.extend((0..rng.gen_range(1..=24)).map(|_| rng.gen::<u8>())), // link padding
         _ => frame[at] = frame[at].wrapping_add(rng.gen_range(1..=3)),
     }
+}
+
+/// Rewrites one addressing field with a value the kernel would not answer from (or
+/// with this host's own value again): MACs (broadcast, multicast, another host's), the
+/// destination address (another host's, broadcast, multicast), the source (martian or
+/// this host's), an IPv4 option (NOP, record route, loose/strict source route), or the
+/// ECN bits (which the reply must not copy).
+fn readdress(rng: &mut StdRng, frame: &mut Vec<u8>) {
+    let Some((l3, v6)) = l3_start(frame) else { return };
+    if frame.len() < l3 + if v6 { 40 } else { 20 } {
+        return;
+    }
+    const MACS: [[u8; 6]; 5] = [
+        [0xff; 6],
+        [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+        [0x33, 0x33, 0x00, 0x00, 0x00, 0x01],
+        [0x02, 0, 0, 0, 0, 0x09],
+        SERVER_MAC,
+    ];
+    let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap().octets().to_vec();
+    let v6a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+    let addresses: Vec<Vec<u8>> = if v6 {
+        ["fd77::1", "fd77::2", "fd77::9", "::", "::1", "ff02::1", "ff02::fb", "::ffff:10.0.0.1", "fe80::1"]
+            .map(v6a)
+            .to_vec()
+    } else {
+        [
+            "10.77.0.1",
+            "10.77.0.2",
+            "10.77.0.9",
+            "10.77.0.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "224.0.0.1",
+            "224.0.0.251",
+            "240.0.0.1",
+            "255.255.255.255",
+        ]
+        .map(v4)
+        .to_vec()
+    };
+    let (src, dst) = if v6 { (l3 + 8, l3 + 24) } else { (l3 + 12, l3 + 16) };
+    match rng.gen_range(0..6) {
+        0 => frame[0..6].copy_from_slice(&MACS[rng.gen_range(0..MACS.len())]),
+        1 => frame[6..12].copy_from_slice(&MACS[rng.gen_range(0..MACS.len())]),
+        2 => {
+            let a = &addresses[rng.gen_range(0..addresses.len())];
+            frame[dst..dst + a.len()].copy_from_slice(a);
+        }
+        3 => {
+            let a = &addresses[rng.gen_range(0..addresses.len())];
+            frame[src..src + a.len()].copy_from_slice(a);
+        }
+        4 if v6 => frame[l3 + 1] |= 0x30,
+        4 => frame[l3 + 1] |= rng.gen_range(1..=3),
+        _ if !v6 && frame[l3] == 0x45 => {
+            // NOP×4, record route, loose or strict source route (one hop each).
+            let options: [&[u8]; 4] = [
+                &[1, 1, 1, 1],
+                &[7, 7, 4, 10, 77, 0, 2, 0],
+                &[131, 7, 4, 10, 77, 0, 9, 0],
+                &[137, 7, 4, 10, 77, 0, 9, 0],
+            ];
+            let option = options[rng.gen_range(0..options.len())];
+            frame.splice(l3 + 20..l3 + 20, option.iter().copied());
+            frame[l3] = 0x45 + (option.len() / 4) as u8;
+            let total = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]).wrapping_add(option.len() as u16);
+            frame[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+        }
+        _ => {}
+    }
+    repair_checksums(frame);
+}
+
+/// Whether the server (the harness's host: SERVER_MAC, 10.77.0.1, fd77::1) would
+/// accept and answer a datagram with these addresses, by RFC 1122 §3.2.1.3 and RFC
+/// 4291 §2.5 (independently of the program's own tests).
+fn addressed_to_server(frame: &[u8], l3: usize, v6: bool) -> Result<()> {
+    let own: [IpAddr; 2] = ["10.77.0.1".parse().unwrap(), "fd77::1".parse().unwrap()];
+    ensure!(frame[0..6] == SERVER_MAC, "destination MAC not the server's");
+    ensure!(frame[6] & 1 == 0, "group source MAC");
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        (a(l3 + 8), a(l3 + 24))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
+        (a(l3 + 12), a(l3 + 16))
+    };
+    ensure!(own.contains(&dst), "destination {dst} not the server's");
+    ensure!(!own.contains(&src), "source {src} is the server itself");
+    let martian = match src {
+        IpAddr::V4(a) => a.octets()[0] == 0 || a.is_loopback() || a.is_multicast() || a.octets()[0] >= 240,
+        IpAddr::V6(a) => a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some(),
+    };
+    ensure!(!martian, "martian source {src}");
+    Ok(())
 }
 
 /// Offsets of the frame's IP length, UDP length, DNS counts and OPT RDLENGTH.
@@ -285,6 +383,7 @@ fn answerable(frame: &[u8]) -> Result<(usize, Ip, bool)> {
         ensure!(frame[l3] >> 4 == 6, "IPv6 version");
     } else {
         ensure!(frame[l3] >> 4 == 4 && ip.hlen >= 20, "IPv4 version/IHL");
+        ensure!(ip.hlen == 20, "IPv4 options (the kernel applies its own rules)");
         ensure!(u16::from_be_bytes([frame[l3 + 6], frame[l3 + 7]]) & 0x3fff == 0, "fragment");
         ensure!(ip.end >= ip.l4 + 8, "IPv4 total length");
         ensure!(ones_sum(&frame[l3..l3 + ip.hlen]) == 0xffff, "IPv4 header checksum");
@@ -295,6 +394,7 @@ fn answerable(frame: &[u8]) -> Result<(usize, Ip, bool)> {
     ensure!(u16::from_be_bytes([udp[0], udp[1]]) != 0, "source port 0");
     let sent = u16::from_be_bytes([udp[6], udp[7]]);
     ensure!(if sent == 0 { !v6 } else { udp_sum(frame, &ip) == 0xffff }, "UDP checksum");
+    addressed_to_server(frame, l3, v6)?;
     Ok((ip.l4 + 8, ip, v6))
 }
 
@@ -345,7 +445,11 @@ fn check_answer(
     ensure!(rip.end == reply_frame.len(), "reply IP length {} for a {}-byte frame", rip.end, reply_frame.len());
     if !v6 {
         ensure!(ones_sum(&reply_frame[rl3..rl3 + rip.hlen]) == 0xffff, "reply IPv4 header checksum");
+        ensure!(reply_frame[rl3 + 1] & 0x03 == 0, "reply ECN not cleared");
+    } else {
+        ensure!(reply_frame[rl3 + 1] & 0x30 == 0, "reply ECN not cleared");
     }
+    ensure!(reply_frame[6..12] == SERVER_MAC, "reply source MAC not the server's");
     let udp = &reply_frame[rip.l4..rip.end];
     ensure!(udp.len() >= 8 && u16::from_be_bytes([udp[4], udp[5]]) as usize == udp.len(), "reply UDP length");
     ensure!(udp[6..8] != [0, 0] && udp_sum(reply_frame, &rip) == 0xffff, "reply UDP checksum");

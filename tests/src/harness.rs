@@ -12,9 +12,9 @@ use primwatch::{
     map_writer::NameMapWriter,
     records,
 };
-use primwatch_common::{Counters, NameKey, NameRecords, Verdict};
+use primwatch_common::{Counters, HostAddrs, NameKey, NameRecords, Verdict};
 
-use crate::packet::{expected_reply, udp_frame, verify_checksums, Flow};
+use crate::packet::{expected_reply, udp_frame, verify_checksums, Flow, SERVER_MAC};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -32,6 +32,24 @@ pub struct Outcome {
     pub nanos: u64,
 }
 
+/// Loopback's index, which BPF_PROG_TEST_RUN reports as the receiving interface.
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+/// "This host" for the harness: loopback with `SERVER_MAC`, and the server addresses
+/// of `Flow::client_to_server`.
+pub fn harness_host() -> HostAddrs {
+    let mut host = HostAddrs { interface_count: 1, v4_count: 1, v6_count: 1, ..HostAddrs::default() };
+    host.ifindex[0] = TEST_RUN_IFINDEX;
+    host.mac[0][..6].copy_from_slice(&SERVER_MAC);
+    for v6 in [false, true] {
+        match Flow::client_to_server(v6).dst {
+            std::net::IpAddr::V4(a) => host.v4[0] = a.octets(),
+            std::net::IpAddr::V6(a) => host.v6[0] = a.octets(),
+        }
+    }
+    host
+}
+
 impl Harness {
     /// `names` is a config without its `[server]` part (names, targets, groups…);
     /// every target counts as healthy.
@@ -46,6 +64,8 @@ impl Harness {
         let mut names = dataplane.names_writer()?;
         names.sync(records::desired_entries(&config, health))?;
         dataplane.views_writer()?.sync(&config.views, config.wildcard_names())?;
+        // BPF_PROG_TEST_RUN hands the program frames as received on loopback.
+        dataplane.host_writer()?.write(&harness_host())?;
         Ok(Harness { dataplane, names })
     }
 

@@ -27,6 +27,7 @@ const NOBODY: u32 = 65534;
 fn connect_as(uid: u32, gid: u32, groups: &str, socket: &Path) -> String {
     let script = r#"
         use IO::Socket::UNIX;
+        $SIG{PIPE} = 'IGNORE'; # the server may close before we write
         my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or do { print "connect failed: $!\n"; exit 0 };
         print $s "{\"method\":\"initialize\",\"parameters\":{}}\n";
         my $line = <$s>;

@@ -12,7 +12,10 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::config::{CheckConfig, CheckKind, HttpCheck};
+use crate::{
+    config::{CheckConfig, CheckKind, HttpCheck},
+    process::{self, RunAs, RunError},
+};
 
 /// What one run of a check found.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +47,14 @@ pub async fn run(check: &CheckConfig, name: &str, address: IpAddr) -> Outcome {
     let started = Instant::now();
     let result = tokio::time::timeout(check.timeout, probe(&check.kind, check.timeout, name, address)).await;
     let latency = started.elapsed();
+    // Details quote what targets sent and what commands printed: escape them once here,
+    // for every log line, `ctl` reply and hook environment they reach.
+    let result = result.map(|r| {
+        r.map(|(detail, tcp)| (process::printable(detail.as_bytes(), 512), tcp)).map_err(|mut f| {
+            f.reason = process::printable(f.reason.as_bytes(), 512);
+            f
+        })
+    });
     match result {
         Ok(Ok((detail, tcp))) => Outcome { ok: true, local_error: false, detail, latency, tcp },
         Ok(Err(failure)) => {
@@ -119,7 +130,7 @@ async fn probe(kind: &CheckKind, timeout: Duration, name: &str, address: IpAddr)
         }
         CheckKind::Http(http) => http_probe(http, timeout, address).await,
         CheckKind::Icmp => icmp(address, timeout).await,
-        CheckKind::Exec { command } => exec(command, name, address).await,
+        CheckKind::Exec { command, run_as } => exec(command, run_as.as_ref(), timeout, name, address).await,
     }
 }
 
@@ -266,9 +277,9 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The start of what a target sent, escaped (it is untrusted text).
 fn snippet(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.chars().take(80).collect()
+    process::printable(bytes, 80)
 }
 
 async fn http_probe(http: &HttpCheck, timeout: Duration, address: IpAddr) -> ProbeResult {
@@ -373,23 +384,20 @@ async fn icmp(address: IpAddr, timeout: Duration) -> ProbeResult {
     Ok((format!("echo reply in {rtt:?}"), None))
 }
 
-async fn exec(command: &[String], name: &str, address: IpAddr) -> ProbeResult {
-    let output = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .arg(address.to_string())
-        .arg(name)
-        .env("PRIMWATCH_TARGET_ADDRESS", address.to_string())
-        .env("PRIMWATCH_TARGET_NAME", name)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true) // a timed-out check's process does not linger
-        .output()
-        .await
-        .map_err(|e| Failure::local(format!("running {}: {e}", command[0])))?;
-    if output.status.success() {
-        Ok(("exit 0".into(), None))
-    } else {
-        let stderr = snippet(&output.stderr);
-        Err(format!("{} ({})", output.status, stderr.trim()).into())
+async fn exec(
+    command: &[String],
+    run_as: Option<&RunAs>,
+    timeout: Duration,
+    name: &str,
+    address: IpAddr,
+) -> ProbeResult {
+    let argv: Vec<String> = command.iter().cloned().chain([address.to_string(), name.to_string()]).collect();
+    let env = [("PRIMWATCH_TARGET_ADDRESS", address.to_string()), ("PRIMWATCH_TARGET_NAME", name.to_string())];
+    match process::run(&argv, &env, run_as, timeout).await {
+        Ok(out) if out.status.success() => Ok(("exit 0".into(), None)),
+        Ok(out) => Err(format!("{} ({})", out.status, snippet(&out.stderr).trim()).into()),
+        Err(RunError::Spawn(e)) => Err(Failure::local(format!("running {}: {e}", command[0]))),
+        Err(RunError::TimedOut) => Err(format!("timed out after {timeout:?}; its process group was killed").into()),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{
     checks::{self, Outcome},
     config::{CheckConfig, Config},
     control::{Action, Explanation, Incoming, Kind, Reply, Request, Status},
+    hooks::{self, HookRunner},
     map_writer::{NameMapWriter, ViewMapWriter},
     metrics::Recorder,
     pdns_backend::{self, AnswerTable},
@@ -85,6 +86,7 @@ pub struct Controller {
     /// What happened to the data plane at start (attached afresh, adopted after a clean
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
+    hooks: HookRunner,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -127,6 +129,7 @@ impl Controller {
         }
         // From here on the file says "running": a kill leaves it that way.
         state.save();
+        let hooks = HookRunner::start(&config.hooks, config.exec_user.clone(), Default::default());
         let mut controller = Controller {
             config,
             config_path,
@@ -141,6 +144,7 @@ impl Controller {
             answers: None,
             metrics: Recorder::default(),
             dataplane_note: String::new(),
+            hooks,
         };
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let table = AnswerTable::build(&controller.config, &controller.state);
@@ -299,7 +303,7 @@ impl Controller {
         self.publish()
     }
 
-    /// Logs a state change and runs the on_change hook, if any, without waiting for it.
+    /// Logs a state change and queues the on_change hook, if any, without waiting.
     fn announce(&self, kind: &'static str, change: &crate::state::Change) {
         let (old, new) = if change.healthy { ("down", "up") } else { ("up", "down") };
         if change.healthy {
@@ -307,29 +311,7 @@ impl Controller {
         } else {
             warn!(kind, name = %change.name, reason = %change.reason, "{kind} down");
         }
-        let Some(command) = self.config.hooks.on_change.clone() else { return };
-        let timeout = self.config.hooks.timeout;
-        let (name, reason) = (change.name.clone(), change.reason.clone());
-        tokio::spawn(async move {
-            let child = tokio::process::Command::new(&command[0])
-                .args(&command[1..])
-                .env("PRIMWATCH_KIND", kind)
-                .env("PRIMWATCH_NAME", &name)
-                .env("PRIMWATCH_OLD_STATE", old)
-                .env("PRIMWATCH_NEW_STATE", new)
-                .env("PRIMWATCH_REASON", &reason)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output();
-            match tokio::time::timeout(timeout, child).await {
-                Ok(Ok(out)) if out.status.success() => {}
-                Ok(Ok(out)) => {
-                    warn!(hook = %command[0], %name, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "on_change hook failed")
-                }
-                Ok(Err(e)) => warn!(hook = %command[0], %name, error = %e, "on_change hook could not run"),
-                Err(_) => warn!(hook = %command[0], %name, ?timeout, "on_change hook timed out and was killed"),
-            }
-        });
+        self.hooks.notify(hooks::Change { kind, name: change.name.clone(), old, new, reason: change.reason.clone() });
     }
 }
 
@@ -431,6 +413,10 @@ impl Controller {
             self.config = old_config;
             self.state = old_state;
             return Reply::error(format!("rejected: writing the new answers failed: {e:#}"));
+        }
+        if (&self.config.hooks, &self.config.exec_user) != (&old_config.hooks, &old_config.exec_user) {
+            // The old runner finishes what it has queued; numbering continues.
+            self.hooks = HookRunner::start(&self.config.hooks, self.config.exec_user.clone(), self.hooks.seq());
         }
         self.checkers.abort_all();
         self.running.clear();

@@ -208,3 +208,69 @@ fn out_of_descriptors_is_a_local_error_and_no_target_goes_down() {
     w.backends[0].stop();
     w.expect("www.example.test", &[WEB2], SOON);
 }
+
+#[test]
+fn hooks_run_in_order_per_target_as_the_exec_user_with_a_clean_environment() {
+    let dir = primwatch_tests::TempDir::new("hookorder").unwrap();
+    let file = dir.0.join("changes");
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    // "down" is slow and "up" fast: run side by side, an up would be written first.
+    let mut w = primwatch_tests::world::world(&format!(
+        r#"
+[hooks]
+on_change = ["sh", "-c", "[ $PRIMWATCH_NEW_STATE = down ] && sleep 0.8; echo \"$PRIMWATCH_SEQ $PRIMWATCH_KIND $PRIMWATCH_NAME $PRIMWATCH_NEW_STATE $(id -un) ${{RUST_LOG:-clean}}\" >> {}"]
+timeout = "3s"
+{SITE_GROUPS}{NAMES}"#,
+        file.display()
+    ));
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    for _ in 0..2 {
+        w.backends[0].stop();
+        w.expect("www.example.test", &[WEB2], SOON);
+        w.backends[0].resume().unwrap();
+        w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    }
+    let text = primwatch_tests::wait_for(Duration::from_secs(6), || {
+        let text = std::fs::read_to_string(&file).unwrap();
+        (text.lines().filter(|l| l.contains(" target web1 ")).count() >= 4).then_some(text)
+    })
+    .unwrap_or_else(|| std::fs::read_to_string(&file).unwrap());
+    let web1: Vec<Vec<&str>> =
+        text.lines().filter(|l| l.contains(" target web1 ")).map(|l| l.split(' ').collect()).collect();
+    let states: Vec<&str> = web1.iter().map(|f| f[3]).collect();
+    assert_eq!(states, ["down", "up", "down", "up"], "delivered in order:\n{text}");
+    let seqs: Vec<u64> = web1.iter().map(|f| f[0].parse().unwrap()).collect();
+    assert!(seqs.windows(2).all(|p| p[0] < p[1]), "PRIMWATCH_SEQ rises: {seqs:?}");
+    assert!(
+        web1.iter().all(|f| f[4] == "primwatch" && f[5] == "clean"),
+        "as the exec user, environment cleared:\n{text}"
+    );
+}
+
+#[test]
+fn check_config_refuses_commands_others_could_change() {
+    let dir = primwatch_tests::TempDir::new("cmdperm").unwrap();
+    let script = dir.0.join("check.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let config = dir.0.join("primwatch.toml");
+    let text = format!(
+        "[server]\ninterfaces = [\"lo\"]\n\n[checks.script]\ntype = \"exec\"\ncommand = [\"{}\"]\n",
+        script.display()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":6:") && err.contains("writable by group or others (mode 0777)"), "{err}");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // And a hook the same way.
+    std::fs::write(&config, "[server]\ninterfaces = [\"lo\"]\n[hooks]\non_change = [\"/tmp\"]\n").unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hooks.on_change") && err.contains("/tmp"), "{err}");
+}

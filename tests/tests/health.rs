@@ -313,6 +313,9 @@ all_down = "nodata"
 fn state_changes_run_the_hook_without_waiting_for_it() {
     let dir = primwatch_tests::TempDir::new("hook").unwrap();
     let file = dir.0.join("changes");
+    // The hook runs as the unprivileged exec user: give it a file it may append to.
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let mut w = world(&format!(
         r#"
 [hooks]

@@ -32,7 +32,26 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     bpffs()?;
+    exec_user()?;
     Ok(())
+}
+
+/// The unprivileged system user exec checks and hooks run as (`server.exec_user`).
+fn exec_user() -> Result<()> {
+    let known = Command::new("getent").args(["passwd", "primwatch"]).stdout(Stdio::null()).status()?.success();
+    if known {
+        return Ok(());
+    }
+    step("creating the system user primwatch (exec checks and hooks run as it)");
+    run_cmd(Command::new("useradd").args([
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "primwatch",
+    ]))
 }
 
 fn is_installed(package: &str) -> bool {
@@ -150,8 +169,8 @@ fn bpffs() -> Result<()> {
     if mounts.lines().any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.split(' ').nth(2) == Some("bpf")) {
         return Ok(());
     }
-    step("mounting bpffs on /sys/fs/bpf");
-    run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+    step("mounting bpffs on /sys/fs/bpf (mode 0700: pins are root's)");
+    run_cmd(Command::new("mount").args(["-t", "bpf", "-o", "mode=0700", "bpf", "/sys/fs/bpf"]))
 }
 
 fn run_cmd(cmd: &mut Command) -> Result<()> {

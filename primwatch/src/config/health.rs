@@ -19,8 +19,9 @@ pub enum CheckKind {
     /// ICMP (or ICMPv6) echo.
     Icmp,
     /// An external command; exit status 0 means up. Gets the target's address and
-    /// name as arguments and as PRIMWATCH_TARGET_ADDRESS / PRIMWATCH_TARGET_NAME.
-    Exec { command: Vec<String> },
+    /// name as arguments and as PRIMWATCH_TARGET_ADDRESS / PRIMWATCH_TARGET_NAME; runs
+    /// as `run_as` (`server.exec_user`, set once the whole config is read).
+    Exec { command: Vec<String>, run_as: Option<crate::process::RunAs> },
 }
 
 #[derive(Debug, Clone)]
@@ -289,7 +290,10 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
             if command.get_ref().is_empty() {
                 return Err(at(command.span(), "command must name a program".into()));
             }
-            CheckKind::Exec { command: command.into_inner() }
+            if let Some(why) = crate::process::unsafe_command(&command.get_ref()[0]) {
+                return Err(at(command.span(), format!("checks.{}.command: {why}", name.get_ref())));
+            }
+            CheckKind::Exec { command: command.into_inner(), run_as: None }
         }
         other => {
             return Err(at(kind_span, format!("check type '{other}' is not one of tcp, http, https, icmp, exec")));

@@ -33,6 +33,8 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/primwatch/ctl.sock";
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/primwatch/state.json";
 pub const DEFAULT_TTL: u32 = 30;
+/// The user exec checks and hooks run as unless `server.exec_user` names another.
+pub const DEFAULT_EXEC_USER: &str = "primwatch";
 /// RFC 2181 §8: TTLs are 31-bit values.
 pub const MAX_TTL: u32 = i32::MAX as u32;
 
@@ -97,6 +99,8 @@ pub struct Config {
     /// Declared zones, by apex. Empty: none declared (DO=1 queries are passed).
     pub zones: BTreeMap<DnsName, ZoneConfig>,
     pub hooks: Hooks,
+    /// Who exec checks and hooks run as (only resolved when there are any).
+    pub exec_user: Option<crate::process::RunAs>,
     /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
     /// connector), if anywhere.
     pub powerdns: Option<PowerDnsConfig>,
@@ -273,6 +277,7 @@ struct RawServer {
     pin_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
     control_max_connections: Option<Spanned<usize>>,
+    exec_user: Option<Spanned<String>>,
     state_file: Option<PathBuf>,
     default_ttl: Option<Spanned<u32>>,
 }
@@ -375,7 +380,7 @@ impl Config {
         let port_span = server.port.span();
         let port = server.port.into_inner();
         if port == 0 {
-            let span = if port_span.is_empty() { server_span } else { port_span };
+            let span = if port_span.is_empty() { server_span.clone() } else { port_span };
             return Err(at(span, "server.port must be between 1 and 65535".into()));
         }
         let default_ttl = match server.default_ttl {
@@ -528,10 +533,44 @@ impl Config {
                     Some(cmd) if cmd.get_ref().is_empty() => {
                         return Err(at(cmd.span(), "hooks.on_change must name a program".into()))
                     }
-                    other => other.map(Spanned::into_inner),
+                    Some(cmd) => {
+                        if let Some(why) = crate::process::unsafe_command(&cmd.get_ref()[0]) {
+                            return Err(at(cmd.span(), format!("hooks.on_change: {why}")));
+                        }
+                        Some(cmd.into_inner())
+                    }
+                    None => None,
                 };
                 Hooks { on_change, timeout }
             }
+        };
+
+        // Exec checks and hooks run as an unprivileged user; find it now, not at the
+        // first check.
+        let has_exec = checks.values().any(|c| matches!(c.kind, CheckKind::Exec { .. }));
+        let exec_user = if has_exec || hooks.on_change.is_some() {
+            let (name, span) = match &server.exec_user {
+                Some(user) => (user.get_ref().clone(), user.span()),
+                None => (DEFAULT_EXEC_USER.to_string(), server_span.clone()),
+            };
+            let user = crate::process::RunAs::lookup(&name).ok_or_else(|| {
+                at(
+                    span,
+                    format!(
+                        "server.exec_user: no user '{name}' on this host (exec checks and hooks run as it); \
+                         create it (`useradd --system --no-create-home --shell /usr/sbin/nologin {name}`; \
+                         `cargo xtask setup` does) or name another unprivileged user"
+                    ),
+                )
+            })?;
+            for check in checks.values_mut() {
+                if let CheckKind::Exec { run_as, .. } = &mut check.kind {
+                    *run_as = Some(user.clone());
+                }
+            }
+            Some(user)
+        } else {
+            None
         };
 
         let powerdns = raw.powerdns.map(|p| parse_powerdns(p, &at)).transpose()?;
@@ -572,6 +611,7 @@ impl Config {
             views,
             zones,
             hooks,
+            exec_user,
             powerdns,
             metrics_listen,
         })

@@ -17,6 +17,9 @@ use crate::{
     process::{self, RunAs, RunError},
 };
 
+/// Most bytes of a reply, response head or body a check reads from a target.
+const MAX_BODY: usize = 64 * 1024;
+
 /// What one run of a check found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -175,7 +178,7 @@ async fn tcp(to: SocketAddr, send: Option<&[u8]>, expect: Option<&regex::Regex>)
             if expect.is_match(&String::from_utf8_lossy(&reply)) {
                 break;
             }
-            if n == 0 || reply.len() > 65536 {
+            if n == 0 || reply.len() > MAX_BODY {
                 return Err(fail(format!("reply does not match /{expect}/: {:?}", snippet(&reply))));
             }
         }
@@ -230,7 +233,7 @@ async fn plain_http(http: &HttpCheck, to: SocketAddr) -> ProbeResult {
                 let length = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
                 break (response.code.unwrap_or(0), len, chunked, length);
             }
-            Ok(httparse::Status::Partial) if buf.len() < 65536 => continue,
+            Ok(httparse::Status::Partial) if buf.len() < MAX_BODY => continue,
             Ok(httparse::Status::Partial) => return Err(fail("response head over 64 KiB".into())),
             Err(e) => return Err(fail(format!("bad HTTP response: {e}"))),
         }
@@ -240,7 +243,7 @@ async fn plain_http(http: &HttpCheck, to: SocketAddr) -> ProbeResult {
     }
     if let Some(pattern) = &http.body {
         let mut body = buf.split_off(head_len);
-        while length.is_none_or(|l| body.len() < l) && body.len() < 65536 {
+        while length.is_none_or(|l| body.len() < l) && body.len() < MAX_BODY {
             let n = stream.read(&mut chunk).await.map_err(|e| fail(format!("reading body: {e}")))?;
             if n == 0 {
                 break;
@@ -315,9 +318,18 @@ async fn http_probe(http: &HttpCheck, timeout: Duration, address: IpAddr) -> Pro
         return Err(format!("status {status} is not in {:?}", http.ok_status).into());
     }
     if let Some(body) = &http.body {
-        let text = response.text().await.map_err(|e| format!("reading body: {e}"))?;
+        // At most MAX_BODY bytes, as for plain HTTP: a target cannot make us buffer more.
+        let mut bytes = Vec::new();
+        let mut response = response;
+        while bytes.len() < MAX_BODY {
+            match response.chunk().await.map_err(|e| format!("reading body: {e}"))? {
+                Some(chunk) => bytes.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - bytes.len())]),
+                None => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
         if !body.is_match(&text) {
-            return Err(format!("body does not match /{body}/: {:?}", snippet(text.as_bytes())).into());
+            return Err(format!("body does not match /{body}/: {:?}", snippet(&bytes)).into());
         }
     }
     Ok((format!("status {status}"), None))
@@ -329,6 +341,8 @@ struct ClientKey {
     timeout: Duration,
     user_agent: String,
     tls_verify: bool,
+    /// PEM roots that replace the system's (`ca_file`).
+    ca_pem: Option<Vec<u8>>,
     /// A server name resolved to one target's address (TLS needs the name for SNI).
     resolve: Option<(String, SocketAddr)>,
 }
@@ -342,7 +356,13 @@ fn http_client(
 ) -> Result<reqwest::Client, Failure> {
     use std::{collections::HashMap, sync::Mutex};
     static CLIENTS: Mutex<Option<HashMap<ClientKey, reqwest::Client>>> = Mutex::new(None);
-    let key = ClientKey { timeout, user_agent: http.user_agent.clone(), tls_verify: http.tls_verify, resolve };
+    let key = ClientKey {
+        timeout,
+        user_agent: http.user_agent.clone(),
+        tls_verify: http.tls_verify,
+        ca_pem: http.ca_pem.clone(),
+        resolve,
+    };
     let mut cache = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(client) = cache.get(&key) {
@@ -356,6 +376,15 @@ fn http_client(
         .danger_accept_invalid_certs(!key.tls_verify);
     if let Some((host, socket)) = &key.resolve {
         builder = builder.resolve(host, *socket);
+    }
+    if let Some(pem) = &key.ca_pem {
+        // Checked when the config was loaded.
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Failure::local(format!("the check's ca_file: {e}")))?;
+        builder = builder.tls_built_in_root_certs(false);
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
     }
     let client = builder.build().map_err(|e| Failure::local(format!("building the HTTPS client: {e}")))?;
     cache.insert(key, client.clone());
@@ -457,45 +486,87 @@ mod tests {
 
     #[tokio::test]
     async fn https_verification_against_a_real_tls_server() {
-        // openssl makes a self-signed certificate and serves it (s_server -www).
+        // openssl makes a CA and a certificate it signs, and serves it (s_server -www).
         let dir = std::env::temp_dir().join(format!("pw-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-        let made = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=www.example.test", "-addext", "subjectAltName=DNS:www.example.test", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        assert!(made.status.success());
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").current_dir(&dir).args(args).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "1", "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[&["req", "-new"][..], &ec, &["-subj", "/CN=www.example.test", "-keyout", "k.pem", "-out", "c.csr"]]
+                .concat(),
+        );
+        std::fs::write(dir.join("ext"), "subjectAltName=DNS:www.example.test\nbasicConstraints=CA:FALSE\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "c.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+            "-out",
+            "c.pem",
+        ]);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = std::process::Command::new("openssl")
-            .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-www", "-cert"])
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
+            .current_dir(&dir)
+            .args([
+                "s_server",
+                "-quiet",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-www",
+                "-cert",
+                "c.pem",
+                "-key",
+                "k.pem",
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let lo = IpAddr::from([127, 0, 0, 1]);
-        let spec = |verify: bool| {
-            check(&format!("type = \"https\"\nport = {port}\nhost = \"www.example.test\"\ntls_verify = {verify}"))
-        };
-        let mut unverified = run(&spec(false), "t", lo).await;
+        let spec =
+            |extra: &str| check(&format!("type = \"https\"\nport = {port}\nhost = \"www.example.test\"\n{extra}"));
+        let mut unverified = run(&spec("tls_verify = false"), "t", lo).await;
         for _ in 0..50 {
             if unverified.ok {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await; // s_server still starting
-            unverified = run(&spec(false), "t", lo).await;
+            unverified = run(&spec("tls_verify = false"), "t", lo).await;
         }
         assert!(unverified.ok, "{unverified:?}");
-        let verified = run(&spec(true), "t", lo).await;
+        // The system's roots do not know the test CA; with it as ca_file, verification passes.
+        let verified = run(&spec(""), "t", lo).await;
         assert!(!verified.ok && verified.detail.contains("certificate"), "{verified:?}");
+        let with_ca = run(&spec(&format!("ca_file = \"{}\"", dir.join("ca.pem").display())), "t", lo).await;
+        assert!(with_ca.ok, "{with_ca:?}");
+        // Another CA does not vouch for it.
+        openssl(
+            &[&["req", "-x509"][..], &ec, &["-days", "1", "-subj", "/CN=other", "-keyout", "o.key", "-out", "o.pem"]]
+                .concat(),
+        );
+        let other = run(&spec(&format!("ca_file = \"{}\"", dir.join("o.pem").display())), "t", lo).await;
+        assert!(!other.ok && other.detail.contains("certificate"), "{other:?}");
         let _ = server.kill();
         let _ = server.wait();
         let _ = std::fs::remove_dir_all(&dir);

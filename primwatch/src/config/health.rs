@@ -34,6 +34,9 @@ pub struct HttpCheck {
     pub host: Option<String>,
     pub sni: Option<String>,
     pub tls_verify: bool,
+    /// PEM certificates (`ca_file`, read and checked when the config is loaded) that
+    /// replace the system's roots for this check: an internal CA.
+    pub ca_pem: Option<Vec<u8>>,
     pub ok_status: Vec<u16>,
     pub body: Option<Regex>,
     pub user_agent: String,
@@ -122,6 +125,7 @@ pub(super) struct RawCheck {
     host: Option<String>,
     sni: Option<String>,
     tls_verify: Option<bool>,
+    ca_file: Option<Spanned<std::path::PathBuf>>,
     ok_status: Option<Spanned<Vec<u16>>>,
     body: Option<Spanned<String>>,
     user_agent: Option<String>,
@@ -170,7 +174,30 @@ fn duration(raw: &Option<Spanned<String>>, default: Duration, at: &At) -> Result
     }
 }
 
-pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Result<CheckConfig, ConfigError> {
+/// The PEM certificates in `file` (relative paths from the config's directory).
+fn read_ca_file(
+    name: &Spanned<String>,
+    file: &Spanned<std::path::PathBuf>,
+    config_dir: &std::path::Path,
+    at: &At,
+) -> Result<Vec<u8>, ConfigError> {
+    let path = config_dir.join(file.get_ref());
+    let key = format!("checks.{}.ca_file", name.get_ref());
+    let pem =
+        std::fs::read(&path).map_err(|e| at(file.span(), format!("{key}: cannot read {}: {e}", path.display())))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(at(file.span(), format!("{key}: no PEM certificate in {}", path.display()))),
+        Err(e) => Err(at(file.span(), format!("{key}: {} is not a PEM certificate bundle: {e}", path.display()))),
+    }
+}
+
+pub(super) fn parse_check(
+    name: &Spanned<String>,
+    raw: RawCheck,
+    config_dir: &std::path::Path,
+    at: &At,
+) -> Result<CheckConfig, ConfigError> {
     let interval = duration(&raw.interval, DEFAULT_INTERVAL, at)?;
     let timeout = duration(&raw.timeout, DEFAULT_TIMEOUT, at)?;
     let jitter = duration(&raw.jitter, Duration::ZERO, at)?;
@@ -227,6 +254,7 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
         || raw.host.is_some()
         || raw.sni.is_some()
         || raw.tls_verify.is_some()
+        || raw.ca_file.is_some()
         || raw.ok_status.is_some()
         || raw.body.is_some()
         || raw.user_agent.is_some()
@@ -252,6 +280,11 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
                 Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
                 Some(p) => return Err(at(p.span(), "path must start with '/'".into())),
             };
+            let ca_pem = match &raw.ca_file {
+                None => None,
+                Some(_) if !tls => return Err(at(kind_span.clone(), "'ca_file' applies to https checks".into())),
+                Some(file) => Some(read_ca_file(name, file, config_dir, at)?),
+            };
             let ok_status = match &raw.ok_status {
                 None => vec![200],
                 Some(list) => {
@@ -269,6 +302,7 @@ pub(super) fn parse_check(name: &Spanned<String>, raw: RawCheck, at: &At) -> Res
                 host: raw.host,
                 sni: raw.sni,
                 tls_verify: raw.tls_verify.unwrap_or(true),
+                ca_pem,
                 ok_status,
                 body: regex(&raw.body)?,
                 user_agent: raw.user_agent.unwrap_or_else(|| format!("primwatch/{}", env!("CARGO_PKG_VERSION"))),

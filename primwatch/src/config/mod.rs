@@ -390,7 +390,7 @@ impl Config {
 
         let mut checks = BTreeMap::new();
         for (name, check) in raw.checks {
-            let parsed = health::parse_check(&name, check.into_inner(), &at)?;
+            let parsed = health::parse_check(&name, check.into_inner(), &views::config_dir(path), &at)?;
             checks.insert(name.into_inner(), parsed);
         }
         let mut targets = BTreeMap::new();
@@ -858,6 +858,27 @@ policy = "all"
 groups = ["tokyo", "osaka"]
 all_down = "backup:osaka"
 "#;
+
+    #[test]
+    fn ca_file_is_read_and_checked_at_load() {
+        let dir = std::env::temp_dir().join(format!("pw-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a certificate").unwrap();
+        let parse = |check: &str| {
+            let text = format!("[server]\ninterfaces = [\"lo\"]\n[checks.c]\n{check}\n");
+            Config::parse(&dir.join("primwatch.toml"), &text)
+        };
+        let e = parse("type = \"https\"\nca_file = \"missing.pem\"").unwrap_err();
+        assert!(
+            e.line == 5 && e.reason.contains("checks.c.ca_file: cannot read") && e.reason.contains("missing.pem"),
+            "{e}"
+        );
+        let e = parse("type = \"https\"\nca_file = \"junk.pem\"").unwrap_err();
+        assert!(e.reason.contains("no PEM certificate") || e.reason.contains("not a PEM"), "{e}");
+        let e = parse("type = \"http\"\nca_file = \"junk.pem\"").unwrap_err();
+        assert!(e.reason.contains("'ca_file' applies to https checks"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_checks_targets_groups() {

@@ -274,3 +274,125 @@ fn check_config_refuses_commands_others_could_change() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hooks.on_change") && err.contains("/tmp"), "{err}");
 }
+
+/// ICMP Echo Replies from `from` to `to`, one per identifier 0..=65535, all with
+/// sequence 0 and a zero payload (what the echo used to send), through a raw socket.
+fn spray_echo_replies(socket: &std::os::fd::OwnedFd, to: std::net::Ipv4Addr) {
+    use std::os::fd::AsRawFd as _;
+    let dest = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from(to).to_be() },
+        sin_zero: [0; 8],
+    };
+    for id in 0..=u16::MAX {
+        let mut packet = [0u8; 24]; // type 0 (echo reply), code 0, checksum, id, seq 0, 16 zero bytes
+        packet[4..6].copy_from_slice(&id.to_be_bytes());
+        let sum: u32 = packet.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        packet[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        // SAFETY: sends the buffer to the address, both live for the call.
+        unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&dest as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+    }
+}
+
+/// InEchoReps of the namespace `ns` (/proc/net/snmp as its threads see it).
+fn echo_replies_received(ns: &str) -> u64 {
+    primwatch_tests::netns::run_in(ns, || {
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp: "));
+        let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
+        let at = names.split_whitespace().position(|n| n == "InEchoReps").unwrap();
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    })
+    .unwrap()
+}
+
+#[test]
+fn spoofed_echo_replies_do_not_keep_a_dead_target_up() {
+    let w = primwatch_tests::world::world(
+        r#"
+[checks.ping]
+type = "icmp"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[targets.pinged]
+address = "10.99.1.13"
+checks = ["ping"]
+[groups.pinged]
+members = ["pinged"]
+[names."ping.example.test"]
+groups = ["pinged"]
+"#,
+    );
+    let state = |w: &World| target_states(w)["pinged"].0.clone();
+    let wait_state = |w: &World, want: &str| {
+        primwatch_tests::wait_for(SOON, || (state(w) == format!("\"{want}\"")).then_some(()))
+            .unwrap_or_else(|| panic!("pinged never {want}: {}", w.controller.log()))
+    };
+    wait_state(&w, "up");
+    // The target stops answering pings.
+    let sysctl = |value: &str| {
+        primwatch_tests::netns::sh(
+            "nsenter",
+            &[
+                &format!("--net=/run/netns/{}", w.net.ns),
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.icmp_echo_ignore_all={value}"),
+            ],
+        )
+        .unwrap()
+    };
+    sysctl("1");
+    wait_state(&w, "down");
+
+    // Someone on the target's link sprays Echo Replies in its name for every identifier.
+    let socket = primwatch_tests::netns::run_in(&w.net.ns, || {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: a new raw ICMP socket, owned from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let from = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::new(10, 99, 1, 13)).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: binds the socket we own to the target's address.
+        let bound = unsafe {
+            libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+        };
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+    })
+    .unwrap();
+    let server_side: std::net::Ipv4Addr = primwatch_tests::backend::SERVER_SIDE_ADDR.parse().unwrap();
+    let before = echo_replies_received(&w.lab.server_ns);
+    let started = std::time::Instant::now();
+    let mut sweeps = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        spray_echo_replies(&socket, server_side);
+        sweeps += 1;
+        assert_eq!(state(&w), "\"down\"", "a spoofed reply brought the target back (sweep {sweeps})");
+    }
+    let received = echo_replies_received(&w.lab.server_ns) - before;
+    assert!(received >= 65536, "the spoofed replies reached the server ({received} in {sweeps} sweeps)");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(state(&w), "\"down\"");
+
+    // Real replies still count.
+    sysctl("0");
+    wait_state(&w, "up");
+}

@@ -16,6 +16,7 @@ pub mod host;
 pub mod local_socket;
 pub mod map_writer;
 pub mod metrics;
+pub mod paths;
 pub mod pdns_backend;
 pub mod process;
 pub mod records;

@@ -150,6 +150,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) if !primwatch::paths::check_config_paths(&config).is_empty() => {
+                for problem in primwatch::paths::check_config_paths(&config) {
+                    eprintln!("{}: {problem}", file.display());
+                }
+                return ExitCode::from(2);
+            }
             Ok(config) => {
                 println!(
                     "{}: ok ({} names, {} targets, {} groups)",
@@ -414,6 +420,8 @@ fn raise_open_file_limit() {
 
 async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     dataplane::ensure_bpffs()?;
+    // The state and pin directories decide answers: refuse ones others could write.
+    primwatch::paths::prepare(&config)?;
     let left_attached = dataplane::pinned_links(&config.pin_dir);
     let mut dataplane = Dataplane::load(config.port)?;
     dataplane.start_log_forwarding();

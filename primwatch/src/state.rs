@@ -112,21 +112,10 @@ impl SavedState {
 
     /// Writes the state file atomically (temp file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write as _;
-            let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            file.write_all(&serde_json::to_vec_pretty(self)?)?;
-            file.sync_all()?; // the rename must not expose an empty file after a power loss
-        }
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
+        crate::paths::write_atomically(path, &serde_json::to_vec_pretty(self)?)
     }
 }
 

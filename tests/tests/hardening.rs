@@ -396,3 +396,45 @@ groups = ["pinged"]
     sysctl("0");
     wait_state(&w, "up");
 }
+
+#[test]
+fn state_and_pin_directories_others_could_write_are_refused_by_check_config_and_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = primwatch_tests::TempDir::new("opendirs").unwrap();
+    let open = dir.0.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = dir.0.join("primwatch.toml");
+    let write = |state_dir: &Path, pin_dir: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ninterfaces = [\"lo\"]\nstate_file = \"{}/state.json\"\npin_dir = \"{pin_dir}\"\ncontrol_socket = \"{}/ctl.sock\"\n",
+                state_dir.display(),
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || Command::new(binary()).arg("check-config").arg(&config).output().unwrap();
+
+    write(&open, "/sys/fs/bpf/pw-hardening-unused");
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.state_file") && err.contains("writable by group or others (mode 0777)"), "{err}");
+    // run refuses the same, before it loads or attaches anything.
+    let out = Command::new(binary()).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.state_file") && err.contains("mode 0777"), "{err}");
+
+    write(&dir.0, open.to_str().unwrap());
+    let err = String::from_utf8_lossy(&check().stderr).to_string();
+    assert!(err.contains("server.pin_dir") && err.contains("mode 0777"), "{err}");
+
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&open, "/sys/fs/bpf/pw-hardening-unused");
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

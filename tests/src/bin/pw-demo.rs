@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
-    let _ = std::fs::remove_file("/tmp/primwatch-demo-state.json"); // a fresh demo each time
+    let _ = std::fs::remove_file("/var/lib/primwatch/demo-state.json"); // a fresh demo each time
     let lab = Lab::named("pwdemo-client", "pwdemo-server")?;
     // Three HTTP backends in their own namespace; the client can reach them too.
     let backends_net = BackendNet::new(&lab)?;

@@ -18,6 +18,7 @@ pub mod map_writer;
 pub mod metrics;
 pub mod paths;
 pub mod pdns_backend;
+pub mod privileges;
 pub mod process;
 pub mod records;
 pub mod report;

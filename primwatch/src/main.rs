@@ -486,6 +486,8 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         warn!("{note}");
     }
     controller.set_dataplane_note(note);
+    // Loaded, attached, pinned, bound: from here on only what checks and hooks need.
+    primwatch::privileges::drop_to_kept()?;
     info!(port = config.port, pin_dir = %config.pin_dir.display(), control = %config.control_socket.display(), "serving");
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;

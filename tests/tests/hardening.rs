@@ -438,3 +438,69 @@ fn state_and_pin_directories_others_could_write_are_refused_by_check_config_and_
     let out = check();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_running_daemon_keeps_only_the_capabilities_it_uses_and_still_works() {
+    let dir = primwatch_tests::TempDir::new("capsflag").unwrap();
+    let flag = dir.0.join("down");
+    let body = format!(
+        r#"
+[checks.ping]
+type = "icmp"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[checks.script]
+type = "exec"
+command = ["sh", "-c", "test ! -e {}"]
+interval = "200ms"
+timeout = "200ms"
+rise = 1
+fall = 1
+[targets.pinged]
+address = "10.99.1.13"
+checks = ["ping", "script"]
+{SITE_GROUPS}{NAMES}
+[groups.pinged]
+members = ["pinged"]
+[names."ping.example.test"]
+groups = ["pinged"]
+"#,
+        flag.display()
+    );
+    let mut w = primwatch_tests::world::world(&body);
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.controller.pid().unwrap())).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+    };
+    // CAP_KILL (5), CAP_SETGID (6), CAP_SETUID (7), CAP_NET_RAW (13).
+    let kept = format!("{:016x}", (1u64 << 5) | (1 << 6) | (1 << 7) | (1 << 13));
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(set), kept, "{set}\n{status}");
+    }
+    assert_eq!(field("CapInh:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+
+    // Everything after start still works: checks (HTTP, ICMP, exec as the exec user),
+    // map updates, a reload, the state file.
+    let wait_state = |w: &World, want: &str| {
+        primwatch_tests::wait_for(SOON, || (target_states(w)["pinged"].0 == format!("\"{want}\"")).then_some(()))
+            .unwrap_or_else(|| panic!("pinged never {want}: {}", w.controller.log()))
+    };
+    wait_state(&w, "up");
+    std::fs::write(&flag, "").unwrap();
+    wait_state(&w, "down");
+    std::fs::remove_file(&flag).unwrap();
+    wait_state(&w, "up");
+    w.backends[1].stop();
+    w.expect("www.example.test", &[WEB1], SOON);
+    assert_eq!(w.controller.ctl(&["reload"]).unwrap()["ok"], true);
+    w.backends[1].resume().unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    assert_eq!(w.controller.ctl(&["target", "web2", "down"]).unwrap()["ok"], true);
+    w.expect("www.example.test", &[WEB1], SOON);
+    w.controller.restart().unwrap();
+    w.expect("www.example.test", &[WEB1], SOON); // the override survived in the state file
+}

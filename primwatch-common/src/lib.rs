@@ -82,8 +82,9 @@ impl NameKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ViewMatch {
     pub view: u32,
-    /// The scope an EDNS Client Subnet reply may claim: the matched prefix's length, or
-    /// `SCOPE_FROM_SOURCE` when other views' prefixes nest inside it.
+    /// The scope an EDNS Client Subnet reply claims (RFC 7871 §7.2.1): the matched
+    /// prefix's length, lengthened to that of the longest prefix of another view nested
+    /// inside it (the controller's `view_index` decides).
     pub prefix_len: u32,
 }
 
@@ -95,6 +96,10 @@ pub struct Settings {
     pub view_prefixes: u32,
     /// Wildcard names served; 0 skips the wildcard lookup after a miss.
     pub wildcard_names: u32,
+    /// The ECS scope of an answer for a client in no view: the longest IPv4 / IPv6
+    /// view prefix.
+    pub scope_without_view_v4: u32,
+    pub scope_without_view_v6: u32,
 }
 
 /// Most interfaces and addresses per family the XDP program knows as this host's.
@@ -287,10 +292,6 @@ pub struct ClientSubnet {
     pub scope_len: u8,
     pub _pad: [u8; 3],
 }
-
-/// `ViewMatch::prefix_len` value meaning: more specific prefixes of other views lie
-/// inside this one, so a reply may only claim the client's own source prefix.
-pub const SCOPE_FROM_SOURCE: u32 = 255;
 
 /// Per-CPU packet counters: what was answered and why the rest was passed up.
 #[repr(C)]

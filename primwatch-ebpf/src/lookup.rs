@@ -7,7 +7,7 @@ use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_xdp_load_bytes, 
 use core::ptr;
 use primwatch_common::{
     wire::{dns, ipv4, ipv6, udp, EcsFamily},
-    NameKey, NameRecords, Scratch, Verdict, MAX_NAME_LEN, NAME_BUF_LEN, SCOPE_FROM_SOURCE,
+    NameKey, NameRecords, Scratch, Verdict, MAX_NAME_LEN, NAME_BUF_LEN,
 };
 
 use crate::{
@@ -51,7 +51,7 @@ pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<
 
 /// The client's view: the longest configured prefix containing its EDNS Client Subnet
 /// (when the query has one with a non-zero source length; /0 opts out, RFC 7871 §7.1.2)
-/// or else its source address. Records the scope an ECS reply may claim.
+/// or else its source address. Records the scope an ECS reply claims.
 #[inline(always)]
 fn client_view(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<u32, Verdict> {
     if !settings().is_some_and(|s| s.view_prefixes > 0) {
@@ -59,17 +59,19 @@ fn client_view(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result
     }
     let ecs = &mut scratch.ecs;
     let found = if ecs.present != 0 && ecs.source_len > 0 {
-        let source_len = ecs.source_len as u32;
-        let found = if ecs.family == EcsFamily::Ipv6 as u16 {
-            VIEWS_V6.get(&Key::new(source_len, ecs.address)).copied()
+        // The subnet's address (zero beyond the source prefix) looked up in full: a
+        // view prefix longer than the source prefix may decide (RFC 7871 §7.2.1), and
+        // the scope then says so.
+        let is_v6 = ecs.family == EcsFamily::Ipv6 as u16;
+        let found = if is_v6 {
+            VIEWS_V6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, ecs.address)).copied()
         } else {
             let a = ecs.address;
-            VIEWS_V4.get(&Key::new(source_len, [a[0], a[1], a[2], a[3]])).copied()
+            VIEWS_V4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, [a[0], a[1], a[2], a[3]])).copied()
         };
-        ecs.scope_len = match found {
-            Some(m) if m.prefix_len != SCOPE_FROM_SOURCE => m.prefix_len as u8,
-            _ => ecs.source_len,
-        };
+        let without_view =
+            settings().map_or(0, |s| if is_v6 { s.scope_without_view_v6 } else { s.scope_without_view_v4 });
+        ecs.scope_len = found.map_or(without_view, |m| m.prefix_len) as u8;
         found
     } else if query.is_ipv6 {
         let src = bytes_at(ctx, query.l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;

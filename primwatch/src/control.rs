@@ -86,6 +86,9 @@ pub struct Explanation {
     pub answers_per_reply: usize,
     pub pick: String,
     pub why: String,
+    /// With a client subnet: the ECS scope the answer claims (RFC 7871 §7.2.1).
+    #[serde(default)]
+    pub ecs_scope: Option<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

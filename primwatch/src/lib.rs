@@ -24,3 +24,4 @@ pub mod records;
 pub mod report;
 pub mod selection;
 pub mod state;
+pub mod view_index;

@@ -230,6 +230,9 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
     } else if let Some(e) = &reply.explain {
         println!("name    configured as {}", e.matched);
         println!("view    {}", e.view);
+        if let Some(scope) = e.ecs_scope {
+            println!("scope   /{scope} (the ECS scope the answer claims)");
+        }
         for g in &e.groups {
             println!("group   {} (priority {}, {})", g.name, g.priority, g.state);
             for (target, address, eligible, why) in &g.members {

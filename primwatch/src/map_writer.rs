@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
-use primwatch_common::{
-    name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS, SCOPE_FROM_SOURCE,
-};
+use primwatch_common::{name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS};
 
-use crate::config::ViewConfig;
+use crate::{config::ViewConfig, view_index::ViewIndex};
 
 pub struct NameMapWriter {
     map: HashMap<MapData, NameKey, NameRecords>,
@@ -154,18 +152,13 @@ impl ViewMapWriter {
         use aya::maps::lpm_trie::Key;
         let mut want4 = BTreeMap::new();
         let mut want6 = BTreeMap::new();
-        let nesting = prefixes_with_nested(views);
-        for view in views.values() {
-            for net in &view.sources {
-                // An ECS reply may claim the matched prefix, unless other views' prefixes
-                // lie inside it: then only the client's own source prefix.
-                let scope = if nesting.contains(net) { SCOPE_FROM_SOURCE } else { net.prefix_len() as u32 };
-                let m = ViewMatch { view: view.id, prefix_len: scope };
-                match net {
-                    IpNet::V4(n) => want4.insert((n.prefix_len() as u32, n.network().octets()), m),
-                    IpNet::V6(n) => want6.insert((n.prefix_len() as u32, n.network().octets()), m),
-                };
-            }
+        let index = ViewIndex::build(views);
+        for found in index.entries() {
+            let m = ViewMatch { view: found.id, prefix_len: found.scope as u32 };
+            match found.prefix {
+                IpNet::V4(n) => want4.insert((n.prefix_len() as u32, n.network().octets()), m),
+                IpNet::V6(n) => want6.insert((n.prefix_len() as u32, n.network().octets()), m),
+            };
         }
         for ((len, addr), m) in &want4 {
             self.v4.insert(&Key::new(*len, *addr), m, 0).context("writing views_v4")?;
@@ -191,18 +184,13 @@ impl ViewMapWriter {
         for key in stale6 {
             self.v6.remove(&key).context("pruning views_v6")?;
         }
-        let settings =
-            Settings { view_prefixes: (want4.len() + want6.len()) as u32, wildcard_names: wildcard_names as u32 };
+        let settings = Settings {
+            view_prefixes: (want4.len() + want6.len()) as u32,
+            wildcard_names: wildcard_names as u32,
+            scope_without_view_v4: index.scope_without_view(false) as u32,
+            scope_without_view_v6: index.scope_without_view(true) as u32,
+        };
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())
     }
-}
-
-/// The configured prefixes that contain another, more specific configured prefix.
-pub(crate) fn prefixes_with_nested(views: &BTreeMap<String, ViewConfig>) -> std::collections::BTreeSet<IpNet> {
-    let mut all: Vec<IpNet> = views.values().flat_map(|v| v.sources.iter().copied()).collect();
-    all.sort();
-    all.dedup();
-    // Sorted by network then length, whatever a prefix contains follows it directly.
-    all.windows(2).filter(|w| w[0].contains(&w[1]) && w[0] != w[1]).map(|w| w[0]).collect()
 }

@@ -35,6 +35,7 @@ use crate::{
     local_socket::{self, Lease, SocketGuard},
     records::{Chosen, Pick},
     selection::{self, Health},
+    view_index::ViewIndex,
 };
 
 /// What one name answers in one view, as the XDP map entry holds it.
@@ -52,9 +53,8 @@ struct Entry {
 pub struct AnswerTable {
     /// (view id, name) → entry; view 0 is the default view.
     entries: HashMap<(u32, DnsName), Entry>,
-    /// (prefix, view id, whether other views' prefixes lie inside it), to find a
-    /// client's view by longest match and the ECS scope to claim, as XDP does.
-    views: Vec<(IpNet, u32, bool)>,
+    /// Source prefixes → views, and ECS scopes.
+    views: ViewIndex,
 }
 
 impl AnswerTable {
@@ -64,30 +64,21 @@ impl AnswerTable {
         for (name, spec) in &config.names {
             entries.insert((0, name.clone()), entry(spec.ttl, selection::choose(config, spec, health)));
         }
-        let mut views = Vec::new();
-        let nesting = crate::map_writer::prefixes_with_nested(&config.views);
         for view in config.views.values() {
-            views.extend(view.sources.iter().map(|net| (*net, view.id, nesting.contains(net))));
             for (name, in_view) in &view.names {
                 let ttl = config.names[name].ttl;
                 entries.insert((view.id, name.clone()), entry(ttl, selection::choose_in_view(config, in_view, health)));
             }
         }
+        let views = ViewIndex::build(&config.views);
         AnswerTable { entries, views }
     }
 
-    /// The client's view: the longest configured prefix holding its subnet (EDNS
-    /// Client Subnet, as PowerDNS reports it in `real-remote`) or address; and the ECS
-    /// scope an answer may claim, as XDP echoes it: the view prefix, unless other
-    /// views' prefixes lie inside it (then the client's own prefix); 0 without views.
+    /// The client's view (its subnet, as PowerDNS reports ECS in `real-remote`, or its
+    /// address) and the ECS scope its answer claims, by the same rule as XDP's maps.
     fn view_of(&self, client: IpNet) -> (u32, u8) {
-        if self.views.is_empty() {
-            return (0, 0);
-        }
-        match self.views.iter().filter(|(net, _, _)| net.contains(&client)).max_by_key(|(net, _, _)| net.prefix_len()) {
-            Some((net, id, nested)) => (*id, if *nested { client.prefix_len() } else { net.prefix_len() }),
-            None => (0, client.prefix_len()),
-        }
+        let (found, scope) = self.views.classify(client);
+        (found.map_or(0, |m| m.id), scope)
     }
 
     /// The records for a query, or None when the name is not ours (PowerDNS then asks
@@ -414,6 +405,25 @@ groups = ["dual"]
         assert!(seen.iter().all(|s| s.len() == 2), "{seen:?}");
         assert_ne!(seen[0], seen[1], "consecutive replies differ: {seen:?}");
         assert_eq!(seen[0], seen[2]);
+    }
+
+    #[test]
+    fn the_ecs_scope_is_the_prefix_that_decided_as_in_xdp() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            &CONFIG.replace(
+                "[views.kansai]",
+                "[views.office]\nsources = [\"198.51.100.0/26\"]\n[views.office.names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\n[views.kansai]",
+            ),
+        )
+        .unwrap();
+        let table = AnswerTable::build(&config, &Down("none"));
+        // A /24 subnet whose first /26 is another view: that view decides, scope 26.
+        assert_eq!(table.view_of("198.51.100.0/24".parse().unwrap()), (config.views["office"].id, 26));
+        // Elsewhere in kansai's /24: its answer holds for /26 blocks.
+        assert_eq!(table.view_of("198.51.100.128/25".parse().unwrap()), (config.views["kansai"].id, 26));
+        // In no view: the longest IPv4 view prefix.
+        assert_eq!(table.view_of("192.0.2.0/24".parse().unwrap()), (0, 26));
     }
 
     #[test]

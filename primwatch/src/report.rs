@@ -42,12 +42,9 @@ pub fn explain(
         }
         _ => (ipnet::IpNet::from(from), format!("source address {from}")),
     };
-    let view = config
-        .views
-        .iter()
-        .flat_map(|(n, v)| v.sources.iter().map(move |s| (n, v, s)))
-        .filter(|(_, _, s)| s.contains(&key))
-        .max_by_key(|(_, _, s)| s.prefix_len());
+    let index = crate::view_index::ViewIndex::build(&config.views);
+    let (found, scope) = index.classify(key);
+    let view = found.map(|m| (&m.view, &config.views[&m.view], m.prefix));
     let (view_label, groups, all_down) = match view {
         Some((view_name, v, prefix)) if v.names.contains_key(&matched) => {
             let vn = &v.names[&matched];
@@ -129,6 +126,7 @@ pub fn explain(
         answers_per_reply: answers,
         pick: format!("{pick:?}").to_lowercase(),
         why,
+        ecs_scope: ecs.filter(|p| !p.ends_with("/0")).map(|_| scope),
     })
 }
 

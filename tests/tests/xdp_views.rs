@@ -51,7 +51,7 @@ groups = ["osaka-first", "tokyo-backup"]
 groups = ["osaka"]
 
 [views.tokyo-office]
-sources = ["192.0.2.128/25"]
+sources = ["192.0.2.128/25", "203.0.113.0/26"]
 [views.tokyo-office.names."www.example.test"]
 groups = ["tokyo"]
 "#
@@ -126,18 +126,31 @@ fn edns_client_subnet_picks_the_view_and_is_echoed_with_its_scope() {
     let (answers, echo) = ask_ecs(&h, 1, 28, &[198, 51, 100, 16], RecordType::A);
     assert_eq!(answers, ips(&["10.0.0.2"]));
     assert_eq!(echo, vec![0, 1, 28, 24, 198, 51, 100, 16]);
-    // 192.0.2.0/24 has tokyo-office's /25 inside it: only the source prefix may be claimed.
-    let (answers, echo) = ask_ecs(&h, 1, 26, &[192, 0, 2, 0], RecordType::A);
-    assert_eq!(answers, ips(&["10.0.0.2"]));
-    assert_eq!(echo[3], 26);
+    // 192.0.2.0/24 has tokyo-office's /25 inside it: the west answer holds for /25
+    // blocks, whatever the source length (RFC 7871 §7.2.1: the scope may exceed it).
+    for source_len in [26, 24, 23] {
+        let address = &[192, 0, 2, 0][..(source_len as usize).div_ceil(8)];
+        let (answers, echo) = ask_ecs(&h, 1, source_len, address, RecordType::A);
+        assert_eq!(answers, ips(&["10.0.0.2"]));
+        assert_eq!(echo[2..4], [source_len, 25], "source /{source_len}");
+    }
+    // A view more specific than the subnet decides, and the scope says so: a /24
+    // whose first /26 is tokyo-office's.
+    let (answers, echo) = ask_ecs(&h, 1, 24, &[203, 0, 113], RecordType::A);
+    assert_eq!(answers, ips(&["10.0.0.1"]));
+    assert_eq!(echo[2..4], [24, 26]);
     // IPv6 subnet in an IPv4 packet.
     let (answers, echo) = ask_ecs(&h, 2, 56, &[0xfd, 0x99, 0, 0, 0, 0, 0], RecordType::AAAA);
     assert_eq!(answers, ips(&["2001:db8::2"]));
     assert_eq!(echo[2..4], [56, 16]);
-    // Unknown subnet: default view, scope = source.
-    let (answers, echo) = ask_ecs(&h, 1, 24, &[203, 0, 113], RecordType::A);
-    assert_eq!(answers, ips(&["10.0.0.1"]));
-    assert_eq!(echo[3], 24);
+    // Unknown subnet: default view; its answer holds for blocks as long as the longest
+    // IPv4 view prefix (/26), whatever the source length.
+    for source_len in [24, 28] {
+        let (answers, echo) =
+            ask_ecs(&h, 1, source_len, &[198, 18, 0, 0][..(source_len as usize).div_ceil(8)], RecordType::A);
+        assert_eq!(answers, ips(&["10.0.0.1"]));
+        assert_eq!(echo[2..4], [source_len, 26]);
+    }
     // Source length 0: the client opts out; the packet's address decides, scope 0.
     let (answers, echo) = ask_ecs(&h, 1, 0, &[], RecordType::A);
     assert_eq!(answers, ips(&["10.0.0.1"]));

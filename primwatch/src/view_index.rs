@@ -81,8 +81,8 @@ impl ViewIndex {
             };
             table[slot].1.insert(mask(value, len, family_len), m);
         }
-        index.v4.sort_by(|a, b| b.0.cmp(&a.0));
-        index.v6.sort_by(|a, b| b.0.cmp(&a.0));
+        index.v4.sort_by_key(|t| std::cmp::Reverse(t.0));
+        index.v6.sort_by_key(|t| std::cmp::Reverse(t.0));
         index
     }
 

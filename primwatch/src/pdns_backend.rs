@@ -160,19 +160,36 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Serves the remote-backend protocol at `powerdns.socket` from the latest table in
 /// `answers`. Only root and the PowerDNS group may connect (mode 0660 and
 /// SO_PEERCRED); at most `max_connections` are served at once.
+///
+/// Runs on its own thread and runtime: a flood of queries PowerDNS passes on (DO=1,
+/// TCP, random names) keeps that thread busy, not the one whose timers run the health
+/// checks.
 pub fn listen(powerdns: &PowerDnsConfig, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketGuard> {
-    let path = &powerdns.socket;
-    let listener = local_socket::bind(path, &powerdns.access)?;
+    let path = powerdns.socket.clone();
+    let access = powerdns.access.clone();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let thread_path = path.clone();
+    std::thread::Builder::new().name("powerdns-backend".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return drop(bound_tx.send(Err(e.into()))),
+        };
+        runtime.block_on(async move {
+            let listener = match local_socket::bind(&thread_path, &access) {
+                Ok(listener) => listener,
+                Err(e) => return drop(bound_tx.send(Err(e))),
+            };
+            local_socket::serve(listener, access, &local_socket::POWERDNS, "powerdns", move |stream, lease| {
+                serve_connection(stream, lease, answers.clone())
+            });
+            let _ = bound_tx.send(Ok(()));
+            std::future::pending::<()>().await
+        })
+    })?;
+    bound_rx.recv().map_err(|_| anyhow::anyhow!("the PowerDNS backend thread ended before binding"))??;
     info!(socket = %path.display(), group = ?powerdns.access.group.as_ref().map(|g| &g.0),
         "PowerDNS remote backend listening");
-    local_socket::serve(
-        listener,
-        powerdns.access.clone(),
-        &local_socket::POWERDNS,
-        "powerdns",
-        move |stream, lease| serve_connection(stream, lease, answers.clone()),
-    );
-    Ok(SocketGuard(path.to_path_buf()))
+    Ok(SocketGuard(path))
 }
 
 async fn serve_connection(mut stream: UnixStream, lease: Lease, answers: watch::Receiver<Arc<AnswerTable>>) {

@@ -41,6 +41,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 
 mod continuity;
 mod failover;
+mod flood;
 mod scale;
 
 struct Args {
@@ -86,6 +87,9 @@ fn main() -> Result<()> {
     }
     if wanted("powerdns") {
         powerdns_path(args.seconds)?;
+    }
+    if wanted("flood") {
+        flood::run(args.seconds)?;
     }
     Ok(())
 }

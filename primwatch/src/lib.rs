@@ -14,6 +14,7 @@ pub mod dns_name;
 pub mod hooks;
 pub mod host;
 pub mod local_socket;
+pub mod log_output;
 pub mod map_writer;
 pub mod metrics;
 pub mod paths;

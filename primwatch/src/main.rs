@@ -42,7 +42,13 @@ fn init_logging(format: LogFormat) {
     let ansi = std::io::stderr().is_terminal() && !no_color;
     // systemd sets JOURNAL_STREAM for a service whose stderr is the journal.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // Lines that cannot be written are dropped and counted (log_output), and tracing's
+    // own report of a failed write (to the same broken stderr) is off.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| primwatch::log_output::LogOutput)
+        .log_internal_errors(false)
+        .with_ansi(ansi);
     match (format, journal) {
         (LogFormat::Json, _) => builder.json().init(),
         (LogFormat::Text, true) => builder.without_time().init(),
@@ -381,6 +387,7 @@ fn print_stats(stats: &primwatch::metrics::Stats) {
         ms(m.sync_seconds.quantile(0.99))
     );
     println!("RELOADS  {} applied, {} rejected", stats.reloads.applied, stats.reloads.rejected);
+    println!("LOGS     {} lines lost (stderr closed, full or blocked)", stats.log_lines_lost);
     for (socket, c) in &stats.sockets {
         println!(
             "SOCKET   {socket}: {} accepted, refused {} (peer not allowed) {} (all slots busy), {} idle closed, {} accept errors",
@@ -396,6 +403,7 @@ fn print_name(n: &primwatch::control::NameStatus) {
 }
 
 fn run(config_path: PathBuf) -> Result<()> {
+    primwatch::log_output::never_block_on_stderr();
     let config = Config::load(&config_path)?;
     raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()

@@ -175,6 +175,7 @@ impl Recorder {
                 .into_iter()
                 .map(|(name, counters)| (name.to_string(), counters.snapshot()))
                 .collect(),
+            log_lines_lost: crate::log_output::lines_lost(),
         }
     }
 }
@@ -212,6 +213,9 @@ pub struct Stats {
     /// Per local socket (control, powerdns): connections accepted and refused.
     #[serde(default)]
     pub sockets: BTreeMap<String, crate::local_socket::CounterSnapshot>,
+    /// Log writes that failed (stderr closed, full or blocked): the lines are lost.
+    #[serde(default)]
+    pub log_lines_lost: u64,
 }
 
 /// Prometheus label values: backslash, quote and newline escaped.
@@ -337,6 +341,13 @@ pub fn prometheus_text(stats: &Stats) -> String {
     help(&mut out, "primwatch_reloads_total", "counter", "Config reloads by result.");
     let _ = writeln!(out, "primwatch_reloads_total{{result=\"applied\"}} {}", stats.reloads.applied);
     let _ = writeln!(out, "primwatch_reloads_total{{result=\"rejected\"}} {}", stats.reloads.rejected);
+    help(
+        &mut out,
+        "primwatch_log_lines_lost_total",
+        "counter",
+        "Log lines that could not be written to stderr (closed, full or blocked) and were dropped.",
+    );
+    let _ = writeln!(out, "primwatch_log_lines_lost_total {}", stats.log_lines_lost);
     help(
         &mut out,
         "primwatch_socket_connections_total",

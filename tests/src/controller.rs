@@ -31,6 +31,8 @@ pub struct Controller {
     dir: TempDir,
     /// Runs the controller under this hard and soft RLIMIT_NOFILE (prlimit).
     open_file_limit: Option<u64>,
+    /// Its stderr goes to a pipe whose reader closes it after the first 100 bytes.
+    pub log_reader_quits: bool,
 }
 
 impl Controller {
@@ -43,6 +45,17 @@ impl Controller {
 
     /// As `start`, under an RLIMIT_NOFILE of `open_file_limit` (soft and hard), if given.
     pub fn start_limited(ns: &str, config_template: &str, open_file_limit: Option<u64>) -> Result<Controller> {
+        Controller::start_with(ns, config_template, open_file_limit, false)
+    }
+
+    /// As `start_limited`; with `log_reader_quits`, its log goes to a reader that closes
+    /// the pipe after the first 100 bytes (a logger that went away).
+    pub fn start_with(
+        ns: &str,
+        config_template: &str,
+        open_file_limit: Option<u64>,
+        log_reader_quits: bool,
+    ) -> Result<Controller> {
         let dir = TempDir::new("pwctl")?;
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("pwt"));
         let control_socket = dir.0.join("ctl.sock");
@@ -57,6 +70,7 @@ impl Controller {
             config_path,
             dir,
             open_file_limit,
+            log_reader_quits,
         };
         controller.write_config(config_template)?;
         controller.spawn()?;
@@ -93,19 +107,36 @@ impl Controller {
             }
             None => netns::command(&self.ns, &binary),
         };
-        let child = command
+        command
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting primwatch")?;
+            .stdout(Stdio::from(log.try_clone()?));
+        if self.log_reader_quits {
+            command.stderr(Stdio::piped());
+        } else {
+            command.stderr(Stdio::from(log));
+        }
+        let mut child = command.spawn().context("starting primwatch")?;
+        if let Some(mut stderr) = child.stderr.take() {
+            // A logger that reads a little and goes away: the pipe's read end closes.
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut first = [0u8; 100];
+                let _ = stderr.read_exact(&mut first);
+            });
+        }
         self.child = Some(child);
+        let log_reader_quits = self.log_reader_quits;
         let ready = wait_for(Duration::from_secs(20), || {
-            if self.log().get(log_len..).is_some_and(|new| new.contains("serving")) {
+            let serving = if log_reader_quits {
+                self.ctl(&["status"]).is_ok_and(|r| r["ok"] == true)
+            } else {
+                self.log().get(log_len..).is_some_and(|new| new.contains("serving"))
+            };
+            if serving {
                 return Some(true);
             }
             match self.child.as_mut().map(|c| c.try_wait()) {

@@ -62,6 +62,25 @@ pub fn world_with(body: &str, remote_backend: bool) -> World {
 /// As `world_with`, with extra `[powerdns]` keys (`powerdns_keys`, lines) and the
 /// controller under an RLIMIT_NOFILE of `open_file_limit`, if given.
 pub fn world_custom(body: &str, remote_backend: bool, powerdns_keys: &str, open_file_limit: Option<u64>) -> World {
+    world_options(body, &Options { remote_backend, powerdns_keys, open_file_limit, ..Options::default() })
+}
+
+/// How `world_options` sets the world up beyond the config body.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// PowerDNS asks primwatch (`launch=bind,remote`).
+    pub remote_backend: bool,
+    /// Extra `[powerdns]` lines.
+    pub powerdns_keys: &'a str,
+    /// Extra `[server]` lines.
+    pub server_keys: &'a str,
+    pub open_file_limit: Option<u64>,
+    /// The controller's log reader closes the pipe after the first 100 bytes.
+    pub log_reader_quits: bool,
+}
+
+pub fn world_options(body: &str, options: &Options) -> World {
+    let Options { remote_backend, powerdns_keys, server_keys, open_file_limit, log_reader_quits } = *options;
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
     let backends = net.serve_http([WEB1, WEB2, WEB3].map(|ip| ip.parse().unwrap())).unwrap();
@@ -85,6 +104,7 @@ pub fn world_custom(body: &str, remote_backend: bool, powerdns_keys: &str, open_
 interfaces = ["{SERVER_IF}"]
 xdp_mode = "skb"
 pin_dir = "{{pin_dir}}"
+{server_keys}
 
 [checks.http]
 type = "http"
@@ -110,7 +130,7 @@ checks = ["http"]
 "#
     );
     // The controller first: PowerDNS connects to its socket when it starts.
-    let controller = Controller::start_limited(&lab.server_ns, &config, open_file_limit).unwrap();
+    let controller = Controller::start_with(&lab.server_ns, &config, open_file_limit, log_reader_quits).unwrap();
     let pdns =
         PowerDns::start_with(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone, &pdns_conf).unwrap();
     World { controller, pdns, backends, net, lab, powerdns_socket: remote_backend.then_some(socket) }

@@ -69,6 +69,10 @@ fn debian_packages() -> Result<()> {
         return Ok(());
     }
     step(&format!("installing Debian packages: {}", missing.join(" ")));
+    // The packages' maintainer scripts would start pdns, knot and gdnsd on the host (the
+    // lab starts its own): a policy-rc.d that says no, for the install only. One the
+    // operator already has is left alone, and no running daemon is touched.
+    let _policy = NoDaemonStarts::install()?;
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
     run_cmd(
         Command::new("apt-get")
@@ -76,11 +80,32 @@ fn debian_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    // The packages try to start their daemons on the host; the lab starts its own.
-    for daemon in ["pdns_server", "knotd", "gdnsd"] {
-        let _ = Command::new("pkill").args(["-x", daemon]).status();
-    }
     Ok(())
+}
+
+/// /usr/sbin/policy-rc.d exiting 101 ("action forbidden", invoke-rc.d(8)) while it
+/// lives, if there was none; removed on drop.
+struct NoDaemonStarts(Option<PathBuf>);
+
+impl NoDaemonStarts {
+    fn install() -> Result<NoDaemonStarts> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = PathBuf::from("/usr/sbin/policy-rc.d");
+        if path.exists() {
+            return Ok(NoDaemonStarts(None));
+        }
+        std::fs::write(&path, "#!/bin/sh\n# primwatch setup: no daemon starts during the install\nexit 101\n")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(NoDaemonStarts(Some(path)))
+    }
+}
+
+impl Drop for NoDaemonStarts {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn output(cmd: &mut Command) -> Result<String> {

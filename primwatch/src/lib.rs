@@ -25,4 +25,5 @@ pub mod records;
 pub mod report;
 pub mod selection;
 pub mod state;
+pub mod supervise;
 pub mod view_index;

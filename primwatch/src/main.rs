@@ -406,11 +406,23 @@ fn run(config_path: PathBuf) -> Result<()> {
     primwatch::log_output::never_block_on_stderr();
     let config = Config::load(&config_path)?;
     raise_open_file_limit();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(serve(config, config_path))
+    primwatch::supervise::install_panic_hook();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (on_stop, pin_dir) = (config.on_stop, config.pin_dir.clone());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(serve(config, config_path)))) {
+        Ok(result) => result,
+        Err(_) => {
+            // The serving flow itself panicked: its links are still pinned (fail static).
+            // Honour on_stop from the pins, which is all the next start needs.
+            if on_stop == OnStop::Detach {
+                match dataplane::detach_pinned(&pin_dir) {
+                    Ok(removed) => info!(pins = removed.len(), "detached after the panic (on_stop = detach)"),
+                    Err(e) => error!(error = %format!("{e:#}"), "detaching after the panic"),
+                }
+            }
+            bail!("stopped after a panic: {}", primwatch::supervise::reason().unwrap_or_default())
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: checks, sockets and maps all
@@ -507,6 +519,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => info!("SIGINT: shutting down"),
             _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+            why = primwatch::supervise::fatal() => error!(%why, "shutting down after a panic"),
         }
     };
     let result = controller.run(requests, shutdown).await;
@@ -517,6 +530,10 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     match controller.config().on_stop {
         OnStop::Keep => dataplane.leave_attached(),
         OnStop::Detach => dataplane.shutdown()?,
+    }
+    // A panic stopped us: a failure exit, for the supervisor to restart.
+    if let Some(why) = primwatch::supervise::reason() {
+        bail!("stopped after a panic: {why}");
     }
     result
 }

@@ -28,7 +28,12 @@ pub struct BackendNet {
 
 impl BackendNet {
     pub fn new(lab: &Lab) -> Result<BackendNet> {
-        let ns = crate::unique("pwb");
+        BackendNet::named(lab, &crate::unique("pwb"))
+    }
+
+    /// As `new`, with a fixed namespace name (the demo's, so a later run finds it).
+    pub fn named(lab: &Lab, ns: &str) -> Result<BackendNet> {
+        let ns = ns.to_string();
         netns::ip(&["netns", "add", &ns])?;
         let net = BackendNet { ns };
         netns::ip(&[

@@ -59,7 +59,7 @@ fn main() -> Result<()> {
             setup::run()?;
             build()?;
             if args.is_empty() {
-                cargo(&["run", "--release", "-p", "primwatch-tests", "--bin", "pw-demo"], &[])
+                run_demo()
             } else {
                 let mut full = vec!["run".to_string()];
                 full.extend(args);
@@ -104,6 +104,43 @@ fn run_tests_bin(bin: &str, args: &[String]) -> Result<()> {
     let mut cmd = vec!["run", "--release", "-p", "primwatch-tests", "--bin", bin, "--"];
     cmd.extend(args.iter().map(String::as_str));
     cargo(&cmd, &[])
+}
+
+/// Runs the demo and waits for it, whatever signal arrives: Ctrl-C, a kill or a closed
+/// terminal reach the demo (forwarded, if they were sent to us alone), which removes
+/// its lab before it exits; only then do we exit.
+fn run_demo() -> Result<()> {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static CHILD: AtomicI32 = AtomicI32::new(0);
+    extern "C" fn forward(signal: libc::c_int) {
+        let pid = CHILD.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe; it signals our own child.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(["run", "--release", "-p", "primwatch-tests", "--bin", "pw-demo"])
+        .current_dir(workspace_root())
+        .spawn()
+        .context("starting the demo")?;
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only calls kill.
+        unsafe { libc::signal(signal, forward as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("waiting for the demo"),
+        }
+    };
+    if !status.success() {
+        bail!("the demo exited with {status}");
+    }
+    Ok(())
 }
 
 fn step(what: &str) {

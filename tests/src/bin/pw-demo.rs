@@ -24,6 +24,34 @@ impl Drop for Stopping {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// The demo's namespaces: client, server, backends.
+const DEMO_NAMESPACES: [&str; 3] = ["pwdemo-client", "pwdemo-server", "pwdemo-backends"];
+
+/// Stops every process in namespace `ns` (SIGTERM, then SIGKILL) and deletes it.
+fn remove_namespace_and_processes(ns: &str) {
+    if !Path::new("/run/netns").join(ns).exists() {
+        return;
+    }
+    println!("removing {ns}, left by an earlier demo");
+    let pids = || -> Vec<i32> {
+        std::process::Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    for pid in pids() {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    if primwatch_tests::wait_for(Duration::from_secs(5), || pids().is_empty().then_some(())).is_none() {
+        for pid in pids() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = netns::ip(&["netns", "del", ns]);
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -32,16 +60,23 @@ fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config_path = root.join("examples/demo.toml");
     let config = Config::load(&config_path)?;
-    // Survive the terminal's Ctrl-C long enough to clean up.
+    // Survive Ctrl-C, a kill, a closed terminal or a dropped SSH session long enough to
+    // clean up; a closed terminal must not turn printing into a panic either.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(signal, on_signal as *const () as libc::sighandler_t);
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 
+    // A demo killed with SIGKILL left its lab: take it down first.
+    for ns in DEMO_NAMESPACES {
+        remove_namespace_and_processes(ns);
+    }
     let _ = std::fs::remove_file("/var/lib/primwatch/demo-state.json"); // a fresh demo each time
-    let lab = Lab::named("pwdemo-client", "pwdemo-server")?;
+    let lab = Lab::named(DEMO_NAMESPACES[0], DEMO_NAMESPACES[1])?;
     // Three HTTP backends in their own namespace; the client can reach them too.
-    let backends_net = BackendNet::new(&lab)?;
+    let backends_net = BackendNet::named(&lab, DEMO_NAMESPACES[2])?;
     let mut backends = backends_net.serve_http(config.targets.values().map(|t| t.address))?;
     // primwatch first: PowerDNS connects to its remote-backend socket when it starts.
     let mut primwatch = Stopping(

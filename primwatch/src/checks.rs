@@ -209,75 +209,110 @@ async fn plain_http(http: &HttpCheck, to: SocketAddr) -> ProbeResult {
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| fail(format!("send: {e}")))?;
 
-    // Read the head; then, only if the body matters, the rest (up to 64 KiB or close).
+    // Read the head, skipping interim 1xx replies (RFC 9110 §15.2: 100, 102, 103 Early
+    // Hints come before the final reply; 101 would switch protocols and is final here).
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (status, head_len, chunked, length) = loop {
+        match parse_head(&buf) {
+            Ok(Some(head)) if (100..200).contains(&head.0) && head.0 != 101 => {
+                buf.drain(..head.1);
+                continue; // the final reply may already be in the buffer
+            }
+            Ok(Some(head)) => break head,
+            Ok(None) if buf.len() < MAX_BODY => {}
+            Ok(None) => return Err(fail("response head over 64 KiB".into())),
+            Err(e) => return Err(fail(format!("bad HTTP response: {e}"))),
+        }
         let n = stream.read(&mut chunk).await.map_err(|e| fail(format!("read: {e}")))?;
         if n == 0 {
             return Err(fail(format!("connection closed before a complete response: {:?}", snippet(&buf))));
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 48];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let header = |name: &str| {
-                    response
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case(name))
-                        .map(|h| String::from_utf8_lossy(h.value).to_string())
-                };
-                let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-                let length = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
-                break (response.code.unwrap_or(0), len, chunked, length);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_BODY => continue,
-            Ok(httparse::Status::Partial) => return Err(fail("response head over 64 KiB".into())),
-            Err(e) => return Err(fail(format!("bad HTTP response: {e}"))),
-        }
     };
     if !http.ok_status.contains(&status) {
         return Err(fail(format!("status {status} is not in {:?}", http.ok_status)));
     }
     if let Some(pattern) = &http.body {
-        let mut body = buf.split_off(head_len);
-        while length.is_none_or(|l| body.len() < l) && body.len() < MAX_BODY {
-            let n = stream.read(&mut chunk).await.map_err(|e| fail(format!("reading body: {e}")))?;
-            if n == 0 {
+        // The pattern is tried on what has arrived so far: a streaming or long-poll body
+        // passes as soon as it matches, and the body's end (Content-Length, the last
+        // chunk, a close) or the cap ends the read.
+        let mut raw = buf.split_off(head_len);
+        loop {
+            let (body, complete) = if chunked {
+                dechunk(&raw)
+            } else {
+                let end = length.map_or(raw.len(), |l| l.min(raw.len()));
+                (raw[..end].to_vec(), length.is_some_and(|l| raw.len() >= l))
+            };
+            if pattern.is_match(&String::from_utf8_lossy(&body)) {
                 break;
             }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        if let Some(l) = length {
-            body.truncate(l);
-        }
-        let body = if chunked { dechunk(&body) } else { body };
-        let text = String::from_utf8_lossy(&body);
-        if !pattern.is_match(&text) {
-            return Err(fail(format!("body does not match /{pattern}/: {:?}", snippet(&body))));
+            if complete || raw.len() >= MAX_BODY {
+                return Err(fail(format!(
+                    "body does not match /{pattern}/ ({} bytes read): {:?}",
+                    body.len(),
+                    snippet(&body)
+                )));
+            }
+            let n = stream.read(&mut chunk).await.map_err(|e| fail(format!("reading body: {e}")))?;
+            if n == 0 {
+                return Err(fail(format!(
+                    "body ended without matching /{pattern}/ ({} bytes read): {:?}",
+                    body.len(),
+                    snippet(&body)
+                )));
+            }
+            raw.extend_from_slice(&chunk[..n.min(MAX_BODY - raw.len())]);
         }
     }
     Ok((format!("status {status}"), Some(stats)))
 }
 
-/// Joins the chunks of a chunked body (as much as arrived).
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+/// What the checks need of a response head: (status, head length in bytes, whether the
+/// body is chunked, Content-Length).
+type Head = (u16, usize, bool, Option<usize>);
+
+/// A complete response head at the start of `buf`; None while incomplete. Any number
+/// of header lines.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, httparse::Error> {
+    let lines = buf.windows(2).filter(|w| w == b"\r\n").count();
+    let mut headers = vec![httparse::EMPTY_HEADER; lines.max(1)];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(buf)? {
+        httparse::Status::Complete(len) => {
+            let header = |name: &str| {
+                response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).to_string())
+            };
+            let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            let length = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+            Ok(Some((response.code.unwrap_or(0), len, chunked, length)))
+        }
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
+/// Joins the chunks of a chunked body (as much as arrived); true once the last
+/// (zero-size) chunk has arrived.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&raw[..eol]);
         let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else { break };
         raw = &raw[eol + 2..];
         if size == 0 {
-            break;
+            return (out, true);
         }
         let take = size.min(raw.len());
         out.extend_from_slice(&raw[..take]);
         raw = &raw[take..];
         raw = raw.strip_prefix(b"\r\n").unwrap_or(raw);
     }
-    out
+    (out, false)
 }
 
 /// The start of what a target sent, escaped (it is untrusted text).
@@ -319,17 +354,28 @@ async fn http_probe(http: &HttpCheck, timeout: Duration, address: IpAddr) -> Pro
     }
     if let Some(body) = &http.body {
         // At most MAX_BODY bytes, as for plain HTTP: a target cannot make us buffer more.
+        // Tried on what has arrived so far, as for plain HTTP: a streaming body passes at
+        // its first match.
         let mut bytes = Vec::new();
         let mut response = response;
-        while bytes.len() < MAX_BODY {
+        loop {
+            if body.is_match(&String::from_utf8_lossy(&bytes)) {
+                break;
+            }
+            if bytes.len() >= MAX_BODY {
+                return Err(format!("body does not match /{body}/ ({} bytes read)", bytes.len()).into());
+            }
             match response.chunk().await.map_err(|e| format!("reading body: {e}"))? {
                 Some(chunk) => bytes.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - bytes.len())]),
-                None => break,
+                None => {
+                    return Err(format!(
+                        "body ended without matching /{body}/ ({} bytes read): {:?}",
+                        bytes.len(),
+                        snippet(&bytes)
+                    )
+                    .into())
+                }
             }
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        if !body.is_match(&text) {
-            return Err(format!("body does not match /{body}/: {:?}", snippet(&bytes)).into());
         }
     }
     Ok((format!("status {status}"), None))
@@ -477,6 +523,86 @@ mod tests {
         port
     }
 
+    /// A server that reads the request, then sends `parts` (bytes, then a pause in ms)
+    /// and, with `keep_open`, holds the connection open afterwards; `endless` bytes are
+    /// then sent every 200 ms until the client goes away.
+    async fn serve_script(parts: Vec<(Vec<u8>, u64)>, keep_open: bool, endless: Option<Vec<u8>>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let (parts, endless) = (parts.clone(), endless.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    for (bytes, pause) in parts {
+                        if s.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                    if let Some(more) = endless {
+                        while s.write_all(&more).await.is_ok() {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    if keep_open {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_replies_real_backends_send() {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let spec = |port: u16, extra: &str| {
+            check(&format!("type = \"http\"\nport = {port}\ntimeout = \"1s\"\ninterval = \"2s\"\n{extra}"))
+        };
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nall \r\n4\r\ngood\r\n0\r\n\r\n".to_vec();
+        // A chunked body whose end arrives while the connection stays open, or is reset.
+        for keep_open in [true, false] {
+            let port = serve_script(vec![(chunked.clone(), 50)], keep_open, None).await;
+            let out = run(&spec(port, "body = \"^all good$\""), "t", lo).await;
+            assert!(out.ok && out.latency < Duration::from_millis(500), "keep_open {keep_open}: {out:?}");
+        }
+        // Interim replies before the final one.
+        for interim in ["100 Continue", "102 Processing", "103 Early Hints\r\nLink: </style.css>; rel=preload"] {
+            let reply = format!("HTTP/1.1 {interim}\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            let port = serve_script(vec![(reply.into_bytes(), 0)], false, None).await;
+            let out = run(&spec(port, ""), "t", lo).await;
+            assert!(out.ok, "{interim}: {out:?}");
+        }
+        let port =
+            serve_script(vec![(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\n\r\n".to_vec(), 0)], false, None)
+                .await;
+        let out = run(&spec(port, ""), "t", lo).await;
+        assert!(!out.ok && out.detail.contains("status 503"), "the final status counts: {out:?}");
+        // Many header lines.
+        let mut many = "HTTP/1.1 200 OK\r\n".to_string();
+        for i in 0..200 {
+            many.push_str(&format!("X-Header-{i}: {i}\r\n"));
+        }
+        many.push_str("Content-Length: 0\r\n\r\n");
+        let port = serve_script(vec![(many.into_bytes(), 0)], false, None).await;
+        let out = run(&spec(port, ""), "t", lo).await;
+        assert!(out.ok, "{out:?}");
+        // An endless, slow body that matches early: up at the match, not down at the timeout.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstatus: ok\n".to_vec();
+        let port = serve_script(vec![(head, 0)], true, Some(vec![b'.'; 32])).await;
+        let out = run(&spec(port, "body = \"status: ok\""), "t", lo).await;
+        assert!(out.ok && out.latency < Duration::from_millis(500), "{out:?}");
+        // A body that ends without a match says how much it read.
+        let port =
+            serve_script(vec![(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(), 0)], true, None).await;
+        let out = run(&spec(port, "body = \"bye\""), "t", lo).await;
+        assert!(!out.ok && out.detail.contains("5 bytes read"), "{out:?}");
+    }
+
     #[tokio::test]
     async fn tcp_connect_send_expect() {
         let port = serve(|req| if req == b"PING\r\n" { "+PONG\r\n".into() } else { "-ERR\r\n".into() }).await;
@@ -601,7 +727,8 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk(b"5\r\nheal\t\r\n3;x=1\r\nthy\r\n0\r\n\r\n"), b"heal\tthy");
+        assert_eq!(dechunk(b"5\r\nheal\t\r\n3;x=1\r\nthy\r\n0\r\n\r\n"), (b"heal\tthy".to_vec(), true));
+        assert_eq!(dechunk(b"5\r\nheal\t\r\n3"), (b"heal\t".to_vec(), false));
     }
 
     #[tokio::test]

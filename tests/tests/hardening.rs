@@ -511,3 +511,155 @@ groups = ["pinged"]
     w.controller.restart().unwrap();
     w.expect("www.example.test", &[WEB1], SOON); // the override survived in the state file
 }
+
+#[test]
+fn an_exec_check_that_hangs_leaves_no_process_behind() {
+    // The command starts a child that would outlive its shell; the timeout must end both.
+    let w = primwatch_tests::world::world(
+        r#"
+[checks.hangs]
+type = "exec"
+command = ["sh", "-c", "sleep 20.25; exit 0"]
+interval = "500ms"
+timeout = "300ms"
+rise = 1
+fall = 1
+[targets.hanging]
+address = "10.99.1.13"
+checks = ["hangs"]
+[groups.hanging]
+members = ["hanging"]
+[names."hang.example.test"]
+groups = ["hanging"]
+"#,
+    );
+    let count = || {
+        let out = Command::new("pgrep").args(["-cfx", "sleep 20.25"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(3)); // several runs, each timed out
+    let state = target_states(&w)["hanging"].clone();
+    assert_eq!(state.0, "\"down\"", "a command that hangs past the timeout fails");
+    // At most the run in progress; none left from the timed-out runs.
+    assert!(count() <= 1, "{} sleeps left behind", count());
+    drop(w);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(), 0, "nothing outlives primwatch");
+}
+
+/// Answers every ICMP echo request to `target` with an ICMP error (`icmp_type`,
+/// `code`) quoting it, from the target's address — what a REJECTing firewall does.
+fn reject_pings(
+    ns: &str,
+    target: std::net::Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let socket = primwatch_tests::netns::run_in(ns, move || {
+        // SAFETY: a new raw ICMP socket, owned from here on; bound to the target.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+            assert!(fd >= 0);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from(target).to_be() },
+                sin_zero: [0; 8],
+            };
+            assert_eq!(libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), 16), 0);
+            let timeout = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&timeout as *const libc::timeval).cast(), 16);
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        }
+    })
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 28 {
+                continue;
+            }
+            let hlen = 4 * (buf[0] & 0x0f) as usize;
+            if buf[hlen] != 8 || buf[16..20] != target.octets() {
+                continue; // not an echo request to the target
+            }
+            let mut reply = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+            reply.extend_from_slice(&buf[..hlen + 8]); // the request's header and first 8 bytes
+            let sum: u32 = reply.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            reply[2..4].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+            let to = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sends our buffer to the requester.
+            unsafe {
+                libc::sendto(
+                    socket.as_raw_fd(),
+                    reply.as_ptr().cast(),
+                    reply.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    16,
+                )
+            };
+        }
+    });
+}
+
+#[test]
+fn icmp_errors_quoting_our_echo_are_failures() {
+    let w = primwatch_tests::world::world(
+        r#"
+[checks.ping]
+type = "icmp"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[targets.pinged]
+address = "10.99.1.13"
+checks = ["ping"]
+[groups.pinged]
+members = ["pinged"]
+[names."ping.example.test"]
+groups = ["pinged"]
+"#,
+    );
+    let state = |w: &World| target_states(w)["pinged"].clone();
+    let wait_state = |w: &World, want: &str| {
+        primwatch_tests::wait_for(SOON, || (state(w).0 == format!("\"{want}\"")).then_some(()))
+            .unwrap_or_else(|| panic!("pinged never {want}: {:?}", state(w)))
+    };
+    wait_state(&w, "up");
+    let sysctl = |value: &str| {
+        primwatch_tests::netns::sh(
+            "nsenter",
+            &[
+                &format!("--net=/run/netns/{}", w.net.ns),
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.icmp_echo_ignore_all={value}"),
+            ],
+        )
+        .unwrap()
+    };
+    // Destination unreachable: network, host, port, administratively prohibited; time exceeded.
+    for (icmp_type, code) in [(3u8, 10u8), (3, 1), (3, 3), (3, 13), (11, 0)] {
+        sysctl("1");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        reject_pings(&w.net.ns, "10.99.1.13".parse().unwrap(), icmp_type, code, stop.clone());
+        wait_state(&w, "down");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(state(&w).0, "\"down\"", "ICMP {icmp_type}/{code} kept it down");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        sysctl("0");
+        wait_state(&w, "up");
+    }
+}

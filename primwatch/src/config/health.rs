@@ -291,6 +291,12 @@ pub(super) fn parse_check(
                     if list.get_ref().is_empty() || list.get_ref().iter().any(|s| !(100..=599).contains(s)) {
                         return Err(at(list.span(), "ok_status must list HTTP status codes (100-599)".into()));
                     }
+                    if let Some(interim) = list.get_ref().iter().find(|s| (100..200).contains(*s)) {
+                        return Err(at(
+                            list.span(),
+                            format!("ok_status lists {interim}: a 1xx reply is never final (RFC 9110 §15.2); list 2xx-5xx codes"),
+                        ));
+                    }
                     list.get_ref().clone()
                 }
             };

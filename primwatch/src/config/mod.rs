@@ -860,6 +860,13 @@ all_down = "backup:osaka"
 "#;
 
     #[test]
+    fn interim_statuses_are_not_ok_statuses() {
+        let text = "[server]\ninterfaces = [\"lo\"]\n[checks.c]\ntype = \"http\"\nok_status = [200, 103]\n";
+        let e = Config::parse(Path::new("t.toml"), text).unwrap_err();
+        assert!(e.line == 5 && e.reason.contains("ok_status lists 103") && e.reason.contains("never final"), "{e}");
+    }
+
+    #[test]
     fn ca_file_is_read_and_checked_at_load() {
         let dir = std::env::temp_dir().join(format!("pw-ca-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

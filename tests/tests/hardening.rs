@@ -317,9 +317,9 @@ fn echo_replies_received(ns: &str) -> u64 {
     .unwrap()
 }
 
-#[test]
-fn spoofed_echo_replies_do_not_keep_a_dead_target_up() {
-    let w = primwatch_tests::world::world(
+/// The world plus target `pinged` (10.99.1.13), checked by ICMP every 200 ms.
+fn pinged_world() -> World {
+    primwatch_tests::world::world(
         r#"
 [checks.ping]
 type = "icmp"
@@ -335,28 +335,29 @@ members = ["pinged"]
 [names."ping.example.test"]
 groups = ["pinged"]
 "#,
-    );
-    let state = |w: &World| target_states(w)["pinged"].0.clone();
-    let wait_state = |w: &World, want: &str| {
-        primwatch_tests::wait_for(SOON, || (state(w) == format!("\"{want}\"")).then_some(()))
-            .unwrap_or_else(|| panic!("pinged never {want}: {}", w.controller.log()))
-    };
-    wait_state(&w, "up");
-    // The target stops answering pings.
-    let sysctl = |value: &str| {
-        primwatch_tests::netns::sh(
-            "nsenter",
-            &[
-                &format!("--net=/run/netns/{}", w.net.ns),
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.icmp_echo_ignore_all={value}"),
-            ],
-        )
+    )
+}
+
+fn wait_pinged(w: &World, want: &str) {
+    primwatch_tests::wait_for(SOON, || (target_states(w)["pinged"].0 == format!("\"{want}\"")).then_some(()))
+        .unwrap_or_else(|| panic!("pinged never {want}: {:?}", target_states(w)["pinged"]))
+}
+
+/// Makes the backend namespace ignore (or answer again) echo requests.
+fn ignore_pings(w: &World, ignore: bool) {
+    let setting = format!("net.ipv4.icmp_echo_ignore_all={}", ignore as u8);
+    primwatch_tests::netns::sh("nsenter", &[&format!("--net=/run/netns/{}", w.net.ns), "sysctl", "-qw", &setting])
         .unwrap()
-    };
-    sysctl("1");
-    wait_state(&w, "down");
+}
+
+#[test]
+fn spoofed_echo_replies_do_not_keep_a_dead_target_up() {
+    let w = pinged_world();
+    let state = |w: &World| target_states(w)["pinged"].0.clone();
+    wait_pinged(&w, "up");
+    // The target stops answering pings.
+    ignore_pings(&w, true);
+    wait_pinged(&w, "down");
 
     // Someone on the target's link sprays Echo Replies in its name for every identifier.
     let socket = primwatch_tests::netns::run_in(&w.net.ns, || {
@@ -393,8 +394,8 @@ groups = ["pinged"]
     assert_eq!(state(&w), "\"down\"");
 
     // Real replies still count.
-    sysctl("0");
-    wait_state(&w, "up");
+    ignore_pings(&w, false);
+    wait_pinged(&w, "up");
 }
 
 #[test]
@@ -492,15 +493,11 @@ groups = ["pinged"]
 
     // Everything after start still works: checks (HTTP, ICMP, exec as the exec user),
     // map updates, a reload, the state file.
-    let wait_state = |w: &World, want: &str| {
-        primwatch_tests::wait_for(SOON, || (target_states(w)["pinged"].0 == format!("\"{want}\"")).then_some(()))
-            .unwrap_or_else(|| panic!("pinged never {want}: {}", w.controller.log()))
-    };
-    wait_state(&w, "up");
+    wait_pinged(&w, "up");
     std::fs::write(&flag, "").unwrap();
-    wait_state(&w, "down");
+    wait_pinged(&w, "down");
     std::fs::remove_file(&flag).unwrap();
-    wait_state(&w, "up");
+    wait_pinged(&w, "up");
     w.backends[1].stop();
     w.expect("www.example.test", &[WEB1], SOON);
     assert_eq!(w.controller.ctl(&["reload"]).unwrap()["ok"], true);
@@ -615,51 +612,19 @@ fn reject_pings(
 
 #[test]
 fn icmp_errors_quoting_our_echo_are_failures() {
-    let w = primwatch_tests::world::world(
-        r#"
-[checks.ping]
-type = "icmp"
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 1
-[targets.pinged]
-address = "10.99.1.13"
-checks = ["ping"]
-[groups.pinged]
-members = ["pinged"]
-[names."ping.example.test"]
-groups = ["pinged"]
-"#,
-    );
+    let w = pinged_world();
     let state = |w: &World| target_states(w)["pinged"].clone();
-    let wait_state = |w: &World, want: &str| {
-        primwatch_tests::wait_for(SOON, || (state(w).0 == format!("\"{want}\"")).then_some(()))
-            .unwrap_or_else(|| panic!("pinged never {want}: {:?}", state(w)))
-    };
-    wait_state(&w, "up");
-    let sysctl = |value: &str| {
-        primwatch_tests::netns::sh(
-            "nsenter",
-            &[
-                &format!("--net=/run/netns/{}", w.net.ns),
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.icmp_echo_ignore_all={value}"),
-            ],
-        )
-        .unwrap()
-    };
+    wait_pinged(&w, "up");
     // Destination unreachable: network, host, port, administratively prohibited; time exceeded.
     for (icmp_type, code) in [(3u8, 10u8), (3, 1), (3, 3), (3, 13), (11, 0)] {
-        sysctl("1");
+        ignore_pings(&w, true);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         reject_pings(&w.net.ns, "10.99.1.13".parse().unwrap(), icmp_type, code, stop.clone());
-        wait_state(&w, "down");
+        wait_pinged(&w, "down");
         std::thread::sleep(Duration::from_millis(600));
         assert_eq!(state(&w).0, "\"down\"", "ICMP {icmp_type}/{code} kept it down");
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        sysctl("0");
-        wait_state(&w, "up");
+        ignore_pings(&w, false);
+        wait_pinged(&w, "up");
     }
 }

@@ -45,6 +45,42 @@ pub struct TcpHandshake {
     pub rtt: Duration,
 }
 
+/// Checks in flight at once when `server.max_checks_in_flight` is not set: three
+/// quarters of the open-file limit left after a reserve for the daemon's own sockets,
+/// maps and files, at least 16.
+pub fn budget(configured: Option<usize>) -> usize {
+    if let Some(n) = configured {
+        return n;
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct passed.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+    let usable = soft.min(1 << 20).saturating_sub(RESERVED_DESCRIPTORS) as usize;
+    (usable * 3 / 4).max(16)
+}
+
+/// Descriptors kept for everything but checks (maps, programs, sockets, logs, state).
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// As `run`, holding one of `budget`'s permits while it runs. A check that gets none
+/// within its timeout is a local error (the target is not judged), not a failure.
+pub async fn run_within(check: &CheckConfig, name: &str, address: IpAddr, budget: &tokio::sync::Semaphore) -> Outcome {
+    let started = Instant::now();
+    let Ok(Ok(_slot)) = tokio::time::timeout(check.timeout, budget.acquire()).await else {
+        return Outcome {
+            ok: false,
+            local_error: true,
+            detail: format!(
+                "local error, target not judged: no check slot free within {:?} (server.max_checks_in_flight)",
+                check.timeout
+            ),
+            latency: started.elapsed(),
+            tcp: None,
+        };
+    };
+    run(check, name, address).await
+}
+
 /// Runs one check against `address` (target `name`), bounded by the check's timeout.
 pub async fn run(check: &CheckConfig, name: &str, address: IpAddr) -> Outcome {
     let started = Instant::now();
@@ -554,6 +590,19 @@ mod tests {
             }
         });
         port
+    }
+
+    #[tokio::test]
+    async fn a_check_without_a_free_slot_is_a_local_error() {
+        let port = serve(|_| "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()).await;
+        let spec = check(&format!("type = \"http\"\nport = {port}\ntimeout = \"200ms\"\ninterval = \"1s\""));
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let budget = tokio::sync::Semaphore::new(1);
+        assert!(run_within(&spec, "t", lo, &budget).await.ok);
+        let _held = budget.acquire().await.unwrap(); // every slot taken by hung checks
+        let out = run_within(&spec, "t", lo, &budget).await;
+        assert!(!out.ok && out.local_error && out.detail.contains("no check slot"), "{out:?}");
+        assert!(super::budget(Some(7)) == 7 && super::budget(None) >= 16);
     }
 
     #[tokio::test]

@@ -6,8 +6,10 @@ use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
 use rand::Rng as _;
+use std::sync::Arc;
+
 use tokio::{
-    sync::mpsc,
+    sync::{mpsc, Semaphore},
     task::JoinSet,
     time::{sleep_until, Instant},
 };
@@ -42,21 +44,28 @@ struct Checker {
     spec: CheckConfig,
 }
 
-async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>) {
+async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>, budget: Arc<Semaphore>) {
     let Checker { target, index, address, spec } = checker;
     // Jitter spreads the first runs over `jitter`, then moves each run by up to ±jitter/2,
     // so checks of many targets do not march in step, and the mean period stays the interval.
     let mut next = Instant::now() + jitter(spec.jitter);
     loop {
         sleep_until(next).await;
-        let outcome = checks::run(&spec, &target, address).await;
+        let outcome = checks::run_within(&spec, &target, address, &budget).await;
         // After a failure, look again soon: confirms a death, or notices a recovery.
         let pause = if outcome.ok && !outcome.local_error { spec.interval } else { spec.retry_interval };
         if reports.send(Report { target: target.clone(), check: index, outcome }).await.is_err() {
             return; // the controller is shutting down
         }
-        // Keep the cadence; if a run took longer than the pause, start again now.
-        next = (next + pause + jitter(spec.jitter)).checked_sub(spec.jitter / 2).unwrap_or(next).max(Instant::now());
+        // Keep the cadence. A run that overran its slot (a hung target, timed out) waits
+        // for the next tick rather than starting at once: a dead target must not hold a
+        // socket nearly all the time.
+        next = (next + pause + jitter(spec.jitter)).checked_sub(spec.jitter / 2).unwrap_or(next);
+        let now = Instant::now();
+        if next <= now {
+            let behind = (now - next).as_nanos() / pause.as_nanos().max(1) + 1;
+            next += pause * behind.min(u32::MAX as u128) as u32;
+        }
     }
 }
 
@@ -87,6 +96,8 @@ pub struct Controller {
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
     hooks: HookRunner,
+    /// Checks in flight at once, over all targets (each holds a socket or a process).
+    budget: Arc<Semaphore>,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -130,6 +141,7 @@ impl Controller {
         // From here on the file says "running": a kill leaves it that way.
         state.save();
         let hooks = HookRunner::start(&config.hooks, config.exec_user.clone(), Default::default());
+        let config_budget = config.max_checks_in_flight;
         let mut controller = Controller {
             config,
             config_path,
@@ -145,6 +157,7 @@ impl Controller {
             metrics: Recorder::default(),
             dataplane_note: String::new(),
             hooks,
+            budget: Arc::new(Semaphore::new(checks::budget(config_budget))),
         };
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let table = AnswerTable::build(&controller.config, &controller.state);
@@ -177,7 +190,7 @@ impl Controller {
     }
 
     fn spawn(&mut self, checker: Checker) {
-        let handle = self.checkers.spawn(check_loop(checker.clone(), self.reports_tx.clone()));
+        let handle = self.checkers.spawn(check_loop(checker.clone(), self.reports_tx.clone(), self.budget.clone()));
         self.running.insert(handle.id(), checker);
     }
 

@@ -101,6 +101,9 @@ pub struct Config {
     pub hooks: Hooks,
     /// Who exec checks and hooks run as (only resolved when there are any).
     pub exec_user: Option<crate::process::RunAs>,
+    /// Checks in flight at once (`server.max_checks_in_flight`; None: derived from the
+    /// open-file limit, see `checks::budget`).
+    pub max_checks_in_flight: Option<usize>,
     /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
     /// connector), if anywhere.
     pub powerdns: Option<PowerDnsConfig>,
@@ -277,6 +280,7 @@ struct RawServer {
     pin_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
     control_max_connections: Option<Spanned<usize>>,
+    max_checks_in_flight: Option<Spanned<usize>>,
     exec_user: Option<Spanned<String>>,
     state_file: Option<PathBuf>,
     default_ttl: Option<Spanned<u32>>,
@@ -328,6 +332,8 @@ impl Config {
             Some("server.control_socket")
         } else if self.state_file != other.state_file {
             Some("server.state_file")
+        } else if self.max_checks_in_flight != other.max_checks_in_flight {
+            Some("server.max_checks_in_flight")
         } else if self.control_access != other.control_access {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
@@ -573,6 +579,12 @@ impl Config {
             None
         };
 
+        let max_checks_in_flight = match &server.max_checks_in_flight {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(at(n.span(), "server.max_checks_in_flight must be at least 1".into()))
+            }
+            other => other.as_ref().map(|n| *n.get_ref()),
+        };
         let powerdns = raw.powerdns.map(|p| parse_powerdns(p, &at)).transpose()?;
         let control_access = Access {
             mode: 0o600,
@@ -612,6 +624,7 @@ impl Config {
             zones,
             hooks,
             exec_user,
+            max_checks_in_flight,
             powerdns,
             metrics_listen,
         })

@@ -59,16 +59,17 @@ pub fn check_config_paths(config: &Config) -> Vec<String> {
 /// Before run uses them: the directories created if missing (mode 0700) and checked,
 /// and every pin a previous run left checked too.
 pub fn prepare(config: &Config) -> Result<()> {
+    // Refused before anything is created.
+    let problems = check_config_paths(config);
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
     let state_dir = config.state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     for dir in [state_dir, config.pin_dir.as_path()] {
         if !dir.exists() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
-    }
-    let problems = check_config_paths(config);
-    if !problems.is_empty() {
-        bail!("{}", problems.join("; "));
     }
     for entry in fs::read_dir(&config.pin_dir).with_context(|| format!("reading {}", config.pin_dir.display()))? {
         let path = entry?.path();

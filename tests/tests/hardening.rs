@@ -429,6 +429,7 @@ fn state_and_pin_directories_others_could_write_are_refused_by_check_config_and_
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.state_file") && err.contains("mode 0777"), "{err}");
+    assert!(!Path::new("/sys/fs/bpf/pw-hardening-unused").exists(), "a refused run creates nothing");
 
     write(&dir.0, open.to_str().unwrap());
     let err = String::from_utf8_lossy(&check().stderr).to_string();

@@ -96,6 +96,8 @@ pub struct Controller {
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
     hooks: HookRunner,
+    /// Whether the view tries and settings hold this config's (false after a reload).
+    views_written: bool,
     /// Checks in flight at once, over all targets (each holds a socket or a process).
     budget: Arc<Semaphore>,
 }
@@ -157,6 +159,7 @@ impl Controller {
             metrics: Recorder::default(),
             dataplane_note: String::new(),
             hooks,
+            views_written: false,
             budget: Arc::new(Semaphore::new(checks::budget(config_budget))),
         };
         if let Some(powerdns) = controller.config.powerdns.clone() {
@@ -224,7 +227,11 @@ impl Controller {
             }
         })?;
         // After the names: a prefix never points at a view whose entries are missing.
-        self.views.sync(&self.config.views, self.config.wildcard_names())?;
+        // The tries depend on the config alone: written once per start or reload.
+        if !self.views_written {
+            self.views.sync(&self.config.view_index, self.config.wildcard_names())?;
+            self.views_written = true;
+        }
         self.metrics.map_sync(stats.written, stats.deleted, started.elapsed());
         if stats.written + stats.deleted > 0 {
             info!(written = stats.written, deleted = stats.deleted, "answers updated");
@@ -422,9 +429,12 @@ impl Controller {
         state.inherit(&self.state, &new);
         let old_config = std::mem::replace(&mut self.config, new);
         let old_state = std::mem::replace(&mut self.state, state);
+        self.views_written = false;
         if let Err(e) = self.publish() {
             self.config = old_config;
             self.state = old_state;
+            // Write the running config's tries again with its next publish.
+            self.views_written = false;
             return Reply::error(format!("rejected: writing the new answers failed: {e:#}"));
         }
         if (&self.config.hooks, &self.config.exec_user) != (&old_config.hooks, &old_config.exec_user) {

@@ -11,7 +11,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
 use primwatch_common::{name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS};
 
-use crate::{config::ViewConfig, view_index::ViewIndex};
+use crate::view_index::ViewIndex;
 
 pub struct NameMapWriter {
     map: HashMap<MapData, NameKey, NameRecords>,
@@ -148,11 +148,10 @@ pub struct ViewMapWriter {
 impl ViewMapWriter {
     /// Makes the tries hold exactly `views`' prefixes. Call after the names map has
     /// the views' entries (a prefix whose view has no entry falls back to the default).
-    pub fn sync(&mut self, views: &BTreeMap<String, ViewConfig>, wildcard_names: usize) -> Result<()> {
+    pub fn sync(&mut self, index: &ViewIndex, wildcard_names: usize) -> Result<()> {
         use aya::maps::lpm_trie::Key;
         let mut want4 = BTreeMap::new();
         let mut want6 = BTreeMap::new();
-        let index = ViewIndex::build(views);
         for found in index.entries() {
             let m = ViewMatch { view: found.id, prefix_len: found.scope as u32 };
             match found.prefix {

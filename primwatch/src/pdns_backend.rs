@@ -54,7 +54,7 @@ pub struct AnswerTable {
     /// (view id, name) → entry; view 0 is the default view.
     entries: HashMap<(u32, DnsName), Entry>,
     /// Source prefixes → views, and ECS scopes.
-    views: ViewIndex,
+    views: std::sync::Arc<ViewIndex>,
 }
 
 impl AnswerTable {
@@ -70,7 +70,7 @@ impl AnswerTable {
                 entries.insert((view.id, name.clone()), entry(ttl, selection::choose_in_view(config, in_view, health)));
             }
         }
-        let views = ViewIndex::build(&config.views);
+        let views = config.view_index.clone();
         AnswerTable { entries, views }
     }
 

@@ -42,8 +42,7 @@ pub fn explain(
         }
         _ => (ipnet::IpNet::from(from), format!("source address {from}")),
     };
-    let index = crate::view_index::ViewIndex::build(&config.views);
-    let (found, scope) = index.classify(key);
+    let (found, scope) = config.view_index.classify(key);
     let view = found.map(|m| (&m.view, &config.views[&m.view], m.prefix));
     let (view_label, groups, all_down) = match view {
         Some((view_name, v, prefix)) if v.names.contains_key(&matched) => {

@@ -63,7 +63,7 @@ impl Harness {
         let mut dataplane = Dataplane::load(port)?;
         let mut names = dataplane.names_writer()?;
         names.sync(records::desired_entries(&config, health))?;
-        dataplane.views_writer()?.sync(&config.views, config.wildcard_names())?;
+        dataplane.views_writer()?.sync(&config.view_index, config.wildcard_names())?;
         // BPF_PROG_TEST_RUN hands the program frames as received on loopback.
         dataplane.host_writer()?.write(&harness_host())?;
         Ok(Harness { dataplane, names })

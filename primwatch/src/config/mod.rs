@@ -109,6 +109,9 @@ pub struct Config {
     pub powerdns: Option<PowerDnsConfig>,
     /// Where to serve Prometheus metrics (GET /metrics), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `views`' prefixes by length, with their ECS scopes: built once per load, shared
+    /// by the XDP map writer, the PowerDNS backend and explain.
+    pub view_index: std::sync::Arc<crate::view_index::ViewIndex>,
 }
 
 /// The PowerDNS remote backend's socket (`[powerdns]`).
@@ -607,6 +610,7 @@ impl Config {
             }
         }
 
+        let view_index = std::sync::Arc::new(crate::view_index::ViewIndex::build(&views));
         Ok(Config {
             interfaces,
             xdp_mode: server.xdp_mode,
@@ -627,6 +631,7 @@ impl Config {
             max_checks_in_flight,
             powerdns,
             metrics_listen,
+            view_index,
         })
     }
 }

@@ -262,7 +262,15 @@ impl Controller {
                         self.state.save();
                     }
                 }
-                Some(report) = self.reports.recv() => self.handle(report)?,
+                Some(report) = self.reports.recv() => {
+                    if let Err(e) = self.handle(report) {
+                        // The answers can no longer be written (a map update failed):
+                        // stop, so that on_stop is honoured and a supervisor restarts
+                        // us with fresh maps. Save first; this is not a clean stop.
+                        self.state.save();
+                        return Err(e.context("writing the answers after a health change"));
+                    }
+                }
                 Some((request, reply)) = requests.recv() => {
                     let answer = self.request(request);
                     let _ = reply.send(answer);

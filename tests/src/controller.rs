@@ -208,6 +208,19 @@ impl Controller {
         primwatch::dataplane::pinned_counters(&self.pin_dir)
     }
 
+    /// Waits for the controller to exit on its own (after a fatal error), at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("already stopped")?;
+        let status = wait_for(within, || child.try_wait().ok().flatten());
+        match status {
+            Some(status) => {
+                self.child = None;
+                Ok(status)
+            }
+            None => bail!("primwatch did not exit within {within:?}:\n{}", self.log()),
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit (pins are left as the controller left them until drop).
     pub fn stop(&mut self) -> Result<ExitStatus> {
         self.terminate()

@@ -61,3 +61,59 @@ fn setup_leaves_a_running_powerdns_alone() {
     let after = pdns.stat("uptime").expect("the operator's PowerDNS still runs after setup");
     assert!(after >= before);
 }
+
+/// A failure inside the running daemon, injected from outside without a backdoor: the
+/// answer maps are frozen (`bpftool map freeze`), so the kernel refuses the next update,
+/// as it would refuse one for lack of memory. The next health change cannot be written:
+/// the controller saves its state (as not cleanly stopped), honours `on_stop` and exits
+/// with a failure status for its supervisor.
+fn a_failed_map_write_stops_in_order(on_stop: &str) -> primwatch_tests::world::World {
+    let body = format!("{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n");
+    let keys = format!("on_stop = \"{on_stop}\"");
+    let mut w = world_options(&body, &Options { server_keys: &keys, ..Options::default() });
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    for map in ["names", "name_answers"] {
+        let pin = w.controller.pin_dir.join(map);
+        let out = std::process::Command::new("bpftool").args(["map", "freeze", "pinned"]).arg(&pin).output().unwrap();
+        assert!(out.status.success(), "freezing {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    w.backends[1].stop();
+    let exit = w.controller.wait_exit(SOON).unwrap();
+    assert!(!exit.success(), "a failure exit: {exit}");
+    let log = w.controller.log();
+    assert!(log.contains("writing the answers after a health change"), "the reason is logged:\n{log}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&w.controller.state_file).unwrap()).unwrap();
+    assert_eq!(saved["stopped_cleanly"], false, "{saved}");
+    assert_eq!(saved["last_known"]["web2"]["healthy"], false, "web2's fall was saved: {saved}");
+    w
+}
+
+fn xdp_on_server_link(w: &primwatch_tests::world::World) -> bool {
+    let link = std::process::Command::new("ip")
+        .args(["-n", &w.lab.server_ns, "link", "show", primwatch_tests::lab::SERVER_IF])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&link.stdout).contains("xdp")
+}
+
+#[test]
+fn a_failure_while_running_detaches_when_on_stop_says_detach() {
+    let w = a_failed_map_write_stops_in_order("detach");
+    assert!(!w.controller.pin_dir.join("names").exists() && !w.controller.pin_dir.join("link_pws0").exists());
+    assert!(!xdp_on_server_link(&w), "XDP detached");
+}
+
+#[test]
+fn a_failure_while_running_keeps_answering_when_on_stop_says_keep() {
+    let mut w = a_failed_map_write_stops_in_order("keep");
+    // Fail static: the last answers written stay in XDP with nobody checking.
+    assert!(xdp_on_server_link(&w) && w.controller.pin_dir.join("link_pws0").exists());
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    // The next start adopts the link with fresh maps and says how the last run ended.
+    w.controller.start_again().unwrap();
+    w.expect("www.example.test", &[WEB1], SOON);
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let note = status["status"]["dataplane"].as_str().unwrap_or_default().to_string();
+    assert!(note.contains("did not stop cleanly") && note.contains("adopted"), "{status}");
+}

@@ -9,7 +9,7 @@ use rand::Rng as _;
 use std::sync::Arc;
 
 use tokio::{
-    sync::{mpsc, Semaphore},
+    sync::mpsc,
     task::JoinSet,
     time::{sleep_until, Instant},
 };
@@ -44,14 +44,18 @@ struct Checker {
     spec: CheckConfig,
 }
 
-async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>, budget: Arc<Semaphore>) {
+async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>, budget: Arc<checks::Budget>) {
     let Checker { target, index, address, spec } = checker;
     // Jitter spreads the first runs over `jitter`, then moves each run by up to ±jitter/2,
     // so checks of many targets do not march in step, and the mean period stays the interval.
     let mut next = Instant::now() + jitter(spec.jitter);
+    let mut failing = false;
     loop {
         sleep_until(next).await;
-        let outcome = checks::run_within(&spec, &target, address, &budget).await;
+        let outcome = checks::run_within(&spec, &target, address, &budget, failing).await;
+        if !outcome.local_error {
+            failing = !outcome.ok;
+        }
         // After a failure, look again soon: confirms a death, or notices a recovery.
         let pause = if outcome.ok && !outcome.local_error { spec.interval } else { spec.retry_interval };
         if reports.send(Report { target: target.clone(), check: index, outcome }).await.is_err() {
@@ -99,7 +103,74 @@ pub struct Controller {
     /// Whether the view tries and settings hold this config's (false after a reload).
     views_written: bool,
     /// Checks in flight at once, over all targets (each holds a socket or a process).
-    budget: Arc<Semaphore>,
+    budget: Arc<checks::Budget>,
+    /// Log lines about checks that could not run here, at most a few per window.
+    local_errors: LocalErrorLog,
+}
+
+/// Local errors (out of descriptors, no check slot, a command that cannot start) come
+/// in storms: every target at once, again on every tick. The first of a storm is
+/// logged with its detail; the rest are counted and summed up once per window, so the
+/// log stays readable and bounded whatever the number of targets. Each target's own
+/// local-error state is in `ctl status` and the metrics.
+struct LocalErrorLog {
+    window_start: Option<tokio::time::Instant>,
+    failed: u64,
+    recovered: u64,
+}
+
+impl LocalErrorLog {
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Whether this event is the one to log now (the first of a window).
+    fn first(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Self::WINDOW => false,
+            _ => {
+                self.flush();
+                self.window_start = Some(now);
+                true
+            }
+        }
+    }
+
+    fn failed(&mut self, target: &str, check: &str, detail: &str) {
+        if self.first() {
+            error!(%target, %check, %detail,
+                "check could not run on this host; the target keeps its state until checks run again (more in this 10 s window are summed up)");
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    fn recovered(&mut self, target: &str, check: &str) {
+        if self.first() {
+            info!(%target, %check, "check runs again");
+        } else {
+            self.recovered += 1;
+        }
+    }
+
+    /// Sums up what was not logged, once the window is over.
+    fn tick(&mut self) {
+        if self.window_start.is_some_and(|s| s.elapsed() >= Self::WINDOW) {
+            self.flush();
+            self.window_start = None;
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.failed + self.recovered > 0 {
+            warn!(
+                could_not_run = self.failed,
+                ran_again = self.recovered,
+                "more checks could not run on this host in the last 10 s (targets not judged; see `ctl status`)"
+            );
+        }
+        self.failed = 0;
+        self.recovered = 0;
+    }
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -160,7 +231,8 @@ impl Controller {
             dataplane_note: String::new(),
             hooks,
             views_written: false,
-            budget: Arc::new(Semaphore::new(checks::budget(config_budget))),
+            budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
+            local_errors: LocalErrorLog { window_start: None, failed: 0, recovered: 0 },
         };
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let table = AnswerTable::build(&controller.config, &controller.state);
@@ -258,6 +330,7 @@ impl Controller {
                     return Ok(());
                 }
                 _ = save_tick.tick() => {
+                    self.local_errors.tick();
                     if self.state.health_unsaved {
                         self.state.save();
                     }
@@ -304,14 +377,14 @@ impl Controller {
             return Ok(());
         };
         self.metrics.check(&target, &check_state.name, &outcome);
+        // When a run of local errors starts and ends, not for every run; rate-limited
+        // over all targets.
         if outcome.local_error {
-            // Logged when a run of local errors starts, not for every run.
             if check_state.local_error.is_none() {
-                error!(%target, check = %check_state.name, detail = %outcome.detail,
-                    "check could not run on this host; the target keeps its state until checks run again");
+                self.local_errors.failed(&target, &check_state.name, &outcome.detail);
             }
         } else if check_state.local_error.is_some() {
-            info!(%target, check = %check_state.name, "check runs again");
+            self.local_errors.recovered(&target, &check_state.name);
         }
         if !outcome.ok {
             tracing::debug!(%target, check, detail = %outcome.detail, "check failed");

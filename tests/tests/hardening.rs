@@ -629,3 +629,68 @@ fn icmp_errors_quoting_our_echo_are_failures() {
         wait_pinged(&w, "up");
     }
 }
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn fifteen_hundred_black_holed_targets_leave_the_healthy_ones_checked() {
+    // 1,500 targets whose SYNs are dropped (routed into the backend namespace, which
+    // owns no such address and does not forward), each checked every second with a
+    // 500 ms timeout: about 750 connects pending at any time, under an open-file limit
+    // of 1,024 — more than the check budget derived from it ((1024 - 64) * 3/4 = 720).
+    const DARK: usize = 1500;
+    let mut body = format!("{SITE_GROUPS}{NAMES}");
+    body.push_str("[checks.dark]\ntype = \"http\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n");
+    let mut members = Vec::new();
+    for i in 0..DARK {
+        let address = format!("10.97.{}.{}", i / 250, 1 + i % 250);
+        body.push_str(&format!("[targets.dark{i}]\naddress = \"{address}\"\nchecks = [\"dark\"]\n"));
+        members.push(format!("\"dark{i}\""));
+    }
+    // In groups of 15 (a group holds at most 16 addresses per family), behind one name.
+    let groups: Vec<String> = members.chunks(15).map(|c| c.join(", ")).collect();
+    for (g, group) in groups.iter().enumerate() {
+        body.push_str(&format!("[groups.dark{g}]\nmembers = [{group}]\npriority = {g}\n"));
+    }
+    let names: Vec<String> = (0..groups.len()).map(|g| format!("\"dark{g}\"")).collect();
+    body.push_str(&format!("[names.\"dark.example.test\"]\ngroups = [{}]\nall_down = \"nodata\"\n", names.join(", ")));
+    let mut w = world_custom(&body, false, "", Some(1024));
+    primwatch_tests::netns::ip(&["-n", &w.lab.server_ns, "route", "add", "10.97.0.0/16", "via", WEB1]).unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    // Every dark target is found down (fall = 1, one timed-out check each).
+    let down = primwatch_tests::wait_for(Duration::from_secs(15), || {
+        let states = target_states(&w);
+        let down = states.iter().filter(|(n, (s, _))| n.starts_with("dark") && s == "\"down\"").count();
+        (down == DARK).then_some(down)
+    });
+    assert_eq!(down, Some(DARK), "every black-holed target goes down");
+
+    // Steady state, measured over 11 s (one local-error log window and then some): CPU
+    // and log volume stay bounded.
+    let pid = w.controller.pid().unwrap();
+    let (cpu_before, log_before) = (cpu_seconds(pid), w.controller.log().len());
+    std::thread::sleep(Duration::from_secs(11));
+    let cpu = (cpu_seconds(pid) - cpu_before) / 11.0;
+    let log = w.controller.log();
+    let logged = log.len() - log_before;
+    let sample: String = log[log_before..].lines().take(10).collect::<Vec<_>>().join("\n");
+    eprintln!("steady: {cpu:.2} cores, {logged} log bytes in 11 s:\n{sample}");
+    assert!(cpu < 0.5, "controller CPU {cpu:.2} cores");
+    assert!(logged < 2048, "log volume in 11 s: {logged} bytes:\n{sample}");
+
+    // The healthy targets are still checked: one going down and back is seen, `ctl`
+    // answers meanwhile.
+    assert_eq!(w.answers("www.example.test"), set(&[WEB1, WEB2]));
+    w.backends[1].stop();
+    w.expect("www.example.test", &[WEB1], SOON);
+    w.backends[1].resume().unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let states = target_states(&w);
+    assert!(["web1", "web2", "web3"].iter().all(|t| states[*t].0 == "\"up\""), "{:?}", &states["web1"]);
+}

@@ -15,7 +15,7 @@ pub enum CheckKind {
     /// TCP connect; optionally send bytes and require a reply matching a regex.
     Tcp { port: u16, send: Option<Vec<u8>>, expect: Option<Regex> },
     /// HTTP or HTTPS request; the status must be in `ok_status`.
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     /// ICMP (or ICMPv6) echo.
     Icmp,
     /// An external command; exit status 0 means up. Gets the target's address and
@@ -40,7 +40,11 @@ pub struct HttpCheck {
     pub ok_status: Vec<u16>,
     pub body: Option<Regex>,
     pub user_agent: String,
+    /// The check's extra request headers (`headers`), checked when loaded.
     pub headers: Vec<(String, String)>,
+    /// The request head of a plain HTTP check but for Host, built once when loaded:
+    /// User-Agent, Accept, Connection: close and the extra headers.
+    pub plain_head: (http::uri::PathAndQuery, http::HeaderMap),
 }
 
 #[derive(Debug, Clone)]
@@ -122,15 +126,14 @@ pub(super) struct RawCheck {
     // http / https
     method: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
-    host: Option<String>,
+    host: Option<Spanned<String>>,
     sni: Option<String>,
     tls_verify: Option<bool>,
     ca_file: Option<Spanned<std::path::PathBuf>>,
     ok_status: Option<Spanned<Vec<u16>>>,
     body: Option<Spanned<String>>,
-    user_agent: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
+    user_agent: Option<Spanned<String>>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
     // exec
     command: Option<Spanned<Vec<String>>>,
 }
@@ -172,6 +175,59 @@ fn duration(raw: &Option<Spanned<String>>, default: Duration, at: &At) -> Result
             at(text.span(), format!("'{}' is not a duration like \"2s\" or \"500ms\": {e}", text.get_ref()))
         }),
     }
+}
+
+/// The fixed part of a plain HTTP check's request (see `HttpCheck::plain_head`); every
+/// part was checked before this is called.
+fn plain_head(check: &HttpCheck) -> (http::uri::PathAndQuery, http::HeaderMap) {
+    use http::{header, HeaderValue};
+    let mut head = http::HeaderMap::new();
+    let value = |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""));
+    head.insert(header::USER_AGENT, value(&check.user_agent));
+    head.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    head.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    for (name, v) in &check.headers {
+        if let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) {
+            head.append(name, value(v));
+        }
+    }
+    let target = check.path.parse().unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
+    (target, head)
+}
+
+/// A header value from the config (`host`, `user_agent`): no CR, LF or other control
+/// characters, which would end the header and inject others (RFC 9110 §5.5).
+fn header_value(raw: &Option<Spanned<String>>, key: &str, at: &At) -> Result<Option<String>, ConfigError> {
+    let Some(value) = raw else { return Ok(None) };
+    if http::HeaderValue::from_str(value.get_ref()).is_err() {
+        return Err(at(
+            value.span(),
+            format!("{key} {:?} is not a valid HTTP header value (control characters)", value.get_ref()),
+        ));
+    }
+    Ok(Some(value.get_ref().clone()))
+}
+
+/// The check's extra request headers: names are tokens, values free of control
+/// characters (RFC 9110 §5.1, §5.5), in the order given (sorted by name).
+fn headers(raw: Option<Spanned<BTreeMap<String, String>>>, at: &At) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let span = raw.span();
+    raw.into_inner()
+        .into_iter()
+        .map(|(name, value)| {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(at(span.clone(), format!("headers: {name:?} is not a valid HTTP header name")));
+            }
+            if http::HeaderValue::from_str(&value).is_err() {
+                return Err(at(
+                    span.clone(),
+                    format!("headers: the value of {name} is not a valid HTTP header value (control characters)"),
+                ));
+            }
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// The PEM certificates in `file` (relative paths from the config's directory).
@@ -258,7 +314,7 @@ pub(super) fn parse_check(
         || raw.ok_status.is_some()
         || raw.body.is_some()
         || raw.user_agent.is_some()
-        || !raw.headers.is_empty();
+        || raw.headers.is_some();
     let kind = match kind_name.as_str() {
         "tcp" => {
             foreign(http_only, "an HTTP option")?;
@@ -277,7 +333,12 @@ pub(super) fn parse_check(
             };
             let path = match &raw.path {
                 None => "/".to_string(),
-                Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+                Some(p) if p.get_ref().starts_with('/') && p.get_ref().parse::<http::uri::PathAndQuery>().is_ok() => {
+                    p.get_ref().clone()
+                }
+                Some(p) if p.get_ref().starts_with('/') => {
+                    return Err(at(p.span(), "path is not a valid request target (RFC 9112 §3.2: no spaces or control characters; percent-encode them)".into()))
+                }
                 Some(p) => return Err(at(p.span(), "path must start with '/'".into())),
             };
             let ca_pem = match &raw.ca_file {
@@ -300,20 +361,24 @@ pub(super) fn parse_check(
                     list.get_ref().clone()
                 }
             };
-            CheckKind::Http(HttpCheck {
+            let mut check = HttpCheck {
                 tls,
                 port: raw.port.map_or(if tls { 443 } else { 80 }, |p| *p.get_ref()),
                 method,
                 path,
-                host: raw.host,
+                host: header_value(&raw.host, "host", at)?,
                 sni: raw.sni,
                 tls_verify: raw.tls_verify.unwrap_or(true),
                 ca_pem,
                 ok_status,
                 body: regex(&raw.body)?,
-                user_agent: raw.user_agent.unwrap_or_else(|| format!("primwatch/{}", env!("CARGO_PKG_VERSION"))),
-                headers: raw.headers.into_iter().collect(),
-            })
+                user_agent: header_value(&raw.user_agent, "user_agent", at)?
+                    .unwrap_or_else(|| format!("primwatch/{}", env!("CARGO_PKG_VERSION"))),
+                headers: headers(raw.headers, at)?,
+                plain_head: (http::uri::PathAndQuery::from_static("/"), http::HeaderMap::new()),
+            };
+            check.plain_head = plain_head(&check);
+            CheckKind::Http(Box::new(check))
         }
         "icmp" => {
             foreign(http_only, "an HTTP option")?;

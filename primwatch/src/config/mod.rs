@@ -102,7 +102,7 @@ pub struct Config {
     /// Who exec checks and hooks run as (only resolved when there are any).
     pub exec_user: Option<crate::process::RunAs>,
     /// Checks in flight at once (`server.max_checks_in_flight`; None: derived from the
-    /// open-file limit, see `checks::budget`).
+    /// open-file limit, see `checks::budget_size`).
     pub max_checks_in_flight: Option<usize>,
     /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
     /// connector), if anywhere.

@@ -42,6 +42,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 mod continuity;
 mod failover;
 mod flood;
+mod http;
 mod scale;
 
 struct Args {
@@ -78,6 +79,9 @@ fn main() -> Result<()> {
     }
     if wanted("failover") {
         failover::run()?;
+    }
+    if wanted("http") {
+        http::run()?;
     }
     if wanted("scale") {
         scale::run()?;

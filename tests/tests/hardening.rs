@@ -630,6 +630,91 @@ fn icmp_errors_quoting_our_echo_are_failures() {
     }
 }
 
+/// nft in `ns`, failing the test if it fails.
+fn nft(ns: &str, args: &[&str]) {
+    primwatch_tests::netns::sh("ip", &[&["netns", "exec", ns, "nft"], args].concat()).unwrap();
+}
+
+#[test]
+fn icmpv6_errors_from_a_rejecting_firewall_are_failures() {
+    // The pinged target over IPv6, behind a real firewall (nftables in its namespace).
+    let w = primwatch_tests::world::world(
+        r#"
+[checks.ping]
+type = "icmp"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[targets.pinged]
+address = "fd99:1::13"
+checks = ["ping"]
+[groups.pinged]
+members = ["pinged"]
+[names."ping.example.test"]
+groups = ["pinged"]
+"#,
+    );
+    use primwatch_tests::backend::{BACKEND_IF, SERVER_SIDE_IF};
+    primwatch_tests::netns::ip(&[
+        "-n",
+        &w.lab.server_ns,
+        "addr",
+        "add",
+        "fd99:1::1/64",
+        "dev",
+        SERVER_SIDE_IF,
+        "nodad",
+    ])
+    .unwrap();
+    primwatch_tests::netns::ip(&["-n", &w.net.ns, "addr", "add", "fd99:1::13/64", "dev", BACKEND_IF, "nodad"]).unwrap();
+    wait_pinged(&w, "up");
+    // Every Destination Unreachable code nftables' reject can send for an echo request.
+    for code in ["no-route", "admin-prohibited", "addr-unreachable", "port-unreachable", "policy-fail", "reject-route"]
+    {
+        nft(&w.net.ns, &["add", "table", "inet", "pw"]);
+        nft(&w.net.ns, &["add", "chain", "inet", "pw", "input", "{ type filter hook input priority 0; }"]);
+        nft(
+            &w.net.ns,
+            &[
+                "add",
+                "rule",
+                "inet",
+                "pw",
+                "input",
+                "icmpv6",
+                "type",
+                "echo-request",
+                "counter",
+                "reject",
+                "with",
+                "icmpv6",
+                "type",
+                code,
+            ],
+        );
+        wait_pinged(&w, "down");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(target_states(&w)["pinged"].0, "\"down\"", "ICMPv6 {code} kept it down");
+        // Not taken for a reply: surge-ping hands an ICMPv6 error quoting our echo to
+        // the check (an error type) or not at all (a timeout); either way a failure.
+        let status = w.controller.ctl(&["status"]).unwrap();
+        let target =
+            status["status"]["targets"].as_array().unwrap().iter().find(|t| t["name"] == "pinged").unwrap().clone();
+        let last = target["checks"][0]["last"].as_str().unwrap_or_default().to_string();
+        assert!(last.contains("ICMP type 1 instead of an echo reply") || last.contains("timeout"), "{code}: {last}");
+        // The firewall did reject our echoes (its counter), so errors were sent.
+        let rules = std::process::Command::new("ip")
+            .args(["netns", "exec", &w.net.ns, "nft", "list", "table", "inet", "pw"])
+            .output()
+            .unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(!rules.contains("counter packets 0 "), "{rules}");
+        nft(&w.net.ns, &["delete", "table", "inet", "pw"]);
+        wait_pinged(&w, "up");
+    }
+}
+
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

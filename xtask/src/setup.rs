@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "knot",
     "gdnsd",
     "openssl",
+    "nftables",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -121,6 +121,23 @@ pub struct Status {
     /// run left attached (and whether that run stopped cleanly).
     #[serde(default)]
     pub dataplane: String,
+    /// Targets given by DNS name: what each resolves to.
+    #[serde(default)]
+    pub resolved: Vec<ResolvedStatus>,
+}
+
+/// One target given by `host`, as last resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolvedStatus {
+    pub target: String,
+    pub host: String,
+    /// The addresses in use, each a target `TARGET@ADDRESS`.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// RFC 3339, or empty if it never resolved.
+    pub resolved_at: String,
+    /// Why it does not resolve now, and since when (RFC 3339); empty if it does.
+    pub error: String,
+    pub failing_since: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

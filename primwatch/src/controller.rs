@@ -91,7 +91,7 @@ pub struct Controller {
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
     checkers: JoinSet<()>,
-    running: std::collections::HashMap<tokio::task::Id, Checker>,
+    running: std::collections::HashMap<tokio::task::Id, (Checker, tokio::task::AbortHandle)>,
     previous_run: Option<PreviousRun>,
     /// The PowerDNS remote backend's view of the answers, if it is enabled.
     answers: Option<(tokio::sync::watch::Sender<std::sync::Arc<AnswerTable>>, crate::control::SocketGuard)>,
@@ -106,6 +106,11 @@ pub struct Controller {
     budget: Arc<checks::Budget>,
     /// Log lines about checks that could not run here, at most a few per window.
     local_errors: LocalErrorLog,
+    /// Targets given by host: what they resolve to, and the tasks resolving them.
+    resolutions: std::collections::BTreeMap<String, crate::resolve::Resolution>,
+    resolved_tx: mpsc::Sender<crate::resolve::Resolved>,
+    resolved_rx: mpsc::Receiver<crate::resolve::Resolved>,
+    resolvers: JoinSet<()>,
 }
 
 /// Local errors (out of descriptors, no check slot, a command that cannot start) come
@@ -190,6 +195,7 @@ impl Controller {
         views: ViewMapWriter,
     ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
+        let (resolved_tx, resolved_rx) = mpsc::channel(64);
         let saved = match SavedState::load(&config.state_file) {
             Ok(saved) => saved,
             Err(e) => {
@@ -233,7 +239,12 @@ impl Controller {
             views_written: false,
             budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
             local_errors: LocalErrorLog { window_start: None, failed: 0, recovered: 0 },
+            resolutions: Default::default(),
+            resolved_tx,
+            resolved_rx,
+            resolvers: JoinSet::new(),
         };
+        controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let table = AnswerTable::build(&controller.config, &controller.state);
             let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(table));
@@ -266,7 +277,114 @@ impl Controller {
 
     fn spawn(&mut self, checker: Checker) {
         let handle = self.checkers.spawn(check_loop(checker.clone(), self.reports_tx.clone(), self.budget.clone()));
-        self.running.insert(handle.id(), checker);
+        self.running.insert(handle.id(), (checker, handle));
+    }
+
+    /// One resolving task per target given by host (again after a reload).
+    fn spawn_resolvers(&mut self) {
+        self.resolvers.abort_all();
+        if self.config.named_targets.is_empty() {
+            return;
+        }
+        let resolver = match crate::resolve::resolver(&self.config.resolver) {
+            Ok(r) => r,
+            Err(why) => {
+                error!(%why, "cannot resolve targets given by host; they have no addresses");
+                for target in self.config.named_targets.keys() {
+                    let entry = self.resolutions.entry(target.clone()).or_default();
+                    entry.failing.get_or_insert((std::time::SystemTime::now(), why.clone()));
+                }
+                return;
+            }
+        };
+        for (target, named) in &self.config.named_targets {
+            self.resolvers.spawn(crate::resolve::resolve_loop(
+                target.clone(),
+                named.host.clone(),
+                self.config.resolver.clone(),
+                resolver.clone(),
+                self.resolved_tx.clone(),
+            ));
+        }
+    }
+
+    /// A resolution came in: new addresses become targets, gone ones are dropped.
+    fn on_resolved(&mut self, resolved: crate::resolve::Resolved) -> Result<()> {
+        let Some(named) = self.config.named_targets.get(&resolved.target) else { return Ok(()) };
+        let host = named.host.clone();
+        let entry = self.resolutions.entry(resolved.target.clone()).or_default();
+        let was_failing = entry.failing.is_some();
+        let result = resolved.result.clone();
+        let changed = entry.record(resolved.result, self.config.resolver.grace, std::time::SystemTime::now());
+        let addresses: Vec<String> = entry.addresses.iter().map(|a| a.to_string()).collect();
+        match (&result, changed) {
+            (Ok(_), true) => {
+                info!(target = %resolved.target, %host, addresses = %addresses.join(", "), "target resolves to new addresses")
+            }
+            (Ok(_), false) if was_failing => info!(target = %resolved.target, %host, "target resolves again"),
+            (Err(why), true) => warn!(target = %resolved.target, %host, %why, grace = ?self.config.resolver.grace,
+                "target has not resolved for its grace period: its addresses are gone from the answers"),
+            (Err(why), false) if !was_failing => {
+                warn!(target = %resolved.target, %host, %why, kept = %addresses.join(", "),
+                "target does not resolve; its last addresses stay for the grace period")
+            }
+            _ => {}
+        }
+        if changed {
+            self.apply_resolutions()?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the targets from the resolutions: state carried over for addresses
+    /// that stay, checkers started for new ones and stopped for gone ones, answers
+    /// published.
+    fn apply_resolutions(&mut self) -> Result<()> {
+        let addresses = self.resolutions.iter().map(|(t, r)| (t.clone(), r.addresses.clone())).collect();
+        let (new, left_out) = self.config.expand(&addresses);
+        for member in left_out {
+            warn!(%member, "address left out of its group");
+        }
+        let mut state = State::with_overrides(&new, self.state.overrides.clone(), Some(new.state_file.clone()));
+        state.inherit(&self.state, &new);
+        let old_config = std::mem::replace(&mut self.config, new);
+        let old_state = std::mem::replace(&mut self.state, state);
+        if let Err(e) = self.publish() {
+            self.config = old_config;
+            self.state = old_state;
+            return Err(e);
+        }
+        // Checkers: stop those of gone targets, start those of new ones.
+        let targets = &self.config.targets;
+        self.running.retain(|_, (checker, handle)| {
+            let keep = targets.get(&checker.target).is_some_and(|t| t.address == checker.address);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        let running: std::collections::BTreeSet<String> =
+            self.running.values().map(|(c, _)| c.target.clone()).collect();
+        let new_checkers: Vec<Checker> = self
+            .config
+            .targets
+            .iter()
+            .filter(|(name, _)| !running.contains(*name))
+            .flat_map(|(name, target)| {
+                target.checks.iter().enumerate().map(|(index, check)| Checker {
+                    target: name.clone(),
+                    index,
+                    address: target.address,
+                    spec: self.config.checks[check].clone(),
+                })
+            })
+            .collect();
+        for checker in new_checkers {
+            self.spawn(checker);
+        }
+        let targets = &self.config.targets;
+        self.metrics.retain_targets(|t| targets.contains_key(t));
+        Ok(())
     }
 
     pub fn state(&self) -> &State {
@@ -335,6 +453,12 @@ impl Controller {
                         self.state.save();
                     }
                 }
+                Some(resolved) = self.resolved_rx.recv() => {
+                    if let Err(e) = self.on_resolved(resolved) {
+                        self.state.save();
+                        return Err(e.context("writing the answers after a target's addresses changed"));
+                    }
+                }
                 Some(report) = self.reports.recv() => {
                     if let Err(e) = self.handle(report) {
                         // The answers can no longer be written (a map update failed):
@@ -362,7 +486,7 @@ impl Controller {
                         Ok((id, ())) => (id, "returned".to_string()),
                         Err(e) => (e.id(), e.to_string()),
                     };
-                    if let Some(checker) = self.running.remove(&id) {
+                    if let Some((checker, _)) = self.running.remove(&id) {
                         error!(target = %checker.target, check = checker.index, %why, "checker died; restarting it");
                         self.spawn(checker);
                     }
@@ -506,6 +630,21 @@ impl Controller {
         if let Some(setting) = self.config.server_settings_differ(&new) {
             return Reply::error(format!("rejected: {setting} changed, which needs a restart"));
         }
+        // Targets given by host keep their addresses while their host is the same.
+        let kept: std::collections::BTreeMap<String, Vec<std::net::IpAddr>> = self
+            .resolutions
+            .iter()
+            .filter(|(t, _)| {
+                new.named_targets.get(*t).map(|n| &n.host) == self.config.named_targets.get(*t).map(|n| &n.host)
+            })
+            .map(|(t, r)| (t.clone(), r.addresses.clone()))
+            .collect();
+        let resolving_changed =
+            (&new.named_targets, &new.resolver) != (&self.config.named_targets, &self.config.resolver);
+        let (new, left_out) = new.expand(&kept);
+        for member in left_out {
+            warn!(%member, "address left out of its group");
+        }
         let mut state = State::with_overrides(&new, self.state.overrides.clone(), Some(new.state_file.clone()));
         state.inherit(&self.state, &new);
         let old_config = std::mem::replace(&mut self.config, new);
@@ -525,6 +664,11 @@ impl Controller {
         self.checkers.abort_all();
         self.running.clear();
         self.spawn_all();
+        if resolving_changed {
+            let named = &self.config.named_targets;
+            self.resolutions.retain(|t, _| kept.contains_key(t) && named.contains_key(t));
+            self.spawn_resolvers();
+        }
         let targets = &self.config.targets;
         self.metrics.retain_targets(|t| targets.contains_key(t));
         info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
@@ -595,6 +739,8 @@ impl Controller {
     }
 
     pub fn status(&self) -> Status {
-        report::status(&self.config, &self.state, &self.dataplane_note)
+        let mut status = report::status(&self.config, &self.state, &self.dataplane_note);
+        status.resolved = report::resolved(&self.config, &self.resolutions);
+        status
     }
 }

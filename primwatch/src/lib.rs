@@ -23,6 +23,7 @@ pub mod privileges;
 pub mod process;
 pub mod records;
 pub mod report;
+pub mod resolve;
 pub mod selection;
 pub mod state;
 pub mod supervise;

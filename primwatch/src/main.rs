@@ -273,6 +273,21 @@ fn print_status(status: &Status) {
     if !status.dataplane.is_empty() {
         println!("DATAPLANE  {}", status.dataplane);
     }
+    if !status.resolved.is_empty() {
+        println!("RESOLVED (targets given by host)");
+        for r in &status.resolved {
+            let addresses: Vec<String> = r.addresses.iter().map(|a| a.to_string()).collect();
+            let when = if r.resolved_at.is_empty() {
+                "never resolved".to_string()
+            } else {
+                format!("resolved {}", r.resolved_at)
+            };
+            println!("  {:<16} {} -> [{}]  {when}", r.target, r.host, addresses.join(", "));
+            if !r.error.is_empty() {
+                println!("      failing since {}: {}", r.failing_since, r.error);
+            }
+        }
+    }
     println!("TARGETS");
     println!("  {:<16} {:<22} {:<12} {:<8} {:<22} REASON", "NAME", "ADDRESS", "STATE", "ANSWERS", "SINCE");
     for t in &status.targets {

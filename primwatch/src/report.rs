@@ -129,6 +129,29 @@ pub fn explain(
     })
 }
 
+/// What each target given by `host` resolves to, for `ctl status`.
+pub fn resolved(
+    config: &Config,
+    resolutions: &std::collections::BTreeMap<String, crate::resolve::Resolution>,
+) -> Vec<crate::control::ResolvedStatus> {
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    config
+        .named_targets
+        .iter()
+        .map(|(target, named)| {
+            let r = resolutions.get(target).cloned().unwrap_or_default();
+            crate::control::ResolvedStatus {
+                target: target.clone(),
+                host: named.host.clone(),
+                addresses: r.addresses,
+                resolved_at: r.resolved_at.map(time).unwrap_or_default(),
+                error: r.failing.as_ref().map(|(_, why)| why.clone()).unwrap_or_default(),
+                failing_since: r.failing.map(|(since, _)| time(since)).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
 pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
     let targets = config
         .targets
@@ -269,5 +292,5 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
                 .collect(),
         })
         .collect();
-    Status { targets, groups, names, views, dataplane: dataplane.to_string() }
+    Status { targets, groups, names, views, dataplane: dataplane.to_string(), resolved: Vec::new() }
 }

@@ -80,6 +80,16 @@ impl PowerDns {
         Ok(pdns)
     }
 
+    /// Replaces the zone file of `origin` and has PowerDNS load it at once.
+    pub fn replace_zone(&self, origin: &str, zone_text: &str) -> Result<()> {
+        std::fs::write(self.dir.0.join("zone"), zone_text)?;
+        let reply = self.control(&["bind-reload-now", origin])?;
+        if !reply.contains("parsed into memory") {
+            bail!("bind-reload-now {origin}: {reply}");
+        }
+        Ok(())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("log")).unwrap_or_default()
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use primwatch_tests::world::{world, SITE_GROUPS, WEB1, WEB2, WEB3};
+use primwatch_tests::world::{set, world, SITE_GROUPS, WEB1, WEB2, WEB3};
 
 const GROUP_ALL: &str = r#"
 [groups.web]
@@ -351,4 +351,82 @@ groups = ["one", "all"]
         w.controller.log().contains("on_change hook timed out and was killed").then_some(())
     });
     assert!(killed.is_some(), "{}", w.controller.log());
+}
+
+/// A zone on a PowerDNS in the backend namespace (10.99.1.53) that the controller uses
+/// as its resolver (`[resolver] nameservers`), with the records of app.example.net.
+fn resolver_zone(records: &[&str]) -> String {
+    primwatch_tests::pdns::zone("example.net", "10.99.1.53".parse().unwrap(), records)
+}
+
+#[test]
+fn a_target_given_by_host_follows_its_dns_records() {
+    let body = r#"
+[resolver]
+nameservers = ["10.99.1.53"]
+min_ttl = "1s"
+max_ttl = "2s"
+grace = "2s"
+[targets.app]
+host = "app.example.net"
+checks = ["http"]
+[groups.app]
+members = ["app"]
+policy = "all"
+[names."app.example.test"]
+groups = ["app"]
+all_down = "nodata"
+"#;
+    let mut w = world(body);
+    w.net.add_address("10.99.1.53".parse().unwrap()).unwrap();
+    let resolver = primwatch_tests::pdns::PowerDns::start_with(
+        &w.net.ns,
+        &["10.99.1.53".parse().unwrap()],
+        "example.net",
+        &resolver_zone(&[&format!("app 1 IN A {WEB1}"), &format!("app 1 IN A {WEB2}")]),
+        "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0",
+    )
+    .unwrap();
+    // Each address is a member of its own, checked and answered.
+    w.expect("app.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let resolved = &status["status"]["resolved"][0];
+    assert_eq!(resolved["host"], "app.example.net");
+    assert_eq!(resolved["addresses"], serde_json::json!([WEB1, WEB2]), "{resolved}");
+    let targets = status["status"]["targets"].as_array().unwrap();
+    assert!(targets.iter().any(|t| t["name"] == format!("app@{WEB1}") && t["state"] == "up"), "{targets:?}");
+
+    // The records change: the members follow within the TTL (1 s) and a check.
+    resolver
+        .replace_zone("example.net", &resolver_zone(&[&format!("app 1 IN A {WEB2}"), &format!("app 1 IN A {WEB3}")]))
+        .unwrap();
+    w.expect("app.example.test", &[WEB2, WEB3], Duration::from_secs(5));
+    // Health still decides among them.
+    w.backends[2].stop();
+    w.expect("app.example.test", &[WEB2], Duration::from_secs(3));
+    w.backends[2].resume().unwrap();
+    w.expect("app.example.test", &[WEB2, WEB3], Duration::from_secs(3));
+
+    // The name stops resolving (NXDOMAIN): the last addresses stay for the grace (2 s),
+    // then are gone, with the reason in `ctl status`.
+    resolver.replace_zone("example.net", &resolver_zone(&[])).unwrap();
+    let failing = primwatch_tests::wait_for(Duration::from_secs(5), || {
+        let status = w.controller.ctl(&["status"]).ok()?;
+        let r = status["status"]["resolved"][0].clone();
+        (r["error"] != "").then_some(r)
+    })
+    .expect("the failure shows in ctl status");
+    assert_eq!(failing["addresses"], serde_json::json!([WEB2, WEB3]), "kept during the grace: {failing}");
+    assert_eq!(w.answers("app.example.test"), set(&[WEB2, WEB3]));
+    w.expect("app.example.test", &[], Duration::from_secs(5));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let gone = &status["status"]["resolved"][0];
+    assert_eq!(gone["addresses"], serde_json::json!([]), "{gone}");
+    assert!(gone["error"].as_str().unwrap().contains("app.example.net"), "{gone}");
+    let log = w.controller.log();
+    assert!(log.contains("target resolves to new addresses") && log.contains("its addresses are gone"), "{log}");
+
+    // And it comes back when the record does.
+    resolver.replace_zone("example.net", &resolver_zone(&[&format!("app 1 IN A {WEB1}")])).unwrap();
+    w.expect("app.example.test", &[WEB1], Duration::from_secs(5));
 }

@@ -76,6 +76,17 @@ pub struct TargetConfig {
     pub preempt: bool,
 }
 
+/// A target given by DNS name (`host`): every address the name resolves to becomes a
+/// target of its own, `NAME@ADDRESS`, with these settings (see `Config::expand`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTarget {
+    /// Lower case, without the final dot.
+    pub host: String,
+    pub weight: u32,
+    pub checks: Vec<String>,
+    pub preempt: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
@@ -141,7 +152,9 @@ pub(super) struct RawCheck {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
-    address: Spanned<String>,
+    address: Option<Spanned<String>>,
+    /// A DNS name instead of an address: each address it resolves to is a member.
+    host: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     #[serde(default)]
     checks: Vec<Spanned<String>>,
@@ -412,16 +425,29 @@ fn unescape(text: String) -> Vec<u8> {
     text.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\").into_bytes()
 }
 
+/// A target as written: an address, or a DNS name whose addresses are resolved while
+/// running (see `resolve`).
+pub(super) enum ParsedTarget {
+    Address(TargetConfig),
+    Named(NamedTarget),
+}
+
+/// Characters a target's name may not contain: `@` joins a named target and one of its
+/// addresses (`app@192.0.2.1`).
+pub const NAMED_MEMBER_SEPARATOR: char = '@';
+
 pub(super) fn parse_target(
+    name: &Spanned<String>,
     raw: RawTarget,
     checks: &BTreeMap<String, CheckConfig>,
     at: &At,
-) -> Result<TargetConfig, ConfigError> {
-    let address: IpAddr = raw
-        .address
-        .get_ref()
-        .parse()
-        .map_err(|_| at(raw.address.span(), format!("'{}' is not an IP address", raw.address.get_ref())))?;
+) -> Result<ParsedTarget, ConfigError> {
+    if name.get_ref().contains(NAMED_MEMBER_SEPARATOR) {
+        return Err(at(
+            name.span(),
+            format!("target name '{}' contains '@', which names one address of a target given by host", name.get_ref()),
+        ));
+    }
     let weight = match raw.weight {
         None => 1,
         Some(w) if (1..=1_000_000).contains(w.get_ref()) => *w.get_ref(),
@@ -437,19 +463,42 @@ pub(super) fn parse_target(
         }
         names.push(check.into_inner());
     }
-    Ok(TargetConfig { address, weight, checks: names, preempt: raw.preempt.unwrap_or(true) })
+    let preempt = raw.preempt.unwrap_or(true);
+    match (raw.address, raw.host) {
+        (Some(address), None) => {
+            let address: IpAddr = address
+                .get_ref()
+                .parse()
+                .map_err(|_| at(address.span(), format!("'{}' is not an IP address", address.get_ref())))?;
+            Ok(ParsedTarget::Address(TargetConfig { address, weight, checks: names, preempt }))
+        }
+        (None, Some(host)) => {
+            let text = host.get_ref().trim_end_matches('.');
+            if text.parse::<IpAddr>().is_ok() {
+                return Err(at(host.span(), format!("'{text}' is an address: write it as `address`")));
+            }
+            crate::dns_name::DnsName::parse(text)
+                .map_err(|reason| at(host.span(), format!("host '{text}': {reason}")))?;
+            Ok(ParsedTarget::Named(NamedTarget { host: text.to_ascii_lowercase(), weight, checks: names, preempt }))
+        }
+        (Some(address), Some(_)) => {
+            Err(at(address.span(), format!("target '{}' has both address and host; give one", name.get_ref())))
+        }
+        (None, None) => Err(at(name.span(), format!("target '{}' needs an address or a host", name.get_ref()))),
+    }
 }
 
 pub(super) fn parse_group(
     name: &Spanned<String>,
     raw: RawGroup,
     targets: &BTreeMap<String, TargetConfig>,
+    named: &BTreeMap<String, NamedTarget>,
     at: &At,
 ) -> Result<GroupConfig, ConfigError> {
     let members_span = raw.members.span();
     let mut members = Vec::new();
     for member in raw.members.into_inner() {
-        if !targets.contains_key(member.get_ref()) {
+        if !targets.contains_key(member.get_ref()) && !named.contains_key(member.get_ref()) {
             return Err(at(
                 member.span(),
                 format!("group '{}' names unknown target '{}'", name.get_ref(), member.get_ref()),
@@ -464,7 +513,8 @@ pub(super) fn parse_group(
         return Err(at(members_span, format!("group '{}' has no members", name.get_ref())));
     }
     for v6 in [false, true] {
-        let n = members.iter().filter(|m| targets[*m].address.is_ipv6() == v6).count();
+        // Targets given by host are counted when they resolve (see `Config::expand`).
+        let n = members.iter().filter(|m| targets.get(*m).is_some_and(|t| t.address.is_ipv6() == v6)).count();
         if n > MAX_RECORDS {
             let family = if v6 { "IPv6" } else { "IPv4" };
             return Err(at(

@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -24,8 +24,8 @@ use crate::{
 mod health;
 mod views;
 pub use health::{
-    CheckConfig, CheckKind, GroupConfig, HttpCheck, Policy, TargetConfig, DEFAULT_INTERVAL, DEFAULT_RISE_FALL,
-    DEFAULT_TIMEOUT,
+    CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, TargetConfig, DEFAULT_INTERVAL,
+    DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
 };
 pub use views::{ViewConfig, ViewName};
 
@@ -112,6 +112,44 @@ pub struct Config {
     /// `views`' prefixes by length, with their ECS scopes: built once per load, shared
     /// by the XDP map writer, the PowerDNS backend and explain.
     pub view_index: std::sync::Arc<crate::view_index::ViewIndex>,
+    /// Targets given by DNS name (`host`), by target name; `targets` and `groups` hold
+    /// their addresses as of the last resolution (see `expand`).
+    pub named_targets: BTreeMap<String, NamedTarget>,
+    /// How and how often `named_targets` are resolved.
+    pub resolver: ResolverConfig,
+    /// What was written, before `expand`.
+    declared: std::sync::Arc<Declared>,
+}
+
+/// Targets with an address, and each group's members, as written.
+#[derive(Debug)]
+struct Declared {
+    targets: BTreeMap<String, TargetConfig>,
+    members: BTreeMap<String, Vec<String>>,
+}
+
+/// `[resolver]`: resolving targets given by `host`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolverConfig {
+    /// Servers to ask instead of the system's (/etc/resolv.conf), port 53 unless given.
+    pub nameservers: Option<Vec<std::net::SocketAddr>>,
+    /// A name is resolved again after its records' TTL, but no sooner than `min_ttl`
+    /// and no later than `max_ttl`; a failed resolution is retried after `min_ttl`.
+    pub min_ttl: std::time::Duration,
+    pub max_ttl: std::time::Duration,
+    /// A name that stops resolving keeps its last addresses this long, then has none.
+    pub grace: std::time::Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            nameservers: None,
+            min_ttl: std::time::Duration::from_secs(5),
+            max_ttl: std::time::Duration::from_secs(3600),
+            grace: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// The PowerDNS remote backend's socket (`[powerdns]`).
@@ -211,6 +249,48 @@ struct RawConfig {
     hooks: Option<RawHooks>,
     powerdns: Option<RawPowerDns>,
     metrics: Option<RawMetrics>,
+    resolver: Option<RawResolver>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResolver {
+    nameservers: Option<Spanned<Vec<String>>>,
+    min_ttl: Option<Spanned<String>>,
+    max_ttl: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+}
+
+fn parse_resolver(raw: Option<RawResolver>, at: &health::At) -> Result<ResolverConfig, ConfigError> {
+    let mut config = ResolverConfig::default();
+    let Some(raw) = raw else { return Ok(config) };
+    let duration = |value: &Option<Spanned<String>>, default| match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text.get_ref())
+            .map_err(|e| at(text.span(), format!("'{}' is not a duration: {e}", text.get_ref()))),
+    };
+    config.min_ttl = duration(&raw.min_ttl, config.min_ttl)?;
+    config.max_ttl = duration(&raw.max_ttl, config.max_ttl)?;
+    config.grace = duration(&raw.grace, config.grace)?;
+    if config.min_ttl < std::time::Duration::from_secs(1) || config.min_ttl > config.max_ttl {
+        let span = raw.min_ttl.as_ref().or(raw.max_ttl.as_ref()).map(|s| s.span()).unwrap_or(0..0);
+        return Err(at(span, "resolver: min_ttl must be at least 1s and at most max_ttl".into()));
+    }
+    if let Some(list) = &raw.nameservers {
+        let mut servers = Vec::new();
+        for text in list.get_ref() {
+            let server = text
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                .map_err(|_| at(list.span(), format!("resolver.nameservers: '{text}' is not an address")))?;
+            servers.push(server);
+        }
+        if servers.is_empty() {
+            return Err(at(list.span(), "resolver.nameservers is empty; leave it out to use the system's".into()));
+        }
+        config.nameservers = Some(servers);
+    }
+    Ok(config)
 }
 
 #[derive(Deserialize)]
@@ -403,13 +483,30 @@ impl Config {
             checks.insert(name.into_inner(), parsed);
         }
         let mut targets = BTreeMap::new();
+        let mut named_targets = BTreeMap::new();
         for (name, target) in raw.targets {
-            targets.insert(name.into_inner(), health::parse_target(target.into_inner(), &checks, &at)?);
+            match health::parse_target(&name, target.into_inner(), &checks, &at)? {
+                health::ParsedTarget::Address(t) => {
+                    targets.insert(name.into_inner(), t);
+                }
+                health::ParsedTarget::Named(t) => {
+                    named_targets.insert(name.into_inner(), t);
+                }
+            }
         }
+        let resolver = parse_resolver(raw.resolver, &at)?;
         let mut groups = BTreeMap::new();
         for (name, group) in raw.groups {
-            let parsed = health::parse_group(&name, group.into_inner(), &targets, &at)?;
+            let parsed = health::parse_group(&name, group.into_inner(), &targets, &named_targets, &at)?;
             groups.insert(name.into_inner(), parsed);
+        }
+        let declared = std::sync::Arc::new(Declared {
+            targets: targets.clone(),
+            members: groups.iter().map(|(name, g)| (name.clone(), g.members.clone())).collect(),
+        });
+        // Until they resolve, targets given by host have no addresses.
+        for group in groups.values_mut() {
+            group.members.retain(|m| targets.contains_key(m));
         }
 
         let mut names = BTreeMap::new();
@@ -632,7 +729,64 @@ impl Config {
             powerdns,
             metrics_listen,
             view_index,
+            named_targets,
+            resolver,
+            declared,
         })
+    }
+
+    /// This config with the targets given by host replaced by the addresses they
+    /// resolved to (`resolved`: target name → addresses; missing: none): each address
+    /// becomes target `NAME@ADDRESS` with the named target's settings, in every group
+    /// that lists the name, in address order. A group keeps at most MAX_RECORDS
+    /// addresses per family; the rest are left out and returned, to be logged.
+    pub fn expand(&self, resolved: &BTreeMap<String, Vec<IpAddr>>) -> (Config, Vec<String>) {
+        let Declared { targets: declared_targets, members: declared_members } = &*self.declared;
+        let mut config = self.clone();
+        config.targets = declared_targets.clone();
+        let mut members_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (name, named) in &self.named_targets {
+            let mut addresses = resolved.get(name).cloned().unwrap_or_default();
+            addresses.sort();
+            addresses.dedup();
+            for address in addresses {
+                let member = format!("{name}{NAMED_MEMBER_SEPARATOR}{address}");
+                config.targets.insert(
+                    member.clone(),
+                    TargetConfig {
+                        address,
+                        weight: named.weight,
+                        checks: named.checks.clone(),
+                        preempt: named.preempt,
+                    },
+                );
+                members_of.entry(name.as_str()).or_default().push(member);
+            }
+        }
+        let mut left_out = Vec::new();
+        for (group_name, group) in config.groups.iter_mut() {
+            let mut members: Vec<String> = Vec::new();
+            for declared in &declared_members[group_name] {
+                match members_of.get(declared.as_str()) {
+                    Some(expanded) => members.extend(expanded.iter().cloned()),
+                    None if declared_targets.contains_key(declared) => members.push(declared.clone()),
+                    None => {} // a named target without addresses
+                }
+            }
+            let mut per_family = [0usize; 2];
+            members.retain(|m| {
+                let family = &mut per_family[config.targets[m].address.is_ipv6() as usize];
+                *family += 1;
+                let keep = *family <= MAX_RECORDS;
+                if !keep {
+                    left_out
+                        .push(format!("group '{group_name}': {m} (more than {MAX_RECORDS} addresses of its family)"));
+                }
+                keep
+            });
+            group.members = members;
+        }
+        (config, left_out)
     }
 }
 
@@ -903,6 +1057,71 @@ all_down = "backup:osaka"
         let e = parse("type = \"http\"\nca_file = \"junk.pem\"").unwrap_err();
         assert!(e.reason.contains("'ca_file' applies to https checks"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn targets_given_by_host_expand_into_one_target_per_address() {
+        let text = r#"
+[server]
+interfaces = ["lo"]
+[resolver]
+nameservers = ["10.0.0.53", "[fd00::53]:5353"]
+min_ttl = "2s"
+grace = "30s"
+[checks.web]
+type = "http"
+[targets.fixed]
+address = "192.0.2.1"
+[targets.app]
+host = "App.Example.NET."
+checks = ["web"]
+weight = 3
+[groups.g]
+members = ["app", "fixed"]
+[names."www.example.test"]
+groups = ["g"]
+"#;
+        let config = Config::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(config.named_targets["app"].host, "app.example.net");
+        assert_eq!(config.resolver.nameservers.as_ref().unwrap()[1], "[fd00::53]:5353".parse().unwrap());
+        assert_eq!((config.resolver.min_ttl, config.resolver.grace), (Duration::from_secs(2), Duration::from_secs(30)));
+        // Unresolved: only the fixed member.
+        assert_eq!(config.groups["g"].members, vec!["fixed"]);
+        let resolved = BTreeMap::from([(
+            "app".to_string(),
+            vec!["2001:db8::2".parse().unwrap(), "198.51.100.7".parse().unwrap(), "198.51.100.7".parse().unwrap()],
+        )]);
+        let (expanded, left_out) = config.expand(&resolved);
+        assert!(left_out.is_empty());
+        assert_eq!(expanded.groups["g"].members, vec!["app@198.51.100.7", "app@2001:db8::2", "fixed"]);
+        let member = &expanded.targets["app@2001:db8::2"];
+        assert_eq!((member.weight, member.checks.clone()), (3, vec!["web".to_string()]));
+        // Expanding again from the expanded config starts from what was written.
+        let (again, _) = expanded.expand(&BTreeMap::new());
+        assert_eq!(again.groups["g"].members, vec!["fixed"]);
+        assert!(!again.targets.contains_key("app@198.51.100.7"));
+        // More addresses than a group can answer with: the rest are left out, named.
+        let many = BTreeMap::from([("app".to_string(), (1..=20).map(|i| IpAddr::from([10, 0, 0, i])).collect())]);
+        let (capped, left_out) = config.expand(&many);
+        assert_eq!(capped.groups["g"].members.len(), MAX_RECORDS);
+        assert_eq!(left_out.len(), 20 + 1 - MAX_RECORDS);
+    }
+
+    #[test]
+    fn targets_given_by_host_refuse_what_cannot_work() {
+        let base = "[server]\ninterfaces = [\"lo\"]\n";
+        for (body, says) in [
+            ("[targets.a]\nhost = \"192.0.2.1\"\n", "is an address: write it as `address`"),
+            ("[targets.a]\nhost = \"bad..name\"\n", "host 'bad..name'"),
+            ("[targets.a]\naddress = \"192.0.2.1\"\nhost = \"a.example\"\n", "has both address and host"),
+            ("[targets.a]\nweight = 2\n", "needs an address or a host"),
+            ("[targets.\"a@b\"]\naddress = \"192.0.2.1\"\n", "contains '@'"),
+            ("[resolver]\nmin_ttl = \"2h\"\n", "min_ttl must be at least 1s and at most max_ttl"),
+            ("[resolver]\nnameservers = [\"resolver.example\"]\n", "'resolver.example' is not an address"),
+        ] {
+            let err = Config::parse(Path::new("t.toml"), &format!("{base}{body}")).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("t.toml:"), "{body}: {err}");
+        }
     }
 
     #[test]

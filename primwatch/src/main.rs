@@ -79,6 +79,11 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff, section 8).
+    #[command(hide = true)]
+    Man,
     /// Inspect and steer the running controller.
     Ctl {
         #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
@@ -178,6 +183,18 @@ fn main() -> ExitCode {
             }
         },
         Command::Counters { pin_dir, json } => print_counters(&pin_dir, json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "primwatch", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())
+                .context("writing the man page")
+        }
         Command::Detach { pin_dir } => dataplane::detach_pinned(&pin_dir).map(|removed| {
             println!("removed {} pins from {}: {}", removed.len(), pin_dir.display(), removed.join(" "));
         }),

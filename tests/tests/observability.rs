@@ -115,3 +115,69 @@ fn metrics_and_ctl_stats_show_answers_checks_states_and_updates() {
         "{text}"
     );
 }
+
+/// Every `expr` in a Grafana dashboard (panels and nested rows).
+fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                out.push(expr.clone());
+            }
+            map.values().for_each(|v| dashboard_queries(v, out));
+        }
+        serde_json::Value::Array(list) => list.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_series_a_live_scrape_has() {
+    let w = world(CONFIG);
+    w.expect("www.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(3));
+    assert_eq!(w.controller.ctl(&["reload"]).unwrap()["ok"], true);
+    let (_, scrape) = get(&w, "/metrics");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grafana/primwatch.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 10, "{queries:?}");
+    let metric = regex::Regex::new(r"primwatch_[a-z0-9_]+").unwrap();
+    let by = regex::Regex::new(r"by \(([^)]*)\)").unwrap();
+    let selector = regex::Regex::new(r#"([a-z_]+)="#).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for query in &queries {
+        let names: Vec<&str> = metric.find_iter(query).map(|m| m.as_str()).collect();
+        assert!(!names.is_empty(), "a query over no primwatch metric: {query}");
+        // Labels the query groups or filters by must be on the series it reads.
+        let mut labels: Vec<String> = by
+            .captures_iter(query)
+            .flat_map(|c| c[1].split(',').map(|l| l.trim().to_string()).collect::<Vec<_>>())
+            .collect();
+        labels.extend(selector.captures_iter(query).map(|c| c[1].to_string()));
+        for name in names {
+            let samples: Vec<&str> = scrape
+                .lines()
+                .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+                .collect();
+            assert!(!samples.is_empty(), "the dashboard queries {name} ({query}); the scrape has no such series");
+            for label in &labels {
+                assert!(
+                    samples.iter().any(|s| s.contains(&format!("{label}=\""))),
+                    "{query}: no {name} series has the label {label}"
+                );
+            }
+            seen.insert(name.to_string());
+        }
+    }
+    // What the dashboard promises to show.
+    for wanted in [
+        "primwatch_xdp_answers_total",
+        "primwatch_xdp_packets_total",
+        "primwatch_target_up",
+        "primwatch_group_up",
+        "primwatch_check_latency_seconds_bucket",
+        "primwatch_map_syncs_total",
+    ] {
+        assert!(seen.contains(wanted), "the dashboard shows {wanted}");
+    }
+}

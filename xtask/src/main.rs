@@ -22,7 +22,15 @@ enum Cmd {
     /// Install what is missing (Debian packages, nightly rust-src, bpf-linker, bpffs mount).
     Setup,
     /// Set up, then build primwatch (release, with the embedded XDP object).
-    Build,
+    Build {
+        /// Show the XDP program's build output even when it succeeds.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Build the Debian package target/debian/primwatch_VERSION_amd64.deb (cargo-deb):
+    /// the binary, the unit, /etc/primwatch/primwatch.toml, examples, README, a man page
+    /// and shell completions.
+    Deb,
     /// Without arguments: the demo lab (netns client/server, PowerDNS, primwatch on
     /// examples/demo.toml). With arguments: `primwatch run ARGS` on this host.
     Run {
@@ -51,9 +59,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => setup::run(),
-        Cmd::Build => {
+        Cmd::Build { verbose } => {
             setup::run()?;
+            if verbose {
+                std::env::set_var("PRIMWATCH_EBPF_VERBOSE", "1");
+            }
             build()
+        }
+        Cmd::Deb => {
+            setup::run()?;
+            build()?;
+            deb()
         }
         Cmd::Run { args } => {
             setup::run()?;
@@ -73,6 +89,8 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup::run()?;
             build()?;
+            // tests/tests/package.rs installs it into a scratch root.
+            deb()?;
             let bin = workspace_root().join("target/release/primwatch");
             let bin = bin.to_str().context("non-UTF-8 path")?;
             step("format and lint (cargo fmt --check; clippy on the host crates, warnings are errors)");
@@ -154,6 +172,49 @@ fn workspace_root() -> std::path::PathBuf {
 fn build() -> Result<()> {
     step("building primwatch (release; build.rs compiles the XDP program with nightly + bpf-linker)");
     cargo(&["build", "--release", "-p", "primwatch", "-p", "primwatch-tests"], &[])
+}
+
+/// The Debian package, from the release build: the man page and completions are made
+/// by the built binary itself (clap_mangen, clap_complete), the unit is the example's
+/// with the packaged binary's path.
+fn deb() -> Result<()> {
+    let root = workspace_root();
+    let assets = root.join("target/release/deb-assets");
+    std::fs::create_dir_all(&assets)?;
+    let bin = root.join("target/release/primwatch");
+    let generate = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new(&bin).args(args).output().with_context(|| format!("running primwatch {args:?}"))?;
+        if !out.status.success() {
+            bail!("primwatch {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    // gzip -9n: no name or time stamp, so the package builds the same twice.
+    let man = generate(&["man"])?;
+    let mut gzip = Command::new("gzip")
+        .args(["-9n"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(assets.join("primwatch.8.gz"))?)
+        .spawn()
+        .context("running gzip")?;
+    std::io::Write::write_all(gzip.stdin.as_mut().context("gzip stdin")?, &man)?;
+    drop(gzip.stdin.take());
+    if !gzip.wait()?.success() {
+        bail!("gzip failed");
+    }
+    for (shell, file) in [("bash", "primwatch.bash"), ("zsh", "_primwatch"), ("fish", "primwatch.fish")] {
+        std::fs::write(assets.join(file), generate(&["completions", shell])?)?;
+    }
+    let unit = std::fs::read_to_string(root.join("examples/primwatch.service"))?
+        .replace("/usr/local/bin/primwatch", "/usr/bin/primwatch")
+        .replace(
+            "# systemd unit for primwatch. Install the binary as /usr/bin/primwatch and the\n# config as /etc/primwatch/primwatch.toml",
+            "# systemd unit for primwatch, from its Debian package. Edit\n# /etc/primwatch/primwatch.toml, then `systemctl enable --now primwatch`",
+        );
+    std::fs::write(assets.join("primwatch.service"), unit)?;
+    step("building the Debian package (cargo deb, from the release build)");
+    cargo(&["deb", "-p", "primwatch", "--no-build"], &[])?;
+    Ok(())
 }
 
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {

@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "gdnsd",
     "openssl",
     "nftables",
+    "lintian",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -30,6 +31,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub fn run() -> Result<()> {
     debian_packages()?;
     lint_tools()?;
+    cargo_deb()?;
     nightly_rust_src()?;
     bpf_linker()?;
     bpffs()?;
@@ -130,6 +132,19 @@ fn lint_tools() -> Result<()> {
     }
     step("adding rustfmt and clippy to the toolchain");
     run_cmd(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+}
+
+/// cargo-deb builds the Debian package (`cargo xtask deb`, and `cargo xtask test`
+/// checks the package it makes).
+const CARGO_DEB_VERSION: &str = "^2";
+
+fn cargo_deb() -> Result<()> {
+    let present = Command::new("cargo").args(["deb", "--version"]).output().is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    step("installing cargo-deb (builds the Debian package)");
+    run_cmd(Command::new("cargo").args(["+stable", "install", "cargo-deb", "--locked", "--version", CARGO_DEB_VERSION]))
 }
 
 fn nightly_rust_src() -> Result<()> {

@@ -102,6 +102,69 @@ pub struct Settings {
     pub scope_without_view_v6: u32,
 }
 
+/// Response rate limiting (RRL, the scheme of BIND and Knot) as the controller sets
+/// it: the single entry of the `rrl_settings` array. Answers are counted per client
+/// prefix; a prefix earns `responses_per_second` credits a second, up to that many,
+/// and spends one per answer; below zero its answers are limited, and its debt is
+/// bounded by `window_seconds` of credit, so a flood must stop for up to that long
+/// before the prefix is answered again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlSettings {
+    /// 0: no rate limiting.
+    pub responses_per_second: u32,
+    pub window_seconds: u32,
+    /// Every `slip`-th limited response goes out empty with TC=1; 0: none (all
+    /// dropped), 1: all.
+    pub slip: u32,
+    /// 1: count what would be limited and answer anyway.
+    pub log_only: u32,
+    /// The client prefix: the source address ANDed with these masks (bytes in packet
+    /// order, read as native-endian words).
+    pub ipv4_mask: u32,
+    /// Exempt prefixes configured per family (bit 0: IPv4, bit 1: IPv6): the exempt
+    /// tries are looked up only when they hold something.
+    pub exempt_families: u32,
+    pub ipv6_mask: [u64; 2],
+}
+
+/// A client prefix in the `rrl` map: the masked source address (IPv4 in the first
+/// four bytes) and its family (4 or 6).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlKey {
+    pub family: u32,
+    pub prefix: [u8; 16],
+}
+
+/// One client prefix's account (see `RrlSettings`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlBucket {
+    /// Credit in thousandths of a response.
+    pub credit: i64,
+    /// When the credit was last brought up to date (bpf_ktime_get_ns).
+    pub updated_ns: u64,
+    /// Limited responses so far, for the slip count.
+    pub limited: u64,
+}
+
+/// `Scratch::rrl_state`: no limiting (off) …
+pub const RRL_OFF: u32 = 0;
+/// … answer, the prefix has credit …
+pub const RRL_SEND: u32 = 1;
+/// … over the rate: an empty TC=1 reply (the slip-th limited) …
+pub const RRL_SLIP: u32 = 2;
+/// … over the rate: drop …
+pub const RRL_DROP: u32 = 3;
+/// … an exempt source …
+pub const RRL_EXEMPT: u32 = 4;
+/// … over the rate in log-only mode: answer and count.
+pub const RRL_LOG_ONLY: u32 = 5;
+
+/// Thousandths: the unit of `RrlBucket::credit`.
+pub const RRL_CREDIT_UNIT: i64 = 1000;
+
 /// Most interfaces and addresses per family the XDP program knows as this host's.
 pub const MAX_HOST_INTERFACES: usize = 16;
 pub const MAX_HOST_ADDRS: usize = 32;
@@ -266,6 +329,11 @@ pub struct Scratch {
     pub edns_do: u32,
     /// This CPU's round-robin position.
     pub round_robin: u32,
+    /// Response rate limiting, decided before the name walk (where the verifier has
+    /// few states) and charged once the query is known to be answered: what to do
+    /// (`RRL_*`) and the client prefix's key.
+    pub rrl_state: u32,
+    pub rrl_key: RrlKey,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
 }
@@ -327,7 +395,20 @@ pub struct Counters {
     pub pass_bad_source: u64,
     /// IPv4 options (source routes and the like): the kernel applies its own rules.
     pub pass_ip_options: u64,
+    /// Response rate limiting: over the client prefix's rate, dropped (XDP_DROP).
+    pub rrl_dropped: u64,
+    /// Response rate limiting: over the rate, sent as an empty reply with TC=1 (the
+    /// `slip`-th limited response), so a real client retries over TCP.
+    pub rrl_slipped: u64,
+    /// Not verdicts (the packet is also counted above): answered without rate
+    /// limiting because the source is in an exempt prefix …
+    pub rrl_exempt: u64,
+    /// … and what would have been limited in log-only mode (answered anyway).
+    pub rrl_log_only: u64,
 }
+
+/// Fields of [`Counters`] from here on are events, not packet verdicts.
+pub const VERDICT_FIELDS: usize = Verdict::RrlSlipped as usize + 1;
 
 /// Why a packet was passed to the kernel; the value is the field index in [`Counters`].
 #[repr(u32)]
@@ -346,6 +427,10 @@ pub enum Verdict {
     NotForHost = 10,
     BadSource = 11,
     IpOptions = 12,
+    /// Dropped by response rate limiting (XDP_DROP, not passed).
+    RrlDropped = 13,
+    /// Answered with an empty TC=1 reply by response rate limiting (XDP_TX).
+    RrlSlipped = 14,
 }
 
 pub const COUNTER_FIELDS: usize = core::mem::size_of::<Counters>() / 8;
@@ -365,6 +450,10 @@ impl Counters {
         "pass_not_for_host",
         "pass_bad_source",
         "pass_ip_options",
+        "rrl_dropped",
+        "rrl_slipped",
+        "rrl_exempt",
+        "rrl_log_only",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -382,6 +471,10 @@ impl Counters {
             self.pass_not_for_host,
             self.pass_bad_source,
             self.pass_ip_options,
+            self.rrl_dropped,
+            self.rrl_slipped,
+            self.rrl_exempt,
+            self.rrl_log_only,
         ]
     }
 
@@ -399,6 +492,10 @@ impl Counters {
         self.pass_not_for_host += other.pass_not_for_host;
         self.pass_bad_source += other.pass_bad_source;
         self.pass_ip_options += other.pass_ip_options;
+        self.rrl_dropped += other.rrl_dropped;
+        self.rrl_slipped += other.rrl_slipped;
+        self.rrl_exempt += other.rrl_exempt;
+        self.rrl_log_only += other.rrl_log_only;
     }
 }
 
@@ -411,6 +508,9 @@ mod pod {
     unsafe impl aya::Pod for super::ViewMatch {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::HostAddrs {}
+    unsafe impl aya::Pod for super::RrlSettings {}
+    unsafe impl aya::Pod for super::RrlKey {}
+    unsafe impl aya::Pod for super::RrlBucket {}
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ pub mod dns {
     pub const FLAG_QR: u16 = 0x8000;
     pub const FLAG_OPCODE: u16 = 0x7800;
     pub const FLAG_AA: u16 = 0x0400;
+    /// Truncated: the client should ask again over TCP (RFC 1035 §4.1.1).
     pub const FLAG_TC: u16 = 0x0200;
     pub const FLAG_RD: u16 = 0x0100;
     pub const FLAG_CD: u16 = 0x0010;

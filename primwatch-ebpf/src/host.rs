@@ -13,7 +13,7 @@ use primwatch_common::{
 
 use crate::{
     maps::HOST,
-    packet::{bytes_at, load_u32, load_u64},
+    packet::{bytes_at, is_zero, load_u32, load_u64},
 };
 
 /// The low 48 bits of a little-endian load: a MAC's 6 bytes.
@@ -76,16 +76,6 @@ fn is_own_mac(host: &HostAddrs, ifindex: u32, mac: u64) -> bool {
         }
     }
     false
-}
-
-/// 1 if `x` is 0, else 0, without a branch: branches here would split the verifier's
-/// view of the rest of the program into one path per outcome.
-#[inline(always)]
-fn is_zero(x: u64) -> u64 {
-    let mut sign = x | x.wrapping_neg();
-    // Opaque to LLVM, which would otherwise turn this back into a compare and a branch.
-    unsafe { core::arch::asm!("{0} = {0}", inout(reg) sign, options(pure, nomem, nostack, preserves_flags)) };
-    (sign >> 63) ^ 1
 }
 
 /// 0.0.0.0/8, 127/8, and 224/3 (multicast, class E, limited broadcast); `addr` as

@@ -2,8 +2,8 @@
 //! from the `NAMES` map and passes every other packet to the kernel, unmodified.
 //!
 //! The flow, one module per stage: `parse` (headers, question; `edns` for the OPT
-//! record) → `lookup` (view, exact name, wildcard) → `pick` (which records) → `reply`
-//! (in-place rewrite, checksums) → XDP_TX. Nothing is written to the packet before the
+//! record) → `lookup` (view, exact name, wildcard) → `pick` (which records) → `rrl`
+//! (response rate limiting) → `reply` (in-place rewrite, checksums) → XDP_TX. Nothing is written to the packet before the
 //! lookup succeeded and the reply is known to fit, so every pass leaves the packet byte
 //! for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
 #![no_std]
@@ -20,11 +20,14 @@ mod parse;
 mod pick;
 mod reflect;
 mod reply;
+mod rrl;
 
 use core::mem::size_of;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use primwatch_common::{name_answers_index, NameKey, Select, Verdict, ENTRY_ANSWERS_DO, QTYPE_A, QTYPE_AAAA};
+use primwatch_common::{
+    name_answers_index, wire::dns, NameKey, Select, Verdict, ENTRY_ANSWERS_DO, QTYPE_A, QTYPE_AAAA,
+};
 
 use maps::{COUNTERS, NAME_ANSWERS, SCRATCH};
 
@@ -38,10 +41,11 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
         // The fields of `Counters` are u64s in `Verdict` order.
         unsafe { *(counters as *mut u64).add(verdict as usize) += 1 };
     }
-    if verdict == Verdict::Answered {
-        xdp_action::XDP_TX
-    } else {
-        xdp_action::XDP_PASS
+    match verdict {
+        // A reply was written: an answer, or RRL's empty TC=1 reply.
+        Verdict::Answered | Verdict::RrlSlipped => xdp_action::XDP_TX,
+        Verdict::RrlDropped => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
     }
 }
 
@@ -77,9 +81,22 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     if answers.count == 0 && answers.select != Select::NoData as u8 {
         return Err(Verdict::TypeNotPresent);
     }
-    let picked = pick::pick_records(answers, scratch)?;
+    let mut picked = pick::pick_records(answers, scratch)?;
+    if rrl::charge(scratch) {
+        return Err(Verdict::RrlDropped);
+    }
+    // RRL's slip: the same reply without records and with TC=1, made branch-free so
+    // that the verifier checks the reply once rather than once per outcome.
+    let slip = rrl::slip(scratch);
+    let keep = slip ^ 1;
+    picked.len *= keep as usize;
+    picked.ancount *= keep as u16;
+    picked.csum *= keep as u16;
     let counter = name_answers_index(records.stats_slot, query.qtype == QTYPE_AAAA);
-    reply::write_reply(ctx, scratch, &query, &picked)?;
+    reply::write_reply(ctx, scratch, &query, &picked, slip as u16 * dns::FLAG_TC)?;
+    if slip != 0 {
+        return Err(Verdict::RrlSlipped); // sent, as an empty TC=1 reply
+    }
     if let Some(count) = NAME_ANSWERS.get_ptr_mut(counter) {
         unsafe { *count += 1 };
     }

@@ -2,13 +2,13 @@
 //! counters it writes, and its per-CPU scratch space. Layouts are in primwatch-common.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
     Global,
 };
 use primwatch_common::{
-    Counters, HostAddrs, NameKey, NameRecords, Scratch, Settings, ViewMatch, BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT,
-    NAME_STATS_SLOTS,
+    Counters, HostAddrs, NameKey, NameRecords, RrlBucket, RrlKey, RrlSettings, Scratch, Settings, ViewMatch,
+    BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -43,6 +43,19 @@ pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 /// controller gives every entry of NAMES its own slot.
 #[btf_map]
 pub static NAME_ANSWERS: PerCpuArray<u64, { NAME_ANSWERS_PER_SLOT * NAME_STATS_SLOTS }> = PerCpuArray::new();
+
+/// Response rate limiting: its settings, the prefixes it spares, and one account per
+/// client prefix. LRU and shared by all CPUs: a flood from spoofed sources evicts the
+/// least recently answered prefixes instead of filling the map, and one prefix has one
+/// account whichever CPU its packets land on. The loader sets the size from the config.
+#[btf_map]
+pub static RRL_SETTINGS: Array<RrlSettings, 1> = Array::new();
+#[btf_map]
+pub static RRL_EXEMPT_V4: LpmTrie<[u8; 4], u32, 65536> = LpmTrie::new();
+#[btf_map]
+pub static RRL_EXEMPT_V6: LpmTrie<[u8; 16], u32, 65536> = LpmTrie::new();
+#[btf_map]
+pub static RRL: LruHashMap<RrlKey, RrlBucket, 65536> = LruHashMap::new();
 
 /// The single SETTINGS entry, if the controller wrote one.
 #[inline(always)]

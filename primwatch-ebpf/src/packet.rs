@@ -87,3 +87,13 @@ pub unsafe fn swap_bytes<const N: usize>(a: *mut u8, b: *mut u8) {
         ptr::copy_nonoverlapping(tmp.as_ptr(), b, N);
     }
 }
+
+/// 1 if `x` is 0, else 0, without a branch: branches here would split the verifier's
+/// view of the rest of the program into one path per outcome.
+#[inline(always)]
+pub fn is_zero(x: u64) -> u64 {
+    let mut sign = x | x.wrapping_neg();
+    // Opaque to LLVM, which would otherwise turn this back into a compare and a branch.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) sign, options(pure, nomem, nostack, preserves_flags)) };
+    (sign >> 63) ^ 1
+}

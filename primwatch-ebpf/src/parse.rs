@@ -125,6 +125,8 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
         return Err(Verdict::NotPlainQuery);
     }
 
+    // Before the name walk: see `rrl`.
+    crate::rrl::prepare(ctx, l3_off, ip.is_ipv6, scratch)?;
     let (name_len, name_hash, name_csum) = walk_name(ctx, dns_off + dns::HLEN, scratch)?;
 
     let qoff = dns_off + dns::HLEN + name_len;

@@ -40,9 +40,16 @@ const OPT_RR_CSUM: u64 = {
     sum
 };
 
-/// Turns the query into the reply in place and computes the checksums.
+/// Turns the query into the reply in place and computes the checksums; `extra_flags`
+/// is 0 or TC (RRL's slip: no records, ask again over TCP).
 #[inline(always)]
-pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answers: &Picked) -> Result<(), Verdict> {
+pub fn write_reply(
+    ctx: &XdpContext,
+    scratch: &mut Scratch,
+    query: &Query,
+    answers: &Picked,
+    extra_flags: u16,
+) -> Result<(), Verdict> {
     let rrs_len = answers.len;
     // Our OPT record, with the client subnet echoed when the query had one.
     let ecs_len = reply_ecs_len(&scratch.ecs);
@@ -105,7 +112,7 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answe
     let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
     let ancount = answers.ancount;
     let arcount = query.edns.is_some() as u16;
-    let flags = dns::FLAG_QR | dns::FLAG_AA | (query.flags & (dns::FLAG_RD | dns::FLAG_CD));
+    let flags = dns::FLAG_QR | dns::FLAG_AA | (query.flags & (dns::FLAG_RD | dns::FLAG_CD)) | extra_flags;
     unsafe {
         swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
         put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
@@ -123,7 +130,8 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, query: &Query, answe
     let answers_off = query.question_end();
     if rrs_len > 0 {
         let len = rrs_len & ANSWER_LEN_MASK;
-        if len > MAX_ANSWER_BYTES {
+        // (len is rrs_len; tested again after the mask so the verifier knows it.)
+        if len == 0 || len > MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
         let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, answers.rrs as *mut _, len as u32) };

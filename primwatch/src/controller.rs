@@ -88,6 +88,7 @@ pub struct Controller {
     state: State,
     writer: NameMapWriter,
     views: ViewMapWriter,
+    rrl: crate::map_writer::RrlMapWriter,
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
     checkers: JoinSet<()>,
@@ -193,6 +194,7 @@ impl Controller {
         config_path: Option<std::path::PathBuf>,
         writer: NameMapWriter,
         views: ViewMapWriter,
+        rrl: crate::map_writer::RrlMapWriter,
     ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
         let (resolved_tx, resolved_rx) = mpsc::channel(64);
@@ -227,6 +229,7 @@ impl Controller {
             state,
             writer,
             views,
+            rrl,
             reports_tx,
             reports,
             checkers: JoinSet::new(),
@@ -420,6 +423,7 @@ impl Controller {
         // The tries depend on the config alone: written once per start or reload.
         if !self.views_written {
             self.views.sync(&self.config.view_index, self.config.wildcard_names())?;
+            self.rrl.sync(self.config.rrl.as_ref())?;
             self.views_written = true;
         }
         self.metrics.map_sync(stats.written, stats.deleted, started.elapsed());

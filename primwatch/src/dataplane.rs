@@ -39,11 +39,15 @@ const VIEWS_V6_MAP: &str = "VIEWS_V6";
 const SETTINGS_MAP: &str = "SETTINGS";
 const NAME_ANSWERS_MAP: &str = "NAME_ANSWERS";
 const HOST_MAP: &str = "HOST";
+const RRL_MAP: &str = "RRL";
+const RRL_SETTINGS_MAP: &str = "RRL_SETTINGS";
+const RRL_EXEMPT_V4_MAP: &str = "RRL_EXEMPT_V4";
+const RRL_EXEMPT_V6_MAP: &str = "RRL_EXEMPT_V6";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 7] = [
+const PINS: [(&str, &str); 11] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (COUNTERS_MAP, COUNTERS_PIN),
@@ -51,6 +55,10 @@ const PINS: [(&str, &str); 7] = [
     (VIEWS_V6_MAP, "views_v6"),
     (SETTINGS_MAP, "settings"),
     (HOST_MAP, "host"),
+    (RRL_MAP, "rrl"),
+    (RRL_SETTINGS_MAP, "rrl_settings"),
+    (RRL_EXEMPT_V4_MAP, "rrl_exempt_v4"),
+    (RRL_EXEMPT_V6_MAP, "rrl_exempt_v6"),
 ];
 
 /// How the answering program came to be on an interface.
@@ -80,8 +88,14 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads (and so verifies) both programs; attaches nothing.
     pub fn load(port: u16) -> Result<Dataplane> {
+        Dataplane::load_with(port, crate::config::RrlConfig::DEFAULT_TABLE_SIZE)
+    }
+
+    /// As `load`, with the RRL map holding `rrl_table_size` client prefixes.
+    pub fn load_with(port: u16, rrl_table_size: u32) -> Result<Dataplane> {
         let mut ebpf = EbpfLoader::new()
             .override_global("DNS_PORT", &port, true)
+            .map_max_entries(RRL_MAP, rrl_table_size)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
         for name in [ANSWER_PROGRAM, PASS_PROGRAM] {
@@ -203,6 +217,16 @@ impl Dataplane {
         let map: HashMap<MapData, NameKey, NameRecords> = map.try_into()?;
         let answers = self.ebpf.take_map(NAME_ANSWERS_MAP).ok_or_else(|| anyhow!("name answers map taken"))?;
         Ok(NameMapWriter::new(map, answers.try_into()?))
+    }
+
+    /// The writer of the RRL settings and exempt prefixes (see `map_writer::RrlMapWriter`).
+    pub fn rrl_writer(&mut self) -> Result<crate::map_writer::RrlMapWriter> {
+        let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        Ok(crate::map_writer::RrlMapWriter {
+            settings: take(RRL_SETTINGS_MAP)?.try_into()?,
+            exempt_v4: take(RRL_EXEMPT_V4_MAP)?.try_into()?,
+            exempt_v6: take(RRL_EXEMPT_V6_MAP)?.try_into()?,
+        })
     }
 
     pub fn views_writer(&mut self) -> Result<ViewMapWriter> {

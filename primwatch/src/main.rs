@@ -478,18 +478,19 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     // The state and pin directories decide answers: refuse ones others could write.
     primwatch::paths::prepare(&config)?;
     let left_attached = dataplane::pinned_links(&config.pin_dir);
-    let mut dataplane = Dataplane::load(config.port)?;
+    let mut dataplane = Dataplane::load_with(config.port, config.rrl_table_size())?;
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
     let writer = dataplane.names_writer()?;
     let views = dataplane.views_writer()?;
+    let rrl = dataplane.rrl_writer()?;
     // XDP answers only frames addressed to this host: its MACs and addresses first.
     let mut host = dataplane.host_writer()?;
     host.refresh(&config.interfaces)?;
     host.keep_current(config.interfaces.clone(), std::time::Duration::from_secs(1));
     // Writes the first answers (overrides and last-known health restored) and starts
     // the checkers.
-    let mut controller = Controller::start(config.clone(), Some(config_path), writer, views)?;
+    let mut controller = Controller::start(config.clone(), Some(config_path), writer, views, rrl)?;
     info!(names = config.names.len(), targets = config.targets.len(), "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
-use primwatch_common::{name_answers_index, NameKey, NameRecords, Settings, ViewMatch, NAME_STATS_SLOTS};
+use primwatch_common::{name_answers_index, NameKey, NameRecords, RrlSettings, Settings, ViewMatch, NAME_STATS_SLOTS};
 
 use crate::view_index::ViewIndex;
 
@@ -191,5 +191,80 @@ impl ViewMapWriter {
         };
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())
+    }
+}
+
+/// Writes `[rrl]` into XDP's RRL maps: the exempt prefixes, then the settings (which
+/// turn limiting on or off), once per start or reload.
+pub struct RrlMapWriter {
+    pub settings: aya::maps::Array<MapData, RrlSettings>,
+    pub exempt_v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], u32>,
+    pub exempt_v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u32>,
+}
+
+impl RrlMapWriter {
+    pub fn sync(&mut self, rrl: Option<&crate::config::RrlConfig>) -> Result<()> {
+        use aya::maps::lpm_trie::Key;
+        let exempt = rrl.map(|r| r.exempt.as_slice()).unwrap_or_default();
+        let want4: BTreeMap<(u32, [u8; 4]), ()> = exempt
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V4(n) => Some(((n.prefix_len() as u32, n.network().octets()), ())),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        let want6: BTreeMap<(u32, [u8; 16]), ()> = exempt
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V6(n) => Some(((n.prefix_len() as u32, n.network().octets()), ())),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        for (len, addr) in want4.keys() {
+            self.exempt_v4.insert(&Key::new(*len, *addr), 1, 0).context("writing rrl_exempt_v4")?;
+        }
+        for (len, addr) in want6.keys() {
+            self.exempt_v6.insert(&Key::new(*len, *addr), 1, 0).context("writing rrl_exempt_v6")?;
+        }
+        let stale4: Vec<_> = self
+            .exempt_v4
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want4.contains_key(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in stale4 {
+            self.exempt_v4.remove(&key).context("pruning rrl_exempt_v4")?;
+        }
+        let stale6: Vec<_> = self
+            .exempt_v6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want6.contains_key(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in stale6 {
+            self.exempt_v6.remove(&key).context("pruning rrl_exempt_v6")?;
+        }
+        self.settings.set(0, rrl_settings(rrl), 0).context("writing rrl_settings")?;
+        Ok(())
+    }
+}
+
+/// XDP's view of `[rrl]`: the prefix lengths as masks over the address bytes (read by
+/// the program as native-endian words).
+pub fn rrl_settings(rrl: Option<&crate::config::RrlConfig>) -> RrlSettings {
+    let Some(rrl) = rrl else { return RrlSettings::default() };
+    let v4 = (u32::MAX.checked_shl(32 - rrl.ipv4_prefix_len as u32).unwrap_or(0)).to_be_bytes();
+    let v6 = (u128::MAX.checked_shl(128 - rrl.ipv6_prefix_len as u32).unwrap_or(0)).to_be_bytes();
+    RrlSettings {
+        responses_per_second: rrl.responses_per_second,
+        window_seconds: rrl.window_seconds,
+        slip: rrl.slip,
+        log_only: rrl.log_only as u32,
+        ipv4_mask: u32::from_ne_bytes(v4),
+        exempt_families: rrl.exempt.iter().map(|n| if n.addr().is_ipv6() { 2 } else { 1 }).fold(0, |a, b| a | b),
+        ipv6_mask: [
+            u64::from_ne_bytes(v6[..8].try_into().expect("8 bytes")),
+            u64::from_ne_bytes(v6[8..].try_into().expect("8 bytes")),
+        ],
     }
 }

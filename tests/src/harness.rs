@@ -16,6 +16,7 @@ use primwatch_common::{Counters, HostAddrs, NameKey, NameRecords, Verdict};
 
 use crate::packet::{expected_reply, udp_frame, verify_checksums, Flow, SERVER_MAC};
 
+pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
@@ -60,10 +61,11 @@ impl Harness {
     pub fn with_health(port: u16, names: &str, health: &dyn primwatch::selection::Health) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         let config = Config::parse(Path::new("harness.toml"), &text)?;
-        let mut dataplane = Dataplane::load(port)?;
+        let mut dataplane = Dataplane::load_with(port, config.rrl_table_size())?;
         let mut names = dataplane.names_writer()?;
         names.sync(records::desired_entries(&config, health))?;
         dataplane.views_writer()?.sync(&config.view_index, config.wildcard_names())?;
+        dataplane.rrl_writer()?.sync(config.rrl.as_ref())?;
         // BPF_PROG_TEST_RUN hands the program frames as received on loopback.
         dataplane.host_writer()?.write(&harness_host())?;
         Ok(Harness { dataplane, names })

@@ -119,6 +119,33 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// What was written, before `expand`.
     declared: std::sync::Arc<Declared>,
+    /// `[rrl]`: response rate limiting in XDP; None: off.
+    pub rrl: Option<RrlConfig>,
+}
+
+/// `[rrl]`: response rate limiting of XDP's answers (BIND/Knot semantics, see
+/// `primwatch_common::RrlSettings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrlConfig {
+    pub responses_per_second: u32,
+    pub window_seconds: u32,
+    pub slip: u32,
+    pub ipv4_prefix_len: u8,
+    pub ipv6_prefix_len: u8,
+    pub log_only: bool,
+    /// Sources never limited (your own resolvers, monitoring).
+    pub exempt: Vec<ipnet::IpNet>,
+    /// Client prefixes tracked at once (an LRU map: the least recently answered go).
+    pub table_size: u32,
+}
+
+impl RrlConfig {
+    pub const DEFAULT_RESPONSES_PER_SECOND: u32 = 20;
+    pub const DEFAULT_WINDOW_SECONDS: u32 = 15;
+    pub const DEFAULT_SLIP: u32 = 2;
+    pub const DEFAULT_TABLE_SIZE: u32 = 1 << 20;
+    pub const MAX_TABLE_SIZE: u32 = 1 << 24;
+    pub const MAX_EXEMPT: usize = 65536;
 }
 
 /// Targets with an address, and each group's members, as written.
@@ -250,6 +277,88 @@ struct RawConfig {
     powerdns: Option<RawPowerDns>,
     metrics: Option<RawMetrics>,
     resolver: Option<RawResolver>,
+    rrl: Option<Spanned<RawRrl>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    responses_per_second: Option<Spanned<u32>>,
+    window: Option<Spanned<String>>,
+    slip: Option<Spanned<u32>>,
+    ipv4_prefix_len: Option<Spanned<u8>>,
+    ipv6_prefix_len: Option<Spanned<u8>>,
+    #[serde(default)]
+    log_only: bool,
+    #[serde(default)]
+    exempt: Vec<Spanned<String>>,
+    table_size: Option<Spanned<u32>>,
+}
+
+fn parse_rrl(raw: Spanned<RawRrl>, at: &health::At) -> Result<RrlConfig, ConfigError> {
+    let raw = raw.into_inner();
+    let bounded =
+        |value: &Option<Spanned<u32>>, default: u32, range: std::ops::RangeInclusive<u32>, key: &str| match value {
+            None => Ok(default),
+            Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+            Some(v) => Err(at(
+                v.span(),
+                format!("rrl.{key} = {} is out of range: {}..={}", v.get_ref(), range.start(), range.end()),
+            )),
+        };
+    let responses_per_second = bounded(
+        &raw.responses_per_second,
+        RrlConfig::DEFAULT_RESPONSES_PER_SECOND,
+        1..=1_000_000,
+        "responses_per_second",
+    )?;
+    let slip = bounded(&raw.slip, RrlConfig::DEFAULT_SLIP, 0..=10, "slip")?;
+    let table_size =
+        bounded(&raw.table_size, RrlConfig::DEFAULT_TABLE_SIZE, 1024..=RrlConfig::MAX_TABLE_SIZE, "table_size")?;
+    let window_seconds = match &raw.window {
+        None => RrlConfig::DEFAULT_WINDOW_SECONDS,
+        Some(text) => {
+            let window = humantime::parse_duration(text.get_ref())
+                .map_err(|e| at(text.span(), format!("rrl.window '{}' is not a duration: {e}", text.get_ref())))?;
+            if window < std::time::Duration::from_secs(1) || window > std::time::Duration::from_secs(3600) {
+                return Err(at(text.span(), "rrl.window must be between 1s and 1h".into()));
+            }
+            window.as_secs() as u32
+        }
+    };
+    let prefix = |value: &Option<Spanned<u8>>, default: u8, range: std::ops::RangeInclusive<u8>, key: &str| match value
+    {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(at(v.span(), format!("rrl.{key} must be between {} and {}", range.start(), range.end()))),
+    };
+    let ipv4_prefix_len = prefix(&raw.ipv4_prefix_len, 24, 8..=32, "ipv4_prefix_len")?;
+    let ipv6_prefix_len = prefix(&raw.ipv6_prefix_len, 56, 16..=128, "ipv6_prefix_len")?;
+    if raw.exempt.len() > RrlConfig::MAX_EXEMPT {
+        return Err(at(
+            0..0,
+            format!("rrl.exempt lists {} prefixes; at most {}", raw.exempt.len(), RrlConfig::MAX_EXEMPT),
+        ));
+    }
+    let mut exempt = Vec::new();
+    for text in &raw.exempt {
+        let net = text
+            .get_ref()
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.get_ref().parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| at(text.span(), format!("rrl.exempt: '{}' is not an address or prefix", text.get_ref())))?;
+        exempt.push(net.trunc());
+    }
+    Ok(RrlConfig {
+        responses_per_second,
+        window_seconds,
+        slip,
+        ipv4_prefix_len,
+        ipv6_prefix_len,
+        log_only: raw.log_only,
+        exempt,
+        table_size,
+    })
 }
 
 #[derive(Deserialize)]
@@ -402,6 +511,11 @@ impl Config {
     }
 
     /// The settings only a restart can change (they shape what is attached and pinned).
+    /// Entries of XDP's RRL map (its size is fixed at load, RRL on or off).
+    pub fn rrl_table_size(&self) -> u32 {
+        self.rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size)
+    }
+
     pub fn server_settings_differ(&self, other: &Config) -> Option<&'static str> {
         if self.interfaces != other.interfaces {
             Some("server.interfaces")
@@ -417,6 +531,9 @@ impl Config {
             Some("server.state_file")
         } else if self.max_checks_in_flight != other.max_checks_in_flight {
             Some("server.max_checks_in_flight")
+        } else if self.rrl_table_size() != other.rrl_table_size() {
+            // The map's size is fixed when the program is loaded.
+            Some("rrl.table_size")
         } else if self.control_access != other.control_access {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
@@ -495,6 +612,7 @@ impl Config {
             }
         }
         let resolver = parse_resolver(raw.resolver, &at)?;
+        let rrl = raw.rrl.map(|r| parse_rrl(r, &at)).transpose()?;
         let mut groups = BTreeMap::new();
         for (name, group) in raw.groups {
             let parsed = health::parse_group(&name, group.into_inner(), &targets, &named_targets, &at)?;
@@ -732,6 +850,7 @@ impl Config {
             named_targets,
             resolver,
             declared,
+            rrl,
         })
     }
 

@@ -20,7 +20,7 @@ use primwatch::{
 use primwatch_tests::{
     controller::Controller,
     dns::{self, EdnsQuery},
-    harness::{Harness, XDP_PASS, XDP_TX},
+    harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX},
     lab::{Lab, CLIENT_IF, SERVER_IF},
     netns,
     packet::{udp_frame, Flow},
@@ -169,6 +169,27 @@ fn micro() -> Result<()> {
         };
         println!("{label:<32} {median:>10} {p10:>8} {:>14} {repeated:>16}", median as i64 - floor as i64);
     }
+    // Response rate limiting on: a hit whose prefix has credit (a rate no single-run
+    // series reaches), and a hit over the rate (dropped; slip 0).
+    let rrl_on = Harness::new(53, &format!("{NAMES}\n[rrl]\nresponses_per_second = 1000000\n"))?;
+    let (median, p10) = time_single(&rrl_on, ANSWER_PROGRAM, &hit_a, XDP_TX)?;
+    println!(
+        "{:<32} {median:>10} {p10:>8} {:>14} {:>16}",
+        "A hit, RRL on (has credit)",
+        median as i64 - floor as i64,
+        "-"
+    );
+    let rrl_limited = Harness::new(53, &format!("{NAMES}\n[rrl]\nresponses_per_second = 1\nslip = 0\n"))?;
+    let (median, p10) = time_single(&rrl_limited, ANSWER_PROGRAM, &hit_a, XDP_DROP).or_else(|_| {
+        // The first query of the series had the prefix's one credit.
+        time_single(&rrl_limited, ANSWER_PROGRAM, &hit_a, XDP_DROP)
+    })?;
+    let repeated = rrl_limited.run_repeated(ANSWER_PROGRAM, &hit_a, 1_000_000)?;
+    println!(
+        "{:<32} {median:>10} {p10:>8} {:>14} {repeated:>16.1}",
+        "A hit over the rate (dropped)",
+        median as i64 - floor as i64
+    );
     println!(
         "(single-run figures include the kernel's per-call timing overhead, which the floor\n\
          row measures; median-floor is the program's own cost. repeat-mean: one call,\n\

@@ -1,0 +1,141 @@
+//! Response rate limiting (RRL, as BIND and Knot do it), for answers only — what XDP
+//! passes is the DNS server's to limit. Each client prefix (the source address under
+//! `RrlSettings`' masks) has an account in the LRU map `RRL`: it earns
+//! `responses_per_second` credits a second, up to that many, and spends one per answer.
+//! In debt, the answer is limited: dropped, except every `slip`-th, which goes out
+//! empty with TC=1 so that a real client behind the prefix asks again over TCP.
+//!
+//! Two steps, for the verifier's sake: `prepare` runs before the question name is
+//! walked (where the program has few verifier states) and decides what an answer to
+//! this query would be; `charge` runs once the query is known to be answered and only
+//! debits the account by the decision handed over in `Scratch`.
+
+use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use core::ptr;
+use primwatch_common::{
+    wire::{ipv4, ipv6},
+    Counters, RrlBucket, RrlKey, Scratch, Verdict, RRL_CREDIT_UNIT, RRL_DROP, RRL_EXEMPT, RRL_LOG_ONLY, RRL_OFF,
+    RRL_SEND, RRL_SLIP,
+};
+
+use crate::{
+    maps::{COUNTERS, RRL, RRL_EXEMPT_V4, RRL_EXEMPT_V6, RRL_SETTINGS},
+    packet::{bytes_at, is_zero, load_u32, load_u64},
+};
+
+/// Decides what an answer to the query from this source would be (`Scratch::rrl_state`)
+/// and brings the prefix's credit up to date, without debiting it.
+#[inline(always)]
+pub fn prepare(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scratch) -> Result<(), Verdict> {
+    let state = decide(ctx, l3_off, is_ipv6, &mut scratch.rrl_key)?;
+    unsafe { ptr::write_volatile(&mut scratch.rrl_state, state) };
+    Ok(())
+}
+
+#[inline(always)]
+fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> Result<u32, Verdict> {
+    let Some(settings) = RRL_SETTINGS.get_ptr(0) else { return Ok(RRL_OFF) };
+    let settings = unsafe { &*settings };
+    if settings.responses_per_second == 0 {
+        return Ok(RRL_OFF);
+    }
+    if is_ipv6 {
+        let src = bytes_at(ctx, l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
+        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv6::ADDR_LEN]) };
+        if settings.exempt_families & 2 != 0
+            && RRL_EXEMPT_V6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, address)).is_some()
+        {
+            return Ok(RRL_EXEMPT);
+        }
+        key.family = 6;
+        let words = key.prefix.as_mut_ptr() as *mut u64;
+        unsafe {
+            ptr::write_unaligned(words, load_u64(src) & settings.ipv6_mask[0]);
+            ptr::write_unaligned(words.add(1), load_u64(src.add(8)) & settings.ipv6_mask[1]);
+        }
+    } else {
+        let src = bytes_at(ctx, l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
+        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv4::ADDR_LEN]) };
+        if settings.exempt_families & 1 != 0
+            && RRL_EXEMPT_V4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, address)).is_some()
+        {
+            return Ok(RRL_EXEMPT);
+        }
+        key.family = 4;
+        let words = key.prefix.as_mut_ptr() as *mut u64;
+        unsafe {
+            ptr::write_unaligned(words, (load_u32(src) & settings.ipv4_mask) as u64);
+            ptr::write_unaligned(words.add(1), 0);
+        }
+    }
+
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let full = settings.responses_per_second as i64 * RRL_CREDIT_UNIT;
+    let Some(bucket) = RRL.get_ptr_mut(&*key) else {
+        // A prefix seen for the first time starts with a full second's credit.
+        let fresh = RrlBucket { credit: full, updated_ns: now, limited: 0 };
+        let _ = RRL.insert(&*key, &fresh, 0);
+        return Ok(RRL_SEND);
+    };
+    let bucket = unsafe { &mut *bucket };
+    // Earned since the last update: the rate per second, in thousandths, for at most
+    // a window (more would overflow and is capped anyway); the debt is bounded by a
+    // window's worth. Shared by all CPUs and updated without a lock: a race loses an
+    // answer's debit at worst.
+    let window = (settings.window_seconds as u64).max(1);
+    let elapsed = now.saturating_sub(bucket.updated_ns).min(window * 1_000_000_000);
+    let earned = (elapsed * settings.responses_per_second as u64 / 1_000_000) as i64;
+    let credit = (bucket.credit + earned).min(full).max(-(full * window as i64));
+    bucket.credit = credit;
+    bucket.updated_ns = now;
+    if credit >= RRL_CREDIT_UNIT {
+        return Ok(RRL_SEND);
+    }
+    if settings.log_only != 0 {
+        return Ok(RRL_LOG_ONLY);
+    }
+    let slip = settings.slip as u64;
+    if slip != 0 && (bucket.limited + 1) % slip == 0 {
+        Ok(RRL_SLIP)
+    } else {
+        Ok(RRL_DROP)
+    }
+}
+
+/// The query is answered: debits the prefix by `prepare`'s decision. True if the
+/// answer is to be dropped; `slip` says (branch-free) whether it goes out empty with
+/// TC=1.
+#[inline(always)]
+pub fn charge(scratch: &Scratch) -> bool {
+    let state = unsafe { ptr::read_volatile(&scratch.rrl_state) };
+    if state == RRL_OFF {
+        return false;
+    }
+    if state == RRL_EXEMPT {
+        count(|c| c.rrl_exempt += 1);
+        return false;
+    }
+    if state == RRL_LOG_ONLY {
+        count(|c| c.rrl_log_only += 1);
+    }
+    if let Some(bucket) = RRL.get_ptr_mut(&scratch.rrl_key) {
+        let bucket = unsafe { &mut *bucket };
+        bucket.credit -= RRL_CREDIT_UNIT;
+        bucket.limited += (state == RRL_SLIP || state == RRL_DROP) as u64;
+    }
+    state == RRL_DROP
+}
+
+/// 1 if `prepare` decided on a slip (an empty TC=1 reply), else 0, without a branch:
+/// the reply is then written once for both (see the XDP program's `try_answer`).
+#[inline(always)]
+pub fn slip(scratch: &Scratch) -> u64 {
+    is_zero(unsafe { ptr::read_volatile(&scratch.rrl_state) } as u64 ^ RRL_SLIP as u64)
+}
+
+#[inline(always)]
+fn count(f: impl FnOnce(&mut Counters)) {
+    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        f(unsafe { &mut *counters });
+    }
+}

@@ -82,10 +82,12 @@ fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> R
     // a window (more would overflow and is capped anyway); the debt is bounded by a
     // window's worth. Shared by all CPUs and updated without a lock: a race loses an
     // answer's debit at worst.
+    // The debt stops one answer short of a window's credit, so that `window` after a
+    // flood stops, the prefix is answered again.
     let window = (settings.window_seconds as u64).max(1);
-    let elapsed = now.saturating_sub(bucket.updated_ns).min(window * 1_000_000_000);
+    let elapsed = now.saturating_sub(bucket.updated_ns).min((window + 1) * 1_000_000_000);
     let earned = (elapsed * settings.responses_per_second as u64 / 1_000_000) as i64;
-    let credit = (bucket.credit + earned).min(full).max(-(full * window as i64));
+    let credit = (bucket.credit + earned).min(full).max(RRL_CREDIT_UNIT - full * window as i64);
     bucket.credit = credit;
     bucket.updated_ns = now;
     if credit >= RRL_CREDIT_UNIT {

@@ -135,3 +135,59 @@ fn without_rrl_nothing_is_limited_and_passes_are_never_limited() {
         assert_eq!(h.run(&frame).unwrap().verdict, XDP_PASS);
     }
 }
+
+/// `n` A queries sent back to back from `from` (a client address) to the lab's server,
+/// then every reply collected: (full answers, empty TC=1 replies).
+fn burst(w: &primwatch_tests::world::World, from: IpAddr, n: u16) -> (usize, usize) {
+    let sock = dns::udp_socket_from(&w.lab.client_ns, from).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    let server = std::net::SocketAddr::new(w.lab.server_addr(false), 53);
+    for id in 0..n {
+        sock.send_to(&dns::query(id, "www.example.test", RecordType::A, None).unwrap(), server).unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok((len, _)) = sock.recv_from(&mut buf) {
+        let reply = dns::parse(&buf[..len]).unwrap();
+        if reply.truncated() {
+            assert!(reply.answers().is_empty(), "a TC reply carries no records");
+            truncated += 1;
+        } else {
+            assert!(!reply.answers().is_empty(), "a full answer");
+            full += 1;
+        }
+    }
+    (full, truncated)
+}
+
+#[test]
+fn a_flood_from_one_prefix_gets_its_rate_and_others_are_answered_in_full() {
+    use primwatch_tests::world::{world, SITE_GROUPS};
+    let w = world(&format!(
+        "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\
+         [rrl]\nresponses_per_second = 10\nslip = 2\nwindow = \"2s\"\n"
+    ));
+    let ns = w.lab.client_ns.clone();
+    primwatch_tests::netns::ip(&["-n", &ns, "addr", "add", "10.77.5.2/32", "dev", primwatch_tests::lab::CLIENT_IF])
+        .unwrap();
+    let flooder = w.lab.client_addr(false);
+    let other: IpAddr = "10.77.5.2".parse().unwrap();
+    // Through the real path: XDP on the server's veth, the controller's RRL settings.
+    let (full, truncated) = burst(&w, flooder, 200);
+    // 10 of credit, plus what the burst's own duration earned; half of the rest as TC.
+    assert!((10..=12).contains(&full), "full answers to the flooding prefix: {full}");
+    let limited = 200 - full;
+    assert!(truncated.abs_diff(limited / 2) <= 1, "every 2nd limited answer is a TC reply: {truncated} of {limited}");
+    // Another prefix is answered in full meanwhile.
+    assert_eq!(burst(&w, other, 8), (8, 0));
+    // The controller reports it.
+    let stats = w.controller.ctl(&["stats"]).unwrap();
+    let xdp = &stats["stats"]["xdp"];
+    assert_eq!(xdp["rrl_slipped"].as_u64().unwrap() as usize, truncated, "{xdp}");
+    assert_eq!(xdp["rrl_dropped"].as_u64().unwrap() as usize, limited - truncated, "{xdp}");
+    // The debt is bounded by the window (2 s): after it, the prefix is answered again,
+    // at most a second's credit (10) however long it waited.
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let (full, _) = burst(&w, flooder, 20);
+    assert!((1..=10).contains(&full), "answered again after the window: {full}");
+}

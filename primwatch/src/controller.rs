@@ -260,10 +260,16 @@ impl Controller {
     }
 
     fn spawn_all(&mut self) {
-        let all: Vec<Checker> = self
+        self.spawn_where(|_| true);
+    }
+
+    /// Starts the checkers of every target `wanted` says yes to.
+    fn spawn_where(&mut self, wanted: impl Fn(&str) -> bool) {
+        let checkers: Vec<Checker> = self
             .config
             .targets
             .iter()
+            .filter(|(name, _)| wanted(name))
             .flat_map(|(name, target)| {
                 target.checks.iter().enumerate().map(|(index, check)| Checker {
                     target: name.clone(),
@@ -273,7 +279,7 @@ impl Controller {
                 })
             })
             .collect();
-        for checker in all {
+        for checker in checkers {
             self.spawn(checker);
         }
     }
@@ -368,23 +374,7 @@ impl Controller {
         });
         let running: std::collections::BTreeSet<String> =
             self.running.values().map(|(c, _)| c.target.clone()).collect();
-        let new_checkers: Vec<Checker> = self
-            .config
-            .targets
-            .iter()
-            .filter(|(name, _)| !running.contains(*name))
-            .flat_map(|(name, target)| {
-                target.checks.iter().enumerate().map(|(index, check)| Checker {
-                    target: name.clone(),
-                    index,
-                    address: target.address,
-                    spec: self.config.checks[check].clone(),
-                })
-            })
-            .collect();
-        for checker in new_checkers {
-            self.spawn(checker);
-        }
+        self.spawn_where(|name| !running.contains(name));
         let targets = &self.config.targets;
         self.metrics.retain_targets(|t| targets.contains_key(t));
         Ok(())

@@ -319,7 +319,12 @@ fn echo_replies_received(ns: &str) -> u64 {
 
 /// The world plus target `pinged` (10.99.1.13), checked by ICMP every 200 ms.
 fn pinged_world() -> World {
-    primwatch_tests::world::world(
+    pinged_world_at("10.99.1.13")
+}
+
+/// As `pinged_world`, with the target at `address`.
+fn pinged_world_at(address: &str) -> World {
+    primwatch_tests::world::world(&format!(
         r#"
 [checks.ping]
 type = "icmp"
@@ -328,14 +333,14 @@ timeout = "150ms"
 rise = 1
 fall = 1
 [targets.pinged]
-address = "10.99.1.13"
+address = "{address}"
 checks = ["ping"]
 [groups.pinged]
 members = ["pinged"]
 [names."ping.example.test"]
 groups = ["pinged"]
-"#,
-    )
+"#
+    ))
 }
 
 fn wait_pinged(w: &World, want: &str) {
@@ -638,23 +643,7 @@ fn nft(ns: &str, args: &[&str]) {
 #[test]
 fn icmpv6_errors_from_a_rejecting_firewall_are_failures() {
     // The pinged target over IPv6, behind a real firewall (nftables in its namespace).
-    let w = primwatch_tests::world::world(
-        r#"
-[checks.ping]
-type = "icmp"
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 1
-[targets.pinged]
-address = "fd99:1::13"
-checks = ["ping"]
-[groups.pinged]
-members = ["pinged"]
-[names."ping.example.test"]
-groups = ["pinged"]
-"#,
-    );
+    let w = pinged_world_at("fd99:1::13");
     use primwatch_tests::backend::{BACKEND_IF, SERVER_SIDE_IF};
     primwatch_tests::netns::ip(&[
         "-n",

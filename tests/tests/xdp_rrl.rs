@@ -191,3 +191,32 @@ fn a_flood_from_one_prefix_gets_its_rate_and_others_are_answered_in_full() {
     let (full, _) = burst(&w, flooder, 20);
     assert!((1..=10).contains(&full), "answered again after the window: {full}");
 }
+
+#[test]
+fn a_flood_from_spoofed_sources_cannot_exhaust_the_accounts() {
+    // A table far smaller than the flood: 20,000 queries, each from a random /24 (as a
+    // spoofed flood looks), each the first of its prefix and so answered.
+    let h = harness("responses_per_second = 5\nslip = 0\ntable_size = 1024");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let query = dns::query(7, "www.example.test", RecordType::A, None).unwrap();
+    let mut answered = 0;
+    for _ in 0..20_000 {
+        let r = next();
+        // 11.0.0.0 to 100.255.255.0: unicast, not martian, not the harness's own.
+        let src =
+            std::net::Ipv4Addr::new(11 + (r % 90) as u8, (r >> 8) as u8, (r >> 16) as u8, 1 + (r >> 24) as u8 % 250);
+        let out = h.run(&udp_frame(&Flow { src: src.into(), ..Flow::client_to_server(false) }, 64, &query)).unwrap();
+        answered += (out.verdict == XDP_TX) as usize;
+    }
+    assert!(answered >= 19_900, "a prefix seen once is answered: {answered} of 20000");
+    // A client arriving after the flood is tracked like any other: its rate, then
+    // limited — the flood neither filled the table against it nor let it through.
+    let client = flow_from("198.51.100.7");
+    assert_eq!(ask(&h, &client, 8), [&[XDP_TX; 5][..], &[XDP_DROP; 3]].concat());
+}

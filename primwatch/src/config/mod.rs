@@ -825,6 +825,21 @@ impl Config {
             }
         }
 
+        // One entry of XDP's names map per name, plus one per name a view answers on
+        // its own: refused here, so check-config says what run would.
+        let entries = names.len() + views.values().map(|v| v.names.len()).sum::<usize>();
+        if entries > primwatch_common::NAME_STATS_SLOTS {
+            return Err(at(
+                0..0,
+                format!(
+                    "{entries} (name, view) entries ({} names, {} more in views); XDP holds at most {} \
+                     (a fixed capacity, no key raises it yet)",
+                    names.len(),
+                    entries - names.len(),
+                    primwatch_common::NAME_STATS_SLOTS
+                ),
+            ));
+        }
         let view_index = std::sync::Arc::new(crate::view_index::ViewIndex::build(&views));
         Ok(Config {
             interfaces,
@@ -1224,6 +1239,16 @@ groups = ["g"]
         let (capped, left_out) = config.expand(&many);
         assert_eq!(capped.groups["g"].members.len(), MAX_RECORDS);
         assert_eq!(left_out.len(), 20 + 1 - MAX_RECORDS);
+    }
+
+    #[test]
+    fn more_names_than_xdp_holds_are_refused_at_load() {
+        let mut text = String::from("[server]\ninterfaces = [\"lo\"]\n");
+        for i in 0..=primwatch_common::NAME_STATS_SLOTS {
+            text.push_str(&format!("[names.\"n{i}.example.test\"]\na = [\"192.0.2.1\"]\n"));
+        }
+        let err = Config::parse(Path::new("t.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("65537 (name, view) entries") && err.contains("at most 65536"), "{err}");
     }
 
     #[test]

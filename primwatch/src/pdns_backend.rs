@@ -33,8 +33,8 @@ use crate::{
     config::{Config, PowerDnsConfig},
     dns_name::DnsName,
     local_socket::{self, Lease, SocketGuard},
-    records::{Chosen, Pick},
     selection::{self, Health},
+    selection::{Chosen, Pick},
     view_index::ViewIndex,
 };
 

@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use primwatch_common::{
@@ -12,40 +12,14 @@ use primwatch_common::{
     QTYPE_AAAA, RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
-use crate::{config::Config, dns_name::DnsName, selection};
+use crate::{
+    config::Config,
+    dns_name::DnsName,
+    selection::{self, Chosen, Pick},
+};
 
 /// A compression pointer to the question name, which always sits at offset 12.
 const POINTER_TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
-
-/// How the XDP program picks the records of each reply: the map contract's own
-/// enum, so the two sides cannot disagree on a value.
-pub type Pick = primwatch_common::Select;
-
-/// The records chosen for one name and type: (address, weight) in order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chosen<A> {
-    pub records: Vec<(A, u32)>,
-    /// Records per reply.
-    pub answers: usize,
-    pub pick: Pick,
-}
-
-impl<A> Chosen<A> {
-    /// Every address in every reply.
-    pub fn fixed(addresses: Vec<A>) -> Chosen<A> {
-        let answers = addresses.len();
-        Chosen { records: addresses.into_iter().map(|a| (a, 1)).collect(), answers, pick: Pick::Fixed }
-    }
-
-    pub fn nodata() -> Chosen<A> {
-        Chosen { records: Vec::new(), answers: 0, pick: Pick::NoData }
-    }
-
-    /// Not served: the XDP program passes such queries on.
-    pub fn none() -> Chosen<A> {
-        Chosen { records: Vec::new(), answers: 0, pick: Pick::Fixed }
-    }
-}
 
 fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
     AnswerSet {
@@ -195,21 +169,6 @@ fn entry_flags(config: &Config, name: &DnsName) -> u32 {
     } else {
         0
     }
-}
-
-/// (address, weight) pairs of one family.
-pub type Weighted<A> = Vec<(A, u32)>;
-
-/// Splits addresses by family.
-pub fn split_families(addresses: impl IntoIterator<Item = (IpAddr, u32)>) -> (Weighted<Ipv4Addr>, Weighted<Ipv6Addr>) {
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for (address, weight) in addresses {
-        match address {
-            IpAddr::V4(a) => v4.push((a, weight)),
-            IpAddr::V6(a) => v6.push((a, weight)),
-        }
-    }
-    (v4, v6)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub fn explain(
     ecs: Option<&str>,
     v6: bool,
 ) -> Result<Explanation, String> {
-    use crate::{config::NameSource, dns_name::DnsName, records::Pick};
+    use crate::{config::NameSource, dns_name::DnsName, selection::Pick};
     let asked = DnsName::parse(name)?;
     // Exact name, else the wildcard one label up (as the XDP program looks).
     let matched = if config.names.contains_key(&asked) {

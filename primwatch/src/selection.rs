@@ -8,10 +8,52 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::{
-    config::{AllDown, Config, GroupConfig, NameConfig, NameSource, Policy, ViewName},
-    records::{split_families, Chosen, Pick},
-};
+use crate::config::{AllDown, Config, GroupConfig, NameConfig, NameSource, Policy, ViewName};
+
+/// How the XDP program picks the records of each reply: the map contract's own
+/// enum, so the two sides cannot disagree on a value.
+pub type Pick = primwatch_common::Select;
+
+/// The records chosen for one name and type: (address, weight) in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen<A> {
+    pub records: Vec<(A, u32)>,
+    /// Records per reply.
+    pub answers: usize,
+    pub pick: Pick,
+}
+
+impl<A> Chosen<A> {
+    /// Every address in every reply.
+    pub fn fixed(addresses: Vec<A>) -> Chosen<A> {
+        let answers = addresses.len();
+        Chosen { records: addresses.into_iter().map(|a| (a, 1)).collect(), answers, pick: Pick::Fixed }
+    }
+
+    pub fn nodata() -> Chosen<A> {
+        Chosen { records: Vec::new(), answers: 0, pick: Pick::NoData }
+    }
+
+    /// Not served: the XDP program passes such queries on.
+    pub fn none() -> Chosen<A> {
+        Chosen { records: Vec::new(), answers: 0, pick: Pick::Fixed }
+    }
+}
+
+/// (address, weight) pairs of one family.
+pub type Weighted<A> = Vec<(A, u32)>;
+
+/// Splits addresses by family.
+pub fn split_families(addresses: impl IntoIterator<Item = (IpAddr, u32)>) -> (Weighted<Ipv4Addr>, Weighted<Ipv6Addr>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (address, weight) in addresses {
+        match address {
+            IpAddr::V4(a) => v4.push((a, weight)),
+            IpAddr::V6(a) => v6.push((a, weight)),
+        }
+    }
+    (v4, v6)
+}
 
 /// What selection needs to know about the live state.
 pub trait Health {

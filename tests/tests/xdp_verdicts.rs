@@ -254,8 +254,8 @@ fn a_hash_match_with_another_name_is_not_an_answer() {
     let forged = records::name_records(
         &www,
         0,
-        records::a_records(30, &records::Chosen::fixed(vec!["10.6.6.6".parse().unwrap()])),
-        records::aaaa_records(30, &records::Chosen::none()),
+        records::a_records(30, &primwatch::selection::Chosen::fixed(vec!["10.6.6.6".parse().unwrap()])),
+        records::aaaa_records(30, &primwatch::selection::Chosen::none()),
     );
     h.insert_entry(evil.hash(), forged).unwrap();
     let frame = udp_frame(&Flow::client_to_server(false), 64, &q("evil.example.test", RecordType::A, None));

@@ -345,12 +345,11 @@ impl Controller {
         Ok(())
     }
 
-    /// Rebuilds the targets from the resolutions: state carried over for addresses
-    /// that stay, checkers started for new ones and stopped for gone ones, answers
-    /// published.
-    fn apply_resolutions(&mut self) -> Result<()> {
-        let addresses = self.resolutions.iter().map(|(t, r)| (t.clone(), r.addresses.clone())).collect();
-        let (new, left_out) = self.config.expand(&addresses);
+    /// Makes `new` (an expanded config and the addresses left out of its groups) the
+    /// running one: health carried over for targets that stay, answers published — and
+    /// the view tries and RRL settings too with `config_maps`. If publishing fails, the
+    /// running config and state stay. Returns the config it replaced.
+    fn switch_to(&mut self, (new, left_out): (Config, Vec<String>), config_maps: bool) -> Result<Config> {
         for member in left_out {
             warn!(%member, "address left out of its group");
         }
@@ -358,11 +357,23 @@ impl Controller {
         state.inherit(&self.state, &new);
         let old_config = std::mem::replace(&mut self.config, new);
         let old_state = std::mem::replace(&mut self.state, state);
+        self.views_written &= !config_maps;
         if let Err(e) = self.publish() {
             self.config = old_config;
             self.state = old_state;
+            // The running config's maps are written again with its next publish.
+            self.views_written &= !config_maps;
             return Err(e);
         }
+        Ok(old_config)
+    }
+
+    /// Rebuilds the targets from the resolutions: state carried over for addresses
+    /// that stay, checkers started for new ones and stopped for gone ones, answers
+    /// published.
+    fn apply_resolutions(&mut self) -> Result<()> {
+        let addresses = self.resolutions.iter().map(|(t, r)| (t.clone(), r.addresses.clone())).collect();
+        self.switch_to(self.config.expand(&addresses), false)?;
         // Checkers: stop those of gone targets, start those of new ones.
         let targets = &self.config.targets;
         self.running.retain(|_, (checker, handle)| {
@@ -635,22 +646,10 @@ impl Controller {
             .collect();
         let resolving_changed =
             (&new.named_targets, &new.resolver) != (&self.config.named_targets, &self.config.resolver);
-        let (new, left_out) = new.expand(&kept);
-        for member in left_out {
-            warn!(%member, "address left out of its group");
-        }
-        let mut state = State::with_overrides(&new, self.state.overrides.clone(), Some(new.state_file.clone()));
-        state.inherit(&self.state, &new);
-        let old_config = std::mem::replace(&mut self.config, new);
-        let old_state = std::mem::replace(&mut self.state, state);
-        self.views_written = false;
-        if let Err(e) = self.publish() {
-            self.config = old_config;
-            self.state = old_state;
-            // Write the running config's tries again with its next publish.
-            self.views_written = false;
-            return Reply::error(format!("rejected: writing the new answers failed: {e:#}"));
-        }
+        let old_config = match self.switch_to(new.expand(&kept), true) {
+            Ok(old) => old,
+            Err(e) => return Reply::error(format!("rejected: writing the new answers failed: {e:#}")),
+        };
         if (&self.config.hooks, &self.config.exec_user) != (&old_config.hooks, &old_config.exec_user) {
             // The old runner finishes what it has queued; numbering continues.
             self.hooks = HookRunner::start(&self.config.hooks, self.config.exec_user.clone(), self.hooks.seq());

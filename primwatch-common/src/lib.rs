@@ -4,6 +4,7 @@
 //! contract between the two sides: change it on both at once.
 #![no_std]
 
+pub mod cookie;
 pub mod csum;
 pub mod wire;
 
@@ -323,6 +324,10 @@ pub struct Scratch {
     pub name_len: u32,
     /// The UDP length handed through memory for the same reason.
     pub udp_len: u32,
+    /// The OPT record's RDLENGTH, handed through memory across the option walk: each
+    /// of the walk's exits has learnt a different range for it, and the verifier would
+    /// check the rest of the program once per range.
+    pub opt_rdlen: u32,
     /// The query's EDNS flags masked to DO (0 or 0x8000): read where needed rather than
     /// carried in a register, so the verifier does not split the rest of the program
     /// into DO=0 and DO=1 paths.
@@ -334,9 +339,87 @@ pub struct Scratch {
     /// (`RRL_*`) and the client prefix's key.
     pub rrl_state: u32,
     pub rrl_key: RrlKey,
+    /// DNS cookies (RFC 7873/9018): where the query's COOKIE option body is in the
+    /// frame and its length (0: no option), found while the OPT record is walked …
+    pub cookie_off: u32,
+    pub cookie_len: u32,
+    /// … and the work on it (see `CookieScratch`).
+    pub cookie: CookieScratch,
+    /// What the reply is made of, handed to the reply stage through memory.
+    pub plan: ReplyPlan,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
 }
+
+/// Everything the XDP program's reply stage needs from the stages before it, handed
+/// over in memory rather than in registers: each path through parsing, lookup and
+/// picking has left different value ranges in its registers, and the verifier would
+/// check the reply stage once per path; read back from here they are one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplyPlan {
+    /// One's-complement sum of the question name as sent (see the program's `Query`).
+    pub name_csum: u64,
+    /// Offsets of the IP and UDP headers in the frame; 1 for IPv6.
+    pub l3_off: u32,
+    pub l4_off: u32,
+    pub is_ipv6: u32,
+    /// Wire length of the question name.
+    pub name_len: u32,
+    pub qtype: u32,
+    /// The query's DNS header flags.
+    pub flags: u32,
+    /// 1 if the query had an OPT record, and its UDP payload size.
+    pub has_edns: u32,
+    pub udp_size: u32,
+    /// The picked records: offset in the `NameRecords` entry, bytes, count, checksum.
+    pub rrs_off: u32,
+    pub rrs_len: u32,
+    pub ancount: u32,
+    pub rrs_csum: u32,
+    /// Header flags the reply adds: TC for RRL's slip.
+    pub extra_flags: u32,
+    /// The entry's counter in NAME_ANSWERS.
+    pub counter: u32,
+}
+
+/// The XDP program's work on a query's COOKIE option.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CookieScratch {
+    /// Where the query's IP header is and its family (1: IPv6), for the cookie program.
+    pub l3_off: u32,
+    pub is_ipv6: u32,
+    /// `COOKIE_RESUMED` while the cookie program hands the packet back to the answering
+    /// program; the answering program reads and clears it on entry …
+    pub resumed: u32,
+    /// … into this: 1 while the results below are for the packet being answered.
+    pub ready: u32,
+    /// The hash input (`cookie::COOKIE_MSG_WORDS`): the client address is put in before
+    /// the question is walked, the cookie words once the OPT record is found.
+    pub msg: [u64; cookie::COOKIE_MSG_WORDS],
+    /// `cookie::COOKIE_MSG_LEN_V4` or `_V6`.
+    pub msg_len: u32,
+    /// 1: the query's server cookie is ours, made with a current or previous secret and
+    /// fresh, so its source address is proven (RRL lets it through).
+    pub verified: u32,
+    /// The server cookie the query presented (RFC 9018 layout), as read.
+    pub received: [u64; 2],
+    /// The reply's COOKIE option, ready to copy (`cookie::REPLY_COOKIE_OPTION_LEN`
+    /// bytes used) …
+    pub reply: [u8; 32],
+    /// … its length (0: the reply has no COOKIE option) …
+    pub reply_len: u32,
+    /// … and its one's-complement sum, folded, as big-endian words from its first byte.
+    pub reply_csum: u32,
+}
+
+/// `CookieScratch::resumed`: the cookie program made this packet's cookie.
+pub const COOKIE_RESUMED: u32 = 0x636b_6965;
+/// Slots of the `cookie_programs` program array: the cookie program, and the answering
+/// program it hands the packet back to.
+pub const COOKIE_PROGRAM_SLOT: u32 = 0;
+pub const ANSWER_PROGRAM_SLOT: u32 = 1;
 
 /// Longest UDP datagram (header included) whose checksum the XDP program verifies;
 /// longer queries (heavy EDNS padding) are passed.
@@ -405,6 +488,12 @@ pub struct Counters {
     pub rrl_exempt: u64,
     /// … and what would have been limited in log-only mode (answered anyway).
     pub rrl_log_only: u64,
+    /// DNS cookies: answers to a query whose server cookie verified (never rate
+    /// limited) …
+    pub cookie_verified: u64,
+    /// … and to one whose server cookie did not (expired, another server's, forged):
+    /// answered with a fresh cookie, as one with a client cookie only.
+    pub cookie_bad: u64,
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -454,6 +543,8 @@ impl Counters {
         "rrl_slipped",
         "rrl_exempt",
         "rrl_log_only",
+        "cookie_verified",
+        "cookie_bad",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -475,6 +566,8 @@ impl Counters {
             self.rrl_slipped,
             self.rrl_exempt,
             self.rrl_log_only,
+            self.cookie_verified,
+            self.cookie_bad,
         ]
     }
 
@@ -496,6 +589,8 @@ impl Counters {
         self.rrl_slipped += other.rrl_slipped;
         self.rrl_exempt += other.rrl_exempt;
         self.rrl_log_only += other.rrl_log_only;
+        self.cookie_verified += other.cookie_verified;
+        self.cookie_bad += other.cookie_bad;
     }
 }
 
@@ -511,6 +606,7 @@ mod pod {
     unsafe impl aya::Pod for super::RrlSettings {}
     unsafe impl aya::Pod for super::RrlKey {}
     unsafe impl aya::Pod for super::RrlBucket {}
+    unsafe impl aya::Pod for super::cookie::CookieSettings {}
 }
 
 #[cfg(test)]

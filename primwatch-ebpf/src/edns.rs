@@ -1,13 +1,15 @@
 //! EDNS(0) (RFC 6891): the query's OPT record and its options, and the OPT record of
-//! the reply. Options a responder may ignore (COOKIE, RFC 7873 §5.2; PADDING, RFC 7830)
-//! are skipped; one EDNS Client Subnet option (RFC 7871) is parsed into scratch and
-//! echoed; anything else sends the query to the kernel.
+//! the reply. PADDING (RFC 7830) is skipped; one EDNS Client Subnet option (RFC 7871)
+//! is parsed into scratch and echoed; one COOKIE option (RFC 7873) is located for
+//! `cookie`; anything else sends the query to the kernel.
 
 use aya_ebpf::{
     helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::XdpContext,
 };
+use core::ptr;
 use primwatch_common::{
+    cookie::{CLIENT_COOKIE_LEN, MAX_SERVER_COOKIE_LEN, MIN_SERVER_COOKIE_LEN},
     csum,
     wire::{edns, EcsFamily},
     ClientSubnet, Scratch, Verdict, QTYPE_OPT,
@@ -20,6 +22,8 @@ const MAX_EDNS_OPTIONS: usize = 8;
 /// Verifier bound for offsets into the option area (RDLENGTH is 16 bits, but a frame
 /// is far shorter; the mask only has to be at least the largest real offset).
 const OPTION_OFFSET_MASK: usize = 0xfff;
+/// RDLENGTH is 16 bits.
+const RDLEN_MASK: usize = 0xffff;
 
 /// What the reply needs from the query's OPT record.
 pub struct Edns {
@@ -46,7 +50,9 @@ pub fn parse_opt(ctx: &XdpContext, off: usize, scratch: &mut Scratch) -> Result<
     // register: the verifier would otherwise check the rest of the program twice.
     unsafe { core::ptr::write_volatile(&mut scratch.edns_do, (flags & edns::FLAG_DO) as u32) };
     let rdlen = be16(unsafe { opt.add(edns::RDLEN_OFF) }) as usize;
+    unsafe { ptr::write_volatile(&mut scratch.opt_rdlen, rdlen as u32) };
     check_options(ctx, off + edns::OPT_RR_LEN, rdlen, scratch)?;
+    let rdlen = (unsafe { ptr::read_volatile(&scratch.opt_rdlen) } as usize) & RDLEN_MASK;
     Ok((Edns { udp_size }, edns::OPT_RR_LEN + rdlen))
 }
 
@@ -67,7 +73,9 @@ fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scrat
         let len = be16(unsafe { option.add(2) }) as usize;
         if code == edns::OPTION_CLIENT_SUBNET {
             parse_client_subnet(ctx, option_off + edns::OPTION_HLEN, len, scratch)?;
-        } else if code != edns::OPTION_COOKIE && code != edns::OPTION_PADDING {
+        } else if code == edns::OPTION_COOKIE {
+            note_cookie(option_off + edns::OPTION_HLEN, len, scratch)?;
+        } else if code != edns::OPTION_PADDING {
             return Err(Verdict::UnsupportedEdns);
         }
         pos += edns::OPTION_HLEN + len;
@@ -79,6 +87,24 @@ fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scrat
     } else {
         Err(Verdict::UnsupportedEdns) // more options than we walk
     }
+}
+
+/// Records where a COOKIE option's body is, for `cookie` (RFC 7873 §5.2.2: a client
+/// cookie of 8 bytes, then a server cookie of 8 to 32; other lengths, or a second
+/// option, are malformed and passed to the DNS server, which answers FORMERR).
+#[inline(always)]
+fn note_cookie(off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
+    let server_len = len.wrapping_sub(CLIENT_COOKIE_LEN);
+    if unsafe { ptr::read_volatile(&scratch.cookie_len) } != 0
+        || (len != CLIENT_COOKIE_LEN && !(MIN_SERVER_COOKIE_LEN..=MAX_SERVER_COOKIE_LEN).contains(&server_len))
+    {
+        return Err(Verdict::Malformed);
+    }
+    unsafe {
+        ptr::write_volatile(&mut scratch.cookie_off, off as u32);
+        ptr::write_volatile(&mut scratch.cookie_len, len as u32);
+    }
+    Ok(())
 }
 
 /// Bytes of an ECS address with `source_len` prefix bits (RFC 7871 §6: no more).

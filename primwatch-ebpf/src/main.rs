@@ -2,8 +2,8 @@
 //! from the `NAMES` map and passes every other packet to the kernel, unmodified.
 //!
 //! The flow, one module per stage: `parse` (headers, question; `edns` for the OPT
-//! record) → `lookup` (view, exact name, wildcard) → `pick` (which records) → `rrl`
-//! (response rate limiting) → `reply` (in-place rewrite, checksums) → XDP_TX. Nothing is written to the packet before the
+//! record) → `lookup` (view, exact name, wildcard) → `pick` (which records) → `cookie`
+//! (DNS cookies) → `rrl` (response rate limiting) → `reply` (in-place rewrite, checksums) → XDP_TX. Nothing is written to the packet before the
 //! lookup succeeded and the reply is known to fit, so every pass leaves the packet byte
 //! for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
 #![no_std]
@@ -11,6 +11,7 @@
 // One-instruction unaligned loads (packet::load_u64); the eBPF crate builds on nightly.
 #![feature(asm_experimental_arch)]
 
+mod cookie;
 mod edns;
 mod host;
 mod lookup;
@@ -22,11 +23,12 @@ mod reflect;
 mod reply;
 mod rrl;
 
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use primwatch_common::{
-    name_answers_index, wire::dns, NameKey, Select, Verdict, ENTRY_ANSWERS_DO, QTYPE_A, QTYPE_AAAA,
+    name_answers_index, wire::dns, AnswerSet, NameKey, NameRecords, ReplyPlan, Select, Verdict, ENTRY_ANSWERS_DO,
+    QTYPE_A, QTYPE_AAAA,
 };
 
 use maps::{COUNTERS, NAME_ANSWERS, SCRATCH};
@@ -56,6 +58,12 @@ pub fn primwatch_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// DNS cookies for the answering program, reached by a tail call: see `cookie`.
+#[xdp]
+pub fn primwatch_cookie(ctx: XdpContext) -> u32 {
+    cookie::make(&ctx)
+}
+
 /// The throughput bench's ceiling: see `reflect`.
 #[xdp]
 pub fn primwatch_reflect(ctx: XdpContext) -> u32 {
@@ -68,20 +76,22 @@ pub fn primwatch_reflect(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
+    cookie::on_entry(scratch);
     let query = parse::parse_query(ctx, scratch)?;
     let records = lookup::lookup(ctx, &query, scratch)?;
     if unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0 && records.flags & ENTRY_ANSWERS_DO == 0 {
         return Err(Verdict::Dnssec); // a signed zone's answers come from the DNS server
     }
-    let answers = match query.qtype {
-        QTYPE_A => &records.a,
-        QTYPE_AAAA => &records.aaaa,
+    let (answers, set_off) = match query.qtype {
+        QTYPE_A => (&records.a, offset_of!(NameRecords, a)),
+        QTYPE_AAAA => (&records.aaaa, offset_of!(NameRecords, aaaa)),
         _ => return Err(Verdict::TypeNotPresent),
     };
     if answers.count == 0 && answers.select != Select::NoData as u8 {
         return Err(Verdict::TypeNotPresent);
     }
-    let mut picked = pick::pick_records(answers, scratch)?;
+    cookie::answer(ctx, &query, scratch);
+    let picked = pick::pick_records(answers, scratch)?;
     if rrl::charge(scratch) {
         return Err(Verdict::RrlDropped);
     }
@@ -89,14 +99,29 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     // that the verifier checks the reply once rather than once per outcome.
     let slip = rrl::slip(scratch);
     let keep = slip ^ 1;
-    picked.len *= keep as usize;
-    picked.ancount *= keep as u16;
-    picked.csum *= keep as u16;
-    let counter = name_answers_index(records.stats_slot, query.qtype == QTYPE_AAAA);
-    reply::write_reply(ctx, scratch, &query, &picked, slip as u16 * dns::FLAG_TC)?;
-    if slip != 0 {
+    let plan = ReplyPlan {
+        name_csum: query.name_csum,
+        l3_off: query.l3_off as u32,
+        l4_off: query.l4_off as u32,
+        is_ipv6: query.is_ipv6 as u32,
+        name_len: query.name_len as u32,
+        qtype: query.qtype as u32,
+        flags: query.flags as u32,
+        has_edns: query.edns.is_some() as u32,
+        udp_size: query.edns.as_ref().map_or(0, |e| e.udp_size as u32),
+        rrs_off: (set_off + offset_of!(AnswerSet, rrs) + picked.offset) as u32,
+        rrs_len: picked.len as u32 * keep as u32,
+        ancount: picked.ancount as u32 * keep as u32,
+        rrs_csum: picked.csum as u32 * keep as u32,
+        extra_flags: slip as u32 * dns::FLAG_TC as u32,
+        counter: name_answers_index(records.stats_slot, query.qtype == QTYPE_AAAA),
+    };
+    unsafe { core::ptr::write_volatile(&mut scratch.plan, plan) };
+    reply::write_reply(ctx, scratch, records)?;
+    if rrl::slip(scratch) != 0 {
         return Err(Verdict::RrlSlipped); // sent, as an empty TC=1 reply
     }
+    let counter = unsafe { core::ptr::read_volatile(&scratch.plan.counter) };
     if let Some(count) = NAME_ANSWERS.get_ptr_mut(counter) {
         unsafe { *count += 1 };
     }

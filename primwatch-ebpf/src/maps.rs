@@ -2,11 +2,12 @@
 //! counters it writes, and its per-CPU scratch space. Layouts are in primwatch-common.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
     macros::btf_map,
     Global,
 };
 use primwatch_common::{
+    cookie::{CookieSecret, CookieSettings},
     Counters, HostAddrs, NameKey, NameRecords, RrlBucket, RrlKey, RrlSettings, Scratch, Settings, ViewMatch,
     BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
 };
@@ -56,6 +57,17 @@ pub static RRL_EXEMPT_V4: LpmTrie<[u8; 4], u32, 65536> = LpmTrie::new();
 pub static RRL_EXEMPT_V6: LpmTrie<[u8; 16], u32, 65536> = LpmTrie::new();
 #[btf_map]
 pub static RRL: LruHashMap<RrlKey, RrlBucket, 65536> = LruHashMap::new();
+
+/// DNS cookies: whether they are answered, which secret is current, the clock; and
+/// the two secrets, current and previous (see `CookieSettings` for the rotation).
+#[btf_map]
+pub static COOKIE_SETTINGS: Array<CookieSettings, 1> = Array::new();
+#[btf_map]
+pub static COOKIE_SECRETS: Array<CookieSecret, 2> = Array::new();
+/// The cookie program and the answering program, for the tail calls between them
+/// (slots `COOKIE_PROGRAM_SLOT`, `ANSWER_PROGRAM_SLOT`); the loader fills it.
+#[btf_map]
+pub static COOKIE_PROGRAMS: ProgramArray<2> = ProgramArray::new();
 
 /// The single SETTINGS entry, if the controller wrote one.
 #[inline(always)]

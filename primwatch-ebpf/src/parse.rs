@@ -137,6 +137,7 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     }
 
     scratch.ecs.present = 0;
+    unsafe { ptr::write_volatile(&mut scratch.cookie_len, 0) };
     unsafe { ptr::write_volatile(&mut scratch.edns_do, 0) };
     let mut query_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
     let edns = if arcount == 1 {

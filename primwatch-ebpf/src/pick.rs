@@ -7,7 +7,7 @@ use primwatch_common::{AnswerSet, Scratch, Select, Verdict, AAAA_RR_LEN, MAX_REC
 /// The records of one reply: where they start in `AnswerSet::rrs`, how many bytes,
 /// how many records and their checksum.
 pub struct Picked {
-    pub rrs: *const u8,
+    pub offset: usize,
     pub len: usize,
     pub ancount: u16,
     pub csum: u16,
@@ -18,7 +18,7 @@ pub struct Picked {
 pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Verdict> {
     let select = Select::from_u8(set.select);
     if select == Some(Select::NoData) {
-        return Ok(Picked { rrs: set.rrs.as_ptr(), len: 0, ancount: 0, csum: 0 });
+        return Ok(Picked { offset: 0, len: 0, ancount: 0, csum: 0 });
     }
     let count = set.count as u32;
     let rr_len = set.rr_len as usize;
@@ -45,5 +45,5 @@ pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Ve
     if offset + len > RRS_BUF_LEN {
         return Err(Verdict::Malformed);
     }
-    Ok(Picked { rrs: unsafe { set.rrs.as_ptr().add(offset) }, len, ancount: answers as u16, csum: set.csums[start] })
+    Ok(Picked { offset, len, ancount: answers as u16, csum: set.csums[start] })
 }

@@ -1,24 +1,27 @@
 //! Stage 4: the query becomes the reply in place — MACs, addresses and ports swapped,
-//! header flags set, the picked records and our OPT record (DO copied, ECS echoed)
-//! written after the question,
+//! header flags set, the picked records and our OPT record (DO copied, ECS echoed, the
+//! COOKIE option) written after the question,
 //! lengths and checksums recomputed. Nothing is written before the reply is known to
 //! fit, so a pass from here on can only follow a failed helper call.
+
+use core::mem::size_of;
 
 use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::XdpContext,
 };
 use primwatch_common::{
+    cookie::REPLY_COOKIE_OPTION_LEN,
     csum,
     wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
-    Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, OPT_RR, QCLASS_IN,
+    NameRecords, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR,
+    QCLASS_IN,
 };
 
 use crate::{
+    cookie,
     edns::{reply_ecs_len, write_client_subnet},
     packet::{be16, bytes_at, frame_len, put_be16, sum_words, swap_bytes},
-    parse::Query,
-    pick::Picked,
 };
 
 /// Hop limit / TTL of every reply.
@@ -27,6 +30,14 @@ const REPLY_IP_TTL: u8 = 64;
 /// real value: answers ≤ MAX_ANSWER_BYTES, a frame < 4 KiB).
 const ANSWER_LEN_MASK: usize = 0x3ff;
 const FRAME_OFFSET_MASK: usize = 0xfff;
+/// Verifier bound for the reply's COOKIE option length (0 or 28).
+const COOKIE_LEN_MASK: usize = 0x1f;
+/// IP header offset: Ethernet and at most one VLAN tag (18 bytes).
+const L3_OFFSET_MASK: usize = 0x1f;
+/// UDP header offset: 18 + 40 (IPv6) at most (IPv4 options are passed).
+const L4_OFFSET_MASK: usize = 0x3f;
+/// Offset of the picked records in a `NameRecords` entry (< 8 KiB).
+const RECORDS_OFFSET_MASK: usize = 0x1fff;
 
 /// One's-complement sum of `OPT_RR` as big-endian words from an even offset.
 const OPT_RR_CSUM: u64 = {
@@ -40,35 +51,43 @@ const OPT_RR_CSUM: u64 = {
     sum
 };
 
-/// Turns the query into the reply in place and computes the checksums; `extra_flags`
-/// is 0 or TC (RRL's slip: no records, ask again over TCP).
+/// Turns the query into the reply in place and computes the checksums, as
+/// `Scratch::plan` says (the records come from `records`).
 #[inline(always)]
-pub fn write_reply(
-    ctx: &XdpContext,
-    scratch: &mut Scratch,
-    query: &Query,
-    answers: &Picked,
-    extra_flags: u16,
-) -> Result<(), Verdict> {
-    let rrs_len = answers.len;
-    // Our OPT record, with the client subnet echoed when the query had one.
+pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, records: &NameRecords) -> Result<(), Verdict> {
+    let plan = unsafe { core::ptr::read_volatile(&scratch.plan) };
+    // Each value bounded again, for the verifier (the bounds hold for every real value).
+    let l3_off = plan.l3_off as usize & L3_OFFSET_MASK;
+    let l4_off = plan.l4_off as usize & L4_OFFSET_MASK;
+    let is_ipv6 = plan.is_ipv6 != 0;
+    let name_len = plan.name_len as usize & MAX_NAME_LEN;
+    let qtype = plan.qtype as u16;
+    let has_edns = plan.has_edns != 0;
+    let rrs_len = plan.rrs_len as usize & ANSWER_LEN_MASK;
+    let rrs_off = plan.rrs_off as usize & RECORDS_OFFSET_MASK;
+    let dns_off = l4_off + udp::HLEN;
+    let question_end = dns_off + dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
+
+    // Our OPT record, with the client subnet echoed when the query had one, and the
+    // COOKIE option `cookie` made.
     let ecs_len = reply_ecs_len(&scratch.ecs);
-    let opt_len = if query.edns.is_some() { wire_edns::OPT_RR_LEN + ecs_len } else { 0 };
-    let reply_dns_len = dns::HLEN + query.name_len + dns::QTYPE_QCLASS_LEN + rrs_len + opt_len;
-    let limit = match &query.edns {
-        Some(e) => e.udp_size.clamp(wire_edns::PLAIN_UDP_SIZE, EDNS_UDP_PAYLOAD as usize),
-        None => wire_edns::PLAIN_UDP_SIZE,
+    let cookie_len = (unsafe { core::ptr::read_volatile(&scratch.cookie.reply_len) } as usize) & COOKIE_LEN_MASK;
+    let options_len = ecs_len + cookie_len;
+    let opt_len = if has_edns { wire_edns::OPT_RR_LEN + options_len } else { 0 };
+    let reply_dns_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN + rrs_len + opt_len;
+    let limit = if has_edns {
+        (plan.udp_size as usize).clamp(wire_edns::PLAIN_UDP_SIZE, EDNS_UDP_PAYLOAD as usize)
+    } else {
+        wire_edns::PLAIN_UDP_SIZE
     };
     if reply_dns_len > limit {
         return Err(Verdict::TooLarge);
     }
 
-    let l4_off = query.l4_off;
-    let dns_off = query.dns_off();
     let udp_len = udp::HLEN + reply_dns_len;
     let delta = (dns_off + reply_dns_len) as i64 - frame_len(ctx) as i64;
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-        grow_at_front(ctx, scratch, query.question_end(), delta)?;
+        grow_at_front(ctx, scratch, question_end, delta)?;
     }
     // From here on the packet is ours to rewrite; every pointer is derived afresh.
 
@@ -76,8 +95,8 @@ pub fn write_reply(
     unsafe { swap_bytes::<{ eth::MAC_LEN }>(hdr.add(eth::DST_OFF), hdr.add(eth::SRC_OFF)) };
 
     let mut sum = csum::pseudo_header_rest(udp::IPPROTO, udp_len);
-    if query.is_ipv6 {
-        let ip = bytes_at(ctx, query.l3_off, ipv6::HLEN, Verdict::Malformed)?;
+    if is_ipv6 {
+        let ip = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
         unsafe {
             put_be16(ip.add(ipv6::PAYLOAD_LEN_OFF), udp_len as u16);
             // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
@@ -87,7 +106,7 @@ pub fn write_reply(
         }
         sum += sum_words::<{ 2 * ipv6::ADDR_LEN }>(unsafe { ip.add(ipv6::SRC_OFF) });
     } else {
-        let ip = bytes_at(ctx, query.l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+        let ip = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
         unsafe {
             let old_ttl_proto = be16(ip.add(ipv4::TTL_OFF));
             let old_total = be16(ip.add(ipv4::TOTAL_LEN_OFF));
@@ -110,9 +129,10 @@ pub fn write_reply(
     }
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
-    let ancount = answers.ancount;
-    let arcount = query.edns.is_some() as u16;
-    let flags = dns::FLAG_QR | dns::FLAG_AA | (query.flags & (dns::FLAG_RD | dns::FLAG_CD)) | extra_flags;
+    let ancount = plan.ancount as u16;
+    let arcount = has_edns as u16;
+    let flags =
+        dns::FLAG_QR | dns::FLAG_AA | (plan.flags as u16 & (dns::FLAG_RD | dns::FLAG_CD)) | plan.extra_flags as u16;
     unsafe {
         swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
         put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
@@ -125,23 +145,27 @@ pub fn write_reply(
         // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT (0), ARCOUNT.
         sum += be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1 + ancount as u64 + arcount as u64;
     }
-    sum += query.name_csum;
+    sum += plan.name_csum;
 
-    let answers_off = query.question_end();
+    let answers_off = question_end;
     if rrs_len > 0 {
         let len = rrs_len & ANSWER_LEN_MASK;
         // (len is rrs_len; tested again after the mask so the verifier knows it.)
         if len == 0 || len > MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
-        let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, answers.rrs as *mut _, len as u32) };
+        if rrs_off > size_of::<NameRecords>() - MAX_ANSWER_BYTES {
+            return Err(Verdict::Malformed);
+        }
+        let rrs = unsafe { (records as *const NameRecords as *const u8).add(rrs_off) };
+        let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, rrs as *mut _, len as u32) };
         if stored != 0 {
             return Err(Verdict::Malformed);
         }
     }
     // Everything after the name starts at an odd offset when the name length is odd.
-    let mut after_name = query.qtype as u64 + QCLASS_IN as u64 + answers.csum as u64;
-    if query.edns.is_some() {
+    let mut after_name = qtype as u64 + QCLASS_IN as u64 + plan.rrs_csum as u64;
+    if has_edns {
         let opt_off = (answers_off + rrs_len) & FRAME_OFFSET_MASK;
         let opt = bytes_at(ctx, opt_off, wire_edns::OPT_RR_LEN, Verdict::Malformed)?;
         for (i, byte) in OPT_RR.iter().enumerate() {
@@ -153,14 +177,32 @@ pub fn write_reply(
         let do_flag = (unsafe { core::ptr::read_volatile(&scratch.edns_do) } as u16) & wire_edns::FLAG_DO;
         put_be16(unsafe { opt.add(wire_edns::FLAGS_OFF) }, do_flag);
         after_name += csum::at_offset(do_flag, wire_edns::FLAGS_OFF) as u64;
-        if ecs_len > 0 {
-            put_be16(unsafe { opt.add(wire_edns::RDLEN_OFF) }, ecs_len as u16);
+        if options_len > 0 {
+            put_be16(unsafe { opt.add(wire_edns::RDLEN_OFF) }, options_len as u16);
             // RDLENGTH sits at an odd offset of the OPT record.
-            after_name += csum::at_offset(ecs_len as u16, wire_edns::RDLEN_OFF) as u64;
+            after_name += csum::at_offset(options_len as u16, wire_edns::RDLEN_OFF) as u64;
+        }
+        if ecs_len > 0 {
             after_name += write_client_subnet(ctx, opt_off + wire_edns::OPT_RR_LEN, &scratch.ecs)?;
         }
+        if cookie_len > 0 {
+            let cookie_off = wire_edns::OPT_RR_LEN + ecs_len;
+            let option = unsafe { scratch.cookie.reply.as_ptr().add(cookie::REPLY_OPTION_START) };
+            let stored = unsafe {
+                bpf_xdp_store_bytes(
+                    ctx.ctx,
+                    ((opt_off + cookie_off) & FRAME_OFFSET_MASK) as u32,
+                    option as *mut _,
+                    REPLY_COOKIE_OPTION_LEN as u32,
+                )
+            };
+            if stored != 0 {
+                return Err(Verdict::Malformed);
+            }
+            after_name += csum::at_offset(scratch.cookie.reply_csum as u16, cookie_off) as u64;
+        }
     }
-    sum += csum::at_offset(csum::fold(after_name), query.name_len) as u64;
+    sum += csum::at_offset(csum::fold(after_name), name_len) as u64;
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
     put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));

@@ -89,6 +89,7 @@ pub struct Controller {
     writer: NameMapWriter,
     views: ViewMapWriter,
     rrl: crate::map_writer::RrlMapWriter,
+    cookies: crate::cookies::CookieKeeper,
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
     checkers: JoinSet<()>,
@@ -195,6 +196,7 @@ impl Controller {
         writer: NameMapWriter,
         views: ViewMapWriter,
         rrl: crate::map_writer::RrlMapWriter,
+        cookies: crate::map_writer::CookieMapWriter,
     ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
         let (resolved_tx, resolved_rx) = mpsc::channel(64);
@@ -230,6 +232,7 @@ impl Controller {
             writer,
             views,
             rrl,
+            cookies: crate::cookies::CookieKeeper::new(cookies),
             reports_tx,
             reports,
             checkers: JoinSet::new(),
@@ -425,6 +428,7 @@ impl Controller {
         if !self.views_written {
             self.views.sync(&self.config.view_index, self.config.wildcard_names())?;
             self.rrl.sync(self.config.rrl.as_ref())?;
+            self.cookies.apply(&self.config.cookies)?;
             self.views_written = true;
         }
         self.metrics.map_sync(stats.written, stats.deleted, started.elapsed());
@@ -454,6 +458,10 @@ impl Controller {
                 }
                 _ = save_tick.tick() => {
                     self.local_errors.tick();
+                    if let Err(e) = self.cookies.tick() {
+                        self.state.save();
+                        return Err(e.context("writing the DNS cookie secret or clock"));
+                    }
                     if self.state.health_unsaved {
                         self.state.save();
                     }

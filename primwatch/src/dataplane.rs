@@ -30,6 +30,9 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 pub const ANSWER_PROGRAM: &str = "primwatch";
 pub const PASS_PROGRAM: &str = "primwatch_pass";
+/// DNS cookies, tail-called by the answering program (see the XDP program's `cookie`).
+pub const COOKIE_PROGRAM: &str = "primwatch_cookie";
+const COOKIE_PROGRAMS_MAP: &str = "COOKIE_PROGRAMS";
 /// A bare reflector (the throughput bench's ceiling); loaded only when attached.
 pub const REFLECT_PROGRAM: &str = "primwatch_reflect";
 const NAMES_MAP: &str = "NAMES";
@@ -43,11 +46,14 @@ const RRL_MAP: &str = "RRL";
 const RRL_SETTINGS_MAP: &str = "RRL_SETTINGS";
 const RRL_EXEMPT_V4_MAP: &str = "RRL_EXEMPT_V4";
 const RRL_EXEMPT_V6_MAP: &str = "RRL_EXEMPT_V6";
+const COOKIE_SETTINGS_MAP: &str = "COOKIE_SETTINGS";
+/// Not pinned: the secrets stay inside the program and this process.
+const COOKIE_SECRETS_MAP: &str = "COOKIE_SECRETS";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 11] = [
+const PINS: [(&str, &str); 13] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (COUNTERS_MAP, COUNTERS_PIN),
@@ -59,6 +65,10 @@ const PINS: [(&str, &str); 11] = [
     (RRL_SETTINGS_MAP, "rrl_settings"),
     (RRL_EXEMPT_V4_MAP, "rrl_exempt_v4"),
     (RRL_EXEMPT_V6_MAP, "rrl_exempt_v6"),
+    (COOKIE_SETTINGS_MAP, "cookie_settings"),
+    // Pinned so that the kernel keeps its entries while the program answers without
+    // us (on_stop = "keep"): a program array is emptied when its last user goes.
+    (COOKIE_PROGRAMS_MAP, "cookie_programs"),
 ];
 
 /// How the answering program came to be on an interface.
@@ -98,10 +108,26 @@ impl Dataplane {
             .map_max_entries(RRL_MAP, rrl_table_size)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
-        for name in [ANSWER_PROGRAM, PASS_PROGRAM] {
+        for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM] {
             let program: &mut Xdp =
                 ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
             program.load().with_context(|| format!("verifying program {name}"))?;
+        }
+        // The tail calls between the answering program and the cookie program.
+        let mut fds = Vec::new();
+        for (slot, name) in [
+            (primwatch_common::COOKIE_PROGRAM_SLOT, COOKIE_PROGRAM),
+            (primwatch_common::ANSWER_PROGRAM_SLOT, ANSWER_PROGRAM),
+        ] {
+            let program: &Xdp = ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+            fds.push((slot, name, program.fd()?.try_clone()?));
+        }
+        let mut slots: aya::maps::ProgramArray<&mut aya::maps::MapData> = ebpf
+            .map_mut(COOKIE_PROGRAMS_MAP)
+            .ok_or_else(|| anyhow!("map {COOKIE_PROGRAMS_MAP} missing"))?
+            .try_into()?;
+        for (slot, name, fd) in &fds {
+            slots.set(*slot, fd, 0).with_context(|| format!("putting {name} into {COOKIE_PROGRAMS_MAP}"))?;
         }
         Ok(Dataplane { ebpf, attached: Vec::new(), links: Vec::new(), pins: Vec::new() })
     }
@@ -226,6 +252,18 @@ impl Dataplane {
             settings: take(RRL_SETTINGS_MAP)?.try_into()?,
             exempt_v4: take(RRL_EXEMPT_V4_MAP)?.try_into()?,
             exempt_v6: take(RRL_EXEMPT_V6_MAP)?.try_into()?,
+        })
+    }
+
+    /// The writer of the DNS cookie secrets and settings (see
+    /// `map_writer::CookieMapWriter`); cookies are off until it installs a secret.
+    pub fn cookie_writer(&mut self) -> Result<crate::map_writer::CookieMapWriter> {
+        let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        Ok(crate::map_writer::CookieMapWriter {
+            settings: take(COOKIE_SETTINGS_MAP)?.try_into()?,
+            secrets: take(COOKIE_SECRETS_MAP)?.try_into()?,
+            written: Default::default(),
+            current: None,
         })
     }
 

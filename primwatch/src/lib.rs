@@ -9,6 +9,7 @@ pub mod checks;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod cookies;
 pub mod dataplane;
 pub mod dns_name;
 pub mod hooks;

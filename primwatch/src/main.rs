@@ -484,13 +484,14 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     let writer = dataplane.names_writer()?;
     let views = dataplane.views_writer()?;
     let rrl = dataplane.rrl_writer()?;
+    let cookies = dataplane.cookie_writer()?;
     // XDP answers only frames addressed to this host: its MACs and addresses first.
     let mut host = dataplane.host_writer()?;
     host.refresh(&config.interfaces)?;
     host.keep_current(config.interfaces.clone(), std::time::Duration::from_secs(1));
     // Writes the first answers (overrides and last-known health restored) and starts
     // the checkers.
-    let mut controller = Controller::start(config.clone(), Some(config_path), writer, views, rrl)?;
+    let mut controller = Controller::start(config.clone(), Some(config_path), writer, views, rrl, cookies)?;
     info!(names = config.names.len(), targets = config.targets.len(), "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
-use primwatch_common::{name_answers_index, NameKey, NameRecords, RrlSettings, Settings, ViewMatch, NAME_STATS_SLOTS};
+use primwatch_common::{
+    cookie::{secret_from_bytes, CookieSecret, CookieSettings},
+    name_answers_index, NameKey, NameRecords, RrlSettings, Settings, ViewMatch, NAME_STATS_SLOTS,
+};
 
 use crate::view_index::ViewIndex;
 
@@ -267,4 +270,73 @@ pub fn rrl_settings(rrl: Option<&crate::config::RrlConfig>) -> RrlSettings {
             u64::from_ne_bytes(v6[8..].try_into().expect("8 bytes")),
         ],
     }
+}
+
+/// Writes DNS cookie state into XDP's maps: whether cookies are answered, the two
+/// secrets (current and previous), and the clock the program stamps cookies with.
+///
+/// A new secret goes into the slot that is not current, then the settings flip to it
+/// (see `CookieSettings`), so the program never makes a cookie with a half-written
+/// secret, and cookies made with the secret just replaced stay valid.
+pub struct CookieMapWriter {
+    pub settings: aya::maps::Array<MapData, CookieSettings>,
+    pub secrets: aya::maps::Array<MapData, CookieSecret>,
+    /// What the settings entry holds.
+    pub written: CookieSettings,
+    /// The secret cookies are made with; None until the first `install`.
+    pub current: Option<[u8; 16]>,
+}
+
+impl CookieMapWriter {
+    /// Makes `secret` current; the one it replaces stays valid for verification.
+    pub fn install(&mut self, secret: [u8; 16]) -> Result<()> {
+        let key = secret_from_bytes(secret);
+        if self.current.is_none() {
+            // The first secret fills both slots: an unwritten slot (all zeros) would be
+            // a secret anyone knows.
+            self.secrets.set(self.written.current & 1, key, 0).context("writing cookie_secrets")?;
+        }
+        let next = (self.written.current & 1) ^ 1;
+        self.secrets.set(next, key, 0).context("writing cookie_secrets")?;
+        self.current = Some(secret);
+        self.write(CookieSettings { current: next, ..self.written })
+    }
+
+    /// Turns answering cookies on or off (off: the COOKIE option is ignored).
+    pub fn set_enabled(&mut self, enabled: bool) -> Result<()> {
+        self.write(CookieSettings { enabled: enabled as u32, ..self.written })
+    }
+
+    /// Sets the program's clock: Unix time is its clock plus `offset_ns`.
+    pub fn set_clock_offset(&mut self, offset_ns: u64) -> Result<()> {
+        self.write(CookieSettings { clock_offset_ns: offset_ns, ..self.written })
+    }
+
+    /// Sets the program's clock to the system's Unix time (called periodically: NTP
+    /// slews the wall clock, the program's clock is monotonic).
+    pub fn sync_clock(&mut self) -> Result<()> {
+        self.set_clock_offset(unix_minus_monotonic_coarse_ns())
+    }
+
+    fn write(&mut self, settings: CookieSettings) -> Result<()> {
+        if self.current.is_none() && settings.enabled != 0 {
+            anyhow::bail!("cookies enabled before a secret was installed");
+        }
+        self.settings.set(0, settings, 0).context("writing cookie_settings")?;
+        self.written = settings;
+        Ok(())
+    }
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`'s clock), in
+/// nanoseconds.
+pub fn unix_minus_monotonic_coarse_ns() -> u64 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the timespec it is given; both clocks exist on Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let monotonic = read(libc::CLOCK_MONOTONIC_COARSE);
+    read(libc::CLOCK_REALTIME).wrapping_sub(monotonic)
 }

@@ -262,7 +262,8 @@ pub fn prometheus_text(stats: &Stats) -> String {
         "counter",
         "Packets seen by XDP, by verdict (answered, or why passed to the kernel).",
     );
-    // The counters past the verdicts are events (RRL's exempt and log-only answers).
+    // The counters past the verdicts are events (RRL's exempt and log-only answers,
+    // presented server cookies).
     let events = &primwatch_common::Counters::FIELD_NAMES[primwatch_common::VERDICT_FIELDS..];
     for (verdict, count) in stats.xdp.iter().filter(|(name, _)| !events.contains(&name.as_str())) {
         let _ = writeln!(out, "primwatch_xdp_packets_total{{verdict=\"{}\"}} {count}", label(verdict));
@@ -274,8 +275,20 @@ pub fn prometheus_text(stats: &Stats) -> String {
         "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
     );
     for (event, count) in stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())) {
-        let event = event.trim_start_matches("rrl_");
-        let _ = writeln!(out, "primwatch_xdp_rrl_events_total{{event=\"{}\"}} {count}", label(event));
+        if let Some(event) = event.strip_prefix("rrl_") {
+            let _ = writeln!(out, "primwatch_xdp_rrl_events_total{{event=\"{}\"}} {count}", label(event));
+        }
+    }
+    help(
+        &mut out,
+        "primwatch_xdp_cookie_events_total",
+        "counter",
+        "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
+    );
+    for (event, count) in stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())) {
+        if let Some(event) = event.strip_prefix("cookie_") {
+            let _ = writeln!(out, "primwatch_xdp_cookie_events_total{{event=\"{}\"}} {count}", label(event));
+        }
     }
     help(&mut out, "primwatch_check_results_total", "counter", "Health check runs per target, check and result.");
     for c in &stats.checks {

@@ -2,19 +2,30 @@
 //! feeds it crafted frames and returns the verdict and the bytes it produced. Needs
 //! root, nothing else (no interface, no namespace).
 
-use std::path::Path;
+use std::{net::IpAddr, path::Path};
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use primwatch::{
     config::Config,
     dataplane::{Dataplane, ANSWER_PROGRAM},
-    map_writer::NameMapWriter,
+    map_writer::{CookieMapWriter, NameMapWriter},
     records,
 };
 use primwatch_common::{Counters, HostAddrs, NameKey, NameRecords, Verdict};
 
-use crate::packet::{expected_reply, udp_frame, verify_checksums, Flow, SERVER_MAC};
+use crate::{
+    cookie::Presented,
+    packet::{expected_reply_with_options, udp_frame, verify_checksums, Flow, SERVER_MAC},
+};
+
+/// CLOCK_MONOTONIC_COARSE, the XDP program's clock (bpf_ktime_get_coarse_ns), in ns.
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -23,7 +34,19 @@ pub const XDP_TX: u32 = 3;
 pub struct Harness {
     dataplane: Dataplane,
     names: NameMapWriter,
+    /// DNS cookies: on with `TEST_COOKIE_SECRET` (or the config's secret) unless the
+    /// config turns them off; tests install secrets and set the clock through the
+    /// harness, which keeps what it wrote for the oracle.
+    cookies: CookieMapWriter,
+    cookies_on: bool,
+    /// (current, previous) secrets.
+    cookie_secrets: ([u8; 16], [u8; 16]),
+    cookie_clock_offset_ns: u64,
 }
+
+/// The harness's cookie secret when the config names none (RFC 9018 Appendix A's).
+pub const TEST_COOKIE_SECRET: [u8; 16] =
+    [0xe5, 0xe9, 0x73, 0xe5, 0xa6, 0xb2, 0xa4, 0x3f, 0x48, 0xe7, 0xdc, 0x84, 0x9e, 0x37, 0xbf, 0xcf];
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -66,9 +89,22 @@ impl Harness {
         names.sync(records::desired_entries(&config, health))?;
         dataplane.views_writer()?.sync(&config.view_index, config.wildcard_names())?;
         dataplane.rrl_writer()?.sync(config.rrl.as_ref())?;
+        let mut cookies = dataplane.cookie_writer()?;
+        let secret = config.cookies.secret.unwrap_or(TEST_COOKIE_SECRET);
+        cookies.install(secret)?;
+        let cookie_clock_offset_ns = primwatch::map_writer::unix_minus_monotonic_coarse_ns();
+        cookies.set_clock_offset(cookie_clock_offset_ns)?;
+        cookies.set_enabled(config.cookies.enabled)?;
         // BPF_PROG_TEST_RUN hands the program frames as received on loopback.
         dataplane.host_writer()?.write(&harness_host())?;
-        Ok(Harness { dataplane, names })
+        Ok(Harness {
+            dataplane,
+            names,
+            cookies,
+            cookies_on: config.cookies.enabled,
+            cookie_secrets: (secret, secret),
+            cookie_clock_offset_ns,
+        })
     }
 
     pub fn run(&self, frame: &[u8]) -> Result<Outcome> {
@@ -99,6 +135,51 @@ impl Harness {
         self.names.insert(&NameKey::new(name_hash, 0), &records)
     }
 
+    /// Makes `secret` the current cookie secret; the current one becomes the previous.
+    pub fn install_cookie_secret(&mut self, secret: [u8; 16]) -> Result<()> {
+        self.cookies.install(secret)?;
+        self.cookie_secrets = (secret, self.cookie_secrets.0);
+        Ok(())
+    }
+
+    /// Sets the program's Unix clock to `unix_seconds` (half a second into it).
+    pub fn set_cookie_clock(&mut self, unix_seconds: u32) -> Result<()> {
+        let offset = (unix_seconds as u64 * 1_000_000_000 + 500_000_000).wrapping_sub(monotonic_coarse_ns());
+        self.cookies.set_clock_offset(offset)?;
+        self.cookie_clock_offset_ns = offset;
+        Ok(())
+    }
+
+    /// The program's Unix time, in seconds.
+    pub fn cookie_now(&self) -> u32 {
+        (monotonic_coarse_ns().wrapping_add(self.cookie_clock_offset_ns) / 1_000_000_000) as u32
+    }
+
+    /// What the oracle (`crate::cookie`) says of a query's COOKIE option at `now`: the
+    /// verdict and the reply's COOKIE option, whole (code, length, data); None for a
+    /// query without one or with cookies off.
+    pub fn expected_cookie(&self, query: &[u8], from: IpAddr, now: u32) -> Option<(Presented, Vec<u8>)> {
+        if !self.cookies_on {
+            return None;
+        }
+        let (client, server) = crate::cookie::cookie_option(query)?;
+        let client: [u8; 8] = client.try_into().ok()?;
+        let (current, previous) = &self.cookie_secrets;
+        let presented = (!server.is_empty()).then_some(server.as_slice());
+        let (verdict, server) = crate::cookie::expected(current, previous, &client, presented, from, now);
+        let mut option = vec![0, 10, 0, 24];
+        option.extend_from_slice(&client);
+        option.extend_from_slice(&server);
+        Some((verdict, option))
+    }
+
+    /// Instructions the verifier processed to accept `program` (its limit is 1M):
+    /// how close a change brings the program to being refused.
+    pub fn verified_insns(&self, program: &str) -> Result<u32> {
+        let info = self.dataplane.program(program)?.info()?;
+        info.verified_instruction_count().context("the kernel reports no verified instruction count")
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         self.dataplane.counters()
     }
@@ -109,10 +190,18 @@ impl Harness {
     #[track_caller]
     pub fn assert_answers(&self, flow: Flow, query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Vec<u8> {
         let frame = udp_frame(&flow, 61, query);
+        let before = self.cookie_now();
         let out = self.run(&frame).unwrap();
+        let after = self.cookie_now();
         assert_eq!(out.verdict, XDP_TX, "query should be answered");
-        let expected = udp_frame(&flow.reversed(), 64, &expected_reply(query, rrs).unwrap());
-        assert_eq!(out.frame, expected, "reply bytes");
+        // With a COOKIE option, the reply's is the oracle's, made at some second of the run.
+        let expected: Vec<Vec<u8>> = (before..=after)
+            .map(|now| {
+                let options = self.expected_cookie(query, flow.src, now).map(|(_, o)| o).unwrap_or_default();
+                udp_frame(&flow.reversed(), 64, &expected_reply_with_options(query, rrs, &options).unwrap())
+            })
+            .collect();
+        assert!(expected.contains(&out.frame), "reply bytes:\n{:02x?}\nexpected one of\n{:02x?}", out.frame, expected);
         verify_checksums(&out.frame).unwrap()
     }
 

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod controller;
+pub mod cookie;
 pub mod dns;
 pub mod fuzz;
 pub mod harness;

@@ -75,6 +75,12 @@ pub fn udp_frame(flow: &Flow, ttl: u8, payload: &[u8]) -> Vec<u8> {
 /// (type, ttl, rdata) with a pointer to the question, and an OPT (1232, version 0,
 /// the query's DO bit) if the query had one.
 pub fn expected_reply(query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Result<Vec<u8>> {
+    expected_reply_with_options(query, rrs, &[])
+}
+
+/// As `expected_reply`, with `options` (wire options: code, length, data) in the OPT
+/// record of a query that had one.
+pub fn expected_reply_with_options(query: &[u8], rrs: &[(u16, u32, Vec<u8>)], options: &[u8]) -> Result<Vec<u8>> {
     ensure!(query.len() >= 12, "short query");
     let arcount = u16::from_be_bytes([query[10], query[11]]);
     // Question: the name up to its root label, then type and class.
@@ -104,7 +110,9 @@ pub fn expected_reply(query: &[u8], rrs: &[(u16, u32, Vec<u8>)]) -> Result<Vec<u
     if arcount == 1 {
         // RFC 3225 §3: DO is copied from the query's OPT record (flags at its byte 7).
         let do_bit = query.get(end + 5 + 7).copied().unwrap_or(0) & 0x80;
-        out.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, do_bit, 0, 0, 0]);
+        out.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, do_bit, 0]);
+        out.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        out.extend_from_slice(options);
     }
     Ok(out)
 }

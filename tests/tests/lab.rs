@@ -112,7 +112,26 @@ fn check_split(s: &Setup) {
     let msg = dns::parse(&reply).unwrap();
     assert_eq!(dns::addresses(&msg), ips(&["2001:db8::1"]));
     assert_eq!(dns::edns_payload(&msg), Some(1232));
-    assert!(!dns::has_option(&msg, 10), "we do not implement cookies, so we do not echo one");
+    // A server cookie (RFC 9018: version 1, a timestamp of now), made in XDP …
+    let (client, server_cookie) = primwatch_tests::cookie::cookie_option(&reply).expect("a COOKIE option in the reply");
+    assert_eq!(client, vec![7; 8], "the client cookie is echoed");
+    assert_eq!((server_cookie.len(), server_cookie[0]), (16, 1), "{server_cookie:02x?}");
+    let stamped = u32::from_be_bytes(server_cookie[4..8].try_into().unwrap()) as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((stamped - now).abs() <= 5, "stamped {stamped}, now {now}");
+    // … which it verifies when the client presents it again.
+    let verified_before = s.controller.counters().unwrap().cookie_verified;
+    let mut cookie = client.clone();
+    cookie.extend_from_slice(&server_cookie);
+    let edns = EdnsQuery { options: vec![(10, cookie)], ..Default::default() };
+    let reply = dns::exchange_udp(
+        &v6,
+        server(s, true),
+        &dns::query(7, "www.example.test", RecordType::AAAA, Some(edns)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dns::addresses(&dns::parse(&reply).unwrap()), ips(&["2001:db8::1"]));
+    assert_eq!(s.controller.counters().unwrap().cookie_verified, verified_before + 1);
 
     // Mixed case (0x20 randomisation): the question comes back exactly as sent.
     for (id, v6_sock) in [(3u16, false), (4, true)] {
@@ -124,7 +143,7 @@ fn check_split(s: &Setup) {
     }
 
     let xdp_after = s.controller.counters().unwrap();
-    assert_eq!(xdp_after.answered - xdp_before.answered, 4, "XDP answered all four");
+    assert_eq!(xdp_after.answered - xdp_before.answered, 5, "XDP answered all five");
     assert_eq!(s.pdns.queries().unwrap(), pdns_before, "PowerDNS never saw them");
 
     // A name primwatch does not serve: PowerDNS answers.

@@ -121,6 +121,35 @@ pub struct Config {
     declared: std::sync::Arc<Declared>,
     /// `[rrl]`: response rate limiting in XDP; None: off.
     pub rrl: Option<RrlConfig>,
+    /// `[cookies]`: DNS server cookies in XDP (on unless turned off).
+    pub cookies: CookieConfig,
+}
+
+/// `[cookies]`: DNS server cookies (RFC 7873, made as RFC 9018 says) in XDP's answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CookieConfig {
+    pub enabled: bool,
+    /// How often a fresh random secret replaces the current one (the replaced one is
+    /// still accepted until the next rotation). Unused with `secret`.
+    pub rotation: std::time::Duration,
+    /// A fixed secret from `secret_file` (32 hex digits, as PowerDNS's
+    /// `edns-cookie-secret`): the same on every node of an anycast set, and in PowerDNS,
+    /// so that a cookie one of them made is valid at all. Changing the file and
+    /// reloading rotates it.
+    pub secret: Option<[u8; 16]>,
+}
+
+impl CookieConfig {
+    pub const DEFAULT_ROTATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    /// A cookie lives an hour (RFC 9018 §4.3); rotating faster than that would refuse
+    /// valid ones. Shorter rotations are only for tests.
+    pub const MIN_ROTATION: std::time::Duration = std::time::Duration::from_secs(1);
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig { enabled: true, rotation: CookieConfig::DEFAULT_ROTATION, secret: None }
+    }
 }
 
 /// `[rrl]`: response rate limiting of XDP's answers (BIND/Knot semantics, see
@@ -278,6 +307,60 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     resolver: Option<RawResolver>,
     rrl: Option<Spanned<RawRrl>>,
+    cookies: Option<RawCookies>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookies {
+    enabled: Option<bool>,
+    secret_rotation: Option<Spanned<String>>,
+    secret_file: Option<Spanned<std::path::PathBuf>>,
+}
+
+fn parse_cookies(raw: Option<RawCookies>, config_dir: &Path, at: &health::At) -> Result<CookieConfig, ConfigError> {
+    let Some(raw) = raw else { return Ok(CookieConfig::default()) };
+    let rotation = match &raw.secret_rotation {
+        None => CookieConfig::DEFAULT_ROTATION,
+        Some(text) => {
+            let rotation = humantime::parse_duration(text.get_ref()).map_err(|e| {
+                at(text.span(), format!("cookies.secret_rotation '{}' is not a duration: {e}", text.get_ref()))
+            })?;
+            if rotation < CookieConfig::MIN_ROTATION {
+                return Err(at(text.span(), "cookies.secret_rotation must be at least 1s".into()));
+            }
+            rotation
+        }
+    };
+    let secret = match &raw.secret_file {
+        None => None,
+        Some(file) => Some(read_secret_file(&config_dir.join(file.get_ref())).map_err(|e| at(file.span(), e))?),
+    };
+    Ok(CookieConfig { enabled: raw.enabled.unwrap_or(true), rotation, secret })
+}
+
+/// A cookie secret file: 32 hex digits (surrounding whitespace allowed), readable by
+/// its owner and group only and writable by its owner only — with the secret, anyone
+/// can make cookies that rate limiting lets through.
+fn read_secret_file(path: &Path) -> Result<[u8; 16], String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cookies.secret_file: cannot read {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o027 != 0 {
+        return Err(format!(
+            "cookies.secret_file: {shown} has mode {mode:03o}; it must not be writable by its group or readable by others (chmod 640)"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cookies.secret_file: cannot read {shown}: {e}"))?;
+    let hex = text.trim();
+    let bytes: Option<Vec<u8>> = (hex.len() == 32 && hex.is_ascii())
+        .then(|| (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect())
+        .flatten();
+    match bytes {
+        Some(bytes) => Ok(bytes.try_into().expect("16 bytes")),
+        None => Err(format!("cookies.secret_file: {shown} must hold a 128-bit secret as 32 hex digits")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -613,6 +696,7 @@ impl Config {
         }
         let resolver = parse_resolver(raw.resolver, &at)?;
         let rrl = raw.rrl.map(|r| parse_rrl(r, &at)).transpose()?;
+        let cookies = parse_cookies(raw.cookies, &views::config_dir(path), &at)?;
         let mut groups = BTreeMap::new();
         for (name, group) in raw.groups {
             let parsed = health::parse_group(&name, group.into_inner(), &targets, &named_targets, &at)?;
@@ -866,6 +950,7 @@ impl Config {
             resolver,
             declared,
             rrl,
+            cookies,
         })
     }
 

@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use hickory_proto::rr::RecordType;
 use primwatch::{
     config::XdpMode,
-    dataplane::{Dataplane, ANSWER_PROGRAM, PASS_PROGRAM, REFLECT_PROGRAM},
+    dataplane::{Dataplane, ANSWER_PROGRAM, COOKIE_PROGRAM, PASS_PROGRAM, REFLECT_PROGRAM},
 };
 use primwatch_tests::{
     controller::Controller,
@@ -119,6 +119,12 @@ fn time_single(h: &Harness, program: &str, frame: &[u8], expect: u32) -> Result<
 
 fn micro() -> Result<()> {
     let h = Harness::new(53, NAMES)?;
+    for program in [ANSWER_PROGRAM, COOKIE_PROGRAM] {
+        println!(
+            "verifier: {program} accepted after {} instructions processed (limit 1,000,000)",
+            h.verified_insns(program)?
+        );
+    }
     let v4 = Flow::client_to_server(false);
     let v6 = Flow::client_to_server(true);
     let query = |name: &str, t| dns::query(0x1234, name, t, Some(EdnsQuery::default())).unwrap();

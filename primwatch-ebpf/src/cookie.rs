@@ -131,6 +131,9 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
     c.msg_len = if is_ipv6 { COOKIE_MSG_LEN_V6 } else { COOKIE_MSG_LEN_V4 } as u32;
 
     let mut reuse = false;
+    let mut verified = false;
+    // Only a 16-byte server cookie can be ours (other lengths, 8..=32, are someone
+    // else's kind): it gets a fresh one like a client cookie alone, counted as bad.
     if len == CLIENT_COOKIE_LEN + SERVER_COOKIE_LEN {
         let received = c.received.as_mut_ptr() as *mut _;
         if unsafe { bpf_xdp_load_bytes(ctx.ctx, (off + CLIENT_COOKIE_LEN) as u32, received, SERVER_COOKIE_LEN as u32) }
@@ -142,7 +145,6 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
         // timestamp its high four.
         let head = c.received[0];
         let timestamp = ((head >> 32) as u32).swap_bytes();
-        let mut verified = false;
         if head as u8 == SERVER_COOKIE_VERSION && cookie_fresh(timestamp, now) {
             // The reserved bytes are hashed as received (RFC 9018 §4.2).
             c.msg[1] = head;
@@ -153,10 +155,11 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
                 verified = true;
             }
         }
-        count(verified);
         unsafe { ptr::write_volatile(&mut c.verified, verified as u32) };
     }
-    // Other server cookie lengths (8..=32 bytes, not 16) are no cookie of ours: a fresh one.
+    if len > CLIENT_COOKIE_LEN {
+        count(verified);
+    }
     if !reuse {
         c.msg[1] = SERVER_COOKIE_VERSION as u64 | ((now.swap_bytes() as u64) << 32);
         c.received = [c.msg[1], hash(secret, c)];

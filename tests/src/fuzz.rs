@@ -107,6 +107,11 @@ pub fn run(harness: &Harness, seed: u64, frames: u64) -> Result<Tally> {
     Ok(tally)
 }
 
+fn rfc9018_shaped_cookie() -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
+    [&[0x5a; 8][..], &[1, 0, 0, 0], &now.to_be_bytes(), &[0x77; 8]].concat()
+}
+
 fn seed_frames() -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let editions = [
@@ -114,6 +119,13 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
         Some(EdnsQuery::default()),
         Some(EdnsQuery { dnssec_ok: true, ..Default::default() }),
         Some(EdnsQuery { dnssec_ok: true, options: vec![(10, vec![0x5a; 8])], ..Default::default() }),
+        // A client cookie with an RFC 9018-shaped server cookie of now (not ours: its
+        // hash is made up), and one with a 32-byte server cookie, beside ECS.
+        Some(EdnsQuery { dnssec_ok: true, options: vec![(10, rfc9018_shaped_cookie())], ..Default::default() }),
+        Some(EdnsQuery {
+            options: vec![(8, vec![0, 1, 24, 0, 10, 77, 0]), (10, vec![0xa5; 40])],
+            ..Default::default()
+        }),
         Some(EdnsQuery { payload: 4096, options: vec![(12, vec![0; 11])], ..Default::default() }),
         Some(EdnsQuery { options: vec![(8, vec![0, 1, 24, 0, 10, 77, 0])], ..Default::default() }),
         Some(EdnsQuery {
@@ -479,6 +491,28 @@ fn check_answer(
     ensure!(reply.extensions().is_some() == edns.is_some(), "OPT iff the query had one");
     if let (Some(r), Some(q)) = (reply.extensions().as_ref(), edns) {
         ensure!(r.dnssec_ok() == q.dnssec_ok(), "DO copied");
+    }
+    // DNS cookies (RFC 7873 §5.2.2 lengths; the server cookie RFC 9018's, from the
+    // oracle in `cookie`, with the harness's secret, stamped within the last seconds).
+    if let Some(cookie) = crate::cookie::opt_option(query_bytes, 10) {
+        ensure!(cookie.len() == 8 || (16..=40).contains(&cookie.len()), "answered a malformed COOKIE option");
+        let echoed = crate::cookie::opt_option(&payload, 10).context("a COOKIE option unanswered")?;
+        ensure!(echoed.len() == 24 && echoed[..8] == cookie[..8], "reply COOKIE option {echoed:02x?}");
+        let src = &query_frame[ip.src.start..ip.src.start + half];
+        let src = match <[u8; 16]>::try_from(src) {
+            Ok(v6) => IpAddr::from(v6),
+            Err(_) => IpAddr::from(<[u8; 4]>::try_from(src).context("source address")?),
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as u32;
+        let secret = &crate::harness::TEST_COOKIE_SECRET;
+        let client: [u8; 8] = cookie[..8].try_into()?;
+        let presented = (cookie.len() > 8).then(|| &cookie[8..]);
+        ensure!(
+            (now - 3..=now + 1)
+                .any(|t| crate::cookie::expected(secret, secret, &client, presented, src, t).1 == echoed[8..]),
+            "server cookie {:02x?} is not RFC 9018's",
+            &echoed[8..]
+        );
     }
     ensure!(!reply.answers().is_empty(), "no answers (no NODATA policy in the fuzz config)");
     for record in reply.answers() {

@@ -1,0 +1,293 @@
+//! DNS server cookies in the XDP program (BPF_PROG_TEST_RUN): replies carry exactly the
+//! cookie an RFC 9018 oracle written apart from primwatch (`primwatch_tests::cookie`,
+//! SipHash from the `siphasher` crate) says, for the RFC's own test vectors and for
+//! random clients; a verified cookie takes a query out of rate limiting, a bad one does
+//! not; rotation keeps cookies made with the previous secret valid; malformed options
+//! are passed unmodified.
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::RecordType;
+use primwatch_common::Verdict;
+use primwatch_tests::{
+    cookie::{cookie_option, expected, server_cookie, Presented},
+    dns::{self, EdnsQuery},
+    harness::{Harness, XDP_DROP, XDP_TX},
+    packet::{udp_frame, verify_checksums, Flow},
+};
+
+const NAMES: &str = r#"
+[names."www.example.test"]
+ttl = 30
+a = ["10.0.0.1"]
+aaaa = ["2001:db8::1"]
+"#;
+
+fn hex<const N: usize>(s: &str) -> [u8; N] {
+    std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+}
+
+fn from(src: &str) -> Flow {
+    let src: IpAddr = src.parse().unwrap();
+    Flow { src, ..Flow::client_to_server(src.is_ipv6()) }
+}
+
+fn query(id: u16, flow: &Flow, cookie: &[u8]) -> Vec<u8> {
+    let qtype = if flow.src.is_ipv6() { RecordType::AAAA } else { RecordType::A };
+    let edns = EdnsQuery { options: vec![(10, cookie.to_vec())], ..Default::default() };
+    dns::query(id, "www.example.test", qtype, Some(edns)).unwrap()
+}
+
+fn record(flow: &Flow) -> (u16, u32, Vec<u8>) {
+    match flow.src {
+        IpAddr::V4(_) => (1, 30, vec![10, 0, 0, 1]),
+        IpAddr::V6(_) => (28, 30, "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec()),
+    }
+}
+
+/// Asks with `cookie` and returns the reply's COOKIE option data (client + server),
+/// after checking the reply byte for byte (assert_answers: the oracle's cookie).
+fn ask(h: &Harness, flow: &Flow, cookie: &[u8]) -> Vec<u8> {
+    let reply = h.assert_answers(*flow, &query(7, flow, cookie), &[record(flow)]);
+    let (client, server) = cookie_option(&reply).expect("a COOKIE option");
+    [client, server].concat()
+}
+
+#[test]
+fn the_oracle_matches_rfc_9018_appendix_a() {
+    let secret = hex::<16>("e5e973e5a6b2a43f48e7dc849e37bfcf");
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let client = hex::<8>("2464c4abcf10c957");
+    assert_eq!(
+        server_cookie(&secret, &client, [0; 3], 1559731985, ip("198.51.100.100")),
+        hex("010000005cf79f111f8130c3eee29480")
+    );
+    assert_eq!(
+        server_cookie(&secret, &client, [0; 3], 1559734385, ip("198.51.100.100")),
+        hex("010000005cf7a871d4a564a1442aca77")
+    );
+    let client = hex::<8>("fc93fc62807ddb86");
+    assert_eq!(
+        server_cookie(&secret, &client, [0; 3], 1559734700, ip("203.0.113.203")),
+        hex("010000005cf7a9acf73a7810aca2381e")
+    );
+    // A.3's query carries another server's cookie, reserved bytes set: valid with them.
+    let theirs = hex::<16>("01abcdef5cf78f71a314227b6679ebf5");
+    assert_eq!(server_cookie(&secret, &client, [0xab, 0xcd, 0xef], 1559727985, ip("203.0.113.203")), theirs);
+    let client = hex::<8>("22681ab97d52c298");
+    let v6 = ip("2001:db8:220:1:59de:d0f4:8769:82b8");
+    let old = hex::<16>("dd3bdf9344b678b185a6f5cb60fca715");
+    let new = hex::<16>("445536bcd2513298075a5d379663c962");
+    assert_eq!(server_cookie(&old, &client, [0; 3], 1559741817, v6), hex("010000005cf7c57926556bd0934c72f8"));
+    assert_eq!(server_cookie(&new, &client, [0; 3], 1559741961, v6), hex("010000005cf7c609a6bb79d16625507a"));
+}
+
+#[test]
+fn xdp_answers_rfc_9018_appendix_a() {
+    let mut h = Harness::new(53, NAMES).unwrap();
+    let secret = hex::<16>("e5e973e5a6b2a43f48e7dc849e37bfcf");
+    h.install_cookie_secret(secret).unwrap();
+    let counters = |h: &Harness| {
+        let c = h.counters().unwrap();
+        (c.cookie_verified, c.cookie_bad)
+    };
+
+    // A.1: a client cookie alone gets a new server cookie.
+    let client = from("198.51.100.100");
+    h.set_cookie_clock(1559731985).unwrap();
+    assert_eq!(
+        ask(&h, &client, &hex::<8>("2464c4abcf10c957")),
+        hex::<24>("2464c4abcf10c957010000005cf79f111f8130c3eee29480")
+    );
+    // A.2: 40 minutes later it comes back: valid, but worn, so renewed.
+    h.set_cookie_clock(1559734385).unwrap();
+    let before = counters(&h);
+    assert_eq!(
+        ask(&h, &client, &hex::<24>("2464c4abcf10c957010000005cf79f111f8130c3eee29480")),
+        hex::<24>("2464c4abcf10c957010000005cf7a871d4a564a1442aca77")
+    );
+    assert_eq!(counters(&h), (before.0 + 1, before.1));
+    // A.3: another client with another server's cookie, 1h52m old: no longer valid
+    // here (RFC 9018 §4.3's hour), so a new one.
+    h.set_cookie_clock(1559734700).unwrap();
+    let before = counters(&h);
+    assert_eq!(
+        ask(&h, &from("203.0.113.203"), &hex::<24>("fc93fc62807ddb8601abcdef5cf78f71a314227b6679ebf5")),
+        hex::<24>("fc93fc62807ddb86010000005cf7a9acf73a7810aca2381e")
+    );
+    assert_eq!(counters(&h), (before.0, before.1 + 1));
+    // … while within the hour, the same cookie (reserved bytes and all) is valid.
+    h.set_cookie_clock(1559727985 + 600).unwrap();
+    let before = counters(&h);
+    let presented = hex::<24>("fc93fc62807ddb8601abcdef5cf78f71a314227b6679ebf5");
+    assert_eq!(ask(&h, &from("203.0.113.203"), &presented), presented, "fresh and valid: echoed");
+    assert_eq!(counters(&h), (before.0 + 1, before.1));
+    // A.4: IPv6, made with the old secret; the secret has rolled over since: still
+    // valid with the previous secret, renewed with the current one.
+    let mut h = Harness::new(53, NAMES).unwrap();
+    h.install_cookie_secret(hex("dd3bdf9344b678b185a6f5cb60fca715")).unwrap();
+    h.install_cookie_secret(hex("445536bcd2513298075a5d379663c962")).unwrap();
+    h.set_cookie_clock(1559741961).unwrap();
+    assert_eq!(
+        ask(
+            &h,
+            &from("2001:db8:220:1:59de:d0f4:8769:82b8"),
+            &hex::<24>("22681ab97d52c298010000005cf7c57926556bd0934c72f8")
+        ),
+        hex::<24>("22681ab97d52c298010000005cf7c609a6bb79d16625507a")
+    );
+    assert_eq!(counters(&h), (1, 0));
+}
+
+#[test]
+fn replies_match_the_oracle_for_random_clients() {
+    let h = Harness::new(53, NAMES).unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..400 {
+        let r = next();
+        let flow = if i % 2 == 0 {
+            from(&format!("{}.{}.{}.{}", 11 + r % 100, (r >> 8) as u8, (r >> 16) as u8, 1 + (r >> 24) as u8 % 250))
+        } else {
+            from(&format!("2001:db8:{:x}:{:x}::{:x}", (r >> 8) as u16, (r >> 24) as u16, 1 + (r >> 40) as u16 % 0xfff0))
+        };
+        let client = next().to_le_bytes();
+        // A client cookie alone, then what the reply gave back, then that tampered
+        // with, then a server cookie of another length.
+        let learned = ask(&h, &flow, &client);
+        let mut tampered = learned.clone();
+        tampered[8 + (r as usize % 16)] ^= 1 << ((r >> 60) & 7);
+        let mut short = learned[..16].to_vec();
+        short[8] = 1;
+        for presented in [learned.clone(), tampered, short] {
+            let reply = ask(&h, &flow, &presented);
+            let (verdict, _) = expected(
+                &primwatch_tests::harness::TEST_COOKIE_SECRET,
+                &primwatch_tests::harness::TEST_COOKIE_SECRET,
+                &client,
+                Some(&presented[8..]),
+                flow.src,
+                h.cookie_now(),
+            );
+            *seen.entry(format!("{verdict:?}")).or_insert(0) += 1;
+            assert_eq!(reply[..8], client, "client cookie echoed");
+        }
+    }
+    assert_eq!(seen.get("Verified"), Some(&400), "{seen:?}");
+    assert_eq!(seen.get("Bad"), Some(&800), "{seen:?}");
+    let c = h.counters().unwrap();
+    assert_eq!((c.cookie_verified, c.cookie_bad), (400, 800));
+}
+
+#[test]
+fn a_verified_cookie_is_not_rate_limited_and_a_bad_one_is() {
+    let h =
+        Harness::new(53, &format!("{NAMES}\n[rrl]\nresponses_per_second = 5\nslip = 0\nwindow = \"5s\"\n")).unwrap();
+    let flow = from("198.51.100.7");
+    let client = [3u8; 8];
+    // A client cookie alone is limited like any answer: five, then dropped.
+    let verdicts: Vec<u32> =
+        (0..8).map(|i| h.run(&udp_frame(&flow, 64, &query(i, &flow, &client))).unwrap().verdict).collect();
+    assert_eq!(verdicts, [&[XDP_TX; 5][..], &[XDP_DROP; 3]].concat());
+    // The same prefix, now in debt: with a valid server cookie every query is answered.
+    let now = h.cookie_now();
+    let (_, server) = expected(
+        &primwatch_tests::harness::TEST_COOKIE_SECRET,
+        &primwatch_tests::harness::TEST_COOKIE_SECRET,
+        &client,
+        None,
+        flow.src,
+        now,
+    );
+    let valid = [client.to_vec(), server.to_vec()].concat();
+    for _ in 0..50 {
+        assert_eq!(ask(&h, &flow, &valid), valid);
+    }
+    // A forged one (another hash) is not proof: dropped.
+    let mut forged = valid.clone();
+    forged[23] ^= 0xff;
+    let out = h.run(&udp_frame(&flow, 64, &query(9, &flow, &forged))).unwrap();
+    assert_eq!(out.verdict, XDP_DROP);
+    let c = h.counters().unwrap();
+    assert_eq!((c.cookie_verified, c.cookie_bad, c.rrl_dropped), (50, 1, 4));
+}
+
+#[test]
+fn rotation_keeps_the_previous_secrets_cookies_valid_and_no_older() {
+    let mut h = Harness::new(53, NAMES).unwrap();
+    let flow = from("2001:db8:7::9");
+    let client = [9u8; 8];
+    let first = ask(&h, &flow, &client);
+    h.install_cookie_secret([1; 16]).unwrap();
+    // Made with the previous secret: verified, and renewed with the current one.
+    let second = ask(&h, &flow, &first);
+    assert_ne!(second, first);
+    assert_eq!(h.counters().unwrap().cookie_verified, 1);
+    h.install_cookie_secret([2; 16]).unwrap();
+    // `second` (secret 1, now previous) is valid; `first` (two secrets ago) is not.
+    ask(&h, &flow, &second);
+    ask(&h, &flow, &first);
+    let c = h.counters().unwrap();
+    assert_eq!((c.cookie_verified, c.cookie_bad), (2, 1));
+}
+
+#[test]
+fn malformed_cookie_options_are_passed_unmodified() {
+    let h = Harness::new(53, NAMES).unwrap();
+    let flow = Flow::client_to_server(false);
+    // RFC 7873 §5.2.2: a client cookie is 8 bytes, a server cookie 8 to 32.
+    for len in [0usize, 1, 7, 9, 15, 41, 48] {
+        h.assert_passed(&udp_frame(&flow, 64, &query(1, &flow, &vec![5; len])), Verdict::Malformed);
+    }
+    // Two COOKIE options (appended by hand: the DNS library keeps one per code).
+    let mut twice = query(2, &flow, &[1; 8]);
+    let rdlen_at = twice.len() - 12 - 2;
+    assert_eq!(twice[rdlen_at..rdlen_at + 2], [0, 12]);
+    twice[rdlen_at + 1] = 24;
+    twice.extend_from_slice(&[0, 10, 0, 8, 2, 2, 2, 2, 2, 2, 2, 2]);
+    h.assert_passed(&udp_frame(&flow, 64, &twice), Verdict::Malformed);
+    // Every valid length is answered (16..=40 with a server cookie that is not ours).
+    for len in [8usize, 16, 24, 31, 40] {
+        let out = h.run(&udp_frame(&flow, 64, &query(3, &flow, &vec![6; len]))).unwrap();
+        assert_eq!(out.verdict, XDP_TX, "a cookie of {len} bytes");
+        verify_checksums(&out.frame).unwrap();
+    }
+}
+
+#[test]
+fn with_cookies_off_the_option_is_ignored() {
+    let h = Harness::new(53, &format!("{NAMES}\n[cookies]\nenabled = false\n")).unwrap();
+    let flow = Flow::client_to_server(true);
+    let reply = h.assert_answers(flow, &query(1, &flow, &[4; 8]), &[record(&flow)]);
+    assert!(cookie_option(&reply).is_none());
+}
+
+#[test]
+fn a_cookie_secret_file_must_be_32_hex_digits_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = primwatch_tests::TempDir::new("pwcookie").unwrap();
+    let secret = dir.0.join("cookie.secret");
+    let config =
+        format!("[server]\ninterfaces = [\"none\"]\n{NAMES}\n[cookies]\nsecret_file = \"{}\"\n", secret.display());
+    let path = dir.0.join("primwatch.toml");
+    std::fs::write(&path, &config).unwrap();
+    let load = || primwatch::config::Config::load(&path);
+    std::fs::write(&secret, "e5e973e5a6b2a43f48e7dc849e37bfcf\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(load().unwrap().cookies.secret, Some(hex("e5e973e5a6b2a43f48e7dc849e37bfcf")));
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = load().unwrap_err().to_string();
+    assert!(e.contains("mode 644") && e.contains("primwatch.toml:"), "{e}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for bad in ["e5e973e5", "zz e973e5a6b2a43f48e7dc849e37bfcf", "e5e973e5a6b2a43f48e7dc849e37bfcf00"] {
+        std::fs::write(&secret, bad).unwrap();
+        let e = load().unwrap_err().to_string();
+        assert!(e.contains("32 hex digits"), "{bad}: {e}");
+    }
+}

@@ -220,3 +220,152 @@ fn a_flood_from_spoofed_sources_cannot_exhaust_the_accounts() {
     let client = flow_from("198.51.100.7");
     assert_eq!(ask(&h, &client, 8), [&[XDP_TX; 5][..], &[XDP_DROP; 3]].concat());
 }
+
+/// A spoofed flood through the real path (XDP on the lab's veth, the daemon's RRL and
+/// cookie settings), sent as raw frames from many source addresses at fixed rates for
+/// three seconds, every reply counted by its destination as it comes back:
+/// - 400 queries/s from random hosts of one /24: at most the configured 50/s (plus the
+///   first second's credit, +10 %), every 2nd limited one as an empty TC=1;
+/// - 400 queries/s from a different /24 each time (a spread spoofed flood): all answered;
+/// - 400 queries/s from an exempt /24: all answered;
+/// - 20 queries/s from a legitimate client elsewhere: all answered;
+/// - 20 queries/s from a client inside the flooded /24 presenting the server cookie it
+///   learnt before the flood: all answered.
+#[test]
+fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
+    use primwatch_tests::{
+        lab::{CLIENT_IF, SERVER_IF},
+        raw::PacketSocket,
+        world::{world, SITE_GROUPS},
+    };
+    use std::{
+        collections::BTreeMap,
+        net::Ipv4Addr,
+        sync::{atomic::AtomicBool, Arc},
+        time::{Duration, Instant},
+    };
+    const RATE: f64 = 50.0;
+    let w = world(&format!(
+        "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\
+         [rrl]\nresponses_per_second = {RATE}\nslip = 2\nwindow = \"2s\"\nexempt = [\"203.0.113.0/24\"]\n"
+    ));
+    let (client_ns, server_ns) = (w.lab.client_ns.clone(), w.lab.server_ns.clone());
+    let template = Flow {
+        src: w.lab.client_addr(false),
+        dst: w.lab.server_addr(false),
+        src_port: 40000,
+        dst_port: 53,
+        vlan: None,
+        src_mac: w.lab.mac(&client_ns, CLIENT_IF).unwrap(),
+        dst_mac: w.lab.mac(&server_ns, SERVER_IF).unwrap(),
+    };
+    let frame_from = |src: Ipv4Addr, id: u16, cookie: Option<&[u8]>| {
+        let edns = cookie.map(|c| EdnsQuery { options: vec![(10, c.to_vec())], ..Default::default() });
+        let query = dns::query(id, "www.example.test", RecordType::A, edns).unwrap();
+        udp_frame(&Flow { src: src.into(), ..template }, 64, &query)
+    };
+    let is_reply = move |f: &[u8]| f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17 && f[34..36] == [0, 53];
+
+    // The cookie client learns its server cookie before the flood.
+    let sender = PacketSocket::open(&client_ns, CLIENT_IF).unwrap();
+    let receiver = PacketSocket::open(&client_ns, CLIENT_IF).unwrap();
+    let cookie_client = Ipv4Addr::new(198, 51, 100, 77);
+    sender.send(&frame_from(cookie_client, 1, Some(&[0x42; 8]))).unwrap();
+    let reply = receiver.recv(Duration::from_secs(2), |f| is_reply(f) && f[30..34] == cookie_client.octets()).unwrap();
+    let (client, server) = primwatch_tests::cookie::cookie_option(&reply[42..]).expect("a server cookie");
+    let cookie = [client, server].concat();
+
+    // Replies, by destination: (full answers, TC replies).
+    let done = Arc::new(AtomicBool::new(false));
+    let counting = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut got: BTreeMap<[u8; 4], (u32, u32)> = BTreeMap::new();
+            let mut quiet_since = None;
+            loop {
+                match receiver.recv(Duration::from_millis(100), is_reply) {
+                    Some(f) => {
+                        quiet_since = None;
+                        let entry = got.entry(f[30..34].try_into().unwrap()).or_default();
+                        if f[44] & 0x02 != 0 {
+                            entry.1 += 1;
+                        } else {
+                            entry.0 += 1;
+                        }
+                    }
+                    None if done.load(std::sync::atomic::Ordering::SeqCst) => {
+                        if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(300) {
+                            return got;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        })
+    };
+
+    let mut seed = 0x853c_49e6_748f_ea9bu64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let legit = Ipv4Addr::new(192, 0, 2, 55);
+    let (mut sent_legit, mut sent_cookie, mut sent_spread, mut sent_exempt) = (0u32, 0u32, 0u32, 0u32);
+    let start = Instant::now();
+    let mut tick = 0u32;
+    // 10 ms ticks: 4 of each flood per tick (400/s), the two clients every 5th tick (20/s).
+    while tick < 300 {
+        for _ in 0..4 {
+            let r = next();
+            let host = 1 + (r % 250) as u8;
+            let flooded = Ipv4Addr::new(198, 51, 100, if host == 77 { 78 } else { host });
+            sender.send(&frame_from(flooded, r as u16, None)).unwrap();
+            let spread = Ipv4Addr::new(11 + (r >> 8) as u8 % 80, (r >> 16) as u8, (r >> 24) as u8, 1 + (r >> 32) as u8 % 250);
+            sender.send(&frame_from(spread, r as u16, None)).unwrap();
+            sent_spread += 1;
+            sender.send(&frame_from(Ipv4Addr::new(203, 0, 113, host), r as u16, None)).unwrap();
+            sent_exempt += 1;
+        }
+        if tick % 5 == 0 {
+            sender.send(&frame_from(legit, tick as u16, None)).unwrap();
+            sender.send(&frame_from(cookie_client, tick as u16, Some(&cookie))).unwrap();
+            sent_legit += 1;
+            sent_cookie += 1;
+        }
+        tick += 1;
+        if let Some(wait) = (start + Duration::from_millis(10 * tick as u64)).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let got = counting.join().unwrap();
+
+    let sum = |pick: &dyn Fn(&[u8; 4]) -> bool| {
+        got.iter().filter(|(a, _)| pick(a)).fold((0, 0), |(f, t), (_, (full, tc))| (f + full, t + tc))
+    };
+    let cookie_octets = cookie_client.octets();
+    let (flood_full, flood_tc) = sum(&|a| a[..3] == [198, 51, 100] && *a != cookie_octets);
+    // At most the rate (and the first second's credit); as in BIND, limited responses
+    // are charged too, so a prefix that stays over the rate gets no more than its first
+    // second's worth and the credit it earns in the pauses of the flood.
+    let at_most = RATE * (1.0 + seconds) * 1.1;
+    assert!(
+        (RATE as u32..=at_most as u32).contains(&flood_full),
+        "the flooded /24 got {flood_full} answers in {seconds:.2} s; expected {RATE} to {at_most:.0}"
+    );
+    let limited = 1200 - flood_full;
+    assert!(
+        (flood_tc as f64 - limited as f64 / 2.0).abs() <= 0.1 * limited as f64 / 2.0,
+        "every 2nd limited answer is a TC reply: {flood_tc} of {limited}"
+    );
+    assert_eq!(sum(&|a| *a == cookie_octets), (sent_cookie, 0), "the client with a valid cookie, answered in full");
+    assert_eq!(sum(&|a| *a == legit.octets()), (sent_legit, 0), "the legitimate client elsewhere");
+    assert_eq!(sum(&|a| a[..3] == [203, 0, 113]), (sent_exempt, 0), "the exempt prefix");
+    assert_eq!(sum(&|a| (11..91).contains(&a[0])), (sent_spread, 0), "the spread flood: one query per prefix");
+    let xdp = w.controller.counters().unwrap();
+    assert_eq!(xdp.cookie_verified as u32, sent_cookie);
+    assert_eq!(xdp.rrl_exempt as u32, sent_exempt);
+}

@@ -10,6 +10,9 @@ use tracing::info;
 
 use crate::{config::CookieConfig, map_writer::CookieMapWriter};
 
+/// Half the controller's tick (`tick` is called about once a second).
+const TICK_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct CookieKeeper {
     writer: CookieMapWriter,
     /// The config applied last; None before the first `apply`.
@@ -51,7 +54,10 @@ impl CookieKeeper {
     /// a random secret once it is `secret_rotation` old.
     pub fn tick(&mut self) -> Result<()> {
         let Some(config) = &self.applied else { return Ok(()) };
-        if self.made_at.is_some_and(|at| at.elapsed() >= config.rotation) {
+        // Due at the tick nearest the rotation time: ticks come once a second, a little
+        // late or early against the secret's age, and a strict comparison would let a
+        // one-second rotation slip to every other tick.
+        if self.made_at.is_some_and(|at| at.elapsed() + TICK_SLACK >= config.rotation) {
             self.rotate()?;
         }
         self.writer.sync_clock()

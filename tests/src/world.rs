@@ -77,10 +77,19 @@ pub struct Options<'a> {
     pub open_file_limit: Option<u64>,
     /// The controller's log reader closes the pipe after the first 100 bytes.
     pub log_reader_quits: bool,
+    /// Extra pdns.conf lines.
+    pub pdns_conf: &'a str,
 }
 
 pub fn world_options(body: &str, options: &Options) -> World {
-    let Options { remote_backend, powerdns_keys, server_keys, open_file_limit, log_reader_quits } = *options;
+    let Options {
+        remote_backend,
+        powerdns_keys,
+        server_keys,
+        open_file_limit,
+        log_reader_quits,
+        pdns_conf: extra_pdns_conf,
+    } = *options;
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
     let backends = net.serve_http([WEB1, WEB2, WEB3].map(|ip| ip.parse().unwrap())).unwrap();
@@ -129,6 +138,7 @@ checks = ["http"]
 {body}
 "#
     );
+    let pdns_conf = format!("{pdns_conf}{extra_pdns_conf}");
     // The controller first: PowerDNS connects to its socket when it starts.
     let controller = Controller::start_with(&lab.server_ns, &config, open_file_limit, log_reader_quits).unwrap();
     let pdns =

@@ -3,7 +3,9 @@
 //! SipHash from the `siphasher` crate) says, for the RFC's own test vectors and for
 //! random clients; a verified cookie takes a query out of rate limiting, a bad one does
 //! not; rotation keeps cookies made with the previous secret valid; malformed options
-//! are passed unmodified.
+//! are passed unmodified. Then through the real path (the daemon, XDP on a veth): a
+//! cookie PowerDNS made with the shared secret is verified, and a daemon rotating its
+//! secret every second under load turns no valid cookie away.
 
 use std::net::IpAddr;
 
@@ -293,4 +295,88 @@ fn a_cookie_secret_file_must_be_32_hex_digits_and_private() {
         let e = load().unwrap_err().to_string();
         assert!(e.contains("32 hex digits"), "{bad}: {e}");
     }
+}
+
+// ---- Through the real path: the daemon, XDP on the lab's veth, PowerDNS ------------
+
+/// PowerDNS (its own RFC 9018 implementation, `edns-cookie-secret`) and primwatch
+/// sharing a secret from `cookies.secret_file`: a cookie PowerDNS made is verified in
+/// XDP, as one anycast node's is by another.
+#[test]
+fn a_cookie_made_by_powerdns_with_the_shared_secret_is_verified_in_xdp() {
+    use primwatch_tests::world::{world_options, Options, PDNS_PASS, SITE_GROUPS};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = primwatch_tests::TempDir::new("pwcookie").unwrap();
+    let secret_file = dir.0.join("cookie.secret");
+    std::fs::write(&secret_file, "445536bcd2513298075a5d379663c962\n").unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let w = world_options(
+        &format!(
+            "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n[cookies]\nsecret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+        &Options { pdns_conf: "edns-cookie-secret=445536bcd2513298075a5d379663c962\n", ..Options::default() },
+    );
+    let sock = dns::udp_socket(&w.lab.client_ns, false).unwrap();
+    let server = std::net::SocketAddr::new(w.lab.server_addr(false), 53);
+    let ask = |name: &str, cookie: &[u8]| {
+        let edns = EdnsQuery { options: vec![(10, cookie.to_vec())], ..Default::default() };
+        let reply = dns::exchange_udp(&sock, server, &dns::query(5, name, RecordType::A, Some(edns)).unwrap()).unwrap();
+        let (client, server) = cookie_option(&reply).expect("a COOKIE option");
+        (dns::addresses(&dns::parse(&reply).unwrap()), [client, server].concat())
+    };
+    // PowerDNS 4.7 answers a client cookie alone with BADCOOKIE and its server cookie
+    // (RFC 7873 §5.2.3 lets it), and the name it serves once that cookie comes back …
+    let (_, from_powerdns) = ask("pass.example.test", &[0x24; 8]);
+    assert_eq!(from_powerdns.len(), 24);
+    let (addresses, _) = ask("pass.example.test", &from_powerdns);
+    assert_eq!(addresses, vec![PDNS_PASS.parse::<IpAddr>().unwrap()]);
+    // … which is exactly RFC 9018's (the oracle, for the second PowerDNS stamped it).
+    let stamped = u32::from_be_bytes(from_powerdns[12..16].try_into().unwrap());
+    let client_ip = w.lab.client_addr(false);
+    let made = server_cookie(&hex("445536bcd2513298075a5d379663c962"), &[0x24; 8], [0; 3], stamped, client_ip);
+    assert_eq!(from_powerdns[8..], made, "PowerDNS's cookie is the RFC 9018 one");
+    // XDP verifies it (fresh, so it comes back as it is) and counts it.
+    let before = w.controller.counters().unwrap().cookie_verified;
+    let (addresses, from_xdp) = ask("www.example.test", &from_powerdns);
+    assert!(!addresses.is_empty(), "answered by XDP");
+    assert_eq!(from_xdp, from_powerdns);
+    assert_eq!(w.controller.counters().unwrap().cookie_verified, before + 1);
+}
+
+/// The daemon rotating its secret every second while a client inside a prefix over
+/// its rate keeps presenting the latest cookie it was given: every query is answered
+/// (a rotation never turns a valid cookie away), none is rate limited.
+#[test]
+fn secret_rotation_under_load_refuses_no_valid_cookie() {
+    use primwatch_tests::world::{world, SITE_GROUPS};
+    let w = world(&format!(
+        "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\
+         [rrl]\nresponses_per_second = 5\nslip = 0\n[cookies]\nsecret_rotation = \"1s\"\n"
+    ));
+    let sock = dns::udp_socket(&w.lab.client_ns, false).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let server = std::net::SocketAddr::new(w.lab.server_addr(false), 53);
+    let mut cookie = vec![0x31; 8];
+    let (mut answered, mut renewed, mut sent) = (0, 0, 0);
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(4500) {
+        let edns = EdnsQuery { options: vec![(10, cookie.clone())], ..Default::default() };
+        sent += 1;
+        let query = dns::query(sent as u16, "www.example.test", RecordType::A, Some(edns)).unwrap();
+        if let Ok(reply) = dns::exchange_udp(&sock, server, &query) {
+            answered += 1;
+            let (client, server) = cookie_option(&reply).expect("a COOKIE option");
+            let next = [client, server].concat();
+            renewed += (next != cookie && cookie.len() == 24) as u32;
+            cookie = next;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(answered, sent, "every query answered across the rotations");
+    assert!(sent > 200, "{sent} queries: far over the prefix's 5/s");
+    assert!(renewed >= 3, "cookies renewed at {renewed} rotations");
+    let xdp = w.controller.counters().unwrap();
+    assert_eq!(xdp.cookie_verified, sent as u64 - 1, "all but the first presented a valid cookie");
+    assert_eq!((xdp.cookie_bad, xdp.rrl_dropped), (0, 0));
 }

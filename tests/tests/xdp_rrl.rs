@@ -322,7 +322,8 @@ fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
             let host = 1 + (r % 250) as u8;
             let flooded = Ipv4Addr::new(198, 51, 100, if host == 77 { 78 } else { host });
             sender.send(&frame_from(flooded, r as u16, None)).unwrap();
-            let spread = Ipv4Addr::new(11 + (r >> 8) as u8 % 80, (r >> 16) as u8, (r >> 24) as u8, 1 + (r >> 32) as u8 % 250);
+            let spread =
+                Ipv4Addr::new(11 + (r >> 8) as u8 % 80, (r >> 16) as u8, (r >> 24) as u8, 1 + (r >> 32) as u8 % 250);
             sender.send(&frame_from(spread, r as u16, None)).unwrap();
             sent_spread += 1;
             sender.send(&frame_from(Ipv4Addr::new(203, 0, 113, host), r as u16, None)).unwrap();

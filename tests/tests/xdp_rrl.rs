@@ -293,10 +293,10 @@ fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
                             entry.0 += 1;
                         }
                     }
-                    None if done.load(std::sync::atomic::Ordering::SeqCst) => {
-                        if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(300) {
-                            return got;
-                        }
+                    None if done.load(std::sync::atomic::Ordering::SeqCst)
+                        && quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(300) =>
+                    {
+                        return got;
                     }
                     None => {}
                 }
@@ -329,7 +329,7 @@ fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
             sender.send(&frame_from(Ipv4Addr::new(203, 0, 113, host), r as u16, None)).unwrap();
             sent_exempt += 1;
         }
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             sender.send(&frame_from(legit, tick as u16, None)).unwrap();
             sender.send(&frame_from(cookie_client, tick as u16, Some(&cookie))).unwrap();
             sent_legit += 1;

@@ -100,6 +100,39 @@ impl PacketSocket {
         Ok(())
     }
 
+    /// Sends `frames` with as few system calls as sendmmsg allows (the socket is bound
+    /// to its interface); returns how many went out.
+    pub fn send_batch(&self, frames: &[Vec<u8>]) -> Result<usize> {
+        let mut iovs: Vec<libc::iovec> =
+            frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is valid; the iovec outlives the call.
+                let mut m: libc::mmsghdr = unsafe { zeroed() };
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            // SAFETY: msgs points at len valid headers whose buffers live in `frames`.
+            let n = unsafe {
+                libc::sendmmsg(self.fd.as_raw_fd(), msgs[sent..].as_mut_ptr(), (msgs.len() - sent) as u32, 0)
+            };
+            if n <= 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOBUFS) || e.raw_os_error() == Some(libc::EAGAIN) {
+                    return Ok(sent);
+                }
+                bail!("sendmmsg: {e}");
+            }
+            sent += n as usize;
+        }
+        Ok(sent)
+    }
+
     /// The next incoming frame for which `wanted` holds, within `timeout`.
     pub fn recv(&self, timeout: Duration, wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;

@@ -128,7 +128,7 @@ groups = ["all"]
     let queries: Vec<String> =
         (0..2000).map(|i| format!("r{i:x}{:08x}.example.test A D", rand::random::<u32>())).collect();
     let flood = queries.join("\n");
-    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1 }];
+    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1, local: None }];
 
     println!(
         "\n== Checks under a PowerDNS-path flood: 3 HTTP checks every 100 ms, a {PREFIXES}-prefix view, \

@@ -95,10 +95,18 @@ fn main() -> Result<()> {
     if wanted("flood") {
         flood::run(args.seconds)?;
     }
+    if wanted("rrl") {
+        rrl_flood(args.seconds)?;
+    }
     Ok(())
 }
 
 // ---- 1. BPF_PROG_TEST_RUN ---------------------------------------------------------
+
+/// Unix seconds now (the harness's cookie clock follows the system's).
+fn cookies_now() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+}
 
 const SINGLE_RUNS: usize = 20_000;
 
@@ -196,6 +204,36 @@ fn micro() -> Result<()> {
         "A hit over the rate (dropped)",
         median as i64 - floor as i64
     );
+    // DNS cookies: a client cookie alone (one hash to make the server cookie), a valid
+    // server cookie (one hash to verify, echoed), one made with the previous secret
+    // (two hashes to verify, one to make a new one); each is two passes through the
+    // answering program with the cookie program between them.
+    let mut cookies = Harness::new(53, NAMES)?;
+    let with_cookie = |cookie: &[u8]| {
+        let edns = EdnsQuery { options: vec![(10, cookie.to_vec())], ..Default::default() };
+        udp_frame(&v4, 64, &dns::query(0x1234, "www.example.test", RecordType::A, Some(edns)).unwrap())
+    };
+    let client = [0x11u8; 8];
+    let secret = primwatch_tests::harness::TEST_COOKIE_SECRET;
+    let fresh = |secret: &[u8; 16]| {
+        let server = primwatch_tests::cookie::server_cookie(secret, &client, [0; 3], cookies_now(), v4.src);
+        [&client[..], &server[..]].concat()
+    };
+    let valid = fresh(&secret);
+    let cases =
+        [("A hit, client cookie (made)", with_cookie(&client)), ("A hit, server cookie verified", with_cookie(&valid))];
+    for (label, frame) in &cases {
+        let (median, p10) = time_single(&cookies, ANSWER_PROGRAM, frame, XDP_TX)?;
+        println!("{label:<32} {median:>10} {p10:>8} {:>14} {:>16}", median as i64 - floor as i64, "-");
+    }
+    cookies.install_cookie_secret([0x77; 16])?;
+    let (median, p10) = time_single(&cookies, ANSWER_PROGRAM, &with_cookie(&valid), XDP_TX)?;
+    println!(
+        "{:<32} {median:>10} {p10:>8} {:>14} {:>16}",
+        "A hit, previous secret's cookie",
+        median as i64 - floor as i64,
+        "-"
+    );
     println!(
         "(single-run figures include the kernel's per-call timing overhead, which the floor\n\
          row measures; median-floor is the program's own cost. repeat-mean: one call,\n\
@@ -206,11 +244,101 @@ fn micro() -> Result<()> {
 
 // ---- 2. End to end ----------------------------------------------------------------
 
+/// Response rate limiting under a flood from random sources, RRL off and on in one
+/// run: answers/s (XDP's counters) and machine CPU per answer. kxdpgun varies only the
+/// last byte of its source address (every query from one /24), so the flood comes
+/// from our own sender: 65,536 prebuilt frames from random /24s of 11.0.0.0/8, sent
+/// with sendmmsg through a packet socket on the client veth for `seconds`.
+/// Nearly every query is its /24's first in a while, so with RRL on they are answered
+/// while the LRU map churns. Then a flood from one /24 (every query limited but the
+/// rate and the slipped TC replies).
+fn rrl_flood(seconds: u64) -> Result<()> {
+    use primwatch_tests::{packet::Flow, raw::PacketSocket};
+    let lab = Lab::new()?;
+    let server = lab.server_addr(false);
+    let template = Flow {
+        src: lab.client_addr(false),
+        dst: server,
+        src_port: 40000,
+        dst_port: 53,
+        vlan: None,
+        src_mac: lab.mac(&lab.client_ns, CLIENT_IF)?,
+        dst_mac: lab.mac(&lab.server_ns, SERVER_IF)?,
+    };
+    let query = dns::query(0x1234, "www.example.test", RecordType::A, None)?;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut frames = |one_prefix: bool| -> Vec<Vec<u8>> {
+        (0..65_536)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let b = seed.to_le_bytes();
+                let src = if one_prefix {
+                    std::net::Ipv4Addr::new(12, 0, 0, 1 + b[3] % 250)
+                } else {
+                    std::net::Ipv4Addr::new(11, b[1], b[2], 1 + b[3] % 250)
+                };
+                udp_frame(&Flow { src: src.into(), ..template }, 64, &query)
+            })
+            .collect()
+    };
+    let (random, one) = (frames(false), frames(true));
+    // Pass replies on the client veth: nothing there needs them.
+    netns::ip(&["-n", &lab.client_ns, "link", "set", "dev", CLIENT_IF, "xdp", "off"]).ok();
+    let flood = |frames: &[Vec<u8>], controller: &Controller, label: &str| -> Result<Row> {
+        let sock = PacketSocket::open(&lab.client_ns, CLIENT_IF)?;
+        let before = controller.counters()?;
+        let ((sent, elapsed), cpu) = cpu_seconds(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+            let start = std::time::Instant::now();
+            let mut sent = 0usize;
+            while std::time::Instant::now() < deadline {
+                for chunk in frames.chunks(64) {
+                    sent += sock.send_batch(chunk)?;
+                }
+            }
+            Ok((sent, start.elapsed().as_secs_f64()))
+        })?;
+        let after = controller.counters()?;
+        let replies = (after.answered - before.answered + after.rrl_slipped - before.rrl_slipped) as f64;
+        Ok(Row {
+            label: label.into(),
+            sent: sent as f64 / elapsed,
+            answered: replies / elapsed,
+            cpu_us_per_answer: if replies > 0.0 { cpu * 1e6 / replies } else { f64::NAN },
+        })
+    };
+    let mut rows = Vec::new();
+    for (label, rrl) in [("RRL off", ""), ("RRL on (20/s per /24, slip 2)", "[rrl]\nresponses_per_second = 20\n")] {
+        let config = format!(
+            "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"skb\"\npin_dir = \"{{pin_dir}}\"\n{NAMES}\n{rrl}"
+        );
+        let controller = Controller::start(&lab.server_ns, &config)?;
+        rows.push(flood(&random, &controller, &format!("{label}, random sources"))?);
+        if !rrl.is_empty() {
+            rows.push(flood(&one, &controller, &format!("{label}, one /24"))?);
+            let c = controller.counters()?;
+            println!("RRL counters: dropped {}, slipped (TC) {}", c.rrl_dropped, c.rrl_slipped);
+        }
+    }
+    println!(
+        "\n== Response rate limiting under a flood, netns lab, sendmmsg on the client veth, {seconds} s per row =="
+    );
+    println!("{:<48} {:>12} {:>12} {:>18}", "flood", "sent/s", "replies/s", "CPU µs / reply");
+    for r in &rows {
+        println!("{:<48} {:>12.0} {:>12.0} {:>18.2}", r.label, r.sent, r.answered, r.cpu_us_per_answer);
+    }
+    Ok(())
+}
+
 /// One kxdpgun: from a client namespace, out of its veth, to a server address.
 struct Generator {
     ns: String,
     server: IpAddr,
     cpu: u32,
+    /// Source addresses: kxdpgun's `-l` (a prefix: a random address from it per query).
+    local: Option<&'static str>,
 }
 
 /// Runs every generator at once for `seconds`; returns the summed (sent/s, answered/s).
@@ -243,7 +371,9 @@ fn kxdpgun_once(generators: &[Generator], query: &str, qps: u32, seconds: u64) -
         .map(|g| {
             Command::new("ip")
                 .args(["netns", "exec", &g.ns, "kxdpgun", "-t", &seconds.to_string(), "-Q", &qps.to_string()])
-                .args(["-F", &g.cpu.to_string(), "-I", CLIENT_IF, "-i"])
+                .args(["-F", &g.cpu.to_string(), "-I", CLIENT_IF])
+                .args(g.local.map(|l| ["-l", l]).into_iter().flatten())
+                .arg("-i")
                 .arg(&queries)
                 .arg(g.server.to_string())
                 .stdout(Stdio::piped())
@@ -385,10 +515,10 @@ fn end_to_end(seconds: u64) -> Result<()> {
     let lab = Lab::new()?;
     let second = SecondClient::new(&lab)?;
     let server = lab.server_addr(false);
-    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1 }];
+    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1, local: None }];
     let two = vec![
-        Generator { ns: lab.client_ns.clone(), server, cpu: 1 },
-        Generator { ns: second.ns.clone(), server: SecondClient::server_addr(), cpu: 0 },
+        Generator { ns: lab.client_ns.clone(), server, cpu: 1, local: None },
+        Generator { ns: second.ns.clone(), server: SecondClient::server_addr(), cpu: 0, local: None },
     ];
     let scenarios: [(&str, &Vec<Generator>); 2] =
         [("1 kxdpgun (CPU 1)", &one), ("2 kxdpgun (CPU 0 and 1, one veth each)", &two)];
@@ -462,7 +592,7 @@ fn end_to_end(seconds: u64) -> Result<()> {
 fn powerdns_path(seconds: u64) -> Result<()> {
     let lab = Lab::new()?;
     let server = lab.server_addr(false);
-    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1 }];
+    let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1, local: None }];
     let socket = std::env::temp_dir().join(format!("{}.sock", primwatch_tests::unique("pw-bench-pdns")));
     let config = format!(
         "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n\

@@ -32,6 +32,8 @@ pub const QCLASS_IN: u16 = 1;
 
 /// `map_flags` of a hash map whose entries are allocated as they are inserted.
 pub const BPF_F_NO_PREALLOC: usize = 1;
+/// `map_flags` of an LRU hash map whose LRU lists are per CPU (the table is still one).
+pub const BPF_F_NO_COMMON_LRU: usize = 2;
 
 /// The name hash: over the lowercased wire name (length bytes and root label
 /// included), zero-padded to whole 8-byte words, each word read little-endian.

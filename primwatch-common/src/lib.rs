@@ -244,7 +244,8 @@ pub const WEIGHT_SLOTS: usize = 1024;
 /// Room for the records of a set, rendered twice over (see `AnswerSet::rrs`).
 pub const RRS_BUF_LEN: usize = 2 * MAX_ANSWER_BYTES;
 
-/// The records of one type for one name, pre-rendered for the answer section.
+/// The records of one type for the names that share them, pre-rendered for the answer
+/// section (a value of the `rrsets` map).
 ///
 /// The controller renders the eligible records once per change; per query the XDP
 /// program only picks where to start (`select`) and copies `answers` consecutive
@@ -278,8 +279,11 @@ pub struct AnswerSet {
 /// payload size, extended RCODE 0, version 0, no flags, no options.
 pub const OPT_RR: [u8; 11] = [0, 0, 41, (EDNS_UDP_PAYLOAD >> 8) as u8, EDNS_UDP_PAYLOAD as u8, 0, 0, 0, 0, 0, 0];
 
-/// Slots for per-entry answer counters: one per possible NAMES entry.
+/// Slots for per-entry answer counters: one per possible NAMES entry. The default
+/// capacity of the names map (`[server] max_names` sets it at load).
 pub const NAME_STATS_SLOTS: usize = 65536;
+/// Default capacity of record sets (`[server] max_record_sets`).
+pub const DEFAULT_RECORD_SETS: usize = 1024;
 /// Counters per slot in NAME_ANSWERS: one for A answers, one for AAAA.
 pub const NAME_ANSWERS_PER_SLOT: usize = 2;
 
@@ -290,26 +294,37 @@ pub const fn name_answers_index(stats_slot: u32, aaaa: bool) -> u32 {
     stats_slot * NAME_ANSWERS_PER_SLOT as u32 + aaaa as u32
 }
 
-/// `NameRecords::flags`: the name lies in a declared zone that is not DNSSEC-signed, so
+/// `NameEntry::flags`: the name lies in a declared zone that is not DNSSEC-signed, so
 /// a query with DO=1 gets the same answer, with DO copied into the reply's OPT record
 /// (RFC 3225 §3). Without it, DO=1 queries are passed to the DNS server behind XDP.
 pub const ENTRY_ANSWERS_DO: u32 = 1;
 
-/// Value of the `names` map: the name itself (to rule out hash collisions) and its records.
+/// Value of the `names` map: the name itself (to rule out hash collisions) and, per
+/// family, which record set answers it. Record sets live in `rrsets`, shared by every
+/// (name, view) with the same records (see `set_index`).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct NameRecords {
+pub struct NameEntry {
     /// Bytes used in `name`, root label included.
     pub name_len: u32,
     /// This entry's counters in NAME_ANSWERS (see `NAME_STATS_SLOTS`).
     pub stats_slot: u32,
     /// `ENTRY_*` bits.
     pub flags: u32,
+    /// The record sets of A and AAAA answers (ids below `max_record_sets`).
+    pub a_set: u32,
+    pub aaaa_set: u32,
     pub _pad: u32,
     /// Lowercased wire name, zero padded.
     pub name: [u8; NAME_BUF_LEN],
-    pub a: AnswerSet,
-    pub aaaa: AnswerSet,
+}
+
+/// Index in `rrsets` of version `version` (0 or 1, as `set_versions` says) of record
+/// set `set`. Each set has two slots: the controller writes the one not in use, then
+/// flips the set's version, so a reply is built from one whole set, old or new.
+#[inline(always)]
+pub const fn set_index(set: u32, version: u32) -> u32 {
+    2 * set + (version & 1)
 }
 
 /// Per-CPU scratch space for the XDP program (the BPF stack is only 512 bytes).
@@ -374,7 +389,7 @@ pub struct ReplyPlan {
     /// 1 if the query had an OPT record, and its UDP payload size.
     pub has_edns: u32,
     pub udp_size: u32,
-    /// The picked records: offset in the `NameRecords` entry, bytes, count, checksum.
+    /// The picked records: offset in their `AnswerSet`, bytes, count, checksum.
     pub rrs_off: u32,
     pub rrs_len: u32,
     pub ancount: u32,
@@ -600,7 +615,8 @@ impl Counters {
 mod pod {
     // SAFETY: plain-old-data, repr(C), no padding the kernel could leak into.
     unsafe impl aya::Pod for super::NameKey {}
-    unsafe impl aya::Pod for super::NameRecords {}
+    unsafe impl aya::Pod for super::NameEntry {}
+    unsafe impl aya::Pod for super::AnswerSet {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::ViewMatch {}
     unsafe impl aya::Pod for super::Settings {}

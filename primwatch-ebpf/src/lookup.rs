@@ -7,7 +7,7 @@ use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_xdp_load_bytes, 
 use core::ptr;
 use primwatch_common::{
     wire::{dns, ipv4, ipv6, udp, EcsFamily},
-    NameKey, NameRecords, Scratch, Verdict, MAX_NAME_LEN, NAME_BUF_LEN,
+    NameEntry, NameKey, Scratch, Verdict, MAX_NAME_LEN, NAME_BUF_LEN,
 };
 
 use crate::{
@@ -21,7 +21,7 @@ const DEFAULT_VIEW: u32 = 0;
 
 /// The entry that answers `query`, or why there is none.
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<&'static NameRecords, Verdict> {
+pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<&'static NameEntry, Verdict> {
     let view = client_view(ctx, query, scratch)?;
     if let Some(records) = find(query.name_hash, view, &scratch.name, query.name_len) {
         return Ok(records);
@@ -88,7 +88,7 @@ fn client_view(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result
 /// The entry for a lowercased wire name (`len` bytes of `name`, zero-padded) in
 /// `view`, else in the default view.
 #[inline(always)]
-fn find(hash: u64, view: u32, name: &[u8; NAME_BUF_LEN + 8], len: usize) -> Option<&'static NameRecords> {
+fn find(hash: u64, view: u32, name: &[u8; NAME_BUF_LEN + 8], len: usize) -> Option<&'static NameEntry> {
     let mut entry = NAMES.get_ptr(&NameKey::new(hash, view));
     if entry.is_none() && view != DEFAULT_VIEW {
         entry = NAMES.get_ptr(&NameKey::new(hash, DEFAULT_VIEW));

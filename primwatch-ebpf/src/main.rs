@@ -27,11 +27,11 @@ use core::mem::{offset_of, size_of};
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use primwatch_common::{
-    name_answers_index, wire::dns, AnswerSet, NameKey, NameRecords, ReplyPlan, Select, Verdict, ENTRY_ANSWERS_DO,
+    name_answers_index, set_index, wire::dns, AnswerSet, NameKey, ReplyPlan, Select, Verdict, ENTRY_ANSWERS_DO,
     QTYPE_A, QTYPE_AAAA,
 };
 
-use maps::{COUNTERS, NAME_ANSWERS, SCRATCH};
+use maps::{COUNTERS, NAME_ANSWERS, RRSETS, SCRATCH, SET_VERSIONS};
 
 #[xdp]
 pub fn primwatch(ctx: XdpContext) -> u32 {
@@ -78,15 +78,18 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
     cookie::on_entry(scratch);
     let query = parse::parse_query(ctx, scratch)?;
-    let records = lookup::lookup(ctx, &query, scratch)?;
-    if unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0 && records.flags & ENTRY_ANSWERS_DO == 0 {
+    let entry = lookup::lookup(ctx, &query, scratch)?;
+    if unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0 && entry.flags & ENTRY_ANSWERS_DO == 0 {
         return Err(Verdict::Dnssec); // a signed zone's answers come from the DNS server
     }
-    let (answers, set_off) = match query.qtype {
-        QTYPE_A => (&records.a, offset_of!(NameRecords, a)),
-        QTYPE_AAAA => (&records.aaaa, offset_of!(NameRecords, aaaa)),
+    let set = match query.qtype {
+        QTYPE_A => entry.a_set,
+        QTYPE_AAAA => entry.aaaa_set,
         _ => return Err(Verdict::TypeNotPresent),
     };
+    // The set's current slot: the controller rewrites the other one, then flips.
+    let version = SET_VERSIONS.get(set).copied().ok_or(Verdict::TypeNotPresent)?;
+    let answers = RRSETS.get(set_index(set, version)).ok_or(Verdict::TypeNotPresent)?;
     if answers.count == 0 && answers.select != Select::NoData as u8 {
         return Err(Verdict::TypeNotPresent);
     }
@@ -109,15 +112,15 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         flags: query.flags as u32,
         has_edns: query.edns.is_some() as u32,
         udp_size: query.edns.as_ref().map_or(0, |e| e.udp_size as u32),
-        rrs_off: (set_off + offset_of!(AnswerSet, rrs) + picked.offset) as u32,
+        rrs_off: (offset_of!(AnswerSet, rrs) + picked.offset) as u32,
         rrs_len: picked.len as u32 * keep as u32,
         ancount: picked.ancount as u32 * keep as u32,
         rrs_csum: picked.csum as u32 * keep as u32,
         extra_flags: slip as u32 * dns::FLAG_TC as u32,
-        counter: name_answers_index(records.stats_slot, query.qtype == QTYPE_AAAA),
+        counter: name_answers_index(entry.stats_slot, query.qtype == QTYPE_AAAA),
     };
     unsafe { core::ptr::write_volatile(&mut scratch.plan, plan) };
-    reply::write_reply(ctx, scratch, records)?;
+    reply::write_reply(ctx, scratch, answers)?;
     if rrl::slip(scratch) != 0 {
         return Err(Verdict::RrlSlipped); // sent, as an empty TC=1 reply
     }

@@ -8,18 +8,26 @@ use aya_ebpf::{
 };
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
-    Counters, HostAddrs, NameKey, NameRecords, RrlBucket, RrlKey, RrlSettings, Scratch, Settings, ViewMatch,
-    BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+    AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, Scratch, Settings, ViewMatch,
+    BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
 #[unsafe(no_mangle)]
 pub static DNS_PORT: Global<u16> = Global::new(53);
 
-/// Served names: hash of the lowercased name → the name and its pre-rendered answers.
-/// Not preallocated: entries are ~1.2 KiB and most deployments serve few names.
+/// Served names: hash of the lowercased name and view → the name and its record sets.
+/// Not preallocated: entries are allocated as names are added (about 300 bytes each).
+/// The loader sets the size from `[server] max_names`.
 #[btf_map]
-pub static NAMES: HashMap<NameKey, NameRecords, 65536, { BPF_F_NO_PREALLOC }> = HashMap::new();
+pub static NAMES: HashMap<NameKey, NameEntry, NAME_STATS_SLOTS, { BPF_F_NO_PREALLOC }> = HashMap::new();
+
+/// Record sets, pre-rendered, two slots per set (see `set_index`), and which slot of
+/// each set is current. Sized from `[server] max_record_sets` by the loader.
+#[btf_map]
+pub static RRSETS: Array<AnswerSet, { 2 * DEFAULT_RECORD_SETS }> = Array::new();
+#[btf_map]
+pub static SET_VERSIONS: Array<u32, DEFAULT_RECORD_SETS> = Array::new();
 
 /// Source prefix → view, one trie per address family.
 #[btf_map]

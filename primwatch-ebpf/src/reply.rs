@@ -14,8 +14,7 @@ use primwatch_common::{
     cookie::REPLY_COOKIE_OPTION_LEN,
     csum,
     wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
-    NameRecords, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR,
-    QCLASS_IN,
+    AnswerSet, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR, QCLASS_IN,
 };
 
 use crate::{
@@ -36,8 +35,8 @@ const COOKIE_LEN_MASK: usize = 0x1f;
 const L3_OFFSET_MASK: usize = 0x1f;
 /// UDP header offset: 18 + 40 (IPv6) at most (IPv4 options are passed).
 const L4_OFFSET_MASK: usize = 0x3f;
-/// Offset of the picked records in a `NameRecords` entry (< 8 KiB).
-const RECORDS_OFFSET_MASK: usize = 0x1fff;
+/// Offset of the picked records in their `AnswerSet` (< 4 KiB).
+const RECORDS_OFFSET_MASK: usize = 0xfff;
 
 /// One's-complement sum of `OPT_RR` as big-endian words from an even offset.
 const OPT_RR_CSUM: u64 = {
@@ -52,9 +51,9 @@ const OPT_RR_CSUM: u64 = {
 };
 
 /// Turns the query into the reply in place and computes the checksums, as
-/// `Scratch::plan` says (the records come from `records`).
+/// `Scratch::plan` says (the records come from `set`).
 #[inline(always)]
-pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, records: &NameRecords) -> Result<(), Verdict> {
+pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> Result<(), Verdict> {
     let plan = unsafe { core::ptr::read_volatile(&scratch.plan) };
     // Each value bounded again, for the verifier (the bounds hold for every real value).
     let l3_off = plan.l3_off as usize & L3_OFFSET_MASK;
@@ -154,10 +153,10 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, records: &NameRecord
         if len == 0 || len > MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
-        if rrs_off > size_of::<NameRecords>() - MAX_ANSWER_BYTES {
+        if rrs_off > size_of::<AnswerSet>() - MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
-        let rrs = unsafe { (records as *const NameRecords as *const u8).add(rrs_off) };
+        let rrs = unsafe { (set as *const AnswerSet as *const u8).add(rrs_off) };
         let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, rrs as *mut _, len as u32) };
         if stored != 0 {
             return Err(Verdict::Malformed);

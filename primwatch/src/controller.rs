@@ -431,9 +431,14 @@ impl Controller {
             self.cookies.apply(&self.config.cookies)?;
             self.views_written = true;
         }
-        self.metrics.map_sync(stats.written, stats.deleted, started.elapsed());
-        if stats.written + stats.deleted > 0 {
-            info!(written = stats.written, deleted = stats.deleted, "answers updated");
+        self.metrics.map_sync(stats.written + stats.sets_written, stats.deleted, started.elapsed());
+        if stats.written + stats.deleted + stats.sets_written > 0 {
+            info!(
+                record_sets = stats.sets_written,
+                names_written = stats.written,
+                names_deleted = stats.deleted,
+                "answers updated"
+            );
         }
         Ok(())
     }

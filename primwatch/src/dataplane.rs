@@ -16,7 +16,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use primwatch_common::{Counters, NameKey, NameRecords};
+use primwatch_common::{Counters, NameEntry, NameKey};
 use tracing::{info, warn};
 
 use crate::{
@@ -41,6 +41,8 @@ const VIEWS_V4_MAP: &str = "VIEWS_V4";
 const VIEWS_V6_MAP: &str = "VIEWS_V6";
 const SETTINGS_MAP: &str = "SETTINGS";
 const NAME_ANSWERS_MAP: &str = "NAME_ANSWERS";
+const RRSETS_MAP: &str = "RRSETS";
+const SET_VERSIONS_MAP: &str = "SET_VERSIONS";
 const HOST_MAP: &str = "HOST";
 const RRL_MAP: &str = "RRL";
 const RRL_SETTINGS_MAP: &str = "RRL_SETTINGS";
@@ -53,9 +55,11 @@ const COOKIE_SECRETS_MAP: &str = "COOKIE_SECRETS";
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 13] = [
+const PINS: [(&str, &str); 15] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
+    (RRSETS_MAP, "rrsets"),
+    (SET_VERSIONS_MAP, "set_versions"),
     (COUNTERS_MAP, COUNTERS_PIN),
     (VIEWS_V4_MAP, "views_v4"),
     (VIEWS_V6_MAP, "views_v6"),
@@ -98,14 +102,18 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads (and so verifies) both programs; attaches nothing.
     pub fn load(port: u16) -> Result<Dataplane> {
-        Dataplane::load_with(port, crate::config::RrlConfig::DEFAULT_TABLE_SIZE)
+        Dataplane::load_with(port, &crate::config::MapCapacities::default())
     }
 
-    /// As `load`, with the RRL map holding `rrl_table_size` client prefixes.
-    pub fn load_with(port: u16, rrl_table_size: u32) -> Result<Dataplane> {
+    /// As `load`, with the maps sized as `capacities` says.
+    pub fn load_with(port: u16, capacities: &crate::config::MapCapacities) -> Result<Dataplane> {
         let mut ebpf = EbpfLoader::new()
             .override_global("DNS_PORT", &port, true)
-            .map_max_entries(RRL_MAP, rrl_table_size)
+            .map_max_entries(RRL_MAP, capacities.rrl_table)
+            .map_max_entries(NAMES_MAP, capacities.names)
+            .map_max_entries(NAME_ANSWERS_MAP, capacities.names * primwatch_common::NAME_ANSWERS_PER_SLOT as u32)
+            .map_max_entries(RRSETS_MAP, 2 * capacities.record_sets)
+            .map_max_entries(SET_VERSIONS_MAP, capacities.record_sets)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
         for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM] {
@@ -239,10 +247,14 @@ impl Dataplane {
     }
 
     pub fn names_writer(&mut self) -> Result<NameMapWriter> {
-        let map = self.ebpf.take_map(NAMES_MAP).ok_or_else(|| anyhow!("names map taken"))?;
-        let map: HashMap<MapData, NameKey, NameRecords> = map.try_into()?;
-        let answers = self.ebpf.take_map(NAME_ANSWERS_MAP).ok_or_else(|| anyhow!("name answers map taken"))?;
-        Ok(NameMapWriter::new(map, answers.try_into()?))
+        let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let map: HashMap<MapData, NameKey, NameEntry> = take(NAMES_MAP)?.try_into()?;
+        let answers = take(NAME_ANSWERS_MAP)?.try_into()?;
+        let sets = crate::map_writer::RecordSetWriter::new(
+            take(RRSETS_MAP)?.try_into()?,
+            take(SET_VERSIONS_MAP)?.try_into()?,
+        )?;
+        NameMapWriter::new(map, answers, sets)
     }
 
     /// The writer of the RRL settings and exempt prefixes (see `map_writer::RrlMapWriter`).

@@ -478,7 +478,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     // The state and pin directories decide answers: refuse ones others could write.
     primwatch::paths::prepare(&config)?;
     let left_attached = dataplane::pinned_links(&config.pin_dir);
-    let mut dataplane = Dataplane::load_with(config.port, config.rrl_table_size())?;
+    let mut dataplane = Dataplane::load_with(config.port, &config.capacities)?;
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
     let writer = dataplane.names_writer()?;

@@ -1,56 +1,66 @@
-//! Stage 4: writes the desired `names` entries into the BPF map.
+//! Stage 4: writes the desired names and record sets into the BPF maps.
 //!
-//! A BPF hash map update swaps a whole element under RCU, so a query sees either the
-//! old or the new records of a name, never a mix; entries are only rewritten when
-//! their bytes changed, and names no longer wanted are deleted after the others are in.
+//! Record sets are written once per change however many names share them, each into
+//! the slot of its two that is not in use, then made current by flipping the set's
+//! version (a 4-byte array write), so a query is answered from one whole set, old or
+//! new, never a mix. A names-map update swaps a whole element under RCU; an entry is
+//! only rewritten when what it holds changed (a new name, another set, other flags), and
+//! names no longer wanted are deleted after the others are in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use ipnet::IpNet;
 use primwatch_common::{
     cookie::{secret_from_bytes, CookieSecret, CookieSettings},
-    name_answers_index, NameKey, NameRecords, RrlSettings, Settings, ViewMatch, NAME_STATS_SLOTS,
+    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, ViewMatch,
 };
 
-use crate::view_index::ViewIndex;
+use crate::{config::SetSpec, records::Desired, view_index::ViewIndex};
 
 pub struct NameMapWriter {
-    map: HashMap<MapData, NameKey, NameRecords>,
-    /// What we last wrote, as bytes, so unchanged entries are not rewritten.
-    written: BTreeMap<NameKey, Vec<u8>>,
+    map: HashMap<MapData, NameKey, NameEntry>,
+    /// What each entry we wrote holds besides its name (fixed by its key):
+    /// (name length, flags, A set, AAAA set, counter slot).
+    written: StdHashMap<NameKey, (u32, u32, u32, u32, u32)>,
     /// Per-entry answer counters (NAME_ANSWERS) and which slot each entry has.
     answers: PerCpuArray<MapData, u64>,
     slots: BTreeMap<NameKey, u32>,
     free_slots: Vec<u32>,
     next_slot: u32,
+    /// Entries the names map holds at most (its size, from `server.max_names`).
+    capacity: u32,
+    pub sets: RecordSetWriter,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncStats {
+    /// Name entries written, deleted and left as they were.
     pub written: usize,
     pub deleted: usize,
     pub unchanged: usize,
-}
-
-fn as_bytes(records: &NameRecords) -> &[u8] {
-    // SAFETY: NameRecords is repr(C) plain data with explicit padding fields.
-    unsafe {
-        std::slice::from_raw_parts((records as *const NameRecords).cast::<u8>(), std::mem::size_of::<NameRecords>())
-    }
+    /// Record sets rewritten (a health change costs this many writes, not one per name).
+    pub sets_written: usize,
 }
 
 impl NameMapWriter {
-    pub fn new(map: HashMap<MapData, NameKey, NameRecords>, answers: PerCpuArray<MapData, u64>) -> Self {
-        NameMapWriter {
+    pub fn new(
+        map: HashMap<MapData, NameKey, NameEntry>,
+        answers: PerCpuArray<MapData, u64>,
+        sets: RecordSetWriter,
+    ) -> Result<Self> {
+        let capacity = answers.len() / primwatch_common::NAME_ANSWERS_PER_SLOT as u32;
+        Ok(NameMapWriter {
             map,
-            written: BTreeMap::new(),
+            written: StdHashMap::new(),
             answers,
             slots: BTreeMap::new(),
             free_slots: Vec::new(),
             next_slot: 0,
-        }
+            capacity,
+            sets,
+        })
     }
 
     /// The entry's counter slot; a new entry gets a free one, zeroed.
@@ -60,11 +70,11 @@ impl NameMapWriter {
         }
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
-            None if (self.next_slot as usize) < NAME_STATS_SLOTS => {
+            None if self.next_slot < self.capacity => {
                 self.next_slot += 1;
                 self.next_slot - 1
             }
-            None => anyhow::bail!("more than {NAME_STATS_SLOTS} names map entries"),
+            None => anyhow::bail!("more than {} names map entries (server.max_names)", self.capacity),
         };
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         for index in [name_answers_index(slot, false), name_answers_index(slot, true)] {
@@ -85,40 +95,57 @@ impl NameMapWriter {
     }
 
     /// Writes one entry (one atomic element replacement in the kernel).
-    pub fn insert(&mut self, key: &NameKey, records: &NameRecords) -> Result<()> {
+    pub fn insert(&mut self, key: &NameKey, entry: &NameEntry) -> Result<()> {
         self.map
-            .insert(key, records, 0)
+            .insert(key, entry, 0)
             .with_context(|| format!("writing name hash {:#018x} to the names map", key.name_hash))?;
-        self.written.insert(*key, as_bytes(records).to_vec());
+        self.written.insert(*key, (entry.name_len, entry.flags, entry.a_set, entry.aaaa_set, entry.stats_slot));
         Ok(())
     }
 
-    pub fn sync(&mut self, desired: BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
+    /// The entry the map holds for `key`.
+    pub fn entry(&self, key: &NameKey) -> Option<NameEntry> {
+        self.map.get(key, 0).ok()
+    }
+
+    pub fn sync(&mut self, desired: Desired) -> Result<SyncStats> {
         self.sync_then(desired, || ())
     }
 
-    /// As `sync`, calling `after_writes` as soon as the changed entries are in (before
-    /// the scan for entries to delete), for whatever must follow the map closely.
-    pub fn sync_then(
-        &mut self,
-        mut desired: BTreeMap<NameKey, NameRecords>,
-        after_writes: impl FnOnce(),
-    ) -> Result<SyncStats> {
+    /// As `sync`, calling `after_writes` as soon as the changed sets and entries are in
+    /// (before the scan for entries to delete), for whatever must follow the map closely.
+    pub fn sync_then(&mut self, desired: Desired, after_writes: impl FnOnce()) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
-        for (key, records) in desired.iter_mut() {
-            records.stats_slot = self.slot_for(key)?;
-            let bytes = as_bytes(records);
-            if self.written.get(key).is_some_and(|old| old == bytes) {
+        // Sets first: an entry never names a set that is not written.
+        let (ids, sets_written) = self.sets.sync(&desired.sets)?;
+        stats.sets_written = sets_written;
+        for (key, want) in &desired.names {
+            let (a_set, aaaa_set) = ids[want.set];
+            let entry = NameEntry {
+                name_len: want.name_len,
+                stats_slot: self.slot_for(key)?,
+                flags: want.flags,
+                a_set,
+                aaaa_set,
+                _pad: 0,
+                name: want.name,
+            };
+            let summary = (entry.name_len, entry.flags, entry.a_set, entry.aaaa_set, entry.stats_slot);
+            if self.written.get(key) == Some(&summary) {
                 stats.unchanged += 1;
                 continue;
             }
-            self.insert(key, records)?;
+            self.insert(key, &entry)?;
             stats.written += 1;
         }
         after_writes();
         // Slots of entries never written (a failed insert) that are no longer wanted.
-        let orphaned: Vec<NameKey> =
-            self.slots.keys().filter(|k| !desired.contains_key(k) && !self.written.contains_key(k)).copied().collect();
+        let orphaned: Vec<NameKey> = self
+            .slots
+            .keys()
+            .filter(|k| !desired.names.contains_key(k) && !self.written.contains_key(k))
+            .copied()
+            .collect();
         for key in orphaned {
             if let Some(slot) = self.slots.remove(&key) {
                 self.free_slots.push(slot);
@@ -127,7 +154,7 @@ impl NameMapWriter {
         // Also catch entries left by anyone else (a previous run) that we do not want.
         let present: Vec<NameKey> = self.map.keys().filter_map(|k| k.ok()).collect();
         for key in present {
-            if !desired.contains_key(&key) {
+            if !desired.names.contains_key(&key) {
                 self.map.remove(&key).with_context(|| format!("deleting name hash {:#018x}", key.name_hash))?;
                 self.written.remove(&key);
                 if let Some(slot) = self.slots.remove(&key) {
@@ -136,7 +163,97 @@ impl NameMapWriter {
                 stats.deleted += 1;
             }
         }
+        // Only now that no entry names them: the sets of specs no longer used.
+        self.sets.release_unused(desired.sets.iter().map(|(spec, _, _)| spec).collect());
         Ok(stats)
+    }
+}
+
+/// The `rrsets` and `set_versions` maps: every spec's A and AAAA sets, by set id.
+pub struct RecordSetWriter {
+    rrsets: Array<MapData, AnswerSet>,
+    versions: Array<MapData, u32>,
+    /// Sets the maps hold (`set_versions`' size, from `server.max_record_sets`).
+    capacity: u32,
+    /// Each spec's (A, AAAA) set ids.
+    ids: StdHashMap<SetSpec, (u32, u32)>,
+    /// Each set's current version and what it holds.
+    written: StdHashMap<u32, (u32, Vec<u8>)>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+fn set_bytes(set: &AnswerSet) -> &[u8] {
+    // SAFETY: AnswerSet is repr(C) plain data with explicit padding fields.
+    unsafe { std::slice::from_raw_parts((set as *const AnswerSet).cast::<u8>(), std::mem::size_of::<AnswerSet>()) }
+}
+
+impl RecordSetWriter {
+    pub fn new(rrsets: Array<MapData, AnswerSet>, versions: Array<MapData, u32>) -> Result<Self> {
+        let capacity = versions.len();
+        anyhow::ensure!(rrsets.len() >= 2 * capacity, "rrsets holds fewer than two slots per set");
+        Ok(RecordSetWriter {
+            rrsets,
+            versions,
+            capacity,
+            ids: StdHashMap::new(),
+            written: StdHashMap::new(),
+            free: Vec::new(),
+            next: 0,
+        })
+    }
+
+    fn allocate(&mut self) -> Result<u32> {
+        if let Some(id) = self.free.pop() {
+            return Ok(id);
+        }
+        anyhow::ensure!(self.next < self.capacity, "more than {} record sets (server.max_record_sets)", self.capacity);
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    /// Writes `set` as set `id` if it changed: into the slot not in use, then flips.
+    fn write(&mut self, id: u32, set: &AnswerSet) -> Result<bool> {
+        let bytes = set_bytes(set);
+        let version = match self.written.get(&id) {
+            Some((_, old)) if old == bytes => return Ok(false),
+            Some((version, _)) => version ^ 1,
+            None => 0,
+        };
+        self.rrsets.set(set_index(id, version), set, 0).context("writing rrsets")?;
+        self.versions.set(id, version, 0).context("writing set_versions")?;
+        self.written.insert(id, (version, bytes.to_vec()));
+        Ok(true)
+    }
+
+    /// Writes every spec's sets (changed ones only); returns their (A, AAAA) ids, in
+    /// `sets`' order, and how many sets were written.
+    pub fn sync(&mut self, sets: &[(SetSpec, AnswerSet, AnswerSet)]) -> Result<(Vec<(u32, u32)>, usize)> {
+        let mut ids = Vec::with_capacity(sets.len());
+        let mut written = 0;
+        for (spec, a, aaaa) in sets {
+            let pair = match self.ids.get(spec) {
+                Some(pair) => *pair,
+                None => {
+                    let pair = (self.allocate()?, self.allocate()?);
+                    self.ids.insert(spec.clone(), pair);
+                    pair
+                }
+            };
+            written += self.write(pair.0, a)? as usize + self.write(pair.1, aaaa)? as usize;
+            ids.push(pair);
+        }
+        Ok((ids, written))
+    }
+
+    /// Frees the ids of specs not in `wanted` for reuse (no entry names them any more).
+    fn release_unused(&mut self, wanted: HashSet<&SetSpec>) {
+        let gone: Vec<SetSpec> = self.ids.keys().filter(|s| !wanted.contains(s)).cloned().collect();
+        for spec in gone {
+            if let Some((a, aaaa)) = self.ids.remove(&spec) {
+                self.free.extend([a, aaaa]);
+            }
+        }
     }
 }
 

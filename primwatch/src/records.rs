@@ -3,17 +3,17 @@
 //! program only picks a start record and copies bytes.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, NameRecords, Select, AAAA_RR_LEN, A_RR_LEN, ENTRY_ANSWERS_DO, MAX_RECORDS, QCLASS_IN, QTYPE_A,
+    AnswerSet, NameKey, Select, AAAA_RR_LEN, A_RR_LEN, ENTRY_ANSWERS_DO, MAX_RECORDS, NAME_BUF_LEN, QCLASS_IN, QTYPE_A,
     QTYPE_AAAA, RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
 use crate::{
-    config::Config,
+    config::{Config, SetSpec},
     dns_name::DnsName,
     selection::{self, Chosen, Pick},
 };
@@ -126,40 +126,57 @@ pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
     primwatch_common::csum::fold(primwatch_common::csum::sum_be_words(bytes))
 }
 
-/// The map entry for `name`; `flags` are `ENTRY_*` bits.
-pub fn name_records(name: &DnsName, flags: u32, a: AnswerSet, aaaa: AnswerSet) -> NameRecords {
-    NameRecords {
-        name_len: name.wire().len() as u32,
-        stats_slot: 0, // the map writer assigns it
-        flags,
-        _pad: 0,
-        name: name.padded(),
-        a,
-        aaaa,
-    }
+/// What XDP's maps should hold for a config under some health.
+pub struct Desired {
+    /// Every (name, view) entry, naming its spec's sets by index into `sets`.
+    pub names: BTreeMap<NameKey, DesiredName>,
+    /// Each distinct spec and its A and AAAA sets (selection ran once per spec).
+    pub sets: Vec<(SetSpec, AnswerSet, AnswerSet)>,
 }
 
-/// The entries the `names` map should hold: every name in the default view (0), and
-/// in each view the names it answers differently, with the records selection chose
-/// under `health`.
-pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> BTreeMap<NameKey, NameRecords> {
-    let mut entries = BTreeMap::new();
+/// One (name, view) entry: the lowercased wire name, `ENTRY_*` flags, its sets.
+pub struct DesiredName {
+    pub name_len: u32,
+    pub name: [u8; NAME_BUF_LEN],
+    pub flags: u32,
+    /// Index into `Desired::sets`.
+    pub set: usize,
+}
+
+/// The entries and record sets XDP's maps should hold: every name in the default view
+/// (0), and in each view the names it answers differently, with the records selection
+/// chose under `health` — once per distinct spec, however many names share it.
+pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> Desired {
+    let mut desired = Desired { names: BTreeMap::new(), sets: Vec::new() };
+    let mut index: HashMap<SetSpec, usize> = HashMap::new();
+    let mut set_of = |spec: SetSpec, choose: &dyn Fn() -> (Chosen<Ipv4Addr>, Chosen<Ipv6Addr>)| -> usize {
+        if let Some(i) = index.get(&spec) {
+            return *i;
+        }
+        let (a, aaaa) = choose();
+        desired.sets.push((spec.clone(), a_records(spec.ttl, &a), aaaa_records(spec.ttl, &aaaa)));
+        index.insert(spec, desired.sets.len() - 1);
+        desired.sets.len() - 1
+    };
+    let mut names = BTreeMap::new();
     for (name, entry) in &config.names {
-        let (a, aaaa) = selection::choose(config, entry, health);
-        let records =
-            name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
-        entries.insert(NameKey::new(name.hash(), 0), records);
+        let set = set_of(Config::set_spec(entry), &|| selection::choose(config, entry, health));
+        names.insert(NameKey::new(name.hash(), 0), desired_name(name, entry_flags(config, name), set));
     }
     for view in config.views.values() {
         for (name, view_name) in &view.names {
             let entry = &config.names[name];
-            let (a, aaaa) = selection::choose_in_view(config, view_name, health);
-            let records =
-                name_records(name, entry_flags(config, name), a_records(entry.ttl, &a), aaaa_records(entry.ttl, &aaaa));
-            entries.insert(NameKey::new(name.hash(), view.id), records);
+            let spec = Config::view_set_spec(entry, view_name);
+            let set = set_of(spec, &|| selection::choose_in_view(config, view_name, health));
+            names.insert(NameKey::new(name.hash(), view.id), desired_name(name, entry_flags(config, name), set));
         }
     }
-    entries
+    desired.names = names;
+    desired
+}
+
+fn desired_name(name: &DnsName, flags: u32, set: usize) -> DesiredName {
+    DesiredName { name_len: name.wire().len() as u32, name: name.padded(), flags, set }
 }
 
 /// The `ENTRY_*` bits of every entry for `name`.

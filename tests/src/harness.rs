@@ -12,7 +12,7 @@ use primwatch::{
     map_writer::{CookieMapWriter, NameMapWriter},
     records,
 };
-use primwatch_common::{Counters, HostAddrs, NameKey, NameRecords, Verdict};
+use primwatch_common::{Counters, HostAddrs, NameEntry, NameKey, Verdict};
 
 use crate::{
     cookie::Presented,
@@ -84,7 +84,7 @@ impl Harness {
     pub fn with_health(port: u16, names: &str, health: &dyn primwatch::selection::Health) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         let config = Config::parse(Path::new("harness.toml"), &text)?;
-        let mut dataplane = Dataplane::load_with(port, config.rrl_table_size())?;
+        let mut dataplane = Dataplane::load_with(port, &config.capacities)?;
         let mut names = dataplane.names_writer()?;
         names.sync(records::desired_entries(&config, health))?;
         dataplane.views_writer()?.sync(&config.view_index, config.wildcard_names())?;
@@ -130,9 +130,14 @@ impl Harness {
         Ok(result.duration.as_nanos() as f64)
     }
 
-    /// Writes one entry as is, e.g. records filed under another name's hash.
-    pub fn insert_entry(&mut self, name_hash: u64, records: NameRecords) -> Result<()> {
-        self.names.insert(&NameKey::new(name_hash, 0), &records)
+    /// Writes one entry as is, e.g. a name's entry filed under another name's hash.
+    pub fn insert_entry(&mut self, name_hash: u64, entry: NameEntry) -> Result<()> {
+        self.names.insert(&NameKey::new(name_hash, 0), &entry)
+    }
+
+    /// The default view's entry for the name with `name_hash`.
+    pub fn entry(&self, name_hash: u64) -> Option<NameEntry> {
+        self.names.entry(&NameKey::new(name_hash, 0))
     }
 
     /// Makes `secret` the current cookie secret; the current one becomes the previous.

@@ -430,3 +430,24 @@ all_down = "nodata"
     resolver.replace_zone("example.net", &resolver_zone(&[&format!("app 1 IN A {WEB1}")])).unwrap();
     w.expect("app.example.test", &[WEB1], Duration::from_secs(5));
 }
+
+/// 500 names on one group share its record sets: a backend going down rewrites the
+/// group's A set (the AAAA set, empty, is unchanged) — one or two map writes, not one
+/// per name — and every name answers without it at once.
+#[test]
+fn a_health_change_rewrites_the_shared_record_set_not_every_name() {
+    let names: String = (0..500).map(|i| format!("[names.\"t{i}.example.test\"]\ngroups = [\"tokyo\"]\n")).collect();
+    let mut w = world(&format!("{SITE_GROUPS}{names}"));
+    let written = |w: &primwatch_tests::world::World| {
+        w.controller.ctl(&["stats"]).unwrap()["stats"]["map"]["entries_written"].as_u64().unwrap()
+    };
+    w.expect("t0.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    let before = written(&w);
+    w.backends[1].stop();
+    w.expect("t499.example.test", &[WEB1], Duration::from_secs(3));
+    for name in ["t0.example.test", "t250.example.test"] {
+        w.expect(name, &[WEB1], Duration::from_millis(200));
+    }
+    let writes = written(&w) - before;
+    assert!((1..=2).contains(&writes), "{writes} map writes for a health change shared by 500 names");
+}

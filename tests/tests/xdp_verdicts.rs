@@ -245,18 +245,13 @@ fn configured_port_is_the_only_one_answered() {
 
 #[test]
 fn a_hash_match_with_another_name_is_not_an_answer() {
-    // Plant www's records under the hash of "evil.example.test": the program finds the
+    // Plant www's entry under the hash of "evil.example.test": the program finds the
     // entry by hash, but the stored name differs, so it must pass the query up.
-    use primwatch::{dns_name::DnsName, records};
+    use primwatch::dns_name::DnsName;
     let mut h = harness();
     let evil = DnsName::parse("evil.example.test").unwrap();
     let www = DnsName::parse("www.example.test").unwrap();
-    let forged = records::name_records(
-        &www,
-        0,
-        records::a_records(30, &primwatch::selection::Chosen::fixed(vec!["10.6.6.6".parse().unwrap()])),
-        records::aaaa_records(30, &primwatch::selection::Chosen::none()),
-    );
+    let forged = h.entry(www.hash()).expect("www's entry");
     h.insert_entry(evil.hash(), forged).unwrap();
     let frame = udp_frame(&Flow::client_to_server(false), 64, &q("evil.example.test", RecordType::A, None));
     h.assert_passed(&frame, Verdict::NameNotFound);

@@ -104,6 +104,9 @@ pub struct Config {
     /// Checks in flight at once (`server.max_checks_in_flight`; None: derived from the
     /// open-file limit, see `checks::budget_size`).
     pub max_checks_in_flight: Option<usize>,
+    /// The XDP map sizes fixed at load (`server.max_names`, `server.max_record_sets`,
+    /// `rrl.table_size`).
+    pub capacities: MapCapacities,
     /// Where to serve the PowerDNS remote backend (pdns-backend-remote's Unix
     /// connector), if anywhere.
     pub powerdns: Option<PowerDnsConfig>,
@@ -261,8 +264,80 @@ pub struct NameConfig {
     pub source: NameSource,
 }
 
+/// What a (name, view)'s records depend on besides health: its TTL and where its
+/// addresses come from. Every (name, view) with the same spec answers from the same
+/// two record sets (A and AAAA), written once per change however many names use them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SetSpec {
+    pub ttl: u32,
+    pub source: NameSource,
+}
+
+impl Config {
+    /// The spec of `name` in the default view.
+    pub fn set_spec(name: &NameConfig) -> SetSpec {
+        SetSpec { ttl: name.ttl, source: name.source.clone() }
+    }
+
+    /// The spec of `name` in a view that answers it from `view`'s groups.
+    pub fn view_set_spec(name: &NameConfig, view: &views::ViewName) -> SetSpec {
+        SetSpec {
+            ttl: name.ttl,
+            source: NameSource::Groups { groups: view.groups.clone(), all_down: view.all_down.clone() },
+        }
+    }
+
+    /// Record sets the config needs in XDP: two (A and AAAA) per distinct spec.
+    pub fn record_sets(&self) -> usize {
+        let mut specs = std::collections::BTreeSet::new();
+        for name in self.names.values() {
+            specs.insert(Config::set_spec(name));
+        }
+        for view in self.views.values() {
+            for (name, view_name) in &view.names {
+                specs.insert(Config::view_set_spec(&self.names[name], view_name));
+            }
+        }
+        2 * specs.len()
+    }
+
+    /// (name, view) entries of XDP's names map: every name, plus one per name a view
+    /// answers on its own.
+    pub fn name_entries(&self) -> usize {
+        self.names.len() + self.views.values().map(|v| v.names.len()).sum::<usize>()
+    }
+}
+
+/// Sizes of the XDP maps that are fixed when the program is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapCapacities {
+    /// (name, view) entries (`server.max_names`).
+    pub names: u32,
+    /// Record sets (`server.max_record_sets`).
+    pub record_sets: u32,
+    /// Client prefixes RRL tracks (`rrl.table_size`).
+    pub rrl_table: u32,
+}
+
+impl Default for MapCapacities {
+    fn default() -> Self {
+        MapCapacities {
+            names: primwatch_common::NAME_STATS_SLOTS as u32,
+            record_sets: primwatch_common::DEFAULT_RECORD_SETS as u32,
+            rrl_table: RrlConfig::DEFAULT_TABLE_SIZE,
+        }
+    }
+}
+
+impl MapCapacities {
+    /// Most `server.max_names`: 16,777,216.
+    pub const MAX_NAMES: u32 = 1 << 24;
+    /// Most `server.max_record_sets`: 1,048,576 (each takes two 2-KB slots).
+    pub const MAX_RECORD_SETS: u32 = 1 << 20;
+}
+
 /// Where a name's addresses come from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NameSource {
     /// Fixed addresses, always served.
     Static { a: Vec<Ipv4Addr>, aaaa: Vec<Ipv6Addr> },
@@ -271,7 +346,7 @@ pub enum NameSource {
 }
 
 /// What a name answers when none of its groups has enough eligible members.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AllDown {
     /// Every member of the name's groups, health ignored (fail open). The default: a
     /// name that resolves to possibly-dead backends degrades; one that resolves to
@@ -559,6 +634,8 @@ struct RawServer {
     exec_user: Option<Spanned<String>>,
     state_file: Option<PathBuf>,
     default_ttl: Option<Spanned<u32>>,
+    max_names: Option<Spanned<u32>>,
+    max_record_sets: Option<Spanned<u32>>,
 }
 
 fn default_port() -> Spanned<u16> {
@@ -593,12 +670,8 @@ impl Config {
         self.names.keys().filter(|n| n.is_wildcard()).count()
     }
 
-    /// The settings only a restart can change (they shape what is attached and pinned).
-    /// Entries of XDP's RRL map (its size is fixed at load, RRL on or off).
-    pub fn rrl_table_size(&self) -> u32 {
-        self.rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size)
-    }
-
+    /// The settings only a restart can change (they shape what is attached and pinned,
+    /// and the sizes of maps).
     pub fn server_settings_differ(&self, other: &Config) -> Option<&'static str> {
         if self.interfaces != other.interfaces {
             Some("server.interfaces")
@@ -614,9 +687,13 @@ impl Config {
             Some("server.state_file")
         } else if self.max_checks_in_flight != other.max_checks_in_flight {
             Some("server.max_checks_in_flight")
-        } else if self.rrl_table_size() != other.rrl_table_size() {
-            // The map's size is fixed when the program is loaded.
+        } else if self.capacities.rrl_table != other.capacities.rrl_table {
+            // Map sizes are fixed when the program is loaded.
             Some("rrl.table_size")
+        } else if self.capacities.names != other.capacities.names {
+            Some("server.max_names")
+        } else if self.capacities.record_sets != other.capacities.record_sets {
+            Some("server.max_record_sets")
         } else if self.control_access != other.control_access {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
@@ -696,6 +773,21 @@ impl Config {
         }
         let resolver = parse_resolver(raw.resolver, &at)?;
         let rrl = raw.rrl.map(|r| parse_rrl(r, &at)).transpose()?;
+        let capacity = |value: &Option<Spanned<u32>>, default: u32, max: u32, key: &str| match value {
+            None => Ok((default, 0..0)),
+            Some(v) if (1..=max).contains(v.get_ref()) => Ok((*v.get_ref(), v.span())),
+            Some(v) => Err(at(v.span(), format!("server.{key} = {} is out of range: 1..={max}", v.get_ref()))),
+        };
+        let defaults = MapCapacities::default();
+        let (names_capacity, max_names_span) =
+            capacity(&server.max_names, defaults.names, MapCapacities::MAX_NAMES, "max_names")?;
+        let (sets_capacity, max_sets_span) =
+            capacity(&server.max_record_sets, defaults.record_sets, MapCapacities::MAX_RECORD_SETS, "max_record_sets")?;
+        let capacities = MapCapacities {
+            names: names_capacity,
+            record_sets: sets_capacity,
+            rrl_table: rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size),
+        };
         let cookies = parse_cookies(raw.cookies, &views::config_dir(path), &at)?;
         let mut groups = BTreeMap::new();
         for (name, group) in raw.groups {
@@ -909,23 +1001,8 @@ impl Config {
             }
         }
 
-        // One entry of XDP's names map per name, plus one per name a view answers on
-        // its own: refused here, so check-config says what run would.
-        let entries = names.len() + views.values().map(|v| v.names.len()).sum::<usize>();
-        if entries > primwatch_common::NAME_STATS_SLOTS {
-            return Err(at(
-                0..0,
-                format!(
-                    "{entries} (name, view) entries ({} names, {} more in views); XDP holds at most {} \
-                     (a fixed capacity, no key raises it yet)",
-                    names.len(),
-                    entries - names.len(),
-                    primwatch_common::NAME_STATS_SLOTS
-                ),
-            ));
-        }
         let view_index = std::sync::Arc::new(crate::view_index::ViewIndex::build(&views));
-        Ok(Config {
+        let config = Config {
             interfaces,
             xdp_mode: server.xdp_mode,
             port,
@@ -949,9 +1026,36 @@ impl Config {
             named_targets,
             resolver,
             declared,
+            capacities,
             rrl,
             cookies,
-        })
+        };
+        // Refused here, with the numbers and the key, so check-config says what run would.
+        let (entries, sets) = (config.name_entries(), config.record_sets());
+        if entries > capacities.names as usize {
+            return Err(at(
+                max_names_span,
+                format!(
+                    "{entries} (name, view) entries ({} names, {} more in views); server.max_names is {} (raise it, up to {})",
+                    config.names.len(),
+                    entries - config.names.len(),
+                    capacities.names,
+                    MapCapacities::MAX_NAMES
+                ),
+            ));
+        }
+        if sets > capacities.record_sets as usize {
+            return Err(at(
+                max_sets_span,
+                format!(
+                    "{sets} record sets (an A and an AAAA set per distinct TTL and address source); \
+                     server.max_record_sets is {} (raise it, up to {})",
+                    capacities.record_sets,
+                    MapCapacities::MAX_RECORD_SETS
+                ),
+            ));
+        }
+        Ok(config)
     }
 
     /// This config with the targets given by host replaced by the addresses they
@@ -1327,13 +1431,42 @@ groups = ["g"]
     }
 
     #[test]
+    fn names_sharing_a_source_share_record_sets_and_capacities_are_checked() {
+        let mut text = String::from("[server]\ninterfaces = [\"lo\"]\n{extra}\n[targets.w]\naddress = \"192.0.2.9\"\n[groups.g]\nmembers = [\"w\"]\n");
+        for i in 0..100 {
+            text.push_str(&format!("[names.\"t{i}.example.test\"]\ngroups = [\"g\"]\n"));
+        }
+        text.push_str(
+            "[names.\"s.example.test\"]\na = [\"192.0.2.1\"]\n[names.\"l.example.test\"]\nttl = 5\ngroups = [\"g\"]\n",
+        );
+        let parse = |extra: &str| Config::parse(Path::new("t.toml"), &text.replace("{extra}", extra));
+        let config = parse("").unwrap();
+        // 100 names on one group share one spec; a static name and another TTL add two.
+        assert_eq!((config.name_entries(), config.record_sets()), (102, 6));
+        let err = parse("max_names = 101").unwrap_err().to_string();
+        assert!(
+            err.contains("t.toml:")
+                && err.contains("102 (name, view) entries")
+                && err.contains("server.max_names is 101"),
+            "{err}"
+        );
+        let err = parse("max_record_sets = 5").unwrap_err().to_string();
+        assert!(err.contains("6 record sets") && err.contains("server.max_record_sets is 5"), "{err}");
+        let err = parse("max_record_sets = 0").unwrap_err().to_string();
+        assert!(err.contains("server.max_record_sets = 0 is out of range"), "{err}");
+        let bigger = parse("max_names = 200000").unwrap();
+        assert_eq!(bigger.capacities.names, 200_000);
+        assert_eq!(config.server_settings_differ(&bigger), Some("server.max_names"));
+    }
+
+    #[test]
     fn more_names_than_xdp_holds_are_refused_at_load() {
         let mut text = String::from("[server]\ninterfaces = [\"lo\"]\n");
         for i in 0..=primwatch_common::NAME_STATS_SLOTS {
             text.push_str(&format!("[names.\"n{i}.example.test\"]\na = [\"192.0.2.1\"]\n"));
         }
         let err = Config::parse(Path::new("t.toml"), &text).unwrap_err().to_string();
-        assert!(err.contains("65537 (name, view) entries") && err.contains("at most 65536"), "{err}");
+        assert!(err.contains("65537 (name, view) entries") && err.contains("server.max_names is 65536"), "{err}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn a_failed_map_write_stops_in_order(on_stop: &str) -> primwatch_tests::world::W
     let keys = format!("on_stop = \"{on_stop}\"");
     let mut w = world_options(&body, &Options { server_keys: &keys, ..Options::default() });
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
-    for map in ["names", "name_answers"] {
+    for map in ["names", "name_answers", "rrsets", "set_versions"] {
         let pin = w.controller.pin_dir.join(map);
         let out = std::process::Command::new("bpftool").args(["map", "freeze", "pinned"]).arg(&pin).output().unwrap();
         assert!(out.status.success(), "freezing {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr));

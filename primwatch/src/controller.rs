@@ -90,6 +90,8 @@ pub struct Controller {
     views: ViewMapWriter,
     rrl: crate::map_writer::RrlMapWriter,
     cookies: crate::cookies::CookieKeeper,
+    /// The names map's plan for the running config (None: to be built).
+    name_plan: Option<std::sync::Arc<records::NamePlan>>,
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
     checkers: JoinSet<()>,
@@ -233,6 +235,7 @@ impl Controller {
             views,
             rrl,
             cookies: crate::cookies::CookieKeeper::new(cookies),
+            name_plan: None,
             reports_tx,
             reports,
             checkers: JoinSet::new(),
@@ -361,11 +364,13 @@ impl Controller {
         let old_config = std::mem::replace(&mut self.config, new);
         let old_state = std::mem::replace(&mut self.state, state);
         self.views_written &= !config_maps;
+        self.name_plan = None;
         if let Err(e) = self.publish() {
             self.config = old_config;
             self.state = old_state;
             // The running config's maps are written again with its next publish.
             self.views_written &= !config_maps;
+            self.name_plan = None;
             return Err(e);
         }
         Ok(old_config)
@@ -413,7 +418,10 @@ impl Controller {
     /// Recomputes every name's answers and writes those that changed.
     fn publish(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
-        let desired = records::desired_entries(&self.config, &self.state);
+        // The names part depends on the config alone: built once per config.
+        let plan = self.name_plan.get_or_insert_with(|| std::sync::Arc::new(records::plan_names(&self.config))).clone();
+        let sets = records::render_sets(&self.config, &plan.specs, &self.state);
+        let desired = records::Desired { plan, sets };
         // PowerDNS answers from the same state: its table is built beforehand and handed
         // over the moment XDP's entries are written, so the two differ for microseconds.
         let table = self.answers.as_ref().map(|_| std::sync::Arc::new(AnswerTable::build(&self.config, &self.state)));

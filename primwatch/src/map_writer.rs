@@ -7,7 +7,10 @@
 //! only rewritten when what it holds changed (a new name, another set, other flags), and
 //! names no longer wanted are deleted after the others are in.
 
-use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap, HashSet},
+    sync::Arc,
+};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
@@ -17,7 +20,11 @@ use primwatch_common::{
     name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, ViewMatch,
 };
 
-use crate::{config::SetSpec, records::Desired, view_index::ViewIndex};
+use crate::{
+    config::SetSpec,
+    records::{Desired, NamePlan},
+    view_index::ViewIndex,
+};
 
 pub struct NameMapWriter {
     map: HashMap<MapData, NameKey, NameEntry>,
@@ -32,6 +39,9 @@ pub struct NameMapWriter {
     /// Entries the names map holds at most (its size, from `server.max_names`).
     capacity: u32,
     pub sets: RecordSetWriter,
+    /// The name plan last written in full: handed it again (a health change under the
+    /// same config), only the sets are written.
+    written_plan: Option<Arc<NamePlan>>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -60,6 +70,7 @@ impl NameMapWriter {
             next_slot: 0,
             capacity,
             sets,
+            written_plan: None,
         })
     }
 
@@ -116,10 +127,19 @@ impl NameMapWriter {
     /// (before the scan for entries to delete), for whatever must follow the map closely.
     pub fn sync_then(&mut self, desired: Desired, after_writes: impl FnOnce()) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
+        let plan = &desired.plan;
         // Sets first: an entry never names a set that is not written.
-        let (ids, sets_written) = self.sets.sync(&desired.sets)?;
+        let (ids, sets_written) = self.sets.sync(&plan.specs, &desired.sets)?;
         stats.sets_written = sets_written;
-        for (key, want) in &desired.names {
+        if self.written_plan.as_ref().is_some_and(|p| Arc::ptr_eq(p, plan)) {
+            // Same config: every entry already names its spec's sets (ids are kept per
+            // spec), so a health change costs the changed sets alone.
+            stats.unchanged = plan.names.len();
+            after_writes();
+            return Ok(stats);
+        }
+        self.written_plan = None;
+        for (key, want) in &plan.names {
             let (a_set, aaaa_set) = ids[want.set];
             let entry = NameEntry {
                 name_len: want.name_len,
@@ -143,7 +163,7 @@ impl NameMapWriter {
         let orphaned: Vec<NameKey> = self
             .slots
             .keys()
-            .filter(|k| !desired.names.contains_key(k) && !self.written.contains_key(k))
+            .filter(|k| !plan.names.contains_key(k) && !self.written.contains_key(k))
             .copied()
             .collect();
         for key in orphaned {
@@ -154,7 +174,7 @@ impl NameMapWriter {
         // Also catch entries left by anyone else (a previous run) that we do not want.
         let present: Vec<NameKey> = self.map.keys().filter_map(|k| k.ok()).collect();
         for key in present {
-            if !desired.names.contains_key(&key) {
+            if !plan.names.contains_key(&key) {
                 self.map.remove(&key).with_context(|| format!("deleting name hash {:#018x}", key.name_hash))?;
                 self.written.remove(&key);
                 if let Some(slot) = self.slots.remove(&key) {
@@ -164,7 +184,8 @@ impl NameMapWriter {
             }
         }
         // Only now that no entry names them: the sets of specs no longer used.
-        self.sets.release_unused(desired.sets.iter().map(|(spec, _, _)| spec).collect());
+        self.sets.release_unused(plan.specs.iter().collect());
+        self.written_plan = Some(plan.clone());
         Ok(stats)
     }
 }
@@ -228,10 +249,11 @@ impl RecordSetWriter {
 
     /// Writes every spec's sets (changed ones only); returns their (A, AAAA) ids, in
     /// `sets`' order, and how many sets were written.
-    pub fn sync(&mut self, sets: &[(SetSpec, AnswerSet, AnswerSet)]) -> Result<(Vec<(u32, u32)>, usize)> {
+    pub fn sync(&mut self, specs: &[SetSpec], sets: &[(AnswerSet, AnswerSet)]) -> Result<(Vec<(u32, u32)>, usize)> {
+        anyhow::ensure!(specs.len() == sets.len(), "{} specs, {} set pairs", specs.len(), sets.len());
         let mut ids = Vec::with_capacity(sets.len());
         let mut written = 0;
-        for (spec, a, aaaa) in sets {
+        for (spec, (a, aaaa)) in specs.iter().zip(sets) {
             let pair = match self.ids.get(spec) {
                 Some(pair) => *pair,
                 None => {

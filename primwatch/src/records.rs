@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use primwatch_common::{
@@ -128,51 +129,74 @@ pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
 
 /// What XDP's maps should hold for a config under some health.
 pub struct Desired {
-    /// Every (name, view) entry, naming its spec's sets by index into `sets`.
-    pub names: BTreeMap<NameKey, DesiredName>,
-    /// Each distinct spec and its A and AAAA sets (selection ran once per spec).
-    pub sets: Vec<(SetSpec, AnswerSet, AnswerSet)>,
+    /// The (name, view) entries and their specs: the config's alone, so built once per
+    /// config and shared by every publish under it (the writer skips the names when it
+    /// is handed the plan it wrote last).
+    pub plan: Arc<NamePlan>,
+    /// Each spec's A and AAAA sets, in `plan.specs`' order.
+    pub sets: Vec<(AnswerSet, AnswerSet)>,
 }
 
-/// One (name, view) entry: the lowercased wire name, `ENTRY_*` flags, its sets.
+/// The names part of `Desired`.
+pub struct NamePlan {
+    /// Every (name, view) entry, naming its spec by index into `specs`.
+    pub names: BTreeMap<NameKey, DesiredName>,
+    /// Each distinct spec once.
+    pub specs: Vec<SetSpec>,
+}
+
+/// One (name, view) entry: the lowercased wire name, `ENTRY_*` flags, its spec.
 pub struct DesiredName {
     pub name_len: u32,
     pub name: [u8; NAME_BUF_LEN],
     pub flags: u32,
-    /// Index into `Desired::sets`.
+    /// Index into `NamePlan::specs`.
     pub set: usize,
 }
 
-/// The entries and record sets XDP's maps should hold: every name in the default view
-/// (0), and in each view the names it answers differently, with the records selection
-/// chose under `health` — once per distinct spec, however many names share it.
-pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> Desired {
-    let mut desired = Desired { names: BTreeMap::new(), sets: Vec::new() };
+/// The entries XDP's names map should hold for `config`: every name in the default
+/// view (0), and in each view the names it answers differently, each with its spec.
+pub fn plan_names(config: &Config) -> NamePlan {
+    let mut plan = NamePlan { names: BTreeMap::new(), specs: Vec::new() };
     let mut index: HashMap<SetSpec, usize> = HashMap::new();
-    let mut set_of = |spec: SetSpec, choose: &dyn Fn() -> (Chosen<Ipv4Addr>, Chosen<Ipv6Addr>)| -> usize {
-        if let Some(i) = index.get(&spec) {
-            return *i;
-        }
-        let (a, aaaa) = choose();
-        desired.sets.push((spec.clone(), a_records(spec.ttl, &a), aaaa_records(spec.ttl, &aaaa)));
-        index.insert(spec, desired.sets.len() - 1);
-        desired.sets.len() - 1
+    let mut set_of = |spec: SetSpec, specs: &mut Vec<SetSpec>| -> usize {
+        *index.entry(spec).or_insert_with_key(|spec| {
+            specs.push(spec.clone());
+            specs.len() - 1
+        })
     };
-    let mut names = BTreeMap::new();
     for (name, entry) in &config.names {
-        let set = set_of(Config::set_spec(entry), &|| selection::choose(config, entry, health));
-        names.insert(NameKey::new(name.hash(), 0), desired_name(name, entry_flags(config, name), set));
+        let set = set_of(Config::set_spec(entry), &mut plan.specs);
+        plan.names.insert(NameKey::new(name.hash(), 0), desired_name(name, entry_flags(config, name), set));
     }
     for view in config.views.values() {
         for (name, view_name) in &view.names {
-            let entry = &config.names[name];
-            let spec = Config::view_set_spec(entry, view_name);
-            let set = set_of(spec, &|| selection::choose_in_view(config, view_name, health));
-            names.insert(NameKey::new(name.hash(), view.id), desired_name(name, entry_flags(config, name), set));
+            let set = set_of(Config::view_set_spec(&config.names[name], view_name), &mut plan.specs);
+            plan.names.insert(NameKey::new(name.hash(), view.id), desired_name(name, entry_flags(config, name), set));
         }
     }
-    desired.names = names;
-    desired
+    plan
+}
+
+/// Each spec's A and AAAA sets under `health`: selection once per spec, however many
+/// names share it.
+pub fn render_sets(config: &Config, specs: &[SetSpec], health: &dyn selection::Health) -> Vec<(AnswerSet, AnswerSet)> {
+    specs
+        .iter()
+        .map(|spec| {
+            let name = crate::config::NameConfig { ttl: spec.ttl, source: spec.source.clone() };
+            let (a, aaaa) = selection::choose(config, &name, health);
+            (a_records(spec.ttl, &a), aaaa_records(spec.ttl, &aaaa))
+        })
+        .collect()
+}
+
+/// The names and record sets for `config` under `health` (`plan_names` and
+/// `render_sets` at once).
+pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> Desired {
+    let plan = Arc::new(plan_names(config));
+    let sets = render_sets(config, &plan.specs, health);
+    Desired { plan, sets }
 }
 
 fn desired_name(name: &DnsName, flags: u32, set: usize) -> DesiredName {

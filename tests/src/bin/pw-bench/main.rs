@@ -43,6 +43,7 @@ mod continuity;
 mod failover;
 mod flood;
 mod http;
+mod names;
 mod scale;
 
 struct Args {
@@ -97,6 +98,9 @@ fn main() -> Result<()> {
     }
     if wanted("rrl") {
         rrl_flood(args.seconds)?;
+    }
+    if wanted("names") {
+        names::run()?;
     }
     Ok(())
 }

@@ -1,0 +1,169 @@
+//! Many names: N exact names spread over 100 groups (two health-checked targets each),
+//! the config generated here. Per N: start to serving, kernel memory of the name and
+//! record-set maps (bpftool's memlock), controller RSS, and one target going down —
+//! how long the publish took and how many map writes it made (record sets, not names).
+//! Then the A-hit cost through BPF_PROG_TEST_RUN with the names loaded.
+
+use std::{fmt::Write as _, time::Duration, time::Instant};
+
+use anyhow::{Context as _, Result};
+use hickory_proto::rr::RecordType;
+use primwatch_tests::{
+    controller::Controller,
+    dns::{self, EdnsQuery},
+    harness::{Harness, XDP_TX},
+    netns,
+    packet::{udp_frame, Flow},
+};
+
+use crate::time_single;
+
+const GROUPS: usize = 100;
+
+struct Ns(String);
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = netns::ip(&["netns", "del", &self.0]);
+    }
+}
+
+/// The names part of the config: targets, groups and `n` names.
+fn names_config(n: usize) -> String {
+    let mut config = String::from(
+        "[checks.tcp]\ntype = \"tcp\"\nport = 8080\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+    );
+    for t in 0..2 * GROUPS {
+        let _ = write!(config, "[targets.t{t}]\naddress = \"10.9.{}.{}\"\nchecks = [\"tcp\"]\n", t / 200, t % 200 + 1);
+    }
+    for g in 0..GROUPS {
+        let _ = write!(config, "[groups.g{g}]\nmembers = [\"t{}\", \"t{}\"]\npolicy = \"all\"\n", 2 * g, 2 * g + 1);
+    }
+    for i in 0..n {
+        let _ = write!(config, "[names.\"n{i}.example.test\"]\ngroups = [\"g{}\"]\n", i % GROUPS);
+    }
+    config
+}
+
+fn memlock(pin: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("bpftool").args(["map", "show", "pinned"]).arg(pin).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    text.split_whitespace()
+        .skip_while(|w| *w != "memlock")
+        .nth(1)
+        .and_then(|v| v.trim_end_matches('B').parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn run() -> Result<()> {
+    println!("\n== Many names over {GROUPS} groups (two TCP-checked targets each, 100 ms interval) ==");
+    println!(
+        "{:>10} {:>12} {:>10} {:>16} {:>14} {:>16} {:>14} {:>12}",
+        "names",
+        "check-config s",
+        "start s",
+        "kernel B/name",
+        "RSS B/name",
+        "flip publish ms",
+        "flip writes",
+        "A hit ns"
+    );
+    for n in [10_000usize, 100_000, 1_000_000] {
+        match measure(n) {
+            Ok(row) => println!("{row}"),
+            Err(e) => println!("{n:>10} failed: {e:#}"),
+        }
+    }
+    println!(
+        "(start: spawn to serving, config parsed and every map written; kernel: memlock of names, \n\
+         name_answers, rrsets and set_versions over names; flip: one target's address removed,\n\
+         the publish that followed and the map writes it made; A hit: BPF_PROG_TEST_RUN median\n\
+         with the names loaded, floor not subtracted)"
+    );
+    Ok(())
+}
+
+fn measure(n: usize) -> Result<String> {
+    let ns = Ns(primwatch_tests::unique("pwnames"));
+    netns::ip(&["netns", "add", &ns.0])?;
+    netns::ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+    for t in 0..2 * GROUPS {
+        netns::ip(&["-n", &ns.0, "addr", "add", &format!("10.9.{}.{}/32", t / 200, t % 200 + 1), "dev", "lo"])?;
+    }
+    let listener = netns::run_in(&ns.0, || std::net::TcpListener::bind("0.0.0.0:8080"))??;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let body = names_config(n);
+    let config = format!(
+        "[server]\ninterfaces = [\"lo\"]\nxdp_mode = \"skb\"\npin_dir = \"{{pin_dir}}\"\nmax_names = {}\n{body}",
+        n.next_power_of_two().max(65_536)
+    );
+    // check-config alone (parsing and validating the config is most of a start).
+    let dir = primwatch_tests::TempDir::new("pwnames")?;
+    let file = dir.0.join("primwatch.toml");
+    std::fs::write(&file, config.replace("{pin_dir}", "/sys/fs/bpf/pwnames-check"))?;
+    let checked = Instant::now();
+    let out =
+        std::process::Command::new(primwatch_tests::controller::binary()).arg("check-config").arg(&file).output()?;
+    anyhow::ensure!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
+    let check_s = checked.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let controller = Controller::start(&ns.0, &config)
+        .with_context(|| format!("check-config took {check_s:.1} s; the lab waits 20 s for serving"))?;
+    let start_s = started.elapsed().as_secs_f64();
+    let pid = controller.pid().context("pid")?;
+    std::thread::sleep(Duration::from_millis(500)); // every target checked up
+    let kernel: u64 =
+        ["names", "name_answers", "rrsets", "set_versions"].iter().map(|m| memlock(&controller.pin_dir.join(m))).sum();
+    let rss = rss_kb(pid) * 1024;
+
+    let map = |c: &Controller| -> Result<(u64, f64, u64)> {
+        let stats = c.ctl(&["stats"])?;
+        let m = &stats["stats"]["map"];
+        Ok((
+            m["entries_written"].as_u64().unwrap_or(0),
+            m["sync_seconds"]["sum"].as_f64().unwrap_or(0.0),
+            m["syncs"].as_u64().unwrap_or(0),
+        ))
+    };
+    let (w0, s0, n0) = map(&controller)?;
+    netns::ip(&["-n", &ns.0, "addr", "del", "10.9.0.1/32", "dev", "lo"])?;
+    let flipped =
+        primwatch_tests::wait_for(Duration::from_secs(5), || map(&controller).ok().filter(|(_, _, syncs)| *syncs > n0))
+            .context("no publish after the flip")?;
+    let (w1, s1, n1) = flipped;
+    let publish_ms = (s1 - s0) * 1000.0 / (n1 - n0) as f64;
+    drop(controller);
+
+    let hit = if n <= 100_000 {
+        let h = Harness::new(53, &format!("max_names = {}\n{body}", n.next_power_of_two().max(65_536)))?;
+        let query = dns::query(1, "n7.example.test", RecordType::A, Some(EdnsQuery::default()))?;
+        let (median, _) = time_single(
+            &h,
+            primwatch::dataplane::ANSWER_PROGRAM,
+            &udp_frame(&Flow::client_to_server(false), 64, &query),
+            XDP_TX,
+        )?;
+        median.to_string()
+    } else {
+        "-".into()
+    };
+    Ok(format!(
+        "{n:>10} {check_s:>12.1} {start_s:>10.1} {:>16.0} {:>14.0} {publish_ms:>16.1} {:>14} {hit:>12}",
+        kernel as f64 / n as f64,
+        rss as f64 / n as f64,
+        w1 - w0
+    ))
+}

@@ -144,13 +144,8 @@ fn xdp_answers_rfc_9018_appendix_a() {
 #[test]
 fn replies_match_the_oracle_for_random_clients() {
     let h = Harness::new(53, NAMES).unwrap();
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = primwatch_tests::XorShift(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.next_u64();
     let (mut verified, mut bad) = (0, 0);
     for i in 0..400 {
         let r = next();

@@ -197,13 +197,8 @@ fn a_flood_from_spoofed_sources_cannot_exhaust_the_accounts() {
     // A table far smaller than the flood: 20,000 queries, each from a random /24 (as a
     // spoofed flood looks), each the first of its prefix and so answered.
     let h = harness("responses_per_second = 5\nslip = 0\ntable_size = 1024");
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = primwatch_tests::XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut next = || rng.next_u64();
     let query = dns::query(7, "www.example.test", RecordType::A, None).unwrap();
     let mut answered = 0;
     for _ in 0..20_000 {
@@ -304,13 +299,8 @@ fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
         })
     };
 
-    let mut seed = 0x853c_49e6_748f_ea9bu64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = primwatch_tests::XorShift(0x853c_49e6_748f_ea9b);
+    let mut next = move || rng.next_u64();
     let legit = Ipv4Addr::new(192, 0, 2, 55);
     let (mut sent_legit, mut sent_cookie, mut sent_spread, mut sent_exempt) = (0u32, 0u32, 0u32, 0u32);
     let start = Instant::now();

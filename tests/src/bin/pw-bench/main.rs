@@ -270,14 +270,11 @@ fn rrl_flood(seconds: u64) -> Result<()> {
         dst_mac: lab.mac(&lab.server_ns, SERVER_IF)?,
     };
     let query = dns::query(0x1234, "www.example.test", RecordType::A, None)?;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = primwatch_tests::XorShift(0x9e37_79b9_7f4a_7c15);
     let mut frames = |one_prefix: bool| -> Vec<Vec<u8>> {
         (0..65_536)
             .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let b = seed.to_le_bytes();
+                let b = rng.next_u64().to_le_bytes();
                 let src = if one_prefix {
                     std::net::Ipv4Addr::new(12, 0, 0, 1 + b[3] % 250)
                 } else {

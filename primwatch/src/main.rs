@@ -500,7 +500,19 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     // taken over yet.
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
     if let Some(address) = config.metrics_listen {
-        primwatch::metrics::serve(address, requests_tx.clone()).await?;
+        // Each scrape asks the controller for a snapshot, as `ctl stats` does.
+        let (snapshots_tx, mut snapshots) = tokio::sync::mpsc::channel::<primwatch::metrics::StatsRequest>(16);
+        let controller = requests_tx.clone();
+        tokio::spawn(async move {
+            while let Some(reply_to) = snapshots.recv().await {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if controller.send((control::Request::Stats, tx)).await.is_err() {
+                    break;
+                }
+                let _ = reply_to.send(rx.await.ok().and_then(|reply: control::Reply| reply.stats));
+            }
+        });
+        primwatch::metrics::serve(address, snapshots_tx).await?;
     }
     let _socket = control::listen(&config.control_socket, &config.control_access, requests_tx)
         .with_context(|| format!("control socket {}", config.control_socket.display()))?;

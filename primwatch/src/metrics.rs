@@ -18,8 +18,6 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::control::{Incoming, Request};
-
 /// Check latency buckets, seconds.
 const CHECK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 /// Map sync (one publish: names, views, settings) buckets, seconds.
@@ -393,17 +391,20 @@ pub fn prometheus_text(stats: &Stats) -> String {
     out
 }
 
-/// Serves GET /metrics on `address`, asking the controller for a snapshot per scrape.
-pub async fn serve(address: SocketAddr, requests: mpsc::Sender<Incoming>) -> Result<()> {
+/// A scrape's request for a snapshot: where the controller sends it (None: it has none).
+pub type StatsRequest = oneshot::Sender<Option<Stats>>;
+
+/// Serves GET /metrics on `address`, asking `snapshots` (the controller) for one per scrape.
+pub async fn serve(address: SocketAddr, snapshots: mpsc::Sender<StatsRequest>) -> Result<()> {
     let listener = TcpListener::bind(address).await.with_context(|| format!("metrics listener on {address}"))?;
     info!(%address, "Prometheus metrics on /metrics");
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let requests = requests.clone();
+                    let snapshots = snapshots.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = scrape(stream, requests).await {
+                        if let Err(e) = scrape(stream, snapshots).await {
                             warn!(error = %format!("{e:#}"), "metrics request");
                         }
                     });
@@ -418,7 +419,7 @@ pub async fn serve(address: SocketAddr, requests: mpsc::Sender<Incoming>) -> Res
     Ok(())
 }
 
-async fn scrape(mut stream: TcpStream, requests: mpsc::Sender<Incoming>) -> Result<()> {
+async fn scrape(mut stream: TcpStream, snapshots: mpsc::Sender<StatsRequest>) -> Result<()> {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     // Read the request head (bounded, and in bounded time).
@@ -444,8 +445,8 @@ async fn scrape(mut stream: TcpStream, requests: mpsc::Sender<Incoming>) -> Resu
     let (status, body) = match (path.0.as_str(), path.1.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => {
             let (tx, rx) = oneshot::channel();
-            requests.send((Request::Stats, tx)).await.context("controller gone")?;
-            match rx.await?.stats {
+            snapshots.send(tx).await.context("controller gone")?;
+            match rx.await? {
                 Some(stats) => ("200 OK", prometheus_text(&stats)),
                 None => ("500 Internal Server Error", "no stats\n".to_string()),
             }

@@ -16,8 +16,6 @@ use std::{
 
 use ipnet::IpNet;
 
-use crate::config::ViewConfig;
-
 /// A view prefix and what a client inside it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewMatch {
@@ -53,10 +51,16 @@ fn mask(value: u128, len: u8, family_len: u8) -> u128 {
     }
 }
 
+/// What the index needs of a view: the id the XDP program sees and its source prefixes.
+pub trait ViewSources {
+    fn id(&self) -> u32;
+    fn sources(&self) -> &[IpNet];
+}
+
 impl ViewIndex {
-    pub fn build(views: &BTreeMap<String, ViewConfig>) -> ViewIndex {
+    pub fn build<V: ViewSources>(views: &BTreeMap<String, V>) -> ViewIndex {
         let mut all: Vec<(IpNet, &String, u32)> =
-            views.iter().flat_map(|(name, v)| v.sources.iter().map(move |p| (p.trunc(), name, v.id))).collect();
+            views.iter().flat_map(|(name, v)| v.sources().iter().map(move |p| (p.trunc(), name, v.id()))).collect();
         // By network, then length: whatever a prefix holds follows it directly.
         all.sort_by_key(|(p, _, _)| (p.network(), p.prefix_len()));
         let mut index = ViewIndex::default();
@@ -127,12 +131,26 @@ impl ViewIndex {
 mod tests {
     use super::*;
 
-    fn views(spec: &[(&str, &[&str])]) -> BTreeMap<String, ViewConfig> {
+    struct TestView {
+        id: u32,
+        sources: Vec<IpNet>,
+    }
+
+    impl ViewSources for TestView {
+        fn id(&self) -> u32 {
+            self.id
+        }
+        fn sources(&self) -> &[IpNet] {
+            &self.sources
+        }
+    }
+
+    fn views(spec: &[(&str, &[&str])]) -> BTreeMap<String, TestView> {
         spec.iter()
             .enumerate()
             .map(|(i, (name, prefixes))| {
                 let sources = prefixes.iter().map(|p| p.parse().unwrap()).collect();
-                (name.to_string(), ViewConfig { id: i as u32 + 1, sources, names: BTreeMap::new() })
+                (name.to_string(), TestView { id: i as u32 + 1, sources })
             })
             .collect()
     }
@@ -162,7 +180,7 @@ mod tests {
         assert_eq!(index.classify(net("2001:db9::/48")), (None, 32));
         let (m, scope) = index.classify(net("2001:db8:1::/48"));
         assert_eq!((m.unwrap().view.as_str(), scope), ("wide", 32));
-        assert_eq!(ViewIndex::build(&BTreeMap::new()).classify(net("10.0.0.0/24")), (None, 0));
+        assert_eq!(ViewIndex::build(&BTreeMap::<String, TestView>::new()).classify(net("10.0.0.0/24")), (None, 0));
     }
 
     #[test]
@@ -191,7 +209,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for (i, (name, prefixes)) in spec.iter().enumerate() {
             let sources: Vec<IpNet> = prefixes.iter().map(|p| net(p)).filter(|p| seen.insert(*p)).collect();
-            config.insert(name.clone(), ViewConfig { id: i as u32 + 1, sources, names: BTreeMap::new() });
+            config.insert(name.clone(), TestView { id: i as u32 + 1, sources });
         }
         let index = ViewIndex::build(&config);
         for _ in 0..20_000 {

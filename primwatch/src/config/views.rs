@@ -22,6 +22,15 @@ pub struct ViewConfig {
     pub names: BTreeMap<DnsName, ViewName>,
 }
 
+impl crate::view_index::ViewSources for ViewConfig {
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn sources(&self) -> &[IpNet] {
+        &self.sources
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewName {
     pub groups: Vec<String>,

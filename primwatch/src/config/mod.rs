@@ -383,6 +383,9 @@ struct RawConfig {
     resolver: Option<RawResolver>,
     rrl: Option<Spanned<RawRrl>>,
     cookies: Option<RawCookies>,
+    /// Files of names served from groups, one per line (see `read_name_file`).
+    #[serde(default)]
+    name_files: Vec<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -869,6 +872,11 @@ impl Config {
             names.insert(dns_name, NameConfig { ttl, source });
         }
 
+        for file in &raw.name_files {
+            let path = views::config_dir(path).join(file.get_ref());
+            read_name_file(&path, &groups, default_ttl, &mut names)?;
+        }
+
         let mut zones = BTreeMap::new();
         for (apex, zone) in raw.zones {
             let apex_span = apex.span();
@@ -1133,6 +1141,64 @@ pub(crate) fn parse_all_down(
             }
         },
     })
+}
+
+/// A file of names served from groups, for configs with many names (TOML takes about
+/// 5 s per million `[names]` tables): one name per line,
+///
+/// ```text
+/// # NAME  GROUP[,GROUP…]  [ttl=SECONDS]
+/// tenant1.example.com  tokyo,osaka
+/// tenant2.example.com  tokyo  ttl=60
+/// ```
+///
+/// the same as `[names."NAME"] groups = [...]` (all_down: serve_all); blank lines and
+/// `#` comments are skipped. Errors name the file and the line.
+fn read_name_file(
+    path: &Path,
+    groups: &BTreeMap<String, GroupConfig>,
+    default_ttl: u32,
+    names: &mut BTreeMap<DnsName, NameConfig>,
+) -> Result<(), ConfigError> {
+    let error = |line: usize, reason: String| ConfigError { file: path.to_path_buf(), line, column: 1, reason };
+    let text = std::fs::read_to_string(path).map_err(|e| error(0, format!("cannot read the name file: {e}")))?;
+    for (i, line) in text.lines().enumerate() {
+        let err = |reason: String| error(i + 1, reason);
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let name_text = fields.next().unwrap_or("");
+        let group_list = fields
+            .next()
+            .ok_or_else(|| err(format!("name '{name_text}' lists no groups (NAME GROUP[,GROUP…] [ttl=SECONDS])")))?;
+        let mut ttl = default_ttl;
+        for extra in fields {
+            let value = extra.strip_prefix("ttl=").ok_or_else(|| err(format!("'{extra}' is not ttl=SECONDS")))?;
+            ttl = value
+                .parse::<u32>()
+                .ok()
+                .filter(|t| *t <= MAX_TTL)
+                .ok_or_else(|| err(format!("ttl '{value}' is not a number up to {MAX_TTL} (RFC 2181)")))?;
+        }
+        let dns_name = DnsName::parse(name_text).map_err(|reason| err(format!("name '{name_text}': {reason}")))?;
+        let mut chosen: Vec<String> = Vec::new();
+        for group in group_list.split(',') {
+            if !groups.contains_key(group) {
+                return Err(err(format!("unknown group '{group}'")));
+            }
+            if chosen.iter().any(|g| g == group) {
+                return Err(err(format!("group '{group}' is listed twice")));
+            }
+            chosen.push(group.to_string());
+        }
+        let source = NameSource::Groups { groups: chosen, all_down: AllDown::ServeAll };
+        if names.insert(dns_name, NameConfig { ttl, source }).is_some() {
+            return Err(err(format!("name '{name_text}' is configured twice (names are case-insensitive)")));
+        }
+    }
+    Ok(())
 }
 
 fn check_ttl(ttl: Spanned<u32>, at: &impl Fn(Range<usize>, String) -> ConfigError) -> Result<u32, ConfigError> {
@@ -1457,6 +1523,49 @@ groups = ["g"]
         let bigger = parse("max_names = 200000").unwrap();
         assert_eq!(bigger.capacities.names, 200_000);
         assert_eq!(config.server_settings_differ(&bigger), Some("server.max_names"));
+    }
+
+    #[test]
+    fn name_files_add_names_and_say_which_line_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("pw-name-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("primwatch.toml");
+        std::fs::write(
+            &config,
+            "name_files = [\"tenants.names\"]\n[server]\ninterfaces = [\"lo\"]\n\
+             [targets.w]\naddress = \"192.0.2.9\"\n[targets.v]\naddress = \"192.0.2.10\"\n\
+             [groups.g]\nmembers = [\"w\"]\n[groups.h]\nmembers = [\"v\"]\n\
+             [names.\"www.example.test\"]\ngroups = [\"g\"]\n",
+        )
+        .unwrap();
+        let names = dir.join("tenants.names");
+        let load = |text: &str| {
+            std::fs::write(&names, text).unwrap();
+            Config::load(&config)
+        };
+        let loaded = load("# tenants\n\nt1.example.test g\nT2.Example.Test g,h ttl=60  # two groups\n").unwrap();
+        assert_eq!(loaded.names.len(), 3);
+        let t2 = &loaded.names[&DnsName::parse("t2.example.test").unwrap()];
+        assert_eq!(t2.ttl, 60);
+        assert_eq!(t2.source, NameSource::Groups { groups: vec!["g".into(), "h".into()], all_down: AllDown::ServeAll });
+        // Files are read again on every load, so a reload picks up a changed file.
+        assert_eq!(load("t1.example.test g\n").unwrap().names.len(), 2);
+        for (text, line, says) in [
+            ("t1.example.test g\nt3.example.test nope\n", 2, "unknown group 'nope'"),
+            ("t1.example.test\n", 1, "lists no groups"),
+            ("bad..name g\n", 1, "name 'bad..name'"),
+            ("www.example.test g\n", 1, "configured twice"),
+            ("t1.example.test g,g\n", 1, "listed twice"),
+            ("t1.example.test g ttl=x\n", 1, "ttl 'x'"),
+            ("t1.example.test g extra\n", 1, "'extra' is not ttl=SECONDS"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.file.ends_with("tenants.names") && err.line == line, "{text:?}: {err}");
+            assert!(err.reason.contains(says), "{text:?}: {err}");
+        }
+        std::fs::remove_file(&names).unwrap();
+        assert!(Config::load(&config).unwrap_err().reason.contains("cannot read the name file"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

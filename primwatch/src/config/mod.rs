@@ -872,11 +872,6 @@ impl Config {
             names.insert(dns_name, NameConfig { ttl, source });
         }
 
-        for file in &raw.name_files {
-            let path = views::config_dir(path).join(file.get_ref());
-            read_name_file(&path, &groups, default_ttl, &mut names)?;
-        }
-
         let mut zones = BTreeMap::new();
         for (apex, zone) in raw.zones {
             let apex_span = apex.span();
@@ -905,6 +900,11 @@ impl Config {
                     format!("zone '{apex_text}' is declared twice (names are case-insensitive)"),
                 ));
             }
+        }
+        // After the zones: a name file's name outside them is reported at its own line.
+        for file in &raw.name_files {
+            let path = views::config_dir(path).join(file.get_ref());
+            read_name_file(&path, &groups, &zones, default_ttl, &mut names)?;
         }
         if !zones.is_empty() {
             for name in names.keys() {
@@ -1157,6 +1157,7 @@ pub(crate) fn parse_all_down(
 fn read_name_file(
     path: &Path,
     groups: &BTreeMap<String, GroupConfig>,
+    zones: &BTreeMap<DnsName, ZoneConfig>,
     default_ttl: u32,
     names: &mut BTreeMap<DnsName, NameConfig>,
 ) -> Result<(), ConfigError> {
@@ -1183,6 +1184,9 @@ fn read_name_file(
                 .ok_or_else(|| err(format!("ttl '{value}' is not a number up to {MAX_TTL} (RFC 2181)")))?;
         }
         let dns_name = DnsName::parse(name_text).map_err(|reason| err(format!("name '{name_text}': {reason}")))?;
+        if !zones.is_empty() && !zones.keys().any(|apex| dns_name.is_at_or_below(apex)) {
+            return Err(err(format!("name '{name_text}' lies in no declared zone; declare its zone under [zones]")));
+        }
         let mut chosen: Vec<String> = Vec::new();
         for group in group_list.split(',') {
             if !groups.contains_key(group) {
@@ -1563,6 +1567,13 @@ groups = ["g"]
             assert!(err.file.ends_with("tenants.names") && err.line == line, "{text:?}: {err}");
             assert!(err.reason.contains(says), "{text:?}: {err}");
         }
+        // With zones declared, a name outside them is reported at its own line.
+        let zoned = std::fs::read_to_string(&config).unwrap() + "[zones.\"example.test\"]\n";
+        std::fs::write(&config, zoned).unwrap();
+        assert_eq!(load("t1.example.test g\n").unwrap().names.len(), 2);
+        let err = load("t1.example.test g\nt9.other.test g\n").unwrap_err();
+        assert!(err.file.ends_with("tenants.names") && err.line == 2, "{err}");
+        assert!(err.reason.contains("lies in no declared zone"), "{err}");
         std::fs::remove_file(&names).unwrap();
         assert!(Config::load(&config).unwrap_err().reason.contains("cannot read the name file"));
         let _ = std::fs::remove_dir_all(&dir);

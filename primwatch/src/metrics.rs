@@ -266,26 +266,24 @@ pub fn prometheus_text(stats: &Stats) -> String {
     for (verdict, count) in stats.xdp.iter().filter(|(name, _)| !events.contains(&name.as_str())) {
         let _ = writeln!(out, "primwatch_xdp_packets_total{{verdict=\"{}\"}} {count}", label(verdict));
     }
-    help(
-        &mut out,
-        "primwatch_xdp_rrl_events_total",
-        "counter",
-        "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
-    );
-    for (event, count) in stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())) {
-        if let Some(event) = event.strip_prefix("rrl_") {
-            let _ = writeln!(out, "primwatch_xdp_rrl_events_total{{event=\"{}\"}} {count}", label(event));
-        }
-    }
-    help(
-        &mut out,
-        "primwatch_xdp_cookie_events_total",
-        "counter",
-        "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
-    );
-    for (event, count) in stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())) {
-        if let Some(event) = event.strip_prefix("cookie_") {
-            let _ = writeln!(out, "primwatch_xdp_cookie_events_total{{event=\"{}\"}} {count}", label(event));
+    // One family per event prefix: `rrl_exempt` is primwatch_xdp_rrl_events_total{event="exempt"}.
+    for (prefix, family, text) in [
+        (
+            "rrl_",
+            "primwatch_xdp_rrl_events_total",
+            "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
+        ),
+        (
+            "cookie_",
+            "primwatch_xdp_cookie_events_total",
+            "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
+        ),
+    ] {
+        help(&mut out, family, "counter", text);
+        for (event, count) in stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())) {
+            if let Some(event) = event.strip_prefix(prefix) {
+                let _ = writeln!(out, "{family}{{event=\"{}\"}} {count}", label(event));
+            }
         }
     }
     help(&mut out, "primwatch_check_results_total", "counter", "Health check runs per target, check and result.");

@@ -44,7 +44,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "request")]
 pub enum Request {
-    Status,
+    Status {
+        /// Which names to list (the answer sets are always there).
+        #[serde(default)]
+        names: NameListing,
+    },
     Set {
         kind: Kind,
         name: String,
@@ -60,6 +64,19 @@ pub enum Request {
         ecs: Option<String>,
         v6: bool,
     },
+}
+
+/// Which names `ctl status` lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NameListing {
+    /// All of them while there are at most `report::STATUS_NAMES_LISTED` (name, view)
+    /// entries, none above.
+    #[default]
+    Auto,
+    All,
+    /// Those matching a pattern where `*` stands for any characters.
+    Matching(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +141,27 @@ pub struct Status {
     /// Targets given by DNS name: what each resolves to.
     #[serde(default)]
     pub resolved: Vec<ResolvedStatus>,
+    /// (name, view) entries the config has, listed in `names` or not.
+    #[serde(default)]
+    pub name_entries: usize,
+    /// What the names answer, one per record-set spec (TTL and source), with how many
+    /// (name, view) entries answer from it.
+    #[serde(default)]
+    pub answer_sets: Vec<AnswerSetStatus>,
+}
+
+/// One record-set spec: the A and AAAA records every name using it answers with now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerSetStatus {
+    /// "static" or "groups G1, G2".
+    pub source: String,
+    pub ttl: u32,
+    /// (name, view) entries answering from it.
+    pub names: usize,
+    pub a: Vec<String>,
+    pub aaaa: Vec<String>,
+    pub a_from: String,
+    pub aaaa_from: String,
 }
 
 /// One target given by `host`, as last resolved.

@@ -255,7 +255,9 @@ impl Controller {
         };
         controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
-            let table = AnswerTable::build(&controller.config, &controller.state);
+            let plan = controller.plan();
+            let chosen = records::choose_sets(&controller.config, &plan.specs, &controller.state);
+            let table = AnswerTable::new(plan, chosen, controller.config.view_index.clone());
             let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(table));
             let file = pdns_backend::listen(&powerdns, rx)?;
             controller.answers = Some((tx, file));
@@ -416,15 +418,24 @@ impl Controller {
     }
 
     /// Recomputes every name's answers and writes those that changed.
+    /// The config's name plan: it depends on the config alone, so built once per config.
+    fn plan(&mut self) -> std::sync::Arc<records::NamePlan> {
+        self.name_plan.get_or_insert_with(|| std::sync::Arc::new(records::plan_names(&self.config))).clone()
+    }
+
     fn publish(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
-        // The names part depends on the config alone: built once per config.
-        let plan = self.name_plan.get_or_insert_with(|| std::sync::Arc::new(records::plan_names(&self.config))).clone();
-        let sets = records::render_sets(&self.config, &plan.specs, &self.state);
-        let desired = records::Desired { plan, sets };
+        let plan = self.plan();
+        // Selection once per spec; both paths answer from its result.
+        let chosen = records::choose_sets(&self.config, &plan.specs, &self.state);
+        let sets = records::render_sets(&plan.specs, &chosen);
         // PowerDNS answers from the same state: its table is built beforehand and handed
         // over the moment XDP's entries are written, so the two differ for microseconds.
-        let table = self.answers.as_ref().map(|_| std::sync::Arc::new(AnswerTable::build(&self.config, &self.state)));
+        let table = self
+            .answers
+            .as_ref()
+            .map(|_| std::sync::Arc::new(AnswerTable::new(plan.clone(), chosen, self.config.view_index.clone())));
+        let desired = records::Desired { plan, sets };
         let answers = self.answers.as_ref().map(|(tx, _)| tx);
         let stats = self.writer.sync_then(desired, || {
             if let (Some(tx), Some(table)) = (answers, table) {
@@ -569,7 +580,7 @@ impl Controller {
 impl Controller {
     fn request(&mut self, request: Request) -> Reply {
         match request {
-            Request::Status => Reply { status: Some(self.status()), ..Reply::ok("") },
+            Request::Status { names } => Reply { status: Some(self.status(&names)), ..Reply::ok("") },
             Request::Stats => Reply { stats: Some(self.stats()), ..Reply::ok("") },
             Request::Explain { name, from, ecs, v6 } => match self.explain(&name, from, ecs.as_deref(), v6) {
                 Ok(explanation) => Reply { explain: Some(explanation), ..Reply::ok("") },
@@ -692,7 +703,6 @@ impl Controller {
     /// Counters from the XDP maps and what the controller recorded.
     pub fn stats(&self) -> crate::metrics::Stats {
         use crate::metrics::{NameStats, StateStats};
-        use primwatch_common::NameKey;
         let config = &self.config;
         let state = &self.state;
         let xdp = match crate::dataplane::pinned_counters(&config.pin_dir) {
@@ -702,24 +712,32 @@ impl Controller {
                 Default::default()
             }
         };
-        let counts = self.writer.answer_counts();
-        let mut names = Vec::new();
-        let mut add = |name: &crate::dns_name::DnsName, view: &str, id: u32| {
-            let (a, aaaa) = counts.get(&NameKey::new(name.hash(), id)).copied().unwrap_or((0, 0));
-            names.push(NameStats {
-                name: name.to_string().trim_end_matches('.').to_string(),
-                view: view.to_string(),
-                a_answers: a,
-                aaaa_answers: aaaa,
-            });
-        };
-        for name in config.names.keys() {
-            add(name, "default", 0);
+        // Per (name, view) entry: every one up to STATS_NAMES_ALL, the busiest above.
+        let (plan, counts) = self.writer.answer_counts();
+        let name_entries = plan.entries.len();
+        let mut order: Vec<usize> = (0..name_entries).collect();
+        if name_entries > crate::metrics::STATS_NAMES_ALL {
+            let total = |i: &usize| std::cmp::Reverse(counts[*i].0 + counts[*i].1);
+            order.select_nth_unstable_by_key(crate::metrics::STATS_NAMES_TOP, total);
+            order.truncate(crate::metrics::STATS_NAMES_TOP);
+            order.sort_by_key(total);
         }
-        for (view_name, view) in &config.views {
-            for name in view.names.keys() {
-                add(name, view_name, view.id);
-            }
+        let view_names: std::collections::HashMap<u32, &str> =
+            config.views.iter().map(|(name, v)| (v.id, name.as_str())).collect();
+        let mut names: Vec<NameStats> = order
+            .into_iter()
+            .map(|i| {
+                let entry = &plan.entries[i];
+                NameStats {
+                    name: entry.name.to_string().trim_end_matches('.').to_string(),
+                    view: view_names.get(&entry.key.view).unwrap_or(&"default").to_string(),
+                    a_answers: counts[i].0,
+                    aaaa_answers: counts[i].1,
+                }
+            })
+            .collect();
+        if name_entries <= crate::metrics::STATS_NAMES_ALL {
+            names.sort_by(|x, y| (x.view != "default", &x.view, &x.name).cmp(&(y.view != "default", &y.view, &y.name)));
         }
         let targets = state
             .targets
@@ -745,15 +763,16 @@ impl Controller {
                 }
             })
             .collect();
-        self.metrics.snapshot(xdp, names, targets, groups)
+        self.metrics.snapshot(xdp, names, name_entries, targets, groups)
     }
 
     pub fn explain(&self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
         report::explain(&self.config, &self.state, name, from, ecs, v6)
     }
 
-    pub fn status(&self) -> Status {
-        let mut status = report::status(&self.config, &self.state, &self.dataplane_note);
+    pub fn status(&mut self, listing: &crate::control::NameListing) -> Status {
+        let plan = self.plan();
+        let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
         status.resolved = report::resolved(&self.config, &self.resolutions);
         status
     }

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod host;
 pub mod local_socket;
 pub mod log_output;
+pub mod map_batch;
 pub mod map_writer;
 pub mod metrics;
 pub mod paths;

@@ -98,8 +98,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// Targets (state, reason, last change, check results), groups and names.
-    Status,
+    /// Targets (state, reason, last change, check results), groups, answer sets and
+    /// names (all of them up to 1,000 (name, view) entries; above, only with --names or
+    /// --name).
+    Status {
+        /// List every name, however many.
+        #[arg(long)]
+        names: bool,
+        /// List the names matching PATTERN (`*` stands for any characters), e.g.
+        /// `'*.tenant.example.com'`.
+        #[arg(long, value_name = "PATTERN", conflicts_with = "names")]
+        name: Option<String>,
+    },
     /// Re-read the config file; an invalid one is rejected and the running one stays.
     Reload,
     /// Answers per name and view, XDP verdicts, check results and latencies, target and
@@ -229,7 +239,13 @@ fn print_counters(pin_dir: &Path, json: bool) -> Result<()> {
 
 fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
     let request = match command {
-        CtlCommand::Status => Request::Status,
+        CtlCommand::Status { names, name } => Request::Status {
+            names: match (names, name) {
+                (_, Some(pattern)) => control::NameListing::Matching(pattern),
+                (true, None) => control::NameListing::All,
+                (false, None) => control::NameListing::Auto,
+            },
+        },
         CtlCommand::Reload => Request::Reload,
         CtlCommand::Stats => Request::Stats,
         CtlCommand::Target { name, action } => Request::Set { kind: Kind::Target, name, action: action.into() },
@@ -357,6 +373,15 @@ fn print_status(status: &Status) {
             if g.preempt { "on" } else { "off" }
         );
     }
+    let listed = status.names.len() + status.views.iter().map(|v| v.names.len()).sum::<usize>();
+    if listed < status.name_entries {
+        println!("ANSWER SETS ({} name entries; `--names` lists them all, `--name PATTERN` some)", status.name_entries);
+        for s in &status.answer_sets {
+            println!("  {} (ttl {}): {} names", s.source, s.ttl, s.names);
+            println!("      A    [{}] from {}", s.a.join(", "), s.a_from);
+            println!("      AAAA [{}] from {}", s.aaaa.join(", "), s.aaaa_from);
+        }
+    }
     println!("NAMES");
     for n in &status.names {
         print_name(n);
@@ -378,7 +403,11 @@ fn print_stats(stats: &primwatch::metrics::Stats) {
     for (verdict, count) in &stats.xdp {
         println!("  {verdict:<24} {count}");
     }
-    println!("ANSWERS (XDP)");
+    if stats.names.len() < stats.name_entries {
+        println!("ANSWERS (XDP; the {} busiest of {} name entries)", stats.names.len(), stats.name_entries);
+    } else {
+        println!("ANSWERS (XDP)");
+    }
     println!("  {:<32} {:<12} {:>12} {:>12}", "NAME", "VIEW", "A", "AAAA");
     for n in &stats.names {
         println!("  {:<32} {:<12} {:>12} {:>12}", n.name, n.view, n.a_answers, n.aaaa_answers);
@@ -491,15 +520,22 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     host.keep_current(config.interfaces.clone(), std::time::Duration::from_secs(1));
     // Writes the first answers (overrides and last-known health restored) and starts
     // the checkers.
-    let mut controller = Controller::start(config.clone(), Some(config_path), writer, views, rrl, cookies)?;
-    info!(names = config.names.len(), targets = config.targets.len(), "names map written");
+    // The controller owns the config from here (a million names are not copied); the
+    // rest of the bring-up needs only settings a reload cannot change.
+    let (names, targets) = (config.names.len(), config.targets.len());
+    let (port, pin_dir, interfaces, xdp_mode) =
+        (config.port, config.pin_dir.clone(), config.interfaces.clone(), config.xdp_mode);
+    let (metrics_listen, control_socket, control_access) =
+        (config.metrics_listen, config.control_socket.clone(), config.control_access.clone());
+    let mut controller = Controller::start(config, Some(config_path), writer, views, rrl, cookies)?;
+    info!(names, targets, "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold
     // the answers, so the first packet the new program sees finds them.
     // The operator's socket and metrics first: if they cannot be had, nothing has been
     // taken over yet.
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
-    if let Some(address) = config.metrics_listen {
+    if let Some(address) = metrics_listen {
         // Each scrape asks the controller for a snapshot, as `ctl stats` does.
         let (snapshots_tx, mut snapshots) = tokio::sync::mpsc::channel::<primwatch::metrics::StatsRequest>(16);
         let controller = requests_tx.clone();
@@ -514,12 +550,12 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         });
         primwatch::metrics::serve(address, snapshots_tx).await?;
     }
-    let _socket = control::listen(&config.control_socket, &config.control_access, requests_tx)
-        .with_context(|| format!("control socket {}", config.control_socket.display()))?;
+    let _socket = control::listen(&control_socket, &control_access, requests_tx)
+        .with_context(|| format!("control socket {}", control_socket.display()))?;
 
     let mut attachments = Vec::new();
-    for interface in &config.interfaces {
-        match dataplane.attach(interface, config.xdp_mode, &config.pin_dir) {
+    for interface in &interfaces {
+        match dataplane.attach(interface, xdp_mode, &pin_dir) {
             Ok(how) => attachments.push(format!("{interface}: {}", describe(how))),
             Err(e) => {
                 if left_attached.is_empty() {
@@ -538,8 +574,8 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     }
     // A link left on an interface the config no longer names would go on answering
     // stale answers with nobody updating them: take it off.
-    for interface in left_attached.iter().filter(|i| !config.interfaces.contains(i)) {
-        let pin = dataplane::link_pin(&config.pin_dir, interface);
+    for interface in left_attached.iter().filter(|i| !interfaces.contains(i)) {
+        let pin = dataplane::link_pin(&pin_dir, interface);
         match std::fs::remove_file(&pin) {
             Ok(()) => {
                 warn!(interface, "detached XDP left by the previous run on an interface no longer configured");
@@ -557,7 +593,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     controller.set_dataplane_note(note);
     // Loaded, attached, pinned, bound: from here on only what checks and hooks need.
     primwatch::privileges::drop_to_kept()?;
-    info!(port = config.port, pin_dir = %config.pin_dir.display(), control = %config.control_socket.display(), "serving");
+    info!(port, pin_dir = %pin_dir.display(), control = %control_socket.display(), "serving");
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;

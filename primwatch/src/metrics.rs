@@ -158,12 +158,14 @@ impl Recorder {
         &self,
         xdp: BTreeMap<String, u64>,
         names: Vec<NameStats>,
+        name_entries: usize,
         targets: Vec<StateStats>,
         groups: Vec<StateStats>,
     ) -> Stats {
         Stats {
             xdp,
             names,
+            name_entries,
             checks: self.checks.values().cloned().collect(),
             targets,
             groups,
@@ -202,7 +204,12 @@ pub struct StateStats {
 pub struct Stats {
     /// XDP verdict counters (answered, pass_*), summed over CPUs.
     pub xdp: BTreeMap<String, u64>,
+    /// Every (name, view) entry's answers while there are at most `STATS_NAMES_ALL`;
+    /// above, the `STATS_NAMES_TOP` busiest, busiest first.
     pub names: Vec<NameStats>,
+    /// (name, view) entries in the names map.
+    #[serde(default)]
+    pub name_entries: usize,
     pub checks: Vec<CheckStats>,
     pub targets: Vec<StateStats>,
     pub groups: Vec<StateStats>,
@@ -215,6 +222,12 @@ pub struct Stats {
     #[serde(default)]
     pub log_lines_lost: u64,
 }
+
+/// Up to this many (name, view) entries, stats and /metrics carry each one's answers.
+/// Above it, a series per name would swamp Prometheus: /metrics leaves them out and
+/// `ctl stats` shows the `STATS_NAMES_TOP` busiest.
+pub const STATS_NAMES_ALL: usize = 10_000;
+pub const STATS_NAMES_TOP: usize = 100;
 
 /// Prometheus label values: backslash, quote and newline escaped.
 fn label(value: &str) -> String {
@@ -244,7 +257,8 @@ pub fn prometheus_text(stats: &Stats) -> String {
         let _ = writeln!(out, "# HELP {metric} {text}\n# TYPE {metric} {kind}");
     };
     help(&mut out, "primwatch_xdp_answers_total", "counter", "Queries answered by XDP, per name, view and type.");
-    for n in &stats.names {
+    let per_name = if stats.name_entries <= STATS_NAMES_ALL { stats.names.as_slice() } else { &[] };
+    for n in per_name {
         for (qtype, count) in [("A", n.a_answers), ("AAAA", n.aaaa_answers)] {
             let _ = writeln!(
                 out,
@@ -500,7 +514,7 @@ mod tests {
         let names =
             vec![NameStats { name: "www.example.test".into(), view: "default".into(), a_answers: 5, aaaa_answers: 0 }];
         let xdp = [("answered".to_string(), 5u64)].into_iter().collect();
-        let text = prometheus_text(&r.snapshot(xdp, names, vec![], vec![]));
+        let text = prometheus_text(&r.snapshot(xdp, names, 1, vec![], vec![]));
         assert!(
             text.contains("primwatch_xdp_answers_total{name=\"www.example.test\",view=\"default\",type=\"A\"} 5"),
             "{text}"

@@ -10,7 +10,6 @@
 //! else gets `false`, which PowerDNS reads as "not supported / nothing here".
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -33,45 +32,60 @@ use crate::{
     config::{Config, PowerDnsConfig},
     dns_name::DnsName,
     local_socket::{self, Lease, SocketGuard},
-    selection::{self, Health},
+    records::{self, NamePlan},
+    selection::Health,
     selection::{Chosen, Pick},
     view_index::ViewIndex,
 };
 
-/// What one name answers in one view, as the XDP map entry holds it.
+/// What one record-set spec answers, as XDP's two record sets for it hold it.
 struct Entry {
     ttl: u32,
     a: Chosen<Ipv4Addr>,
     aaaa: Chosen<Ipv6Addr>,
-    /// Round-robin positions for A and AAAA (per entry and family, like XDP's counter
+    /// Round-robin positions for A and AAAA (per spec and family, like XDP's counter
     /// per query: PowerDNS asks for ANY, which must not move one family twice).
     turns: [AtomicUsize; 2],
 }
 
-/// A snapshot of every answer, rebuilt whenever the maps are written.
+/// A snapshot of every answer, rebuilt whenever the maps are written: XDP's name plan
+/// (shared, built once per config) and each spec's records (rebuilt per publish, so a
+/// health change costs the specs, not the names).
 #[derive(Default)]
 pub struct AnswerTable {
-    /// (view id, name) → entry; view 0 is the default view.
-    entries: HashMap<(u32, DnsName), Entry>,
+    plan: Arc<NamePlan>,
+    /// Each spec's records, in `plan.specs`' order.
+    specs: Vec<Entry>,
     /// Source prefixes → views, and ECS scopes.
-    views: std::sync::Arc<ViewIndex>,
+    views: Arc<ViewIndex>,
 }
 
 impl AnswerTable {
+    /// The table for `plan` with each spec's records `chosen` (in `plan.specs`' order).
+    pub fn new(
+        plan: Arc<NamePlan>,
+        chosen: Vec<(Chosen<Ipv4Addr>, Chosen<Ipv6Addr>)>,
+        views: Arc<ViewIndex>,
+    ) -> AnswerTable {
+        let specs = plan
+            .specs
+            .iter()
+            .zip(chosen)
+            .map(|(spec, (a, aaaa))| Entry {
+                ttl: spec.ttl,
+                a,
+                aaaa,
+                turns: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            })
+            .collect();
+        AnswerTable { plan, specs, views }
+    }
+
+    /// The table for `config` under `health`, plan and all.
     pub fn build(config: &Config, health: &dyn Health) -> AnswerTable {
-        let mut entries = HashMap::new();
-        let entry = |ttl, (a, aaaa)| Entry { ttl, a, aaaa, turns: [AtomicUsize::new(0), AtomicUsize::new(0)] };
-        for (name, spec) in &config.names {
-            entries.insert((0, name.clone()), entry(spec.ttl, selection::choose(config, spec, health)));
-        }
-        for view in config.views.values() {
-            for (name, in_view) in &view.names {
-                let ttl = config.names[name].ttl;
-                entries.insert((view.id, name.clone()), entry(ttl, selection::choose_in_view(config, in_view, health)));
-            }
-        }
-        let views = config.view_index.clone();
-        AnswerTable { entries, views }
+        let plan = Arc::new(records::plan_names(config));
+        let chosen = records::choose_sets(config, &plan.specs, health);
+        AnswerTable::new(plan, chosen, config.view_index.clone())
     }
 
     /// The client's view (its subnet, as PowerDNS reports ECS in `real-remote`, or its
@@ -91,9 +105,8 @@ impl AnswerTable {
             return None;
         }
         let (view, scope) = self.view_of(client);
-        let find =
-            |name: &DnsName| self.entries.get(&(view, name.clone())).or_else(|| self.entries.get(&(0, name.clone())));
-        let entry = find(&asked).or_else(|| find(&asked.covering_wildcard()?))?;
+        let planned = self.plan.lookup(&asked, view).or_else(|| self.plan.lookup(&asked.covering_wildcard()?, view))?;
+        let entry = self.specs.get(planned.set as usize)?;
         // A name whose every family is unserved (its all-down policy passes) is left to
         // PowerDNS's zone, as XDP leaves it.
         if entry.a.records.is_empty() && entry.aaaa.records.is_empty() && !has_nodata(entry) {

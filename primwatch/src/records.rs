@@ -3,14 +3,14 @@
 //! program only picks a start record and copies bytes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, Select, AAAA_RR_LEN, A_RR_LEN, ENTRY_ANSWERS_DO, MAX_RECORDS, NAME_BUF_LEN, QCLASS_IN, QTYPE_A,
-    QTYPE_AAAA, RRS_BUF_LEN, WEIGHT_SLOTS,
+    AnswerSet, NameKey, Select, AAAA_RR_LEN, A_RR_LEN, ENTRY_ANSWERS_DO, MAX_RECORDS, QCLASS_IN, QTYPE_A, QTYPE_AAAA,
+    RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
 use crate::{
@@ -137,70 +137,108 @@ pub struct Desired {
     pub sets: Vec<(AnswerSet, AnswerSet)>,
 }
 
-/// The names part of `Desired`.
+/// The names part of `Desired`: which record sets every (name, view) answers from.
+/// About 60 bytes per entry plus the name, so a million names fit in well under 100 MB.
+#[derive(Default)]
 pub struct NamePlan {
-    /// Every (name, view) entry, naming its spec by index into `specs`.
-    pub names: BTreeMap<NameKey, DesiredName>,
+    /// Every (name, view) entry, sorted by key (looked up by binary search).
+    pub entries: Vec<PlannedName>,
     /// Each distinct spec once.
     pub specs: Vec<SetSpec>,
 }
 
-/// One (name, view) entry: the lowercased wire name, `ENTRY_*` flags, its spec.
-pub struct DesiredName {
-    pub name_len: u32,
-    pub name: [u8; NAME_BUF_LEN],
+/// One (name, view) entry.
+pub struct PlannedName {
+    pub key: NameKey,
+    /// The lowercased name, compared in full by XDP after the hash lookup.
+    pub name: DnsName,
+    /// `ENTRY_*` bits.
     pub flags: u32,
     /// Index into `NamePlan::specs`.
-    pub set: usize,
+    pub set: u32,
+}
+
+impl NamePlan {
+    /// The entry for `key`, if the plan has one.
+    pub fn get(&self, key: &NameKey) -> Option<&PlannedName> {
+        self.entries.binary_search_by_key(key, |e| e.key).ok().map(|i| &self.entries[i])
+    }
+
+    /// The entry XDP answers `name` from in view `view`: the view's own entry, else the
+    /// default view's (a view lists only the names it answers differently).
+    pub fn lookup(&self, name: &DnsName, view: u32) -> Option<&PlannedName> {
+        let hash = name.hash();
+        let found = |view| self.get(&NameKey::new(hash, view)).filter(|e| e.name == *name);
+        found(view).or_else(|| found(0))
+    }
 }
 
 /// The entries XDP's names map should hold for `config`: every name in the default
 /// view (0), and in each view the names it answers differently, each with its spec.
 pub fn plan_names(config: &Config) -> NamePlan {
-    let mut plan = NamePlan { names: BTreeMap::new(), specs: Vec::new() };
-    let mut index: HashMap<SetSpec, usize> = HashMap::new();
-    let mut set_of = |spec: SetSpec, specs: &mut Vec<SetSpec>| -> usize {
+    let mut entries =
+        Vec::with_capacity(config.names.len() + config.views.values().map(|v| v.names.len()).sum::<usize>());
+    let mut specs = Vec::new();
+    let mut index: HashMap<SetSpec, u32> = HashMap::new();
+    let mut set_of = |spec: SetSpec| -> u32 {
         *index.entry(spec).or_insert_with_key(|spec| {
             specs.push(spec.clone());
-            specs.len() - 1
+            specs.len() as u32 - 1
         })
     };
     for (name, entry) in &config.names {
-        let set = set_of(Config::set_spec(entry), &mut plan.specs);
-        plan.names.insert(NameKey::new(name.hash(), 0), desired_name(name, entry_flags(config, name), set));
+        let set = set_of(Config::set_spec(entry));
+        entries.push(PlannedName {
+            key: NameKey::new(name.hash(), 0),
+            name: name.clone(),
+            flags: entry_flags(config, name),
+            set,
+        });
     }
     for view in config.views.values() {
         for (name, view_name) in &view.names {
-            let set = set_of(Config::view_set_spec(&config.names[name], view_name), &mut plan.specs);
-            plan.names.insert(NameKey::new(name.hash(), view.id), desired_name(name, entry_flags(config, name), set));
+            let set = set_of(Config::view_set_spec(&config.names[name], view_name));
+            entries.push(PlannedName {
+                key: NameKey::new(name.hash(), view.id),
+                name: name.clone(),
+                flags: entry_flags(config, name),
+                set,
+            });
         }
     }
-    plan
+    // Two names with one 64-bit hash cannot share the map (the key is the hash): the
+    // config refuses them, so keys are unique here.
+    entries.sort_unstable_by_key(|e| e.key);
+    entries.dedup_by_key(|e| e.key);
+    NamePlan { entries, specs }
 }
 
-/// Each spec's A and AAAA sets under `health`: selection once per spec, however many
-/// names share it.
-pub fn render_sets(config: &Config, specs: &[SetSpec], health: &dyn selection::Health) -> Vec<(AnswerSet, AnswerSet)> {
+/// Each spec's A and AAAA records under `health`: selection once per spec, however
+/// many names share it. Both paths answer from these (XDP rendered, PowerDNS as is).
+pub fn choose_sets(
+    config: &Config,
+    specs: &[SetSpec],
+    health: &dyn selection::Health,
+) -> Vec<(Chosen<Ipv4Addr>, Chosen<Ipv6Addr>)> {
     specs
         .iter()
         .map(|spec| {
-            let name = crate::config::NameConfig { ttl: spec.ttl, source: spec.source.clone() };
-            let (a, aaaa) = selection::choose(config, &name, health);
-            (a_records(spec.ttl, &a), aaaa_records(spec.ttl, &aaaa))
+            selection::choose(config, &crate::config::NameConfig { ttl: spec.ttl, source: spec.source.clone() }, health)
         })
         .collect()
 }
 
-/// The names and record sets for `config` under `health` (`plan_names` and
-/// `render_sets` at once).
-pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> Desired {
-    let plan = Arc::new(plan_names(config));
-    let sets = render_sets(config, &plan.specs, health);
-    Desired { plan, sets }
+/// The chosen records of every spec rendered as XDP's record sets.
+pub fn render_sets(specs: &[SetSpec], chosen: &[(Chosen<Ipv4Addr>, Chosen<Ipv6Addr>)]) -> Vec<(AnswerSet, AnswerSet)> {
+    specs.iter().zip(chosen).map(|(spec, (a, aaaa))| (a_records(spec.ttl, a), aaaa_records(spec.ttl, aaaa))).collect()
 }
 
-fn desired_name(name: &DnsName, flags: u32, set: usize) -> DesiredName {
-    DesiredName { name_len: name.wire().len() as u32, name: name.padded(), flags, set }
+/// The names and record sets for `config` under `health` (`plan_names`, `choose_sets`
+/// and `render_sets` at once).
+pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> Desired {
+    let plan = Arc::new(plan_names(config));
+    let sets = render_sets(&plan.specs, &choose_sets(config, &plan.specs, health));
+    Desired { plan, sets }
 }
 
 /// The `ENTRY_*` bits of every entry for `name`.

@@ -3,11 +3,16 @@
 
 use std::net::IpAddr;
 
+use primwatch_common::NameKey;
+
 use crate::{
-    config::{AllDown, Config, NameSource, Policy},
+    config::{AllDown, Config, NameConfig, NameSource, Policy},
     control::{
-        self, CheckStatus, Explanation, GroupExplanation, GroupStatus, NameStatus, Status, TargetStatus, ViewStatus,
+        self, AnswerSetStatus, CheckStatus, Explanation, GroupExplanation, GroupStatus, NameListing, NameStatus,
+        Status, TargetStatus, ViewStatus,
     },
+    dns_name::DnsName,
+    records::NamePlan,
     selection::{self, Health as _},
     state::{Force, State},
 };
@@ -152,7 +157,8 @@ pub fn resolved(
         .collect()
 }
 
-pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
+/// `ctl status`: targets, groups, the answer sets, and the names `listing` asks for.
+pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, listing: &NameListing) -> Status {
     let targets = config
         .targets
         .iter()
@@ -234,12 +240,19 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
             }
         })
         .collect();
-    let names = config
-        .names
+    // Selection once per record-set spec; every name answering from it shares the result.
+    let mut users = vec![0usize; plan.specs.len()];
+    for entry in &plan.entries {
+        users[entry.set as usize] += 1;
+    }
+    let sets: Vec<AnswerSetStatus> = plan
+        .specs
         .iter()
-        .map(|(name, entry)| {
-            let (a, aaaa) = selection::choose(config, entry, state);
-            let from = |v6: bool| match &entry.source {
+        .enumerate()
+        .map(|(index, spec)| {
+            let (a, aaaa) =
+                selection::choose(config, &NameConfig { ttl: spec.ttl, source: spec.source.clone() }, state);
+            let from = |v6: bool| match &spec.source {
                 NameSource::Static { .. } => "static".to_string(),
                 NameSource::Groups { groups, all_down } => match selection::active_group(config, groups, state, v6) {
                     Some((g, _)) => format!("group {g}"),
@@ -254,9 +267,13 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
                     },
                 },
             };
-            NameStatus {
-                name: name.to_string(),
-                ttl: entry.ttl,
+            AnswerSetStatus {
+                source: match &spec.source {
+                    NameSource::Static { .. } => "static".into(),
+                    NameSource::Groups { groups, .. } => format!("groups {}", groups.join(", ")),
+                },
+                ttl: spec.ttl,
+                names: users[index],
                 a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
                 aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
                 a_from: from(false),
@@ -264,6 +281,24 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
             }
         })
         .collect();
+    let entries = plan.entries.len();
+    let list = |name: &DnsName| match listing {
+        NameListing::Auto => entries <= STATUS_NAMES_LISTED,
+        NameListing::All => true,
+        NameListing::Matching(pattern) => glob_match(pattern, name.to_string().trim_end_matches('.')),
+    };
+    let status_of = |name: &DnsName, view: u32| -> Option<NameStatus> {
+        let set = &sets[plan.get(&NameKey::new(name.hash(), view))?.set as usize];
+        Some(NameStatus {
+            name: name.to_string(),
+            ttl: set.ttl,
+            a: set.a.clone(),
+            aaaa: set.aaaa.clone(),
+            a_from: set.a_from.clone(),
+            aaaa_from: set.aaaa_from.clone(),
+        })
+    };
+    let names = config.names.keys().filter(|n| list(n)).filter_map(|n| status_of(n, 0)).collect();
     let views = config
         .views
         .iter()
@@ -271,26 +306,59 @@ pub fn status(config: &Config, state: &State, dataplane: &str) -> Status {
             name: view_name.clone(),
             id: view.id,
             prefixes: view.sources.len(),
-            names: view
-                .names
-                .iter()
-                .map(|(name, v)| {
-                    let (a, aaaa) = selection::choose_in_view(config, v, state);
-                    let from = |v6: bool| match selection::active_group(config, &v.groups, state, v6) {
-                        Some((g, _)) => format!("group {g}"),
-                        None => "all down or no members of this family".to_string(),
-                    };
-                    NameStatus {
-                        name: name.to_string(),
-                        ttl: config.names[name].ttl,
-                        a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
-                        aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
-                        a_from: from(false),
-                        aaaa_from: from(true),
-                    }
-                })
-                .collect(),
+            names: view.names.keys().filter(|n| list(n)).filter_map(|n| status_of(n, view.id)).collect(),
         })
         .collect();
-    Status { targets, groups, names, views, dataplane: dataplane.to_string(), resolved: Vec::new() }
+    Status {
+        targets,
+        groups,
+        names,
+        views,
+        dataplane: dataplane.to_string(),
+        resolved: Vec::new(),
+        name_entries: entries,
+        answer_sets: sets,
+    }
+}
+
+/// `ctl status` lists every name by default up to this many (name, view) entries; above
+/// it, the answer sets summarise them and `--names` or `--name PATTERN` lists them.
+pub const STATUS_NAMES_LISTED: usize = 1_000;
+
+/// Does `text` match `pattern`, where `*` stands for any run of characters (none
+/// included)? Case-insensitive, as DNS names are.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.to_ascii_lowercase(), text.to_ascii_lowercase());
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let middle: Vec<&str> = parts.collect();
+    let Some((last, middle)) = middle.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn name_patterns() {
+        assert!(glob_match("*.tenant.example.com", "a.tenant.example.com"));
+        assert!(glob_match("*.tenant.example.com", "x.y.TENANT.example.com"));
+        assert!(!glob_match("*.tenant.example.com", "tenant.example.com"));
+        assert!(glob_match("n12*", "n12.example.test"));
+        assert!(glob_match("n1*.example.*", "n123.example.test"));
+        assert!(!glob_match("n1*.example.*", "m123.example.test"));
+        assert!(glob_match("www.example.test", "www.example.test"));
+        assert!(!glob_match("www.example.test", "www.example.test.org"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*a", "aa"));
+        assert!(!glob_match("a*a", "a"), "the prefix and suffix may not overlap");
+    }
 }

@@ -81,9 +81,23 @@ impl Harness {
         Harness::with_health(port, names, &primwatch::selection::AllUp)
     }
 
+    /// As `new`, with the names of `name_files` (`NAME GROUP` lines) besides.
+    pub fn with_name_files(port: u16, name_files: &[&Path], names: &str) -> Result<Harness> {
+        let files: Vec<String> = name_files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
+        Harness::from_text(
+            &format!("name_files = [{}]\n[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}", files.join(", ")),
+            port,
+            &primwatch::selection::AllUp,
+        )
+    }
+
     pub fn with_health(port: u16, names: &str, health: &dyn primwatch::selection::Health) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
-        let config = Config::parse(Path::new("harness.toml"), &text)?;
+        Harness::from_text(&text, port, health)
+    }
+
+    fn from_text(text: &str, port: u16, health: &dyn primwatch::selection::Health) -> Result<Harness> {
+        let config = Config::parse(Path::new("harness.toml"), text)?;
         let mut dataplane = Dataplane::load_with(port, &config.capacities)?;
         let mut names = dataplane.names_writer()?;
         names.sync(records::desired_entries(&config, health))?;
@@ -128,6 +142,20 @@ impl Harness {
         let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() };
         let result = program.test_run(opts)?;
         Ok(result.duration.as_nanos() as f64)
+    }
+
+    /// Writes the names of another config (as a reload does: a new name plan) with
+    /// every target up; returns what the writer did.
+    pub fn reload_names(&mut self, port: u16, names: &str) -> Result<primwatch::map_writer::SyncStats> {
+        let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
+        let config = Config::parse(Path::new("harness.toml"), &text)?;
+        self.names.sync(records::desired_entries(&config, &primwatch::selection::AllUp))
+    }
+
+    /// Answers XDP gave from each (name, view) entry: (A, AAAA).
+    pub fn answer_counts(&self) -> std::collections::BTreeMap<NameKey, (u64, u64)> {
+        let (plan, counts) = self.names.answer_counts();
+        plan.entries.iter().map(|e| e.key).zip(counts).collect()
     }
 
     /// Writes one entry as is, e.g. a name's entry filed under another name's hash.

@@ -539,4 +539,27 @@ mod tests {
         assert!(text.contains("primwatch_map_sync_duration_seconds_bucket{le=\"0.0001\"} 1"), "{text}");
         assert!(text.contains("primwatch_xdp_packets_total{verdict=\"answered\"} 5"));
     }
+
+    #[test]
+    fn per_name_series_are_left_out_above_the_limit() {
+        let r = Recorder::default();
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| NameStats {
+                    name: format!("n{i}.test"),
+                    view: "default".into(),
+                    a_answers: 1,
+                    aaaa_answers: 0,
+                })
+                .collect::<Vec<_>>()
+        };
+        let series = |text: &str| text.lines().filter(|l| l.starts_with("primwatch_xdp_answers_total{")).count();
+        let all =
+            prometheus_text(&r.snapshot(BTreeMap::new(), names(STATS_NAMES_ALL), STATS_NAMES_ALL, vec![], vec![]));
+        assert_eq!(series(&all), 2 * STATS_NAMES_ALL, "A and AAAA per name");
+        let top = names(STATS_NAMES_TOP);
+        let over = prometheus_text(&r.snapshot(BTreeMap::new(), top, STATS_NAMES_ALL + 1, vec![], vec![]));
+        assert_eq!(series(&over), 0, "no per-name series above {STATS_NAMES_ALL} entries");
+        assert!(over.contains("# TYPE primwatch_xdp_answers_total counter"));
+    }
 }

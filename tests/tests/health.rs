@@ -451,3 +451,63 @@ fn a_health_change_rewrites_the_shared_record_set_not_every_name() {
     let writes = written(&w) - before;
     assert!((1..=2).contains(&writes), "{writes} map writes for a health change shared by 500 names");
 }
+
+/// 12,000 names: `ctl status` summarises them by answer set instead of listing them
+/// (`--names` lists all, `--name PATTERN` some), and `ctl stats` lists the busiest 100
+/// with their XDP answer counts; both follow a backend going down.
+#[test]
+fn many_names_are_summarised_by_status_and_stats() {
+    const N: usize = 12_000;
+    let names: String = (0..N).map(|i| format!("[names.\"t{i}.example.test\"]\ngroups = [\"tokyo\"]\n")).collect();
+    let mut w = world(&format!("{SITE_GROUPS}{names}"));
+    w.expect("t0.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let status = &status["status"];
+    assert_eq!(status["names"].as_array().unwrap().len(), 0, "not listed above 1,000 entries");
+    assert_eq!(status["name_entries"], N);
+    let sets = status["answer_sets"].as_array().unwrap();
+    let tokyo = sets.iter().find(|s| s["source"] == "groups tokyo").unwrap();
+    assert_eq!(tokyo["names"], N);
+    assert_eq!(tokyo["a"], serde_json::json!([WEB1, WEB2]));
+
+    let some = w.controller.ctl(&["status", "--name", "t1199*"]).unwrap();
+    let listed: Vec<&str> =
+        some["status"]["names"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 11, "t1199 and t11990..t11999: {listed:?}");
+    assert!(listed.contains(&"t11995.example.test."), "{listed:?}");
+    let all = w.controller.ctl(&["status", "--names"]).unwrap();
+    assert_eq!(all["status"]["names"].as_array().unwrap().len(), N);
+
+    // Answers through XDP, counted per name: t7 is the busiest.
+    for _ in 0..20 {
+        assert_eq!(w.answers("t7.example.test"), set(&[WEB1, WEB2]));
+    }
+    w.answers("t8.example.test");
+    let stats = w.controller.ctl(&["stats"]).unwrap();
+    let listed = stats["stats"]["names"].as_array().unwrap();
+    assert_eq!(listed.len(), 100, "the busiest 100 of {N}");
+    assert_eq!(stats["stats"]["name_entries"], N);
+    assert_eq!(listed[0]["name"], "t7.example.test");
+    assert_eq!(listed[0]["a_answers"], 20);
+    assert_eq!(listed[1]["name"], "t8.example.test");
+    assert_eq!(listed[1]["a_answers"], 1);
+    let text = String::from_utf8(
+        std::process::Command::new(primwatch_tests::controller::binary())
+            .args(["ctl", "--socket"])
+            .arg(&w.controller.control_socket)
+            .arg("stats")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(text.contains(&format!("the 100 busiest of {N} name entries")), "{text}");
+
+    w.backends[1].stop();
+    w.expect("t11999.example.test", &[WEB1], Duration::from_secs(3));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let sets = status["status"]["answer_sets"].as_array().unwrap();
+    let tokyo = sets.iter().find(|s| s["source"] == "groups tokyo").unwrap();
+    assert_eq!(tokyo["a"], serde_json::json!([WEB1]));
+}

@@ -696,6 +696,8 @@ impl Controller {
         }
         let targets = &self.config.targets;
         self.metrics.retain_targets(|t| targets.contains_key(t));
+        drop(old_config);
+        crate::config::release_freed_memory();
         info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
         Reply::ok(format!("reloaded {}", path.display()))
     }

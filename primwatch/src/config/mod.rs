@@ -22,6 +22,7 @@ use crate::{
 };
 
 mod health;
+mod name_files;
 mod views;
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, TargetConfig, DEFAULT_INTERVAL,
@@ -234,6 +235,17 @@ pub struct Hooks {
 struct RawHooks {
     on_change: Option<Spanned<Vec<String>>>,
     timeout: Option<Spanned<String>>,
+}
+
+/// Hands memory freed inside the heap back to the kernel. Parsing a big config (the
+/// TOML tree of 100,000s of tables with their spans) frees several times what the
+/// config keeps, which glibc would otherwise keep resident for good.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A zone the served names lie in (`[zones."example.com"]`).
@@ -715,7 +727,10 @@ impl Config {
             column: 0,
             reason: format!("cannot read: {e}"),
         })?;
-        Config::parse(path, &text)
+        let parsed = Config::parse(path, &text);
+        drop(text);
+        release_freed_memory();
+        parsed
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -904,7 +919,7 @@ impl Config {
         // After the zones: a name file's name outside them is reported at its own line.
         for file in &raw.name_files {
             let path = views::config_dir(path).join(file.get_ref());
-            read_name_file(&path, &groups, &zones, default_ttl, &mut names)?;
+            name_files::read_names(&path, &groups, &zones, default_ttl, &mut names)?;
         }
         if !zones.is_empty() {
             for name in names.keys() {
@@ -1126,83 +1141,21 @@ pub(crate) fn parse_all_down(
     groups: &BTreeMap<String, GroupConfig>,
     at: &dyn Fn(Range<usize>, String) -> ConfigError,
 ) -> Result<AllDown, ConfigError> {
-    Ok(match policy.get_ref().as_str() {
+    all_down_from(policy.get_ref(), groups).map_err(|reason| at(policy.span(), reason))
+}
+
+/// An all-down policy from its text: serve-all, backup:GROUP, nodata or pass.
+pub(crate) fn all_down_from(policy: &str, groups: &BTreeMap<String, GroupConfig>) -> Result<AllDown, String> {
+    Ok(match policy {
         "serve-all" => AllDown::ServeAll,
         "nodata" => AllDown::NoData,
         "pass" => AllDown::Pass,
         other => match other.strip_prefix("backup:") {
             Some(group) if groups.contains_key(group) => AllDown::Backup(group.to_string()),
-            Some(group) => return Err(at(policy.span(), format!("all_down names unknown group '{group}'"))),
-            None => {
-                return Err(at(
-                    policy.span(),
-                    format!("all_down '{other}' is not one of serve-all, backup:GROUP, nodata, pass"),
-                ))
-            }
+            Some(group) => return Err(format!("all_down names unknown group '{group}'")),
+            None => return Err(format!("all_down '{other}' is not one of serve-all, backup:GROUP, nodata, pass")),
         },
     })
-}
-
-/// A file of names served from groups, for configs with many names (TOML takes about
-/// 5 s per million `[names]` tables): one name per line,
-///
-/// ```text
-/// # NAME  GROUP[,GROUP…]  [ttl=SECONDS]
-/// tenant1.example.com  tokyo,osaka
-/// tenant2.example.com  tokyo  ttl=60
-/// ```
-///
-/// the same as `[names."NAME"] groups = [...]` (all_down: serve_all); blank lines and
-/// `#` comments are skipped. Errors name the file and the line.
-fn read_name_file(
-    path: &Path,
-    groups: &BTreeMap<String, GroupConfig>,
-    zones: &BTreeMap<DnsName, ZoneConfig>,
-    default_ttl: u32,
-    names: &mut BTreeMap<DnsName, NameConfig>,
-) -> Result<(), ConfigError> {
-    let error = |line: usize, reason: String| ConfigError { file: path.to_path_buf(), line, column: 1, reason };
-    let text = std::fs::read_to_string(path).map_err(|e| error(0, format!("cannot read the name file: {e}")))?;
-    for (i, line) in text.lines().enumerate() {
-        let err = |reason: String| error(i + 1, reason);
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let name_text = fields.next().unwrap_or("");
-        let group_list = fields
-            .next()
-            .ok_or_else(|| err(format!("name '{name_text}' lists no groups (NAME GROUP[,GROUP…] [ttl=SECONDS])")))?;
-        let mut ttl = default_ttl;
-        for extra in fields {
-            let value = extra.strip_prefix("ttl=").ok_or_else(|| err(format!("'{extra}' is not ttl=SECONDS")))?;
-            ttl = value
-                .parse::<u32>()
-                .ok()
-                .filter(|t| *t <= MAX_TTL)
-                .ok_or_else(|| err(format!("ttl '{value}' is not a number up to {MAX_TTL} (RFC 2181)")))?;
-        }
-        let dns_name = DnsName::parse(name_text).map_err(|reason| err(format!("name '{name_text}': {reason}")))?;
-        if !zones.is_empty() && !zones.keys().any(|apex| dns_name.is_at_or_below(apex)) {
-            return Err(err(format!("name '{name_text}' lies in no declared zone; declare its zone under [zones]")));
-        }
-        let mut chosen: Vec<String> = Vec::new();
-        for group in group_list.split(',') {
-            if !groups.contains_key(group) {
-                return Err(err(format!("unknown group '{group}'")));
-            }
-            if chosen.iter().any(|g| g == group) {
-                return Err(err(format!("group '{group}' is listed twice")));
-            }
-            chosen.push(group.to_string());
-        }
-        let source = NameSource::Groups { groups: chosen, all_down: AllDown::ServeAll };
-        if names.insert(dns_name, NameConfig { ttl, source }).is_some() {
-            return Err(err(format!("name '{name_text}' is configured twice (names are case-insensitive)")));
-        }
-    }
-    Ok(())
 }
 
 fn check_ttl(ttl: Spanned<u32>, at: &impl Fn(Range<usize>, String) -> ConfigError) -> Result<u32, ConfigError> {
@@ -1575,6 +1528,69 @@ groups = ["g"]
         assert!(err.file.ends_with("tenants.names") && err.line == 2, "{err}");
         assert!(err.reason.contains("lies in no declared zone"), "{err}");
         std::fs::remove_file(&names).unwrap();
+        assert!(Config::load(&config).unwrap_err().reason.contains("cannot read the name file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn view_name_files_give_names_their_view_groups() {
+        let dir = std::env::temp_dir().join(format!("pw-view-name-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("primwatch.toml");
+        std::fs::write(
+            &config,
+            "name_files = [\"tenants.names\"]\n[server]\ninterfaces = [\"lo\"]\n\
+             [targets.w]\naddress = \"192.0.2.9\"\n[targets.v]\naddress = \"192.0.2.10\"\n\
+             [groups.g]\nmembers = [\"w\"]\n[groups.h]\nmembers = [\"v\"]\n\
+             [views.west]\nsources = [\"198.51.100.0/24\"]\nname_files = [\"west.names\"]\n\
+             [views.west.names.\"t3.example.test\"]\ngroups = [\"g\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tenants.names"),
+            "t1.example.test g all_down=nodata\nt2.example.test g\nt3.example.test g\n",
+        )
+        .unwrap();
+        let views = dir.join("west.names");
+        let load = |text: &str| {
+            std::fs::write(&views, text).unwrap();
+            Config::load(&config)
+        };
+        let loaded = load("t1.example.test h\nt2.example.test h,g all_down=backup:g\n").unwrap();
+        let t1 = DnsName::parse("t1.example.test").unwrap();
+        assert_eq!(
+            loaded.names[&t1].source,
+            NameSource::Groups { groups: vec!["g".into()], all_down: AllDown::NoData },
+            "all_down= on a top-level line"
+        );
+        let west = &loaded.views["west"].names;
+        assert_eq!(west.len(), 3, "two from the file, one from TOML");
+        assert_eq!(
+            west[&t1],
+            views::ViewName { groups: vec!["h".into()], all_down: AllDown::NoData },
+            "the name's all_down"
+        );
+        let t2 = &west[&DnsName::parse("t2.example.test").unwrap()];
+        assert_eq!(t2.all_down, AllDown::Backup("g".into()));
+        assert_eq!(t2.groups, vec!["h".to_string(), "g".to_string()]);
+        for (text, line, says) in [
+            (
+                "t1.example.test h\nt9.example.test h\n",
+                2,
+                "view 'west' names 't9.example.test.', which is not a configured name",
+            ),
+            ("t1.example.test h ttl=5\n", 1, "ttl= is the name's"),
+            ("t1.example.test h\nT1.example.test g\n", 2, "given twice in view 'west'"),
+            ("t3.example.test h\n", 1, "given twice in view 'west'"),
+            ("t1.example.test nope\n", 1, "unknown group 'nope'"),
+            ("t1.example.test h all_down=sometimes\n", 1, "all_down 'sometimes' is not one of"),
+            ("t1.example.test h all_down=backup:x\n", 1, "unknown group 'x'"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.file.ends_with("west.names") && err.line == line, "{text:?}: {err}");
+            assert!(err.reason.contains(says), "{text:?}: {err}");
+        }
+        std::fs::remove_file(&views).unwrap();
         assert!(Config::load(&config).unwrap_err().reason.contains("cannot read the name file"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -46,6 +46,9 @@ pub(super) struct RawView {
     source_files: Vec<Spanned<String>>,
     #[serde(default)]
     names: BTreeMap<Spanned<String>, Spanned<RawViewName>>,
+    /// Files of `NAME GROUP[,GROUP…] [all_down=POLICY]` lines (see `name_files`).
+    #[serde(default)]
+    name_files: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -152,7 +155,13 @@ pub(super) fn parse_views(
                     super::NameSource::Static { .. } => AllDown::ServeAll,
                 },
             };
-            view_names.insert(dns_name, ViewName { groups: chosen, all_down });
+            if view_names.insert(dns_name, ViewName { groups: chosen, all_down }).is_some() {
+                return Err(at(span, format!("name '{text}' is given twice in view '{view_name}'")));
+            }
+        }
+        for file in &view.name_files {
+            let path = config_dir.join(file.get_ref());
+            super::name_files::read_view_names(&path, &view_name, groups, names, &mut view_names)?;
         }
         let id = view_id(&view_name);
         if let Some(other) = ids.insert(id, view_name.clone()) {

@@ -28,10 +28,11 @@ impl Drop for Ns {
     }
 }
 
-/// Targets and groups, and `n` names over them: as `[names]` tables (TOML) and as the
-/// lines of a `name_files` file; with `views`, that many views (each a /16 of sources)
-/// answering every name from another group.
-fn names_config(n: usize, views: usize) -> (String, String, String) {
+/// Targets and groups, and `n` names over them: the config's tables and name files —
+/// the names, then one per view: with `views`, that many views
+/// (each a /16 of sources, its names in its own name file) answer every name from
+/// another group.
+fn names_config(n: usize, views: usize, dir: &std::path::Path) -> (String, Vec<String>) {
     let mut config = String::from(
         "[checks.tcp]\ntype = \"tcp\"\nport = 8080\ninterval = \"500ms\"\ntimeout = \"400ms\"\nrise = 1\nfall = 1\n",
     );
@@ -41,19 +42,22 @@ fn names_config(n: usize, views: usize) -> (String, String, String) {
     for g in 0..GROUPS {
         let _ = write!(config, "[groups.g{g}]\nmembers = [\"t{}\", \"t{}\"]\npolicy = \"all\"\n", 2 * g, 2 * g + 1);
     }
-    let (mut tables, mut lines) = (String::new(), String::new());
+    let mut files = vec![String::new(); views + 1];
     for i in 0..n {
-        let _ = write!(tables, "[names.\"n{i}.example.test\"]\ngroups = [\"g{}\"]\n", i % GROUPS);
-        let _ = writeln!(lines, "n{i}.example.test g{}", i % GROUPS);
-    }
-    for v in 0..views {
-        let _ = write!(config, "[views.v{v}]\nsources = [\"10.{}.0.0/16\"]\n", 100 + v);
-        for i in 0..n {
-            let _ =
-                write!(config, "[views.v{v}.names.\"n{i}.example.test\"]\ngroups = [\"g{}\"]\n", (i + v + 1) % GROUPS);
+        for (v, file) in files.iter_mut().enumerate() {
+            let _ = writeln!(file, "n{i}.example.test g{}", (i + v) % GROUPS);
         }
     }
-    (config, tables, lines)
+    for v in 0..views {
+        let file = dir.join(format!("v{v}.names"));
+        let _ = write!(
+            config,
+            "[views.v{v}]\nsources = [\"10.{}.0.0/16\"]\nname_files = [{:?}]\n",
+            100 + v,
+            file.display().to_string()
+        );
+    }
+    (config, files)
 }
 
 fn memlock(pin: &std::path::Path) -> u64 {
@@ -117,11 +121,14 @@ fn measure(n: usize, views: usize) -> Result<String> {
             drop(stream);
         }
     });
-    let (body, _tables, lines) = names_config(n, views);
-    // The names in a name file (TOML takes about 5 s per million [names] tables).
+    // The names in name files (TOML takes about 5 s per million [names] tables).
     let dir = primwatch_tests::TempDir::new("pwnames")?;
+    let (body, files) = names_config(n, views, &dir.0);
     let names_file = dir.0.join("bench.names");
-    std::fs::write(&names_file, &lines)?;
+    std::fs::write(&names_file, &files[0])?;
+    for (v, file) in files[1..].iter().enumerate() {
+        std::fs::write(dir.0.join(format!("v{v}.names")), file)?;
+    }
     let config = format!(
         "name_files = [\"{}\"]\n[server]\ninterfaces = [\"lo\"]\nxdp_mode = \"skb\"\npin_dir = \"{{pin_dir}}\"\nmax_names = {}\n{body}",
         names_file.display(),

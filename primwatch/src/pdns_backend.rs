@@ -19,6 +19,7 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
+use primwatch_common::{MAX_RECORDS, WEIGHT_SLOTS};
 use rand::Rng as _;
 use serde_json::{json, Value};
 use tokio::{
@@ -46,6 +47,17 @@ struct Entry {
     /// Round-robin positions for A and AAAA (per spec and family, like XDP's counter
     /// per query: PowerDNS asks for ANY, which must not move one family twice).
     turns: [AtomicUsize; 2],
+    /// For weighted A and AAAA sets, the start table XDP draws from (else empty).
+    weighted: [Vec<u8>; 2],
+}
+
+/// The `WEIGHT_SLOTS` weighted starts of `chosen` (empty unless it picks by weight).
+fn weighted_starts<A>(chosen: &Chosen<A>) -> Vec<u8> {
+    if chosen.pick != Pick::Weighted || chosen.records.is_empty() {
+        return Vec::new();
+    }
+    let weights: Vec<u32> = chosen.records.iter().take(MAX_RECORDS).map(|(_, w)| *w).collect();
+    records::weighted_slots(&weights).to_vec()
 }
 
 /// A snapshot of every answer, rebuilt whenever the maps are written: XDP's name plan
@@ -73,6 +85,7 @@ impl AnswerTable {
             .zip(chosen)
             .map(|(spec, (a, aaaa))| Entry {
                 ttl: spec.ttl,
+                weighted: [weighted_starts(&a), weighted_starts(&aaaa)],
                 a,
                 aaaa,
                 turns: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -119,6 +132,7 @@ impl AnswerTable {
         if want("A") {
             pick(
                 &entry.turns[0],
+                &entry.weighted[0],
                 &entry.a,
                 |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}),
                 &mut records,
@@ -127,6 +141,7 @@ impl AnswerTable {
         if want("AAAA") {
             pick(
                 &entry.turns[1],
+                &entry.weighted[1],
                 &entry.aaaa,
                 |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}),
                 &mut records,
@@ -144,8 +159,17 @@ fn has_nodata(entry: &Entry) -> bool {
     entry.a.pick == Pick::NoData || entry.aaaa.pick == Pick::NoData
 }
 
-/// Appends this reply's records of one family, chosen as XDP would.
-fn pick<A: Copy>(turn: &AtomicUsize, chosen: &Chosen<A>, record: impl Fn(A) -> Value, out: &mut Vec<Value>) {
+/// Appends this reply's records of one family, chosen as XDP would: the same start
+/// for fixed and round-robin sets, and for weighted sets a draw from the same table
+/// of `WEIGHT_SLOTS` starts XDP draws from (`records::weighted_slots`), so both paths
+/// give each record the same share.
+fn pick<A: Copy>(
+    turn: &AtomicUsize,
+    weighted: &[u8],
+    chosen: &Chosen<A>,
+    record: impl Fn(A) -> Value,
+    out: &mut Vec<Value>,
+) {
     let count = chosen.records.len();
     if count == 0 {
         return;
@@ -155,15 +179,10 @@ fn pick<A: Copy>(turn: &AtomicUsize, chosen: &Chosen<A>, record: impl Fn(A) -> V
         Pick::Fixed | Pick::NoData => 0,
         Pick::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % count,
         Pick::Random => rand::thread_rng().gen_range(0..count),
-        Pick::Weighted => {
-            let total: u64 = chosen.records.iter().map(|(_, w)| *w as u64).sum::<u64>().max(1);
-            let mut draw = rand::thread_rng().gen_range(0..total);
-            chosen
-                .records
-                .iter()
-                .position(|(_, w)| draw.checked_sub(*w as u64).map(|left| draw = left).is_none())
-                .unwrap_or(0)
+        Pick::Weighted if weighted.len() == WEIGHT_SLOTS => {
+            weighted[rand::thread_rng().gen_range(0..WEIGHT_SLOTS)] as usize
         }
+        Pick::Weighted => 0,
     };
     out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));
 }

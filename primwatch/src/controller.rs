@@ -456,6 +456,7 @@ impl Controller {
                 record_sets = stats.sets_written,
                 names_written = stats.written,
                 names_deleted = stats.deleted,
+                publish_us = started.elapsed().as_micros() as u64,
                 "answers updated"
             );
         }

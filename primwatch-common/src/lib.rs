@@ -80,6 +80,10 @@ impl NameKey {
     }
 }
 
+/// Prefixes each of the `views_v4` / `views_v6` LPM tries holds at most (allocated as
+/// used).
+pub const MAX_VIEW_PREFIXES: usize = 1_048_576;
+
 /// Value of the `views_v4` / `views_v6` LPM tries: which view a source prefix is in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,8 @@ use aya_ebpf::{
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
     AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, Scratch, Settings, ViewMatch,
-    BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+    BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT,
+    NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -31,9 +32,9 @@ pub static SET_VERSIONS: Array<u32, DEFAULT_RECORD_SETS> = Array::new();
 
 /// Source prefix → view, one trie per address family.
 #[btf_map]
-pub static VIEWS_V4: LpmTrie<[u8; 4], ViewMatch, 1_048_576> = LpmTrie::new();
+pub static VIEWS_V4: LpmTrie<[u8; 4], ViewMatch, MAX_VIEW_PREFIXES> = LpmTrie::new();
 #[btf_map]
-pub static VIEWS_V6: LpmTrie<[u8; 16], ViewMatch, 1_048_576> = LpmTrie::new();
+pub static VIEWS_V6: LpmTrie<[u8; 16], ViewMatch, MAX_VIEW_PREFIXES> = LpmTrie::new();
 
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();

@@ -148,6 +148,23 @@ pub struct Status {
     /// (name, view) entries answer from it.
     #[serde(default)]
     pub answer_sets: Vec<AnswerSetStatus>,
+    /// `[geoip] database`, if set: what it is and how many networks each view took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geoip: Option<GeoStatus>,
+}
+
+/// The country/AS database as the running config read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GeoStatus {
+    pub path: String,
+    /// The metadata's database_type, e.g. "GeoLite2-Country".
+    pub database_type: String,
+    /// The metadata's build_epoch, RFC 3339.
+    pub built: String,
+    /// Networks in the file.
+    pub networks: usize,
+    /// Per view with countries, continents or AS numbers: the networks it took.
+    pub prefixes: std::collections::BTreeMap<String, usize>,
 }
 
 /// One record-set spec: the A and AAAA records every name using it answers with now.

@@ -110,6 +110,8 @@ pub struct Controller {
     budget: Arc<checks::Budget>,
     /// Log lines about checks that could not run here, at most a few per window.
     local_errors: LocalErrorLog,
+    /// The `[geoip] database` file as last seen (inode, size, mtime): a change reloads.
+    geoip_seen: Option<FileStamp>,
     /// Targets given by host: what they resolve to, and the tasks resolving them.
     resolutions: std::collections::BTreeMap<String, crate::resolve::Resolution>,
     resolved_tx: mpsc::Sender<crate::resolve::Resolved>,
@@ -248,6 +250,7 @@ impl Controller {
             views_written: false,
             budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
             local_errors: LocalErrorLog { window_start: None, failed: 0, recovered: 0 },
+            geoip_seen: None,
             resolutions: Default::default(),
             resolved_tx,
             resolved_rx,
@@ -483,6 +486,7 @@ impl Controller {
                 }
                 _ = save_tick.tick() => {
                     self.local_errors.tick();
+                    self.reload_if_geoip_changed();
                     if let Err(e) = self.cookies.tick() {
                         self.state.save();
                         return Err(e.context("writing the DNS cookie secret or clock"));
@@ -658,6 +662,31 @@ impl Controller {
         Ok(format!("{kind:?} {name}: done").to_lowercase())
     }
 
+    /// Reloads (as SIGHUP does) when the `[geoip] database` file changed since the
+    /// running config read it: geoipupdate and packages replace it by rename. A file
+    /// caught half-written is rejected like any bad config (the old mapping serves)
+    /// and retried when it changes again.
+    fn reload_if_geoip_changed(&mut self) {
+        let Some(path) = self.config.geoip.as_ref().map(|g| g.path.clone()) else { return };
+        let now = FileStamp::of(&path);
+        if self.geoip_seen.is_none() {
+            self.geoip_seen = now;
+            return;
+        }
+        if now == self.geoip_seen {
+            return;
+        }
+        self.geoip_seen = now;
+        info!(database = %path.display(), "the geoip database changed: reloading");
+        let reply = self.reload();
+        self.metrics.reload(reply.ok);
+        if reply.ok {
+            info!(database = %path.display(), "geoip database applied");
+        } else {
+            warn!(database = %path.display(), reason = %reply.message, "geoip database not applied");
+        }
+    }
+
     /// Re-reads the config; a bad one is rejected and the running one keeps serving.
     fn reload(&mut self) -> Reply {
         let Some(path) = self.config_path.clone() else { return Reply::error("no config file to reload from") };
@@ -778,5 +807,17 @@ impl Controller {
         let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
         status.resolved = report::resolved(&self.config, &self.resolutions);
         status
+    }
+}
+
+/// What tells a replaced file from the one read before: inode, size, mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp(u64, u64, i64, i64);
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
     }
 }

@@ -386,6 +386,12 @@ fn print_status(status: &Status) {
     for n in &status.names {
         print_name(n);
     }
+    if let Some(g) = &status.geoip {
+        println!("GEOIP    {} ({}, built {}, {} networks)", g.path, g.database_type, g.built, g.networks);
+        for (view, n) in &g.prefixes {
+            println!("  view {view}: {n} networks");
+        }
+    }
     if !status.views.is_empty() {
         println!("VIEWS");
         for v in &status.views {

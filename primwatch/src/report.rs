@@ -52,13 +52,14 @@ pub fn explain(
     let (view_label, groups, all_down) = match view {
         Some((view_name, v, prefix)) if v.names.contains_key(&matched) => {
             let vn = &v.names[&matched];
-            (format!("{view_name} ({by} in {prefix})"), vn.groups.clone(), vn.all_down.clone())
+            (format!("{view_name} ({by} in {})", prefix_origin(config, prefix)), vn.groups.clone(), vn.all_down.clone())
         }
         found => {
             let label = match found {
-                Some((view_name, _, prefix)) => {
-                    format!("default ({by} is in view {view_name}, {prefix}, which does not map this name)")
-                }
+                Some((view_name, _, prefix)) => format!(
+                    "default ({by} is in view {view_name}, {}, which does not map this name)",
+                    prefix_origin(config, prefix)
+                ),
                 None => format!("default ({by} is in no view)"),
             };
             match &entry.source {
@@ -318,6 +319,22 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
         resolved: Vec::new(),
         name_entries: entries,
         answer_sets: sets,
+        geoip: config.geoip.as_ref().map(|g| control::GeoStatus {
+            path: g.path.display().to_string(),
+            database_type: g.database_type.clone(),
+            built: control::format_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(g.build_epoch)),
+            networks: g.networks,
+            prefixes: g.prefixes.iter().map(|(view, p)| (view.clone(), p.len())).collect(),
+        }),
+    }
+}
+
+/// A view's prefix in words: the prefix, or where the database put it ("country JP
+/// (GeoLite2-Country, network 1.0.16.0/20)").
+fn prefix_origin(config: &Config, prefix: ipnet::IpNet) -> String {
+    match config.geoip.as_ref().and_then(|g| Some((g, g.origins.get(&prefix)?))) {
+        Some((g, why)) => format!("{why} ({}, network {prefix})", g.database_type),
+        None => prefix.to_string(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod fuzz;
 pub mod harness;
 pub mod lab;
+pub mod mmdb;
 pub mod netns;
 pub mod packet;
 pub mod pdns;

@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "nftables",
     "lintian",
+    // mmdblookup: reads the MaxMind DB files the geoip tests write (an independent reader).
+    "mmdb-bin",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -21,6 +21,7 @@ use crate::{
     local_socket::{self, Access},
 };
 
+pub mod geoip;
 mod health;
 mod name_files;
 mod views;
@@ -116,6 +117,8 @@ pub struct Config {
     /// `views`' prefixes by length, with their ECS scopes: built once per load, shared
     /// by the XDP map writer, the PowerDNS backend and explain.
     pub view_index: std::sync::Arc<crate::view_index::ViewIndex>,
+    /// `[geoip] database` as read: its metadata and the networks it put into views.
+    pub geoip: Option<std::sync::Arc<geoip::GeoMapping>>,
     /// Targets given by DNS name (`host`), by target name; `targets` and `groups` hold
     /// their addresses as of the last resolution (see `expand`).
     pub named_targets: BTreeMap<String, NamedTarget>,
@@ -395,9 +398,38 @@ struct RawConfig {
     resolver: Option<RawResolver>,
     rrl: Option<Spanned<RawRrl>>,
     cookies: Option<RawCookies>,
+    geoip: Option<RawGeoip>,
     /// Files of names served from groups, one per line (see `read_name_file`).
     #[serde(default)]
     name_files: Vec<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeoip {
+    database: Spanned<PathBuf>,
+}
+
+/// Reads `[geoip] database` and adds the networks each view's countries, continents and
+/// AS numbers select to its sources (see `geoip`).
+fn read_geoip(
+    raw: &RawGeoip,
+    config_path: &Path,
+    views: &mut BTreeMap<String, ViewConfig>,
+    at: &health::At,
+) -> Result<geoip::GeoMapping, ConfigError> {
+    let path = views::config_dir(config_path).join(raw.database.get_ref());
+    let wanted = views.iter().filter(|(_, v)| !v.geo.is_empty()).map(|(n, v)| (n.clone(), v.geo.clone())).collect();
+    let hand_written: Vec<ipnet::IpNet> = views.values().flat_map(|v| v.sources.iter().copied()).collect();
+    let mapping = geoip::expand(&path, &wanted, &hand_written)
+        .map_err(|reason| at(raw.database.span(), format!("geoip.database: {reason}")))?;
+    for (view, prefixes) in &mapping.prefixes {
+        let sources = &mut views.get_mut(view).expect("wanted views exist").sources;
+        sources.extend(prefixes.iter().copied());
+        sources.sort();
+        sources.dedup();
+    }
+    Ok(mapping)
 }
 
 #[derive(Deserialize)]
@@ -937,7 +969,27 @@ impl Config {
             }
         }
 
-        let views = views::parse_views(raw.views, &views::config_dir(path), &groups, &names, &at)?;
+        let mut views =
+            views::parse_views(raw.views, &views::config_dir(path), &groups, &names, raw.geoip.is_some(), &at)?;
+        let geoip = match &raw.geoip {
+            Some(geoip) => Some(std::sync::Arc::new(read_geoip(geoip, path, &mut views, &at)?)),
+            None => None,
+        };
+        // The tries' size: CIDR files and databases can both reach it.
+        for v6 in [false, true] {
+            let count = views.values().flat_map(|v| &v.sources).filter(|p| p.addr().is_ipv6() == v6).count();
+            if count > primwatch_common::MAX_VIEW_PREFIXES {
+                let span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
+                return Err(at(
+                    span,
+                    format!(
+                        "views hold {count} {} prefixes; XDP holds at most {} per family",
+                        if v6 { "IPv6" } else { "IPv4" },
+                        primwatch_common::MAX_VIEW_PREFIXES
+                    ),
+                ));
+            }
+        }
         let metrics_listen = match &raw.metrics {
             Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
                 at(m.listen.span(), format!("metrics.listen '{}' is not an address:port", m.listen.get_ref()))
@@ -1046,6 +1098,7 @@ impl Config {
             powerdns,
             metrics_listen,
             view_index,
+            geoip,
             named_targets,
             resolver,
             declared,

@@ -10,16 +10,25 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health::At, parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig};
+use super::{
+    geoip::{is_country, GeoCriteria, CONTINENTS},
+    health::At,
+    parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig,
+};
 use crate::dns_name::DnsName;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewConfig {
     /// The id the XDP program sees (from the name; never 0, the default view).
     pub id: u32,
+    /// Hand-written prefixes and, after the database was read, the database networks
+    /// `geo` selected (see `geoip`).
     pub sources: Vec<IpNet>,
     /// Names this view answers differently, and how.
     pub names: BTreeMap<DnsName, ViewName>,
+    /// Countries, continents and AS numbers whose networks (from `[geoip] database`)
+    /// are in this view.
+    pub geo: GeoCriteria,
 }
 
 impl crate::view_index::ViewSources for ViewConfig {
@@ -44,6 +53,12 @@ pub(super) struct RawView {
     sources: Vec<Spanned<String>>,
     #[serde(default)]
     source_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    continents: Vec<Spanned<String>>,
+    #[serde(default)]
+    asns: Vec<Spanned<u32>>,
     #[serde(default)]
     names: BTreeMap<Spanned<String>, Spanned<RawViewName>>,
     /// Files of `NAME GROUP[,GROUP…] [all_down=POLICY]` lines (see `name_files`).
@@ -93,9 +108,12 @@ pub(super) fn parse_views(
     config_dir: &Path,
     groups: &BTreeMap<String, GroupConfig>,
     names: &BTreeMap<DnsName, NameConfig>,
+    has_database: bool,
     at: &At,
 ) -> Result<BTreeMap<String, ViewConfig>, ConfigError> {
     let mut views = BTreeMap::new();
+    // Every country, continent and AS number selects one view.
+    let mut geo_owner: BTreeMap<String, String> = BTreeMap::new();
     // Every prefix belongs to one view: the same prefix in two would be a coin toss.
     let mut owner: BTreeMap<IpNet, String> = BTreeMap::new();
     let mut ids: BTreeMap<u32, String> = BTreeMap::new();
@@ -115,8 +133,46 @@ pub(super) fn parse_views(
             let path = config_dir.join(file.get_ref());
             sources.extend(read_source_file(&path)?);
         }
-        if sources.is_empty() {
-            return Err(at(view_span, format!("view '{view_name}' has no sources")));
+        let mut geo = GeoCriteria::default();
+        let mut claim = |what: String, span: std::ops::Range<usize>| -> Result<(), ConfigError> {
+            if !has_database {
+                return Err(at(span, format!("{what} needs a database: set [geoip] database")));
+            }
+            match geo_owner.insert(what.clone(), view_name.clone()) {
+                Some(other) if other != view_name => {
+                    Err(at(span, format!("{what} is in views '{other}' and '{view_name}'")))
+                }
+                _ => Ok(()),
+            }
+        };
+        for code in &view.countries {
+            let upper = code.get_ref().to_ascii_uppercase();
+            if !is_country(&upper) {
+                return Err(at(code.span(), format!("'{}' is not an ISO 3166-1 alpha-2 country code", code.get_ref())));
+            }
+            claim(format!("country {upper}"), code.span())?;
+            geo.countries.insert(upper);
+        }
+        for code in &view.continents {
+            let upper = code.get_ref().to_ascii_uppercase();
+            if !CONTINENTS.contains(&upper.as_str()) {
+                return Err(at(
+                    code.span(),
+                    format!("'{}' is not a continent code ({})", code.get_ref(), CONTINENTS.join(", ")),
+                ));
+            }
+            claim(format!("continent {upper}"), code.span())?;
+            geo.continents.insert(upper);
+        }
+        for asn in &view.asns {
+            if *asn.get_ref() == 0 {
+                return Err(at(asn.span(), "AS number 0 is reserved (RFC 7607)".into()));
+            }
+            claim(format!("AS{}", asn.get_ref()), asn.span())?;
+            geo.asns.insert(*asn.get_ref());
+        }
+        if sources.is_empty() && geo.is_empty() {
+            return Err(at(view_span, format!("view '{view_name}' has no sources, countries, continents or asns")));
         }
         for net in &sources {
             if let Some(other) = owner.insert(*net, view_name.clone()) {
@@ -167,7 +223,7 @@ pub(super) fn parse_views(
         if let Some(other) = ids.insert(id, view_name.clone()) {
             return Err(at(view_span, format!("views '{other}' and '{view_name}' share an id; rename one")));
         }
-        views.insert(view_name, ViewConfig { id, sources, names: view_names });
+        views.insert(view_name, ViewConfig { id, sources, names: view_names, geo });
     }
     Ok(views)
 }

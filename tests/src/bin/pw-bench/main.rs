@@ -42,6 +42,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 mod continuity;
 mod failover;
 mod flood;
+mod geoip;
 mod http;
 mod names;
 mod scale;
@@ -101,6 +102,9 @@ fn main() -> Result<()> {
     }
     if wanted("names") {
         names::run()?;
+    }
+    if wanted("geoip") {
+        geoip::run()?;
     }
     Ok(())
 }

@@ -33,6 +33,18 @@ pub fn asn(number: u32, organization: &str) -> Value {
     ])
 }
 
+/// The demo's country database (`examples/demo-country.mmdb`, checked against this by
+/// `tests/tests/examples.rs`): documentation prefixes in a few countries.
+pub fn demo_database() -> Vec<u8> {
+    let mut w = Writer::new("GeoLite2-Country", 1_764_460_800);
+    let net = |s: &str| -> IpAddr { s.parse().unwrap() };
+    w.insert(net("192.0.2.0"), 24, country("KR", "AS"))
+        .insert(net("198.51.100.0"), 24, country("JP", "AS"))
+        .insert(net("203.0.113.0"), 24, country("DE", "EU"))
+        .insert(net("2001:db8:100::"), 40, country("KR", "AS"));
+    w.to_bytes()
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Child {
     Empty,

@@ -26,3 +26,15 @@ fn every_example_config_passes_check_config() {
     }
     assert!(checked >= 2, "only {checked} example configs found in {}", dir.display());
 }
+
+/// The demo's country database is the one `mmdb::demo_database` writes (run with
+/// PRIMWATCH_WRITE_EXAMPLES=1 to write it after changing that function).
+#[test]
+fn the_demo_country_database_is_the_tests_own() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-country.mmdb");
+    let want = primwatch_tests::mmdb::demo_database();
+    if std::env::var_os("PRIMWATCH_WRITE_EXAMPLES").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), want, "{} differs from mmdb::demo_database()", path.display());
+}

@@ -114,6 +114,7 @@ fn main() -> Result<()> {
          \x20 ip netns exec {c} dig @fd77::1 api.example.test AAAA      # XDP, AAAA\n\
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +tcp   # PowerDNS (TCP)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +dnssec # XDP (DO=1, unsigned zone)\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +subnet=192.0.2.0/24 # XDP, a client subnet in Korea: Osaka\n\
          \x20 ip netns exec {c} dig @10.77.0.1 other.example.test A      # PowerDNS (not served by XDP)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 example.test MX           # PowerDNS (other type)\n\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock status\n\
@@ -121,6 +122,7 @@ fn main() -> Result<()> {
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock group osaka priority 200\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock stats\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock explain www.example.test --from 10.77.0.2\n\
+         \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock explain www.example.test --from 10.77.0.2 --ecs 192.0.2.0/24\n\
          \x20 nsenter --net=/run/netns/{s} curl -s 127.0.0.1:9153/metrics   # Prometheus\n\
          \x20 target/release/primwatch counters                           # XDP counters\n\
          \x20 bpftool map dump pinned /sys/fs/bpf/primwatch/counters\n\

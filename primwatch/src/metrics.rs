@@ -1,19 +1,24 @@
 //! Observability: what the controller counts (check results and latencies, map
 //! updates, reloads), the `Stats` snapshot `ctl stats` prints, and the same snapshot
-//! as Prometheus text on an optional HTTP listener (GET /metrics).
+//! as Prometheus text (prometheus-client's encoder, from a collector over the snapshot)
+//! on an optional HTTP listener (hyper; GET /metrics).
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     net::SocketAddr,
     time::{Duration, SystemTime},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
 };
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{mpsc, oneshot},
 };
 use tracing::{info, warn};
@@ -229,184 +234,225 @@ pub struct Stats {
 pub const STATS_NAMES_ALL: usize = 10_000;
 pub const STATS_NAMES_TOP: usize = 100;
 
-/// Prometheus label values: backslash, quote and newline escaped.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn histogram(out: &mut String, metric: &str, labels: &str, h: &Histogram) {
-    let mut cumulative = 0;
-    let sep = if labels.is_empty() { "" } else { "," };
-    for (bound, count) in h.bounds.iter().zip(&h.counts) {
-        cumulative += count;
-        let _ = writeln!(out, "{metric}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "{metric}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{metric}_sum{{{labels}}} {}", h.sum);
-    let _ = writeln!(out, "{metric}_count{{{labels}}} {}", h.count);
+/// The Prometheus text exposition format (version 0.0.4), written by prometheus-client
+/// from the snapshot (a collector: the controller owns the numbers, a scrape copies them).
+pub fn prometheus_text(stats: &Stats) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Exported(stats.clone())));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
 }
 
-/// The Prometheus text exposition format (version 0.0.4).
-pub fn prometheus_text(stats: &Stats) -> String {
-    let mut out = String::new();
-    let help = |out: &mut String, metric: &str, kind: &str, text: &str| {
-        let _ = writeln!(out, "# HELP {metric} {text}\n# TYPE {metric} {kind}");
-    };
-    help(&mut out, "primwatch_xdp_answers_total", "counter", "Queries answered by XDP, per name, view and type.");
-    let per_name = if stats.name_entries <= STATS_NAMES_ALL { stats.names.as_slice() } else { &[] };
-    for n in per_name {
-        for (qtype, count) in [("A", n.a_answers), ("AAAA", n.aaaa_answers)] {
-            let _ = writeln!(
-                out,
-                "primwatch_xdp_answers_total{{name=\"{}\",view=\"{}\",type=\"{qtype}\"}} {count}",
-                label(&n.name),
-                label(&n.view)
-            );
+#[derive(Debug)]
+struct Exported(Stats);
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A family of counters (the encoder appends `_total` to `name`), one per label set.
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, u64)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            family.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        } else {
+            family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
     }
-    help(
-        &mut out,
-        "primwatch_xdp_packets_total",
-        "counter",
-        "Packets seen by XDP, by verdict (answered, or why passed to the kernel).",
-    );
-    // The counters past the verdicts are events (RRL's exempt and log-only answers,
-    // presented server cookies).
-    let events = &primwatch_common::Counters::FIELD_NAMES[primwatch_common::VERDICT_FIELDS..];
-    for (verdict, count) in stats.xdp.iter().filter(|(name, _)| !events.contains(&name.as_str())) {
-        let _ = writeln!(out, "primwatch_xdp_packets_total{{verdict=\"{}\"}} {count}", label(verdict));
+    Ok(())
+}
+
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, f64)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        family.encode_family(&labels)?.encode_gauge(&value)?;
     }
-    // One family per event prefix: `rrl_exempt` is primwatch_xdp_rrl_events_total{event="exempt"}.
-    for (prefix, family, text) in [
-        (
-            "rrl_",
-            "primwatch_xdp_rrl_events_total",
-            "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
-        ),
-        (
-            "cookie_",
-            "primwatch_xdp_cookie_events_total",
-            "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
-        ),
-    ] {
-        help(&mut out, family, "counter", text);
-        for (event, count) in stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())) {
-            if let Some(event) = event.strip_prefix(prefix) {
-                let _ = writeln!(out, "{family}{{event=\"{}\"}} {count}", label(event));
-            }
+    Ok(())
+}
+
+fn histograms<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, &'a Histogram)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in samples {
+        // Per-bucket counts; the encoder sums them and adds +Inf with the total.
+        let buckets: Vec<(f64, u64)> = h.bounds.iter().copied().zip(h.counts.iter().copied()).collect();
+        if labels.is_empty() {
+            family.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
+        } else {
+            family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
         }
     }
-    help(&mut out, "primwatch_check_results_total", "counter", "Health check runs per target, check and result.");
-    for c in &stats.checks {
-        let (t, k) = (label(&c.target), label(&c.check));
-        let _ = writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"ok\"}} {}", c.ok);
-        let _ =
-            writeln!(out, "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"fail\"}} {}", c.failed);
-        let _ = writeln!(
-            out,
-            "primwatch_check_results_total{{target=\"{t}\",check=\"{k}\",result=\"local_error\"}} {}",
-            c.local_errors
-        );
-    }
-    help(&mut out, "primwatch_check_latency_seconds", "histogram", "Health check duration per target and check.");
-    for c in &stats.checks {
-        histogram(
-            &mut out,
-            "primwatch_check_latency_seconds",
-            &format!("target=\"{}\",check=\"{}\"", label(&c.target), label(&c.check)),
-            &c.latency_seconds,
-        );
-    }
-    for (kind, list) in [("target", &stats.targets), ("group", &stats.groups)] {
-        help(
-            &mut out,
-            &format!("primwatch_{kind}_up"),
-            "gauge",
-            &format!("1 if the {kind} is healthy (a group: has its minimum of eligible members)."),
-        );
-        for s in list.iter() {
-            let _ = writeln!(out, "primwatch_{kind}_up{{{kind}=\"{}\"}} {}", label(&s.name), s.up as u8);
-        }
-        help(
-            &mut out,
-            &format!("primwatch_{kind}_in_answers"),
-            "gauge",
-            &format!("1 if the {kind} is in answers (after overrides and preempt holds)."),
-        );
-        for s in list.iter() {
-            let _ =
-                writeln!(out, "primwatch_{kind}_in_answers{{{kind}=\"{}\"}} {}", label(&s.name), s.in_answers as u8);
-        }
-        help(
-            &mut out,
-            &format!("primwatch_{kind}_last_change_timestamp_seconds"),
-            "gauge",
-            &format!("When the {kind}'s state last changed (Unix time)."),
-        );
-        for s in list.iter() {
-            let _ = writeln!(
-                out,
-                "primwatch_{kind}_last_change_timestamp_seconds{{{kind}=\"{}\"}} {:.3}",
-                label(&s.name),
-                unix_seconds(s.since)
-            );
-        }
-    }
-    help(
-        &mut out,
-        "primwatch_map_syncs_total",
-        "counter",
-        "Times the answers were recomputed and written to the BPF maps.",
-    );
-    let _ = writeln!(out, "primwatch_map_syncs_total {}", stats.map.syncs);
-    help(&mut out, "primwatch_map_entry_updates_total", "counter", "Names map entries written or deleted.");
-    let _ = writeln!(out, "primwatch_map_entry_updates_total{{op=\"write\"}} {}", stats.map.entries_written);
-    let _ = writeln!(out, "primwatch_map_entry_updates_total{{op=\"delete\"}} {}", stats.map.entries_deleted);
-    help(
-        &mut out,
-        "primwatch_map_sync_duration_seconds",
-        "histogram",
-        "Time to write one change of answers into the maps.",
-    );
-    histogram(&mut out, "primwatch_map_sync_duration_seconds", "", &stats.map.sync_seconds);
-    help(&mut out, "primwatch_reloads_total", "counter", "Config reloads by result.");
-    let _ = writeln!(out, "primwatch_reloads_total{{result=\"applied\"}} {}", stats.reloads.applied);
-    let _ = writeln!(out, "primwatch_reloads_total{{result=\"rejected\"}} {}", stats.reloads.rejected);
-    help(
-        &mut out,
-        "primwatch_log_lines_lost_total",
-        "counter",
-        "Log lines that could not be written to stderr (closed, full or blocked) and were dropped.",
-    );
-    let _ = writeln!(out, "primwatch_log_lines_lost_total {}", stats.log_lines_lost);
-    help(
-        &mut out,
-        "primwatch_socket_connections_total",
-        "counter",
-        "Connections to the control and PowerDNS sockets by result (refused: not root or the socket's group, or every slot busy).",
-    );
-    for (socket, c) in &stats.sockets {
-        for (result, n) in [
-            ("accepted", c.accepted),
-            ("refused_peer", c.refused_peer),
-            ("refused_busy", c.refused_busy),
-            ("closed_idle", c.closed_idle),
-            ("accept_error", c.accept_errors),
+    Ok(())
+}
+
+impl Collector for Exported {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let stats = &self.0;
+        let e = &mut encoder;
+        let per_name = if stats.name_entries <= STATS_NAMES_ALL { stats.names.as_slice() } else { &[] };
+        counters(
+            e,
+            "primwatch_xdp_answers",
+            "Queries answered by XDP, per name, view and type.",
+            per_name.iter().flat_map(|n| {
+                [("A", n.a_answers), ("AAAA", n.aaaa_answers)].map(|(qtype, count)| {
+                    (vec![("name", n.name.clone()), ("view", n.view.clone()), ("type", qtype.to_string())], count)
+                })
+            }),
+        )?;
+        // The counters past the verdicts are events (RRL's exempt and log-only answers,
+        // presented server cookies).
+        let events = &primwatch_common::Counters::FIELD_NAMES[primwatch_common::VERDICT_FIELDS..];
+        counters(
+            e,
+            "primwatch_xdp_packets",
+            "Packets seen by XDP, by verdict (answered, or why passed to the kernel).",
+            stats
+                .xdp
+                .iter()
+                .filter(|(name, _)| !events.contains(&name.as_str()))
+                .map(|(verdict, count)| (vec![("verdict", verdict.clone())], *count)),
+        )?;
+        // One family per event prefix: `rrl_exempt` is primwatch_xdp_rrl_events_total{event="exempt"}.
+        for (prefix, family, text) in [
+            (
+                "rrl_",
+                "primwatch_xdp_rrl_events",
+                "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
+            ),
+            (
+                "cookie_",
+                "primwatch_xdp_cookie_events",
+                "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
+            ),
         ] {
-            let _ = writeln!(out, "primwatch_socket_connections_total{{socket=\"{socket}\",result=\"{result}\"}} {n}");
+            counters(
+                e,
+                family,
+                text,
+                stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())).filter_map(|(event, count)| {
+                    Some((vec![("event", event.strip_prefix(prefix)?.to_string())], *count))
+                }),
+            )?;
         }
+        counters(
+            e,
+            "primwatch_check_results",
+            "Health check runs per target, check and result.",
+            stats.checks.iter().flat_map(|c| {
+                [("ok", c.ok), ("fail", c.failed), ("local_error", c.local_errors)].map(|(result, n)| {
+                    (vec![("target", c.target.clone()), ("check", c.check.clone()), ("result", result.to_string())], n)
+                })
+            }),
+        )?;
+        histograms(
+            e,
+            "primwatch_check_latency_seconds",
+            "Health check duration per target and check.",
+            stats
+                .checks
+                .iter()
+                .map(|c| (vec![("target", c.target.clone()), ("check", c.check.clone())], &c.latency_seconds)),
+        )?;
+        for (kind, list) in [("target", &stats.targets), ("group", &stats.groups)] {
+            let labelled = |s: &StateStats| vec![(kind, s.name.clone())];
+            gauges(
+                e,
+                &format!("primwatch_{kind}_up"),
+                &format!("1 if the {kind} is healthy (a group: has its minimum of eligible members)."),
+                list.iter().map(|s| (labelled(s), s.up as u8 as f64)),
+            )?;
+            gauges(
+                e,
+                &format!("primwatch_{kind}_in_answers"),
+                &format!("1 if the {kind} is in answers (after overrides and preempt holds)."),
+                list.iter().map(|s| (labelled(s), s.in_answers as u8 as f64)),
+            )?;
+            gauges(
+                e,
+                &format!("primwatch_{kind}_last_change_timestamp_seconds"),
+                &format!("When the {kind}'s state last changed (Unix time)."),
+                list.iter().map(|s| (labelled(s), unix_seconds(s.since))),
+            )?;
+        }
+        counters(
+            e,
+            "primwatch_map_syncs",
+            "Times the answers were recomputed and written to the BPF maps.",
+            [(vec![], stats.map.syncs)],
+        )?;
+        counters(
+            e,
+            "primwatch_map_entry_updates",
+            "Names map entries written or deleted.",
+            [
+                (vec![("op", "write".to_string())], stats.map.entries_written),
+                (vec![("op", "delete".to_string())], stats.map.entries_deleted),
+            ],
+        )?;
+        histograms(
+            e,
+            "primwatch_map_sync_duration_seconds",
+            "Time to write one change of answers into the maps.",
+            [(vec![], &stats.map.sync_seconds)],
+        )?;
+        counters(
+            e,
+            "primwatch_reloads",
+            "Config reloads by result.",
+            [
+                (vec![("result", "applied".to_string())], stats.reloads.applied),
+                (vec![("result", "rejected".to_string())], stats.reloads.rejected),
+            ],
+        )?;
+        counters(
+            e,
+            "primwatch_log_lines_lost",
+            "Log lines that could not be written to stderr (closed, full or blocked) and were dropped.",
+            [(vec![], stats.log_lines_lost)],
+        )?;
+        counters(
+            e,
+            "primwatch_socket_connections",
+            "Connections to the control and PowerDNS sockets by result (refused: not root or the socket's group, or every slot busy).",
+            stats.sockets.iter().flat_map(|(socket, c)| {
+                [
+                    ("accepted", c.accepted),
+                    ("refused_peer", c.refused_peer),
+                    ("refused_busy", c.refused_busy),
+                    ("closed_idle", c.closed_idle),
+                    ("accept_error", c.accept_errors),
+                ]
+                .map(|(result, n)| (vec![("socket", socket.clone()), ("result", result.to_string())], n))
+            }),
+        )
     }
-    out
 }
 
 /// A scrape's request for a snapshot: where the controller sends it (None: it has none).
 pub type StatsRequest = oneshot::Sender<Option<Stats>>;
 
-/// Serves GET /metrics on `address`, asking `snapshots` (the controller) for one per scrape.
+/// Serves GET /metrics on `address` (hyper's HTTP/1 server, one request per
+/// connection), asking `snapshots` (the controller) for one per scrape.
 pub async fn serve(address: SocketAddr, snapshots: mpsc::Sender<StatsRequest>) -> Result<()> {
     let listener = TcpListener::bind(address).await.with_context(|| format!("metrics listener on {address}"))?;
     info!(%address, "Prometheus metrics on /metrics");
@@ -416,8 +462,17 @@ pub async fn serve(address: SocketAddr, snapshots: mpsc::Sender<StatsRequest>) -
                 Ok((stream, _)) => {
                     let snapshots = snapshots.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = scrape(stream, snapshots).await {
-                            warn!(error = %format!("{e:#}"), "metrics request");
+                        let service = hyper::service::service_fn(move |request| respond(request, snapshots.clone()));
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(Duration::from_secs(5))
+                            .keep_alive(false)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        // A scraper that stops reading must not hold a task forever.
+                        match tokio::time::timeout(Duration::from_secs(15), connection).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => warn!(error = %e, "metrics request"),
+                            Err(_) => warn!("metrics request timed out"),
                         }
                     });
                 }
@@ -431,53 +486,33 @@ pub async fn serve(address: SocketAddr, snapshots: mpsc::Sender<StatsRequest>) -
     Ok(())
 }
 
-async fn scrape(mut stream: TcpStream, snapshots: mpsc::Sender<StatsRequest>) -> Result<()> {
-    let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    // Read the request head (bounded, and in bounded time).
-    let path = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                anyhow::bail!("closed before the request head");
-            }
-            buffer.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut request = httparse::Request::new(&mut headers);
-            if let httparse::Status::Complete(_) = request.parse(&buffer)? {
-                return Ok((request.method.unwrap_or("").to_string(), request.path.unwrap_or("").to_string()));
-            }
-            if buffer.len() > 16 * 1024 {
-                anyhow::bail!("request head too large");
-            }
-        }
-    })
-    .await
-    .context("request head timed out")??;
-    let (status, body) = match (path.0.as_str(), path.1.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => {
+async fn respond(
+    request: hyper::Request<hyper::body::Incoming>,
+    snapshots: mpsc::Sender<StatsRequest>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use hyper::{Method, StatusCode};
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => {
             let (tx, rx) = oneshot::channel();
-            snapshots.send(tx).await.context("controller gone")?;
-            match rx.await? {
-                Some(stats) => ("200 OK", prometheus_text(&stats)),
-                None => ("500 Internal Server Error", "no stats\n".to_string()),
+            let stats = match snapshots.send(tx).await {
+                Ok(()) => rx.await.ok().flatten(),
+                Err(_) => None,
+            };
+            match stats {
+                Some(stats) => (StatusCode::OK, prometheus_text(&stats)),
+                None => (StatusCode::INTERNAL_SERVER_ERROR, "no stats\n".to_string()),
             }
         }
-        ("GET", _) => ("404 Not Found", "try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "GET only\n".to_string()),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, "try /metrics\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_string()),
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    // A scraper that stops reading must not hold a task forever.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await
-    })
-    .await
-    .context("writing the response timed out")??;
-    Ok(())
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::{
     config::{CheckConfig, Config},
     control::{Action, Explanation, Incoming, Kind, Reply, Request, Status},
     hooks::{self, HookRunner},
-    map_writer::{NameMapWriter, ViewMapWriter},
+    map_writer::AnswerMaps,
     metrics::Recorder,
     pdns_backend::{self, AnswerTable},
     records, report,
@@ -86,9 +86,8 @@ pub struct Controller {
     /// Where `reload` reads the config from.
     config_path: Option<std::path::PathBuf>,
     state: State,
-    writer: NameMapWriter,
-    views: ViewMapWriter,
-    rrl: crate::map_writer::RrlMapWriter,
+    /// The answer maps (record sets, names, view tries, RRL settings).
+    maps: AnswerMaps,
     cookies: crate::cookies::CookieKeeper,
     /// The names map's plan for the running config (None: to be built).
     name_plan: Option<std::sync::Arc<records::NamePlan>>,
@@ -104,8 +103,6 @@ pub struct Controller {
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
     hooks: HookRunner,
-    /// Whether the view tries and settings hold this config's (false after a reload).
-    views_written: bool,
     /// Checks in flight at once, over all targets (each holds a socket or a process).
     budget: Arc<checks::Budget>,
     /// Log lines about checks that could not run here, at most a few per window.
@@ -197,9 +194,7 @@ impl Controller {
     pub fn start(
         config: Config,
         config_path: Option<std::path::PathBuf>,
-        writer: NameMapWriter,
-        views: ViewMapWriter,
-        rrl: crate::map_writer::RrlMapWriter,
+        maps: AnswerMaps,
         cookies: crate::map_writer::CookieMapWriter,
     ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
@@ -233,9 +228,7 @@ impl Controller {
             config,
             config_path,
             state,
-            writer,
-            views,
-            rrl,
+            maps,
             cookies: crate::cookies::CookieKeeper::new(cookies),
             name_plan: None,
             reports_tx,
@@ -247,7 +240,6 @@ impl Controller {
             metrics: Recorder::default(),
             dataplane_note: String::new(),
             hooks,
-            views_written: false,
             budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
             local_errors: LocalErrorLog { window_start: None, failed: 0, recovered: 0 },
             geoip_seen: None,
@@ -368,13 +360,17 @@ impl Controller {
         state.inherit(&self.state, &new);
         let old_config = std::mem::replace(&mut self.config, new);
         let old_state = std::mem::replace(&mut self.state, state);
-        self.views_written &= !config_maps;
+        if config_maps {
+            self.maps.config_changed();
+        }
         self.name_plan = None;
         if let Err(e) = self.publish() {
             self.config = old_config;
             self.state = old_state;
             // The running config's maps are written again with its next publish.
-            self.views_written &= !config_maps;
+            if config_maps {
+                self.maps.config_changed();
+            }
             self.name_plan = None;
             return Err(e);
         }
@@ -440,19 +436,12 @@ impl Controller {
             .map(|_| std::sync::Arc::new(AnswerTable::new(plan.clone(), chosen, self.config.view_index.clone())));
         let desired = records::Desired { plan, sets };
         let answers = self.answers.as_ref().map(|(tx, _)| tx);
-        let stats = self.writer.sync_then(desired, || {
+        let stats = self.maps.publish(&self.config, desired, || {
             if let (Some(tx), Some(table)) = (answers, table) {
                 tx.send_replace(table);
             }
         })?;
-        // After the names: a prefix never points at a view whose entries are missing.
-        // The tries depend on the config alone: written once per start or reload.
-        if !self.views_written {
-            self.views.sync(&self.config.view_index, self.config.wildcard_names())?;
-            self.rrl.sync(self.config.rrl.as_ref())?;
-            self.cookies.apply(&self.config.cookies)?;
-            self.views_written = true;
-        }
+        self.cookies.apply(&self.config.cookies)?;
         self.metrics.map_sync(stats.written + stats.sets_written, stats.deleted, started.elapsed());
         if stats.written + stats.deleted + stats.sets_written > 0 {
             info!(
@@ -745,7 +734,7 @@ impl Controller {
             }
         };
         // Per (name, view) entry: every one up to STATS_NAMES_ALL, the busiest above.
-        let (plan, counts) = self.writer.answer_counts();
+        let (plan, counts) = self.maps.names.answer_counts();
         let name_entries = plan.entries.len();
         let mut order: Vec<usize> = (0..name_entries).collect();
         if name_entries > crate::metrics::STATS_NAMES_ALL {
@@ -798,8 +787,9 @@ impl Controller {
         self.metrics.snapshot(xdp, names, name_entries, targets, groups)
     }
 
-    pub fn explain(&self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
-        report::explain(&self.config, &self.state, name, from, ecs, v6)
+    pub fn explain(&mut self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
+        let plan = self.plan();
+        report::explain(&self.config, &plan, &self.state, name, from, ecs, v6)
     }
 
     pub fn status(&mut self, listing: &crate::control::NameListing) -> Status {

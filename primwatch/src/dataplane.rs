@@ -246,7 +246,12 @@ impl Dataplane {
         Ok(())
     }
 
-    pub fn names_writer(&mut self) -> Result<NameMapWriter> {
+    /// The writers of every map answers are built from, in their publish order.
+    pub fn answer_maps(&mut self) -> Result<crate::map_writer::AnswerMaps> {
+        Ok(crate::map_writer::AnswerMaps::new(self.names_writer()?, self.views_writer()?, self.rrl_writer()?))
+    }
+
+    fn names_writer(&mut self) -> Result<NameMapWriter> {
         let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         let map: HashMap<MapData, NameKey, NameEntry> = take(NAMES_MAP)?.try_into()?;
         let answers = take(NAME_ANSWERS_MAP)?.try_into()?;
@@ -258,7 +263,7 @@ impl Dataplane {
     }
 
     /// The writer of the RRL settings and exempt prefixes (see `map_writer::RrlMapWriter`).
-    pub fn rrl_writer(&mut self) -> Result<crate::map_writer::RrlMapWriter> {
+    fn rrl_writer(&mut self) -> Result<crate::map_writer::RrlMapWriter> {
         let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         Ok(crate::map_writer::RrlMapWriter {
             settings: take(RRL_SETTINGS_MAP)?.try_into()?,
@@ -279,7 +284,7 @@ impl Dataplane {
         })
     }
 
-    pub fn views_writer(&mut self) -> Result<ViewMapWriter> {
+    fn views_writer(&mut self) -> Result<ViewMapWriter> {
         let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         Ok(ViewMapWriter {
             v4: take(VIEWS_V4_MAP)?.try_into()?,

@@ -516,9 +516,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     let mut dataplane = Dataplane::load_with(config.port, &config.capacities)?;
     dataplane.start_log_forwarding();
     dataplane.pin_maps(&config.pin_dir)?;
-    let writer = dataplane.names_writer()?;
-    let views = dataplane.views_writer()?;
-    let rrl = dataplane.rrl_writer()?;
+    let maps = dataplane.answer_maps()?;
     let cookies = dataplane.cookie_writer()?;
     // XDP answers only frames addressed to this host: its MACs and addresses first.
     let mut host = dataplane.host_writer()?;
@@ -533,7 +531,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         (config.port, config.pin_dir.clone(), config.interfaces.clone(), config.xdp_mode);
     let (metrics_listen, control_socket, control_access) =
         (config.metrics_listen, config.control_socket.clone(), config.control_access.clone());
-    let mut controller = Controller::start(config, Some(config_path), writer, views, rrl, cookies)?;
+    let mut controller = Controller::start(config, Some(config_path), maps, cookies)?;
     info!(names, targets, "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold

@@ -23,7 +23,7 @@ use primwatch_common::{
 };
 
 use crate::{
-    config::SetSpec,
+    config::{Config, SetSpec},
     records::{Desired, NamePlan, PlannedName},
     view_index::ViewIndex,
 };
@@ -233,6 +233,42 @@ impl NameMapWriter {
         self.sets.release_unused(plan.specs.iter().collect());
         self.holds = Holds::Plan { plan, ids, slots };
         Ok(stats)
+    }
+}
+
+/// Every map an answer is built from, written in the one safe order: record sets, then
+/// name entries (an entry never names a set not yet written), then — once per config —
+/// the view tries (a prefix never points at a view whose entries are missing) and the
+/// RRL settings. The controller and the test harness both publish through this.
+pub struct AnswerMaps {
+    pub names: NameMapWriter,
+    views: ViewMapWriter,
+    rrl: RrlMapWriter,
+    /// The view tries and RRL settings hold the current config's.
+    config_written: bool,
+}
+
+impl AnswerMaps {
+    pub fn new(names: NameMapWriter, views: ViewMapWriter, rrl: RrlMapWriter) -> AnswerMaps {
+        AnswerMaps { names, views, rrl, config_written: false }
+    }
+
+    /// Writes `desired` for `config`, calling `after_names` as soon as the sets and
+    /// entries are in (see `NameMapWriter::sync_then`); the tries and settings follow
+    /// when the config changed since they were written.
+    pub fn publish(&mut self, config: &Config, desired: Desired, after_names: impl FnOnce()) -> Result<SyncStats> {
+        let stats = self.names.sync_then(desired, after_names)?;
+        if !self.config_written {
+            self.views.sync(&config.view_index, config.wildcard_names())?;
+            self.rrl.sync(config.rrl.as_ref())?;
+            self.config_written = true;
+        }
+        Ok(stats)
+    }
+
+    /// The next publish writes the view tries and RRL settings again (another config).
+    pub fn config_changed(&mut self) {
+        self.config_written = false;
     }
 }
 

@@ -21,7 +21,8 @@ use anyhow::Result;
 use ipnet::IpNet;
 use primwatch_common::{MAX_RECORDS, WEIGHT_SLOTS};
 use rand::Rng as _;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::UnixStream,
@@ -110,7 +111,7 @@ impl AnswerTable {
 
     /// The records for a query, or None when the name is not ours (PowerDNS then asks
     /// its next backend): exact name first, then `*.parent` one label up, as XDP does.
-    pub fn lookup(&self, qname: &str, qtype: &str, client: IpNet) -> Option<Vec<Value>> {
+    pub fn lookup(&self, qname: &str, qtype: &str, client: IpNet) -> Option<Vec<Record>> {
         let asked = DnsName::parse(qname).ok()?;
         if asked.is_wildcard() {
             // PowerDNS probes `*.parent` to synthesise wildcards by RFC 4592 rules, which
@@ -118,7 +119,7 @@ impl AnswerTable {
             return None;
         }
         let (view, scope) = self.view_of(client);
-        let planned = self.plan.lookup(&asked, view).or_else(|| self.plan.lookup(&asked.covering_wildcard()?, view))?;
+        let planned = self.plan.resolve(&asked, view)?;
         let entry = self.specs.get(planned.set as usize)?;
         // A name whose every family is unserved (its all-down policy passes) is left to
         // PowerDNS's zone, as XDP leaves it.
@@ -134,7 +135,13 @@ impl AnswerTable {
                 &entry.turns[0],
                 &entry.weighted[0],
                 &entry.a,
-                |a| json!({"qtype": "A", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}),
+                |a| Record {
+                    qtype: "A",
+                    qname: owner.clone(),
+                    content: a.to_string(),
+                    ttl: entry.ttl,
+                    scope_mask: scope,
+                },
                 &mut records,
             );
         }
@@ -143,13 +150,15 @@ impl AnswerTable {
                 &entry.turns[1],
                 &entry.weighted[1],
                 &entry.aaaa,
-                |a| json!({"qtype": "AAAA", "qname": owner, "content": a.to_string(), "ttl": entry.ttl}),
+                |a| Record {
+                    qtype: "AAAA",
+                    qname: owner.clone(),
+                    content: a.to_string(),
+                    ttl: entry.ttl,
+                    scope_mask: scope,
+                },
                 &mut records,
             );
-        }
-        // PowerDNS echoes this as the ECS scope when the query carried a subnet.
-        for record in &mut records {
-            record["scopeMask"] = json!(scope);
         }
         Some(records)
     }
@@ -167,8 +176,8 @@ fn pick<A: Copy>(
     turn: &AtomicUsize,
     weighted: &[u8],
     chosen: &Chosen<A>,
-    record: impl Fn(A) -> Value,
-    out: &mut Vec<Value>,
+    record: impl Fn(A) -> Record,
+    out: &mut Vec<Record>,
 ) {
     let count = chosen.records.len();
     if count == 0 {
@@ -275,46 +284,104 @@ async fn serve_connection(mut stream: UnixStream, lease: Lease, answers: watch::
     }
 }
 
-/// One request → one reply.
+/// A remote-backend request: `{"method": …, "parameters": {…}}` (PowerDNS remote
+/// backend, JSON connector). Only `lookup`'s parameters are read; others are ignored.
+#[derive(Debug, Deserialize)]
+struct Request {
+    method: String,
+    #[serde(default)]
+    parameters: LookupParameters,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LookupParameters {
+    #[serde(default)]
+    qname: String,
+    #[serde(default)]
+    qtype: String,
+    /// The client's address ("192.0.2.1" or "2001:db8::1", maybe with a %zone).
+    #[serde(default)]
+    remote: Option<String>,
+    /// The EDNS Client Subnet with `edns-subnet-processing=yes` ("198.51.100.0/24"),
+    /// else the address as a host prefix.
+    #[serde(default, rename = "real-remote")]
+    real_remote: Option<String>,
+}
+
+/// One record of a `lookup` result. `scopeMask` is the ECS scope PowerDNS echoes when
+/// the query carried a subnet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub qtype: &'static str,
+    pub qname: String,
+    pub content: String,
+    pub ttl: u32,
+    #[serde(rename = "scopeMask")]
+    pub scope_mask: u8,
+}
+
+/// A reply: the records, or `false` ("not supported / nothing here"), or `true` with
+/// log lines (initialize).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Reply {
+    Records {
+        result: Vec<Record>,
+    },
+    Flag {
+        result: bool,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        log: Vec<&'static str>,
+    },
+}
+
+/// One request → one reply (as JSON values, the connector's framing).
 pub fn answer(request: &Value, table: &AnswerTable) -> Value {
-    let parameters = &request["parameters"];
-    match request["method"].as_str().unwrap_or("") {
-        "initialize" => json!({"result": true, "log": ["primwatch remote backend ready"]}),
+    let reply = match Request::deserialize(request) {
+        Ok(request) => reply_to(request, table),
+        Err(e) => {
+            debug!(error = %e, "remote backend: request of an unexpected shape");
+            Reply::Flag { result: false, log: Vec::new() }
+        }
+    };
+    serde_json::to_value(reply).unwrap_or(Value::Bool(false))
+}
+
+fn reply_to(request: Request, table: &AnswerTable) -> Reply {
+    match request.method.as_str() {
+        "initialize" => Reply::Flag { result: true, log: vec!["primwatch remote backend ready"] },
         "lookup" => {
-            let qname = parameters["qname"].as_str().unwrap_or("");
-            let qtype = parameters["qtype"].as_str().unwrap_or("");
-            let client = client_of(parameters);
-            match table.lookup(qname, qtype, client) {
-                Some(records) => json!({"result": records}),
-                None => json!({"result": false}),
+            let p = &request.parameters;
+            match table.lookup(&p.qname, &p.qtype, client_of(p)) {
+                Some(records) => Reply::Records { result: records },
+                None => Reply::Flag { result: false, log: Vec::new() },
             }
         }
         other => {
             debug!(method = other, "remote backend: unsupported method");
-            json!({"result": false})
+            Reply::Flag { result: false, log: Vec::new() }
         }
     }
 }
 
 /// The client as PowerDNS reports it: `real-remote` (the EDNS Client Subnet when
 /// `edns-subnet-processing=yes`, else the address as /32 or /128), else `remote`.
-fn client_of(parameters: &Value) -> IpNet {
+fn client_of(parameters: &LookupParameters) -> IpNet {
     let strip_zone = |s: &str| s.split('%').next().unwrap_or(s).to_string();
-    // A /0 subnet is a client opting out: its address decides, as in XDP.
-    if let Some(net) = parameters["real-remote"].as_str().and_then(|s| strip_zone(s).parse::<IpNet>().ok()) {
-        if net.prefix_len() > 0 {
-            return net.trunc();
-        }
-    }
-    parameters["remote"]
-        .as_str()
+    let subnet = parameters.real_remote.as_deref().and_then(|s| strip_zone(s).parse::<IpNet>().ok());
+    let address = parameters
+        .remote
+        .as_deref()
         .and_then(|s| strip_zone(s).parse::<IpAddr>().ok())
-        .map_or(IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), IpNet::from)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    crate::view_index::client_key(address, subnet)
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use serde_json::json;
 
     use super::*;
 

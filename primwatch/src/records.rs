@@ -171,6 +171,13 @@ impl NamePlan {
         let found = |view| self.get(&NameKey::new(hash, view)).filter(|e| e.name == *name);
         found(view).or_else(|| found(0))
     }
+
+    /// The entry a query for `asked` in `view` answers from, as XDP looks: the exact
+    /// name, else the wildcard one label up (`*.parent`); each in the view, else in the
+    /// default view. None: not ours (XDP passes it; PowerDNS asks its next backend).
+    pub fn resolve(&self, asked: &DnsName, view: u32) -> Option<&PlannedName> {
+        self.lookup(asked, view).or_else(|| self.lookup(&asked.covering_wildcard()?, view))
+    }
 }
 
 /// The entries XDP's names map should hold for `config`: every name in the default

@@ -20,6 +20,7 @@ use crate::{
 /// The view, groups, member states and answer for one query, as XDP would see it.
 pub fn explain(
     config: &Config,
+    plan: &NamePlan,
     state: &State,
     name: &str,
     from: IpAddr,
@@ -28,24 +29,21 @@ pub fn explain(
 ) -> Result<Explanation, String> {
     use crate::{config::NameSource, dns_name::DnsName, selection::Pick};
     let asked = DnsName::parse(name)?;
-    // Exact name, else the wildcard one label up (as the XDP program looks).
-    let matched = if config.names.contains_key(&asked) {
-        asked.clone()
-    } else {
-        let wildcard = asked.covering_wildcard().ok_or_else(|| format!("'{name}' is not served by XDP"))?;
-        if !config.names.contains_key(&wildcard) {
-            return Err(format!("'{name}' is not served by XDP: queries for it go to the DNS server"));
-        }
-        wildcard
+    // The configured name the query answers from, by the lookup every path uses.
+    let matched = match plan.resolve(&asked, 0) {
+        Some(entry) => entry.name.clone(),
+        None => return Err(format!("'{name}' is not served by XDP: queries for it go to the DNS server")),
     };
     let entry = &config.names[&matched];
     // The view: longest configured prefix containing the subnet or the address.
-    let (key, by): (ipnet::IpNet, String) = match ecs {
-        Some(prefix) if !prefix.ends_with("/0") => {
-            let net: ipnet::IpNet = prefix.parse().map_err(|_| format!("'{prefix}' is not a prefix"))?;
-            (net.trunc(), format!("client subnet {prefix}"))
-        }
-        _ => (ipnet::IpNet::from(from), format!("source address {from}")),
+    let subnet = match ecs {
+        Some(prefix) => Some(prefix.parse::<ipnet::IpNet>().map_err(|_| format!("'{prefix}' is not a prefix"))?),
+        None => None,
+    };
+    let key = crate::view_index::client_key(from, subnet);
+    let by = match subnet {
+        Some(net) if key == net.trunc() => format!("client subnet {net}"),
+        _ => format!("source address {from}"),
     };
     let (found, scope) = config.view_index.classify(key);
     let view = found.map(|m| (&m.view, &config.views[&m.view], m.prefix));

@@ -108,7 +108,7 @@ impl ViewIndex {
         table.first().map_or(0, |(len, _)| *len)
     }
 
-    /// The view of a client at `client` (an address as /32 or /128, or an ECS subnet)
+    /// The view of a client at `client` (see `client_key`)
     /// and the ECS scope its answer claims: 0 when there are no views (the answer is the
     /// same for everyone).
     pub fn classify(&self, client: IpNet) -> (Option<&ViewMatch>, u8) {
@@ -124,6 +124,17 @@ impl ViewIndex {
     /// Every prefix and its match, for the XDP tries.
     pub fn entries(&self) -> impl Iterator<Item = &ViewMatch> {
         self.v4.iter().chain(&self.v6).flat_map(|(_, nets)| nets.values())
+    }
+}
+
+/// What picks a client's view: its EDNS Client Subnet when that has a prefix, else its
+/// address as a host prefix (RFC 7871 §7.1.2: source prefix length 0 means the client
+/// opts out, and its address decides). The XDP program applies the same rule; PowerDNS's
+/// backend and `ctl explain` call this.
+pub fn client_key(address: IpAddr, subnet: Option<IpNet>) -> IpNet {
+    match subnet {
+        Some(net) if net.prefix_len() > 0 => net.trunc(),
+        _ => IpNet::from(address),
     }
 }
 

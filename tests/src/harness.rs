@@ -9,7 +9,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use primwatch::{
     config::Config,
     dataplane::{Dataplane, ANSWER_PROGRAM},
-    map_writer::{CookieMapWriter, NameMapWriter},
+    map_writer::{AnswerMaps, CookieMapWriter},
     records,
 };
 use primwatch_common::{Counters, HostAddrs, NameEntry, NameKey, Verdict};
@@ -33,7 +33,7 @@ pub const XDP_TX: u32 = 3;
 
 pub struct Harness {
     dataplane: Dataplane,
-    names: NameMapWriter,
+    maps: AnswerMaps,
     /// DNS cookies: on with `TEST_COOKIE_SECRET` (or the config's secret) unless the
     /// config turns them off; tests install secrets and set the clock through the
     /// harness, which keeps what it wrote for the oracle.
@@ -99,10 +99,9 @@ impl Harness {
     fn from_text(text: &str, port: u16, health: &dyn primwatch::selection::Health) -> Result<Harness> {
         let config = Config::parse(Path::new("harness.toml"), text)?;
         let mut dataplane = Dataplane::load_with(port, &config.capacities)?;
-        let mut names = dataplane.names_writer()?;
-        names.sync(records::desired_entries(&config, health))?;
-        dataplane.views_writer()?.sync(&config.view_index, config.wildcard_names())?;
-        dataplane.rrl_writer()?.sync(config.rrl.as_ref())?;
+        // Published as the controller publishes: through the answer maps' one order.
+        let mut maps = dataplane.answer_maps()?;
+        maps.publish(&config, records::desired_entries(&config, health), || ())?;
         let mut cookies = dataplane.cookie_writer()?;
         let secret = config.cookies.secret.unwrap_or(TEST_COOKIE_SECRET);
         cookies.install(secret)?;
@@ -113,7 +112,7 @@ impl Harness {
         dataplane.host_writer()?.write(&harness_host())?;
         Ok(Harness {
             dataplane,
-            names,
+            maps,
             cookies,
             cookies_on: config.cookies.enabled,
             cookie_secrets: (secret, secret),
@@ -149,23 +148,24 @@ impl Harness {
     pub fn reload_names(&mut self, port: u16, names: &str) -> Result<primwatch::map_writer::SyncStats> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         let config = Config::parse(Path::new("harness.toml"), &text)?;
-        self.names.sync(records::desired_entries(&config, &primwatch::selection::AllUp))
+        self.maps.config_changed();
+        self.maps.publish(&config, records::desired_entries(&config, &primwatch::selection::AllUp), || ())
     }
 
     /// Answers XDP gave from each (name, view) entry: (A, AAAA).
     pub fn answer_counts(&self) -> std::collections::BTreeMap<NameKey, (u64, u64)> {
-        let (plan, counts) = self.names.answer_counts();
+        let (plan, counts) = self.maps.names.answer_counts();
         plan.entries.iter().map(|e| e.key).zip(counts).collect()
     }
 
     /// Writes one entry as is, e.g. a name's entry filed under another name's hash.
     pub fn insert_entry(&mut self, name_hash: u64, entry: NameEntry) -> Result<()> {
-        self.names.insert(&NameKey::new(name_hash, 0), &entry)
+        self.maps.names.insert(&NameKey::new(name_hash, 0), &entry)
     }
 
     /// The default view's entry for the name with `name_hash`.
     pub fn entry(&self, name_hash: u64) -> Option<NameEntry> {
-        self.names.entry(&NameKey::new(name_hash, 0))
+        self.maps.names.entry(&NameKey::new(name_hash, 0))
     }
 
     /// Makes `secret` the current cookie secret; the current one becomes the previous.

@@ -25,7 +25,7 @@ use crate::{
     pdns_backend::{self, AnswerTable},
     records, report,
     selection::Health as _,
-    state::{Overrides, SavedState, State},
+    state::{Overrides, SavedState, State, StateFile},
 };
 
 /// One check result from a checker task.
@@ -88,6 +88,8 @@ pub struct Controller {
     state: State,
     /// The answer maps (record sets, names, view tries, RRL settings).
     maps: AnswerMaps,
+    /// Where the state is saved (overrides, holds, last-known health).
+    state_file: StateFile,
     cookies: crate::cookies::CookieKeeper,
     /// The names map's plan for the running config (None: to be built).
     name_plan: Option<std::sync::Arc<records::NamePlan>>,
@@ -215,13 +217,14 @@ impl Controller {
         if saved.overrides != Overrides::default() {
             info!(file = %config.state_file.display(), "restored saved overrides");
         }
-        let mut state = State::with_overrides(&config, saved.overrides.clone(), Some(config.state_file.clone()));
+        let mut state = State::with_overrides(&config, saved.overrides.clone());
         let restored = state.restore(&config, &saved);
         if restored > 0 {
             info!(targets = restored, "targets start from their last-known health");
         }
         // From here on the file says "running": a kill leaves it that way.
-        state.save();
+        let state_file = StateFile(config.state_file.clone());
+        state_file.write(&mut state, false);
         let hooks = HookRunner::start(&config.hooks, config.exec_user.clone(), Default::default());
         let config_budget = config.max_checks_in_flight;
         let mut controller = Controller {
@@ -229,6 +232,7 @@ impl Controller {
             config_path,
             state,
             maps,
+            state_file,
             cookies: crate::cookies::CookieKeeper::new(cookies),
             name_plan: None,
             reports_tx,
@@ -356,7 +360,7 @@ impl Controller {
         for member in left_out {
             warn!(%member, "address left out of its group");
         }
-        let mut state = State::with_overrides(&new, self.state.overrides.clone(), Some(new.state_file.clone()));
+        let mut state = State::with_overrides(&new, self.state.overrides.clone());
         state.inherit(&self.state, &new);
         let old_config = std::mem::replace(&mut self.config, new);
         let old_state = std::mem::replace(&mut self.state, state);
@@ -468,25 +472,28 @@ impl Controller {
         let mut save_tick = tokio::time::interval(Duration::from_secs(1));
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.state.holds_unsaved {
+                self.save_state();
+            }
             tokio::select! {
                 _ = &mut shutdown => {
-                    self.state.save_on_exit();
+                    self.state_file.write(&mut self.state, true);
                     return Ok(());
                 }
                 _ = save_tick.tick() => {
                     self.local_errors.tick();
                     self.reload_if_geoip_changed();
                     if let Err(e) = self.cookies.tick() {
-                        self.state.save();
+                        self.save_state();
                         return Err(e.context("writing the DNS cookie secret or clock"));
                     }
                     if self.state.health_unsaved {
-                        self.state.save();
+                        self.save_state();
                     }
                 }
                 Some(resolved) = self.resolved_rx.recv() => {
                     if let Err(e) = self.on_resolved(resolved) {
-                        self.state.save();
+                        self.save_state();
                         return Err(e.context("writing the answers after a target's addresses changed"));
                     }
                 }
@@ -495,7 +502,7 @@ impl Controller {
                         // The answers can no longer be written (a map update failed):
                         // stop, so that on_stop is honoured and a supervisor restarts
                         // us with fresh maps. Save first; this is not a clean stop.
-                        self.state.save();
+                        self.save_state();
                         return Err(e.context("writing the answers after a health change"));
                     }
                 }
@@ -588,7 +595,7 @@ impl Controller {
             Request::Set { kind, name, action } => match self.set(kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
-                    self.state.save();
+                    self.save_state();
                     match self.after_change() {
                         Ok(()) => Reply::ok(message),
                         Err(e) => Reply::error(format!("{message}, but writing the map failed: {e:#}")),
@@ -649,6 +656,10 @@ impl Controller {
             }
         }
         Ok(format!("{kind:?} {name}: done").to_lowercase())
+    }
+
+    fn save_state(&mut self) {
+        self.state_file.write(&mut self.state, false);
     }
 
     /// Reloads (as SIGHUP does) when the `[geoip] database` file changed since the

@@ -119,6 +119,21 @@ impl SavedState {
     }
 }
 
+/// The state file (`server.state_file`): the controller writes the state into it; the
+/// state machine itself does no I/O.
+pub struct StateFile(pub PathBuf);
+
+impl StateFile {
+    /// Saves overrides, holds and last-known health. Failure is logged: the running
+    /// state stays right, only a restart would forget.
+    pub fn write(&self, state: &mut State, stopped_cleanly: bool) {
+        match state.saved(stopped_cleanly).save(&self.0) {
+            Ok(()) => (state.health_unsaved, state.holds_unsaved) = (false, false),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "saving the state file"),
+        }
+    }
+}
+
 impl Overrides {
     fn prune(&mut self, config: &Config) -> Vec<String> {
         let mut dropped = Vec::new();
@@ -239,18 +254,21 @@ pub struct State {
     group_up: BTreeMap<String, bool>,
     /// When each group's qualification last changed (or was first judged).
     pub group_since: BTreeMap<String, SystemTime>,
-    state_file: Option<PathBuf>,
-    /// Some target's health changed since the state file was last written.
+    /// Some target's health changed since the state file was last written (saved within
+    /// the second).
     pub health_unsaved: bool,
+    /// A preempt-off hold was set since the state file was last written (saved at once:
+    /// a restart must not let a held target back in).
+    pub holds_unsaved: bool,
 }
 
 impl State {
     pub fn new(config: &Config) -> State {
-        State::with_overrides(config, Overrides::default(), None)
+        State::with_overrides(config, Overrides::default())
     }
 
     /// Starts from saved overrides (pruned of targets and groups no longer configured).
-    pub fn with_overrides(config: &Config, mut overrides: Overrides, state_file: Option<PathBuf>) -> State {
+    pub fn with_overrides(config: &Config, mut overrides: Overrides) -> State {
         for gone in overrides.prune(config) {
             tracing::warn!(%gone, "saved override for something no longer configured dropped");
         }
@@ -273,8 +291,8 @@ impl State {
             group_track: BTreeMap::new(),
             group_up: BTreeMap::new(),
             group_since: BTreeMap::new(),
-            state_file,
             health_unsaved: false,
+            holds_unsaved: false,
         };
         state.update_groups(config);
         state
@@ -376,7 +394,7 @@ impl State {
         if returned && !preempt {
             self.overrides.targets.entry(target.to_string()).or_default().held = true;
             reason.push_str("; held out until failed back (preempt off)");
-            self.save();
+            self.holds_unsaved = true;
         }
         Some(Change { name: target.to_string(), healthy, reason })
     }
@@ -430,21 +448,8 @@ impl State {
                 }
             }
         }
-        if held_any {
-            self.save();
-        }
+        self.holds_unsaved |= held_any;
         changes
-    }
-
-    /// Saves overrides, holds and last-known health, if there is a state file. Failure
-    /// is logged: the running state stays right, only a restart would forget.
-    pub fn save(&mut self) {
-        self.write_state_file(false);
-    }
-
-    /// The last save of a controller that is stopping cleanly.
-    pub fn save_on_exit(&mut self) {
-        self.write_state_file(true);
     }
 
     /// What the state file holds for this state.
@@ -462,15 +467,6 @@ impl State {
                 .collect(),
             stopped_cleanly,
             saved_at: Some(SystemTime::now()),
-        }
-    }
-
-    fn write_state_file(&mut self, stopped_cleanly: bool) {
-        let Some(path) = &self.state_file else { return };
-        let saved = self.saved(stopped_cleanly);
-        match saved.save(path) {
-            Ok(()) => self.health_unsaved = false,
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "saving the state file"),
         }
     }
 }
@@ -584,7 +580,7 @@ preempt = false
         assert!(!before.group_qualifies(&config, "site"));
         // Through JSON, as the state file carries it.
         let saved: SavedState = serde_json::from_str(&serde_json::to_string(&before.saved(false)).unwrap()).unwrap();
-        let mut after = State::with_overrides(&config, saved.overrides.clone(), None);
+        let mut after = State::with_overrides(&config, saved.overrides.clone());
         assert_eq!(after.restore(&config, &saved), 2);
         assert!(!after.target_eligible("web1"), "down as last known, not initially up");
         assert!(after.targets["web1"].reason.contains("last known before restart"));

@@ -212,6 +212,23 @@ impl Default for HostAddrs {
     }
 }
 
+/// An address family: A records and IPv4 clients, AAAA records and IPv6 clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(address: &core::net::IpAddr) -> Family {
+        if address.is_ipv6() {
+            Family::V6
+        } else {
+            Family::V4
+        }
+    }
+}
+
 /// How the XDP program picks the records of one reply from an [`AnswerSet`]
 /// (`AnswerSet::select` holds the value).
 #[repr(u8)]

@@ -800,7 +800,8 @@ impl Controller {
 
     pub fn explain(&mut self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
         let plan = self.plan();
-        report::explain(&self.config, &plan, &self.state, name, from, ecs, v6)
+        let family = if v6 { primwatch_common::Family::V6 } else { primwatch_common::Family::V4 };
+        report::explain(&self.config, &plan, &self.state, name, from, ecs, family)
     }
 
     pub fn status(&mut self, listing: &crate::control::NameListing) -> Status {

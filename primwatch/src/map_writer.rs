@@ -410,8 +410,8 @@ impl ViewMapWriter {
         let settings = Settings {
             view_prefixes: (want4.len() + want6.len()) as u32,
             wildcard_names: wildcard_names as u32,
-            scope_without_view_v4: index.scope_without_view(false) as u32,
-            scope_without_view_v6: index.scope_without_view(true) as u32,
+            scope_without_view_v4: index.scope_without_view(primwatch_common::Family::V4) as u32,
+            scope_without_view_v6: index.scope_without_view(primwatch_common::Family::V6) as u32,
         };
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use primwatch_common::NameKey;
+use primwatch_common::{Family, NameKey};
 
 use crate::{
     config::{AllDown, Config, NameConfig, NameSource, Policy},
@@ -25,7 +25,7 @@ pub fn explain(
     name: &str,
     from: IpAddr,
     ecs: Option<&str>,
-    v6: bool,
+    family: Family,
 ) -> Result<Explanation, String> {
     use crate::{config::NameSource, dns_name::DnsName, selection::Pick};
     let asked = DnsName::parse(name)?;
@@ -81,7 +81,7 @@ pub fn explain(
             let members = spec
                 .members
                 .iter()
-                .filter(|m| config.targets[*m].address.is_ipv6() == v6)
+                .filter(|m| Family::of(&config.targets[*m].address) == family)
                 .map(|m| {
                     let t = &state.targets[m];
                     let o = state.overrides.targets.get(m);
@@ -105,7 +105,7 @@ pub fn explain(
         NameSource::Static { .. } if groups.is_empty() => selection::choose(config, entry, state),
         _ => selection::choose_in_view(config, &crate::config::ViewName { groups: groups.clone(), all_down }, state),
     };
-    let (records, answers, pick): (Vec<String>, usize, Pick) = if v6 {
+    let (records, answers, pick): (Vec<String>, usize, Pick) = if family == Family::V6 {
         (aaaa.records.iter().map(|(a, _)| a.to_string()).collect(), aaaa.answers, aaaa.pick)
     } else {
         (a.records.iter().map(|(a, _)| a.to_string()).collect(), a.answers, a.pick)
@@ -113,7 +113,7 @@ pub fn explain(
     let why = if groups.is_empty() {
         "fixed addresses".to_string()
     } else {
-        match selection::active_group(config, &groups, state, v6) {
+        match selection::active_group(config, &groups, state, family) {
             Some((g, _)) => format!("group {g} is the highest-priority group that serves"),
             None if records.is_empty() && pick != Pick::NoData => {
                 "no group serves; the query goes to the DNS server".into()
@@ -251,11 +251,12 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
         .map(|(index, spec)| {
             let (a, aaaa) =
                 selection::choose(config, &NameConfig { ttl: spec.ttl, source: spec.source.clone() }, state);
-            let from = |v6: bool| match &spec.source {
+            let from = |family: Family| match &spec.source {
                 NameSource::Static { .. } => "static".to_string(),
-                NameSource::Groups { groups, all_down } => match selection::active_group(config, groups, state, v6) {
+                NameSource::Groups { groups, all_down } => match selection::active_group(config, groups, state, family)
+                {
                     Some((g, _)) => format!("group {g}"),
-                    None if !selection::has_family(config, groups, v6) => {
+                    None if !selection::has_family(config, groups, family) => {
                         "no members of this family: passed to the DNS server".into()
                     }
                     None => match all_down {
@@ -275,8 +276,8 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
                 names: users[index],
                 a: a.records.iter().map(|(a, _)| a.to_string()).collect(),
                 aaaa: aaaa.records.iter().map(|(a, _)| a.to_string()).collect(),
-                a_from: from(false),
-                aaaa_from: from(true),
+                a_from: from(Family::V4),
+                aaaa_from: from(Family::V6),
             }
         })
         .collect();

@@ -8,6 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use primwatch_common::Family;
+
 use crate::config::{AllDown, Config, GroupConfig, NameConfig, NameSource, Policy, ViewName};
 
 /// How the XDP program picks the records of each reply: the map contract's own
@@ -95,11 +97,11 @@ fn pick_for(policy: Policy) -> Pick {
 fn members<'a>(
     config: &'a Config,
     group: &'a GroupConfig,
-    v6: bool,
+    family: Family,
 ) -> impl Iterator<Item = (&'a str, IpAddr, u32)> + 'a {
     group.members.iter().filter_map(move |name| {
         let target = &config.targets[name];
-        (target.address.is_ipv6() == v6).then_some((name.as_str(), target.address, target.weight))
+        (Family::of(&target.address) == family).then_some((name.as_str(), target.address, target.weight))
     })
 }
 
@@ -108,11 +110,11 @@ pub fn active_group<'a>(
     config: &'a Config,
     groups: &'a [String],
     health: &dyn Health,
-    v6: bool,
+    family: Family,
 ) -> Option<(&'a str, Vec<(IpAddr, u32)>)> {
     for name in by_priority(config, groups, health) {
         let group = &config.groups[name];
-        let all: Vec<_> = members(config, group, v6).collect();
+        let all: Vec<_> = members(config, group, family).collect();
         if all.is_empty() || !health.group_allowed(name) {
             continue;
         }
@@ -131,8 +133,8 @@ pub fn active_group<'a>(
 }
 
 /// Does any of these groups have members of the family?
-pub fn has_family(config: &Config, groups: &[String], v6: bool) -> bool {
-    groups.iter().any(|g| members(config, &config.groups[g], v6).next().is_some())
+pub fn has_family(config: &Config, groups: &[String], family: Family) -> bool {
+    groups.iter().any(|g| members(config, &config.groups[g], family).next().is_some())
 }
 
 /// The name's groups, highest (effective) priority first; the listed order breaks ties.
@@ -142,18 +144,24 @@ pub fn by_priority<'a>(config: &Config, groups: &'a [String], health: &dyn Healt
     ordered
 }
 
-fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &dyn Health, v6: bool) -> Chosen<IpAddr> {
+fn chosen_for(
+    config: &Config,
+    groups: &[String],
+    all_down: &AllDown,
+    health: &dyn Health,
+    family: Family,
+) -> Chosen<IpAddr> {
     let shaped = |group: &GroupConfig, records: Vec<(IpAddr, u32)>| Chosen {
         answers: group.max_answers.min(records.len()),
         records,
         pick: pick_for(group.policy),
     };
-    if let Some((name, eligible)) = active_group(config, groups, health, v6) {
+    if let Some((name, eligible)) = active_group(config, groups, health, family) {
         return shaped(&config.groups[name], eligible);
     }
     // The policy and size of the best group that has this family at all.
     let ordered = by_priority(config, groups, health);
-    let Some(lead) = ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, v6).next().is_some())
+    let Some(lead) = ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, family).next().is_some())
     else {
         return Chosen::none(); // no group has this family
     };
@@ -161,7 +169,7 @@ fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &d
         AllDown::ServeAll => {
             let mut all: Vec<(IpAddr, u32)> = Vec::new();
             for g in ordered {
-                for (_, address, weight) in members(config, &config.groups[g], v6) {
+                for (_, address, weight) in members(config, &config.groups[g], family) {
                     if !all.iter().any(|(a, _)| *a == address) {
                         all.push((address, weight));
                     }
@@ -172,7 +180,7 @@ fn chosen_for(config: &Config, groups: &[String], all_down: &AllDown, health: &d
         }
         AllDown::Backup(name) => {
             let backup = &config.groups[name];
-            let all: Vec<(IpAddr, u32)> = members(config, backup, v6).map(|(_, a, w)| (a, w)).collect();
+            let all: Vec<(IpAddr, u32)> = members(config, backup, family).map(|(_, a, w)| (a, w)).collect();
             if all.is_empty() {
                 Chosen::none()
             } else {
@@ -207,8 +215,8 @@ fn choose_groups(
     all_down: &AllDown,
     health: &dyn Health,
 ) -> (Chosen<Ipv4Addr>, Chosen<Ipv6Addr>) {
-    let v4 = chosen_for(config, groups, all_down, health, false);
-    let v6 = chosen_for(config, groups, all_down, health, true);
+    let v4 = chosen_for(config, groups, all_down, health, Family::V4);
+    let v6 = chosen_for(config, groups, all_down, health, Family::V6);
     let (a, _) = split_families(v4.records.clone());
     let (_, aaaa) = split_families(v6.records.clone());
     (narrow(&v4, a), narrow(&v6, aaaa))

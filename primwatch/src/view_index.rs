@@ -15,6 +15,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use primwatch_common::Family;
 
 /// A view prefix and what a client inside it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +104,11 @@ impl ViewIndex {
 
     /// The scope of an answer for a client in no view: the longest prefix of its family
     /// (every block that long is either some view's or holds none).
-    pub fn scope_without_view(&self, v6: bool) -> u8 {
-        let table = if v6 { &self.v6 } else { &self.v4 };
+    pub fn scope_without_view(&self, family: Family) -> u8 {
+        let table = match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
         table.first().map_or(0, |(len, _)| *len)
     }
 
@@ -117,7 +121,7 @@ impl ViewIndex {
         }
         match self.lookup(client.network()) {
             Some(m) => (Some(m), m.scope),
-            None => (None, self.scope_without_view(client.network().is_ipv6())),
+            None => (None, self.scope_without_view(Family::of(&client.network()))),
         }
     }
 

@@ -29,7 +29,7 @@ pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
 };
-pub use views::{ViewConfig, ViewName};
+pub use views::ViewConfig;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/primwatch/ctl.sock";
@@ -279,6 +279,13 @@ pub struct NameConfig {
     pub source: NameSource,
 }
 
+/// How a view answers one name: its own groups, in priority order, and all-down policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewName {
+    pub groups: Vec<String>,
+    pub all_down: AllDown,
+}
+
 /// What a (name, view)'s records depend on besides health: its TTL and where its
 /// addresses come from. Every (name, view) with the same spec answers from the same
 /// two record sets (A and AAAA), written once per change however many names use them.
@@ -295,7 +302,7 @@ impl Config {
     }
 
     /// The spec of `name` in a view that answers it from `view`'s groups.
-    pub fn view_set_spec(name: &NameConfig, view: &views::ViewName) -> SetSpec {
+    pub fn view_set_spec(name: &NameConfig, view: &ViewName) -> SetSpec {
         SetSpec {
             ttl: name.ttl,
             source: NameSource::Groups { groups: view.groups.clone(), all_down: view.all_down.clone() },
@@ -1618,11 +1625,7 @@ groups = ["g"]
         );
         let west = &loaded.views["west"].names;
         assert_eq!(west.len(), 3, "two from the file, one from TOML");
-        assert_eq!(
-            west[&t1],
-            views::ViewName { groups: vec!["h".into()], all_down: AllDown::NoData },
-            "the name's all_down"
-        );
+        assert_eq!(west[&t1], ViewName { groups: vec!["h".into()], all_down: AllDown::NoData }, "the name's all_down");
         let t2 = &west[&DnsName::parse("t2.example.test").unwrap()];
         assert_eq!(t2.all_down, AllDown::Backup("g".into()));
         assert_eq!(t2.groups, vec!["h".to_string(), "g".to_string()]);

@@ -14,8 +14,8 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use super::{all_down_from, AllDown, ConfigError, GroupConfig, NameConfig, NameSource, ZoneConfig, MAX_TTL};
-use crate::{config::views::ViewName, dns_name::DnsName};
+use super::{all_down_from, AllDown, ConfigError, GroupConfig, NameConfig, NameSource, ViewName, ZoneConfig, MAX_TTL};
+use crate::dns_name::DnsName;
 
 /// One line: the name, its groups in priority order, and the options it set.
 struct NameLine {

@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::{
     geoip::{is_country, GeoCriteria, CONTINENTS},
     health::At,
-    parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig,
+    parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig, ViewName,
 };
 use crate::dns_name::DnsName;
 
@@ -38,12 +38,6 @@ impl crate::view_index::ViewSources for ViewConfig {
     fn sources(&self) -> &[IpNet] {
         &self.sources
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewName {
-    pub groups: Vec<String>,
-    pub all_down: AllDown,
 }
 
 #[derive(Deserialize)]

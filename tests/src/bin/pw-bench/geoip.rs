@@ -18,7 +18,7 @@ use primwatch_tests::{
     packet::{udp_frame, Flow},
 };
 
-use crate::time_single;
+use crate::{names::memlock, time_single};
 
 const V4_NETWORKS: u32 = 300_000;
 const V6_NETWORKS: u32 = 100_000;
@@ -74,16 +74,6 @@ fn config(database: &std::path::Path, with_views: bool) -> String {
         }
     }
     text
-}
-
-fn memlock(pin: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("bpftool").args(["map", "show", "pinned"]).arg(pin).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
-    text.split_whitespace()
-        .skip_while(|w| *w != "memlock")
-        .nth(1)
-        .and_then(|v| v.trim_end_matches('B').parse().ok())
-        .unwrap_or(0)
 }
 
 pub fn run() -> Result<()> {

@@ -60,7 +60,8 @@ fn names_config(n: usize, views: usize, dir: &std::path::Path) -> (String, Vec<S
     (config, files)
 }
 
-fn memlock(pin: &std::path::Path) -> u64 {
+/// A pinned map's kernel memory as bpftool reports it (`memlock`), bytes.
+pub fn memlock(pin: &std::path::Path) -> u64 {
     let out = std::process::Command::new("bpftool").args(["map", "show", "pinned"]).arg(pin).output();
     let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
     text.split_whitespace()

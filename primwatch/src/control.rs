@@ -13,33 +13,14 @@ use tokio::{
 };
 use tracing::warn;
 
-pub use crate::local_socket::SocketGuard;
 use crate::{
     config::CONTROL_IDLE_TIMEOUT,
     local_socket::{self, Access, Lease},
-    state::Force,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Target,
-    Group,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "action", content = "value")]
-pub enum Action {
-    /// Force up, down or drain.
-    Force(Force),
-    /// Back to automatic (health decides).
-    Auto,
-    /// Groups only.
-    Priority(i32),
-    Preempt(bool),
-    /// Release a hold left by preempt off.
-    Failback,
-}
+pub use crate::{
+    local_socket::SocketGuard,
+    state::{Action, Kind},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "request")]

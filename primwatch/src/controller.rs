@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::{
     checks::{self, Outcome},
     config::{CheckConfig, Config},
-    control::{Action, Explanation, Incoming, Kind, Reply, Request, Status},
+    control::{Explanation, Incoming, Reply, Request, Status},
     hooks::{self, HookRunner},
     map_writer::AnswerMaps,
     metrics::Recorder,
@@ -592,7 +592,7 @@ impl Controller {
                 self.metrics.reload(reply.ok);
                 reply
             }
-            Request::Set { kind, name, action } => match self.set(kind, &name, action.clone()) {
+            Request::Set { kind, name, action } => match self.state.apply(&self.config, kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
                     self.save_state();
@@ -604,58 +604,6 @@ impl Controller {
                 Err(message) => Reply::error(message),
             },
         }
-    }
-
-    fn set(&mut self, kind: Kind, name: &str, action: Action) -> Result<String, String> {
-        match kind {
-            Kind::Target => {
-                if !self.config.targets.contains_key(name) {
-                    return Err(format!("no target '{name}'"));
-                }
-                let o = self.state.overrides.targets.entry(name.to_string()).or_default();
-                match action {
-                    Action::Force(force) => o.force = Some(force),
-                    Action::Auto => o.force = None,
-                    Action::Preempt(on) => {
-                        o.preempt = Some(on);
-                        if on {
-                            o.held = false; // with preempt on it would have come back by itself
-                        }
-                    }
-                    Action::Failback => {
-                        if !o.held {
-                            return Err(format!("target '{name}' is not held"));
-                        }
-                        o.held = false;
-                    }
-                    Action::Priority(_) => return Err("priority applies to groups".into()),
-                }
-            }
-            Kind::Group => {
-                if !self.config.groups.contains_key(name) {
-                    return Err(format!("no group '{name}'"));
-                }
-                let o = self.state.overrides.groups.entry(name.to_string()).or_default();
-                match action {
-                    Action::Force(force) => o.force = Some(force),
-                    Action::Auto => o.force = None,
-                    Action::Priority(p) => o.priority = Some(p),
-                    Action::Preempt(on) => {
-                        o.preempt = Some(on);
-                        if on {
-                            o.held = false;
-                        }
-                    }
-                    Action::Failback => {
-                        if !o.held {
-                            return Err(format!("group '{name}' is not held"));
-                        }
-                        o.held = false;
-                    }
-                }
-            }
-        }
-        Ok(format!("{kind:?} {name}: done").to_lowercase())
     }
 
     fn save_state(&mut self) {

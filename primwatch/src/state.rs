@@ -235,6 +235,27 @@ impl TargetState {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Target,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action", content = "value")]
+pub enum Action {
+    /// Force up, down or drain.
+    Force(Force),
+    /// Back to automatic (health decides).
+    Auto,
+    /// Groups only.
+    Priority(i32),
+    Preempt(bool),
+    /// Release a hold left by preempt off.
+    Failback,
+}
+
 /// A target's health (or a group's qualification) changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -452,6 +473,52 @@ impl State {
         changes
     }
 
+    /// Applies an operator's action (`ctl target|group NAME ...`) to the overrides;
+    /// returns what to tell the operator, or why it was refused.
+    pub fn apply(&mut self, config: &Config, kind: Kind, name: &str, action: Action) -> Result<String, String> {
+        // One override's fields, whichever kind it is.
+        let (force, preempt, held) = match kind {
+            Kind::Target => {
+                if !config.targets.contains_key(name) {
+                    return Err(format!("no target '{name}'"));
+                }
+                let o = self.overrides.targets.entry(name.to_string()).or_default();
+                if let Action::Priority(_) = action {
+                    return Err("priority applies to groups".into());
+                }
+                (&mut o.force, &mut o.preempt, &mut o.held)
+            }
+            Kind::Group => {
+                if !config.groups.contains_key(name) {
+                    return Err(format!("no group '{name}'"));
+                }
+                let o = self.overrides.groups.entry(name.to_string()).or_default();
+                if let Action::Priority(p) = action {
+                    o.priority = Some(p);
+                }
+                (&mut o.force, &mut o.preempt, &mut o.held)
+            }
+        };
+        match action {
+            Action::Force(f) => *force = Some(f),
+            Action::Auto => *force = None,
+            Action::Priority(_) => {}
+            Action::Preempt(on) => {
+                *preempt = Some(on);
+                if on {
+                    *held = false; // with preempt on it would have come back by itself
+                }
+            }
+            Action::Failback => {
+                if !*held {
+                    return Err(format!("{} '{name}' is not held", format!("{kind:?}").to_lowercase()));
+                }
+                *held = false;
+            }
+        }
+        Ok(format!("{kind:?} {name}: done").to_lowercase())
+    }
+
     /// What the state file holds for this state.
     pub fn saved(&self, stopped_cleanly: bool) -> SavedState {
         SavedState {
@@ -623,5 +690,40 @@ checks = ["a", "b"]
         let change = state.record(&config, "web", 0, outcome(false)).unwrap();
         assert_eq!(change, Change { name: "web".into(), healthy: false, reason: "check a: refused".into() });
         assert!(state.record(&config, "web", 1, outcome(true)).is_none());
+    }
+
+    #[test]
+    fn operator_actions_apply_to_overrides_or_say_why_not() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[server]\ninterfaces = [\"lo\"]\n[targets.web1]\naddress = \"192.0.2.1\"\n\
+             [groups.tokyo]\nmembers = [\"web1\"]\n",
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        let refused =
+            |state: &mut State, kind, name: &str, action| state.apply(&config, kind, name, action).unwrap_err();
+        assert_eq!(refused(&mut state, Kind::Target, "web9", Action::Auto), "no target 'web9'");
+        assert_eq!(refused(&mut state, Kind::Group, "osaka", Action::Auto), "no group 'osaka'");
+        assert_eq!(refused(&mut state, Kind::Target, "web1", Action::Priority(5)), "priority applies to groups");
+        assert_eq!(refused(&mut state, Kind::Group, "tokyo", Action::Failback), "group 'tokyo' is not held");
+        assert_eq!(
+            state.apply(&config, Kind::Target, "web1", Action::Force(Force::Drain)).unwrap(),
+            "target web1: done"
+        );
+        assert!(!state.target_eligible("web1"));
+        state.apply(&config, Kind::Target, "web1", Action::Auto).unwrap();
+        assert!(state.target_eligible("web1"));
+        state.apply(&config, Kind::Group, "tokyo", Action::Priority(7)).unwrap();
+        assert_eq!(state.group_priority("tokyo", 100), 7);
+        // A hold is released by failback, or by turning preempt back on.
+        state.overrides.targets.get_mut("web1").unwrap().held = true;
+        assert!(!state.target_eligible("web1"));
+        state.apply(&config, Kind::Target, "web1", Action::Preempt(true)).unwrap();
+        assert!(state.target_eligible("web1"));
+        state.overrides.targets.get_mut("web1").unwrap().held = true;
+        state.apply(&config, Kind::Target, "web1", Action::Failback).unwrap();
+        assert!(state.target_eligible("web1"));
+        assert_eq!(refused(&mut state, Kind::Target, "web1", Action::Failback), "target 'web1' is not held");
     }
 }

@@ -311,13 +311,19 @@ impl Config {
 
     /// Record sets the config needs in XDP: two (A and AAAA) per distinct spec.
     pub fn record_sets(&self) -> usize {
-        let mut specs = std::collections::BTreeSet::new();
-        for name in self.names.values() {
-            specs.insert(Config::set_spec(name));
+        // The specs by reference (a million names must not mean a million clones): equal
+        // exactly when the `SetSpec`s `records::plan_names` builds are equal.
+        type SpecRef<'a> = (u32, Option<&'a NameSource>, &'a [String], Option<&'a AllDown>);
+        fn of_name(name: &NameConfig) -> SpecRef<'_> {
+            match &name.source {
+                NameSource::Groups { groups, all_down } => (name.ttl, None, groups, Some(all_down)),
+                fixed => (name.ttl, Some(fixed), &[], None),
+            }
         }
+        let mut specs: std::collections::HashSet<SpecRef> = self.names.values().map(of_name).collect();
         for view in self.views.values() {
             for (name, view_name) in &view.names {
-                specs.insert(Config::view_set_spec(&self.names[name], view_name));
+                specs.insert((self.names[name].ttl, None, &view_name.groups, Some(&view_name.all_down)));
             }
         }
         2 * specs.len()
@@ -1514,6 +1520,24 @@ groups = ["g"]
     }
 
     #[test]
+    fn the_record_set_count_is_the_plans() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            "[server]\ninterfaces = [\"lo\"]\n[targets.w]\naddress = \"192.0.2.9\"\n\
+             [targets.v]\naddress = \"192.0.2.10\"\n[groups.g]\nmembers = [\"w\"]\n[groups.h]\nmembers = [\"v\"]\n\
+             [names.\"a.example.test\"]\ngroups = [\"g\"]\n[names.\"b.example.test\"]\ngroups = [\"h\"]\n\
+             [names.\"s.example.test\"]\na = [\"192.0.2.1\"]\n\
+             [views.west]\nsources = [\"198.51.100.0/24\"]\n\
+             [views.west.names.\"a.example.test\"]\ngroups = [\"h\"]\n\
+             [views.west.names.\"b.example.test\"]\ngroups = [\"g\", \"h\"]\n",
+        )
+        .unwrap();
+        // a's view spec is b's (one set pair); b's view spec is new: g, h, static, g+h.
+        assert_eq!(config.record_sets(), 8);
+        assert_eq!(config.record_sets(), 2 * crate::records::plan_names(&config).specs.len());
+    }
+
+    #[test]
     fn names_sharing_a_source_share_record_sets_and_capacities_are_checked() {
         let mut text = String::from("[server]\ninterfaces = [\"lo\"]\n{extra}\n[targets.w]\naddress = \"192.0.2.9\"\n[groups.g]\nmembers = [\"w\"]\n");
         for i in 0..100 {
@@ -1542,19 +1566,22 @@ groups = ["g"]
         assert_eq!(config.server_settings_differ(&bigger), Some("server.max_names"));
     }
 
-    #[test]
-    fn name_files_add_names_and_say_which_line_is_wrong() {
-        let dir = std::env::temp_dir().join(format!("pw-name-files-{}", std::process::id()));
+    /// A config in a fresh directory reading `tenants.names` beside it, with targets w,
+    /// v and groups g (w), h (v), then `rest`: (the directory, the config's path).
+    fn config_with_name_files(dir_name: &str, rest: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{dir_name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("primwatch.toml");
-        std::fs::write(
-            &config,
-            "name_files = [\"tenants.names\"]\n[server]\ninterfaces = [\"lo\"]\n\
+        let head = "name_files = [\"tenants.names\"]\n[server]\ninterfaces = [\"lo\"]\n\
              [targets.w]\naddress = \"192.0.2.9\"\n[targets.v]\naddress = \"192.0.2.10\"\n\
-             [groups.g]\nmembers = [\"w\"]\n[groups.h]\nmembers = [\"v\"]\n\
-             [names.\"www.example.test\"]\ngroups = [\"g\"]\n",
-        )
-        .unwrap();
+             [groups.g]\nmembers = [\"w\"]\n[groups.h]\nmembers = [\"v\"]\n";
+        std::fs::write(&config, format!("{head}{rest}")).unwrap();
+        (dir, config)
+    }
+
+    #[test]
+    fn name_files_add_names_and_say_which_line_is_wrong() {
+        let (dir, config) = config_with_name_files("pw-name-files", "[names.\"www.example.test\"]\ngroups = [\"g\"]\n");
         let names = dir.join("tenants.names");
         let load = |text: &str| {
             std::fs::write(&names, text).unwrap();
@@ -1594,18 +1621,11 @@ groups = ["g"]
 
     #[test]
     fn view_name_files_give_names_their_view_groups() {
-        let dir = std::env::temp_dir().join(format!("pw-view-name-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("primwatch.toml");
-        std::fs::write(
-            &config,
-            "name_files = [\"tenants.names\"]\n[server]\ninterfaces = [\"lo\"]\n\
-             [targets.w]\naddress = \"192.0.2.9\"\n[targets.v]\naddress = \"192.0.2.10\"\n\
-             [groups.g]\nmembers = [\"w\"]\n[groups.h]\nmembers = [\"v\"]\n\
-             [views.west]\nsources = [\"198.51.100.0/24\"]\nname_files = [\"west.names\"]\n\
+        let (dir, config) = config_with_name_files(
+            "pw-view-name-files",
+            "[views.west]\nsources = [\"198.51.100.0/24\"]\nname_files = [\"west.names\"]\n\
              [views.west.names.\"t3.example.test\"]\ngroups = [\"g\"]\n",
-        )
-        .unwrap();
+        );
         std::fs::write(
             dir.join("tenants.names"),
             "t1.example.test g all_down=nodata\nt2.example.test g\nt3.example.test g\n",

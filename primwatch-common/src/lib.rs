@@ -214,12 +214,29 @@ impl Default for HostAddrs {
 
 /// An address family: A records and IPv4 clients, AAAA records and IPv6 clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub enum Family {
     V4,
     V6,
 }
 
 impl Family {
+    /// The record type that carries addresses of this family.
+    pub const fn record_type(self) -> RecordType {
+        match self {
+            Family::V4 => RecordType::A,
+            Family::V6 => RecordType::Aaaa,
+        }
+    }
+
+    /// Bytes of one rendered answer record of this family (`A_RR_LEN`, `AAAA_RR_LEN`).
+    pub const fn rr_len(self) -> usize {
+        match self {
+            Family::V4 => A_RR_LEN,
+            Family::V6 => AAAA_RR_LEN,
+        }
+    }
+
     pub fn of(address: &core::net::IpAddr) -> Family {
         if address.is_ipv6() {
             Family::V6

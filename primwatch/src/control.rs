@@ -43,7 +43,8 @@ pub enum Request {
         name: String,
         from: IpAddr,
         ecs: Option<String>,
-        v6: bool,
+        /// A or AAAA.
+        family: primwatch_common::Family,
     },
 }
 

@@ -2,84 +2,26 @@
 //! reports; this loop folds reports into `State` and, when a target's health changes,
 //! recomputes the answers and writes what changed into the map.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::Result;
-use rand::Rng as _;
-use std::sync::Arc;
-
-use tokio::{
-    sync::mpsc,
-    task::JoinSet,
-    time::{sleep_until, Instant},
-};
+use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{error, info, warn};
 
 use crate::{
-    checks::{self, Outcome},
-    config::{CheckConfig, Config},
+    checks::{
+        self,
+        schedule::{check_loop, Checker, LocalErrorLog, Report},
+    },
+    config::Config,
     control::{Explanation, Incoming, Reply, Request, Status},
     hooks::{self, HookRunner},
     map_writer::AnswerMaps,
     metrics::Recorder,
-    pdns_backend::{self, AnswerTable},
+    pdns_backend::{AnswerFeed, AnswerTable},
     records, report,
-    selection::Health as _,
     state::{Overrides, SavedState, State, StateFile},
 };
-
-/// One check result from a checker task.
-pub struct Report {
-    pub target: String,
-    pub check: usize,
-    pub outcome: Outcome,
-}
-
-/// Identifies a checker task, so a dead one can be named and restarted.
-#[derive(Clone)]
-struct Checker {
-    target: String,
-    index: usize,
-    address: IpAddr,
-    spec: CheckConfig,
-}
-
-async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>, budget: Arc<checks::Budget>) {
-    let Checker { target, index, address, spec } = checker;
-    // Jitter spreads the first runs over `jitter`, then moves each run by up to ±jitter/2,
-    // so checks of many targets do not march in step, and the mean period stays the interval.
-    let mut next = Instant::now() + jitter(spec.jitter);
-    let mut failing = false;
-    loop {
-        sleep_until(next).await;
-        let outcome = checks::run_within(&spec, &target, address, &budget, failing).await;
-        if !outcome.local_error {
-            failing = !outcome.ok;
-        }
-        // After a failure, look again soon: confirms a death, or notices a recovery.
-        let pause = if outcome.ok && !outcome.local_error { spec.interval } else { spec.retry_interval };
-        if reports.send(Report { target: target.clone(), check: index, outcome }).await.is_err() {
-            return; // the controller is shutting down
-        }
-        // Keep the cadence. A run that overran its slot (a hung target, timed out) waits
-        // for the next tick rather than starting at once: a dead target must not hold a
-        // socket nearly all the time.
-        next = (next + pause + jitter(spec.jitter)).checked_sub(spec.jitter / 2).unwrap_or(next);
-        let now = Instant::now();
-        if next <= now {
-            let behind = (now - next).as_nanos() / pause.as_nanos().max(1) + 1;
-            next += pause * behind.min(u32::MAX as u128) as u32;
-        }
-    }
-}
-
-fn jitter(max: Duration) -> Duration {
-    if max.is_zero() {
-        Duration::ZERO
-    } else {
-        rand::thread_rng().gen_range(Duration::ZERO..max)
-    }
-}
 
 pub struct Controller {
     config: Config,
@@ -99,7 +41,7 @@ pub struct Controller {
     running: std::collections::HashMap<tokio::task::Id, (Checker, tokio::task::AbortHandle)>,
     previous_run: Option<PreviousRun>,
     /// The PowerDNS remote backend's view of the answers, if it is enabled.
-    answers: Option<(tokio::sync::watch::Sender<std::sync::Arc<AnswerTable>>, crate::control::SocketGuard)>,
+    answers: Option<AnswerFeed>,
     metrics: Recorder,
     /// What happened to the data plane at start (attached afresh, adopted after a clean
     /// stop or after a crash), shown by `ctl status`.
@@ -110,77 +52,12 @@ pub struct Controller {
     /// Log lines about checks that could not run here, at most a few per window.
     local_errors: LocalErrorLog,
     /// The `[geoip] database` file as last seen (inode, size, mtime): a change reloads.
-    geoip_seen: Option<FileStamp>,
+    geoip_seen: Option<crate::config::geoip::FileStamp>,
     /// Targets given by host: what they resolve to, and the tasks resolving them.
     resolutions: std::collections::BTreeMap<String, crate::resolve::Resolution>,
     resolved_tx: mpsc::Sender<crate::resolve::Resolved>,
     resolved_rx: mpsc::Receiver<crate::resolve::Resolved>,
     resolvers: JoinSet<()>,
-}
-
-/// Local errors (out of descriptors, no check slot, a command that cannot start) come
-/// in storms: every target at once, again on every tick. The first of a storm is
-/// logged with its detail; the rest are counted and summed up once per window, so the
-/// log stays readable and bounded whatever the number of targets. Each target's own
-/// local-error state is in `ctl status` and the metrics.
-struct LocalErrorLog {
-    window_start: Option<tokio::time::Instant>,
-    failed: u64,
-    recovered: u64,
-}
-
-impl LocalErrorLog {
-    const WINDOW: Duration = Duration::from_secs(10);
-
-    /// Whether this event is the one to log now (the first of a window).
-    fn first(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        match self.window_start {
-            Some(start) if now.duration_since(start) < Self::WINDOW => false,
-            _ => {
-                self.flush();
-                self.window_start = Some(now);
-                true
-            }
-        }
-    }
-
-    fn failed(&mut self, target: &str, check: &str, detail: &str) {
-        if self.first() {
-            error!(%target, %check, %detail,
-                "check could not run on this host; the target keeps its state until checks run again (more in this 10 s window are summed up)");
-        } else {
-            self.failed += 1;
-        }
-    }
-
-    fn recovered(&mut self, target: &str, check: &str) {
-        if self.first() {
-            info!(%target, %check, "check runs again");
-        } else {
-            self.recovered += 1;
-        }
-    }
-
-    /// Sums up what was not logged, once the window is over.
-    fn tick(&mut self) {
-        if self.window_start.is_some_and(|s| s.elapsed() >= Self::WINDOW) {
-            self.flush();
-            self.window_start = None;
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.failed + self.recovered > 0 {
-            warn!(
-                could_not_run = self.failed,
-                ran_again = self.recovered,
-                "more checks could not run on this host in the last 10 s (targets not judged; see `ctl status`)"
-            );
-        }
-        self.failed = 0;
-        self.recovered = 0;
-    }
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -245,7 +122,7 @@ impl Controller {
             dataplane_note: String::new(),
             hooks,
             budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
-            local_errors: LocalErrorLog { window_start: None, failed: 0, recovered: 0 },
+            local_errors: LocalErrorLog::default(),
             geoip_seen: None,
             resolutions: Default::default(),
             resolved_tx,
@@ -257,9 +134,7 @@ impl Controller {
             let plan = controller.plan();
             let chosen = records::choose_sets(&controller.config, &plan.specs, &controller.state);
             let table = AnswerTable::new(plan, chosen, controller.config.view_index.clone());
-            let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(table));
-            let file = pdns_backend::listen(&powerdns, rx)?;
-            controller.answers = Some((tx, file));
+            controller.answers = Some(AnswerFeed::start(&powerdns, table)?);
         }
         controller.publish()?;
         controller.spawn_all();
@@ -439,10 +314,10 @@ impl Controller {
             .as_ref()
             .map(|_| std::sync::Arc::new(AnswerTable::new(plan.clone(), chosen, self.config.view_index.clone())));
         let desired = records::Desired { plan, sets };
-        let answers = self.answers.as_ref().map(|(tx, _)| tx);
+        let answers = self.answers.as_ref();
         let stats = self.maps.publish(&self.config, desired, || {
-            if let (Some(tx), Some(table)) = (answers, table) {
-                tx.send_replace(table);
+            if let (Some(feed), Some(table)) = (answers, table) {
+                feed.replace(table);
             }
         })?;
         self.cookies.apply(&self.config.cookies)?;
@@ -583,7 +458,7 @@ impl Controller {
         match request {
             Request::Status { names } => Reply { status: Some(self.status(&names)), ..Reply::ok("") },
             Request::Stats => Reply { stats: Some(self.stats()), ..Reply::ok("") },
-            Request::Explain { name, from, ecs, v6 } => match self.explain(&name, from, ecs.as_deref(), v6) {
+            Request::Explain { name, from, ecs, family } => match self.explain(&name, from, ecs.as_deref(), family) {
                 Ok(explanation) => Reply { explain: Some(explanation), ..Reply::ok("") },
                 Err(message) => Reply::error(message),
             },
@@ -616,7 +491,7 @@ impl Controller {
     /// and retried when it changes again.
     fn reload_if_geoip_changed(&mut self) {
         let Some(path) = self.config.geoip.as_ref().map(|g| g.path.clone()) else { return };
-        let now = FileStamp::of(&path);
+        let now = crate::config::geoip::FileStamp::of(&path);
         if self.geoip_seen.is_none() {
             self.geoip_seen = now;
             return;
@@ -682,73 +557,25 @@ impl Controller {
 
     /// Counters from the XDP maps and what the controller recorded.
     pub fn stats(&self) -> crate::metrics::Stats {
-        use crate::metrics::{NameStats, StateStats};
-        let config = &self.config;
-        let state = &self.state;
-        let xdp = match crate::dataplane::pinned_counters(&config.pin_dir) {
+        let xdp = match crate::dataplane::pinned_counters(&self.config.pin_dir) {
             Ok(c) => crate::dataplane::counters_table(&c).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "reading XDP counters");
                 Default::default()
             }
         };
-        // Per (name, view) entry: every one up to STATS_NAMES_ALL, the busiest above.
         let (plan, counts) = self.maps.names.answer_counts();
-        let name_entries = plan.entries.len();
-        let mut order: Vec<usize> = (0..name_entries).collect();
-        if name_entries > crate::metrics::STATS_NAMES_ALL {
-            let total = |i: &usize| std::cmp::Reverse(counts[*i].0 + counts[*i].1);
-            order.select_nth_unstable_by_key(crate::metrics::STATS_NAMES_TOP, total);
-            order.truncate(crate::metrics::STATS_NAMES_TOP);
-            order.sort_by_key(total);
-        }
-        let view_names: std::collections::HashMap<u32, &str> =
-            config.views.iter().map(|(name, v)| (v.id, name.as_str())).collect();
-        let mut names: Vec<NameStats> = order
-            .into_iter()
-            .map(|i| {
-                let entry = &plan.entries[i];
-                NameStats {
-                    name: entry.name.to_string().trim_end_matches('.').to_string(),
-                    view: view_names.get(&entry.key.view).unwrap_or(&"default").to_string(),
-                    a_answers: counts[i].0,
-                    aaaa_answers: counts[i].1,
-                }
-            })
-            .collect();
-        if name_entries <= crate::metrics::STATS_NAMES_ALL {
-            names.sort_by(|x, y| (x.view != "default", &x.view, &x.name).cmp(&(y.view != "default", &y.view, &y.name)));
-        }
-        let targets = state
-            .targets
-            .iter()
-            .map(|(name, t)| StateStats {
-                name: name.clone(),
-                up: t.healthy,
-                in_answers: state.target_eligible(name),
-                since: t.since,
-            })
-            .collect();
-        let groups = config
-            .groups
-            .keys()
-            .map(|g| {
-                let up = state.group_qualifies(config, g);
-                let since = state.group_since.get(g).copied().unwrap_or(std::time::UNIX_EPOCH);
-                StateStats {
-                    name: g.clone(),
-                    up,
-                    in_answers: up && state.group_allowed(g) || state.group_forced_up(g),
-                    since,
-                }
-            })
-            .collect();
-        self.metrics.snapshot(xdp, names, name_entries, targets, groups)
+        self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts)
     }
 
-    pub fn explain(&mut self, name: &str, from: IpAddr, ecs: Option<&str>, v6: bool) -> Result<Explanation, String> {
+    pub fn explain(
+        &mut self,
+        name: &str,
+        from: IpAddr,
+        ecs: Option<&str>,
+        family: primwatch_common::Family,
+    ) -> Result<Explanation, String> {
         let plan = self.plan();
-        let family = if v6 { primwatch_common::Family::V6 } else { primwatch_common::Family::V4 };
         report::explain(&self.config, &plan, &self.state, name, from, ecs, family)
     }
 
@@ -757,17 +584,5 @@ impl Controller {
         let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
         status.resolved = report::resolved(&self.config, &self.resolutions);
         status
-    }
-}
-
-/// What tells a replaced file from the one read before: inode, size, mtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp(u64, u64, i64, i64);
-
-impl FileStamp {
-    fn of(path: &std::path::Path) -> Option<FileStamp> {
-        use std::os::unix::fs::MetadataExt as _;
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileStamp(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
     }
 }

@@ -251,12 +251,12 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> Result<()> {
         CtlCommand::Target { name, action } => Request::Set { kind: Kind::Target, name, action: action.into() },
         CtlCommand::Group { name, action } => Request::Set { kind: Kind::Group, name, action: action.into() },
         CtlCommand::Explain { name, from, ecs, qtype } => {
-            let v6 = match qtype.to_ascii_uppercase().as_str() {
-                "A" => false,
-                "AAAA" => true,
+            let family = match qtype.to_ascii_uppercase().as_str() {
+                "A" => primwatch_common::Family::V4,
+                "AAAA" => primwatch_common::Family::V6,
                 other => bail!("--type must be A or AAAA, not {other}"),
             };
-            Request::Explain { name, from, ecs, v6 }
+            Request::Explain { name, from, ecs, family }
         }
     };
     let reply = control::send(socket, &request)?;

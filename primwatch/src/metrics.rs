@@ -16,6 +16,8 @@ use prometheus_client::{
 };
 
 use anyhow::{Context as _, Result};
+
+use crate::{config::Config, records::NamePlan, selection::Health as _, state::State};
 use serde::{Deserialize, Serialize};
 use tokio::{
     net::TcpListener,
@@ -159,7 +161,24 @@ impl Recorder {
         self.checks.retain(|(target, _), _| keep(target));
     }
 
-    pub fn snapshot(
+    /// Everything `ctl stats` and /metrics show, from the recorded numbers, the XDP
+    /// verdict counters `xdp` and the per-entry answer counts `counts` (A, AAAA; in the
+    /// order of `plan.entries`).
+    pub fn stats(
+        &self,
+        config: &Config,
+        state: &State,
+        xdp: BTreeMap<String, u64>,
+        plan: &NamePlan,
+        counts: &[(u64, u64)],
+    ) -> Stats {
+        let name_entries = plan.entries.len().min(counts.len());
+        let names = name_stats(config, plan, &counts[..name_entries]);
+        let (targets, groups) = state_stats(config, state);
+        self.snapshot(xdp, names, name_entries, targets, groups)
+    }
+
+    fn snapshot(
         &self,
         xdp: BTreeMap<String, u64>,
         names: Vec<NameStats>,
@@ -226,6 +245,65 @@ pub struct Stats {
     /// Log writes that failed (stderr closed, full or blocked): the lines are lost.
     #[serde(default)]
     pub log_lines_lost: u64,
+}
+
+/// Per (name, view) entry: every one up to `STATS_NAMES_ALL`, else the busiest
+/// `STATS_NAMES_TOP`, busiest first.
+fn name_stats(config: &Config, plan: &NamePlan, counts: &[(u64, u64)]) -> Vec<NameStats> {
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    if counts.len() > STATS_NAMES_ALL {
+        let total = |i: &usize| std::cmp::Reverse(counts[*i].0 + counts[*i].1);
+        order.select_nth_unstable_by_key(STATS_NAMES_TOP, total);
+        order.truncate(STATS_NAMES_TOP);
+        order.sort_by_key(total);
+    }
+    let view_names: std::collections::HashMap<u32, &str> =
+        config.views.iter().map(|(name, v)| (v.id, name.as_str())).collect();
+    let mut names: Vec<NameStats> = order
+        .into_iter()
+        .map(|i| {
+            let entry = &plan.entries[i];
+            NameStats {
+                name: entry.name.to_string().trim_end_matches('.').to_string(),
+                view: view_names.get(&entry.key.view).unwrap_or(&"default").to_string(),
+                a_answers: counts[i].0,
+                aaaa_answers: counts[i].1,
+            }
+        })
+        .collect();
+    if counts.len() <= STATS_NAMES_ALL {
+        names.sort_by(|x, y| (x.view != "default", &x.view, &x.name).cmp(&(y.view != "default", &y.view, &y.name)));
+    }
+    names
+}
+
+/// Each target's and group's state: up, in answers (after overrides and holds), since.
+fn state_stats(config: &Config, state: &State) -> (Vec<StateStats>, Vec<StateStats>) {
+    let targets = state
+        .targets
+        .iter()
+        .map(|(name, t)| StateStats {
+            name: name.clone(),
+            up: t.healthy,
+            in_answers: state.target_eligible(name),
+            since: t.since,
+        })
+        .collect();
+    let groups = config
+        .groups
+        .keys()
+        .map(|g| {
+            let up = state.group_qualifies(config, g);
+            let since = state.group_since.get(g).copied().unwrap_or(SystemTime::UNIX_EPOCH);
+            StateStats {
+                name: g.clone(),
+                up,
+                in_answers: up && state.group_allowed(g) || state.group_forced_up(g),
+                since,
+            }
+        })
+        .collect();
+    (targets, groups)
 }
 
 /// Up to this many (name, view) entries, stats and /metrics carry each one's answers.

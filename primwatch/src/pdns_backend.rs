@@ -198,6 +198,25 @@ fn pick<A: Copy>(
 
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// The controller's end of the backend: the socket, and the table it answers from.
+pub struct AnswerFeed {
+    tables: watch::Sender<Arc<AnswerTable>>,
+    _socket: SocketGuard,
+}
+
+impl AnswerFeed {
+    /// Starts serving `first` at `powerdns.socket` (see `listen`).
+    pub fn start(powerdns: &PowerDnsConfig, first: AnswerTable) -> Result<AnswerFeed> {
+        let (tables, rx) = watch::channel(Arc::new(first));
+        Ok(AnswerFeed { tables, _socket: listen(powerdns, rx)? })
+    }
+
+    /// From the next question on, answers come from `table`.
+    pub fn replace(&self, table: Arc<AnswerTable>) {
+        self.tables.send_replace(table);
+    }
+}
+
 /// Serves the remote-backend protocol at `powerdns.socket` from the latest table in
 /// `answers`. Only root and the PowerDNS group may connect (mode 0660 and
 /// SO_PEERCRED); at most `max_connections` are served at once.

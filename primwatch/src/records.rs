@@ -9,8 +9,7 @@ use std::{
 };
 
 use primwatch_common::{
-    AnswerSet, NameKey, Select, AAAA_RR_LEN, A_RR_LEN, ENTRY_ANSWERS_DO, MAX_RECORDS, QCLASS_IN, QTYPE_A, QTYPE_AAAA,
-    RRS_BUF_LEN, WEIGHT_SLOTS,
+    AnswerSet, Family, NameKey, Select, ENTRY_ANSWERS_DO, MAX_RECORDS, QCLASS_IN, RRS_BUF_LEN, WEIGHT_SLOTS,
 };
 
 use crate::{
@@ -37,15 +36,8 @@ fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
 }
 
 /// Renders chosen records (rdata already encoded) into an AnswerSet.
-fn render(
-    ttl: u32,
-    qtype: u16,
-    rr_len: usize,
-    rdatas: &[Vec<u8>],
-    weights: &[u32],
-    answers: usize,
-    pick: Pick,
-) -> AnswerSet {
+fn render(ttl: u32, family: Family, rdatas: &[Vec<u8>], weights: &[u32], answers: usize, pick: Pick) -> AnswerSet {
+    let rr_len = family.rr_len();
     let mut set = empty_set(ttl, rr_len);
     if pick == Pick::NoData {
         set.select = Select::NoData as u8;
@@ -58,7 +50,7 @@ fn render(
     let mut one = Vec::with_capacity(count * rr_len);
     for rdata in &rdatas[..count] {
         one.extend_from_slice(&POINTER_TO_QUESTION);
-        one.extend_from_slice(&qtype.to_be_bytes());
+        one.extend_from_slice(&(family.record_type() as u16).to_be_bytes());
         one.extend_from_slice(&QCLASS_IN.to_be_bytes());
         one.extend_from_slice(&ttl.to_be_bytes());
         one.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
@@ -113,13 +105,13 @@ pub fn weighted_slots(weights: &[u32]) -> [u8; WEIGHT_SLOTS] {
 pub fn a_records(ttl: u32, chosen: &Chosen<Ipv4Addr>) -> AnswerSet {
     let rdatas: Vec<Vec<u8>> = chosen.records.iter().map(|(a, _)| a.octets().to_vec()).collect();
     let weights: Vec<u32> = chosen.records.iter().map(|r| r.1).collect();
-    render(ttl, QTYPE_A, A_RR_LEN, &rdatas, &weights, chosen.answers, chosen.pick)
+    render(ttl, Family::V4, &rdatas, &weights, chosen.answers, chosen.pick)
 }
 
 pub fn aaaa_records(ttl: u32, chosen: &Chosen<Ipv6Addr>) -> AnswerSet {
     let rdatas: Vec<Vec<u8>> = chosen.records.iter().map(|(a, _)| a.octets().to_vec()).collect();
     let weights: Vec<u32> = chosen.records.iter().map(|r| r.1).collect();
-    render(ttl, QTYPE_AAAA, AAAA_RR_LEN, &rdatas, &weights, chosen.answers, chosen.pick)
+    render(ttl, Family::V6, &rdatas, &weights, chosen.answers, chosen.pick)
 }
 
 /// One's-complement sum of big-endian 16-bit words (odd tail padded with zero), folded.

@@ -5,6 +5,7 @@
 mod exec;
 mod http;
 mod icmp;
+pub mod schedule;
 mod tcp;
 
 use std::{

@@ -194,3 +194,15 @@ impl Covered {
 pub fn is_country(code: &str) -> bool {
     isocountry::CountryCode::for_alpha2(code).is_ok()
 }
+
+/// What tells a replaced file from the one read before: inode, size, mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp(u64, u64, i64, i64);
+
+impl FileStamp {
+    pub fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    }
+}

@@ -303,6 +303,9 @@ pub struct AnswerSet {
     /// A [`Select`] value.
     pub select: u8,
     pub _pad: u8,
+    /// Which rendering of the set this is: the controller numbers every write of any
+    /// set afresh, so (name, generation, start) names one RRset for its signatures.
+    pub generation: u32,
     /// One's-complement sum (folded, big-endian words) of the `answers` records
     /// starting at record i.
     pub csums: [u16; MAX_RECORDS],
@@ -336,6 +339,50 @@ pub const fn name_answers_index(stats_slot: u32, aaaa: bool) -> u32 {
 /// a query with DO=1 gets the same answer, with DO copied into the reply's OPT record
 /// (RFC 3225 §3). Without it, DO=1 queries are passed to the DNS server behind XDP.
 pub const ENTRY_ANSWERS_DO: u32 = 1;
+
+/// `NameEntry::flags`: the name lies in a zone primwatch signs (`dnssec = "sign"`): a
+/// DO=1 query is answered with the RRset's RRSIG from `rrsigs` when there is one, and
+/// passed to the DNS server behind XDP when there is none (not yet signed, a
+/// wildcard, NODATA: denial of existence needs NSEC3, which XDP does not build).
+pub const ENTRY_SIGNED: u32 = 2;
+
+/// Bytes of the longest RRSIG record `rrsigs` holds: the fixed part, a signer name of
+/// up to `MAX_SIGNER_NAME_LEN` bytes and a 64-byte signature (ECDSA P-256, Ed25519).
+pub const RRSIG_RR_MAX: usize = 256;
+/// RRSIG record bytes besides the signer name and signature: owner (a compression
+/// pointer), type, class, TTL, RDLENGTH; then type covered, algorithm, labels,
+/// original TTL, expiration, inception and key tag (RFC 4034 §3.1).
+pub const RRSIG_FIXED_LEN: usize = 2 + 2 + 2 + 4 + 2 + 18;
+/// Signature bytes of the algorithms primwatch signs with (13 and 15, RFC 6605 §4,
+/// RFC 8080 §3).
+pub const SIGNATURE_LEN: usize = 64;
+/// The longest zone apex (wire bytes) a signed zone may have.
+pub const MAX_SIGNER_NAME_LEN: usize = RRSIG_RR_MAX - RRSIG_FIXED_LEN - SIGNATURE_LEN;
+
+/// Key of the `rrsigs` map: one RRset XDP can answer with. `name_hash` and `slot` are
+/// the entry's (`NameKey::name_hash`, `NameEntry::stats_slot`), `generation` the set's
+/// (`AnswerSet::generation`), `start` the first record of the reply (0 when the reply
+/// carries the whole set, whatever the rotation: the RRset is the same).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RrsigKey {
+    pub name_hash: u64,
+    pub slot: u32,
+    pub generation: u32,
+    pub start: u32,
+    pub _pad: u32,
+}
+
+/// Value of the `rrsigs` map: the RRSIG record as it goes into the answer section
+/// (owner 0xc00c, the question name), and its one's-complement sum from an even offset.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RrsigRr {
+    pub len: u16,
+    pub csum: u16,
+    pub _pad: u32,
+    pub rr: [u8; RRSIG_RR_MAX],
+}
 
 /// Value of the `names` map: the name itself (to rule out hash collisions) and, per
 /// family, which record set answers it. Record sets live in `rrsets`, shared by every
@@ -432,6 +479,10 @@ pub struct ReplyPlan {
     pub rrs_len: u32,
     pub ancount: u32,
     pub rrs_csum: u32,
+    /// The RRSIG record the reply carries after the records (0 bytes: none) and its
+    /// checksum.
+    pub rrsig_len: u32,
+    pub rrsig_csum: u32,
     /// Header flags the reply adds: TC for RRL's slip.
     pub extra_flags: u32,
     /// The entry's counter in NAME_ANSWERS.
@@ -655,6 +706,8 @@ mod pod {
     unsafe impl aya::Pod for super::NameKey {}
     unsafe impl aya::Pod for super::NameEntry {}
     unsafe impl aya::Pod for super::AnswerSet {}
+    unsafe impl aya::Pod for super::RrsigKey {}
+    unsafe impl aya::Pod for super::RrsigRr {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::ViewMatch {}
     unsafe impl aya::Pod for super::Settings {}

@@ -27,11 +27,11 @@ use core::mem::{offset_of, size_of};
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use primwatch_common::{
-    name_answers_index, set_index, wire::dns, AnswerSet, NameKey, ReplyPlan, Select, Verdict, ENTRY_ANSWERS_DO,
-    QTYPE_A, QTYPE_AAAA,
+    name_answers_index, set_index, wire::dns, AnswerSet, NameKey, ReplyPlan, RrsigKey, Select, Verdict,
+    ENTRY_ANSWERS_DO, ENTRY_SIGNED, QTYPE_A, QTYPE_AAAA,
 };
 
-use maps::{COUNTERS, NAME_ANSWERS, RRSETS, SCRATCH, SET_VERSIONS};
+use maps::{COUNTERS, NAME_ANSWERS, NO_RRSIG, RRSETS, RRSIGS, SCRATCH, SET_VERSIONS};
 
 #[xdp]
 pub fn primwatch(ctx: XdpContext) -> u32 {
@@ -79,7 +79,8 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     cookie::on_entry(scratch);
     let query = parse::parse_query(ctx, scratch)?;
     let entry = lookup::lookup(ctx, &query, scratch)?;
-    if unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0 && entry.flags & ENTRY_ANSWERS_DO == 0 {
+    let dnssec_ok = unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0;
+    if dnssec_ok && entry.flags & (ENTRY_ANSWERS_DO | ENTRY_SIGNED) == 0 {
         return Err(Verdict::Dnssec); // a signed zone's answers come from the DNS server
     }
     let set = match query.qtype {
@@ -95,6 +96,24 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     }
     cookie::answer(ctx, &query, scratch);
     let picked = pick::pick_records(answers, scratch)?;
+    // DO=1 in a zone we sign: the RRset's signature, or the DNS server answers (one
+    // not signed yet; NODATA, whose proof of nonexistence XDP does not build).
+    let rrsig = if dnssec_ok && entry.flags & ENTRY_SIGNED != 0 {
+        if picked.ancount == 0 {
+            return Err(Verdict::Dnssec);
+        }
+        let key = RrsigKey {
+            name_hash: query.name_hash,
+            slot: entry.stats_slot,
+            generation: answers.generation,
+            start: picked.start,
+            _pad: 0,
+        };
+        RRSIGS.get_ptr(&key).ok_or(Verdict::Dnssec)?
+    } else {
+        NO_RRSIG.get_ptr(0).ok_or(Verdict::Malformed)?
+    };
+    let rrsig = unsafe { &*rrsig };
     if rrl::charge(scratch) {
         return Err(Verdict::RrlDropped);
     }
@@ -114,13 +133,15 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         udp_size: query.edns.as_ref().map_or(0, |e| e.udp_size as u32),
         rrs_off: (offset_of!(AnswerSet, rrs) + picked.offset) as u32,
         rrs_len: picked.len as u32 * keep as u32,
-        ancount: picked.ancount as u32 * keep as u32,
+        ancount: (picked.ancount as u32 + (rrsig.len != 0) as u32) * keep as u32,
         rrs_csum: picked.csum as u32 * keep as u32,
+        rrsig_len: rrsig.len as u32 * keep as u32,
+        rrsig_csum: rrsig.csum as u32 * keep as u32,
         extra_flags: slip as u32 * dns::FLAG_TC as u32,
         counter: name_answers_index(entry.stats_slot, query.qtype == QTYPE_AAAA),
     };
     unsafe { core::ptr::write_volatile(&mut scratch.plan, plan) };
-    reply::write_reply(ctx, scratch, answers)?;
+    reply::write_reply(ctx, scratch, answers, rrsig)?;
     if rrl::slip(scratch) != 0 {
         return Err(Verdict::RrlSlipped); // sent, as an empty TC=1 reply
     }

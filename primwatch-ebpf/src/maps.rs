@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
-    AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, Scratch, Settings, ViewMatch,
-    BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT,
-    NAME_STATS_SLOTS,
+    AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr, Scratch,
+    Settings, ViewMatch, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, MAX_VIEW_PREFIXES,
+    NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -29,6 +29,15 @@ pub static NAMES: HashMap<NameKey, NameEntry, NAME_STATS_SLOTS, { BPF_F_NO_PREAL
 pub static RRSETS: Array<AnswerSet, { 2 * DEFAULT_RECORD_SETS }> = Array::new();
 #[btf_map]
 pub static SET_VERSIONS: Array<u32, DEFAULT_RECORD_SETS> = Array::new();
+
+/// Signed zones: the RRSIG record of each RRset XDP can answer with (see `RrsigKey`),
+/// written by the controller once the set is in; a DO=1 query for a signed name whose
+/// RRset has none here is passed. Not preallocated; sized from the config. `NO_RRSIG`
+/// is the empty record a reply without a signature copies (none: 0 bytes).
+#[btf_map]
+pub static RRSIGS: HashMap<RrsigKey, RrsigRr, NAME_STATS_SLOTS, { BPF_F_NO_PREALLOC }> = HashMap::new();
+#[btf_map]
+pub static NO_RRSIG: Array<RrsigRr, 1> = Array::new();
 
 /// Source prefix → view, one trie per address family.
 #[btf_map]

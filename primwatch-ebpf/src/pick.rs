@@ -7,6 +7,9 @@ use primwatch_common::{AnswerSet, Scratch, Select, Verdict, AAAA_RR_LEN, MAX_REC
 /// The records of one reply: where they start in `AnswerSet::rrs`, how many bytes,
 /// how many records and their checksum.
 pub struct Picked {
+    /// The first record, counted in records; 0 when the reply carries the whole set
+    /// (the RRset is then the same whatever the rotation).
+    pub start: u32,
     pub offset: usize,
     pub len: usize,
     pub ancount: u16,
@@ -18,7 +21,7 @@ pub struct Picked {
 pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Verdict> {
     let select = Select::from_u8(set.select);
     if select == Some(Select::NoData) {
-        return Ok(Picked { offset: 0, len: 0, ancount: 0, csum: 0 });
+        return Ok(Picked { start: 0, offset: 0, len: 0, ancount: 0, csum: 0 });
     }
     let count = set.count as u32;
     let rr_len = set.rr_len as usize;
@@ -45,5 +48,6 @@ pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Ve
     if offset + len > RRS_BUF_LEN {
         return Err(Verdict::Malformed);
     }
-    Ok(Picked { offset, len, ancount: answers as u16, csum: set.csums[start] })
+    let whole = (answers as u32 == count) as u32;
+    Ok(Picked { start: start as u32 * (whole ^ 1), offset, len, ancount: answers as u16, csum: set.csums[start] })
 }

@@ -14,7 +14,8 @@ use primwatch_common::{
     cookie::REPLY_COOKIE_OPTION_LEN,
     csum,
     wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
-    AnswerSet, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR, QCLASS_IN,
+    AnswerSet, RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR,
+    QCLASS_IN, RRSIG_RR_MAX,
 };
 
 use crate::{
@@ -37,6 +38,8 @@ const L3_OFFSET_MASK: usize = 0x1f;
 const L4_OFFSET_MASK: usize = 0x3f;
 /// Offset of the picked records in their `AnswerSet` (< 4 KiB).
 const RECORDS_OFFSET_MASK: usize = 0xfff;
+/// Verifier bound for the RRSIG record's length (≤ RRSIG_RR_MAX).
+const RRSIG_LEN_MASK: usize = 0x1ff;
 
 /// One's-complement sum of `OPT_RR` as big-endian words from an even offset.
 const OPT_RR_CSUM: u64 = {
@@ -51,9 +54,10 @@ const OPT_RR_CSUM: u64 = {
 };
 
 /// Turns the query into the reply in place and computes the checksums, as
-/// `Scratch::plan` says (the records come from `set`).
+/// `Scratch::plan` says (the records come from `set`, the RRSIG record after them
+/// from `rrsig`).
 #[inline(always)]
-pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> Result<(), Verdict> {
+pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet, rrsig: &RrsigRr) -> Result<(), Verdict> {
     let plan = unsafe { core::ptr::read_volatile(&scratch.plan) };
     // Each value bounded again, for the verifier (the bounds hold for every real value).
     let l3_off = plan.l3_off as usize & L3_OFFSET_MASK;
@@ -64,6 +68,7 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
     let has_edns = plan.has_edns != 0;
     let rrs_len = plan.rrs_len as usize & ANSWER_LEN_MASK;
     let rrs_off = plan.rrs_off as usize & RECORDS_OFFSET_MASK;
+    let rrsig_len = plan.rrsig_len as usize & RRSIG_LEN_MASK;
     let dns_off = l4_off + udp::HLEN;
     let question_end = dns_off + dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
 
@@ -73,7 +78,7 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
     let cookie_len = (unsafe { core::ptr::read_volatile(&scratch.cookie.reply_len) } as usize) & COOKIE_LEN_MASK;
     let options_len = ecs_len + cookie_len;
     let opt_len = if has_edns { wire_edns::OPT_RR_LEN + options_len } else { 0 };
-    let reply_dns_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN + rrs_len + opt_len;
+    let reply_dns_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN + rrs_len + rrsig_len + opt_len;
     let limit = if has_edns {
         (plan.udp_size as usize).clamp(wire_edns::PLAIN_UDP_SIZE, EDNS_UDP_PAYLOAD as usize)
     } else {
@@ -162,27 +167,41 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
             return Err(Verdict::Malformed);
         }
     }
+    if rrsig_len > 0 {
+        let len = rrsig_len & RRSIG_LEN_MASK;
+        if len == 0 || len > RRSIG_RR_MAX {
+            return Err(Verdict::Malformed);
+        }
+        let off = (answers_off + rrs_len) & FRAME_OFFSET_MASK;
+        let rr = rrsig.rr.as_ptr();
+        if unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, rr as *mut _, len as u32) } != 0 {
+            return Err(Verdict::Malformed);
+        }
+    }
     // Everything after the name starts at an odd offset when the name length is odd.
-    let mut after_name = qtype as u64 + QCLASS_IN as u64 + plan.rrs_csum as u64;
+    // The records are whole words; the RRSIG record starts at an even offset after
+    // them, and the OPT record after it at an odd one when the RRSIG's length is odd.
+    let mut after_name = qtype as u64 + QCLASS_IN as u64 + plan.rrs_csum as u64 + plan.rrsig_csum as u64;
+    let mut opt_sum = 0u64;
     if has_edns {
-        let opt_off = (answers_off + rrs_len) & FRAME_OFFSET_MASK;
+        let opt_off = (answers_off + rrs_len + rrsig_len) & FRAME_OFFSET_MASK;
         let opt = bytes_at(ctx, opt_off, wire_edns::OPT_RR_LEN, Verdict::Malformed)?;
         for (i, byte) in OPT_RR.iter().enumerate() {
             unsafe { *opt.add(i) = *byte };
         }
-        after_name += OPT_RR_CSUM;
+        opt_sum += OPT_RR_CSUM;
         // RFC 3225 §3: the DO bit of the query is copied into the response (branch-free:
         // the flags word is the query's DO bit or zero).
         let do_flag = (unsafe { core::ptr::read_volatile(&scratch.edns_do) } as u16) & wire_edns::FLAG_DO;
         put_be16(unsafe { opt.add(wire_edns::FLAGS_OFF) }, do_flag);
-        after_name += csum::at_offset(do_flag, wire_edns::FLAGS_OFF) as u64;
+        opt_sum += csum::at_offset(do_flag, wire_edns::FLAGS_OFF) as u64;
         if options_len > 0 {
             put_be16(unsafe { opt.add(wire_edns::RDLEN_OFF) }, options_len as u16);
             // RDLENGTH sits at an odd offset of the OPT record.
-            after_name += csum::at_offset(options_len as u16, wire_edns::RDLEN_OFF) as u64;
+            opt_sum += csum::at_offset(options_len as u16, wire_edns::RDLEN_OFF) as u64;
         }
         if ecs_len > 0 {
-            after_name += write_client_subnet(ctx, opt_off + wire_edns::OPT_RR_LEN, &scratch.ecs)?;
+            opt_sum += write_client_subnet(ctx, opt_off + wire_edns::OPT_RR_LEN, &scratch.ecs)?;
         }
         if cookie_len > 0 {
             let cookie_off = wire_edns::OPT_RR_LEN + ecs_len;
@@ -198,9 +217,10 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
             if stored != 0 {
                 return Err(Verdict::Malformed);
             }
-            after_name += csum::at_offset(scratch.cookie.reply_csum as u16, cookie_off) as u64;
+            opt_sum += csum::at_offset(scratch.cookie.reply_csum as u16, cookie_off) as u64;
         }
     }
+    after_name += csum::at_offset(csum::fold(opt_sum), rrsig_len) as u64;
     sum += csum::at_offset(csum::fold(after_name), name_len) as u64;
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;

@@ -72,6 +72,20 @@ impl DnsName {
         false
     }
 
+    /// The same name as hickory-proto's `Name` (for signing: canonical form and order
+    /// are hickory's). The names map keeps the compact wire form: a million names.
+    pub fn to_hickory(&self) -> hickory_proto::rr::Name {
+        let mut labels = Vec::new();
+        let mut off = 0;
+        while self.wire[off] != 0 {
+            let len = self.wire[off] as usize;
+            labels.push(&self.wire[off + 1..off + 1 + len]);
+            off += 1 + len;
+        }
+        // Labels were validated by `parse`: at most 63 bytes each, 255 in all.
+        hickory_proto::rr::Name::from_labels(labels).expect("a parsed name is a valid name")
+    }
+
     pub fn wire(&self) -> &[u8] {
         &self.wire
     }
@@ -156,6 +170,19 @@ mod tests {
         assert_eq!(name.hash(), expected);
         assert_ne!(DnsName::parse("a.b").unwrap().hash(), DnsName::parse("ab").unwrap().hash());
         assert_eq!(DnsName::parse("WWW.x").unwrap().hash(), DnsName::parse("www.X.").unwrap().hash());
+    }
+
+    #[test]
+    fn converts_to_hickory_names() {
+        let name = DnsName::parse("WWW.Example.test").unwrap();
+        let hickory = name.to_hickory();
+        assert!(hickory.is_fqdn());
+        assert_eq!(hickory.to_string(), "www.example.test.");
+        assert_eq!(hickory.num_labels(), 3);
+        let mut wire = Vec::new();
+        let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
+        hickory.emit_as_canonical(&mut encoder, true).unwrap();
+        assert_eq!(wire, name.wire(), "the same wire form");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod cookies;
 pub mod dataplane;
 pub mod dns_name;
+pub mod dnssec;
 pub mod hooks;
 pub mod host;
 pub mod local_socket;

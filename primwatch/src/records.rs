@@ -29,6 +29,7 @@ fn empty_set(ttl: u32, rr_len: usize) -> AnswerSet {
         rr_len: rr_len as u16,
         select: Select::Fixed as u8,
         _pad: 0,
+        generation: 0,
         csums: [0; MAX_RECORDS],
         weighted_start: [0; WEIGHT_SLOTS],
         rrs: [0; RRS_BUF_LEN],

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod controller;
 pub mod cookie;
 pub mod dns;
+pub mod dnssec;
 pub mod fuzz;
 pub mod harness;
 pub mod lab;

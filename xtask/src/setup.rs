@@ -26,6 +26,11 @@ const PACKAGES: &[&str] = &[
     "lintian",
     // mmdblookup: reads the MaxMind DB files the geoip tests write (an independent reader).
     "mmdb-bin",
+    // DNSSEC: dnssec-keygen writes the BIND-format keys the tests sign with; dnspython
+    // validates the signatures independently; unbound validates end to end.
+    "bind9-utils",
+    "python3-dnspython",
+    "unbound",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

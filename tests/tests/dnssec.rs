@@ -1,0 +1,140 @@
+//! DNSSEC: the controller's signatures, checked by an independent validator
+//! (dnspython) against keys made by BIND's dnssec-keygen.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::unix::fs::PermissionsExt as _,
+    time::{Duration, SystemTime},
+};
+
+use primwatch::{dns_name::DnsName, dnssec::ZoneSigner};
+use primwatch_common::{Family, RrsigRr};
+use primwatch_tests::dnssec::{validate, ZoneKey};
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pw-dnssec-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A response to `owner`/`family` carrying `rdatas` (in this order) and `rrsig`.
+fn response(owner: &DnsName, family: Family, ttl: u32, rdatas: &[Vec<u8>], rrsig: Option<&RrsigRr>) -> Vec<u8> {
+    let qtype = family.record_type() as u16;
+    let mut m = vec![0x12, 0x34, 0x84, 0x00, 0, 1];
+    m.extend_from_slice(&((rdatas.len() + rrsig.is_some() as usize) as u16).to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(owner.wire());
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    for rdata in rdatas {
+        m.extend_from_slice(&[0xc0, 0x0c]);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&ttl.to_be_bytes());
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(rdata);
+    }
+    if let Some(sig) = rrsig {
+        m.extend_from_slice(&sig.rr[..sig.len as usize]);
+    }
+    m
+}
+
+fn v4(list: &[[u8; 4]]) -> Vec<Vec<u8>> {
+    list.iter().map(|a| Ipv4Addr::from(*a).octets().to_vec()).collect()
+}
+
+#[test]
+fn signatures_validate_with_an_independent_validator() {
+    let dir = tempdir("validate");
+    for algorithm in [13u8, 15] {
+        let key = ZoneKey::generate(&dir, "example.test", algorithm).unwrap();
+        let apex = DnsName::parse("example.test").unwrap();
+        let signer = ZoneSigner::load(&apex, &key.base, Duration::from_secs(3600)).unwrap();
+        let now = SystemTime::now();
+        let owner = DnsName::parse("www.example.test").unwrap();
+        let set = v4(&[[192, 0, 2, 7], [192, 0, 2, 1], [198, 51, 100, 9]]);
+        // Signed in one order, sent in another: the signed form is canonical.
+        let refs: Vec<&[u8]> = set.iter().map(Vec::as_slice).collect();
+        let sig = signer.sign(&owner, Family::V4, 300, &refs, now).unwrap();
+        let mut sent = set.clone();
+        sent.rotate_left(1);
+        let ok = validate(&key, &response(&owner, Family::V4, 300, &sent, Some(&sig)), None).unwrap();
+        assert_eq!(ok.validated, ["www.example.test. A"], "algorithm {algorithm}: {ok:?}");
+        assert!(ok.failed.is_empty() && ok.unsigned.is_empty(), "{ok:?}");
+
+        // A subset is another RRset: its own signature validates, the full set's does not.
+        let pair: Vec<&[u8]> = refs[..2].to_vec();
+        let pair_sig = signer.sign(&owner, Family::V4, 300, &pair, now).unwrap();
+        let subset = set[..2].to_vec();
+        let ok = validate(&key, &response(&owner, Family::V4, 300, &subset, Some(&pair_sig)), None).unwrap();
+        assert_eq!(ok.validated.len(), 1, "{ok:?}");
+        let bad = validate(&key, &response(&owner, Family::V4, 300, &subset, Some(&sig)), None).unwrap();
+        assert_eq!(bad.failed.len(), 1, "the full set's signature must not cover a subset: {bad:?}");
+
+        // The owner and TTL are signed: another name or TTL fails.
+        let other = DnsName::parse("api.example.test").unwrap();
+        let bad = validate(&key, &response(&other, Family::V4, 300, &set, Some(&sig)), None).unwrap();
+        assert_eq!(bad.failed.len(), 1, "{bad:?}");
+
+        // AAAA, and a query name in another case (0x20): canonical form is lowercase.
+        let v6 = vec![Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets().to_vec()];
+        let v6_refs: Vec<&[u8]> = v6.iter().map(Vec::as_slice).collect();
+        let v6_sig = signer.sign(&owner, Family::V6, 60, &v6_refs, now).unwrap();
+        let mut message = response(&owner, Family::V6, 60, &v6, Some(&v6_sig));
+        message[13] = b'W';
+        message[15] = b'W';
+        let ok = validate(&key, &message, None).unwrap();
+        assert_eq!(ok.validated.len(), 1, "{ok:?}");
+
+        // Validity: inception backdated an hour, expiry after the configured validity.
+        let unix = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let after = validate(&key, &response(&owner, Family::V4, 300, &set, Some(&sig)), Some(unix + 3700)).unwrap();
+        assert_eq!(after.failed.len(), 1, "expired after the validity: {after:?}");
+        let before = validate(&key, &response(&owner, Family::V4, 300, &set, Some(&sig)), Some(unix - 3500)).unwrap();
+        assert_eq!(before.validated.len(), 1, "valid from an hour back: {before:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_keys_are_refused_with_the_reason() {
+    let dir = tempdir("refuse");
+    let apex = DnsName::parse("example.test").unwrap();
+    let key = ZoneKey::generate(&dir, "example.test", 13).unwrap();
+    let load = |base: &std::path::Path| ZoneSigner::load(&apex, base, Duration::from_secs(3600)).map(|_| ());
+    let error = |base: &std::path::Path| format!("{:#}", load(base).unwrap_err());
+
+    // Either file name works, as does the base dnssec-keygen prints.
+    load(&key.base).unwrap();
+    load(&key.private_file()).unwrap();
+    load(&key.public_file()).unwrap();
+
+    std::fs::set_permissions(key.private_file(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(error(&key.base).contains("root-only"), "{}", error(&key.base));
+    std::fs::set_permissions(key.private_file(), std::fs::Permissions::from_mode(0o604)).unwrap();
+    assert!(error(&key.base).contains("root-only"));
+    std::fs::set_permissions(key.private_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let other = ZoneKey::generate(&dir, "other.test", 13).unwrap();
+    assert!(error(&other.base).contains("not for the zone example.test"), "{}", error(&other.base));
+
+    // A .key and a .private that do not belong together.
+    let second = ZoneKey::generate(&dir, "example.test", 13).unwrap();
+    std::fs::copy(key.private_file(), second.private_file()).unwrap();
+    assert!(error(&second.base).contains("does not hold the private half"), "{}", error(&second.base));
+
+    // An algorithm XDP cannot carry (RSA signatures are longer than 64 bytes).
+    let out = std::process::Command::new("dnssec-keygen")
+        .args(["-q", "-a", "RSASHA256", "-b", "1024", "-n", "ZONE", "-K"])
+        .arg(&dir)
+        .arg("example.test")
+        .output()
+        .unwrap();
+    let rsa = dir.join(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(error(&rsa).contains("algorithm 8 is not supported"), "{}", error(&rsa));
+
+    assert!(error(&dir.join("Kmissing.+013+00000")).contains("reading"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -322,9 +322,10 @@ impl Controller {
         })?;
         self.cookies.apply(&self.config.cookies)?;
         self.metrics.map_sync(stats.written + stats.sets_written, stats.deleted, started.elapsed());
-        if stats.written + stats.deleted + stats.sets_written > 0 {
+        if stats.written + stats.deleted + stats.sets_written + stats.signatures.signed > 0 {
             info!(
                 record_sets = stats.sets_written,
+                signatures = stats.signatures.signed,
                 names_written = stats.written,
                 names_deleted = stats.deleted,
                 publish_us = started.elapsed().as_micros() as u64,
@@ -357,6 +358,10 @@ impl Controller {
                 }
                 _ = save_tick.tick() => {
                     self.local_errors.tick();
+                    let renewed = self.maps.renew_signatures(&self.config);
+                    if renewed.signed + renewed.failed > 0 {
+                        info!(signed = renewed.signed, failed = renewed.failed, "signatures renewed");
+                    }
                     self.reload_if_geoip_changed();
                     if let Err(e) = self.cookies.tick() {
                         self.save_state();

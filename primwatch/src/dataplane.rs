@@ -43,6 +43,7 @@ const SETTINGS_MAP: &str = "SETTINGS";
 const NAME_ANSWERS_MAP: &str = "NAME_ANSWERS";
 const RRSETS_MAP: &str = "RRSETS";
 const SET_VERSIONS_MAP: &str = "SET_VERSIONS";
+const RRSIGS_MAP: &str = "RRSIGS";
 const HOST_MAP: &str = "HOST";
 const RRL_MAP: &str = "RRL";
 const RRL_SETTINGS_MAP: &str = "RRL_SETTINGS";
@@ -55,11 +56,12 @@ const COOKIE_SECRETS_MAP: &str = "COOKIE_SECRETS";
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 15] = [
+const PINS: [(&str, &str); 16] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (RRSETS_MAP, "rrsets"),
     (SET_VERSIONS_MAP, "set_versions"),
+    (RRSIGS_MAP, "rrsigs"),
     (COUNTERS_MAP, COUNTERS_PIN),
     (VIEWS_V4_MAP, "views_v4"),
     (VIEWS_V6_MAP, "views_v6"),
@@ -114,6 +116,7 @@ impl Dataplane {
             .map_max_entries(NAME_ANSWERS_MAP, capacities.names * primwatch_common::NAME_ANSWERS_PER_SLOT as u32)
             .map_max_entries(RRSETS_MAP, 2 * capacities.record_sets)
             .map_max_entries(SET_VERSIONS_MAP, capacities.record_sets)
+            .map_max_entries(RRSIGS_MAP, capacities.signatures)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
         for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM] {
@@ -248,7 +251,13 @@ impl Dataplane {
 
     /// The writers of every map answers are built from, in their publish order.
     pub fn answer_maps(&mut self) -> Result<crate::map_writer::AnswerMaps> {
-        Ok(crate::map_writer::AnswerMaps::new(self.names_writer()?, self.views_writer()?, self.rrl_writer()?))
+        let signatures = self.ebpf.take_map(RRSIGS_MAP).ok_or_else(|| anyhow!("map {RRSIGS_MAP} missing"))?;
+        Ok(crate::map_writer::AnswerMaps::new(
+            self.names_writer()?,
+            self.views_writer()?,
+            self.rrl_writer()?,
+            crate::map_writer::SignatureWriter::new(signatures.try_into()?),
+        ))
     }
 
     fn names_writer(&mut self) -> Result<NameMapWriter> {

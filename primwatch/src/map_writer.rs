@@ -19,7 +19,8 @@ use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, PerCpuVa
 use ipnet::IpNet;
 use primwatch_common::{
     cookie::{secret_from_bytes, CookieSecret, CookieSettings},
-    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, ViewMatch,
+    name_answers_index, set_index, AnswerSet, Family, NameEntry, NameKey, RrlSettings, RrsigKey, RrsigRr, Select,
+    Settings, ViewMatch, ENTRY_SIGNED,
 };
 
 use crate::{
@@ -64,6 +65,8 @@ pub struct SyncStats {
     pub unchanged: usize,
     /// Record sets rewritten (a health change costs this many writes, not one per name).
     pub sets_written: usize,
+    /// Signatures made and deleted in signed zones.
+    pub signatures: SignStats,
 }
 
 impl NameMapWriter {
@@ -117,6 +120,20 @@ impl NameMapWriter {
     }
 
     /// Writes one entry (one atomic element replacement in the kernel).
+    /// Every entry XDP may answer DO=1 queries for with a signature (`ENTRY_SIGNED`):
+    /// the planned name, its counter slot and its (A, AAAA) set ids.
+    pub fn signed_entries(&self) -> impl Iterator<Item = (&PlannedName, u32, (u32, u32))> {
+        let (entries, slots, ids): (&[PlannedName], &[u32], &[(u32, u32)]) = match &self.holds {
+            Holds::Plan { plan, ids, slots } => (&plan.entries, slots, ids),
+            Holds::Empty | Holds::Unknown => (&[], &[], &[]),
+        };
+        entries
+            .iter()
+            .zip(slots)
+            .filter(|(e, _)| e.flags & ENTRY_SIGNED != 0)
+            .map(move |(e, &slot)| (e, slot, ids[e.set as usize]))
+    }
+
     fn write_entry(&mut self, key: &NameKey, entry: &NameEntry) -> Result<()> {
         self.map
             .insert(key, entry, 0)
@@ -244,31 +261,168 @@ pub struct AnswerMaps {
     pub names: NameMapWriter,
     views: ViewMapWriter,
     rrl: RrlMapWriter,
+    pub signatures: SignatureWriter,
     /// The view tries and RRL settings hold the current config's.
     config_written: bool,
 }
 
 impl AnswerMaps {
-    pub fn new(names: NameMapWriter, views: ViewMapWriter, rrl: RrlMapWriter) -> AnswerMaps {
-        AnswerMaps { names, views, rrl, config_written: false }
+    pub fn new(
+        names: NameMapWriter,
+        views: ViewMapWriter,
+        rrl: RrlMapWriter,
+        signatures: SignatureWriter,
+    ) -> AnswerMaps {
+        AnswerMaps { names, views, rrl, signatures, config_written: false }
     }
 
     /// Writes `desired` for `config`, calling `after_names` as soon as the sets and
     /// entries are in (see `NameMapWriter::sync_then`); the tries and settings follow
-    /// when the config changed since they were written.
+    /// when the config changed since they were written, then the signatures of signed
+    /// zones' new RRsets (until one is in, XDP passes DO=1 queries for it on: a
+    /// failover is never held up by signing).
     pub fn publish(&mut self, config: &Config, desired: Desired, after_names: impl FnOnce()) -> Result<SyncStats> {
-        let stats = self.names.sync_then(desired, after_names)?;
+        let mut stats = self.names.sync_then(desired, after_names)?;
         if !self.config_written {
             self.views.sync(&config.view_index, config.wildcard_names())?;
             self.rrl.sync(config.rrl.as_ref())?;
             self.config_written = true;
         }
+        stats.signatures = self.signatures.sync(config, &self.names, std::time::SystemTime::now());
         Ok(stats)
+    }
+
+    /// Renews the signatures due (see `SignatureWriter::due`); cheap when none are.
+    pub fn renew_signatures(&mut self, config: &Config) -> SignStats {
+        let now = std::time::SystemTime::now();
+        if !self.signatures.due(now) {
+            return SignStats::default();
+        }
+        self.signatures.sync(config, &self.names, now)
     }
 
     /// The next publish writes the view tries and RRL settings again (another config).
     pub fn config_changed(&mut self) {
         self.config_written = false;
+    }
+}
+
+/// What a signature sync did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SignStats {
+    /// RRSIG records made and written, deleted, and RRsets left unsigned because
+    /// signing or the write failed (XDP passes their DO=1 queries on).
+    pub signed: usize,
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+/// The `rrsigs` map: one RRSIG record per RRset XDP can answer a DO=1 query with, in
+/// zones primwatch signs. Keys name the RRset by (name, entry slot, set generation,
+/// start record): a set rewritten gets a new generation, so a stale signature is never
+/// found for new records, only garbage to delete.
+pub struct SignatureWriter {
+    map: HashMap<MapData, RrsigKey, RrsigRr>,
+    /// What the map holds: each key's signer and when it is due for renewal (unix s).
+    written: StdHashMap<RrsigKey, (Arc<crate::dnssec::ZoneSigner>, u64)>,
+    /// The earliest renewal due (unix s; u64::MAX: none).
+    next_due: u64,
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl SignatureWriter {
+    pub fn new(map: HashMap<MapData, RrsigKey, RrsigRr>) -> SignatureWriter {
+        SignatureWriter { map, written: StdHashMap::new(), next_due: u64::MAX }
+    }
+
+    /// Whether some signature has passed half its validity at `now`.
+    pub fn due(&self, now: std::time::SystemTime) -> bool {
+        unix_seconds(now) >= self.next_due
+    }
+
+    /// Signatures in the map.
+    pub fn len(&self) -> usize {
+        self.written.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    /// Signs what XDP can now answer in signed zones and is not signed yet (or was by
+    /// another key, or is due for renewal), and deletes signatures of RRsets gone.
+    /// Failures are counted and logged, never returned: an unsigned RRset costs a pass
+    /// to the DNS server behind XDP, not the answers.
+    pub fn sync(&mut self, config: &Config, names: &NameMapWriter, now: std::time::SystemTime) -> SignStats {
+        let mut stats = SignStats::default();
+        let unix = unix_seconds(now);
+        let mut wanted = HashSet::new();
+        let mut jobs = Vec::new();
+        for (entry, slot, (a, aaaa)) in names.signed_entries() {
+            let Some(signer) = config.signer_of(&entry.name) else { continue };
+            for (family, id) in [(Family::V4, a), (Family::V6, aaaa)] {
+                let Some(set) = names.sets.current(id) else { continue };
+                if set.count == 0 || set.select == Select::NoData as u8 {
+                    continue; // NODATA: passed on for DO=1 (its proof is NSEC3)
+                }
+                // The RRsets XDP can send: one when each reply carries the whole set or
+                // always the same records, else one per start record.
+                let whole = set.answers == set.count || set.select == Select::Fixed as u8;
+                let starts = if whole { 1 } else { set.count as u32 };
+                for start in 0..starts {
+                    let key =
+                        RrsigKey { name_hash: entry.key.name_hash, slot, generation: set.generation, start, _pad: 0 };
+                    wanted.insert(key);
+                    let current = self
+                        .written
+                        .get(&key)
+                        .is_some_and(|(by, due)| unix < *due && (Arc::ptr_eq(by, signer) || **by == **signer));
+                    if !current {
+                        jobs.push((key, &entry.name, family, set, signer));
+                    }
+                }
+            }
+        }
+        // Signatures no RRset needs go first (XDP no longer finds them: their sets'
+        // generations or entries are gone), making room for the new ones.
+        let gone: Vec<RrsigKey> = self.written.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for key in gone {
+            self.written.remove(&key);
+            if self.map.remove(&key).is_ok() {
+                stats.deleted += 1;
+            }
+        }
+        let mut first_error = None;
+        for (key, name, family, set, signer) in jobs {
+            let rr_len = set.rr_len as usize;
+            let records = &set.rrs[key.start as usize * rr_len..(key.start as usize + set.answers as usize) * rr_len];
+            // Each record: pointer, type, class, TTL, RDLENGTH (12 bytes), then RDATA.
+            let rdatas: Vec<&[u8]> = records.chunks(rr_len).map(|rr| &rr[12..]).collect();
+            let made = signer.sign(name, family, set.ttl, &rdatas, now).and_then(|rr| {
+                self.map.insert(key, rr, 0).context("writing rrsigs")?;
+                Ok(())
+            });
+            match made {
+                Ok(()) => {
+                    let due = unix + signer.validity.as_secs() / 2;
+                    self.written.insert(key, (signer.clone(), due));
+                    stats.signed += 1;
+                }
+                Err(e) => {
+                    stats.failed += 1;
+                    first_error.get_or_insert_with(|| format!("{name}: {e:#}"));
+                }
+            }
+        }
+        self.next_due = self.written.values().map(|(_, due)| *due).min().unwrap_or(u64::MAX);
+        if let Some(error) = first_error {
+            tracing::warn!(failed = stats.failed, first = %error,
+                "RRsets left unsigned (their DO=1 queries go to the DNS server behind XDP)");
+        }
+        stats
     }
 }
 
@@ -280,10 +434,12 @@ pub struct RecordSetWriter {
     capacity: u32,
     /// Each spec's (A, AAAA) set ids.
     ids: StdHashMap<SetSpec, (u32, u32)>,
-    /// Each set's current version and what it holds.
-    written: StdHashMap<u32, (u32, Vec<u8>)>,
+    /// Each set's current version and what it holds (with its generation).
+    written: StdHashMap<u32, (u32, Box<AnswerSet>)>,
     free: Vec<u32>,
     next: u32,
+    /// The generation the next set written gets (see `AnswerSet::generation`).
+    next_generation: u32,
 }
 
 fn set_bytes(set: &AnswerSet) -> &[u8] {
@@ -303,6 +459,7 @@ impl RecordSetWriter {
             written: StdHashMap::new(),
             free: Vec::new(),
             next: 0,
+            next_generation: 1,
         })
     }
 
@@ -316,17 +473,30 @@ impl RecordSetWriter {
     }
 
     /// Writes `set` as set `id` if it changed: into the slot not in use, then flips.
+    /// A written set gets a generation no set had before.
     fn write(&mut self, id: u32, set: &AnswerSet) -> Result<bool> {
-        let bytes = set_bytes(set);
+        let mut set = *set;
         let version = match self.written.get(&id) {
-            Some((_, old)) if old == bytes => return Ok(false),
-            Some((version, _)) => version ^ 1,
+            Some((_, old)) => {
+                set.generation = old.generation;
+                if set_bytes(old) == set_bytes(&set) {
+                    return Ok(false);
+                }
+                self.written[&id].0 ^ 1
+            }
             None => 0,
         };
+        set.generation = self.next_generation;
+        self.next_generation = self.next_generation.checked_add(1).context("set generations ran out")?;
         self.rrsets.set(set_index(id, version), set, 0).context("writing rrsets")?;
         self.versions.set(id, version, 0).context("writing set_versions")?;
-        self.written.insert(id, (version, bytes.to_vec()));
+        self.written.insert(id, (version, Box::new(set)));
         Ok(true)
+    }
+
+    /// What set `id` holds now, as XDP reads it.
+    pub fn current(&self, id: u32) -> Option<&AnswerSet> {
+        self.written.get(&id).map(|(_, set)| &**set)
     }
 
     /// Writes every spec's sets (changed ones only); returns their (A, AAAA) ids, in

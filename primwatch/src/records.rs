@@ -9,7 +9,8 @@ use std::{
 };
 
 use primwatch_common::{
-    AnswerSet, Family, NameKey, Select, ENTRY_ANSWERS_DO, MAX_RECORDS, QCLASS_IN, RRS_BUF_LEN, WEIGHT_SLOTS,
+    AnswerSet, Family, NameKey, Select, ENTRY_ANSWERS_DO, ENTRY_SIGNED, MAX_RECORDS, QCLASS_IN, RRS_BUF_LEN,
+    WEIGHT_SLOTS,
 };
 
 use crate::{
@@ -241,10 +242,13 @@ pub fn desired_entries(config: &Config, health: &dyn selection::Health) -> Desir
     Desired { plan, sets }
 }
 
-/// The `ENTRY_*` bits of every entry for `name`.
+/// The `ENTRY_*` bits of every entry for `name`. A wildcard in a signed zone is not
+/// signed by XDP: its answer would need a proof that the QNAME does not exist.
 fn entry_flags(config: &Config, name: &DnsName) -> u32 {
     if config.answers_dnssec_ok(name) {
         ENTRY_ANSWERS_DO
+    } else if config.signer_of(name).is_some() && !name.is_wildcard() {
+        ENTRY_SIGNED
     } else {
         0
     }

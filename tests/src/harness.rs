@@ -152,6 +152,11 @@ impl Harness {
         self.maps.publish(&config, records::desired_entries(&config, &primwatch::selection::AllUp), || ())
     }
 
+    /// RRSIG records in the `rrsigs` map, as the writer knows it.
+    pub fn signatures(&self) -> usize {
+        self.maps.signatures.len()
+    }
+
     /// Answers XDP gave from each (name, view) entry: (A, AAAA).
     pub fn answer_counts(&self) -> std::collections::BTreeMap<NameKey, (u64, u64)> {
         let (plan, counts) = self.maps.names.answer_counts();

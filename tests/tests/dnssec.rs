@@ -138,3 +138,149 @@ fn bad_keys_are_refused_with_the_reason() {
     assert!(error(&dir.join("Kmissing.+013+00000")).contains("reading"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- XDP: DO=1 answers carry the RRSIG ---------------------------------------------
+
+use hickory_proto::rr::RecordType;
+use primwatch_common::Verdict;
+use primwatch_tests::{
+    dns::{self, EdnsQuery},
+    harness::{Harness, XDP_TX},
+    packet::{udp_frame, verify_checksums, Flow},
+};
+
+fn signed_names(key: &ZoneKey, www_a: &str) -> String {
+    format!(
+        r#"
+[zones."example.test"]
+dnssec = "sign"
+key = "{}"
+signature_validity = "1h"
+
+[targets.a1]
+address = "10.0.0.1"
+[targets.a2]
+address = "10.0.0.2"
+[targets.a3]
+address = "10.0.0.3"
+[groups.rr]
+members = ["a1", "a2", "a3"]
+policy = "round-robin"
+max_answers = 2
+[groups.v4only]
+members = ["a1"]
+
+[names."www.example.test"]
+ttl = 30
+a = [{www_a}]
+aaaa = ["2001:db8::1"]
+[names."rr.example.test"]
+groups = ["rr"]
+[names."*.wild.example.test"]
+a = ["10.0.0.9"]
+[names."v4.example.test"]
+groups = ["v4only"]
+"#,
+        key.base.display()
+    )
+}
+
+fn do_query(name: &str, qtype: RecordType, dnssec_ok: bool) -> Vec<u8> {
+    let edns = EdnsQuery { payload: 1232, dnssec_ok, version: 0, options: vec![] };
+    dns::query(0x5151, name, qtype, Some(edns)).unwrap()
+}
+
+/// Runs `query` through XDP; returns the reply's DNS payload (checksums verified).
+fn answered(h: &Harness, v6: bool, query: &[u8]) -> Vec<u8> {
+    let out = h.run(&udp_frame(&Flow::client_to_server(v6), 64, query)).unwrap();
+    assert_eq!(out.verdict, XDP_TX, "answered in XDP");
+    verify_checksums(&out.frame).unwrap()
+}
+
+fn rrsig_count(payload: &[u8]) -> usize {
+    dns::parse(payload).unwrap().answers().iter().filter(|r| r.record_type() == RecordType::RRSIG).count()
+}
+
+#[test]
+fn xdp_answers_do_queries_in_signed_zones_with_a_valid_rrsig() {
+    let dir = tempdir("xdp");
+    let key = ZoneKey::generate(&dir, "example.test", 13).unwrap();
+    let h = Harness::new(53, &signed_names(&key, "\"10.0.0.1\", \"10.0.0.2\"")).unwrap();
+    for v6 in [false, true] {
+        for (name, qtype, label) in [
+            ("www.example.test", RecordType::A, "www.example.test. A"),
+            ("www.example.test", RecordType::AAAA, "www.example.test. AAAA"),
+            // 0x20 case randomisation (kresd): the signature covers the lowercase form.
+            ("wWw.ExAmPlE.tEsT", RecordType::A, "wWw.ExAmPlE.tEsT. A"),
+        ] {
+            let payload = answered(&h, v6, &do_query(name, qtype, true));
+            let reply = dns::parse(&payload).unwrap();
+            assert!(reply.extensions().as_ref().unwrap().dnssec_ok(), "DO copied");
+            assert_eq!(rrsig_count(&payload), 1, "{name} {qtype}: one RRSIG");
+            let checked = validate(&key, &payload, None).unwrap();
+            assert_eq!(checked.validated, [label], "{checked:?}");
+            assert!(checked.failed.is_empty() && checked.unsigned.is_empty(), "{checked:?}");
+        }
+        // DO=0 (with and without EDNS): the same records, no RRSIG (RFC 3225 §3).
+        let payload = answered(&h, v6, &do_query("www.example.test", RecordType::A, false));
+        assert_eq!(rrsig_count(&payload), 0);
+        assert_eq!(dns::addresses(&dns::parse(&payload).unwrap()).len(), 2);
+        let plain = dns::query(7, "www.example.test", RecordType::A, None).unwrap();
+        assert_eq!(rrsig_count(&answered(&h, v6, &plain)), 0);
+    }
+
+    // max_answers 2 of 3, round-robin: each reply is one of three RRsets, each signed.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let payload = answered(&h, false, &do_query("rr.example.test", RecordType::A, true));
+        let checked = validate(&key, &payload, None).unwrap();
+        assert_eq!(checked.validated.len(), 1, "{checked:?}");
+        let mut set = dns::addresses(&dns::parse(&payload).unwrap());
+        set.sort();
+        seen.insert(set);
+    }
+    assert_eq!(seen.len(), 3, "three 2-of-3 subsets, each with its own signature: {seen:?}");
+
+    // Passed on to the DNS server: a wildcard (its answer needs a denial proof) and
+    // NODATA (v4.example.test has no AAAA) with DO=1; both still answered with DO=0.
+    let wild = udp_frame(&Flow::client_to_server(false), 64, &do_query("x.wild.example.test", RecordType::A, true));
+    h.assert_passed(&wild, Verdict::Dnssec);
+    let plain = answered(&h, false, &do_query("x.wild.example.test", RecordType::A, false));
+    assert_eq!(rrsig_count(&plain), 0);
+    let nodata = udp_frame(&Flow::client_to_server(false), 64, &do_query("v4.example.test", RecordType::AAAA, true));
+    let before = h.counters().unwrap();
+    let out = h.run(&nodata).unwrap();
+    assert_eq!((out.verdict, out.frame == nodata), (primwatch_tests::harness::XDP_PASS, true));
+    let after = h.counters().unwrap();
+    assert_eq!(after.as_array().iter().sum::<u64>(), before.as_array().iter().sum::<u64>() + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_changed_rrset_is_signed_anew_and_old_signatures_go() {
+    let dir = tempdir("resign");
+    let key = ZoneKey::generate(&dir, "example.test", 15).unwrap();
+    let mut h = Harness::new(53, &signed_names(&key, "\"10.0.0.1\", \"10.0.0.2\"")).unwrap();
+    // www A, www AAAA, rr (three subsets), v4 A: six RRsets.
+    assert_eq!(h.signatures(), 6);
+    let stats = h.reload_names(53, &signed_names(&key, "\"10.0.0.7\"")).unwrap();
+    // www's address source changed: its A and AAAA sets are new sets (one spec); the
+    // other names' four signatures stay.
+    assert_eq!(stats.sets_written, 2, "{stats:?}");
+    assert_eq!(stats.signatures.signed, 2, "only www's RRsets are signed again: {stats:?}");
+    assert_eq!(stats.signatures.deleted, 2, "their old signatures are deleted: {stats:?}");
+    assert_eq!(h.signatures(), 6);
+    let payload = answered(&h, false, &do_query("www.example.test", RecordType::A, true));
+    assert_eq!(dns::addresses(&dns::parse(&payload).unwrap()), ["10.0.0.7".parse::<std::net::IpAddr>().unwrap()]);
+    let checked = validate(&key, &payload, None).unwrap();
+    assert_eq!(checked.validated, ["www.example.test. A"], "{checked:?}");
+
+    // A new key (a rollover's second step): everything is signed again with it.
+    let next = ZoneKey::generate(&dir, "example.test", 15).unwrap();
+    let stats = h.reload_names(53, &signed_names(&next, "\"10.0.0.7\"")).unwrap();
+    assert_eq!(stats.signatures.signed, 6, "{stats:?}");
+    let payload = answered(&h, false, &do_query("www.example.test", RecordType::AAAA, true));
+    assert_eq!(validate(&next, &payload, None).unwrap().validated.len(), 1);
+    assert_eq!(validate(&key, &payload, None).unwrap().failed.len(), 1, "not by the old key any more");
+    let _ = std::fs::remove_dir_all(&dir);
+}

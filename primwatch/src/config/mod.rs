@@ -251,6 +251,73 @@ pub fn release_freed_memory() {
     }
 }
 
+/// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`.
+fn parse_dnssec(
+    apex_text: &str,
+    apex: &DnsName,
+    raw: RawZone,
+    config_dir: &Path,
+    at: &health::At,
+) -> Result<Dnssec, ConfigError> {
+    let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
+    let mode = match &raw.dnssec {
+        None => "off",
+        Some(value) => value.get_ref().as_str(),
+    };
+    let signing = mode == "sign";
+    for (field, present) in [("key", raw.key.as_ref()), ("signature_validity", raw.signature_validity.as_ref())] {
+        if let (Some(value), false) = (present, signing) {
+            return Err(at(value.span(), format!("{} applies only with dnssec = \"sign\"", key_of(field))));
+        }
+    }
+    match mode {
+        "off" => Ok(Dnssec::Off),
+        "pass" => Ok(Dnssec::Pass),
+        "sign" => {
+            let Some(key) = raw.key else {
+                return Err(at(
+                    dnssec_span_of(&raw.dnssec),
+                    format!(
+                        "{} = \"sign\" needs {} (the key pair dnssec-keygen wrote)",
+                        key_of("dnssec"),
+                        key_of("key")
+                    ),
+                ));
+            };
+            let validity = match &raw.signature_validity {
+                None => crate::dnssec::DEFAULT_VALIDITY,
+                Some(text) => {
+                    let validity = humantime::parse_duration(text.get_ref())
+                        .map_err(|e| at(text.span(), format!("{}: {e}", key_of("signature_validity"))))?;
+                    if validity < crate::dnssec::MIN_VALIDITY {
+                        return Err(at(
+                            text.span(),
+                            format!(
+                                "{} is shorter than {:?}",
+                                key_of("signature_validity"),
+                                crate::dnssec::MIN_VALIDITY
+                            ),
+                        ));
+                    }
+                    validity
+                }
+            };
+            let path = config_dir.join(key.get_ref());
+            let signer = crate::dnssec::ZoneSigner::load(apex, &path, validity)
+                .map_err(|e| at(key.span(), format!("{}: {e:#}", key_of("key"))))?;
+            Ok(Dnssec::Sign(std::sync::Arc::new(signer)))
+        }
+        other => Err(at(
+            dnssec_span_of(&raw.dnssec),
+            format!("{} '{other}' is not one of off, pass, sign", key_of("dnssec")),
+        )),
+    }
+}
+
+fn dnssec_span_of(value: &Option<Spanned<String>>) -> Range<usize> {
+    value.as_ref().map(|v| v.span()).unwrap_or_default()
+}
+
 /// A zone the served names lie in (`[zones."example.com"]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneConfig {
@@ -258,19 +325,25 @@ pub struct ZoneConfig {
 }
 
 /// Whether a zone is DNSSEC-signed, and so who answers DO=1 queries for its names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dnssec {
     /// Unsigned (the default): a DO=1 query gets the same answer as without DO, from
     /// XDP, with DO copied into the reply (RFC 3225 §3).
     Off,
     /// Signed by the DNS server behind XDP: DO=1 queries go to it.
     Pass,
+    /// Signed with this key by primwatch (the answers XDP gives) and by the DNS server
+    /// behind it (the rest of the zone): DO=1 answers carry their RRSIG.
+    Sign(std::sync::Arc<crate::dnssec::ZoneSigner>),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawZone {
     dnssec: Option<Spanned<String>>,
+    /// `dnssec = "sign"`: the BIND-format key pair (`K<zone>.+013+<tag>`).
+    key: Option<Spanned<String>>,
+    signature_validity: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +402,67 @@ impl Config {
         2 * specs.len()
     }
 
+    /// The most RRSIG records XDP can need at once for the signed zones: per exact
+    /// (name, view) entry and family, one RRset — or one per start record when a
+    /// group's `max_answers` is below its members of that family (a reply then carries
+    /// a rotating subset, each its own RRset).
+    pub fn signatures_needed(&self) -> usize {
+        if !self.zones.values().any(|z| matches!(z.dnssec, Dnssec::Sign(_))) {
+            return 0;
+        }
+        let rrsets = |source: &NameSource| -> usize {
+            match source {
+                NameSource::Static { a, aaaa } => usize::from(!a.is_empty()) + usize::from(!aaaa.is_empty()),
+                NameSource::Groups { groups, .. } => self.group_rrsets(groups),
+            }
+        };
+        let mut total = 0;
+        for (name, config) in &self.names {
+            if name.is_wildcard() || self.signer_of(name).is_none() {
+                continue;
+            }
+            total += rrsets(&config.source);
+            for view in self.views.values() {
+                if let Some(view_name) = view.names.get(name) {
+                    total += self.group_rrsets(&view_name.groups);
+                }
+            }
+        }
+        total
+    }
+
+    /// RRsets (both families) answers from `groups` can come as, at most.
+    fn group_rrsets(&self, groups: &[String]) -> usize {
+        let mut total = 0;
+        for v6 in [false, true] {
+            // Per group: members of this family (a target given by host may resolve
+            // to up to MAX_RECORDS), and whether a reply carries fewer than that.
+            let mut members = 0;
+            let mut subsets = false;
+            for group in groups.iter().filter_map(|g| self.groups.get(g)) {
+                let here: usize = group
+                    .members
+                    .iter()
+                    .map(|m| match self.targets.get(m) {
+                        Some(t) => usize::from(t.address.is_ipv6() == v6),
+                        None => MAX_RECORDS,
+                    })
+                    .sum();
+                members += here;
+                subsets |= group.max_answers < here;
+            }
+            let members = members.min(MAX_RECORDS);
+            total += if members == 0 {
+                0
+            } else if subsets {
+                members
+            } else {
+                1
+            };
+        }
+        total
+    }
+
     /// (name, view) entries of XDP's names map: every name, plus one per name a view
     /// answers on its own.
     pub fn name_entries(&self) -> usize {
@@ -345,6 +479,8 @@ pub struct MapCapacities {
     pub record_sets: u32,
     /// Client prefixes RRL tracks (`rrl.table_size`).
     pub rrl_table: u32,
+    /// RRSIG records of signed zones XDP holds (`server.max_signatures`).
+    pub signatures: u32,
 }
 
 impl Default for MapCapacities {
@@ -353,6 +489,7 @@ impl Default for MapCapacities {
             names: primwatch_common::NAME_STATS_SLOTS as u32,
             record_sets: primwatch_common::DEFAULT_RECORD_SETS as u32,
             rrl_table: RrlConfig::DEFAULT_TABLE_SIZE,
+            signatures: primwatch_common::NAME_STATS_SLOTS as u32,
         }
     }
 }
@@ -362,6 +499,9 @@ impl MapCapacities {
     pub const MAX_NAMES: u32 = 1 << 24;
     /// Most `server.max_record_sets`: 1,048,576 (each takes two 2-KB slots).
     pub const MAX_RECORD_SETS: u32 = 1 << 20;
+    /// Most `server.max_signatures`: 16,777,216 (about 300 bytes each, allocated as
+    /// signatures are made).
+    pub const MAX_SIGNATURES: u32 = 1 << 24;
 }
 
 /// Where a name's addresses come from.
@@ -696,6 +836,7 @@ struct RawServer {
     default_ttl: Option<Spanned<u32>>,
     max_names: Option<Spanned<u32>>,
     max_record_sets: Option<Spanned<u32>>,
+    max_signatures: Option<Spanned<u32>>,
 }
 
 fn default_port() -> Spanned<u16> {
@@ -726,6 +867,14 @@ impl Config {
         matches!(self.zone_of(name), Some((_, ZoneConfig { dnssec: Dnssec::Off })))
     }
 
+    /// The key `name`'s answers are signed with, if its zone is signed by primwatch.
+    pub fn signer_of(&self, name: &DnsName) -> Option<&std::sync::Arc<crate::dnssec::ZoneSigner>> {
+        match self.zone_of(name) {
+            Some((_, ZoneConfig { dnssec: Dnssec::Sign(signer) })) => Some(signer),
+            _ => None,
+        }
+    }
+
     pub fn wildcard_names(&self) -> usize {
         self.names.keys().filter(|n| n.is_wildcard()).count()
     }
@@ -754,6 +903,8 @@ impl Config {
             Some("server.max_names")
         } else if self.capacities.record_sets != other.capacities.record_sets {
             Some("server.max_record_sets")
+        } else if self.capacities.signatures != other.capacities.signatures {
+            Some("server.max_signatures")
         } else if self.control_access != other.control_access {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
@@ -846,9 +997,12 @@ impl Config {
             capacity(&server.max_names, defaults.names, MapCapacities::MAX_NAMES, "max_names")?;
         let (sets_capacity, max_sets_span) =
             capacity(&server.max_record_sets, defaults.record_sets, MapCapacities::MAX_RECORD_SETS, "max_record_sets")?;
+        let (signatures_capacity, max_signatures_span) =
+            capacity(&server.max_signatures, defaults.signatures, MapCapacities::MAX_SIGNATURES, "max_signatures")?;
         let capacities = MapCapacities {
             names: names_capacity,
             record_sets: sets_capacity,
+            signatures: signatures_capacity,
             rrl_table: rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size),
         };
         let cookies = parse_cookies(raw.cookies, &views::config_dir(path), &at)?;
@@ -941,19 +1095,7 @@ impl Config {
             if dns_name.is_wildcard() {
                 return Err(at(apex_span, format!("zone '{apex_text}': a zone apex cannot be a wildcard")));
             }
-            let dnssec = match zone.into_inner().dnssec {
-                None => Dnssec::Off,
-                Some(value) => match value.get_ref().as_str() {
-                    "off" => Dnssec::Off,
-                    "pass" => Dnssec::Pass,
-                    other => {
-                        return Err(at(
-                            value.span(),
-                            format!("zones.\"{apex_text}\".dnssec '{other}' is not one of off, pass"),
-                        ))
-                    }
-                },
-            };
+            let dnssec = parse_dnssec(&apex_text, &dns_name, zone.into_inner(), &views::config_dir(path), &at)?;
             if zones.insert(dns_name, ZoneConfig { dnssec }).is_some() {
                 return Err(at(
                     apex_span,
@@ -1141,6 +1283,19 @@ impl Config {
                      server.max_record_sets is {} (raise it, up to {})",
                     capacities.record_sets,
                     MapCapacities::MAX_RECORD_SETS
+                ),
+            ));
+        }
+        let signatures = config.signatures_needed();
+        if signatures > capacities.signatures as usize {
+            return Err(at(
+                max_signatures_span,
+                format!(
+                    "signed zones need up to {signatures} signatures (one per name, view and type, or one per \
+                     start record where max_answers is below a group's members); server.max_signatures is {} \
+                     (raise it, up to {})",
+                    capacities.signatures,
+                    MapCapacities::MAX_SIGNATURES
                 ),
             ));
         }
@@ -1357,7 +1512,11 @@ a = ["192.0.2.9"]
         assert!(e.reason.contains("name 'api.example.test.' lies in no declared zone (elsewhere.test.)"), "{e}");
         assert_eq!(e.line, 12, "{e}");
         let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\ndnssec = \"sign\"\n"));
-        assert!(e.reason.contains("is not one of off, pass"), "{e}");
+        assert!(e.reason.contains("needs zones.\"example.test\".key"), "{e}");
+        let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\ndnssec = \"on\"\n"));
+        assert!(e.reason.contains("is not one of off, pass, sign"), "{e}");
+        let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\nkey = \"Kexample.test.+013+1\"\n"));
+        assert!(e.reason.contains("applies only with dnssec = \"sign\""), "{e}");
         let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\n[zones.\"EXAMPLE.test\"]\n"));
         assert!(e.reason.contains("declared twice"), "{e}");
     }

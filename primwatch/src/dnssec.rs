@@ -210,8 +210,14 @@ fn rrsig_record(ttl: u32, rdata: &[u8]) -> Result<RrsigRr> {
 }
 
 /// Refuses a private key file others could read or replace: it must be a regular
-/// file, owned by root (or by this process's user), with no group or other access.
+/// file, owned by root (or by this process's user), with no group or other access, in
+/// a directory only root (or this user) can write.
 fn check_private_file(path: &Path) -> Result<()> {
+    // Whoever can write the directory can replace the key (a reload reads it again).
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Some(problem) = crate::paths::untrusted_dir(dir) {
+        bail!("the key's directory is not trusted: {problem}");
+    }
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());

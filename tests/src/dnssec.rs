@@ -19,6 +19,7 @@ pub struct ZoneKey {
 
 impl ZoneKey {
     /// Makes a key for `zone` in `dir`: `algorithm` is 13 (ECDSAP256SHA256) or 15 (ED25519).
+    /// One key signs everything (a CSK, flags 257), as README sets PowerDNS up.
     pub fn generate(dir: &Path, zone: &str, algorithm: u8) -> Result<ZoneKey> {
         let name = match algorithm {
             13 => "ECDSAP256SHA256",
@@ -26,7 +27,7 @@ impl ZoneKey {
             other => bail!("no dnssec-keygen name for algorithm {other}"),
         };
         let out = Command::new("dnssec-keygen")
-            .args(["-q", "-a", name, "-n", "ZONE", "-K"])
+            .args(["-q", "-a", name, "-f", "KSK", "-n", "ZONE", "-K"])
             .arg(dir)
             .arg(zone)
             .output()

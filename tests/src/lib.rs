@@ -18,6 +18,7 @@ pub mod netns;
 pub mod packet;
 pub mod pdns;
 pub mod raw;
+pub mod unbound;
 pub mod world;
 
 use std::{

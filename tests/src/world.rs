@@ -79,6 +79,8 @@ pub struct Options<'a> {
     pub log_reader_quits: bool,
     /// Extra pdns.conf lines.
     pub pdns_conf: &'a str,
+    /// PowerDNS signs example.test live with this key (a BIND `.private` file).
+    pub pdns_dnssec_key: Option<&'a std::path::Path>,
 }
 
 pub fn world_options(body: &str, options: &Options) -> World {
@@ -89,6 +91,7 @@ pub fn world_options(body: &str, options: &Options) -> World {
         open_file_limit,
         log_reader_quits,
         pdns_conf: extra_pdns_conf,
+        pdns_dnssec_key,
     } = *options;
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
@@ -141,8 +144,15 @@ checks = ["http"]
     let pdns_conf = format!("{pdns_conf}{extra_pdns_conf}");
     // The controller first: PowerDNS connects to its socket when it starts.
     let controller = Controller::start_with(&lab.server_ns, &config, open_file_limit, log_reader_quits).unwrap();
-    let pdns =
-        PowerDns::start_with(&lab.server_ns, &[lab.server_addr(false)], "example.test", &zone, &pdns_conf).unwrap();
+    let pdns = PowerDns::start_signed(
+        &lab.server_ns,
+        &[lab.server_addr(false)],
+        "example.test",
+        &zone,
+        &pdns_conf,
+        pdns_dnssec_key,
+    )
+    .unwrap();
     World { controller, pdns, backends, net, lab, powerdns_socket: remote_backend.then_some(socket) }
 }
 

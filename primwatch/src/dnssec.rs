@@ -213,12 +213,12 @@ fn rrsig_record(ttl: u32, rdata: &[u8]) -> Result<RrsigRr> {
 /// file, owned by root (or by this process's user), with no group or other access, in
 /// a directory only root (or this user) can write.
 fn check_private_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     // Whoever can write the directory can replace the key (a reload reads it again).
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if let Some(problem) = crate::paths::untrusted_dir(dir) {
         bail!("the key's directory is not trusted: {problem}");
     }
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }

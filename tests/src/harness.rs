@@ -152,6 +152,12 @@ impl Harness {
         self.maps.publish(&config, records::desired_entries(&config, &primwatch::selection::AllUp), || ())
     }
 
+    /// Renews the signatures due, as the controller does every second.
+    pub fn renew_signatures(&mut self, names: &str) -> Result<primwatch::map_writer::SignStats> {
+        let config = Config::parse(Path::new("harness.toml"), &format!("[server]\ninterfaces = [\"none\"]\n{names}"))?;
+        Ok(self.maps.renew_signatures(&config))
+    }
+
     /// RRSIG records in the `rrsigs` map, as the writer knows it.
     pub fn signatures(&self) -> usize {
         self.maps.signatures.len()

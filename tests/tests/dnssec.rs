@@ -284,3 +284,49 @@ fn a_changed_rrset_is_signed_anew_and_old_signatures_go() {
     assert_eq!(validate(&key, &payload, None).unwrap().failed.len(), 1, "not by the old key any more");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn signatures_are_renewed_at_half_their_validity_without_a_gap() {
+    let dir = tempdir("renew");
+    let key = ZoneKey::generate(&dir, "example.test", 13).unwrap();
+    let names =
+        signed_names(&key, "\"10.0.0.1\"").replace("signature_validity = \"1h\"", "signature_validity = \"10s\"");
+    let mut h = Harness::new(53, &names).unwrap();
+    let first = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let query = do_query("www.example.test", RecordType::A, true);
+    let payload = answered(&h, false, &query);
+    assert_eq!(validate(&key, &payload, Some(first + 12)).unwrap().failed.len(), 1, "expires after 10 s");
+    assert_eq!(h.renew_signatures(&names).unwrap().signed, 0, "nothing due yet");
+    std::thread::sleep(Duration::from_millis(5_200));
+    let renewed = h.renew_signatures(&names).unwrap();
+    assert_eq!(renewed.signed, h.signatures(), "all renewed at half of 10 s: {renewed:?}");
+    // The renewed signature outlives the first: valid past the first one's expiry.
+    let payload = answered(&h, false, &query);
+    let later = validate(&key, &payload, Some(first + 12)).unwrap();
+    assert_eq!(later.validated, ["www.example.test. A"], "{later:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_key_refuses_the_config_at_its_line() {
+    let dir = tempdir("config");
+    let key = ZoneKey::generate(&dir, "example.test", 13).unwrap();
+    let parse = |text: &str| primwatch::config::Config::parse(std::path::Path::new("/etc/primwatch/p.toml"), text);
+    let good = format!("[server]\ninterfaces = [\"none\"]\n{}", signed_names(&key, "\"10.0.0.1\""));
+    parse(&good).unwrap();
+    let missing = good.replace(&key.base.display().to_string(), "/nonexistent/Kexample.test.+013+00001");
+    let e = parse(&missing).unwrap_err();
+    assert_eq!((e.file.to_str(), e.line), (Some("/etc/primwatch/p.toml"), 6), "{e}");
+    assert!(e.reason.contains("zones.\"example.test\".key") && e.reason.contains("nonexistent"), "{e}");
+    std::fs::set_permissions(key.private_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = parse(&good).unwrap_err();
+    assert!(e.reason.contains("root-only"), "{e}");
+    std::fs::set_permissions(key.private_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = parse(&good.replace("\"1h\"", "\"2s\"")).unwrap_err();
+    assert!(e.reason.contains("signature_validity is shorter than"), "{e}");
+    // A group rotating 2 of 3 needs three signatures per name: a small capacity is
+    // refused with the count and the key.
+    let e = parse(&good.replace("[server]\n", "[server]\nmax_signatures = 4\n")).unwrap_err();
+    assert!(e.reason.contains("up to 6 signatures") && e.reason.contains("server.max_signatures is 4"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

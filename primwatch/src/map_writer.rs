@@ -307,6 +307,36 @@ impl AnswerMaps {
     }
 }
 
+/// One RRset to sign: its key in `rrsigs`, owner, family, set and the zone's signer.
+type SignJob<'a> = (RrsigKey, &'a crate::dns_name::DnsName, Family, &'a AnswerSet, &'a Arc<crate::dnssec::ZoneSigner>);
+
+/// Signs every job, on all CPUs when there are many (a failover in a zone of 100k
+/// names re-signs 100k RRsets: about 19 µs each for ECDSA P-256 on one core).
+fn sign_all<'a>(
+    jobs: Vec<SignJob<'a>>,
+    now: std::time::SystemTime,
+) -> Vec<(RrsigKey, &'a Arc<crate::dnssec::ZoneSigner>, Result<RrsigRr>)> {
+    let sign = |(key, name, family, set, signer): &SignJob<'a>| {
+        let rr_len = set.rr_len as usize;
+        let start = key.start as usize;
+        let records = &set.rrs[start * rr_len..(start + set.answers as usize) * rr_len];
+        // Each record: pointer, type, class, TTL, RDLENGTH (12 bytes), then RDATA.
+        let rdatas: Vec<&[u8]> = records.chunks(rr_len).map(|rr| &rr[12..]).collect();
+        let made = signer.sign(name, *family, set.ttl, &rdatas, now).with_context(|| format!("{name}"));
+        (*key, *signer, made)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if jobs.len() < 256 || threads == 1 {
+        return jobs.iter().map(sign).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            jobs.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(sign).collect::<Vec<_>>())).collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    })
+}
+
 /// What a signature sync did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SignStats {
@@ -396,16 +426,9 @@ impl SignatureWriter {
             }
         }
         let mut first_error = None;
-        for (key, name, family, set, signer) in jobs {
-            let rr_len = set.rr_len as usize;
-            let records = &set.rrs[key.start as usize * rr_len..(key.start as usize + set.answers as usize) * rr_len];
-            // Each record: pointer, type, class, TTL, RDLENGTH (12 bytes), then RDATA.
-            let rdatas: Vec<&[u8]> = records.chunks(rr_len).map(|rr| &rr[12..]).collect();
-            let made = signer.sign(name, family, set.ttl, &rdatas, now).and_then(|rr| {
-                self.map.insert(key, rr, 0).context("writing rrsigs")?;
-                Ok(())
-            });
-            match made {
+        for (key, signer, made) in sign_all(jobs, now) {
+            let written = made.and_then(|rr| self.map.insert(key, rr, 0).context("writing rrsigs"));
+            match written {
                 Ok(()) => {
                     let due = unix + signer.validity.as_secs() / 2;
                     self.written.insert(key, (signer.clone(), due));
@@ -413,7 +436,7 @@ impl SignatureWriter {
                 }
                 Err(e) => {
                     stats.failed += 1;
-                    first_error.get_or_insert_with(|| format!("{name}: {e:#}"));
+                    first_error.get_or_insert_with(|| format!("{e:#}"));
                 }
             }
         }

@@ -91,6 +91,12 @@ impl Harness {
         )
     }
 
+    /// As `new`, with more `[server]` keys (`server_keys`, e.g. map capacities).
+    pub fn with_server(port: u16, server_keys: &str, names: &str) -> Result<Harness> {
+        let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{server_keys}\n{names}");
+        Harness::from_text(&text, port, &primwatch::selection::AllUp)
+    }
+
     pub fn with_health(port: u16, names: &str, health: &dyn primwatch::selection::Health) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         Harness::from_text(&text, port, health)

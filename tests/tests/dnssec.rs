@@ -180,8 +180,11 @@ groups = ["rr"]
 a = ["10.0.0.9"]
 [names."v4.example.test"]
 groups = ["v4only"]
+[names."big.example.test"]
+aaaa = [{big}]
 "#,
-        key.base.display()
+        key.base.display(),
+        big = (1..=16).map(|i| format!("\"2001:db8::{i:x}\"")).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -241,6 +244,15 @@ fn xdp_answers_do_queries_in_signed_zones_with_a_valid_rrsig() {
     }
     assert_eq!(seen.len(), 3, "three 2-of-3 subsets, each with its own signature: {seen:?}");
 
+    // The client's EDNS size decides: 16 AAAA records and their RRSIG do not fit 512
+    // bytes (passed, for the DNS server to truncate), and do fit 1232.
+    let small = EdnsQuery { payload: 512, dnssec_ok: true, version: 0, options: vec![] };
+    let big = dns::query(3, "big.example.test", RecordType::AAAA, Some(small)).unwrap();
+    h.assert_passed(&udp_frame(&Flow::client_to_server(false), 64, &big), Verdict::TooLarge);
+    let payload = answered(&h, true, &do_query("big.example.test", RecordType::AAAA, true));
+    assert!(payload.len() > 512, "{} bytes", payload.len());
+    assert_eq!(validate(&key, &payload, None).unwrap().validated, ["big.example.test. AAAA"]);
+
     // Passed on to the DNS server: a wildcard (its answer needs a denial proof) and
     // NODATA (v4.example.test has no AAAA) with DO=1; both still answered with DO=0.
     let wild = udp_frame(&Flow::client_to_server(false), 64, &do_query("x.wild.example.test", RecordType::A, true));
@@ -261,15 +273,15 @@ fn a_changed_rrset_is_signed_anew_and_old_signatures_go() {
     let dir = tempdir("resign");
     let key = ZoneKey::generate(&dir, "example.test", 15).unwrap();
     let mut h = Harness::new(53, &signed_names(&key, "\"10.0.0.1\", \"10.0.0.2\"")).unwrap();
-    // www A, www AAAA, rr (three subsets), v4 A: six RRsets.
-    assert_eq!(h.signatures(), 6);
+    // www A, www AAAA, rr (three subsets), v4 A, big AAAA: seven RRsets.
+    assert_eq!(h.signatures(), 7);
     let stats = h.reload_names(53, &signed_names(&key, "\"10.0.0.7\"")).unwrap();
     // www's address source changed: its A and AAAA sets are new sets (one spec); the
-    // other names' four signatures stay.
+    // other names' five signatures stay.
     assert_eq!(stats.sets_written, 2, "{stats:?}");
     assert_eq!(stats.signatures.signed, 2, "only www's RRsets are signed again: {stats:?}");
     assert_eq!(stats.signatures.deleted, 2, "their old signatures are deleted: {stats:?}");
-    assert_eq!(h.signatures(), 6);
+    assert_eq!(h.signatures(), 7);
     let payload = answered(&h, false, &do_query("www.example.test", RecordType::A, true));
     assert_eq!(dns::addresses(&dns::parse(&payload).unwrap()), ["10.0.0.7".parse::<std::net::IpAddr>().unwrap()]);
     let checked = validate(&key, &payload, None).unwrap();
@@ -278,7 +290,7 @@ fn a_changed_rrset_is_signed_anew_and_old_signatures_go() {
     // A new key (a rollover's second step): everything is signed again with it.
     let next = ZoneKey::generate(&dir, "example.test", 15).unwrap();
     let stats = h.reload_names(53, &signed_names(&next, "\"10.0.0.7\"")).unwrap();
-    assert_eq!(stats.signatures.signed, 6, "{stats:?}");
+    assert_eq!(stats.signatures.signed, 7, "{stats:?}");
     let payload = answered(&h, false, &do_query("www.example.test", RecordType::AAAA, true));
     assert_eq!(validate(&next, &payload, None).unwrap().validated.len(), 1);
     assert_eq!(validate(&key, &payload, None).unwrap().failed.len(), 1, "not by the old key any more");
@@ -327,6 +339,6 @@ fn a_bad_key_refuses_the_config_at_its_line() {
     // A group rotating 2 of 3 needs three signatures per name: a small capacity is
     // refused with the count and the key.
     let e = parse(&good.replace("[server]\n", "[server]\nmax_signatures = 4\n")).unwrap_err();
-    assert!(e.reason.contains("up to 6 signatures") && e.reason.contains("server.max_signatures is 4"), "{e}");
+    assert!(e.reason.contains("up to 7 signatures") && e.reason.contains("server.max_signatures is 4"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

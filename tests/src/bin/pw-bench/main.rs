@@ -40,6 +40,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 "#;
 
 mod continuity;
+mod dnssec;
 mod failover;
 mod flood;
 mod geoip;
@@ -105,6 +106,9 @@ fn main() -> Result<()> {
     }
     if wanted("geoip") {
         geoip::run()?;
+    }
+    if wanted("dnssec") {
+        dnssec::run()?;
     }
     Ok(())
 }

@@ -133,6 +133,32 @@ pub struct Status {
     /// `[geoip] database`, if set: what it is and how many networks each view took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geoip: Option<GeoStatus>,
+    /// The declared zones and, for those primwatch signs, the key and its signatures.
+    #[serde(default)]
+    pub zones: Vec<ZoneStatus>,
+}
+
+/// A declared zone (`[zones."APEX"]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ZoneStatus {
+    pub apex: String,
+    /// "off", "pass" or "sign".
+    pub dnssec: String,
+    /// `sign`: the key (file, tag, algorithm number), the signatures XDP holds for the
+    /// zone, their validity and when the next renewal is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningStatus {
+    pub key_file: String,
+    pub key_tag: u16,
+    pub algorithm: u8,
+    pub signatures: usize,
+    pub validity_seconds: u64,
+    /// RFC 3339, or "-" while there are none.
+    pub next_renewal: String,
 }
 
 /// The country/AS database as the running config read it.

@@ -322,10 +322,9 @@ impl Controller {
         })?;
         self.cookies.apply(&self.config.cookies)?;
         self.metrics.map_sync(stats.written + stats.sets_written, stats.deleted, started.elapsed());
-        if stats.written + stats.deleted + stats.sets_written + stats.signatures.signed > 0 {
+        if stats.written + stats.deleted + stats.sets_written > 0 {
             info!(
                 record_sets = stats.sets_written,
-                signatures = stats.signatures.signed,
                 names_written = stats.written,
                 names_deleted = stats.deleted,
                 publish_us = started.elapsed().as_micros() as u64,
@@ -358,10 +357,6 @@ impl Controller {
                 }
                 _ = save_tick.tick() => {
                     self.local_errors.tick();
-                    let renewed = self.maps.renew_signatures(&self.config);
-                    if renewed.signed + renewed.failed > 0 {
-                        info!(signed = renewed.signed, failed = renewed.failed, "signatures renewed");
-                    }
                     self.reload_if_geoip_changed();
                     if let Err(e) = self.cookies.tick() {
                         self.save_state();
@@ -570,7 +565,9 @@ impl Controller {
             }
         };
         let (plan, counts) = self.maps.names.answer_counts();
-        self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts)
+        let signing = &self.maps.signatures;
+        let held = signing.per_zone().into_iter().map(|(apex, (n, _))| (apex.to_string(), n as u64)).collect();
+        self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts, (signing.total(), held))
     }
 
     pub fn explain(
@@ -588,6 +585,7 @@ impl Controller {
         let plan = self.plan();
         let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
         status.resolved = report::resolved(&self.config, &self.resolutions);
+        status.zones = report::zones(&self.config, &self.maps.signatures.per_zone());
         status
     }
 }

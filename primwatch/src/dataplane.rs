@@ -256,7 +256,7 @@ impl Dataplane {
             self.names_writer()?,
             self.views_writer()?,
             self.rrl_writer()?,
-            crate::map_writer::SignatureWriter::new(signatures.try_into()?),
+            crate::signatures::SignatureWriter::new(signatures.try_into()?)?,
         ))
     }
 

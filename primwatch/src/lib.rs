@@ -28,6 +28,7 @@ pub mod records;
 pub mod report;
 pub mod resolve;
 pub mod selection;
+pub mod signatures;
 pub mod state;
 pub mod supervise;
 pub mod view_index;

@@ -386,6 +386,18 @@ fn print_status(status: &Status) {
     for n in &status.names {
         print_name(n);
     }
+    if !status.zones.is_empty() {
+        println!("ZONES");
+        for z in &status.zones {
+            match &z.signing {
+                None => println!("  {} dnssec {}", z.apex, z.dnssec),
+                Some(s) => println!(
+                    "  {} dnssec sign: key {} (tag {}, algorithm {}), {} signatures in XDP, valid {} s, next renewal {}",
+                    z.apex, s.key_file, s.key_tag, s.algorithm, s.signatures, s.validity_seconds, s.next_renewal
+                ),
+            }
+        }
+    }
     if let Some(g) = &status.geoip {
         println!("GEOIP    {} ({}, built {}, {} networks)", g.path, g.database_type, g.built, g.networks);
         for (view, n) in &g.prefixes {

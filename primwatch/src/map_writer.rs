@@ -19,8 +19,7 @@ use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, PerCpuVa
 use ipnet::IpNet;
 use primwatch_common::{
     cookie::{secret_from_bytes, CookieSecret, CookieSettings},
-    name_answers_index, set_index, AnswerSet, Family, NameEntry, NameKey, RrlSettings, RrsigKey, RrsigRr, Select,
-    Settings, ViewMatch, ENTRY_SIGNED,
+    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, ViewMatch,
 };
 
 use crate::{
@@ -65,8 +64,6 @@ pub struct SyncStats {
     pub unchanged: usize,
     /// Record sets rewritten (a health change costs this many writes, not one per name).
     pub sets_written: usize,
-    /// Signatures made and deleted in signed zones.
-    pub signatures: SignStats,
 }
 
 impl NameMapWriter {
@@ -120,18 +117,20 @@ impl NameMapWriter {
     }
 
     /// Writes one entry (one atomic element replacement in the kernel).
-    /// Every entry XDP may answer DO=1 queries for with a signature (`ENTRY_SIGNED`):
-    /// the planned name, its counter slot and its (A, AAAA) set ids.
-    pub fn signed_entries(&self) -> impl Iterator<Item = (&PlannedName, u32, (u32, u32))> {
-        let (entries, slots, ids): (&[PlannedName], &[u32], &[(u32, u32)]) = match &self.holds {
-            Holds::Plan { plan, ids, slots } => (&plan.entries, slots, ids),
-            Holds::Empty | Holds::Unknown => (&[], &[], &[]),
-        };
-        entries
-            .iter()
-            .zip(slots)
-            .filter(|(e, _)| e.flags & ENTRY_SIGNED != 0)
-            .map(move |(e, &slot)| (e, slot, ids[e.set as usize]))
+    /// What the signing thread needs of the map as written: the plan, slots, set ids
+    /// and sets (None while the contents are unknown).
+    pub fn sign_request(
+        &self,
+        zones: Vec<(crate::dns_name::DnsName, Arc<crate::dnssec::ZoneSigner>)>,
+    ) -> Option<crate::signatures::SignRequest> {
+        let Holds::Plan { plan, ids, slots } = &self.holds else { return None };
+        Some(crate::signatures::SignRequest {
+            plan: plan.clone(),
+            slots: slots.clone(),
+            ids: ids.clone(),
+            sets: self.sets.written.iter().map(|(id, (_, set))| (*id, **set)).collect(),
+            zones,
+        })
     }
 
     fn write_entry(&mut self, key: &NameKey, entry: &NameEntry) -> Result<()> {
@@ -261,7 +260,7 @@ pub struct AnswerMaps {
     pub names: NameMapWriter,
     views: ViewMapWriter,
     rrl: RrlMapWriter,
-    pub signatures: SignatureWriter,
+    pub signatures: crate::signatures::SignatureWriter,
     /// The view tries and RRL settings hold the current config's.
     config_written: bool,
 }
@@ -271,181 +270,35 @@ impl AnswerMaps {
         names: NameMapWriter,
         views: ViewMapWriter,
         rrl: RrlMapWriter,
-        signatures: SignatureWriter,
+        signatures: crate::signatures::SignatureWriter,
     ) -> AnswerMaps {
         AnswerMaps { names, views, rrl, signatures, config_written: false }
     }
 
     /// Writes `desired` for `config`, calling `after_names` as soon as the sets and
     /// entries are in (see `NameMapWriter::sync_then`); the tries and settings follow
-    /// when the config changed since they were written, then the signatures of signed
-    /// zones' new RRsets (until one is in, XDP passes DO=1 queries for it on: a
-    /// failover is never held up by signing).
+    /// when the config changed since they were written; then the signing thread is
+    /// asked to sign signed zones' new RRsets (until one is in, XDP passes DO=1
+    /// queries for it on: a failover is never held up by signing).
     pub fn publish(&mut self, config: &Config, desired: Desired, after_names: impl FnOnce()) -> Result<SyncStats> {
-        let mut stats = self.names.sync_then(desired, after_names)?;
+        let stats = self.names.sync_then(desired, after_names)?;
         if !self.config_written {
             self.views.sync(&config.view_index, config.wildcard_names())?;
             self.rrl.sync(config.rrl.as_ref())?;
             self.config_written = true;
         }
-        stats.signatures = self.signatures.sync(config, &self.names, std::time::SystemTime::now());
-        Ok(stats)
-    }
-
-    /// Renews the signatures due (see `SignatureWriter::due`); cheap when none are.
-    pub fn renew_signatures(&mut self, config: &Config) -> SignStats {
-        let now = std::time::SystemTime::now();
-        if !self.signatures.due(now) {
-            return SignStats::default();
+        let zones = config.signed_zones();
+        if !zones.is_empty() || !self.signatures.is_empty() {
+            if let Some(request) = self.names.sign_request(zones) {
+                self.signatures.request(request);
+            }
         }
-        self.signatures.sync(config, &self.names, now)
+        Ok(stats)
     }
 
     /// The next publish writes the view tries and RRL settings again (another config).
     pub fn config_changed(&mut self) {
         self.config_written = false;
-    }
-}
-
-/// One RRset to sign: its key in `rrsigs`, owner, family, set and the zone's signer.
-type SignJob<'a> = (RrsigKey, &'a crate::dns_name::DnsName, Family, &'a AnswerSet, &'a Arc<crate::dnssec::ZoneSigner>);
-
-/// Signs every job, on all CPUs when there are many (a failover in a zone of 100k
-/// names re-signs 100k RRsets: about 19 µs each for ECDSA P-256 on one core).
-fn sign_all<'a>(
-    jobs: Vec<SignJob<'a>>,
-    now: std::time::SystemTime,
-) -> Vec<(RrsigKey, &'a Arc<crate::dnssec::ZoneSigner>, Result<RrsigRr>)> {
-    let sign = |(key, name, family, set, signer): &SignJob<'a>| {
-        let rr_len = set.rr_len as usize;
-        let start = key.start as usize;
-        let records = &set.rrs[start * rr_len..(start + set.answers as usize) * rr_len];
-        // Each record: pointer, type, class, TTL, RDLENGTH (12 bytes), then RDATA.
-        let rdatas: Vec<&[u8]> = records.chunks(rr_len).map(|rr| &rr[12..]).collect();
-        let made = signer.sign(name, *family, set.ttl, &rdatas, now).with_context(|| format!("{name}"));
-        (*key, *signer, made)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if jobs.len() < 256 || threads == 1 {
-        return jobs.iter().map(sign).collect();
-    }
-    let chunk = jobs.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> =
-            jobs.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(sign).collect::<Vec<_>>())).collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-    })
-}
-
-/// What a signature sync did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SignStats {
-    /// RRSIG records made and written, deleted, and RRsets left unsigned because
-    /// signing or the write failed (XDP passes their DO=1 queries on).
-    pub signed: usize,
-    pub deleted: usize,
-    pub failed: usize,
-}
-
-/// The `rrsigs` map: one RRSIG record per RRset XDP can answer a DO=1 query with, in
-/// zones primwatch signs. Keys name the RRset by (name, entry slot, set generation,
-/// start record): a set rewritten gets a new generation, so a stale signature is never
-/// found for new records, only garbage to delete.
-pub struct SignatureWriter {
-    map: HashMap<MapData, RrsigKey, RrsigRr>,
-    /// What the map holds: each key's signer and when it is due for renewal (unix s).
-    written: StdHashMap<RrsigKey, (Arc<crate::dnssec::ZoneSigner>, u64)>,
-    /// The earliest renewal due (unix s; u64::MAX: none).
-    next_due: u64,
-}
-
-fn unix_seconds(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-impl SignatureWriter {
-    pub fn new(map: HashMap<MapData, RrsigKey, RrsigRr>) -> SignatureWriter {
-        SignatureWriter { map, written: StdHashMap::new(), next_due: u64::MAX }
-    }
-
-    /// Whether some signature has passed half its validity at `now`.
-    pub fn due(&self, now: std::time::SystemTime) -> bool {
-        unix_seconds(now) >= self.next_due
-    }
-
-    /// Signatures in the map.
-    pub fn len(&self) -> usize {
-        self.written.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.written.is_empty()
-    }
-
-    /// Signs what XDP can now answer in signed zones and is not signed yet (or was by
-    /// another key, or is due for renewal), and deletes signatures of RRsets gone.
-    /// Failures are counted and logged, never returned: an unsigned RRset costs a pass
-    /// to the DNS server behind XDP, not the answers.
-    pub fn sync(&mut self, config: &Config, names: &NameMapWriter, now: std::time::SystemTime) -> SignStats {
-        let mut stats = SignStats::default();
-        let unix = unix_seconds(now);
-        let mut wanted = HashSet::new();
-        let mut jobs = Vec::new();
-        for (entry, slot, (a, aaaa)) in names.signed_entries() {
-            let Some(signer) = config.signer_of(&entry.name) else { continue };
-            for (family, id) in [(Family::V4, a), (Family::V6, aaaa)] {
-                let Some(set) = names.sets.current(id) else { continue };
-                if set.count == 0 || set.select == Select::NoData as u8 {
-                    continue; // NODATA: passed on for DO=1 (its proof is NSEC3)
-                }
-                // The RRsets XDP can send: one when each reply carries the whole set or
-                // always the same records, else one per start record.
-                let whole = set.answers == set.count || set.select == Select::Fixed as u8;
-                let starts = if whole { 1 } else { set.count as u32 };
-                for start in 0..starts {
-                    let key =
-                        RrsigKey { name_hash: entry.key.name_hash, slot, generation: set.generation, start, _pad: 0 };
-                    wanted.insert(key);
-                    let current = self
-                        .written
-                        .get(&key)
-                        .is_some_and(|(by, due)| unix < *due && (Arc::ptr_eq(by, signer) || **by == **signer));
-                    if !current {
-                        jobs.push((key, &entry.name, family, set, signer));
-                    }
-                }
-            }
-        }
-        // Signatures no RRset needs go first (XDP no longer finds them: their sets'
-        // generations or entries are gone), making room for the new ones.
-        let gone: Vec<RrsigKey> = self.written.keys().filter(|k| !wanted.contains(k)).copied().collect();
-        for key in gone {
-            self.written.remove(&key);
-            if self.map.remove(&key).is_ok() {
-                stats.deleted += 1;
-            }
-        }
-        let mut first_error = None;
-        for (key, signer, made) in sign_all(jobs, now) {
-            let written = made.and_then(|rr| self.map.insert(key, rr, 0).context("writing rrsigs"));
-            match written {
-                Ok(()) => {
-                    let due = unix + signer.validity.as_secs() / 2;
-                    self.written.insert(key, (signer.clone(), due));
-                    stats.signed += 1;
-                }
-                Err(e) => {
-                    stats.failed += 1;
-                    first_error.get_or_insert_with(|| format!("{e:#}"));
-                }
-            }
-        }
-        self.next_due = self.written.values().map(|(_, due)| *due).min().unwrap_or(u64::MAX);
-        if let Some(error) = first_error {
-            tracing::warn!(failed = stats.failed, first = %error,
-                "RRsets left unsigned (their DO=1 queries go to the DNS server behind XDP)");
-        }
-        stats
     }
 }
 

@@ -89,6 +89,17 @@ pub struct Recorder {
     reloads: ReloadStats,
 }
 
+/// Signing in zones with `dnssec = "sign"`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DnssecStats {
+    /// RRSIG records made (new RRsets, renewals, a new key) and RRsets left unsigned
+    /// because signing or the map write failed.
+    pub signed: u64,
+    pub failed: u64,
+    /// Signatures XDP holds, per zone apex.
+    pub held: BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MapStats {
     /// Publishes: each writes what changed in the names map, the view tries and settings.
@@ -171,11 +182,14 @@ impl Recorder {
         xdp: BTreeMap<String, u64>,
         plan: &NamePlan,
         counts: &[(u64, u64)],
+        (signed, held): (crate::signatures::SignStats, BTreeMap<String, u64>),
     ) -> Stats {
         let name_entries = plan.entries.len().min(counts.len());
         let names = name_stats(config, plan, &counts[..name_entries]);
         let (targets, groups) = state_stats(config, state);
-        self.snapshot(xdp, names, name_entries, targets, groups)
+        let mut stats = self.snapshot(xdp, names, name_entries, targets, groups);
+        stats.dnssec = DnssecStats { signed: signed.signed as u64, failed: signed.failed as u64, held };
+        stats
     }
 
     fn snapshot(
@@ -200,6 +214,7 @@ impl Recorder {
                 .map(|(name, counters)| (name.to_string(), counters.snapshot()))
                 .collect(),
             log_lines_lost: crate::log_output::lines_lost(),
+            dnssec: DnssecStats::default(),
         }
     }
 }
@@ -245,6 +260,8 @@ pub struct Stats {
     /// Log writes that failed (stderr closed, full or blocked): the lines are lost.
     #[serde(default)]
     pub log_lines_lost: u64,
+    #[serde(default)]
+    pub dnssec: DnssecStats,
 }
 
 /// Per (name, view) entry: every one up to `STATS_NAMES_ALL`, else the busiest
@@ -501,6 +518,24 @@ impl Collector for Exported {
                 (vec![("result", "applied".to_string())], stats.reloads.applied),
                 (vec![("result", "rejected".to_string())], stats.reloads.rejected),
             ],
+        )?;
+        counters(
+            e,
+            "primwatch_dnssec_signatures_made",
+            "RRSIG records made for XDP's answers in signed zones (new RRsets, renewals, a new key).",
+            [(vec![], stats.dnssec.signed)],
+        )?;
+        counters(
+            e,
+            "primwatch_dnssec_sign_failures",
+            "RRsets left unsigned because signing or the map write failed (their DO=1 queries go to the DNS server).",
+            [(vec![], stats.dnssec.failed)],
+        )?;
+        gauges(
+            e,
+            "primwatch_dnssec_signatures",
+            "RRSIG records XDP holds, per signed zone.",
+            stats.dnssec.held.iter().map(|(zone, n)| (vec![("zone", zone.clone())], *n as f64)),
         )?;
         counters(
             e,

@@ -157,6 +157,40 @@ pub fn resolved(
 }
 
 /// `ctl status`: targets, groups, the answer sets, and the names `listing` asks for.
+/// The declared zones for `ctl status`; `signed` gives, per signed apex, the
+/// signatures XDP holds and the earliest renewal due (unix seconds).
+pub fn zones(config: &Config, signed: &std::collections::HashMap<DnsName, (usize, u64)>) -> Vec<control::ZoneStatus> {
+    use crate::config::Dnssec;
+    config
+        .zones
+        .iter()
+        .map(|(apex, zone)| {
+            let (dnssec, signing) = match &zone.dnssec {
+                Dnssec::Off => ("off", None),
+                Dnssec::Pass => ("pass", None),
+                Dnssec::Sign(signer) => {
+                    let (signatures, due) = signed.get(apex).copied().unwrap_or((0, u64::MAX));
+                    let next_renewal = if due == u64::MAX {
+                        "-".to_string()
+                    } else {
+                        control::format_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(due))
+                    };
+                    let signing = control::SigningStatus {
+                        key_file: signer.key_file.display().to_string(),
+                        key_tag: signer.key_tag,
+                        algorithm: u8::from(signer.algorithm),
+                        signatures,
+                        validity_seconds: signer.validity.as_secs(),
+                        next_renewal,
+                    };
+                    ("sign", Some(signing))
+                }
+            };
+            control::ZoneStatus { apex: apex.to_string(), dnssec: dnssec.into(), signing }
+        })
+        .collect()
+}
+
 pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, listing: &NameListing) -> Status {
     let targets = config
         .targets
@@ -325,6 +359,7 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
             networks: g.networks,
             prefixes: g.prefixes.iter().map(|(view, p)| (view.clone(), p.len())).collect(),
         }),
+        zones: Vec::new(),
     }
 }
 

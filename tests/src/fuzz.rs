@@ -24,7 +24,8 @@ use crate::{
     packet::{udp_frame, Flow, SERVER_MAC},
 };
 
-/// The config the fuzzer runs against: an unsigned zone, a signed one, a wildcard.
+/// The config the fuzzer runs against: an unsigned zone, one PowerDNS signs, a wildcard
+/// (`harness` adds a zone primwatch signs: `sign.test`).
 pub const CONFIG: &str = r#"
 [zones."example.test"]
 
@@ -45,14 +46,42 @@ ttl = 50
 a = ["10.0.0.3"]
 "#;
 
-/// What the oracle knows of CONFIG: (lowercased name with trailing dot) → (signed,
+/// The zone primwatch signs in the fuzzer's config, with its key.
+pub const SIGNED_ZONE: &str = "sign.test";
+
+/// A harness for CONFIG plus `sign.test` (`dnssec = "sign"`, an ECDSA key made in
+/// `key_dir`), as the fuzzer runs: DO=1 answers there carry an RRSIG.
+pub fn harness(key_dir: &std::path::Path) -> Result<Harness> {
+    let key = crate::dnssec::ZoneKey::generate(key_dir, SIGNED_ZONE, 13)?;
+    Harness::new(
+        53,
+        &format!(
+            "{CONFIG}\n[zones.\"{SIGNED_ZONE}\"]\ndnssec = \"sign\"\nkey = \"{}\"\n\n\
+             [names.\"www.{SIGNED_ZONE}\"]\nttl = 60\na = [\"10.0.0.4\", \"10.0.0.5\"]\naaaa = [\"2001:db8::4\"]\n",
+            key.base.display()
+        ),
+    )
+}
+
+/// Who signs a served name's zone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Zone {
+    Unsigned,
+    /// Signed by the DNS server behind XDP: DO=1 must be passed.
+    Passed,
+    /// Signed by primwatch: a DO=1 answer ends with the RRSIG of the records.
+    Signed,
+}
+
+/// What the oracle knows of the config: (lowercased name with trailing dot) → (zone,
 /// ttl, addresses).
-fn served() -> BTreeMap<&'static str, (bool, u32, Vec<IpAddr>)> {
+fn served() -> BTreeMap<&'static str, (Zone, u32, Vec<IpAddr>)> {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     BTreeMap::from([
-        ("www.example.test.", (false, 30, vec![ip("10.0.0.1"), ip("10.0.0.2"), ip("2001:db8::1")])),
-        ("*.wild.example.test.", (false, 40, vec![ip("10.0.0.9")])),
-        ("www.signed.test.", (true, 50, vec![ip("10.0.0.3")])),
+        ("www.example.test.", (Zone::Unsigned, 30, vec![ip("10.0.0.1"), ip("10.0.0.2"), ip("2001:db8::1")])),
+        ("*.wild.example.test.", (Zone::Unsigned, 40, vec![ip("10.0.0.9")])),
+        ("www.signed.test.", (Zone::Passed, 50, vec![ip("10.0.0.3")])),
+        ("www.sign.test.", (Zone::Signed, 60, vec![ip("10.0.0.4"), ip("10.0.0.5"), ip("2001:db8::4")])),
     ])
 }
 
@@ -134,7 +163,15 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
             ..Default::default()
         }),
     ];
-    let names = ["www.example.test", "WwW.ExAmple.TEST", "x.wild.example.test", "www.signed.test", "nope.example.test"];
+    let names = [
+        "www.example.test",
+        "WwW.ExAmple.TEST",
+        "x.wild.example.test",
+        "www.signed.test",
+        "nope.example.test",
+        "www.sign.test",
+        "WWW.SIGN.test",
+    ];
     for (n, name) in names.iter().enumerate() {
         for qtype in [RecordType::A, RecordType::AAAA, RecordType::MX] {
             for (e, edns) in editions.iter().enumerate() {
@@ -413,7 +450,7 @@ fn answerable(frame: &[u8]) -> Result<(usize, Ip, bool)> {
 fn check_answer(
     query_frame: &[u8],
     reply_frame: &[u8],
-    served: &BTreeMap<&str, (bool, u32, Vec<IpAddr>)>,
+    served: &BTreeMap<&str, (Zone, u32, Vec<IpAddr>)>,
 ) -> Result<()> {
     let (dns_off, ip, v6) = answerable(query_frame).context("answered a frame the kernel would drop")?;
     let query_bytes = &query_frame[dns_off..ip.end];
@@ -438,14 +475,14 @@ fn check_answer(
     let question_bytes = &query_bytes[12..end + 5];
     let name = question.name().to_ascii().to_ascii_lowercase();
     let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
-    let (signed, ttl, addresses) = served
+    let (zone, ttl, addresses) = served
         .get(name.as_str())
         .or_else(|| wildcard.as_deref().and_then(|w| served.get(w)))
         .with_context(|| format!("answered {name}, which is not served"))?;
     let edns = query.extensions().as_ref();
     if let Some(e) = edns {
         ensure!(e.version() == 0, "EDNS version");
-        ensure!(!(e.dnssec_ok() && *signed), "answered DO=1 for a signed zone");
+        ensure!(!(e.dnssec_ok() && *zone == Zone::Passed), "answered DO=1 for a zone PowerDNS signs");
     }
 
     // The reply.
@@ -515,7 +552,27 @@ fn check_answer(
         );
     }
     ensure!(!reply.answers().is_empty(), "no answers (no NODATA policy in the fuzz config)");
-    for record in reply.answers() {
+    // RFC 3225 and RFC 4035 §3.1.1: the RRSIG iff DO=1 in a zone primwatch signs, last,
+    // covering the type, by the zone apex, over the owner's labels, with the TTL.
+    let dnssec_ok = edns.is_some_and(|e| e.dnssec_ok());
+    let (records, rrsigs): (Vec<_>, Vec<_>) =
+        reply.answers().iter().partition(|r| r.record_type() != RecordType::RRSIG);
+    let want_rrsig = dnssec_ok && *zone == Zone::Signed;
+    ensure!(rrsigs.len() == usize::from(want_rrsig), "{} RRSIGs (DO={dnssec_ok}, {zone:?})", rrsigs.len());
+    if let Some(rrsig) = rrsigs.first() {
+        ensure!(reply.answers().last().map(|r| r.record_type()) == Some(RecordType::RRSIG), "the RRSIG is last");
+        let Some(RData::DNSSEC(hickory_proto::rr::dnssec::rdata::DNSSECRData::RRSIG(sig))) = rrsig.data() else {
+            bail!("RRSIG rdata {:?}", rrsig.data());
+        };
+        ensure!(rrsig.name() == records[0].name() && rrsig.ttl() == *ttl, "RRSIG owner/TTL");
+        ensure!(sig.type_covered() == qtype && sig.original_ttl() == *ttl, "RRSIG covers {}", sig.type_covered());
+        ensure!(
+            sig.num_labels() == 3 && sig.signer_name().to_ascii() == format!("{SIGNED_ZONE}."),
+            "RRSIG labels/signer"
+        );
+        ensure!(sig.sig().len() == 64, "signature of {} bytes", sig.sig().len());
+    }
+    for record in records {
         ensure!(record.record_type() == qtype && record.ttl() == *ttl, "record type/TTL");
         let address = match record.data() {
             Some(RData::A(a)) => IpAddr::V4(a.0),

@@ -56,6 +56,9 @@ pub struct Outcome {
     pub nanos: u64,
 }
 
+/// How long the harness waits for the signing thread after a publish.
+const SIGNING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Loopback's index, which BPF_PROG_TEST_RUN reports as the receiving interface.
 pub const TEST_RUN_IFINDEX: u32 = 1;
 
@@ -108,6 +111,8 @@ impl Harness {
         // Published as the controller publishes: through the answer maps' one order.
         let mut maps = dataplane.answer_maps()?;
         maps.publish(&config, records::desired_entries(&config, health), || ())?;
+        // Signed zones: queries see every signature from the start.
+        maps.signatures.wait_idle(SIGNING_WAIT);
         let mut cookies = dataplane.cookie_writer()?;
         let secret = config.cookies.secret.unwrap_or(TEST_COOKIE_SECRET);
         cookies.install(secret)?;
@@ -156,16 +161,18 @@ impl Harness {
         let config = Config::parse(Path::new("harness.toml"), &text)?;
         self.maps.config_changed();
         self.maps.publish(&config, records::desired_entries(&config, &primwatch::selection::AllUp), || ())
+        // (signed zones: `signed_since` waits for the signing thread and says what it did)
     }
 
-    /// Renews the signatures due, as the controller does every second.
-    pub fn renew_signatures(&mut self, names: &str) -> Result<primwatch::map_writer::SignStats> {
-        let config = Config::parse(Path::new("harness.toml"), &format!("[server]\ninterfaces = [\"none\"]\n{names}"))?;
-        Ok(self.maps.renew_signatures(&config))
+    /// What the signing thread did since the last look, once it has caught up with
+    /// every publish.
+    pub fn signed_since(&self) -> primwatch::signatures::SignStats {
+        self.maps.signatures.wait_idle(SIGNING_WAIT)
     }
 
-    /// RRSIG records in the `rrsigs` map, as the writer knows it.
+    /// RRSIG records in the `rrsigs` map, once the signing thread has caught up.
     pub fn signatures(&self) -> usize {
+        self.maps.signatures.wait_idle(SIGNING_WAIT);
         self.maps.signatures.len()
     }
 

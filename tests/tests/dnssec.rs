@@ -275,12 +275,14 @@ fn a_changed_rrset_is_signed_anew_and_old_signatures_go() {
     let mut h = Harness::new(53, &signed_names(&key, "\"10.0.0.1\", \"10.0.0.2\"")).unwrap();
     // www A, www AAAA, rr (three subsets), v4 A, big AAAA: seven RRsets.
     assert_eq!(h.signatures(), 7);
+    h.signed_since();
     let stats = h.reload_names(53, &signed_names(&key, "\"10.0.0.7\"")).unwrap();
     // www's address source changed: its A and AAAA sets are new sets (one spec); the
     // other names' five signatures stay.
     assert_eq!(stats.sets_written, 2, "{stats:?}");
-    assert_eq!(stats.signatures.signed, 2, "only www's RRsets are signed again: {stats:?}");
-    assert_eq!(stats.signatures.deleted, 2, "their old signatures are deleted: {stats:?}");
+    let signed = h.signed_since();
+    assert_eq!(signed.signed, 2, "only www's RRsets are signed again: {signed:?}");
+    assert_eq!(signed.deleted, 2, "their old signatures are deleted: {signed:?}");
     assert_eq!(h.signatures(), 7);
     let payload = answered(&h, false, &do_query("www.example.test", RecordType::A, true));
     assert_eq!(dns::addresses(&dns::parse(&payload).unwrap()), ["10.0.0.7".parse::<std::net::IpAddr>().unwrap()]);
@@ -289,8 +291,9 @@ fn a_changed_rrset_is_signed_anew_and_old_signatures_go() {
 
     // A new key (a rollover's second step): everything is signed again with it.
     let next = ZoneKey::generate(&dir, "example.test", 15).unwrap();
-    let stats = h.reload_names(53, &signed_names(&next, "\"10.0.0.7\"")).unwrap();
-    assert_eq!(stats.signatures.signed, 7, "{stats:?}");
+    h.reload_names(53, &signed_names(&next, "\"10.0.0.7\"")).unwrap();
+    let signed = h.signed_since();
+    assert_eq!(signed.signed, 7, "{signed:?}");
     let payload = answered(&h, false, &do_query("www.example.test", RecordType::AAAA, true));
     assert_eq!(validate(&next, &payload, None).unwrap().validated.len(), 1);
     assert_eq!(validate(&key, &payload, None).unwrap().failed.len(), 1, "not by the old key any more");
@@ -303,14 +306,18 @@ fn signatures_are_renewed_at_half_their_validity_without_a_gap() {
     let key = ZoneKey::generate(&dir, "example.test", 13).unwrap();
     let names =
         signed_names(&key, "\"10.0.0.1\"").replace("signature_validity = \"1h\"", "signature_validity = \"10s\"");
-    let mut h = Harness::new(53, &names).unwrap();
+    let h = Harness::new(53, &names).unwrap();
     let first = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     let query = do_query("www.example.test", RecordType::A, true);
     let payload = answered(&h, false, &query);
     assert_eq!(validate(&key, &payload, Some(first + 12)).unwrap().failed.len(), 1, "expires after 10 s");
-    assert_eq!(h.renew_signatures(&names).unwrap().signed, 0, "nothing due yet");
-    std::thread::sleep(Duration::from_millis(5_200));
-    let renewed = h.renew_signatures(&names).unwrap();
+    h.signed_since();
+    // Due at 5 s (4 to 5 s after `first`, which counts whole seconds).
+    std::thread::sleep(Duration::from_millis(3_000));
+    assert_eq!(h.signed_since().signed, 0, "nothing due before half the validity");
+    // The signing thread looks every second: by 6.5 s everything was renewed once.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let renewed = h.signed_since();
     assert_eq!(renewed.signed, h.signatures(), "all renewed at half of 10 s: {renewed:?}");
     // The renewed signature outlives the first: valid past the first one's expiry.
     let payload = answered(&h, false, &query);

@@ -50,6 +50,19 @@ fn a_validating_resolver_gets_secure_answers_from_xdp_and_powerdns() {
     assert_eq!(addresses(&reply), set(&[WEB1, WEB2]));
     let after = w.controller.counters().unwrap();
     assert!(after.answered > before.answered, "XDP answered unbound's DO=1 query: {before:?} → {after:?}");
+    // ctl status and stats say who signs, with which key, and how many signatures.
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let zone = &status["status"]["zones"][0];
+    assert_eq!((zone["apex"].as_str(), zone["dnssec"].as_str()), (Some("example.test."), Some("sign")), "{zone}");
+    let tag = key.base.to_string_lossy().rsplit('+').next().unwrap().parse::<u64>().unwrap();
+    assert_eq!(zone["signing"]["key_tag"].as_u64(), Some(tag), "{zone}");
+    assert_eq!(zone["signing"]["algorithm"].as_u64(), Some(13), "{zone}");
+    assert!(zone["signing"]["signatures"].as_u64() >= Some(1), "{zone}");
+    let stats = w.controller.ctl(&["stats"]).unwrap();
+    let dnssec = &stats["stats"]["dnssec"];
+    assert!(dnssec["signed"].as_u64() >= Some(1) && dnssec["failed"].as_u64() == Some(0), "{dnssec}");
+    assert!(dnssec["held"]["example.test."].as_u64() >= Some(1), "{dnssec}");
+
     // No AAAA: a signed NODATA (NSEC3) from PowerDNS, secure too; and a zone-file name.
     let reply = secure("www.example.test", RecordType::AAAA);
     assert!(reply.answers().iter().all(|r| r.record_type() != RecordType::AAAA));

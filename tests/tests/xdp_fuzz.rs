@@ -3,11 +3,14 @@
 //! `primwatch_tests::fuzz`. A fixed seed for regressions, a fresh one for discovery;
 //! `cargo xtask fuzz -- --frames N` runs more.
 
-use primwatch_tests::{fuzz, harness::Harness};
+use primwatch_tests::fuzz;
 
 #[test]
 fn mutated_frames_are_passed_intact_or_answered_correctly() {
-    let h = Harness::new(53, fuzz::CONFIG).expect("load the XDP program (root and `cargo xtask setup` needed)");
+    let key_dir = std::env::temp_dir().join(format!("pw-fuzz-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let h = fuzz::harness(&key_dir).expect("load the XDP program (root and `cargo xtask setup` needed)");
+    let _ = std::fs::remove_dir_all(&key_dir);
     let fixed = fuzz::run(&h, 0x5eed_2026, 200_000).unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("fixed seed: {fixed:?}");
     // The fuzzer is only worth its frames if it reaches both outcomes often.

@@ -867,6 +867,17 @@ impl Config {
         matches!(self.zone_of(name), Some((_, ZoneConfig { dnssec: Dnssec::Off })))
     }
 
+    /// (apex, key) of every zone primwatch signs.
+    pub fn signed_zones(&self) -> Vec<(DnsName, std::sync::Arc<crate::dnssec::ZoneSigner>)> {
+        self.zones
+            .iter()
+            .filter_map(|(apex, z)| match &z.dnssec {
+                Dnssec::Sign(signer) => Some((apex.clone(), signer.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The key `name`'s answers are signed with, if its zone is signed by primwatch.
     pub fn signer_of(&self, name: &DnsName) -> Option<&std::sync::Arc<crate::dnssec::ZoneSigner>> {
         match self.zone_of(name) {

@@ -2,7 +2,7 @@
 //! you like (see `primwatch_tests::fuzz`). Needs root.
 
 use anyhow::{Context as _, Result};
-use primwatch_tests::{fuzz, harness::Harness};
+use primwatch_tests::fuzz;
 
 fn main() -> Result<()> {
     let mut frames = 1_000_000u64;
@@ -16,7 +16,11 @@ fn main() -> Result<()> {
             other => anyhow::bail!("unknown argument {other} (use --frames N, --seed S)"),
         }
     }
-    let harness = Harness::new(53, fuzz::CONFIG)?;
+    let key_dir = std::env::temp_dir().join(format!("pw-fuzz-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&key_dir)?;
+    let harness = fuzz::harness(&key_dir);
+    let _ = std::fs::remove_dir_all(&key_dir);
+    let harness = harness?;
     println!("fuzzing {frames} frames from seed {seed}");
     let started = std::time::Instant::now();
     let tally = fuzz::run(&harness, seed, frames)?;

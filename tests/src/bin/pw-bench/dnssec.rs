@@ -82,6 +82,7 @@ fn measure(dir: &std::path::Path) -> Result<()> {
         let server = format!("max_names = {}\nmax_signatures = {}\n", n + 16, n + 16);
         let time = |key: Option<&ZoneKey>| -> Result<f64> {
             let started = Instant::now();
+            // (the harness waits for the signing thread before it returns)
             let h = Harness::with_server(53, &server, &format!("{}{names}", zone(key)))?;
             let took = started.elapsed().as_secs_f64();
             if key.is_some() {

@@ -31,7 +31,7 @@ use primwatch_common::{
     ENTRY_ANSWERS_DO, ENTRY_SIGNED, QTYPE_A, QTYPE_AAAA,
 };
 
-use maps::{COUNTERS, NAME_ANSWERS, NO_RRSIG, RRSETS, RRSIGS, SCRATCH, SET_VERSIONS};
+use maps::{COUNTERS, NAME_ANSWERS, RRSETS, RRSIGS, SCRATCH, SET_VERSIONS};
 
 #[xdp]
 pub fn primwatch(ctx: XdpContext) -> u32 {
@@ -109,11 +109,11 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
             start: picked.start,
             _pad: 0,
         };
-        RRSIGS.get_ptr(&key).ok_or(Verdict::Dnssec)?
+        Some(unsafe { &*RRSIGS.get_ptr(&key).ok_or(Verdict::Dnssec)? })
     } else {
-        NO_RRSIG.get_ptr(0).ok_or(Verdict::Malformed)?
+        None
     };
-    let rrsig = unsafe { &*rrsig };
+    let (rrsig_len, rrsig_csum) = rrsig.map_or((0, 0), |r| (r.len as u32, r.csum as u32));
     if rrl::charge(scratch) {
         return Err(Verdict::RrlDropped);
     }
@@ -133,17 +133,20 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         udp_size: query.edns.as_ref().map_or(0, |e| e.udp_size as u32),
         rrs_off: (offset_of!(AnswerSet, rrs) + picked.offset) as u32,
         rrs_len: picked.len as u32 * keep as u32,
-        ancount: (picked.ancount as u32 + (rrsig.len != 0) as u32) * keep as u32,
+        ancount: (picked.ancount as u32 + (rrsig_len != 0) as u32) * keep as u32,
         rrs_csum: picked.csum as u32 * keep as u32,
-        rrsig_len: rrsig.len as u32 * keep as u32,
-        rrsig_csum: rrsig.csum as u32 * keep as u32,
+        rrsig_len: rrsig_len * keep as u32,
+        rrsig_csum: rrsig_csum * keep as u32,
         extra_flags: slip as u32 * dns::FLAG_TC as u32,
         counter: name_answers_index(entry.stats_slot, query.qtype == QTYPE_AAAA),
     };
     unsafe { core::ptr::write_volatile(&mut scratch.plan, plan) };
-    reply::write_reply(ctx, scratch, answers, rrsig)?;
+    let rrsig_off = reply::write_reply(ctx, scratch, answers)?;
     if rrl::slip(scratch) != 0 {
         return Err(Verdict::RrlSlipped); // sent, as an empty TC=1 reply
+    }
+    if let Some(rrsig) = rrsig {
+        reply::write_rrsig(ctx, rrsig_off, rrsig)?;
     }
     let counter = unsafe { core::ptr::read_volatile(&scratch.plan.counter) };
     if let Some(count) = NAME_ANSWERS.get_ptr_mut(counter) {

@@ -32,12 +32,9 @@ pub static SET_VERSIONS: Array<u32, DEFAULT_RECORD_SETS> = Array::new();
 
 /// Signed zones: the RRSIG record of each RRset XDP can answer with (see `RrsigKey`),
 /// written by the controller once the set is in; a DO=1 query for a signed name whose
-/// RRset has none here is passed. Not preallocated; sized from the config. `NO_RRSIG`
-/// is the empty record a reply without a signature copies (none: 0 bytes).
+/// RRset has none here is passed. Not preallocated; sized from the config.
 #[btf_map]
 pub static RRSIGS: HashMap<RrsigKey, RrsigRr, NAME_STATS_SLOTS, { BPF_F_NO_PREALLOC }> = HashMap::new();
-#[btf_map]
-pub static NO_RRSIG: Array<RrsigRr, 1> = Array::new();
 
 /// Source prefix → view, one trie per address family.
 #[btf_map]

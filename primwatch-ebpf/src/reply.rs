@@ -54,10 +54,11 @@ const OPT_RR_CSUM: u64 = {
 };
 
 /// Turns the query into the reply in place and computes the checksums, as
-/// `Scratch::plan` says (the records come from `set`, the RRSIG record after them
-/// from `rrsig`).
+/// `Scratch::plan` says (the records come from `set`). When the plan has an RRSIG
+/// record, its room after the records is left for `write_rrsig` and its checksum is
+/// counted in already; returns that room's offset in the frame.
 #[inline(always)]
-pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet, rrsig: &RrsigRr) -> Result<(), Verdict> {
+pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> Result<usize, Verdict> {
     let plan = unsafe { core::ptr::read_volatile(&scratch.plan) };
     // Each value bounded again, for the verifier (the bounds hold for every real value).
     let l3_off = plan.l3_off as usize & L3_OFFSET_MASK;
@@ -167,17 +168,6 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet, rrs
             return Err(Verdict::Malformed);
         }
     }
-    if rrsig_len > 0 {
-        let len = rrsig_len & RRSIG_LEN_MASK;
-        if len == 0 || len > RRSIG_RR_MAX {
-            return Err(Verdict::Malformed);
-        }
-        let off = (answers_off + rrs_len) & FRAME_OFFSET_MASK;
-        let rr = rrsig.rr.as_ptr();
-        if unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, rr as *mut _, len as u32) } != 0 {
-            return Err(Verdict::Malformed);
-        }
-    }
     // Everything after the name starts at an odd offset when the name length is odd.
     // The records are whole words; the RRSIG record starts at an even offset after
     // them, and the OPT record after it at an odd one when the RRSIG's length is odd.
@@ -225,6 +215,21 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet, rrs
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
     put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));
+    Ok(answers_off + rrs_len)
+}
+
+/// Copies the RRSIG record into the room `write_reply` left at `off` (its length is
+/// the plan's `rrsig_len`, its checksum already counted).
+#[inline(always)]
+pub fn write_rrsig(ctx: &XdpContext, off: usize, rrsig: &RrsigRr) -> Result<(), Verdict> {
+    let len = rrsig.len as usize & RRSIG_LEN_MASK;
+    if len == 0 || len > RRSIG_RR_MAX {
+        return Err(Verdict::Malformed);
+    }
+    let rr = rrsig.rr.as_ptr();
+    if unsafe { bpf_xdp_store_bytes(ctx.ctx, (off & FRAME_OFFSET_MASK) as u32, rr as *mut _, len as u32) } != 0 {
+        return Err(Verdict::Malformed);
+    }
     Ok(())
 }
 

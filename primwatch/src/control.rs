@@ -136,6 +136,9 @@ pub struct Status {
     /// The declared zones and, for those primwatch signs, the key and its signatures.
     #[serde(default)]
     pub zones: Vec<ZoneStatus>,
+    /// `[fleet]`: the etcd connection and the fleet's overrides (who set each, when).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// A declared zone (`[zones."APEX"]`).

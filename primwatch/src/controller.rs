@@ -58,6 +58,9 @@ pub struct Controller {
     resolved_tx: mpsc::Sender<crate::resolve::Resolved>,
     resolved_rx: mpsc::Receiver<crate::resolve::Resolved>,
     resolvers: JoinSet<()>,
+    /// `[fleet]`: the etcd connection, and the overrides it brings in.
+    fleet: Option<crate::fleet::Fleet>,
+    fleet_events: Option<mpsc::Receiver<crate::fleet::FleetEvent>>,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -104,6 +107,14 @@ impl Controller {
         state_file.write(&mut state, false);
         let hooks = HookRunner::start(&config.hooks, config.exec_user.clone(), Default::default());
         let config_budget = config.max_checks_in_flight;
+        let (fleet, fleet_events) = match &config.fleet {
+            Some(fleet) => {
+                let (events, incoming) = mpsc::channel(256);
+                info!(node = %fleet.node, prefix = %fleet.prefix, endpoints = ?fleet.endpoints, "fleet: sharing overrides through etcd");
+                (Some(crate::fleet::Fleet::start(fleet.clone(), events)), Some(incoming))
+            }
+            None => (None, None),
+        };
         let mut controller = Controller {
             config,
             config_path,
@@ -128,6 +139,8 @@ impl Controller {
             resolved_tx,
             resolved_rx,
             resolvers: JoinSet::new(),
+            fleet,
+            fleet_events,
         };
         controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
@@ -366,6 +379,12 @@ impl Controller {
                         self.save_state();
                     }
                 }
+                Some(event) = next_fleet_event(&mut self.fleet_events) => {
+                    if let Err(e) = self.on_fleet(event) {
+                        self.save_state();
+                        return Err(e.context("writing the answers after a fleet override"));
+                    }
+                }
                 Some(resolved) = self.resolved_rx.recv() => {
                     if let Err(e) = self.on_resolved(resolved) {
                         self.save_state();
@@ -470,6 +489,9 @@ impl Controller {
             Request::Set { kind, name, action } => match self.state.apply(&self.config, kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
+                    if let Some(fleet) = &self.fleet {
+                        fleet.publish(kind, &name, action.clone());
+                    }
                     self.save_state();
                     match self.after_change() {
                         Ok(()) => Reply::ok(message),
@@ -478,6 +500,26 @@ impl Controller {
                 }
                 Err(message) => Reply::error(message),
             },
+        }
+    }
+
+    /// An override from the fleet (another node's operator, or ours read back): applied
+    /// as if made here; one that changes nothing (ours, a repeat) costs nothing.
+    fn on_fleet(&mut self, event: crate::fleet::FleetEvent) -> Result<()> {
+        let crate::fleet::FleetEvent::Override(record) = event else { return Ok(()) };
+        let before = self.state.overrides.clone();
+        match self.state.apply(&self.config, record.kind, &record.name, record.action.clone()) {
+            Ok(_) if self.state.overrides != before => {
+                info!(kind = ?record.kind, name = %record.name, action = ?record.action, by = %record.node, "fleet override");
+                self.save_state();
+                self.after_change()
+            }
+            Ok(_) => Ok(()),
+            // Not for this config (no such target here), or a failback with nothing held.
+            Err(why) => {
+                tracing::debug!(name = %record.name, %why, "fleet override not applied here");
+                Ok(())
+            }
         }
     }
 
@@ -585,7 +627,18 @@ impl Controller {
         let plan = self.plan();
         let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
         status.resolved = report::resolved(&self.config, &self.resolutions);
+        status.fleet = self.fleet.as_ref().map(|f| f.status());
         status.zones = report::zones(&self.config, &self.maps.signatures.per_zone());
         status
+    }
+}
+
+/// The next fleet event, or never without a fleet.
+async fn next_fleet_event(
+    events: &mut Option<mpsc::Receiver<crate::fleet::FleetEvent>>,
+) -> Option<crate::fleet::FleetEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }

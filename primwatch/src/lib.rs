@@ -13,6 +13,7 @@ pub mod cookies;
 pub mod dataplane;
 pub mod dns_name;
 pub mod dnssec;
+pub mod fleet;
 pub mod hooks;
 pub mod host;
 pub mod local_socket;

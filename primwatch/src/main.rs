@@ -386,6 +386,21 @@ fn print_status(status: &Status) {
     for n in &status.names {
         print_name(n);
     }
+    if let Some(f) = &status.fleet {
+        let state = if f.connected { "connected".to_string() } else { format!("NOT CONNECTED ({})", f.error) };
+        println!("FLEET    node {} under {} — etcd {} since {}", f.node, f.prefix, state, f.since);
+        if f.pending > 0 {
+            println!("  {} overrides made here wait to be written", f.pending);
+        }
+        for o in &f.overrides {
+            let when =
+                primwatch::control::format_time(std::time::UNIX_EPOCH + std::time::Duration::from_millis(o.at_ms));
+            println!("  {:?} {}: {:?} (by {} at {when})", o.kind, o.name, o.action, o.node);
+        }
+        for key in &f.invalid {
+            println!("  ignored (does not parse): {key}");
+        }
+    }
     if !status.zones.is_empty() {
         println!("ZONES");
         for z in &status.zones {

@@ -360,6 +360,7 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
             prefixes: g.prefixes.iter().map(|(view, p)| (view.clone(), p.len())).collect(),
         }),
         zones: Vec::new(),
+        fleet: None,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod cookie;
 pub mod dns;
 pub mod dnssec;
+pub mod fleet;
 pub mod fuzz;
 pub mod harness;
 pub mod lab;

@@ -31,6 +31,11 @@ const PACKAGES: &[&str] = &[
     "bind9-utils",
     "python3-dnspython",
     "unbound",
+    // The fleet: etcd-client's build compiles etcd's protobuf API (protoc); the tests
+    // run a real etcd cluster.
+    "protobuf-compiler",
+    "etcd-server",
+    "etcd-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -130,6 +130,8 @@ pub struct Config {
     pub rrl: Option<RrlConfig>,
     /// `[cookies]`: DNS server cookies in XDP (on unless turned off).
     pub cookies: CookieConfig,
+    /// `[fleet]`: operator state shared with other nodes through etcd; None: alone.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[cookies]`: DNS server cookies (RFC 7873, made as RFC 9018 says) in XDP's answers.
@@ -552,6 +554,7 @@ struct RawConfig {
     rrl: Option<Spanned<RawRrl>>,
     cookies: Option<RawCookies>,
     geoip: Option<RawGeoip>,
+    fleet: Option<RawFleet>,
     /// Files of names served from groups, one per line (see `read_name_file`).
     #[serde(default)]
     name_files: Vec<Spanned<PathBuf>>,
@@ -583,6 +586,85 @@ fn read_geoip(
         sources.dedup();
     }
     Ok(mapping)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    etcd: Vec<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+}
+
+/// `[fleet]`: the etcd endpoints (http:// URLs; TLS is not supported yet), the key
+/// prefix (default `/primwatch`) and this node's name (default: the host name).
+fn parse_fleet(raw: RawFleet, at: &health::At) -> Result<crate::fleet::FleetConfig, ConfigError> {
+    let mut endpoints = Vec::new();
+    for url in &raw.etcd {
+        let text = url.get_ref();
+        match text.strip_prefix("http://") {
+            Some(rest) if !rest.is_empty() && !rest.contains('/') => endpoints.push(text.clone()),
+            _ if text.starts_with("https://") => {
+                return Err(at(
+                    url.span(),
+                    format!("fleet.etcd '{text}': https (TLS) is not supported yet; use http:// on a trusted network"),
+                ))
+            }
+            _ => return Err(at(url.span(), format!("fleet.etcd '{text}' is not http://HOST:PORT"))),
+        }
+    }
+    if endpoints.is_empty() {
+        return Err(at(0..0, "fleet.etcd lists no endpoints".into()));
+    }
+    let prefix = match &raw.prefix {
+        None => "/primwatch".to_string(),
+        Some(p) => {
+            let text = p.get_ref().trim_end_matches('/');
+            if !text.starts_with('/') || text.len() < 2 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(at(
+                    p.span(),
+                    format!("fleet.prefix '{}' must start with '/' and name a key path", p.get_ref()),
+                ));
+            }
+            text.to_string()
+        }
+    };
+    let node = match &raw.node {
+        Some(n) => {
+            let text = n.get_ref();
+            if text.is_empty() || text.contains('/') || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(at(
+                    n.span(),
+                    format!("fleet.node '{text}' must be a non-empty name without '/' or spaces"),
+                ));
+            }
+            text.clone()
+        }
+        None => host_name(),
+    };
+    let user = match (&raw.user, &raw.password) {
+        (None, None) => None,
+        (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
+        (Some(v), None) | (None, Some(v)) => {
+            return Err(at(v.span(), "fleet.user and fleet.password go together".into()))
+        }
+    };
+    Ok(crate::fleet::FleetConfig { endpoints, prefix, node, user })
+}
+
+/// This host's name (gethostname), the default fleet node name.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    if ok && end > 0 {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
 }
 
 #[derive(Deserialize)]
@@ -920,6 +1002,8 @@ impl Config {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
             Some("powerdns")
+        } else if self.fleet != other.fleet {
+            Some("fleet")
         } else if self.metrics_listen != other.metrics_listen {
             Some("metrics.listen")
         } else {
@@ -1017,6 +1101,7 @@ impl Config {
             rrl_table: rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size),
         };
         let cookies = parse_cookies(raw.cookies, &views::config_dir(path), &at)?;
+        let fleet = raw.fleet.map(|f| parse_fleet(f, &at)).transpose()?;
         let mut groups = BTreeMap::new();
         for (name, group) in raw.groups {
             let parsed = health::parse_group(&name, group.into_inner(), &targets, &named_targets, &at)?;
@@ -1271,6 +1356,7 @@ impl Config {
             capacities,
             rrl,
             cookies,
+            fleet,
         };
         // Refused here, with the numbers and the key, so check-config says what run would.
         let (entries, sets) = (config.name_entries(), config.record_sets());
@@ -1530,6 +1616,29 @@ a = ["192.0.2.9"]
         assert!(e.reason.contains("applies only with dnssec = \"sign\""), "{e}");
         let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\n[zones.\"EXAMPLE.test\"]\n"));
         assert!(e.reason.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn fleet_settings_are_checked_at_their_line() {
+        let fleet = |body: &str| format!("{GOOD}\n[fleet]\n{body}\n");
+        let config = parse(&fleet("etcd = [\"http://10.0.0.1:2379\"]\nnode = \"ns1\"")).unwrap();
+        let f = config.fleet.unwrap();
+        assert_eq!((f.endpoints.len(), f.prefix.as_str(), f.node.as_str(), f.user), (1, "/primwatch", "ns1", None));
+        let named = parse(&fleet("etcd = [\"http://e:2379\"]")).unwrap().fleet.unwrap();
+        assert!(!named.node.is_empty(), "the host name by default");
+        for (body, reason) in [
+            ("etcd = []", "lists no endpoints"),
+            ("etcd = [\"10.0.0.1:2379\"]", "is not http://HOST:PORT"),
+            ("etcd = [\"https://10.0.0.1:2379\"]", "https (TLS) is not supported yet"),
+            ("etcd = [\"http://e:2379\"]\nprefix = \"primwatch\"", "must start with '/'"),
+            ("etcd = [\"http://e:2379\"]\nnode = \"a/b\"", "without '/'"),
+            ("etcd = [\"http://e:2379\"]\nuser = \"pw\"", "go together"),
+        ] {
+            let e = error(&fleet(body));
+            assert!(e.reason.contains(reason), "{body}: {e}");
+        }
+        let e = error(&fleet("etcd = [\"http://e:2379\"]\nnode = \"a/b\""));
+        assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
     }
 
     #[test]

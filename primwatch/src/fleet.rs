@@ -1,0 +1,301 @@
+//! A fleet of nodes sharing operator state through etcd (`[fleet]`): an override made
+//! with `ctl` on any node is written under the fleet's prefix and applied by every node
+//! from its watch. Without `[fleet]` nothing here runs.
+//!
+//! Key layout under `prefix` (values are JSON `OverrideRecord`s):
+//!
+//! ```text
+//! PREFIX/overrides/target/NAME/force      up | down | drain | auto
+//! PREFIX/overrides/target/NAME/preempt
+//! PREFIX/overrides/target/NAME/failback   (an event: releases a hold where it is held)
+//! PREFIX/overrides/group/NAME/force | priority | preempt | failback
+//! ```
+//!
+//! Fail static: etcd unreachable (at start or later) never stops serving. The node
+//! keeps its last-known state and its own checks, retries with back-off (1 s to 4 s),
+//! says so in the log and `ctl status`, and on reconnecting writes the overrides made
+//! meanwhile (the later write wins) and reads the fleet's state again.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::state::{Action, Kind};
+
+/// The longest wait between two attempts to reach etcd: short, so that a node is back
+/// in step within seconds of etcd returning (a reconnect costs one read of the
+/// overrides, a few keys).
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// `[fleet]` as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// etcd client URLs (`http://10.0.0.1:2379`).
+    pub endpoints: Vec<String>,
+    /// Every key of this fleet lies under it (no trailing '/').
+    pub prefix: String,
+    /// This node's name (default: the host name).
+    pub node: String,
+    /// etcd authentication, if the cluster has it on.
+    pub user: Option<(String, String)>,
+}
+
+/// One override as stored in etcd: what was done, by which node, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    pub kind: Kind,
+    pub name: String,
+    pub action: Action,
+    pub node: String,
+    /// Unix milliseconds when the operator made it.
+    pub at_ms: u64,
+}
+
+impl OverrideRecord {
+    pub fn new(kind: Kind, name: &str, action: Action, node: &str) -> OverrideRecord {
+        let at_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        OverrideRecord { kind, name: name.to_string(), action, node: node.to_string(), at_ms }
+    }
+
+    /// Which of a target's or group's override fields this sets (one key each, so that
+    /// a priority change does not undo a force).
+    fn field(&self) -> &'static str {
+        match self.action {
+            Action::Force(_) | Action::Auto => "force",
+            Action::Priority(_) => "priority",
+            Action::Preempt(_) => "preempt",
+            Action::Failback => "failback",
+        }
+    }
+
+    fn key(&self, prefix: &str) -> String {
+        let kind = match self.kind {
+            Kind::Target => "target",
+            Kind::Group => "group",
+        };
+        format!("{prefix}/overrides/{kind}/{}/{}", self.name, self.field())
+    }
+}
+
+/// What the fleet connection tells the controller.
+#[derive(Debug)]
+pub enum FleetEvent {
+    /// An override in etcd, new or read again after (re)connecting.
+    Override(OverrideRecord),
+    /// A key under the prefix whose value could not be read: ignored.
+    Invalid { key: String, reason: String },
+}
+
+/// The connection as `ctl status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub node: String,
+    pub prefix: String,
+    pub endpoints: Vec<String>,
+    pub connected: bool,
+    /// Why not, while not; and since when (RFC 3339).
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub since: String,
+    /// Overrides this node made and could not write yet (written on reconnecting).
+    #[serde(default)]
+    pub pending: usize,
+    /// The overrides the fleet holds, as last read, with who set them and when.
+    #[serde(default)]
+    pub overrides: Vec<OverrideRecord>,
+    /// Keys under the prefix that did not parse (ignored).
+    #[serde(default)]
+    pub invalid: Vec<String>,
+}
+
+/// The controller's end of the fleet connection.
+pub struct Fleet {
+    pub config: FleetConfig,
+    writes: mpsc::UnboundedSender<OverrideRecord>,
+    status: Arc<Mutex<FleetStatus>>,
+}
+
+impl Fleet {
+    /// Starts the connection task; events come back on `events`.
+    pub fn start(config: FleetConfig, events: mpsc::Sender<FleetEvent>) -> Fleet {
+        let (writes, pending) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(FleetStatus {
+            node: config.node.clone(),
+            prefix: config.prefix.clone(),
+            endpoints: config.endpoints.clone(),
+            error: "connecting".into(),
+            since: crate::control::format_time(SystemTime::now()),
+            ..FleetStatus::default()
+        }));
+        tokio::spawn(connection(config.clone(), pending, events, status.clone()));
+        Fleet { config, writes, status }
+    }
+
+    /// Writes an override this node's operator made (queued while etcd is away).
+    pub fn publish(&self, kind: Kind, name: &str, action: Action) {
+        let _ = self.writes.send(OverrideRecord::new(kind, name, action, &self.config.node));
+    }
+
+    pub fn status(&self) -> FleetStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Keeps one connection to etcd: read everything, then watch; reconnect with back-off.
+async fn connection(
+    config: FleetConfig,
+    mut writes: mpsc::UnboundedReceiver<OverrideRecord>,
+    events: mpsc::Sender<FleetEvent>,
+    status: Arc<Mutex<FleetStatus>>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    // Overrides made here and not written yet, by key (the latest per key).
+    let mut unwritten: BTreeMap<String, OverrideRecord> = BTreeMap::new();
+    loop {
+        let mut connected = false;
+        let outcome = session(&config, &mut writes, &mut unwritten, &events, &status, &mut connected).await;
+        if connected {
+            backoff = Duration::from_secs(1); // it worked until now: retry soon
+        }
+        let why = match outcome {
+            Ok(()) => return, // the controller is gone
+            Err(e) => format!("{e:#}"),
+        };
+        {
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            if s.connected || s.error != why {
+                warn!(error = %why, retry_in = ?backoff, "fleet: etcd unreachable; serving from the last-known fleet state and local checks");
+                s.since = crate::control::format_time(SystemTime::now());
+            }
+            s.connected = false;
+            s.error = why;
+            s.pending = unwritten.len();
+        }
+        // Queue what the operator does meanwhile; try again after the back-off.
+        let deadline = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                write = writes.recv() => match write {
+                    Some(record) => {
+                        unwritten.insert(record.key(&config.prefix), record);
+                        status.lock().unwrap_or_else(|e| e.into_inner()).pending = unwritten.len();
+                    }
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connected session: write what is pending, read the fleet's overrides, then
+/// watch for changes and write new ones until something fails.
+async fn session(
+    config: &FleetConfig,
+    writes: &mut mpsc::UnboundedReceiver<OverrideRecord>,
+    unwritten: &mut BTreeMap<String, OverrideRecord>,
+    events: &mpsc::Sender<FleetEvent>,
+    status: &Arc<Mutex<FleetStatus>>,
+    connected: &mut bool,
+) -> anyhow::Result<()> {
+    // Short timeouts: a request sent to a member that just died fails within a second
+    // or two, and the next session goes through the members still up.
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
+    if let Some((user, password)) = &config.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    let mut client = Client::connect(config.endpoints.clone(), Some(options)).await?;
+    *connected = true;
+    // Local overrides made while away are newer than what etcd holds for them.
+    while let Some((key, record)) = unwritten.pop_first() {
+        if let Err(e) = client.put(key.clone(), serde_json::to_vec(&record)?, None).await {
+            unwritten.insert(key, record);
+            return Err(e.into());
+        }
+    }
+    let prefix = format!("{}/overrides/", config.prefix);
+    let snapshot = client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+    let revision = snapshot.header().map_or(0, |h| h.revision());
+    let mut held = BTreeMap::new();
+    for kv in snapshot.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        read_record(&key, kv.value(), events, &mut held, status).await;
+    }
+    {
+        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+        s.connected = true;
+        s.error.clear();
+        s.since = crate::control::format_time(SystemTime::now());
+        s.pending = 0;
+        s.overrides = held.values().cloned().collect();
+    }
+    info!(endpoints = ?config.endpoints, overrides = held.len(), revision, "fleet: connected to etcd");
+    let mut stream =
+        client.watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))).await?;
+    loop {
+        tokio::select! {
+            message = stream.message() => {
+                let Some(response) = message? else { anyhow::bail!("the watch ended") };
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    match event.event_type() {
+                        EventType::Put => read_record(&key, kv.value(), events, &mut held, status).await,
+                        EventType::Delete => {
+                            held.remove(&key);
+                        }
+                    }
+                }
+                status.lock().unwrap_or_else(|e| e.into_inner()).overrides = held.values().cloned().collect();
+            }
+            write = writes.recv() => {
+                let Some(record) = write else { return Ok(()) };
+                let key = record.key(&config.prefix);
+                if let Err(e) = client.put(key.clone(), serde_json::to_vec(&record)?, None).await {
+                    unwritten.insert(key, record);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}
+
+/// Parses one stored override and hands it to the controller; one that does not
+/// parse is logged, listed in `ctl status` and never applied.
+async fn read_record(
+    key: &str,
+    value: &[u8],
+    events: &mpsc::Sender<FleetEvent>,
+    held: &mut BTreeMap<String, OverrideRecord>,
+    status: &Arc<Mutex<FleetStatus>>,
+) {
+    match serde_json::from_slice::<OverrideRecord>(value) {
+        Ok(record) => {
+            held.insert(key.to_string(), record.clone());
+            let _ = events.send(FleetEvent::Override(record)).await;
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            warn!(%key, %reason, "fleet: an entry that does not parse is ignored");
+            {
+                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                if !s.invalid.iter().any(|k| k == key) {
+                    s.invalid.push(key.to_string());
+                }
+            }
+            let _ = events.send(FleetEvent::Invalid { key: key.to_string(), reason }).await;
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! A fleet lab: the server namespaces of several labs joined by a bridge (10.98.0.0/24),
+//! and a real etcd cluster (Debian's etcd-server), one member in each of them, as the
+//! README's deployment picture has it. Everything is removed on drop.
+
+use std::{
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{netns, unique, wait_for, TempDir};
+
+/// The fleet network: a bridge namespace and one veth per server namespace.
+pub struct FleetNet {
+    bridge_ns: String,
+    /// The server namespaces, in node order; node i has 10.98.0.(i+1).
+    pub members: Vec<String>,
+}
+
+impl FleetNet {
+    pub fn new(server_namespaces: &[&str]) -> Result<FleetNet> {
+        let bridge_ns = unique("pwfl");
+        netns::ip(&["netns", "add", &bridge_ns])?;
+        let net = FleetNet {
+            bridge_ns: bridge_ns.clone(),
+            members: server_namespaces.iter().map(|s| s.to_string()).collect(),
+        };
+        let in_bridge = |args: &[&str]| netns::ip(&[&["-n", bridge_ns.as_str()][..], args].concat());
+        in_bridge(&["link", "add", "br0", "type", "bridge"])?;
+        in_bridge(&["link", "set", "br0", "up"])?;
+        for (i, ns) in server_namespaces.iter().enumerate() {
+            let outer = format!("fl{i}");
+            netns::ip(&[
+                "-n", &bridge_ns, "link", "add", &outer, "type", "veth", "peer", "name", "fleet0", "netns", ns,
+            ])?;
+            in_bridge(&["link", "set", &outer, "master", "br0"])?;
+            in_bridge(&["link", "set", &outer, "up"])?;
+            netns::ip(&["-n", ns, "addr", "add", &format!("{}/24", FleetNet::address(i)), "dev", "fleet0"])?;
+            netns::ip(&["-n", ns, "link", "set", "fleet0", "up"])?;
+            netns::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// Node `i`'s address on the fleet network.
+    pub fn address(i: usize) -> String {
+        format!("10.98.0.{}", i + 1)
+    }
+
+    /// The etcd client URLs of a cluster with a member on every node.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| format!("http://{}:2379", FleetNet::address(i))).collect()
+    }
+}
+
+impl Drop for FleetNet {
+    fn drop(&mut self) {
+        // Deleting the bridge namespace deletes the veth pairs with it.
+        let _ = netns::ip(&["netns", "del", &self.bridge_ns]);
+    }
+}
+
+/// An etcd cluster: one member per node of a `FleetNet`.
+pub struct Etcd {
+    members: Vec<Option<Child>>,
+    namespaces: Vec<String>,
+    dir: TempDir,
+}
+
+impl Etcd {
+    /// Starts a member on every node and waits until the cluster is healthy.
+    pub fn start(net: &FleetNet) -> Result<Etcd> {
+        let dir = TempDir::new("pw-etcd")?;
+        let mut etcd = Etcd { members: Vec::new(), namespaces: net.members.clone(), dir };
+        for i in 0..net.members.len() {
+            let child = etcd.spawn(i)?;
+            etcd.members.push(Some(child));
+        }
+        etcd.wait_healthy(Duration::from_secs(20))?;
+        Ok(etcd)
+    }
+
+    fn spawn(&self, i: usize) -> Result<Child> {
+        let cluster: Vec<String> =
+            (0..self.namespaces.len()).map(|j| format!("m{j}=http://{}:2380", FleetNet::address(j))).collect();
+        let me = FleetNet::address(i);
+        let log = std::fs::File::create(self.dir.0.join(format!("m{i}.log")))?;
+        netns::command(&self.namespaces[i], "etcd")
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.0.join(format!("m{i}")))
+            .args(["--listen-client-urls", &format!("http://{me}:2379")])
+            .args(["--advertise-client-urls", &format!("http://{me}:2379")])
+            .args(["--listen-peer-urls", &format!("http://{me}:2380")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{me}:2380")])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-state", "new", "--initial-cluster-token", "primwatch-lab"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting etcd (etcd-server; `cargo xtask setup` installs it)")
+    }
+
+    /// Waits until every running member reports healthy.
+    pub fn wait_healthy(&self, within: Duration) -> Result<()> {
+        let running: Vec<usize> = (0..self.members.len()).filter(|i| self.members[*i].is_some()).collect();
+        let endpoints: Vec<String> = running.iter().map(|i| format!("http://{}:2379", FleetNet::address(*i))).collect();
+        let ns = &self.namespaces[running[0]];
+        let healthy = wait_for(within, || {
+            let out = netns::command(ns, "etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoints.join(","), "endpoint", "health"])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+        if healthy.is_none() {
+            bail!("etcd not healthy: {}", self.log());
+        }
+        Ok(())
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again from its data directory.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        self.members[i] = Some(self.spawn(i)?);
+        Ok(())
+    }
+
+    /// `etcdctl get --prefix KEY` from node 0: (key, value) pairs.
+    pub fn get_prefix(&self, key: &str) -> Result<Vec<(String, String)>> {
+        let endpoints: Vec<String> = (0..self.members.len())
+            .filter(|i| self.members[*i].is_some())
+            .map(|i| format!("http://{}:2379", FleetNet::address(i)))
+            .collect();
+        let out = netns::command(&self.namespaces[0], "etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoints.join(","), "get", "--prefix", key])
+            .output()?;
+        if !out.status.success() {
+            bail!("etcdctl get: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let lines: Vec<&str> = text.lines().collect();
+        Ok(lines.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].to_string(), c[1].to_string())).collect())
+    }
+
+    /// `etcdctl put KEY VALUE` from node 0.
+    pub fn put(&self, key: &str, value: &str) -> Result<()> {
+        let out = netns::command(&self.namespaces[0], "etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &format!("http://{}:2379", FleetNet::address(0)), "put", key, value])
+            .output()?;
+        if !out.status.success() {
+            bail!("etcdctl put: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        (0..self.namespaces.len())
+            .map(|i| std::fs::read_to_string(self.dir.0.join(format!("m{i}.log"))).unwrap_or_default())
+            .map(|l| l.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

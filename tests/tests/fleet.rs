@@ -1,0 +1,135 @@
+//! A fleet on etcd: three primwatch nodes, each with its own XDP interface, PowerDNS
+//! and backends, sharing operator overrides through a real three-member etcd cluster
+//! (one member per node, on a bridge between the nodes' namespaces).
+
+use std::time::{Duration, Instant};
+
+use primwatch_tests::{
+    fleet::{Etcd, FleetNet},
+    unique,
+    world::{world_with, World, SITE_GROUPS, WEB1, WEB2, WEB3},
+};
+
+/// Propagation must be within a second (the issue's bound); the check is a little
+/// looser than that only by the time `expect` itself takes to ask.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+fn fleet_body(prefix: &str, node: &str) -> String {
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"http://{}:2379\"", FleetNet::address(i))).collect();
+    format!(
+        "{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n\
+         [fleet]\netcd = [{}]\nprefix = \"{prefix}\"\nnode = \"{node}\"\n",
+        endpoints.join(", ")
+    )
+}
+
+fn connected(w: &World) -> bool {
+    w.controller.ctl(&["status"]).ok().is_some_and(|s| s["status"]["fleet"]["connected"] == true)
+}
+
+/// Three nodes, their fleet network and etcd; returns once every node is connected.
+fn fleet(prefix: &str) -> (Vec<World>, FleetNet, Etcd) {
+    let worlds: Vec<World> = ["a", "b", "c"].iter().map(|n| world_with(&fleet_body(prefix, n), false)).collect();
+    let namespaces: Vec<&str> = worlds.iter().map(|w| w.lab.server_ns.as_str()).collect();
+    let net = FleetNet::new(&namespaces).unwrap();
+    let etcd = Etcd::start(&net).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !worlds.iter().all(connected) {
+        assert!(Instant::now() < deadline, "nodes did not connect to etcd: {}", etcd.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (worlds, net, etcd)
+}
+
+#[test]
+fn an_override_on_one_node_answers_on_every_node_within_a_second() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let (worlds, _net, mut etcd) = fleet(&prefix);
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    }
+
+    // Forced down on A: B and C drop it too, within a second.
+    let reply = worlds[0].controller.ctl(&["target", "web1", "down"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    for w in &worlds {
+        let took = w.expect("www.example.test", &[WEB2], PROPAGATION);
+        eprintln!("web1 down on A seen after {took:?}");
+    }
+    // Who set it, from which node, when: in every node's status and in etcd.
+    let status = worlds[2].controller.ctl(&["status"]).unwrap();
+    let overrides = &status["status"]["fleet"]["overrides"];
+    let web1 = overrides.as_array().unwrap().iter().find(|o| o["name"] == "web1").expect("web1's override listed");
+    assert_eq!((web1["node"].as_str(), web1["kind"].as_str()), (Some("a"), Some("target")), "{web1}");
+    assert_eq!(web1["action"]["action"], "force", "{web1}");
+    let stored = etcd.get_prefix(&format!("{prefix}/overrides/target/web1/")).unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].1.contains("\"node\":\"a\""), "{stored:?}");
+
+    // Data in etcd that does not parse is ignored, listed, never applied.
+    etcd.put(&format!("{prefix}/overrides/target/web2/force"), "{not json").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB2], Duration::from_millis(100));
+        let status = w.controller.ctl(&["status"]).unwrap();
+        let invalid = status["status"]["fleet"]["invalid"].to_string();
+        assert!(invalid.contains("web2/force"), "{invalid}");
+    }
+
+    // One etcd member killed: nothing changes, and overrides still travel (2 of 3) —
+    // within a few seconds for a node whose requests went to the dead member (its
+    // request times out after 2 s and it reconnects through the others).
+    etcd.kill(0);
+    let reply = worlds[2].controller.ctl(&["group", "tokyo", "down"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(6));
+    }
+    let reply = worlds[1].controller.ctl(&["group", "tokyo", "auto"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let reply = worlds[1].controller.ctl(&["target", "web1", "auto"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(6));
+    }
+    etcd.restart(0).unwrap();
+}
+
+#[test]
+fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let (worlds, _net, mut etcd) = fleet(&prefix);
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    }
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    // Every node keeps answering, and says it is cut off.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while worlds.iter().any(connected) {
+        assert!(Instant::now() < deadline, "a node still claims to be connected with etcd gone");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+    }
+    // An override made on B meanwhile applies on B at once, and waits to be written.
+    let reply = worlds[1].controller.ctl(&["target", "web2", "down"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    worlds[1].expect("www.example.test", &[WEB1], Duration::from_secs(1));
+    worlds[0].expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+    let status = worlds[1].controller.ctl(&["status"]).unwrap();
+    assert_eq!(status["status"]["fleet"]["pending"], 1, "{status}");
+
+    // etcd returns: B writes it (the later write wins), and A and C apply it.
+    for i in 0..3 {
+        etcd.restart(i).unwrap();
+    }
+    etcd.wait_healthy(Duration::from_secs(20)).unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1], Duration::from_secs(15));
+    }
+    let stored = etcd.get_prefix(&format!("{prefix}/overrides/target/web2/")).unwrap();
+    assert!(stored.len() == 1 && stored[0].1.contains("\"node\":\"b\""), "{stored:?}");
+}

@@ -506,7 +506,10 @@ impl Controller {
     /// An override from the fleet (another node's operator, or ours read back): applied
     /// as if made here; one that changes nothing (ours, a repeat) costs nothing.
     fn on_fleet(&mut self, event: crate::fleet::FleetEvent) -> Result<()> {
-        let crate::fleet::FleetEvent::Override(record) = event else { return Ok(()) };
+        let crate::fleet::FleetEvent::Override { record, live } = event else { return Ok(()) };
+        if record.action == crate::state::Action::Failback && !live {
+            return Ok(()); // an old failback: the holds it released are long gone
+        }
         let before = self.state.overrides.clone();
         match self.state.apply(&self.config, record.kind, &record.name, record.action.clone()) {
             Ok(_) if self.state.overrides != before => {

@@ -87,8 +87,10 @@ impl OverrideRecord {
 /// What the fleet connection tells the controller.
 #[derive(Debug)]
 pub enum FleetEvent {
-    /// An override in etcd, new or read again after (re)connecting.
-    Override(OverrideRecord),
+    /// An override in etcd: `live` when it was just written (from the watch), not when
+    /// it was read again after (re)connecting. A failback is an event, not a state: only
+    /// a live one releases a hold (an old one must not release a hold made since).
+    Override { record: OverrideRecord, live: bool },
     /// A key under the prefix whose value could not be read: ignored.
     Invalid { key: String, reason: String },
 }
@@ -231,7 +233,7 @@ async fn session(
     let mut held = BTreeMap::new();
     for kv in snapshot.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
-        read_record(&key, kv.value(), events, &mut held, status).await;
+        read_record(&key, kv.value(), false, events, &mut held, status).await;
     }
     {
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,7 +254,7 @@ async fn session(
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     match event.event_type() {
-                        EventType::Put => read_record(&key, kv.value(), events, &mut held, status).await,
+                        EventType::Put => read_record(&key, kv.value(), true, events, &mut held, status).await,
                         EventType::Delete => {
                             held.remove(&key);
                         }
@@ -277,6 +279,7 @@ async fn session(
 async fn read_record(
     key: &str,
     value: &[u8],
+    live: bool,
     events: &mpsc::Sender<FleetEvent>,
     held: &mut BTreeMap<String, OverrideRecord>,
     status: &Arc<Mutex<FleetStatus>>,
@@ -284,7 +287,7 @@ async fn read_record(
     match serde_json::from_slice::<OverrideRecord>(value) {
         Ok(record) => {
             held.insert(key.to_string(), record.clone());
-            let _ = events.send(FleetEvent::Override(record)).await;
+            let _ = events.send(FleetEvent::Override { record, live }).await;
         }
         Err(e) => {
             let reason = e.to_string();

@@ -133,3 +133,53 @@ fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns()
     let stored = etcd.get_prefix(&format!("{prefix}/overrides/target/web2/")).unwrap();
     assert!(stored.len() == 1 && stored[0].1.contains("\"node\":\"b\""), "{stored:?}");
 }
+
+#[test]
+fn a_hold_failed_back_on_one_node_is_released_on_every_node() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"http://{}:2379\"", FleetNet::address(i))).collect();
+    let body = |node: &str| {
+        format!(
+            "[groups.tokyo]\nmembers = [\"web1\", \"web2\"]\npriority = 100\npolicy = \"all\"\npreempt = false\n\
+             [groups.osaka]\nmembers = [\"web3\"]\npriority = 50\npolicy = \"all\"\n\
+             [names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n\
+             [fleet]\netcd = [{}]\nprefix = \"{prefix}\"\nnode = \"{node}\"\n",
+            endpoints.join(", ")
+        )
+    };
+    let mut worlds: Vec<World> = ["a", "b", "c"].iter().map(|n| world_with(&body(n), false)).collect();
+    let namespaces: Vec<&str> = worlds.iter().map(|w| w.lab.server_ns.as_str()).collect();
+    let _net = FleetNet::new(&namespaces).unwrap();
+    let etcd = Etcd::start(&_net).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !worlds.iter().all(connected) {
+        assert!(Instant::now() < deadline, "nodes did not connect to etcd: {}", etcd.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    }
+    // Tokyo's backends fail on every node's checks, then recover: with preempt off,
+    // each node holds Tokyo out and keeps answering Osaka.
+    for w in worlds.iter_mut() {
+        w.backends[0].stop();
+        w.backends[1].stop();
+    }
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    }
+    for w in worlds.iter_mut() {
+        w.backends[0].resume().unwrap();
+        w.backends[1].resume().unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_millis(100));
+    }
+    // Failed back on C: released on A and B too, within a second.
+    let reply = worlds[2].controller.ctl(&["group", "tokyo", "failback"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], PROPAGATION);
+    }
+}

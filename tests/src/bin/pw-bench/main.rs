@@ -42,6 +42,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 mod continuity;
 mod dnssec;
 mod failover;
+mod fleet;
 mod flood;
 mod geoip;
 mod http;
@@ -109,6 +110,9 @@ fn main() -> Result<()> {
     }
     if wanted("dnssec") {
         dnssec::run()?;
+    }
+    if wanted("fleet") {
+        fleet::run()?;
     }
     Ok(())
 }

@@ -201,7 +201,7 @@ fn rrsig_record(ttl: u32, rdata: &[u8]) -> Result<RrsigRr> {
     }
     let mut out = RrsigRr {
         len: rr.len() as u16,
-        csum: crate::records::ones_complement_sum(&rr),
+        csum: primwatch_common::csum::fold(primwatch_common::csum::sum_be_words(&rr)),
         _pad: 0,
         rr: [0; RRSIG_RR_MAX],
     };

@@ -27,25 +27,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::state::{Action, Kind};
+use crate::{
+    config::FleetConfig,
+    state::{Action, Kind},
+};
 
 /// The longest wait between two attempts to reach etcd: short, so that a node is back
 /// in step within seconds of etcd returning (a reconnect costs one read of the
 /// overrides, a few keys).
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-
-/// `[fleet]` as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetConfig {
-    /// etcd client URLs (`http://10.0.0.1:2379`).
-    pub endpoints: Vec<String>,
-    /// Every key of this fleet lies under it (no trailing '/').
-    pub prefix: String,
-    /// This node's name (default: the host name).
-    pub node: String,
-    /// etcd authentication, if the cluster has it on.
-    pub user: Option<(String, String)>,
-}
 
 /// One override as stored in etcd: what was done, by which node, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +74,10 @@ impl OverrideRecord {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// What the fleet connection tells the controller.
 #[derive(Debug)]
 pub enum FleetEvent {
@@ -102,11 +96,11 @@ pub struct FleetStatus {
     pub prefix: String,
     pub endpoints: Vec<String>,
     pub connected: bool,
-    /// Why not, while not; and since when (RFC 3339).
+    /// Why not, while not; and since when (unix seconds).
     #[serde(default)]
     pub error: String,
     #[serde(default)]
-    pub since: String,
+    pub since_unix: u64,
     /// Overrides this node made and could not write yet (written on reconnecting).
     #[serde(default)]
     pub pending: usize,
@@ -134,7 +128,7 @@ impl Fleet {
             prefix: config.prefix.clone(),
             endpoints: config.endpoints.clone(),
             error: "connecting".into(),
-            since: crate::control::format_time(SystemTime::now()),
+            since_unix: unix_now(),
             ..FleetStatus::default()
         }));
         tokio::spawn(connection(config.clone(), pending, events, status.clone()));
@@ -175,7 +169,7 @@ async fn connection(
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             if s.connected || s.error != why {
                 warn!(error = %why, retry_in = ?backoff, "fleet: etcd unreachable; serving from the last-known fleet state and local checks");
-                s.since = crate::control::format_time(SystemTime::now());
+                s.since_unix = unix_now();
             }
             s.connected = false;
             s.error = why;
@@ -239,7 +233,7 @@ async fn session(
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         s.connected = true;
         s.error.clear();
-        s.since = crate::control::format_time(SystemTime::now());
+        s.since_unix = unix_now();
         s.pending = 0;
         s.overrides = held.values().cloned().collect();
     }

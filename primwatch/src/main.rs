@@ -171,8 +171,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) if !primwatch::paths::check_config_paths(&config).is_empty() => {
-                for problem in primwatch::paths::check_config_paths(&config) {
+            Ok(config) if !primwatch::paths::check_config_paths(&config.state_file, &config.pin_dir).is_empty() => {
+                for problem in primwatch::paths::check_config_paths(&config.state_file, &config.pin_dir) {
                     eprintln!("{}: {problem}", file.display());
                 }
                 return ExitCode::from(2);
@@ -388,7 +388,9 @@ fn print_status(status: &Status) {
     }
     if let Some(f) = &status.fleet {
         let state = if f.connected { "connected".to_string() } else { format!("NOT CONNECTED ({})", f.error) };
-        println!("FLEET    node {} under {} — etcd {} since {}", f.node, f.prefix, state, f.since);
+        let since =
+            primwatch::control::format_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.since_unix));
+        println!("FLEET    node {} under {} — etcd {} since {since}", f.node, f.prefix, state);
         if f.pending > 0 {
             println!("  {} overrides made here wait to be written", f.pending);
         }
@@ -538,7 +540,7 @@ fn raise_open_file_limit() {
 async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
     dataplane::ensure_bpffs()?;
     // The state and pin directories decide answers: refuse ones others could write.
-    primwatch::paths::prepare(&config)?;
+    primwatch::paths::prepare(&config.state_file, &config.pin_dir)?;
     let left_attached = dataplane::pinned_links(&config.pin_dir);
     let mut dataplane = Dataplane::load_with(config.port, &config.capacities)?;
     dataplane.start_log_forwarding();

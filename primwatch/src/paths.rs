@@ -14,8 +14,6 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::config::Config;
-
 /// Why `path` may not be trusted, if it may not: not a directory (or a symlink), owned
 /// by another user than root or us, or writable by group or others.
 pub fn untrusted_dir(path: &Path) -> Option<String> {
@@ -41,12 +39,13 @@ fn untrusted_owner_or_mode(path: &Path, meta: &fs::Metadata) -> Option<String> {
     }
 }
 
-/// What check-config and run both refuse: an existing state or pin directory that is
-/// not trusted. Each problem names the key to change.
-pub fn check_config_paths(config: &Config) -> Vec<String> {
+/// What check-config and run both refuse: an existing state directory (of
+/// `state_file`) or pin directory that is not trusted. Each problem names the key to
+/// change.
+pub fn check_config_paths(state_file: &Path, pin_dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    let state_dir = config.state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    for (key, dir) in [("server.state_file", state_dir), ("server.pin_dir", config.pin_dir.as_path())] {
+    let state_dir = state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    for (key, dir) in [("server.state_file", state_dir), ("server.pin_dir", pin_dir)] {
         if dir.exists() {
             if let Some(why) = untrusted_dir(dir) {
                 problems.push(format!("{key}: {why}; use a directory only root can write"));
@@ -58,20 +57,20 @@ pub fn check_config_paths(config: &Config) -> Vec<String> {
 
 /// Before run uses them: the directories created if missing (mode 0700) and checked,
 /// and every pin a previous run left checked too.
-pub fn prepare(config: &Config) -> Result<()> {
+pub fn prepare(state_file: &Path, pin_dir: &Path) -> Result<()> {
     // Refused before anything is created.
-    let problems = check_config_paths(config);
+    let problems = check_config_paths(state_file, pin_dir);
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
-    let state_dir = config.state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    for dir in [state_dir, config.pin_dir.as_path()] {
+    let state_dir = state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    for dir in [state_dir, pin_dir] {
         if !dir.exists() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
     }
-    for entry in fs::read_dir(&config.pin_dir).with_context(|| format!("reading {}", config.pin_dir.display()))? {
+    for entry in fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))? {
         let path = entry?.path();
         let meta = fs::symlink_metadata(&path)?;
         if let Some(why) = untrusted_owner_or_mode(&path, &meta) {

@@ -9,7 +9,36 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{netns, unique, wait_for, TempDir};
+use crate::{
+    netns, unique, wait_for,
+    world::{world_with, World},
+    TempDir,
+};
+
+/// The `[fleet]` table of `node` in a three-node lab fleet under `prefix`.
+pub fn fleet_table(prefix: &str, node: &str) -> String {
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"http://{}:2379\"", FleetNet::address(i))).collect();
+    format!("[fleet]\netcd = [{}]\nprefix = \"{prefix}\"\nnode = \"{node}\"\n", endpoints.join(", "))
+}
+
+/// Whether `w`'s controller says it is connected to etcd.
+pub fn connected(w: &World) -> bool {
+    w.controller.ctl(&["status"]).ok().is_some_and(|s| s["status"]["fleet"]["connected"] == true)
+}
+
+/// Three full nodes "a", "b", "c" (each a `World` whose config body is `body(node)`),
+/// their fleet network and an etcd member on each; returns once every node is
+/// connected to etcd.
+pub fn three_nodes(body: impl Fn(&str) -> String) -> Result<(Vec<World>, FleetNet, Etcd)> {
+    let worlds: Vec<World> = ["a", "b", "c"].iter().map(|n| world_with(&body(n), false)).collect();
+    let namespaces: Vec<&str> = worlds.iter().map(|w| w.lab.server_ns.as_str()).collect();
+    let net = FleetNet::new(&namespaces)?;
+    let etcd = Etcd::start(&net)?;
+    if wait_for(Duration::from_secs(20), || worlds.iter().all(connected).then_some(())).is_none() {
+        bail!("nodes did not connect to etcd: {}", etcd.log());
+    }
+    Ok((worlds, net, etcd))
+}
 
 /// The fleet network: a bridge namespace and one veth per server namespace.
 pub struct FleetNet {

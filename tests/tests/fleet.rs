@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use primwatch_tests::{
-    fleet::{Etcd, FleetNet},
+    fleet::{connected, fleet_table, three_nodes},
     unique,
-    world::{world_with, World, SITE_GROUPS, WEB1, WEB2, WEB3},
+    world::{SITE_GROUPS, WEB1, WEB2, WEB3},
 };
 
 /// Propagation must be within a second (the issue's bound); the check is a little
@@ -15,36 +15,16 @@ use primwatch_tests::{
 const PROPAGATION: Duration = Duration::from_secs(1);
 
 fn fleet_body(prefix: &str, node: &str) -> String {
-    let endpoints: Vec<String> = (0..3).map(|i| format!("\"http://{}:2379\"", FleetNet::address(i))).collect();
     format!(
-        "{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n\
-         [fleet]\netcd = [{}]\nprefix = \"{prefix}\"\nnode = \"{node}\"\n",
-        endpoints.join(", ")
+        "{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{}",
+        fleet_table(prefix, node)
     )
-}
-
-fn connected(w: &World) -> bool {
-    w.controller.ctl(&["status"]).ok().is_some_and(|s| s["status"]["fleet"]["connected"] == true)
-}
-
-/// Three nodes, their fleet network and etcd; returns once every node is connected.
-fn fleet(prefix: &str) -> (Vec<World>, FleetNet, Etcd) {
-    let worlds: Vec<World> = ["a", "b", "c"].iter().map(|n| world_with(&fleet_body(prefix, n), false)).collect();
-    let namespaces: Vec<&str> = worlds.iter().map(|w| w.lab.server_ns.as_str()).collect();
-    let net = FleetNet::new(&namespaces).unwrap();
-    let etcd = Etcd::start(&net).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !worlds.iter().all(connected) {
-        assert!(Instant::now() < deadline, "nodes did not connect to etcd: {}", etcd.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (worlds, net, etcd)
 }
 
 #[test]
 fn an_override_on_one_node_answers_on_every_node_within_a_second() {
     let prefix = format!("/pw/{}", unique("fleet"));
-    let (worlds, _net, mut etcd) = fleet(&prefix);
+    let (worlds, _net, mut etcd) = three_nodes(|node| fleet_body(&prefix, node)).unwrap();
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
     }
@@ -98,7 +78,7 @@ fn an_override_on_one_node_answers_on_every_node_within_a_second() {
 #[test]
 fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns() {
     let prefix = format!("/pw/{}", unique("fleet"));
-    let (worlds, _net, mut etcd) = fleet(&prefix);
+    let (worlds, _net, mut etcd) = three_nodes(|node| fleet_body(&prefix, node)).unwrap();
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
     }
@@ -137,25 +117,15 @@ fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns()
 #[test]
 fn a_hold_failed_back_on_one_node_is_released_on_every_node() {
     let prefix = format!("/pw/{}", unique("fleet"));
-    let endpoints: Vec<String> = (0..3).map(|i| format!("\"http://{}:2379\"", FleetNet::address(i))).collect();
     let body = |node: &str| {
         format!(
             "[groups.tokyo]\nmembers = [\"web1\", \"web2\"]\npriority = 100\npolicy = \"all\"\npreempt = false\n\
              [groups.osaka]\nmembers = [\"web3\"]\npriority = 50\npolicy = \"all\"\n\
-             [names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n\
-             [fleet]\netcd = [{}]\nprefix = \"{prefix}\"\nnode = \"{node}\"\n",
-            endpoints.join(", ")
+             [names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{}",
+            fleet_table(&prefix, node)
         )
     };
-    let mut worlds: Vec<World> = ["a", "b", "c"].iter().map(|n| world_with(&body(n), false)).collect();
-    let namespaces: Vec<&str> = worlds.iter().map(|w| w.lab.server_ns.as_str()).collect();
-    let _net = FleetNet::new(&namespaces).unwrap();
-    let etcd = Etcd::start(&_net).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !worlds.iter().all(connected) {
-        assert!(Instant::now() < deadline, "nodes did not connect to etcd: {}", etcd.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (mut worlds, _net, _etcd) = three_nodes(body).unwrap();
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
     }

@@ -131,7 +131,7 @@ pub struct Config {
     /// `[cookies]`: DNS server cookies in XDP (on unless turned off).
     pub cookies: CookieConfig,
     /// `[fleet]`: operator state shared with other nodes through etcd; None: alone.
-    pub fleet: Option<crate::fleet::FleetConfig>,
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `[cookies]`: DNS server cookies (RFC 7873, made as RFC 9018 says) in XDP's answers.
@@ -588,6 +588,19 @@ fn read_geoip(
     Ok(mapping)
 }
 
+/// `[fleet]` as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// etcd client URLs (`http://10.0.0.1:2379`).
+    pub endpoints: Vec<String>,
+    /// Every key of this fleet lies under it (no trailing '/').
+    pub prefix: String,
+    /// This node's name (default: the host name).
+    pub node: String,
+    /// etcd authentication, if the cluster has it on.
+    pub user: Option<(String, String)>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFleet {
@@ -600,7 +613,7 @@ struct RawFleet {
 
 /// `[fleet]`: the etcd endpoints (http:// URLs; TLS is not supported yet), the key
 /// prefix (default `/primwatch`) and this node's name (default: the host name).
-fn parse_fleet(raw: RawFleet, at: &health::At) -> Result<crate::fleet::FleetConfig, ConfigError> {
+fn parse_fleet(raw: RawFleet, at: &health::At) -> Result<FleetConfig, ConfigError> {
     let mut endpoints = Vec::new();
     for url in &raw.etcd {
         let text = url.get_ref();
@@ -651,7 +664,7 @@ fn parse_fleet(raw: RawFleet, at: &health::At) -> Result<crate::fleet::FleetConf
             return Err(at(v.span(), "fleet.user and fleet.password go together".into()))
         }
     };
-    Ok(crate::fleet::FleetConfig { endpoints, prefix, node, user })
+    Ok(FleetConfig { endpoints, prefix, node, user })
 }
 
 /// This host's name (gethostname), the default fleet node name.

@@ -6,34 +6,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use primwatch_tests::{
-    fleet::{Etcd, FleetNet},
+    fleet::{fleet_table, three_nodes},
     unique,
-    world::{set, world_with, World, SITE_GROUPS, WEB1, WEB2},
+    world::{set, SITE_GROUPS, WEB1, WEB2},
 };
 
 const OVERRIDES: usize = 100;
 
 pub fn run() -> Result<()> {
     let prefix = format!("/pw/{}", unique("bench"));
-    let endpoints: Vec<String> = (0..3).map(|i| format!("\"http://{}:2379\"", FleetNet::address(i))).collect();
     let body = |node: &str| {
         format!(
-            "{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n\
-             [fleet]\netcd = [{}]\nprefix = \"{prefix}\"\nnode = \"{node}\"\n",
-            endpoints.join(", ")
+            "{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{}",
+            fleet_table(&prefix, node)
         )
     };
-    let worlds: Vec<World> = ["a", "b", "c"].iter().map(|n| world_with(&body(n), false)).collect();
-    let namespaces: Vec<&str> = worlds.iter().map(|w| w.lab.server_ns.as_str()).collect();
-    let net = FleetNet::new(&namespaces)?;
-    let _etcd = Etcd::start(&net)?;
-    let connected =
-        |w: &World| w.controller.ctl(&["status"]).ok().is_some_and(|s| s["status"]["fleet"]["connected"] == true);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !worlds.iter().all(connected) {
-        ensure!(Instant::now() < deadline, "nodes did not connect to etcd");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (worlds, _net, _etcd) = three_nodes(body)?;
     let both = set(&[WEB1, WEB2]);
     let one = set(&[WEB2]);
     let mut seen: Vec<Duration> = Vec::with_capacity(2 * OVERRIDES);

@@ -142,6 +142,11 @@ impl Controller {
             fleet,
             fleet_events,
         };
+        if let Some(fleet) = &controller.fleet {
+            for (name, target) in &controller.state.targets {
+                fleet.vote(name, target.healthy);
+            }
+        }
         controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let plan = controller.plan();
@@ -460,8 +465,12 @@ impl Controller {
         self.publish()
     }
 
-    /// Logs a state change and queues the on_change hook, if any, without waiting.
+    /// Logs a state change and queues the on_change hook, if any, without waiting; a
+    /// target's change is this node's view for the fleet's quorums.
     fn announce(&self, kind: &'static str, change: &crate::state::Change) {
+        if let (Some(fleet), "target") = (&self.fleet, kind) {
+            fleet.vote(&change.name, change.healthy);
+        }
         let (old, new) = if change.healthy { ("down", "up") } else { ("up", "down") };
         if change.healthy {
             info!(kind, name = %change.name, reason = %change.reason, "{kind} up");
@@ -506,7 +515,23 @@ impl Controller {
     /// An override from the fleet (another node's operator, or ours read back): applied
     /// as if made here; one that changes nothing (ours, a repeat) costs nothing.
     fn on_fleet(&mut self, event: crate::fleet::FleetEvent) -> Result<()> {
-        let crate::fleet::FleetEvent::Override { record, live } = event else { return Ok(()) };
+        use crate::fleet::FleetEvent;
+        let (record, live) = match event {
+            FleetEvent::Override { record, live } => (record, live),
+            FleetEvent::Invalid { .. } => return Ok(()),
+            FleetEvent::Votes(by_target) => {
+                self.state.fleet_votes = by_target;
+                return self.after_change();
+            }
+            FleetEvent::Vote { node, target, up } => {
+                let views = self.state.fleet_votes.entry(target).or_default();
+                let changed = match up {
+                    Some(up) => views.insert(node, up) != Some(up),
+                    None => views.remove(&node).is_some(),
+                };
+                return if changed { self.after_change() } else { Ok(()) };
+            }
+        };
         if record.action == crate::state::Action::Failback && !live {
             return Ok(()); // an old failback: the holds it released are long gone
         }

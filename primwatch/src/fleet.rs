@@ -9,6 +9,9 @@
 //! PREFIX/overrides/target/NAME/preempt
 //! PREFIX/overrides/target/NAME/failback   (an event: releases a hold where it is held)
 //! PREFIX/overrides/group/NAME/force | priority | preempt | failback
+//! PREFIX/health/NODE/TARGET               up | down: NODE's own checks' view, held
+//!                                          under NODE's lease (gone LEASE_TTL after
+//!                                          NODE is)
 //! ```
 //!
 //! Fail static: etcd unreachable (at start or later) never stops serving. The node
@@ -22,7 +25,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -36,6 +39,20 @@ use crate::{
 /// in step within seconds of etcd returning (a reconnect costs one read of the
 /// overrides, a few keys).
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// How long a node's health views outlive it (its etcd lease), renewed every second.
+const LEASE_TTL: i64 = 3;
+
+/// What the controller asks the connection to write.
+#[derive(Debug)]
+enum Write {
+    Override(OverrideRecord),
+    /// This node's own view of a target (for targets under a quorum).
+    Vote {
+        target: String,
+        up: bool,
+    },
+}
 
 /// One override as stored in etcd: what was done, by which node, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +104,10 @@ pub enum FleetEvent {
     Override { record: OverrideRecord, live: bool },
     /// A key under the prefix whose value could not be read: ignored.
     Invalid { key: String, reason: String },
+    /// Every other node's views, as read on (re)connecting: target → node → up.
+    Votes(BTreeMap<String, BTreeMap<String, bool>>),
+    /// One node's view of one target changed, or went (its lease expired: None).
+    Vote { node: String, target: String, up: Option<bool> },
 }
 
 /// The connection as `ctl status` shows it.
@@ -115,7 +136,7 @@ pub struct FleetStatus {
 /// The controller's end of the fleet connection.
 pub struct Fleet {
     pub config: FleetConfig,
-    writes: mpsc::UnboundedSender<OverrideRecord>,
+    writes: mpsc::UnboundedSender<Write>,
     status: Arc<Mutex<FleetStatus>>,
 }
 
@@ -137,7 +158,12 @@ impl Fleet {
 
     /// Writes an override this node's operator made (queued while etcd is away).
     pub fn publish(&self, kind: Kind, name: &str, action: Action) {
-        let _ = self.writes.send(OverrideRecord::new(kind, name, action, &self.config.node));
+        let _ = self.writes.send(Write::Override(OverrideRecord::new(kind, name, action, &self.config.node)));
+    }
+
+    /// Publishes this node's own view of `target` (kept under its lease).
+    pub fn vote(&self, target: &str, up: bool) {
+        let _ = self.writes.send(Write::Vote { target: target.to_string(), up });
     }
 
     pub fn status(&self) -> FleetStatus {
@@ -148,16 +174,19 @@ impl Fleet {
 /// Keeps one connection to etcd: read everything, then watch; reconnect with back-off.
 async fn connection(
     config: FleetConfig,
-    mut writes: mpsc::UnboundedReceiver<OverrideRecord>,
+    mut writes: mpsc::UnboundedReceiver<Write>,
     events: mpsc::Sender<FleetEvent>,
     status: Arc<Mutex<FleetStatus>>,
 ) {
     let mut backoff = Duration::from_secs(1);
-    // Overrides made here and not written yet, by key (the latest per key).
+    // Overrides made here and not written yet, by key (the latest per key), and this
+    // node's views (written again under a new lease on every connection).
     let mut unwritten: BTreeMap<String, OverrideRecord> = BTreeMap::new();
+    let mut own_votes: BTreeMap<String, bool> = BTreeMap::new();
     loop {
         let mut connected = false;
-        let outcome = session(&config, &mut writes, &mut unwritten, &events, &status, &mut connected).await;
+        let mut local = Local { writes: &mut writes, unwritten: &mut unwritten, own_votes: &mut own_votes };
+        let outcome = session(&config, &mut local, &events, &status, &mut connected).await;
         if connected {
             backoff = Duration::from_secs(1); // it worked until now: retry soon
         }
@@ -181,9 +210,12 @@ async fn connection(
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 write = writes.recv() => match write {
-                    Some(record) => {
+                    Some(Write::Override(record)) => {
                         unwritten.insert(record.key(&config.prefix), record);
                         status.lock().unwrap_or_else(|e| e.into_inner()).pending = unwritten.len();
+                    }
+                    Some(Write::Vote { target, up }) => {
+                        own_votes.insert(target, up);
                     }
                     None => return,
                 },
@@ -193,12 +225,23 @@ async fn connection(
     }
 }
 
-/// One connected session: write what is pending, read the fleet's overrides, then
-/// watch for changes and write new ones until something fails.
+/// What a session takes from the connection task and leaves for the next one.
+struct Local<'a> {
+    writes: &'a mut mpsc::UnboundedReceiver<Write>,
+    unwritten: &'a mut BTreeMap<String, OverrideRecord>,
+    own_votes: &'a mut BTreeMap<String, bool>,
+}
+
+fn vote_key(config: &FleetConfig, target: &str) -> String {
+    format!("{}/health/{}/{target}", config.prefix, config.node)
+}
+
+/// One connected session: write what is pending and this node's views (under a fresh
+/// lease), read the fleet's overrides and the other nodes' views, then watch for
+/// changes and write new ones until something fails.
 async fn session(
     config: &FleetConfig,
-    writes: &mut mpsc::UnboundedReceiver<OverrideRecord>,
-    unwritten: &mut BTreeMap<String, OverrideRecord>,
+    local: &mut Local<'_>,
     events: &mpsc::Sender<FleetEvent>,
     status: &Arc<Mutex<FleetStatus>>,
     connected: &mut bool,
@@ -215,20 +258,35 @@ async fn session(
     let mut client = Client::connect(config.endpoints.clone(), Some(options)).await?;
     *connected = true;
     // Local overrides made while away are newer than what etcd holds for them.
-    while let Some((key, record)) = unwritten.pop_first() {
+    while let Some((key, record)) = local.unwritten.pop_first() {
         if let Err(e) = client.put(key.clone(), serde_json::to_vec(&record)?, None).await {
-            unwritten.insert(key, record);
+            local.unwritten.insert(key, record);
             return Err(e.into());
         }
     }
-    let prefix = format!("{}/overrides/", config.prefix);
+    // This node's views live as long as its lease: a dead node's go with it.
+    let lease = client.lease_grant(LEASE_TTL, None).await?.id();
+    let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
+    for (target, up) in local.own_votes.iter() {
+        let value = if *up { "up" } else { "down" };
+        client.put(vote_key(config, target), value, Some(PutOptions::new().with_lease(lease))).await?;
+    }
+    let prefix = format!("{}/", config.prefix);
+    let overrides = format!("{}/overrides/", config.prefix);
+    let health = format!("{}/health/", config.prefix);
     let snapshot = client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
     let revision = snapshot.header().map_or(0, |h| h.revision());
     let mut held = BTreeMap::new();
+    let mut votes: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     for kv in snapshot.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
-        read_record(&key, kv.value(), false, events, &mut held, status).await;
+        if key.starts_with(&overrides) {
+            read_record(&key, kv.value(), false, events, &mut held, status).await;
+        } else if let Some((node, target, up)) = read_vote(&key, kv.value(), &health, &config.node) {
+            votes.entry(target).or_default().insert(node, up);
+        }
     }
+    let _ = events.send(FleetEvent::Votes(votes)).await;
     {
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         s.connected = true;
@@ -240,6 +298,7 @@ async fn session(
     info!(endpoints = ?config.endpoints, overrides = held.len(), revision, "fleet: connected to etcd");
     let mut stream =
         client.watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))).await?;
+    let mut renew = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -247,25 +306,58 @@ async fn session(
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    match event.event_type() {
-                        EventType::Put => read_record(&key, kv.value(), true, events, &mut held, status).await,
-                        EventType::Delete => {
+                    let put = event.event_type() == EventType::Put;
+                    if key.starts_with(&overrides) {
+                        if put {
+                            read_record(&key, kv.value(), true, events, &mut held, status).await;
+                        } else {
                             held.remove(&key);
                         }
+                    } else if let Some((node, target, up)) =
+                        read_vote(&key, if put { kv.value() } else { b"down" }, &health, &config.node)
+                    {
+                        let _ = events.send(FleetEvent::Vote { node, target, up: put.then_some(up) }).await;
                     }
                 }
                 status.lock().unwrap_or_else(|e| e.into_inner()).overrides = held.values().cloned().collect();
             }
-            write = writes.recv() => {
-                let Some(record) = write else { return Ok(()) };
-                let key = record.key(&config.prefix);
-                if let Err(e) = client.put(key.clone(), serde_json::to_vec(&record)?, None).await {
-                    unwritten.insert(key, record);
-                    return Err(e.into());
+            _ = renew.tick() => {
+                keeper.keep_alive().await?;
+            }
+            renewal = renewals.message() => {
+                if renewal?.is_none_or(|r| r.ttl() <= 0) {
+                    anyhow::bail!("the lease on this node's views expired");
                 }
             }
+            write = local.writes.recv() => match write {
+                None => return Ok(()),
+                Some(Write::Override(record)) => {
+                    let key = record.key(&config.prefix);
+                    if let Err(e) = client.put(key.clone(), serde_json::to_vec(&record)?, None).await {
+                        local.unwritten.insert(key, record);
+                        return Err(e.into());
+                    }
+                }
+                Some(Write::Vote { target, up }) => {
+                    local.own_votes.insert(target.clone(), up);
+                    let value = if up { "up" } else { "down" };
+                    client.put(vote_key(config, &target), value, Some(PutOptions::new().with_lease(lease))).await?;
+                }
+            },
         }
     }
+}
+
+/// Another node's view from a `PREFIX/health/NODE/TARGET` key: (node, target, up).
+/// This node's own, and values other than "up"/"down", are none.
+fn read_vote(key: &str, value: &[u8], health: &str, me: &str) -> Option<(String, String, bool)> {
+    let (node, target) = key.strip_prefix(health)?.split_once('/')?;
+    let up = match value {
+        b"up" => true,
+        b"down" => false,
+        _ => return None,
+    };
+    (node != me).then(|| (node.to_string(), target.to_string(), up))
 }
 
 /// Parses one stored override and hands it to the controller; one that does not

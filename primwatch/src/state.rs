@@ -281,6 +281,11 @@ pub struct State {
     /// A preempt-off hold was set since the state file was last written (saved at once:
     /// a restart must not let a held target back in).
     pub holds_unsaved: bool,
+    /// `[fleet]`: per target with a quorum, how many nodes must see it up.
+    quorum: BTreeMap<String, usize>,
+    /// `[fleet]`: the other live nodes' views, per target: node → up. A node's views
+    /// expire with its etcd lease.
+    pub fleet_votes: BTreeMap<String, BTreeMap<String, bool>>,
 }
 
 impl State {
@@ -314,6 +319,8 @@ impl State {
             group_since: BTreeMap::new(),
             health_unsaved: false,
             holds_unsaved: false,
+            quorum: config.targets.iter().filter_map(|(name, t)| Some((name.clone(), t.quorum?))).collect(),
+            fleet_votes: BTreeMap::new(),
         };
         state.update_groups(config);
         state
@@ -369,7 +376,20 @@ impl State {
     }
 
     /// Carries health over from a previous state for targets whose checks did not change.
+    /// Whether `target` counts as up: this node's own view, or under a quorum, whether
+    /// at least that many live nodes (this one included) see it up.
+    fn seen_up(&self, target: &str, own: bool) -> bool {
+        match self.quorum.get(target) {
+            None => own,
+            Some(&needed) => {
+                let others = self.fleet_votes.get(target).map_or(0, |votes| votes.values().filter(|up| **up).count());
+                usize::from(own) + others >= needed
+            }
+        }
+    }
+
     pub fn inherit(&mut self, old: &State, config: &Config) {
+        self.fleet_votes = old.fleet_votes.clone();
         for (name, target) in self.targets.iter_mut() {
             if let Some(previous) = old.targets.get(name) {
                 let same_checks = previous.checks.iter().map(|c| &c.name).eq(target.checks.iter().map(|c| &c.name));
@@ -545,7 +565,7 @@ impl Health for State {
             Some(TargetOverride { force: Some(Force::Up), .. }) => true,
             Some(TargetOverride { force: Some(Force::Down | Force::Drain), .. }) => false,
             Some(TargetOverride { held: true, .. }) => false,
-            _ => state.healthy,
+            _ => self.seen_up(target, state.healthy),
         }
     }
 

@@ -153,3 +153,43 @@ fn a_hold_failed_back_on_one_node_is_released_on_every_node() {
         w.expect("www.example.test", &[WEB1, WEB2], PROPAGATION);
     }
 }
+
+#[test]
+fn under_a_quorum_a_target_only_one_node_sees_up_is_down_everywhere() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    // q1 is web1's address under `quorum = 2`; Osaka (web3) backs it up.
+    let body = |node: &str| {
+        format!(
+            "[targets.q1]\naddress = \"{WEB1}\"\nchecks = [\"http\"]\nquorum = 2\n\
+             [groups.main]\nmembers = [\"q1\"]\npriority = 100\n\
+             [groups.backup]\nmembers = [\"web3\"]\npriority = 50\n\
+             [names.\"www.example.test\"]\ngroups = [\"main\", \"backup\"]\n\n{}",
+            fleet_table(&prefix, node)
+        )
+    };
+    let (mut worlds, _net, _etcd) = three_nodes(body).unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1], Duration::from_secs(5));
+    }
+    // web1 answers on A only: one vote of the two needed, so it is down on all three
+    // (A included), and Osaka answers.
+    for w in worlds[1..].iter_mut() {
+        w.backends[0].stop();
+    }
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    }
+    // Back on B: two votes, up on all three (C included, which still sees it down).
+    worlds[1].backends[0].resume().unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1], Duration::from_secs(5));
+    }
+    // A is killed (-9): its vote goes with its lease (3 s), B's alone is not enough.
+    worlds[0].controller.kill().unwrap();
+    let started = Instant::now();
+    for w in &worlds[1..] {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(8));
+    }
+    eprintln!("A's vote expired after {:?}", started.elapsed());
+    worlds[2].backends[0].resume().unwrap();
+}

@@ -74,6 +74,9 @@ pub struct TargetConfig {
     /// After going down and coming back, rejoin answers on its own (true) or only
     /// when an operator fails it back (false).
     pub preempt: bool,
+    /// `[fleet]`: up only while at least this many live nodes see it up (this node's
+    /// own view included); None: this node's checks alone decide.
+    pub quorum: Option<usize>,
 }
 
 /// A target given by DNS name (`host`): every address the name resolves to becomes a
@@ -159,6 +162,7 @@ pub(super) struct RawTarget {
     #[serde(default)]
     checks: Vec<Spanned<String>>,
     preempt: Option<bool>,
+    quorum: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -440,6 +444,7 @@ pub(super) fn parse_target(
     name: &Spanned<String>,
     raw: RawTarget,
     checks: &BTreeMap<String, CheckConfig>,
+    fleet: bool,
     at: &At,
 ) -> Result<ParsedTarget, ConfigError> {
     if name.get_ref().contains(NAMED_MEMBER_SEPARATOR) {
@@ -464,13 +469,24 @@ pub(super) fn parse_target(
         names.push(check.into_inner());
     }
     let preempt = raw.preempt.unwrap_or(true);
+    let quorum = match &raw.quorum {
+        None => None,
+        Some(q) if !fleet => {
+            return Err(at(q.span(), "quorum counts the fleet's nodes: it needs [fleet]".into()));
+        }
+        Some(q) if raw.host.is_some() => {
+            return Err(at(q.span(), "quorum applies to targets given by address, not by host".into()));
+        }
+        Some(q) if (1..=64).contains(q.get_ref()) => Some(*q.get_ref() as usize),
+        Some(q) => return Err(at(q.span(), "quorum must be between 1 and 64 nodes".into())),
+    };
     match (raw.address, raw.host) {
         (Some(address), None) => {
             let address: IpAddr = address
                 .get_ref()
                 .parse()
                 .map_err(|_| at(address.span(), format!("'{}' is not an IP address", address.get_ref())))?;
-            Ok(ParsedTarget::Address(TargetConfig { address, weight, checks: names, preempt }))
+            Ok(ParsedTarget::Address(TargetConfig { address, weight, checks: names, preempt, quorum }))
         }
         (None, Some(host)) => {
             let text = host.get_ref().trim_end_matches('.');

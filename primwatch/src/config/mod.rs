@@ -1084,7 +1084,7 @@ impl Config {
         let mut targets = BTreeMap::new();
         let mut named_targets = BTreeMap::new();
         for (name, target) in raw.targets {
-            match health::parse_target(&name, target.into_inner(), &checks, &at)? {
+            match health::parse_target(&name, target.into_inner(), &checks, raw.fleet.is_some(), &at)? {
                 health::ParsedTarget::Address(t) => {
                     targets.insert(name.into_inner(), t);
                 }
@@ -1435,6 +1435,7 @@ impl Config {
                         weight: named.weight,
                         checks: named.checks.clone(),
                         preempt: named.preempt,
+                        quorum: None,
                     },
                 );
                 members_of.entry(name.as_str()).or_default().push(member);
@@ -1652,6 +1653,16 @@ a = ["192.0.2.9"]
         }
         let e = error(&fleet("etcd = [\"http://e:2379\"]\nnode = \"a/b\""));
         assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
+
+        // A quorum counts the fleet's nodes.
+        let quorum = |q: &str| format!("{GOOD}\n[targets.q]\naddress = \"192.0.2.50\"\nquorum = {q}\n");
+        let e = error(&quorum("2"));
+        assert!(e.reason.contains("quorum counts the fleet's nodes: it needs [fleet]"), "{e}");
+        assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
+        let with_fleet = |q: &str| format!("{}[fleet]\netcd = [\"http://e:2379\"]\n", quorum(q));
+        let config = parse(&with_fleet("2")).unwrap();
+        assert_eq!(config.targets["q"].quorum, Some(2));
+        assert!(error(&with_fleet("0")).reason.contains("between 1 and 64"));
     }
 
     #[test]

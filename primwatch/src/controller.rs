@@ -142,11 +142,7 @@ impl Controller {
             fleet,
             fleet_events,
         };
-        if let Some(fleet) = &controller.fleet {
-            for (name, target) in &controller.state.targets {
-                fleet.vote(name, target.healthy);
-            }
-        }
+        controller.vote_all();
         controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let plan = controller.plan();
@@ -271,7 +267,18 @@ impl Controller {
             self.name_plan = None;
             return Err(e);
         }
+        self.vote_all();
         Ok(old_config)
+    }
+
+    /// Publishes this node's view of every target to the fleet (at start, and after
+    /// a config switch brings new targets).
+    fn vote_all(&self) {
+        if let Some(fleet) = &self.fleet {
+            for (name, target) in &self.state.targets {
+                fleet.vote(name, target.healthy);
+            }
+        }
     }
 
     /// Rebuilds the targets from the resolutions: state carried over for addresses

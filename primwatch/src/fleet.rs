@@ -183,10 +183,13 @@ async fn connection(
     // node's views (written again under a new lease on every connection).
     let mut unwritten: BTreeMap<String, OverrideRecord> = BTreeMap::new();
     let mut own_votes: BTreeMap<String, bool> = BTreeMap::new();
+    let mut next_endpoint = 0;
     loop {
         let mut connected = false;
-        let mut local = Local { writes: &mut writes, unwritten: &mut unwritten, own_votes: &mut own_votes };
+        let mut local =
+            Local { next_endpoint, writes: &mut writes, unwritten: &mut unwritten, own_votes: &mut own_votes };
         let outcome = session(&config, &mut local, &events, &status, &mut connected).await;
+        next_endpoint = local.next_endpoint;
         if connected {
             backoff = Duration::from_secs(1); // it worked until now: retry soon
         }
@@ -227,6 +230,8 @@ async fn connection(
 
 /// What a session takes from the connection task and leaves for the next one.
 struct Local<'a> {
+    /// The endpoint the next connection tries first.
+    next_endpoint: usize,
     writes: &'a mut mpsc::UnboundedReceiver<Write>,
     unwritten: &'a mut BTreeMap<String, OverrideRecord>,
     own_votes: &'a mut BTreeMap<String, bool>,
@@ -255,7 +260,26 @@ async fn session(
     if let Some((user, password)) = &config.user {
         options = options.with_user(user.clone(), password.clone());
     }
-    let mut client = Client::connect(config.endpoints.clone(), Some(options)).await?;
+    // One member at a time, starting after the last one used: the client refuses to
+    // connect while any endpoint of its list is down, and one dead member of three
+    // must change nothing. A member cut off from the quorum fails the reads below
+    // (linearizable) and the next session tries the next one.
+    let count = config.endpoints.len();
+    let mut failures = Vec::new();
+    let mut found = None;
+    for step in 0..count {
+        let i = (local.next_endpoint + step) % count;
+        match Client::connect([config.endpoints[i].as_str()], Some(options.clone())).await {
+            Ok(client) => {
+                found = Some((client, i));
+                break;
+            }
+            Err(e) => failures.push(format!("{}: {e}", config.endpoints[i])),
+        }
+    }
+    let Some((mut client, used)) = found else { anyhow::bail!("no etcd endpoint answers ({})", failures.join("; ")) };
+    // Should this session fail, the next starts with the next member.
+    local.next_endpoint = used + 1;
     *connected = true;
     // Local overrides made while away are newer than what etcd holds for them.
     while let Some((key, record)) = local.unwritten.pop_first() {

@@ -525,7 +525,6 @@ impl Controller {
         use crate::fleet::FleetEvent;
         let (record, live) = match event {
             FleetEvent::Override { record, live } => (record, live),
-            FleetEvent::Invalid { .. } => return Ok(()),
             FleetEvent::Votes(by_target) => {
                 self.state.fleet_votes = by_target;
                 return self.after_change();

@@ -86,6 +86,12 @@ impl DnsName {
         hickory_proto::rr::Name::from_labels(labels).expect("a parsed name is a valid name")
     }
 
+    /// The zone of `zones` (apex, value) this name lies in with the longest apex: the
+    /// zone that holds it (RFC 1034 §4.2).
+    pub fn closest_zone<'a, T>(&self, zones: impl IntoIterator<Item = (&'a DnsName, T)>) -> Option<(&'a DnsName, T)> {
+        zones.into_iter().filter(|(apex, _)| self.is_at_or_below(apex)).max_by_key(|(apex, _)| apex.wire().len())
+    }
+
     pub fn wire(&self) -> &[u8] {
         &self.wire
     }

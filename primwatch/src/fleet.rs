@@ -102,8 +102,6 @@ pub enum FleetEvent {
     /// it was read again after (re)connecting. A failback is an event, not a state: only
     /// a live one releases a hold (an old one must not release a hold made since).
     Override { record: OverrideRecord, live: bool },
-    /// A key under the prefix whose value could not be read: ignored.
-    Invalid { key: String, reason: String },
     /// Every other node's views, as read on (re)connecting: target → node → up.
     Votes(BTreeMap<String, BTreeMap<String, bool>>),
     /// One node's view of one target changed, or went (its lease expired: None).
@@ -402,13 +400,10 @@ async fn read_record(
         Err(e) => {
             let reason = e.to_string();
             warn!(%key, %reason, "fleet: an entry that does not parse is ignored");
-            {
-                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
-                if !s.invalid.iter().any(|k| k == key) {
-                    s.invalid.push(key.to_string());
-                }
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            if !s.invalid.iter().any(|k| k == key) {
+                s.invalid.push(key.to_string());
             }
-            let _ = events.send(FleetEvent::Invalid { key: key.to_string(), reason }).await;
         }
     }
 }

@@ -39,11 +39,7 @@ pub struct SignRequest {
 impl SignRequest {
     /// The key of the longest signed zone `name` lies in.
     fn signer_of(&self, name: &DnsName) -> Option<&Arc<ZoneSigner>> {
-        self.zones
-            .iter()
-            .filter(|(apex, _)| name.is_at_or_below(apex))
-            .max_by_key(|(apex, _)| apex.wire().len())
-            .map(|(_, signer)| signer)
+        name.closest_zone(self.zones.iter().map(|(apex, signer)| (apex, signer))).map(|(_, signer)| signer)
     }
 }
 

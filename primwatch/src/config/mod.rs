@@ -953,7 +953,7 @@ struct RawName {
 impl Config {
     /// The declared zone `name` lies in: the longest apex at or above it.
     pub fn zone_of(&self, name: &DnsName) -> Option<(&DnsName, &ZoneConfig)> {
-        self.zones.iter().filter(|(apex, _)| name.is_at_or_below(apex)).max_by_key(|(apex, _)| apex.wire().len())
+        name.closest_zone(&self.zones)
     }
 
     /// Whether XDP answers DO=1 queries for `name`: its zone is declared and unsigned.

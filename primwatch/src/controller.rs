@@ -13,7 +13,7 @@ use crate::{
         self,
         schedule::{check_loop, Checker, LocalErrorLog, Report},
     },
-    config::Config,
+    config::{pushed::PushedConfig, Config},
     control::{Explanation, Incoming, Reply, Request, Status},
     hooks::{self, HookRunner},
     map_writer::AnswerMaps,
@@ -61,6 +61,9 @@ pub struct Controller {
     /// `[fleet]`: the etcd connection, and the overrides it brings in.
     fleet: Option<crate::fleet::Fleet>,
     fleet_events: Option<mpsc::Receiver<crate::fleet::FleetEvent>>,
+    /// `fleet push`: the pushed config this node runs with its own node-local tables
+    /// (None: its own file alone).
+    pushed: Option<PushedConfig>,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -76,6 +79,7 @@ impl Controller {
     pub fn start(
         config: Config,
         config_path: Option<std::path::PathBuf>,
+        pushed: Option<PushedConfig>,
         maps: AnswerMaps,
         cookies: crate::map_writer::CookieMapWriter,
     ) -> Result<Controller> {
@@ -141,7 +145,9 @@ impl Controller {
             resolvers: JoinSet::new(),
             fleet,
             fleet_events,
+            pushed,
         };
+        controller.report_config(0, String::new());
         controller.vote_all();
         controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
@@ -537,6 +543,10 @@ impl Controller {
                 };
                 return if changed { self.after_change() } else { Ok(()) };
             }
+            FleetEvent::Config(pushed) => {
+                self.on_pushed_config(pushed);
+                return Ok(());
+            }
         };
         if record.action == crate::state::Action::Failback && !live {
             return Ok(()); // an old failback: the holds it released are long gone
@@ -554,6 +564,37 @@ impl Controller {
                 tracing::debug!(name = %record.name, %why, "fleet override not applied here");
                 Ok(())
             }
+        }
+    }
+
+    /// A pushed config (`primwatch fleet push`): validated again here, with this node's
+    /// own tables, and applied as a reload is; one this node refuses leaves it on the
+    /// config it runs, and the refusal is reported in etcd and `ctl status`.
+    fn on_pushed_config(&mut self, pushed: PushedConfig) {
+        if self.pushed.as_ref().is_some_and(|p| p.revision == pushed.revision) {
+            return; // read again on reconnecting: already running it
+        }
+        let revision = pushed.revision;
+        let reply = self.reload_from(Some(pushed.clone()));
+        self.metrics.reload(reply.ok);
+        if reply.ok {
+            info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
+            if let Err(e) = crate::config::pushed::write_cache(&self.config.state_file, &pushed) {
+                warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
+            }
+            self.pushed = Some(pushed);
+            self.report_config(0, String::new());
+        } else {
+            error!(revision, reason = %reply.message, "fleet: pushed config refused; the running config keeps serving");
+            self.report_config(revision, reply.message);
+        }
+    }
+
+    /// Tells the fleet which pushed revision this node runs, and what it last refused.
+    fn report_config(&self, refused: i64, error: String) {
+        if let Some(fleet) = &self.fleet {
+            let revision = self.pushed.as_ref().map_or(0, |p| p.revision);
+            fleet.report(crate::fleet::NodeReport { revision, refused, error, at_ms: 0 });
         }
     }
 
@@ -586,10 +627,26 @@ impl Controller {
         }
     }
 
-    /// Re-reads the config; a bad one is rejected and the running one keeps serving.
+    /// Re-reads the config (with the pushed config this node runs, if any); a bad one
+    /// is rejected and the running one keeps serving.
     fn reload(&mut self) -> Reply {
+        let pushed = self.pushed.clone();
+        let reply = self.reload_from(pushed);
+        if !reply.ok && self.fleet.is_some() {
+            // The local file is the node's own half of a pushed config too.
+            self.report_config(self.pushed.as_ref().map_or(0, |p| p.revision), reply.message.clone());
+        }
+        reply
+    }
+
+    /// Reads the config file, merged with `pushed` when given, and switches to it.
+    fn reload_from(&mut self, pushed: Option<PushedConfig>) -> Reply {
         let Some(path) = self.config_path.clone() else { return Reply::error("no config file to reload from") };
-        let new = match Config::load(&path) {
+        let loaded = match (&pushed, &self.config.fleet) {
+            (Some(pushed), Some(fleet)) => crate::config::pushed::load_merged(&path, &fleet.prefix, pushed),
+            _ => Config::load(&path),
+        };
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => return Reply::error(format!("rejected, still serving the running config: {e}")),
         };
@@ -628,7 +685,10 @@ impl Controller {
         drop(old_config);
         crate::config::release_freed_memory();
         info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
-        Reply::ok(format!("reloaded {}", path.display()))
+        match pushed {
+            Some(p) => Reply::ok(format!("reloaded {} with pushed revision {}", path.display(), p.revision)),
+            None => Reply::ok(format!("reloaded {}", path.display())),
+        }
     }
 
     /// Counters from the XDP maps and what the controller recorded.

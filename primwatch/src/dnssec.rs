@@ -8,7 +8,6 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -86,7 +85,7 @@ impl ZoneSigner {
         let text = base.to_string_lossy();
         let stem = text.strip_suffix(".private").or_else(|| text.strip_suffix(".key")).unwrap_or(&text);
         let (key_path, private_path) = (PathBuf::from(format!("{stem}.key")), PathBuf::from(format!("{stem}.private")));
-        check_private_file(&private_path)?;
+        crate::paths::check_private_file(&private_path)?;
         let public = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
         let (owner, dnskey) = parse_dnskey(&public).with_context(|| format!("in {}", key_path.display()))?;
         if &owner != apex {
@@ -207,33 +206,6 @@ fn rrsig_record(ttl: u32, rdata: &[u8]) -> Result<RrsigRr> {
     };
     out.rr[..rr.len()].copy_from_slice(&rr);
     Ok(out)
-}
-
-/// Refuses a private key file others could read or replace: it must be a regular
-/// file, owned by root (or by this process's user), with no group or other access, in
-/// a directory only root (or this user) can write.
-fn check_private_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    // Whoever can write the directory can replace the key (a reload reads it again).
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Some(problem) = crate::paths::untrusted_dir(dir) {
-        bail!("the key's directory is not trusted: {problem}");
-    }
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != me {
-        bail!("{} is owned by uid {}; a private key must be owned by root", path.display(), meta.uid());
-    }
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "{} is readable or writable by others (mode {:o}); a private key must be root-only: chmod 600",
-            path.display(),
-            meta.mode() & 0o777
-        );
-    }
-    Ok(())
 }
 
 /// The owner and RDATA of the DNSKEY record in a BIND `.key` file (comment lines

@@ -12,6 +12,11 @@
 //! PREFIX/health/NODE/TARGET               up | down: NODE's own checks' view, held
 //!                                          under NODE's lease (gone LEASE_TTL after
 //!                                          NODE is)
+//! PREFIX/config                           the pushed config (`PushedConfig`, JSON);
+//!                                          its mod_revision is the config's revision
+//! PREFIX/nodes/NODE                       NODE's `NodeReport`: the revision it runs,
+//!                                          the last one it refused and why (under
+//!                                          NODE's lease)
 //! ```
 //!
 //! Fail static: etcd unreachable (at start or later) never stops serving. The node
@@ -25,13 +30,15 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, WatchOptions,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    config::FleetConfig,
+    config::{pushed::PushedConfig, FleetConfig},
     state::{Action, Kind},
 };
 
@@ -52,6 +59,23 @@ enum Write {
         target: String,
         up: bool,
     },
+    /// Which pushed config this node runs (written again under every new lease).
+    Report(NodeReport),
+}
+
+/// A node's answer to the pushed config, at `PREFIX/nodes/NODE`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The pushed revision the node runs; 0: its own file only.
+    pub revision: i64,
+    /// The last pushed revision it refused (0: none since the one it runs), and why.
+    #[serde(default)]
+    pub refused: i64,
+    #[serde(default)]
+    pub error: String,
+    /// Unix milliseconds of the report.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// One override as stored in etcd: what was done, by which node, when.
@@ -67,7 +91,7 @@ pub struct OverrideRecord {
 
 impl OverrideRecord {
     pub fn new(kind: Kind, name: &str, action: Action, node: &str) -> OverrideRecord {
-        let at_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let at_ms = now_ms();
         OverrideRecord { kind, name: name.to_string(), action, node: node.to_string(), at_ms }
     }
 
@@ -91,6 +115,10 @@ impl OverrideRecord {
     }
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -106,6 +134,8 @@ pub enum FleetEvent {
     Votes(BTreeMap<String, BTreeMap<String, bool>>),
     /// One node's view of one target changed, or went (its lease expired: None).
     Vote { node: String, target: String, up: Option<bool> },
+    /// The pushed config, as read on (re)connecting or just pushed.
+    Config(PushedConfig),
 }
 
 /// The connection as `ctl status` shows it.
@@ -129,6 +159,12 @@ pub struct FleetStatus {
     /// Keys under the prefix that did not parse (ignored).
     #[serde(default)]
     pub invalid: Vec<String>,
+    /// This node's config: the pushed revision it runs, or refused.
+    #[serde(default)]
+    pub config: NodeReport,
+    /// The other live nodes' reports (by node name).
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeReport>,
 }
 
 /// The controller's end of the fleet connection.
@@ -164,6 +200,13 @@ impl Fleet {
         let _ = self.writes.send(Write::Vote { target: target.to_string(), up });
     }
 
+    /// Records and publishes which pushed config this node runs, or refused.
+    pub fn report(&self, mut report: NodeReport) {
+        report.at_ms = now_ms();
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).config = report.clone();
+        let _ = self.writes.send(Write::Report(report));
+    }
+
     pub fn status(&self) -> FleetStatus {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -181,11 +224,17 @@ async fn connection(
     // node's views (written again under a new lease on every connection).
     let mut unwritten: BTreeMap<String, OverrideRecord> = BTreeMap::new();
     let mut own_votes: BTreeMap<String, bool> = BTreeMap::new();
+    let mut own_report: Option<NodeReport> = None;
     let mut next_endpoint = 0;
     loop {
         let mut connected = false;
-        let mut local =
-            Local { next_endpoint, writes: &mut writes, unwritten: &mut unwritten, own_votes: &mut own_votes };
+        let mut local = Local {
+            next_endpoint,
+            writes: &mut writes,
+            unwritten: &mut unwritten,
+            own_votes: &mut own_votes,
+            own_report: &mut own_report,
+        };
         let outcome = session(&config, &mut local, &events, &status, &mut connected).await;
         next_endpoint = local.next_endpoint;
         if connected {
@@ -218,6 +267,7 @@ async fn connection(
                     Some(Write::Vote { target, up }) => {
                         own_votes.insert(target, up);
                     }
+                    Some(Write::Report(report)) => own_report = Some(report),
                     None => return,
                 },
             }
@@ -233,6 +283,7 @@ struct Local<'a> {
     writes: &'a mut mpsc::UnboundedReceiver<Write>,
     unwritten: &'a mut BTreeMap<String, OverrideRecord>,
     own_votes: &'a mut BTreeMap<String, bool>,
+    own_report: &'a mut Option<NodeReport>,
 }
 
 fn vote_key(config: &FleetConfig, target: &str) -> String {
@@ -249,33 +300,7 @@ async fn session(
     status: &Arc<Mutex<FleetStatus>>,
     connected: &mut bool,
 ) -> anyhow::Result<()> {
-    // Short timeouts: a request sent to a member that just died fails within a second
-    // or two, and the next session goes through the members still up.
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
-    if let Some((user, password)) = &config.user {
-        options = options.with_user(user.clone(), password.clone());
-    }
-    // One member at a time, starting after the last one used: the client refuses to
-    // connect while any endpoint of its list is down, and one dead member of three
-    // must change nothing. A member cut off from the quorum fails the reads below
-    // (linearizable) and the next session tries the next one.
-    let count = config.endpoints.len();
-    let mut failures = Vec::new();
-    let mut found = None;
-    for step in 0..count {
-        let i = (local.next_endpoint + step) % count;
-        match Client::connect([config.endpoints[i].as_str()], Some(options.clone())).await {
-            Ok(client) => {
-                found = Some((client, i));
-                break;
-            }
-            Err(e) => failures.push(format!("{}: {e}", config.endpoints[i])),
-        }
-    }
-    let Some((mut client, used)) = found else { anyhow::bail!("no etcd endpoint answers ({})", failures.join("; ")) };
+    let (mut client, used) = connect(config, local.next_endpoint).await?;
     // Should this session fail, the next starts with the next member.
     local.next_endpoint = used + 1;
     *connected = true;
@@ -293,19 +318,27 @@ async fn session(
         let value = if *up { "up" } else { "down" };
         client.put(vote_key(config, target), value, Some(PutOptions::new().with_lease(lease))).await?;
     }
-    let prefix = format!("{}/", config.prefix);
-    let overrides = format!("{}/overrides/", config.prefix);
-    let health = format!("{}/health/", config.prefix);
-    let snapshot = client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+    if let Some(report) = local.own_report.as_ref() {
+        client.put(node_key(config), serde_json::to_vec(report)?, Some(PutOptions::new().with_lease(lease))).await?;
+    }
+    let keys = Keys::new(config);
+    let snapshot = client.get(keys.all.clone(), Some(GetOptions::new().with_prefix())).await?;
     let revision = snapshot.header().map_or(0, |h| h.revision());
     let mut held = BTreeMap::new();
     let mut votes: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    // The pushed config first: the overrides read next may name its targets.
+    if let Some(kv) = snapshot.kvs().iter().find(|kv| kv.key() == keys.config.as_bytes()) {
+        read_config(&keys.config, kv.value(), kv.mod_revision(), events, status).await;
+    }
     for kv in snapshot.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
-        if key.starts_with(&overrides) {
+        if key.starts_with(&keys.overrides) {
             read_record(&key, kv.value(), false, events, &mut held, status).await;
-        } else if let Some((node, target, up)) = read_vote(&key, kv.value(), &health, &config.node) {
+        } else if let Some((node, target, up)) = read_vote(&key, kv.value(), &keys.health, &config.node) {
             votes.entry(target).or_default().insert(node, up);
+        } else if let Some((node, report)) = read_report(&key, kv.value(), &keys.nodes, &config.node) {
+            nodes.insert(node, report);
         }
     }
     let _ = events.send(FleetEvent::Votes(votes)).await;
@@ -316,10 +349,12 @@ async fn session(
         s.since_unix = unix_now();
         s.pending = 0;
         s.overrides = held.values().cloned().collect();
+        s.nodes = nodes;
     }
     info!(endpoints = ?config.endpoints, overrides = held.len(), revision, "fleet: connected to etcd");
-    let mut stream =
-        client.watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))).await?;
+    let mut stream = client
+        .watch(keys.all.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
+        .await?;
     let mut renew = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -329,16 +364,27 @@ async fn session(
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     let put = event.event_type() == EventType::Put;
-                    if key.starts_with(&overrides) {
+                    if key.starts_with(&keys.overrides) {
                         if put {
                             read_record(&key, kv.value(), true, events, &mut held, status).await;
                         } else {
                             held.remove(&key);
                         }
+                    } else if key == keys.config {
+                        // A deleted push leaves each node on the config it runs.
+                        if put {
+                            read_config(&key, kv.value(), kv.mod_revision(), events, status).await;
+                        }
                     } else if let Some((node, target, up)) =
-                        read_vote(&key, if put { kv.value() } else { b"down" }, &health, &config.node)
+                        read_vote(&key, if put { kv.value() } else { b"down" }, &keys.health, &config.node)
                     {
                         let _ = events.send(FleetEvent::Vote { node, target, up: put.then_some(up) }).await;
+                    } else if let Some(node) = key.strip_prefix(&keys.nodes).filter(|n| *n != config.node) {
+                        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                        match read_report(&key, kv.value(), &keys.nodes, &config.node) {
+                            Some((node, report)) if put => { s.nodes.insert(node, report); }
+                            _ => { s.nodes.remove(node); }
+                        }
                     }
                 }
                 status.lock().unwrap_or_else(|e| e.into_inner()).overrides = held.values().cloned().collect();
@@ -365,8 +411,144 @@ async fn session(
                     let value = if up { "up" } else { "down" };
                     client.put(vote_key(config, &target), value, Some(PutOptions::new().with_lease(lease))).await?;
                 }
+                Some(Write::Report(report)) => {
+                    let value = serde_json::to_vec(&report)?;
+                    *local.own_report = Some(report);
+                    client.put(node_key(config), value, Some(PutOptions::new().with_lease(lease))).await?;
+                }
             },
         }
+    }
+}
+
+/// The keys (and key prefixes) of one fleet.
+struct Keys {
+    all: String,
+    overrides: String,
+    health: String,
+    nodes: String,
+    config: String,
+}
+
+impl Keys {
+    fn new(config: &FleetConfig) -> Keys {
+        let p = &config.prefix;
+        Keys {
+            all: format!("{p}/"),
+            overrides: format!("{p}/overrides/"),
+            health: format!("{p}/health/"),
+            nodes: format!("{p}/nodes/"),
+            config: config_key(config),
+        }
+    }
+}
+
+fn config_key(config: &FleetConfig) -> String {
+    format!("{}/config", config.prefix)
+}
+
+fn node_key(config: &FleetConfig) -> String {
+    format!("{}/nodes/{}", config.prefix, config.node)
+}
+
+/// How every connection to etcd is made: short timeouts (a request sent to a member
+/// that just died fails within a second or two, and the next try goes to a member
+/// still up), the user if set, TLS for https:// endpoints.
+fn connect_options(config: &FleetConfig) -> ConnectOptions {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
+    if let Some((user, password)) = &config.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        let mut settings = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca));
+        if let Some((cert, key)) = &tls.identity {
+            settings = settings.identity(Identity::from_pem(cert, key));
+        }
+        options = options.with_tls(settings);
+    }
+    options
+}
+
+/// Connects to one member, trying them in turn from `first`; returns the client and
+/// the member's index. One member at a time: the client refuses to connect while any
+/// endpoint of its list is down, and one dead member of three must change nothing. A
+/// member cut off from the quorum fails the (linearizable) reads that follow, and the
+/// next try goes to the next one.
+pub async fn connect(config: &FleetConfig, first: usize) -> anyhow::Result<(Client, usize)> {
+    let options = connect_options(config);
+    let count = config.endpoints.len();
+    let mut failures = Vec::new();
+    for step in 0..count {
+        let i = (first + step) % count;
+        match Client::connect([config.endpoints[i].as_str()], Some(options.clone())).await {
+            // An https:// connection is lazy: ask once, so that a bad certificate fails
+            // here rather than on the first real request.
+            Ok(mut client) => match client.status().await {
+                Ok(_) => return Ok((client, i)),
+                Err(e) => failures.push(format!("{}: {e}", config.endpoints[i])),
+            },
+            Err(e) => failures.push(format!("{}: {e}", config.endpoints[i])),
+        }
+    }
+    anyhow::bail!("no etcd endpoint answers ({})", failures.join("; "))
+}
+
+/// `primwatch fleet push`: stores `pushed` (already validated by the caller) as the
+/// fleet's config; returns its revision.
+pub async fn push(config: &FleetConfig, pushed: &PushedConfig) -> anyhow::Result<i64> {
+    let (mut client, _) = connect(config, 0).await?;
+    let stored = PushedConfig { revision: 0, ..pushed.clone() };
+    let reply = client.put(config_key(config), serde_json::to_vec(&stored)?, None).await?;
+    reply.header().map(|h| h.revision()).ok_or_else(|| anyhow::anyhow!("etcd's reply has no revision"))
+}
+
+/// Every live node's report (`PREFIX/nodes/`), this node's name included.
+pub async fn node_reports(config: &FleetConfig) -> anyhow::Result<BTreeMap<String, NodeReport>> {
+    let (mut client, _) = connect(config, 0).await?;
+    let keys = Keys::new(config);
+    let reply = client.get(keys.nodes.clone(), Some(GetOptions::new().with_prefix())).await?;
+    Ok(reply
+        .kvs()
+        .iter()
+        .filter_map(|kv| read_report(&String::from_utf8_lossy(kv.key()), kv.value(), &keys.nodes, ""))
+        .collect())
+}
+
+/// A node's report from a `PREFIX/nodes/NODE` key: (node, report); this node's own
+/// (`me`), and one that does not parse, are none.
+fn read_report(key: &str, value: &[u8], nodes: &str, me: &str) -> Option<(String, NodeReport)> {
+    let node = key.strip_prefix(nodes)?;
+    if node == me || node.contains('/') {
+        return None;
+    }
+    Some((node.to_string(), serde_json::from_slice(value).ok()?))
+}
+
+/// Parses the pushed config and hands it to the controller, with its revision; one
+/// that does not parse is logged, listed and never applied.
+async fn read_config(
+    key: &str,
+    value: &[u8],
+    revision: i64,
+    events: &mpsc::Sender<FleetEvent>,
+    status: &Arc<Mutex<FleetStatus>>,
+) {
+    match serde_json::from_slice::<PushedConfig>(value) {
+        Ok(pushed) => {
+            let _ = events.send(FleetEvent::Config(PushedConfig { revision, ..pushed })).await;
+        }
+        Err(e) => note_invalid(key, &e.to_string(), status),
+    }
+}
+
+fn note_invalid(key: &str, reason: &str, status: &Arc<Mutex<FleetStatus>>) {
+    warn!(%key, %reason, "fleet: an entry that does not parse is ignored");
+    let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+    if !s.invalid.iter().any(|k| k == key) {
+        s.invalid.push(key.to_string());
     }
 }
 
@@ -397,13 +579,6 @@ async fn read_record(
             held.insert(key.to_string(), record.clone());
             let _ = events.send(FleetEvent::Override { record, live }).await;
         }
-        Err(e) => {
-            let reason = e.to_string();
-            warn!(%key, %reason, "fleet: an entry that does not parse is ignored");
-            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
-            if !s.invalid.iter().any(|k| k == key) {
-                s.invalid.push(key.to_string());
-            }
-        }
+        Err(e) => note_invalid(key, &e.to_string(), status),
     }
 }

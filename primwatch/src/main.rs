@@ -6,7 +6,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use primwatch::{
-    config::{Config, OnStop, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
+    config::{pushed::PushedConfig, Config, OnStop, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
     control::{self, Action, Kind, Request, Status},
     controller::{Controller, PreviousRun},
     dataplane::{self, Attachment, Dataplane},
@@ -84,6 +84,11 @@ enum Command {
     /// Print the manual page (roff, section 8).
     #[command(hide = true)]
     Man,
+    /// A fleet's shared config (needs `[fleet]` in the node's own file).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Inspect and steer the running controller.
     Ctl {
         #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
@@ -93,6 +98,23 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Validate FILE (the shared tables: checks, targets, groups, names, views, zones…)
+    /// with this node's own tables, store it in etcd as the fleet's config with a new
+    /// revision, and wait for every live node to run or refuse it.
+    Push {
+        file: PathBuf,
+        /// This node's own config file: its `[fleet]` says where etcd is, and its
+        /// node-local tables complete FILE for validation.
+        #[arg(long, short, default_value = "/etc/primwatch/primwatch.toml")]
+        config: PathBuf,
+        /// Seconds to wait for the nodes' reports (0: do not wait).
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
     },
 }
 
@@ -208,6 +230,16 @@ fn main() -> ExitCode {
         Command::Detach { pin_dir } => dataplane::detach_pinned(&pin_dir).map(|removed| {
             println!("removed {} pins from {}: {}", removed.len(), pin_dir.display(), removed.join(" "));
         }),
+        Command::Fleet { command: FleetCommand::Push { file, config, wait } } => {
+            match fleet_push(&file, &config, std::time::Duration::from_secs(wait)) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Command::Ctl { socket, json, command } => {
             // Like other Unix tools, end quietly when the reader goes (`ctl stats | head`).
             // Only here: the daemon must see EPIPE on a socket, not die of SIGPIPE.
@@ -222,6 +254,55 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `primwatch fleet push`: Ok(true) when every live node runs the pushed revision,
+/// Ok(false) when one refused it or did not answer in time; Err when it was not
+/// pushed (invalid, or etcd unreachable).
+fn fleet_push(file: &Path, local: &Path, wait: std::time::Duration) -> Result<bool> {
+    use primwatch::config::pushed;
+    let local_config = Config::load(local).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fleet = local_config.fleet.clone().with_context(|| format!("{} has no [fleet] table", local.display()))?;
+    drop(local_config);
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let local_text = std::fs::read_to_string(local).with_context(|| format!("reading {}", local.display()))?;
+    // Validated as this node will run it: refused here, it is stored nowhere.
+    pushed::merge(local, &local_text, file, &text).map_err(|e| anyhow::anyhow!("{e}\nnot pushed"))?;
+    let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let document = PushedConfig { revision: 0, toml: text, pushed_by: fleet.node.clone(), at_ms };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let revision = primwatch::fleet::push(&fleet, &document).await?;
+        println!("pushed {} as revision {revision} under {}", file.display(), fleet.prefix);
+        if wait.is_zero() {
+            return Ok(true);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let done = |r: &primwatch::fleet::NodeReport| r.revision >= revision || r.refused >= revision;
+        let reports = loop {
+            let reports = primwatch::fleet::node_reports(&fleet).await?;
+            if reports.values().all(done) || tokio::time::Instant::now() >= deadline {
+                break reports;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let mut all_run = !reports.is_empty();
+        for (node, report) in &reports {
+            let verdict = if report.revision >= revision {
+                "runs it".to_string()
+            } else if report.refused >= revision {
+                format!("REFUSED it: {}", report.error)
+            } else {
+                format!("has not answered ({})", describe_report(report))
+            };
+            all_run &= report.revision >= revision;
+            println!("  {node}: {verdict}");
+        }
+        if reports.is_empty() {
+            println!("  no live node reports under {}/nodes/", fleet.prefix);
+        }
+        Ok(all_run)
+    })
 }
 
 fn print_counters(pin_dir: &Path, json: bool) -> Result<()> {
@@ -402,6 +483,11 @@ fn print_status(status: &Status) {
         for key in &f.invalid {
             println!("  ignored (does not parse): {key}");
         }
+        let mut nodes = vec![(format!("{} (this node)", f.node), &f.config)];
+        nodes.extend(f.nodes.iter().map(|(n, r)| (n.clone(), r)));
+        for (node, report) in nodes {
+            println!("  config on {node}: {}", describe_report(report));
+        }
     }
     if !status.zones.is_empty() {
         println!("ZONES");
@@ -492,6 +578,18 @@ fn print_stats(stats: &primwatch::metrics::Stats) {
     }
 }
 
+/// One node's config as `ctl status` and `fleet push` show it.
+fn describe_report(report: &primwatch::fleet::NodeReport) -> String {
+    let running = match report.revision {
+        0 => "its own file".to_string(),
+        r => format!("pushed revision {r}"),
+    };
+    match report.refused {
+        0 => running,
+        r => format!("{running}; REFUSED revision {r}: {}", report.error),
+    }
+}
+
 fn print_name(n: &primwatch::control::NameStatus) {
     println!("  {} (ttl {})", n.name, n.ttl);
     println!("      A    [{}] from {}", n.a.join(", "), n.a_from);
@@ -501,11 +599,14 @@ fn print_name(n: &primwatch::control::NameStatus) {
 fn run(config_path: PathBuf) -> Result<()> {
     primwatch::log_output::never_block_on_stderr();
     let config = Config::load(&config_path)?;
+    let (config, pushed) = with_cached_push(config, &config_path);
     raise_open_file_limit();
     primwatch::supervise::install_panic_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (on_stop, pin_dir) = (config.on_stop, config.pin_dir.clone());
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(serve(config, config_path)))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(serve(config, pushed, config_path))
+    })) {
         Ok(result) => result,
         Err(_) => {
             // The serving flow itself panicked: its links are still pinned (fail static).
@@ -537,7 +638,25 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
+/// A fleet node starts on the pushed config it ran last (kept beside its state file),
+/// so that it serves the fleet's config even while etcd is away; if that no longer
+/// fits its own file, on its own file alone (and etcd's copy is tried when it connects).
+fn with_cached_push(config: Config, config_path: &Path) -> (Config, Option<PushedConfig>) {
+    let Some(fleet) = &config.fleet else { return (config, None) };
+    let Some(pushed) = primwatch::config::pushed::read_cache(&config.state_file) else { return (config, None) };
+    match primwatch::config::pushed::load_merged(config_path, &fleet.prefix, &pushed) {
+        Ok(merged) => {
+            info!(revision = pushed.revision, "fleet: starting on the pushed config run last");
+            (merged, Some(pushed))
+        }
+        Err(e) => {
+            warn!(error = %e, "fleet: the pushed config run last does not load; starting on this node's file");
+            (config, None)
+        }
+    }
+}
+
+async fn serve(config: Config, pushed: Option<PushedConfig>, config_path: PathBuf) -> Result<()> {
     dataplane::ensure_bpffs()?;
     // The state and pin directories decide answers: refuse ones others could write.
     primwatch::paths::prepare(&config.state_file, &config.pin_dir)?;
@@ -560,7 +679,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<()> {
         (config.port, config.pin_dir.clone(), config.interfaces.clone(), config.xdp_mode);
     let (metrics_listen, control_socket, control_access) =
         (config.metrics_listen, config.control_socket.clone(), config.control_access.clone());
-    let mut controller = Controller::start(config, Some(config_path), maps, cookies)?;
+    let mut controller = Controller::start(config, Some(config_path), pushed, maps, cookies)?;
     info!(names, targets, "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold

@@ -80,6 +80,33 @@ pub fn prepare(state_file: &Path, pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a private key file others could read or replace: it must be a regular
+/// file, owned by root (or by this process's user), with no group or other access, in
+/// a directory only root (or this user) can write.
+pub fn check_private_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    // Whoever can write the directory can replace the key (a reload reads it again).
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Some(problem) = untrusted_dir(dir) {
+        bail!("the key's directory is not trusted: {problem}");
+    }
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!("{} is owned by uid {}; a private key must be owned by root", path.display(), meta.uid());
+    }
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is readable or writable by others (mode {:o}); a private key must be root-only: chmod 600",
+            path.display(),
+            meta.mode() & 0o777
+        );
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `bytes`: written to a new temp file beside it (created
 /// exclusively, never following a symlink, mode 0600), flushed to disk, renamed over.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -282,7 +282,7 @@ pub struct State {
     /// a restart must not let a held target back in).
     pub holds_unsaved: bool,
     /// `[fleet]`: per target with a quorum, how many nodes must see it up.
-    quorum: BTreeMap<String, usize>,
+    quorum: BTreeMap<String, crate::config::Quorum>,
     /// `[fleet]`: the other live nodes' views, per target: node → up. A node's views
     /// expire with its etcd lease.
     pub fleet_votes: BTreeMap<String, BTreeMap<String, bool>>,
@@ -381,9 +381,11 @@ impl State {
     fn seen_up(&self, target: &str, own: bool) -> bool {
         match self.quorum.get(target) {
             None => own,
-            Some(&needed) => {
-                let others = self.fleet_votes.get(target).map_or(0, |votes| votes.values().filter(|up| **up).count());
-                usize::from(own) + others >= needed
+            Some(&quorum) => {
+                let votes = self.fleet_votes.get(target);
+                let others_up = votes.map_or(0, |votes| votes.values().filter(|up| **up).count());
+                let live = 1 + votes.map_or(0, |votes| votes.len());
+                usize::from(own) + others_up >= quorum.needed(live)
             }
         }
     }
@@ -636,6 +638,41 @@ mod tests {
         let mut down = CheckState::new("http", false);
         assert!(!down.record(local, 1, 1), "nor does it bring a target back");
         assert!(!down.up);
+    }
+
+    #[test]
+    fn a_fractional_quorum_counts_the_live_nodes() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[server]
+interfaces = ["lo"]
+[targets.half]
+address = "10.0.0.1"
+quorum = "1/2"
+[targets.two]
+address = "10.0.0.2"
+quorum = 2
+[fleet]
+etcd = ["http://127.0.0.1:2379"]
+"#,
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        let views = |pairs: &[(&str, bool)]| pairs.iter().map(|(n, up)| (n.to_string(), *up)).collect();
+        // Alone (the other nodes' leases gone), this node's own view decides "1/2",
+        // while "2" cannot be met.
+        assert!(state.target_eligible("half"));
+        assert!(!state.target_eligible("two"));
+        // Four live nodes: "1/2" needs two up.
+        for target in ["half", "two"] {
+            state.fleet_votes.insert(target.into(), views(&[("b", true), ("c", false), ("d", false)]));
+        }
+        assert!(state.target_eligible("half") && state.target_eligible("two"));
+        state.targets.get_mut("half").unwrap().healthy = false;
+        assert!(!state.target_eligible("half"), "one of four is below half");
+        state.fleet_votes.insert("half".into(), views(&[("b", true), ("c", true), ("d", false)]));
+        assert!(state.target_eligible("half"), "two of four");
     }
 
     #[test]

@@ -45,6 +45,34 @@ pub struct World {
     pub powerdns_socket: Option<std::path::PathBuf>,
 }
 
+/// The lab's check and its three targets: every world's config has them, and a fleet
+/// pushes them (`fleet push`).
+pub fn shared_tables() -> String {
+    format!(
+        r#"
+[checks.http]
+type = "http"
+path = "/health"
+host = "www.example.test"
+ok_status = [200]
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+
+[targets.web1]
+address = "{WEB1}"
+checks = ["http"]
+[targets.web2]
+address = "{WEB2}"
+checks = ["http"]
+[targets.web3]
+address = "{WEB3}"
+checks = ["http"]
+"#
+    )
+}
+
 /// PowerDNS's own record in the zone, so replies show which path produced them.
 pub const PDNS_PASS: &str = "192.0.2.250";
 
@@ -110,6 +138,7 @@ pub fn world_options(body: &str, options: &Options) -> World {
     } else {
         (body.to_string(), String::new())
     };
+    let shared = shared_tables();
     let config = format!(
         r#"
 [server]
@@ -118,25 +147,7 @@ xdp_mode = "skb"
 pin_dir = "{{pin_dir}}"
 {server_keys}
 
-[checks.http]
-type = "http"
-path = "/health"
-host = "www.example.test"
-ok_status = [200]
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 1
-
-[targets.web1]
-address = "{WEB1}"
-checks = ["http"]
-[targets.web2]
-address = "{WEB2}"
-checks = ["http"]
-[targets.web3]
-address = "{WEB3}"
-checks = ["http"]
+{shared}
 
 {body}
 "#

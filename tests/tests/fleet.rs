@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use primwatch_tests::{
+    controller::binary,
     fleet::{connected, fleet_table, three_nodes},
-    unique,
-    world::{SITE_GROUPS, WEB1, WEB2, WEB3},
+    netns, unique,
+    world::{shared_tables, World, SITE_GROUPS, WEB1, WEB2, WEB3},
+    TempDir,
 };
 
 /// Propagation must be within a second (the issue's bound); the check is a little
@@ -161,23 +163,31 @@ fn under_a_quorum_a_target_only_one_node_sees_up_is_down_everywhere() {
     let body = |node: &str| {
         format!(
             "[targets.q1]\naddress = \"{WEB1}\"\nchecks = [\"http\"]\nquorum = 2\n\
+             [targets.h]\naddress = \"{WEB2}\"\nchecks = [\"http\"]\nquorum = \"1/2\"\n\
              [groups.main]\nmembers = [\"q1\"]\npriority = 100\n\
+             [groups.half]\nmembers = [\"h\"]\npriority = 100\n\
              [groups.backup]\nmembers = [\"web3\"]\npriority = 50\n\
-             [names.\"www.example.test\"]\ngroups = [\"main\", \"backup\"]\n\n{}",
+             [names.\"www.example.test\"]\ngroups = [\"main\", \"backup\"]\n\
+             [names.\"half.example.test\"]\ngroups = [\"half\", \"backup\"]\n\n{}",
             fleet_table(&prefix, node)
         )
     };
     let (mut worlds, _net, _etcd) = three_nodes(body).unwrap();
     for w in &worlds {
         w.expect("www.example.test", &[WEB1], Duration::from_secs(5));
+        w.expect("half.example.test", &[WEB2], Duration::from_secs(5));
     }
     // web1 answers on A only: one vote of the two needed, so it is down on all three
-    // (A included), and Osaka answers.
+    // (A included), and Osaka answers. h (web2, quorum "1/2") answers on B only: one
+    // of three live nodes is less than half, so it is down too.
     for w in worlds[1..].iter_mut() {
         w.backends[0].stop();
     }
+    worlds[0].backends[1].stop();
+    worlds[2].backends[1].stop();
     for w in &worlds {
         w.expect("www.example.test", &[WEB3], Duration::from_secs(5));
+        w.expect("half.example.test", &[WEB3], Duration::from_secs(5));
     }
     // Back on B: two votes, up on all three (C included, which still sees it down).
     worlds[1].backends[0].resume().unwrap();
@@ -191,5 +201,122 @@ fn under_a_quorum_a_target_only_one_node_sees_up_is_down_everywhere() {
         w.expect("www.example.test", &[WEB3], Duration::from_secs(8));
     }
     eprintln!("A's vote expired after {:?}", started.elapsed());
+    // Two live nodes are left: B's vote for h is half of them, so h is up on B and C
+    // (C still sees it down), where a count of two would keep it down.
+    for w in &worlds[1..] {
+        w.expect("half.example.test", &[WEB2], Duration::from_secs(1));
+    }
     worlds[2].backends[0].resume().unwrap();
+}
+
+/// `primwatch fleet push FILE` from node `w` (its own config names etcd): exit code,
+/// stdout, stderr.
+fn push(w: &World, file: &std::path::Path) -> (i32, String, String) {
+    let out = netns::command(&w.lab.server_ns, binary().to_str().unwrap())
+        .args(["fleet", "push"])
+        .arg(file)
+        .arg("--config")
+        .arg(w.controller.config_path())
+        .args(["--wait", "10"])
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// This node's report on the pushed config, from `ctl status`.
+fn config_report(w: &World) -> serde_json::Value {
+    w.controller.ctl(&["status"]).unwrap()["status"]["fleet"]["config"].clone()
+}
+
+#[test]
+fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let (mut worlds, _net, mut etcd) = three_nodes(|node| fleet_body(&prefix, node)).unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    }
+    let dir = TempDir::new("pw-push").unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    // Pushed from A: www from Osaka only, and a name no node's file has. Every node
+    // runs it with its own [server] and [fleet], and says so.
+    let good = format!(
+        "{}{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"osaka\"]\n\
+         [names.\"new.example.test\"]\ngroups = [\"tokyo\"]\n",
+        shared_tables()
+    );
+    let (code, out, err) = push(&worlds[0], &file("good.toml", &good));
+    assert_eq!(code, 0, "{out}{err}");
+    for node in ["a", "b", "c"] {
+        assert!(out.contains(&format!("  {node}: runs it")), "{out}");
+    }
+    let revision: i64 =
+        out.split("as revision ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(1));
+        w.expect("new.example.test", &[WEB1, WEB2], Duration::from_secs(1));
+        assert_eq!(config_report(w)["revision"], revision);
+    }
+    let reports = etcd.get_prefix(&format!("{prefix}/nodes/")).unwrap();
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    assert!(reports.iter().all(|(_, r)| r.contains(&format!("\"revision\":{revision}"))), "{reports:?}");
+    let stored = etcd.get_prefix(&format!("{prefix}/config")).unwrap();
+
+    // A push with an error is refused before it is stored, with the file and line.
+    let typo = good.replace("groups = [\"osaka\"]", "groups = [\"osaka\", \"nagoya\"]");
+    let line = typo.lines().position(|l| l.contains("nagoya")).unwrap() + 1;
+    let (code, out, err) = push(&worlds[0], &file("typo.toml", &typo));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!("typo.toml:{line}:")) && err.contains("nagoya") && err.contains("not pushed"),
+        "{err}"
+    );
+    // So is a node-local table.
+    let (code, _, err) = push(&worlds[0], &file("local.toml", &format!("{good}[metrics]\nlisten = \"127.0.0.1:9\"\n")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[metrics] is node-local"), "{err}");
+    assert_eq!(etcd.get_prefix(&format!("{prefix}/config")).unwrap(), stored, "nothing was stored");
+
+    // One that reaches etcd anyway (written by hand, or by a tool that skips the
+    // check) is refused by every node: each keeps serving what it ran, and reports why
+    // in etcd and `ctl status`.
+    let document = serde_json::json!({ "toml": typo, "pushed_by": "by-hand", "at_ms": 0 }).to_string();
+    etcd.put(&format!("{prefix}/config"), &document).unwrap();
+    for w in &worlds {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let report = loop {
+            let report = config_report(w);
+            if report["refused"].as_i64().unwrap_or(0) > revision || Instant::now() > deadline {
+                break report;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(report["revision"], revision, "{report}");
+        assert!(report["error"].as_str().unwrap().contains("nagoya"), "{report}");
+        w.expect("www.example.test", &[WEB3], Duration::from_millis(100));
+    }
+    let reports = etcd.get_prefix(&format!("{prefix}/nodes/")).unwrap();
+    assert!(reports.iter().all(|(_, r)| r.contains("nagoya")), "{reports:?}");
+    // Not JSON at all: listed as ignored, never applied.
+    etcd.put(&format!("{prefix}/config"), "{not json").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for w in &worlds {
+        let status = w.controller.ctl(&["status"]).unwrap();
+        assert!(status["status"]["fleet"]["invalid"].to_string().contains("/config"), "{status}");
+        w.expect("www.example.test", &[WEB3], Duration::from_millis(100));
+    }
+
+    // Fail static: with etcd gone, a restarted node starts on the pushed config it ran.
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    worlds[1].controller.restart().unwrap();
+    worlds[1].expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    worlds[1].expect("new.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+    assert_eq!(config_report(&worlds[1])["revision"], revision);
 }

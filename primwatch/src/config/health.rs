@@ -74,9 +74,71 @@ pub struct TargetConfig {
     /// After going down and coming back, rejoin answers on its own (true) or only
     /// when an operator fails it back (false).
     pub preempt: bool,
-    /// `[fleet]`: up only while at least this many live nodes see it up (this node's
-    /// own view included); None: this node's checks alone decide.
-    pub quorum: Option<usize>,
+    /// `[fleet]`: up only while enough live nodes see it up (this node's own view
+    /// included); None: this node's checks alone decide.
+    pub quorum: Option<Quorum>,
+}
+
+/// `[targets.X] quorum`: how many of the live nodes checking a target must see it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// `quorum = N`: at least N nodes, however many are live.
+    Nodes(usize),
+    /// `quorum = "A/B"`: at least A/B of the live nodes (rounded up, at least one), so
+    /// that a fleet that lost nodes still decides (Route 53's checker threshold).
+    Fraction { numerator: usize, denominator: usize },
+}
+
+impl Quorum {
+    /// How many "up" views are needed while `live` nodes (this one included) hold a
+    /// view of the target.
+    pub fn needed(self, live: usize) -> usize {
+        match self {
+            Quorum::Nodes(n) => n,
+            Quorum::Fraction { numerator, denominator } => (numerator * live).div_ceil(denominator).max(1),
+        }
+    }
+
+    /// Parses `quorum`'s value: a whole number of nodes (1..=64) or a fraction "A/B"
+    /// with 0 < A <= B <= 64.
+    fn parse(value: &RawQuorum) -> Result<Quorum, String> {
+        match value {
+            RawQuorum::Nodes(n) if (1..=64).contains(n) => Ok(Quorum::Nodes(*n as usize)),
+            RawQuorum::Nodes(_) => Err("quorum must be between 1 and 64 nodes, or a fraction such as \"1/2\"".into()),
+            RawQuorum::Fraction(text) => {
+                let parsed = text
+                    .split_once('/')
+                    .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)));
+                match parsed {
+                    Some((numerator, denominator))
+                        if numerator >= 1 && numerator <= denominator && denominator <= 64 =>
+                    {
+                        Ok(Quorum::Fraction { numerator, denominator })
+                    }
+                    _ => Err(format!(
+                        "quorum = \"{text}\" is not a fraction A/B of the live nodes with 0 < A <= B <= 64"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quorum::Nodes(n) => write!(f, "{n}"),
+            Quorum::Fraction { numerator, denominator } => write!(f, "{numerator}/{denominator}"),
+        }
+    }
+}
+
+/// `quorum`'s two spellings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawQuorum {
+    Nodes(i64),
+    Fraction(String),
 }
 
 /// A target given by DNS name (`host`): every address the name resolves to becomes a
@@ -162,7 +224,7 @@ pub(super) struct RawTarget {
     #[serde(default)]
     checks: Vec<Spanned<String>>,
     preempt: Option<bool>,
-    quorum: Option<Spanned<u32>>,
+    quorum: Option<Spanned<RawQuorum>>,
 }
 
 #[derive(Deserialize)]
@@ -477,8 +539,7 @@ pub(super) fn parse_target(
         Some(q) if raw.host.is_some() => {
             return Err(at(q.span(), "quorum applies to targets given by address, not by host".into()));
         }
-        Some(q) if (1..=64).contains(q.get_ref()) => Some(*q.get_ref() as usize),
-        Some(q) => return Err(at(q.span(), "quorum must be between 1 and 64 nodes".into())),
+        Some(q) => Some(Quorum::parse(q.get_ref()).map_err(|reason| at(q.span(), reason))?),
     };
     match (raw.address, raw.host) {
         (Some(address), None) => {

@@ -24,9 +24,10 @@ use crate::{
 pub mod geoip;
 mod health;
 mod name_files;
+pub mod pushed;
 mod views;
 pub use health::{
-    CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, TargetConfig, DEFAULT_INTERVAL,
+    CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
 };
 pub use views::ViewConfig;
@@ -599,6 +600,18 @@ pub struct FleetConfig {
     pub node: String,
     /// etcd authentication, if the cluster has it on.
     pub user: Option<(String, String)>,
+    /// With https:// endpoints: the TLS settings (PEM, read when the config is).
+    pub tls: Option<FleetTls>,
+}
+
+/// `[fleet] ca`, `cert`, `key`: how a node checks etcd's certificate and proves its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    /// The CA that signed the etcd members' certificates (PEM).
+    pub ca: Vec<u8>,
+    /// This node's client certificate and private key (PEM), for etcd's
+    /// `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Deserialize)]
@@ -609,28 +622,35 @@ struct RawFleet {
     node: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
+    ca: Option<Spanned<PathBuf>>,
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
 }
 
-/// `[fleet]`: the etcd endpoints (http:// URLs; TLS is not supported yet), the key
-/// prefix (default `/primwatch`) and this node's name (default: the host name).
-fn parse_fleet(raw: RawFleet, at: &health::At) -> Result<FleetConfig, ConfigError> {
+/// `[fleet]`: the etcd endpoints (all http:// or all https:// URLs), the TLS files for
+/// https, the key prefix (default `/primwatch`) and this node's name (default: the
+/// host name). Relative file names are relative to the config file's directory.
+fn parse_fleet(raw: RawFleet, config_dir: &Path, at: &health::At) -> Result<FleetConfig, ConfigError> {
     let mut endpoints = Vec::new();
+    let mut schemes = std::collections::BTreeSet::new();
     for url in &raw.etcd {
         let text = url.get_ref();
-        match text.strip_prefix("http://") {
-            Some(rest) if !rest.is_empty() && !rest.contains('/') => endpoints.push(text.clone()),
-            _ if text.starts_with("https://") => {
-                return Err(at(
-                    url.span(),
-                    format!("fleet.etcd '{text}': https (TLS) is not supported yet; use http:// on a trusted network"),
-                ))
-            }
-            _ => return Err(at(url.span(), format!("fleet.etcd '{text}' is not http://HOST:PORT"))),
+        let Some((scheme, rest)) = text.split_once("://").filter(|(s, _)| ["http", "https"].contains(s)) else {
+            return Err(at(url.span(), format!("fleet.etcd '{text}' is not http://HOST:PORT or https://HOST:PORT")));
+        };
+        if rest.is_empty() || rest.contains('/') {
+            return Err(at(url.span(), format!("fleet.etcd '{text}' is not {scheme}://HOST:PORT")));
         }
+        schemes.insert(scheme);
+        if schemes.len() > 1 {
+            return Err(at(url.span(), "fleet.etcd mixes http:// and https:// endpoints".into()));
+        }
+        endpoints.push(text.clone());
     }
     if endpoints.is_empty() {
         return Err(at(0..0, "fleet.etcd lists no endpoints".into()));
     }
+    let tls = parse_fleet_tls(&raw, schemes.contains("https"), config_dir, at)?;
     let prefix = match &raw.prefix {
         None => "/primwatch".to_string(),
         Some(p) => {
@@ -664,7 +684,47 @@ fn parse_fleet(raw: RawFleet, at: &health::At) -> Result<FleetConfig, ConfigErro
             return Err(at(v.span(), "fleet.user and fleet.password go together".into()))
         }
     };
-    Ok(FleetConfig { endpoints, prefix, node, user })
+    Ok(FleetConfig { endpoints, prefix, node, user, tls })
+}
+
+/// `[fleet] ca`, `cert`, `key`: needed (ca) or allowed (cert and key, together) only
+/// with https:// endpoints. The files are read now, so that check-config refuses a
+/// missing one; the private key must be root-only, like a zone's.
+fn parse_fleet_tls(
+    raw: &RawFleet,
+    https: bool,
+    config_dir: &Path,
+    at: &health::At,
+) -> Result<Option<FleetTls>, ConfigError> {
+    let read = |file: &Spanned<PathBuf>, key: &str| {
+        let path = config_dir.join(file.get_ref());
+        if key == "key" {
+            crate::paths::check_private_file(&path).map_err(|e| at(file.span(), format!("fleet.key: {e:#}")))?;
+        }
+        let pem = std::fs::read(&path)
+            .map_err(|e| at(file.span(), format!("fleet.{key}: cannot read {}: {e}", path.display())))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
+            return Err(at(file.span(), format!("fleet.{key}: {} is not a PEM file", path.display())));
+        }
+        Ok(pem)
+    };
+    if !https {
+        if let Some(file) = [&raw.ca, &raw.cert, &raw.key].into_iter().flatten().next() {
+            return Err(at(file.span(), "fleet.ca, cert and key apply only to https:// endpoints".into()));
+        }
+        return Ok(None);
+    }
+    let Some(ca) = &raw.ca else {
+        return Err(at(0..0, "fleet.etcd uses https://: fleet.ca must name the CA of etcd's certificates".into()));
+    };
+    let identity = match (&raw.cert, &raw.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((read(cert, "cert")?, read(key, "key")?)),
+        (Some(v), None) | (None, Some(v)) => {
+            return Err(at(v.span(), "fleet.cert and fleet.key go together".into()));
+        }
+    };
+    Ok(Some(FleetTls { ca: read(ca, "ca")?, identity }))
 }
 
 /// This host's name (gethostname), the default fleet node name.
@@ -1114,7 +1174,7 @@ impl Config {
             rrl_table: rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size),
         };
         let cookies = parse_cookies(raw.cookies, &views::config_dir(path), &at)?;
-        let fleet = raw.fleet.map(|f| parse_fleet(f, &at)).transpose()?;
+        let fleet = raw.fleet.map(|f| parse_fleet(f, &views::config_dir(path), &at)).transpose()?;
         let mut groups = BTreeMap::new();
         for (name, group) in raw.groups {
             let parsed = health::parse_group(&name, group.into_inner(), &targets, &named_targets, &at)?;
@@ -1643,7 +1703,11 @@ a = ["192.0.2.9"]
         for (body, reason) in [
             ("etcd = []", "lists no endpoints"),
             ("etcd = [\"10.0.0.1:2379\"]", "is not http://HOST:PORT"),
-            ("etcd = [\"https://10.0.0.1:2379\"]", "https (TLS) is not supported yet"),
+            ("etcd = [\"https://10.0.0.1:2379\"]", "fleet.ca must name the CA"),
+            ("etcd = [\"https://a:2379\", \"http://b:2379\"]", "mixes http:// and https://"),
+            ("etcd = [\"ftp://a:2379\"]", "is not http://HOST:PORT or https://"),
+            ("etcd = [\"http://e:2379\"]\nca = \"/etc/ssl/ca.pem\"", "apply only to https://"),
+            ("etcd = [\"https://e:2379\"]\nca = \"/nonexistent/ca.pem\"", "fleet.ca: cannot read"),
             ("etcd = [\"http://e:2379\"]\nprefix = \"primwatch\"", "must start with '/'"),
             ("etcd = [\"http://e:2379\"]\nnode = \"a/b\"", "without '/'"),
             ("etcd = [\"http://e:2379\"]\nuser = \"pw\"", "go together"),
@@ -1654,6 +1718,31 @@ a = ["192.0.2.9"]
         let e = error(&fleet("etcd = [\"http://e:2379\"]\nnode = \"a/b\""));
         assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
 
+        // TLS: the CA and the client pair are read, and the key must be root-only.
+        let dir = std::env::temp_dir().join(format!("pw-fleet-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        for name in ["ca.pem", "node.pem", "node-key.pem"] {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        std::fs::write(dir.join("not-pem"), "hello").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.join("node-key.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tls =
+            |extra: &str| fleet(&format!("etcd = [\"https://e:2379\"]\nca = \"{}/ca.pem\"\n{extra}", dir.display()));
+        let with_pair = tls(&format!("cert = \"{0}/node.pem\"\nkey = \"{0}/node-key.pem\"", dir.display()));
+        let e = error(&with_pair);
+        assert!(e.reason.contains("fleet.key") && e.reason.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(dir.join("node-key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = parse(&with_pair).unwrap().fleet.unwrap();
+        let t = f.tls.unwrap();
+        assert_eq!(t.ca, pem.as_bytes());
+        assert!(t.identity.is_some());
+        assert!(error(&tls(&format!("cert = \"{}/node.pem\"", dir.display()))).reason.contains("go together"));
+        let e = error(&fleet(&format!("etcd = [\"https://e:2379\"]\nca = \"{}/not-pem\"", dir.display())));
+        assert!(e.reason.contains("is not a PEM file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
         // A quorum counts the fleet's nodes.
         let quorum = |q: &str| format!("{GOOD}\n[targets.q]\naddress = \"192.0.2.50\"\nquorum = {q}\n");
         let e = error(&quorum("2"));
@@ -1661,8 +1750,20 @@ a = ["192.0.2.9"]
         assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
         let with_fleet = |q: &str| format!("{}[fleet]\netcd = [\"http://e:2379\"]\n", quorum(q));
         let config = parse(&with_fleet("2")).unwrap();
-        assert_eq!(config.targets["q"].quorum, Some(2));
+        assert_eq!(config.targets["q"].quorum, Some(Quorum::Nodes(2)));
+        let config = parse(&with_fleet("\"2/3\"")).unwrap();
+        let two_thirds = config.targets["q"].quorum.unwrap();
+        assert_eq!(two_thirds, Quorum::Fraction { numerator: 2, denominator: 3 });
+        // Rounded up, and never below one node.
+        assert_eq!([1, 2, 3, 4, 6].map(|live| two_thirds.needed(live)), [1, 2, 2, 3, 4]);
+        assert_eq!(Quorum::Nodes(2).needed(1), 2);
         assert!(error(&with_fleet("0")).reason.contains("between 1 and 64"));
+        assert!(error(&with_fleet("65")).reason.contains("between 1 and 64"));
+        for bad in ["\"0/3\"", "\"4/3\"", "\"1/0\"", "\"half\"", "\"1/65\"", "\"-1/2\""] {
+            let e = error(&with_fleet(bad));
+            assert!(e.reason.contains("is not a fraction A/B"), "{bad}: {e}");
+            assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
+        }
     }
 
     #[test]

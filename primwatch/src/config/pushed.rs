@@ -1,0 +1,213 @@
+//! One config for a fleet (`primwatch fleet push`): the tables every node serves alike
+//! (checks, targets, groups, names, views, zones, …) are pushed to etcd as one TOML
+//! document; each node runs it with its own file's node-local tables (`[server]`,
+//! `[fleet]`, `[powerdns]`, `[metrics]`, `[hooks]`: interfaces, sockets, pin dir, the
+//! commands it runs). Relative paths in a pushed document (name files, keys, the geoip
+//! database) are read on each node, relative to its own config file's directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Config, ConfigError};
+
+/// The tables that stay in each node's own file and never travel in a push.
+pub const NODE_LOCAL_TABLES: [&str; 5] = ["server", "fleet", "powerdns", "metrics", "hooks"];
+
+/// A pushed config as stored in etcd at `PREFIX/config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushedConfig {
+    /// etcd's revision of the push (its key's mod_revision): the fleet's config number.
+    #[serde(default)]
+    pub revision: i64,
+    /// The TOML document.
+    pub toml: String,
+    /// The node, or host, it was pushed from, and when (unix ms).
+    pub pushed_by: String,
+    pub at_ms: u64,
+}
+
+impl PushedConfig {
+    /// What errors in the document are reported against: `etcd:PREFIX/config@REVISION`.
+    pub fn label(&self, prefix: &str) -> PathBuf {
+        PathBuf::from(format!("etcd:{prefix}/config@{}", self.revision))
+    }
+}
+
+/// Refuses a document carrying a node-local table, at that table's line: what the
+/// push would carry must not silently replace or be replaced by each node's own.
+pub fn check_document(label: &Path, text: &str) -> Result<(), ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let (line, column) = super::line_column(text, e.span().unwrap_or(0..0).start);
+        ConfigError { file: label.to_owned(), line, column, reason: e.message().trim().to_string() }
+    })?;
+    for key in NODE_LOCAL_TABLES {
+        if table.contains_key(key) {
+            let line = text.lines().position(|l| table_header_is(l, key)).map_or(0, |i| i + 1);
+            return Err(ConfigError {
+                file: label.to_owned(),
+                line,
+                column: 1,
+                reason: format!("[{key}] is node-local: it stays in each node's own file and is not pushed"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn table_header_is(line: &str, key: &str) -> bool {
+    let line = line.trim();
+    line.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|inside| inside.trim() == key || inside.trim().starts_with(&format!("{key}.")))
+        || line.starts_with(&format!("{key}."))
+}
+
+/// The config a node runs: `pushed`'s tables with the node-local tables of its own file
+/// at `local_path` (whose other tables are not used). Errors name the pushed document
+/// (`label`, with its line) or the local file.
+pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) -> Result<Config, ConfigError> {
+    check_document(label, pushed)?;
+    let local: toml::Table = toml::from_str(local_text).map_err(|e| {
+        let (line, column) = super::line_column(local_text, e.span().unwrap_or(0..0).start);
+        ConfigError { file: local_path.to_owned(), line, column, reason: e.message().trim().to_string() }
+    })?;
+    let node_local: toml::Table =
+        local.into_iter().filter(|(key, _)| NODE_LOCAL_TABLES.contains(&key.as_str())).collect();
+    if !node_local.contains_key("server") {
+        return Err(ConfigError {
+            file: local_path.to_owned(),
+            line: 0,
+            column: 0,
+            reason: "this node's own tables have no [server]: it stays in each node's file".into(),
+        });
+    }
+    let node_local = toml::to_string(&node_local).map_err(|e| ConfigError {
+        file: local_path.to_owned(),
+        line: 0,
+        column: 0,
+        reason: format!("cannot restate the node-local tables: {e}"),
+    })?;
+    // The pushed document first, so that its line numbers stay its own; the node-local
+    // tables after it (all of them tables, so nothing lands in the document's last one).
+    let pushed_lines = pushed.lines().count();
+    let merged = format!("{pushed}\n{node_local}");
+    // Parsed as if at the local file's path: relative paths are the node's own.
+    Config::parse(local_path, &merged).map_err(|mut e| {
+        if e.line > 0 && e.line <= pushed_lines {
+            e.file = label.to_owned();
+        } else {
+            e.reason = format!("in this node's own tables ({}): {}", NODE_LOCAL_TABLES.join(", "), e.reason);
+            e.line = 0;
+            e.column = 0;
+        }
+        e
+    })
+}
+
+/// Loads the local file at `path` and merges `pushed` into it (see `merge`).
+pub fn load_merged(path: &Path, prefix: &str, pushed: &PushedConfig) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: 0,
+        column: 0,
+        reason: format!("cannot read: {e}"),
+    })?;
+    let merged = merge(path, &text, &pushed.label(prefix), &pushed.toml);
+    super::release_freed_memory();
+    merged
+}
+
+/// Where a node keeps the pushed config it last ran, beside its state file: a start
+/// without etcd runs it again (fail static).
+pub fn cache_path(state_file: &Path) -> PathBuf {
+    let mut name = state_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".pushed-config.json");
+    state_file.with_file_name(name)
+}
+
+/// Reads the cached pushed config, if there is one that parses.
+pub fn read_cache(state_file: &Path) -> Option<PushedConfig> {
+    let bytes = std::fs::read(cache_path(state_file)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes the cache (owner-only, replaced atomically: a crash leaves the old or the new).
+pub fn write_cache(state_file: &Path, pushed: &PushedConfig) -> anyhow::Result<()> {
+    crate::paths::write_atomically(&cache_path(state_file), &serde_json::to_vec(pushed)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = r#"
+[server]
+interfaces = ["veth9"]
+port = 5353
+
+[fleet]
+etcd = ["http://127.0.0.1:2379"]
+
+[targets.old]
+address = "10.0.0.9"
+
+[names."old.example"]
+a = ["192.0.2.9"]
+"#;
+
+    const PUSHED: &str = r#"[targets.web1]
+address = "10.0.0.1"
+[groups.site]
+members = ["web1"]
+[names."www.example"]
+groups = ["site"]
+"#;
+
+    #[test]
+    fn a_node_runs_the_pushed_tables_with_its_own_server_and_fleet() {
+        let config = merge(Path::new("/etc/pw.toml"), LOCAL, Path::new("etcd:/p/config@7"), PUSHED).unwrap();
+        assert_eq!(config.interfaces, ["veth9"]);
+        assert_eq!(config.port, 5353);
+        assert!(config.fleet.is_some());
+        assert!(config.targets.contains_key("web1"));
+        // The local file's own shared tables are not used.
+        assert!(!config.targets.contains_key("old"));
+        assert_eq!(config.names.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_pushed_document_and_its_line() {
+        let bad = PUSHED.replace("members = [\"web1\"]", "members = [\"web9\"]");
+        let e = merge(Path::new("/etc/pw.toml"), LOCAL, Path::new("etcd:/p/config@8"), &bad).unwrap_err();
+        assert_eq!(e.file, Path::new("etcd:/p/config@8"), "{e}");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.reason.contains("web9"), "{e}");
+        // A node-local table in a push is refused at its header.
+        for (table, line) in [("[server]\nport = 53\n", 7), ("[metrics]\nlisten = \"127.0.0.1:9\"\n", 7)] {
+            let e = check_document(Path::new("x"), &format!("{PUSHED}{table}")).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.reason.contains("node-local"), "{e}");
+        }
+        let e = check_document(Path::new("x"), "[hooks.x]\n").unwrap_err();
+        assert!(e.reason.contains("[hooks] is node-local"), "{e}");
+        // A local file that lost its [server] says so, against the local tables.
+        let e = merge(Path::new("/etc/pw.toml"), "", Path::new("x"), PUSHED).unwrap_err();
+        assert!(e.reason.contains("this node's own tables"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_lives_beside_the_state_file() {
+        let dir = std::env::temp_dir().join(format!("pw-pushed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state.json");
+        assert_eq!(cache_path(&state), dir.join("state.json.pushed-config.json"));
+        assert!(read_cache(&state).is_none());
+        let pushed = PushedConfig { revision: 12, toml: PUSHED.into(), pushed_by: "a".into(), at_ms: 1 };
+        write_cache(&state, &pushed).unwrap();
+        assert_eq!(read_cache(&state), Some(pushed));
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(cache_path(&state)).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

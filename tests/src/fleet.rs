@@ -212,3 +212,119 @@ impl Drop for Etcd {
         }
     }
 }
+
+/// A CA, an etcd server certificate for 127.0.0.1, a node's client certificate signed
+/// by that CA, and a second CA that signed nothing here: made by `openssl` (P-256).
+pub struct FleetCertificates {
+    pub dir: TempDir,
+}
+
+impl FleetCertificates {
+    pub fn generate() -> Result<FleetCertificates> {
+        let dir = TempDir::new("pw-fleet-tls")?;
+        let run = |args: &[&str]| -> Result<()> {
+            let out = std::process::Command::new("openssl").args(args).current_dir(&dir.0).output()?;
+            if !out.status.success() {
+                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subject) =
+                (format!("{ca}-key.pem"), format!("{ca}.pem"), format!("/CN=primwatch test {ca}"));
+            run(&[&["req", "-x509"], &new_key[..], &["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject]]
+                .concat())?;
+        }
+        for (name, usage) in [
+            ("etcd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+            ("node", "extendedKeyUsage=clientAuth"),
+        ] {
+            let (key, csr, pem, ext) =
+                (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            std::fs::write(dir.0.join(&ext), usage)?;
+            run(&[&["req"], &new_key[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat())?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ])?;
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.0.join("node-key.pem"), std::fs::Permissions::from_mode(0o600))?;
+        Ok(FleetCertificates { dir })
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.0.join(file).display().to_string()
+    }
+}
+
+/// One etcd member serving https on 127.0.0.1:23790 in namespace `ns`, which requires
+/// a client certificate signed by the fleet's CA (`--client-cert-auth`).
+pub struct TlsEtcd {
+    child: Child,
+    ns: String,
+    dir: TempDir,
+}
+
+impl TlsEtcd {
+    pub const ENDPOINT: &str = "https://127.0.0.1:23790";
+
+    pub fn start(ns: &str, certs: &FleetCertificates) -> Result<TlsEtcd> {
+        let dir = TempDir::new("pw-etcd-tls")?;
+        let log = std::fs::File::create(dir.0.join("log"))?;
+        let child = netns::command(ns, "etcd")
+            .args(["--name", "m0"])
+            .arg("--data-dir")
+            .arg(dir.0.join("data"))
+            .args(["--listen-client-urls", TlsEtcd::ENDPOINT, "--advertise-client-urls", TlsEtcd::ENDPOINT])
+            .args(["--listen-peer-urls", "http://127.0.0.1:23800"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:23800"])
+            .args(["--initial-cluster", "m0=http://127.0.0.1:23800"])
+            .args(["--cert-file", &certs.path("etcd.pem"), "--key-file", &certs.path("etcd-key.pem")])
+            .args(["--client-cert-auth", "--trusted-ca-file", &certs.path("ca.pem")])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting etcd")?;
+        let etcd = TlsEtcd { child, ns: ns.to_string(), dir };
+        if wait_for(Duration::from_secs(20), || etcd.etcdctl(certs, &["endpoint", "health"]).ok()).is_none() {
+            bail!("etcd (TLS) not healthy: {}", std::fs::read_to_string(etcd.dir.0.join("log")).unwrap_or_default());
+        }
+        Ok(etcd)
+    }
+
+    /// `etcdctl ARGS` with the node's client certificate: its stdout.
+    pub fn etcdctl(&self, certs: &FleetCertificates, args: &[&str]) -> Result<String> {
+        let out = netns::command(&self.ns, "etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", TlsEtcd::ENDPOINT, "--cacert", &certs.path("ca.pem")])
+            .args(["--cert", &certs.path("node.pem"), "--key", &certs.path("node-key.pem")])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use primwatch_tests::{
     controller::binary,
-    fleet::{connected, fleet_table, three_nodes},
+    fleet::{connected, fleet_table, three_nodes, FleetCertificates, TlsEtcd},
     netns, unique,
-    world::{shared_tables, World, SITE_GROUPS, WEB1, WEB2, WEB3},
+    world::{shared_tables, world_with, World, SITE_GROUPS, WEB1, WEB2, WEB3},
     TempDir,
 };
 
@@ -212,11 +212,16 @@ fn under_a_quorum_a_target_only_one_node_sees_up_is_down_everywhere() {
 /// `primwatch fleet push FILE` from node `w` (its own config names etcd): exit code,
 /// stdout, stderr.
 fn push(w: &World, file: &std::path::Path) -> (i32, String, String) {
+    push_with(w, file, w.controller.config_path())
+}
+
+/// As `push`, with `local` as the node's own file.
+fn push_with(w: &World, file: &std::path::Path, local: &std::path::Path) -> (i32, String, String) {
     let out = netns::command(&w.lab.server_ns, binary().to_str().unwrap())
         .args(["fleet", "push"])
         .arg(file)
         .arg("--config")
-        .arg(w.controller.config_path())
+        .arg(local)
         .args(["--wait", "10"])
         .output()
         .unwrap();
@@ -319,4 +324,58 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     worlds[1].expect("www.example.test", &[WEB3], Duration::from_secs(5));
     worlds[1].expect("new.example.test", &[WEB1, WEB2], Duration::from_millis(100));
     assert_eq!(config_report(&worlds[1])["revision"], revision);
+}
+
+#[test]
+fn over_tls_only_a_node_with_the_fleets_certificates_reaches_etcd() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let certs = FleetCertificates::generate().unwrap();
+    let fleet = format!(
+        "[fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"a\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        TlsEtcd::ENDPOINT,
+        certs.path("ca.pem"),
+        certs.path("node.pem"),
+        certs.path("node-key.pem")
+    );
+    let body = format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{fleet}");
+    // The node starts before etcd does, serving, and connects once etcd is up.
+    let w = world_with(&body, false);
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    assert!(!connected(&w));
+    let etcd = TlsEtcd::start(&w.lab.server_ns, &certs).unwrap();
+    assert!(primwatch_tests::wait_for(Duration::from_secs(10), || connected(&w).then_some(())).is_some());
+    let reply = w.controller.ctl(&["target", "web1", "down"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    w.expect("www.example.test", &[WEB2], Duration::from_secs(1));
+    let stored = etcd.etcdctl(&certs, &["get", "--prefix", &format!("{prefix}/overrides/target/web1/")]).unwrap();
+    assert!(stored.contains("\"node\":\"a\""), "{stored}");
+
+    // The same node's file with another CA, or without the client certificate, does
+    // not get in: the push is refused, and nothing is stored.
+    let dir = TempDir::new("pw-push-tls").unwrap();
+    let own = std::fs::read_to_string(w.controller.config_path()).unwrap();
+    let variant = |name: &str, text: String| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let other_ca = variant("other-ca.toml", own.replace(&certs.path("ca.pem"), &certs.path("other-ca.pem")));
+    let key_line = format!("key = \"{}\"\n", certs.path("node-key.pem"));
+    let cert_line = format!("cert = \"{}\"\n", certs.path("node.pem"));
+    let no_cert = variant("no-cert.toml", own.replace(&key_line, "").replace(&cert_line, ""));
+    let pushed = variant(
+        "pushed.toml",
+        format!("{}{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"osaka\"]\n", shared_tables()),
+    );
+    for local in [&other_ca, &no_cert] {
+        let (code, out, err) = push_with(&w, &pushed, local);
+        assert_eq!(code, 2, "{}: {out}{err}", local.display());
+        assert!(err.contains("no etcd endpoint answers"), "{}: {err}", local.display());
+    }
+    assert_eq!(etcd.etcdctl(&certs, &["get", &format!("{prefix}/config")]).unwrap(), "");
+    // With the fleet's certificates it is stored and run.
+    let (code, out, err) = push(&w, &pushed);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("  a: runs it"), "{out}");
+    w.expect("www.example.test", &[WEB3], Duration::from_secs(1));
 }

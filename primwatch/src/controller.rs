@@ -278,12 +278,10 @@ impl Controller {
     }
 
     /// Publishes this node's view of every target to the fleet (at start, and after
-    /// a config switch brings new targets).
+    /// a config switch, which may bring targets and take others away).
     fn vote_all(&self) {
         if let Some(fleet) = &self.fleet {
-            for (name, target) in &self.state.targets {
-                fleet.vote(name, target.healthy);
-            }
+            fleet.views(self.state.targets.iter().map(|(name, target)| (name.clone(), target.healthy)).collect());
         }
     }
 
@@ -703,7 +701,9 @@ impl Controller {
         let (plan, counts) = self.maps.names.answer_counts();
         let signing = &self.maps.signatures;
         let held = signing.per_zone().into_iter().map(|(apex, (n, _))| (apex.to_string(), n as u64)).collect();
-        self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts, (signing.total(), held))
+        let mut stats = self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts, (signing.total(), held));
+        stats.fleet = self.fleet.as_ref().map(|f| (&f.status()).into());
+        stats
     }
 
     pub fn explain(

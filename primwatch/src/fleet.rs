@@ -59,6 +59,9 @@ enum Write {
         target: String,
         up: bool,
     },
+    /// This node's view of every target it checks: replaces the views it published
+    /// (a target gone from its config loses its key).
+    Views(BTreeMap<String, bool>),
     /// Which pushed config this node runs (written again under every new lease).
     Report(NodeReport),
 }
@@ -200,6 +203,12 @@ impl Fleet {
         let _ = self.writes.send(Write::Vote { target: target.to_string(), up });
     }
 
+    /// Publishes this node's view of every target it checks (at start and after a
+    /// config switch); views of targets no longer in the config are withdrawn.
+    pub fn views(&self, views: BTreeMap<String, bool>) {
+        let _ = self.writes.send(Write::Views(views));
+    }
+
     /// Records and publishes which pushed config this node runs, or refused.
     pub fn report(&self, mut report: NodeReport) {
         report.at_ms = now_ms();
@@ -267,6 +276,7 @@ async fn connection(
                     Some(Write::Vote { target, up }) => {
                         own_votes.insert(target, up);
                     }
+                    Some(Write::Views(views)) => own_votes = views,
                     Some(Write::Report(report)) => own_report = Some(report),
                     None => return,
                 },
@@ -410,6 +420,16 @@ async fn session(
                     local.own_votes.insert(target.clone(), up);
                     let value = if up { "up" } else { "down" };
                     client.put(vote_key(config, &target), value, Some(PutOptions::new().with_lease(lease))).await?;
+                }
+                Some(Write::Views(views)) => {
+                    for gone in local.own_votes.keys().filter(|t| !views.contains_key(*t)) {
+                        client.delete(vote_key(config, gone), None).await?;
+                    }
+                    for (target, up) in &views {
+                        let value = if *up { "up" } else { "down" };
+                        client.put(vote_key(config, target), value, Some(PutOptions::new().with_lease(lease))).await?;
+                    }
+                    *local.own_votes = views;
                 }
                 Some(Write::Report(report)) => {
                     let value = serde_json::to_vec(&report)?;

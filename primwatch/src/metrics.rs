@@ -215,6 +215,7 @@ impl Recorder {
                 .collect(),
             log_lines_lost: crate::log_output::lines_lost(),
             dnssec: DnssecStats::default(),
+            fleet: None,
         }
     }
 }
@@ -262,6 +263,35 @@ pub struct Stats {
     pub log_lines_lost: u64,
     #[serde(default)]
     pub dnssec: DnssecStats,
+    /// `[fleet]`: the etcd connection and the pushed config (None without a fleet).
+    #[serde(default)]
+    pub fleet: Option<FleetStats>,
+}
+
+/// The fleet as metrics see it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetStats {
+    pub connected: bool,
+    /// Overrides made here, waiting for etcd.
+    pub pending_writes: u64,
+    /// The pushed config revision this node runs (0: its own file), and the last one
+    /// it refused (0: none).
+    pub config_revision: i64,
+    pub config_refused: i64,
+    /// Other live nodes.
+    pub nodes: u64,
+}
+
+impl From<&crate::fleet::FleetStatus> for FleetStats {
+    fn from(s: &crate::fleet::FleetStatus) -> FleetStats {
+        FleetStats {
+            connected: s.connected,
+            pending_writes: s.pending as u64,
+            config_revision: s.config.revision,
+            config_refused: s.config.refused,
+            nodes: s.nodes.len() as u64,
+        }
+    }
 }
 
 /// Per (name, view) entry: every one up to `STATS_NAMES_ALL`, else the busiest
@@ -537,6 +567,30 @@ impl Collector for Exported {
             "RRSIG records XDP holds, per signed zone.",
             stats.dnssec.held.iter().map(|(zone, n)| (vec![("zone", zone.clone())], *n as f64)),
         )?;
+        if let Some(f) = &stats.fleet {
+            gauges(
+                e,
+                "primwatch_fleet_connected",
+                "1 while this node is connected to etcd; 0 while it serves from its last-known fleet state.",
+                [(vec![], f64::from(u8::from(f.connected)))],
+            )?;
+            gauges(
+                e,
+                "primwatch_fleet_pending_writes",
+                "Overrides made on this node that wait for etcd.",
+                [(vec![], f.pending_writes as f64)],
+            )?;
+            gauges(
+                e,
+                "primwatch_fleet_config_revision",
+                "The pushed config revision this node runs (0: its own file), and the last one it refused (0: none).",
+                [
+                    (vec![("config", "running".to_string())], f.config_revision as f64),
+                    (vec![("config", "refused".to_string())], f.config_refused as f64),
+                ],
+            )?;
+            gauges(e, "primwatch_fleet_nodes", "Other live nodes of the fleet.", [(vec![], f.nodes as f64)])?;
+        }
         counters(
             e,
             "primwatch_log_lines_lost",

@@ -95,6 +95,8 @@ fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns()
     }
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+        let stats = w.controller.ctl(&["stats"]).unwrap();
+        assert_eq!(stats["stats"]["fleet"]["connected"], false, "{stats}");
     }
     // An override made on B meanwhile applies on B at once, and waits to be written.
     let reply = worlds[1].controller.ctl(&["target", "web2", "down"]).unwrap();
@@ -103,6 +105,8 @@ fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns()
     worlds[0].expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
     let status = worlds[1].controller.ctl(&["status"]).unwrap();
     assert_eq!(status["status"]["fleet"]["pending"], 1, "{status}");
+    let stats = worlds[1].controller.ctl(&["stats"]).unwrap();
+    assert_eq!(stats["stats"]["fleet"]["pending_writes"], 1, "{stats}");
 
     // etcd returns: B writes it (the later write wins), and A and C apply it.
     for i in 0..3 {
@@ -248,13 +252,18 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
         path
     };
 
-    // Pushed from A: www from Osaka only, and a name no node's file has. Every node
-    // runs it with its own [server] and [fleet], and says so.
+    // Pushed from A: www from Osaka only, a name no node's file has, and web2 gone.
+    // Every node runs it with its own [server] and [fleet], and says so.
+    let web2 = format!("[targets.web2]\naddress = \"{WEB2}\"\nchecks = [\"http\"]\n");
+    assert!(shared_tables().contains(&web2));
     let good = format!(
-        "{}{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"osaka\"]\n\
+        "{}{}\n[names.\"www.example.test\"]\ngroups = [\"osaka\"]\n\
          [names.\"new.example.test\"]\ngroups = [\"tokyo\"]\n",
-        shared_tables()
+        shared_tables().replace(&web2, ""),
+        SITE_GROUPS.replace("[\"web1\", \"web2\"]", "[\"web1\"]")
     );
+    let views = |node: &str| etcd.get_prefix(&format!("{prefix}/health/{node}/")).unwrap();
+    assert!(views("b").iter().any(|(k, _)| k.ends_with("/web2")), "{:?}", views("b"));
     let (code, out, err) = push(&worlds[0], &file("good.toml", &good));
     assert_eq!(code, 0, "{out}{err}");
     for node in ["a", "b", "c"] {
@@ -264,12 +273,20 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
         out.split("as revision ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
     for w in &worlds {
         w.expect("www.example.test", &[WEB3], Duration::from_secs(1));
-        w.expect("new.example.test", &[WEB1, WEB2], Duration::from_secs(1));
+        w.expect("new.example.test", &[WEB1], Duration::from_secs(1));
         assert_eq!(config_report(w)["revision"], revision);
+        let stats = w.controller.ctl(&["stats"]).unwrap();
+        let fleet = &stats["stats"]["fleet"];
+        assert!(fleet["connected"] == true && fleet["config_revision"] == revision && fleet["nodes"] == 2, "{stats}");
     }
     let reports = etcd.get_prefix(&format!("{prefix}/nodes/")).unwrap();
     assert_eq!(reports.len(), 3, "{reports:?}");
     assert!(reports.iter().all(|(_, r)| r.contains(&format!("\"revision\":{revision}"))), "{reports:?}");
+    // A target gone from the config takes its views with it.
+    for node in ["a", "b", "c"] {
+        let views = views(node);
+        assert!(views.len() == 2 && !views.iter().any(|(k, _)| k.ends_with("/web2")), "{node}: {views:?}");
+    }
     let stored = etcd.get_prefix(&format!("{prefix}/config")).unwrap();
 
     // A push with an error is refused before it is stored, with the file and line.
@@ -322,7 +339,7 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     }
     worlds[1].controller.restart().unwrap();
     worlds[1].expect("www.example.test", &[WEB3], Duration::from_secs(5));
-    worlds[1].expect("new.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+    worlds[1].expect("new.example.test", &[WEB1], Duration::from_millis(100));
     assert_eq!(config_report(&worlds[1])["revision"], revision);
 }
 

@@ -31,7 +31,8 @@ use std::{
 };
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, WatchOptions,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -54,16 +55,44 @@ const LEASE_TTL: i64 = 3;
 #[derive(Debug)]
 enum Write {
     Override(OverrideRecord),
-    /// This node's own view of a target (for targets under a quorum).
-    Vote {
-        target: String,
-        up: bool,
-    },
-    /// This node's view of every target it checks: replaces the views it published
-    /// (a target gone from its config loses its key).
-    Views(BTreeMap<String, bool>),
+    /// This node's views changed (see `PendingViews`): a wake-up, several of which
+    /// may find one batch.
+    Views,
     /// Which pushed config this node runs (written again under every new lease).
     Report(NodeReport),
+}
+
+/// This node's views not written yet, shared with the connection task: a flap changes
+/// hundreds of targets at once, and they go to etcd together, in a few transactions.
+#[derive(Debug, Default)]
+struct PendingViews {
+    /// Every view, replacing those published (after a config switch).
+    replace: Option<BTreeMap<String, bool>>,
+    /// Views changed since (newer than `replace`).
+    changed: BTreeMap<String, bool>,
+}
+
+impl PendingViews {
+    /// Takes what is pending and applies it to `own`: returns the views to write and the
+    /// targets whose views go.
+    fn drain_into(
+        pending: &Mutex<PendingViews>,
+        own: &mut BTreeMap<String, bool>,
+    ) -> (Vec<(String, bool)>, Vec<String>) {
+        let PendingViews { replace, changed } = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut gone = Vec::new();
+        let mut write: BTreeMap<String, bool> = BTreeMap::new();
+        if let Some(all) = replace {
+            gone = own.keys().filter(|t| !all.contains_key(*t) && !changed.contains_key(*t)).cloned().collect();
+            write = all.clone();
+            *own = all;
+        }
+        for (target, up) in changed {
+            own.insert(target.clone(), up);
+            write.insert(target, up);
+        }
+        (write.into_iter().collect(), gone)
+    }
 }
 
 /// A node's answer to the pushed config, at `PREFIX/nodes/NODE`.
@@ -174,6 +203,7 @@ pub struct FleetStatus {
 pub struct Fleet {
     pub config: FleetConfig,
     writes: mpsc::UnboundedSender<Write>,
+    views: Arc<Mutex<PendingViews>>,
     status: Arc<Mutex<FleetStatus>>,
 }
 
@@ -189,8 +219,9 @@ impl Fleet {
             since_unix: unix_now(),
             ..FleetStatus::default()
         }));
-        tokio::spawn(connection(config.clone(), pending, events, status.clone()));
-        Fleet { config, writes, status }
+        let views = Arc::new(Mutex::new(PendingViews::default()));
+        tokio::spawn(connection(config.clone(), pending, views.clone(), events, status.clone()));
+        Fleet { config, writes, views, status }
     }
 
     /// Writes an override this node's operator made (queued while etcd is away).
@@ -200,13 +231,17 @@ impl Fleet {
 
     /// Publishes this node's own view of `target` (kept under its lease).
     pub fn vote(&self, target: &str, up: bool) {
-        let _ = self.writes.send(Write::Vote { target: target.to_string(), up });
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).changed.insert(target.to_string(), up);
+        let _ = self.writes.send(Write::Views);
     }
 
     /// Publishes this node's view of every target it checks (at start and after a
     /// config switch); views of targets no longer in the config are withdrawn.
     pub fn views(&self, views: BTreeMap<String, bool>) {
-        let _ = self.writes.send(Write::Views(views));
+        let mut pending = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        *pending = PendingViews { replace: Some(views), changed: BTreeMap::new() };
+        drop(pending);
+        let _ = self.writes.send(Write::Views);
     }
 
     /// Records and publishes which pushed config this node runs, or refused.
@@ -225,6 +260,7 @@ impl Fleet {
 async fn connection(
     config: FleetConfig,
     mut writes: mpsc::UnboundedReceiver<Write>,
+    pending_views: Arc<Mutex<PendingViews>>,
     events: mpsc::Sender<FleetEvent>,
     status: Arc<Mutex<FleetStatus>>,
 ) {
@@ -242,6 +278,7 @@ async fn connection(
             writes: &mut writes,
             unwritten: &mut unwritten,
             own_votes: &mut own_votes,
+            pending_views: &pending_views,
             own_report: &mut own_report,
         };
         let outcome = session(&config, &mut local, &events, &status, &mut connected).await;
@@ -273,10 +310,9 @@ async fn connection(
                         unwritten.insert(record.key(&config.prefix), record);
                         status.lock().unwrap_or_else(|e| e.into_inner()).pending = unwritten.len();
                     }
-                    Some(Write::Vote { target, up }) => {
-                        own_votes.insert(target, up);
+                    Some(Write::Views) => {
+                        PendingViews::drain_into(&pending_views, &mut own_votes);
                     }
-                    Some(Write::Views(views)) => own_votes = views,
                     Some(Write::Report(report)) => own_report = Some(report),
                     None => return,
                 },
@@ -293,6 +329,7 @@ struct Local<'a> {
     writes: &'a mut mpsc::UnboundedReceiver<Write>,
     unwritten: &'a mut BTreeMap<String, OverrideRecord>,
     own_votes: &'a mut BTreeMap<String, bool>,
+    pending_views: &'a Mutex<PendingViews>,
     own_report: &'a mut Option<NodeReport>,
 }
 
@@ -321,13 +358,14 @@ async fn session(
             return Err(e.into());
         }
     }
-    // This node's views live as long as its lease: a dead node's go with it.
+    // This node's views live as long as its lease: a dead node's go with it. The
+    // lease is renewed by a task of its own, so that no write, however long, holds
+    // its renewal back.
     let lease = client.lease_grant(LEASE_TTL, None).await?.id();
-    let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
-    for (target, up) in local.own_votes.iter() {
-        let value = if *up { "up" } else { "down" };
-        client.put(vote_key(config, target), value, Some(PutOptions::new().with_lease(lease))).await?;
-    }
+    let mut renewal = AbortOnDrop(tokio::spawn(keep_lease(client.clone(), lease)));
+    PendingViews::drain_into(local.pending_views, local.own_votes);
+    let views: Vec<(String, bool)> = local.own_votes.iter().map(|(t, up)| (t.clone(), *up)).collect();
+    write_views(&mut client, config, lease, &views, &[]).await?;
     if let Some(report) = local.own_report.as_ref() {
         client.put(node_key(config), serde_json::to_vec(report)?, Some(PutOptions::new().with_lease(lease))).await?;
     }
@@ -365,7 +403,6 @@ async fn session(
     let mut stream = client
         .watch(keys.all.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
         .await?;
-    let mut renew = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -399,13 +436,9 @@ async fn session(
                 }
                 status.lock().unwrap_or_else(|e| e.into_inner()).overrides = held.values().cloned().collect();
             }
-            _ = renew.tick() => {
-                keeper.keep_alive().await?;
-            }
-            renewal = renewals.message() => {
-                if renewal?.is_none_or(|r| r.ttl() <= 0) {
-                    anyhow::bail!("the lease on this node's views expired");
-                }
+            ended = &mut renewal.0 => {
+                return Err(ended.map_err(anyhow::Error::from).and_then(|e| e).err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the lease renewal ended")));
             }
             write = local.writes.recv() => match write {
                 None => return Ok(()),
@@ -416,20 +449,9 @@ async fn session(
                         return Err(e.into());
                     }
                 }
-                Some(Write::Vote { target, up }) => {
-                    local.own_votes.insert(target.clone(), up);
-                    let value = if up { "up" } else { "down" };
-                    client.put(vote_key(config, &target), value, Some(PutOptions::new().with_lease(lease))).await?;
-                }
-                Some(Write::Views(views)) => {
-                    for gone in local.own_votes.keys().filter(|t| !views.contains_key(*t)) {
-                        client.delete(vote_key(config, gone), None).await?;
-                    }
-                    for (target, up) in &views {
-                        let value = if *up { "up" } else { "down" };
-                        client.put(vote_key(config, target), value, Some(PutOptions::new().with_lease(lease))).await?;
-                    }
-                    *local.own_votes = views;
+                Some(Write::Views) => {
+                    let (write, gone) = PendingViews::drain_into(local.pending_views, local.own_votes);
+                    write_views(&mut client, config, lease, &write, &gone).await?;
                 }
                 Some(Write::Report(report)) => {
                     let value = serde_json::to_vec(&report)?;
@@ -438,6 +460,55 @@ async fn session(
                 }
             },
         }
+    }
+}
+
+/// etcd's default limit on operations in one transaction (`--max-txn-ops`).
+const TXN_OPS: usize = 128;
+
+/// Writes this node's views of `write` (under `lease`) and deletes those of `gone`, in
+/// transactions of up to `TXN_OPS` keys: 1,000 targets are eight round trips.
+async fn write_views(
+    client: &mut Client,
+    config: &FleetConfig,
+    lease: i64,
+    write: &[(String, bool)],
+    gone: &[String],
+) -> anyhow::Result<()> {
+    let puts = write.iter().map(|(target, up)| {
+        let value = if *up { "up" } else { "down" };
+        TxnOp::put(vote_key(config, target), value, Some(PutOptions::new().with_lease(lease)))
+    });
+    let deletes = gone.iter().map(|target| TxnOp::delete(vote_key(config, target), None));
+    let ops: Vec<TxnOp> = puts.chain(deletes).collect();
+    for batch in ops.chunks(TXN_OPS) {
+        client.txn(Txn::new().and_then(batch.to_vec())).await?;
+    }
+    Ok(())
+}
+
+/// Renews `lease` every second until a renewal fails or comes back expired.
+async fn keep_lease(mut client: Client, lease: i64) -> anyhow::Result<()> {
+    let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        keeper.keep_alive().await?;
+        match tokio::time::timeout(Duration::from_secs(2), renewals.message()).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("no lease renewal within 2 s"),
+            Ok(_) => anyhow::bail!("the lease on this node's views expired"),
+        }
+    }
+}
+
+/// Aborts the task when the session that started it ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -184,6 +184,17 @@ impl Etcd {
         Ok(lines.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].to_string(), c[1].to_string())).collect())
     }
 
+    /// The cluster's revision (one more for every write), from node 0's member.
+    pub fn revision(&self) -> Result<i64> {
+        let out = netns::command(&self.namespaces[0], "etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &format!("http://{}:2379", FleetNet::address(0)), "endpoint", "status", "-w", "json"])
+            .output()?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("etcdctl endpoint status: {}", String::from_utf8_lossy(&out.stderr)))?;
+        status[0]["Status"]["header"]["revision"].as_i64().context("no revision in etcdctl's status")
+    }
+
     /// `etcdctl put KEY VALUE` from node 0.
     pub fn put(&self, key: &str, value: &str) -> Result<()> {
         let out = netns::command(&self.namespaces[0], "etcdctl")

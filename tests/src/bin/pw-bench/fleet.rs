@@ -1,6 +1,8 @@
-//! The fleet on etcd: how long an override made on one node takes to change the
-//! answers of the other two (three full nodes, a three-member etcd cluster, as in
-//! `tests/tests/fleet.rs`), over 100 overrides.
+//! The fleet on etcd (three full nodes, a three-member etcd cluster, as in
+//! `tests/tests/fleet.rs`): how long an override made on one node takes to change the
+//! answers of the other two, over 100 overrides; and what 1,000 targets under
+//! `quorum = 2` cost each node's controller in CPU, against the same targets checked
+//! by nodes without a fleet.
 
 use std::time::{Duration, Instant};
 
@@ -8,12 +10,17 @@ use anyhow::{ensure, Result};
 use primwatch_tests::{
     fleet::{fleet_table, three_nodes},
     unique,
-    world::{set, SITE_GROUPS, WEB1, WEB2},
+    world::{set, world_with, World, SITE_GROUPS, WEB1, WEB2, WEB3},
 };
 
 const OVERRIDES: usize = 100;
 
 pub fn run() -> Result<()> {
+    propagation()?;
+    quorum_cpu()
+}
+
+fn propagation() -> Result<()> {
     let prefix = format!("/pw/{}", unique("bench"));
     let body = |node: &str| {
         format!(
@@ -47,5 +54,95 @@ pub fn run() -> Result<()> {
         pct(99).as_secs_f64() * 1e3,
         seen[seen.len() - 1].as_secs_f64() * 1e3
     );
+    Ok(())
+}
+
+/// Targets in the CPU comparison, and how long each run is measured.
+const TARGETS: usize = 1000;
+const MEASURED: Duration = Duration::from_secs(20);
+/// web1's address goes away and comes back this often on every node: a third of the
+/// targets change state, each node writes a third of its views and reads the others'.
+const FLAP_EVERY: Duration = Duration::from_secs(4);
+
+/// `TARGETS` targets over web1..web3 (ICMP, every second), with `quorum` if given.
+fn many_targets(quorum: Option<&str>) -> String {
+    let mut body =
+        String::from("[checks.ping]\ntype = \"icmp\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n");
+    for i in 0..TARGETS {
+        let address = [WEB1, WEB2, WEB3][i % 3];
+        body.push_str(&format!("[targets.t{i}]\naddress = \"{address}\"\nchecks = [\"ping\"]\n"));
+        if let Some(q) = quorum {
+            body.push_str(&format!("quorum = {q}\n"));
+        }
+    }
+    body
+}
+
+/// The controller's CPU time so far (user + system, from /proc/PID/stat).
+fn cpu_time(w: &World) -> Result<Duration> {
+    let pid = w.controller.pid().ok_or_else(|| anyhow::anyhow!("controller not running"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_millis(ticks * 1000 / hz.max(1)))
+}
+
+/// Each node's controller CPU, in percent of one core, over `MEASURED` with web1
+/// flapping on every node.
+fn measure(worlds: &[World]) -> Result<Vec<f64>> {
+    std::thread::sleep(Duration::from_secs(3)); // past the start's first round of checks
+    let before: Vec<Duration> = worlds.iter().map(cpu_time).collect::<Result<_>>()?;
+    let started = Instant::now();
+    let mut up = true;
+    while started.elapsed() < MEASURED {
+        std::thread::sleep(FLAP_EVERY / 2);
+        for w in worlds {
+            let address = WEB1.parse()?;
+            if up {
+                w.net.remove_address(address)?;
+            } else {
+                w.net.add_address(address)?;
+            }
+        }
+        up = !up;
+    }
+    if !up {
+        for w in worlds {
+            w.net.add_address(WEB1.parse()?)?;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(worlds
+        .iter()
+        .zip(before)
+        .map(|(w, b)| Ok((cpu_time(w)? - b).as_secs_f64() * 100.0 / elapsed))
+        .collect::<Result<_>>()?)
+}
+
+fn quorum_cpu() -> Result<()> {
+    let base = format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n");
+    let alone = {
+        let worlds: Vec<World> = (0..3).map(|_| world_with(&format!("{base}{}", many_targets(None)), false)).collect();
+        measure(&worlds)?
+    };
+    let prefix = format!("/pw/{}", unique("bench"));
+    let fleet = {
+        let body = |node: &str| format!("{base}{}\n{}", many_targets(Some("2")), fleet_table(&prefix, node));
+        let (worlds, _net, etcd) = three_nodes(body)?;
+        let before = etcd.revision()?;
+        let cpu = measure(&worlds)?;
+        // The flaps must have gone through etcd: a third of each node's views per flap.
+        let writes = etcd.revision()? - before;
+        ensure!(writes > 0, "no view was written to etcd during the run");
+        println!("(etcd revisions during the fleet run: {writes}, view transactions of up to 128 keys)");
+        cpu
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!("\n== Fleet: controller CPU per node, {TARGETS} ICMP targets checked every second, web1's third flapping every {} s ==", FLAP_EVERY.as_secs());
+    println!("no fleet:                    {:.1} % of a core (nodes: {:.1?})", mean(&alone), alone);
+    println!("fleet, quorum = 2 on all:    {:.1} % of a core (nodes: {:.1?})", mean(&fleet), fleet);
+    println!("extra for the fleet:         {:+.1} % of a core per node", mean(&fleet) - mean(&alone));
     Ok(())
 }

@@ -114,11 +114,7 @@ fn measure(worlds: &[World]) -> Result<Vec<f64>> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(worlds
-        .iter()
-        .zip(before)
-        .map(|(w, b)| Ok((cpu_time(w)? - b).as_secs_f64() * 100.0 / elapsed))
-        .collect::<Result<_>>()?)
+    worlds.iter().zip(before).map(|(w, b)| Ok((cpu_time(w)? - b).as_secs_f64() * 100.0 / elapsed)).collect()
 }
 
 fn quorum_cpu() -> Result<()> {

@@ -64,6 +64,9 @@ pub struct Controller {
     /// `fleet push`: the pushed config this node runs with its own node-local tables
     /// (None: its own file alone).
     pushed: Option<PushedConfig>,
+    /// `[fleet]`: the other live nodes, as last known (they decide who checks the
+    /// targets with `checked_by`).
+    fleet_members: std::collections::BTreeSet<String>,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -146,6 +149,7 @@ impl Controller {
             fleet,
             fleet_events,
             pushed,
+            fleet_members: Default::default(),
         };
         controller.report_config(0, String::new());
         controller.vote_all();
@@ -165,13 +169,21 @@ impl Controller {
         self.spawn_where(|_| true);
     }
 
+    /// The targets with `checked_by` that other nodes check (see `fleet::not_checked_here`).
+    fn shards_elsewhere(&self, config: &Config) -> std::collections::BTreeSet<String> {
+        match &self.fleet {
+            Some(fleet) => crate::fleet::not_checked_here(config, &fleet.config.node, &self.fleet_members),
+            None => Default::default(),
+        }
+    }
+
     /// Starts the checkers of every target `wanted` says yes to.
     fn spawn_where(&mut self, wanted: impl Fn(&str) -> bool) {
         let checkers: Vec<Checker> = self
             .config
             .targets
             .iter()
-            .filter(|(name, _)| wanted(name))
+            .filter(|(name, _)| wanted(name) && !self.state.not_checked_here.contains(*name))
             .flat_map(|(name, target)| {
                 target.checks.iter().enumerate().map(|(index, check)| Checker {
                     target: name.clone(),
@@ -257,6 +269,7 @@ impl Controller {
         }
         let mut state = State::with_overrides(&new, self.state.overrides.clone());
         state.inherit(&self.state, &new);
+        state.not_checked_here = self.shards_elsewhere(&new);
         let old_config = std::mem::replace(&mut self.config, new);
         let old_state = std::mem::replace(&mut self.state, state);
         if config_maps {
@@ -281,7 +294,9 @@ impl Controller {
     /// a config switch, which may bring targets and take others away).
     fn vote_all(&self) {
         if let Some(fleet) = &self.fleet {
-            fleet.views(self.state.targets.iter().map(|(name, target)| (name.clone(), target.healthy)).collect());
+            let checked_here =
+                self.state.targets.iter().filter(|(name, _)| !self.state.not_checked_here.contains(*name));
+            fleet.views(checked_here.map(|(name, target)| (name.clone(), target.healthy)).collect());
         }
     }
 
@@ -480,7 +495,9 @@ impl Controller {
     /// target's change is this node's view for the fleet's quorums.
     fn announce(&self, kind: &'static str, change: &crate::state::Change) {
         if let (Some(fleet), "target") = (&self.fleet, kind) {
-            fleet.vote(&change.name, change.healthy);
+            if !self.state.not_checked_here.contains(&change.name) {
+                fleet.vote(&change.name, change.healthy);
+            }
         }
         let (old, new) = if change.healthy { ("down", "up") } else { ("up", "down") };
         if change.healthy {
@@ -545,6 +562,7 @@ impl Controller {
                 self.on_pushed_config(pushed);
                 return Ok(());
             }
+            FleetEvent::Members(members) => return self.on_members(members),
         };
         if record.action == crate::state::Action::Failback && !live {
             return Ok(()); // an old failback: the holds it released are long gone
@@ -586,6 +604,29 @@ impl Controller {
             error!(revision, reason = %reply.message, "fleet: pushed config refused; the running config keeps serving");
             self.report_config(revision, reply.message);
         }
+    }
+
+    /// Nodes came or went: the targets with `checked_by` are shared out again. This
+    /// node starts checking those it now has (their views are published as they come)
+    /// and stops checking, and withdraws its views of, those it no longer has.
+    fn on_members(&mut self, members: std::collections::BTreeSet<String>) -> Result<()> {
+        if members == self.fleet_members {
+            return Ok(());
+        }
+        info!(nodes = ?members, "fleet: the other live nodes");
+        self.fleet_members = members;
+        let elsewhere = self.shards_elsewhere(&self.config);
+        if elsewhere == self.state.not_checked_here {
+            return Ok(());
+        }
+        let sharded = self.config.targets.values().filter(|t| t.checked_by.is_some()).count();
+        info!(checked_here = sharded - elsewhere.len(), sharded, "fleet: sharded targets shared out again");
+        self.state.not_checked_here = elsewhere;
+        self.checkers.abort_all();
+        self.running.clear();
+        self.spawn_all();
+        self.vote_all();
+        self.after_change()
     }
 
     /// Tells the fleet which pushed revision this node runs, and what it last refused.
@@ -721,7 +762,15 @@ impl Controller {
         let plan = self.plan();
         let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
         status.resolved = report::resolved(&self.config, &self.resolutions);
-        status.fleet = self.fleet.as_ref().map(|f| f.status());
+        status.fleet = self.fleet.as_ref().map(|f| {
+            let mut fleet = f.status();
+            let sharded = self.config.targets.iter().filter(|(_, t)| t.checked_by.is_some());
+            let (here, elsewhere): (Vec<_>, Vec<_>) =
+                sharded.map(|(name, _)| name.clone()).partition(|name| !self.state.not_checked_here.contains(name));
+            fleet.sharded = here.len() + elsewhere.len();
+            fleet.checked_here = here;
+            fleet
+        });
         status.zones = report::zones(&self.config, &self.maps.signatures.per_zone());
         status
     }

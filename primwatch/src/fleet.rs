@@ -25,7 +25,7 @@
 //! meanwhile (the later write wins) and reads the fleet's state again.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -168,6 +168,9 @@ pub enum FleetEvent {
     Vote { node: String, target: String, up: Option<bool> },
     /// The pushed config, as read on (re)connecting or just pushed.
     Config(PushedConfig),
+    /// The other live nodes (those whose `PREFIX/nodes/NODE` key, under their lease,
+    /// is there), on (re)connecting and whenever one comes or goes.
+    Members(BTreeSet<String>),
 }
 
 /// The connection as `ctl status` shows it.
@@ -197,6 +200,11 @@ pub struct FleetStatus {
     /// The other live nodes' reports (by node name).
     #[serde(default)]
     pub nodes: BTreeMap<String, NodeReport>,
+    /// Targets with `checked_by`: how many, and those this node checks.
+    #[serde(default)]
+    pub sharded: usize,
+    #[serde(default)]
+    pub checked_here: Vec<String>,
 }
 
 /// The controller's end of the fleet connection.
@@ -390,6 +398,7 @@ async fn session(
         }
     }
     let _ = events.send(FleetEvent::Votes(votes)).await;
+    let _ = events.send(FleetEvent::Members(nodes.keys().cloned().collect())).await;
     {
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         s.connected = true;
@@ -427,10 +436,17 @@ async fn session(
                     {
                         let _ = events.send(FleetEvent::Vote { node, target, up: put.then_some(up) }).await;
                     } else if let Some(node) = key.strip_prefix(&keys.nodes).filter(|n| *n != config.node) {
-                        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
-                        match read_report(&key, kv.value(), &keys.nodes, &config.node) {
-                            Some((node, report)) if put => { s.nodes.insert(node, report); }
-                            _ => { s.nodes.remove(node); }
+                        let members = {
+                            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                            let before = s.nodes.len();
+                            match read_report(&key, kv.value(), &keys.nodes, &config.node) {
+                                Some((node, report)) if put => { s.nodes.insert(node, report); }
+                                _ => { s.nodes.remove(node); }
+                            }
+                            (s.nodes.len() != before).then(|| s.nodes.keys().cloned().collect())
+                        };
+                        if let Some(members) = members {
+                            let _ = events.send(FleetEvent::Members(members)).await;
                         }
                     }
                 }
@@ -461,6 +477,29 @@ async fn session(
             },
         }
     }
+}
+
+/// The targets with `checked_by` that this node (`me`) does not check while `others`
+/// are the other live nodes: each such target is checked by the `checked_by` live
+/// nodes that score highest for it (rendezvous hashing: SHA-256 of node and target,
+/// the same on every node and every build), so a node that comes or goes moves only
+/// its own share.
+pub fn not_checked_here(config: &crate::config::Config, me: &str, others: &BTreeSet<String>) -> BTreeSet<String> {
+    let score = |node: &str, target: &str| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{node}\0{target}").as_bytes());
+        u64::from_be_bytes(digest.as_ref()[..8].try_into().unwrap_or_default())
+    };
+    config
+        .targets
+        .iter()
+        .filter_map(|(target, t)| {
+            let k = t.checked_by?;
+            let mine = score(me, target);
+            // This node checks it unless k others outscore it (ties: the smaller name).
+            let above = others.iter().filter(|n| (score(n, target), n.as_str()) > (mine, me)).count();
+            (above >= k).then(|| target.clone())
+        })
+        .collect()
 }
 
 /// etcd's default limit on operations in one transaction (`--max-txn-ops`).
@@ -671,5 +710,65 @@ async fn read_record(
             let _ = events.send(FleetEvent::Override { record, live }).await;
         }
         Err(e) => note_invalid(key, &e.to_string(), status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(targets: usize, checked_by: usize) -> crate::config::Config {
+        let mut text = String::from("[server]\ninterfaces = [\"lo\"]\n[fleet]\netcd = [\"http://127.0.0.1:2379\"]\n");
+        for i in 0..targets {
+            text.push_str(&format!(
+                "[targets.t{i}]\naddress = \"10.0.0.{}\"\nquorum = 1\nchecked_by = {checked_by}\n",
+                i % 250 + 1
+            ));
+        }
+        text.push_str("[targets.everywhere]\naddress = \"10.0.1.1\"\nquorum = 2\n");
+        crate::config::Config::parse(std::path::Path::new("t.toml"), &text).unwrap()
+    }
+
+    /// Which nodes check each target, each node deciding for itself from its own view
+    /// of the others.
+    fn checkers(config: &crate::config::Config, nodes: &[&str]) -> BTreeMap<String, Vec<String>> {
+        let mut by_target: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for me in nodes {
+            let others: BTreeSet<String> = nodes.iter().filter(|n| *n != me).map(|n| n.to_string()).collect();
+            let elsewhere = not_checked_here(config, me, &others);
+            for target in config.targets.keys().filter(|t| !elsewhere.contains(*t)) {
+                by_target.entry(target.clone()).or_default().push(me.to_string());
+            }
+        }
+        by_target
+    }
+
+    #[test]
+    fn every_sharded_target_is_checked_by_exactly_k_live_nodes() {
+        for k in [1, 2, 3] {
+            let config = config(300, k);
+            let nodes = ["tokyo-ns1", "tokyo-ns2", "osaka-ns1", "osaka-ns2"];
+            let by_target = checkers(&config, &nodes);
+            for (target, who) in &by_target {
+                let expected = if target == "everywhere" { nodes.len() } else { k };
+                assert_eq!(who.len(), expected, "{target}: {who:?}");
+            }
+            // Shared out evenly enough: each node has roughly k/4 of the 300.
+            for node in nodes {
+                let share = by_target.values().filter(|w| w.contains(&node.to_string())).count() - 1;
+                assert!((share as f64 - 300.0 * k as f64 / 4.0).abs() < 60.0, "k {k}: {node} checks {share}");
+            }
+            // A node gone moves only its own targets: every other target keeps its checkers.
+            let after = checkers(&config, &nodes[..3]);
+            for (target, who) in &by_target {
+                if !who.contains(&"osaka-ns2".to_string()) {
+                    assert_eq!(&after[target], who, "{target} moved although its checkers stayed");
+                } else if target != "everywhere" {
+                    assert_eq!(after[target].len(), k, "{target}: {:?}", after[target]);
+                }
+            }
+        }
+        // Alone (etcd unreachable, or the only node), a node checks everything.
+        assert!(not_checked_here(&config(10, 1), "a", &BTreeSet::new()).is_empty());
     }
 }

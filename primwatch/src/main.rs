@@ -483,6 +483,14 @@ fn print_status(status: &Status) {
         for key in &f.invalid {
             println!("  ignored (does not parse): {key}");
         }
+        if f.sharded > 0 {
+            println!(
+                "  sharded targets: {} checked here of {} ({})",
+                f.checked_here.len(),
+                f.sharded,
+                f.checked_here.join(", ")
+            );
+        }
         let mut nodes = vec![(format!("{} (this node)", f.node), &f.config)];
         nodes.extend(f.nodes.iter().map(|(n, r)| (n.clone(), r)));
         for (node, report) in nodes {

@@ -286,6 +286,9 @@ pub struct State {
     /// `[fleet]`: the other live nodes' views, per target: node → up. A node's views
     /// expire with its etcd lease.
     pub fleet_votes: BTreeMap<String, BTreeMap<String, bool>>,
+    /// `[fleet]`: targets with `checked_by` that other nodes check: this node's own
+    /// (stale) view does not count towards their quorum.
+    pub not_checked_here: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -321,6 +324,7 @@ impl State {
             holds_unsaved: false,
             quorum: config.targets.iter().filter_map(|(name, t)| Some((name.clone(), t.quorum?))).collect(),
             fleet_votes: BTreeMap::new(),
+            not_checked_here: Default::default(),
         };
         state.update_groups(config);
         state
@@ -384,14 +388,17 @@ impl State {
             Some(&quorum) => {
                 let votes = self.fleet_votes.get(target);
                 let others_up = votes.map_or(0, |votes| votes.values().filter(|up| **up).count());
-                let live = 1 + votes.map_or(0, |votes| votes.len());
-                usize::from(own) + others_up >= quorum.needed(live)
+                let own_counts = !self.not_checked_here.contains(target);
+                let live = usize::from(own_counts) + votes.map_or(0, |votes| votes.len());
+                usize::from(own && own_counts) + others_up >= quorum.needed(live)
             }
         }
     }
 
     pub fn inherit(&mut self, old: &State, config: &Config) {
         self.fleet_votes = old.fleet_votes.clone();
+        self.not_checked_here = old.not_checked_here.clone();
+        self.not_checked_here.retain(|t| config.targets.get(t).is_some_and(|t| t.checked_by.is_some()));
         for (name, target) in self.targets.iter_mut() {
             if let Some(previous) = old.targets.get(name) {
                 let same_checks = previous.checks.iter().map(|c| &c.name).eq(target.checks.iter().map(|c| &c.name));

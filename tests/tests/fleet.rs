@@ -396,3 +396,66 @@ fn over_tls_only_a_node_with_the_fleets_certificates_reaches_etcd() {
     assert!(out.contains("  a: runs it"), "{out}");
     w.expect("www.example.test", &[WEB3], Duration::from_secs(1));
 }
+
+#[test]
+fn a_target_checked_by_one_node_is_checked_once_and_taken_over_when_that_node_dies() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    // s1 is web2's address, checked by one live node only; Osaka (web3) backs it up.
+    let body = |node: &str| {
+        format!(
+            "[targets.s1]\naddress = \"{WEB2}\"\nchecks = [\"http\"]\nquorum = 1\nchecked_by = 1\n\
+             [groups.shard]\nmembers = [\"s1\"]\npriority = 100\n\
+             [groups.backup]\nmembers = [\"web3\"]\npriority = 50\n\
+             [names.\"shard.example.test\"]\ngroups = [\"shard\", \"backup\"]\n\n{}",
+            fleet_table(&prefix, node)
+        )
+    };
+    let (mut worlds, _net, etcd) = three_nodes(body).unwrap();
+    // Exactly one node publishes a view of s1: the one that checks it.
+    let checkers = |etcd: &primwatch_tests::fleet::Etcd| {
+        let views = etcd.get_prefix(&format!("{prefix}/health/")).unwrap();
+        views
+            .iter()
+            .filter(|(k, _)| k.ends_with("/s1"))
+            .map(|(k, _)| k.split('/').nth_back(1).unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let checker = loop {
+        let who = checkers(&etcd);
+        if who.len() == 1 {
+            break who[0].clone();
+        }
+        assert!(Instant::now() < deadline, "s1 is checked by {who:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let x = ["a", "b", "c"].iter().position(|n| *n == checker).unwrap();
+    for w in &worlds {
+        w.expect("shard.example.test", &[WEB2], Duration::from_secs(5));
+        let status = w.controller.ctl(&["status"]).unwrap();
+        let fleet = &status["status"]["fleet"];
+        assert_eq!(fleet["sharded"], 1, "{fleet}");
+        assert_eq!(
+            fleet["checked_here"].as_array().unwrap().len(),
+            usize::from(w.controller.config_path() == worlds[x].controller.config_path()),
+            "{fleet}"
+        );
+    }
+    // web2 fails where it is checked only: down on every node, although the other
+    // nodes' own web2 answers (they do not check it).
+    worlds[x].backends[1].stop();
+    for w in &worlds {
+        w.expect("shard.example.test", &[WEB3], Duration::from_secs(5));
+    }
+    // The checker dies (-9): when its lease expires, another node takes s1 over, finds
+    // its web2 up, and the survivors answer it again.
+    worlds[x].controller.kill().unwrap();
+    let started = Instant::now();
+    for (i, w) in worlds.iter().enumerate().filter(|(i, _)| *i != x) {
+        w.expect("shard.example.test", &[WEB2], Duration::from_secs(10));
+        eprintln!("node {i} answers web2 again after {:?}", started.elapsed());
+    }
+    let who = checkers(&etcd);
+    assert!(who.len() == 1 && who[0] != checker, "s1 is now checked by {who:?}");
+    worlds[x].backends[1].resume().unwrap();
+}

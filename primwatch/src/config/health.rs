@@ -77,6 +77,10 @@ pub struct TargetConfig {
     /// `[fleet]`: up only while enough live nodes see it up (this node's own view
     /// included); None: this node's checks alone decide.
     pub quorum: Option<Quorum>,
+    /// `[fleet]`, with a quorum: only this many live nodes check it (chosen by
+    /// rendezvous hashing over the live nodes, the same choice on every node); the
+    /// quorum counts their views. None: every node checks it.
+    pub checked_by: Option<usize>,
 }
 
 /// `[targets.X] quorum`: how many of the live nodes checking a target must see it up.
@@ -225,6 +229,7 @@ pub(super) struct RawTarget {
     checks: Vec<Spanned<String>>,
     preempt: Option<bool>,
     quorum: Option<Spanned<RawQuorum>>,
+    checked_by: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -541,13 +546,26 @@ pub(super) fn parse_target(
         }
         Some(q) => Some(Quorum::parse(q.get_ref()).map_err(|reason| at(q.span(), reason))?),
     };
+    let checked_by = match (&raw.checked_by, quorum) {
+        (None, _) => None,
+        (Some(k), None) => {
+            return Err(at(k.span(), "checked_by shards a target's checks over the fleet: it needs a quorum".into()));
+        }
+        (Some(k), _) if !(1..=64).contains(k.get_ref()) => {
+            return Err(at(k.span(), "checked_by must be between 1 and 64 nodes".into()));
+        }
+        (Some(k), Some(Quorum::Nodes(n))) if n > *k.get_ref() as usize => {
+            return Err(at(k.span(), format!("quorum = {n} can never be met by checked_by = {} nodes", k.get_ref())));
+        }
+        (Some(k), Some(_)) => Some(*k.get_ref() as usize),
+    };
     match (raw.address, raw.host) {
         (Some(address), None) => {
             let address: IpAddr = address
                 .get_ref()
                 .parse()
                 .map_err(|_| at(address.span(), format!("'{}' is not an IP address", address.get_ref())))?;
-            Ok(ParsedTarget::Address(TargetConfig { address, weight, checks: names, preempt, quorum }))
+            Ok(ParsedTarget::Address(TargetConfig { address, weight, checks: names, preempt, quorum, checked_by }))
         }
         (None, Some(host)) => {
             let text = host.get_ref().trim_end_matches('.');

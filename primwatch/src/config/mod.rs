@@ -1496,6 +1496,7 @@ impl Config {
                         checks: named.checks.clone(),
                         preempt: named.preempt,
                         quorum: None,
+                        checked_by: None,
                     },
                 );
                 members_of.entry(name.as_str()).or_default().push(member);
@@ -1759,6 +1760,14 @@ a = ["192.0.2.9"]
         assert_eq!(Quorum::Nodes(2).needed(1), 2);
         assert!(error(&with_fleet("0")).reason.contains("between 1 and 64"));
         assert!(error(&with_fleet("65")).reason.contains("between 1 and 64"));
+        // checked_by shards a quorum's checks.
+        let sharded = |q: &str, k: &str| with_fleet(q).replace("[fleet]", &format!("checked_by = {k}\n[fleet]"));
+        assert_eq!(parse(&sharded("2", "3")).unwrap().targets["q"].checked_by, Some(3));
+        assert_eq!(parse(&sharded("\"1/2\"", "1")).unwrap().targets["q"].checked_by, Some(1));
+        assert!(error(&sharded("3", "2")).reason.contains("quorum = 3 can never be met by checked_by = 2"));
+        assert!(error(&sharded("2", "0")).reason.contains("between 1 and 64"));
+        let e = error(&format!("{GOOD}\n[targets.q]\naddress = \"192.0.2.50\"\nchecked_by = 2\n"));
+        assert!(e.reason.contains("it needs a quorum"), "{e}");
         for bad in ["\"0/3\"", "\"4/3\"", "\"1/0\"", "\"half\"", "\"1/65\"", "\"-1/2\""] {
             let e = error(&with_fleet(bad));
             assert!(e.reason.contains("is not a fraction A/B"), "{bad}: {e}");

@@ -64,16 +64,14 @@ const MEASURED: Duration = Duration::from_secs(20);
 /// targets change state, each node writes a third of its views and reads the others'.
 const FLAP_EVERY: Duration = Duration::from_secs(4);
 
-/// `TARGETS` targets over web1..web3 (ICMP, every second), with `quorum` if given.
-fn many_targets(quorum: Option<&str>) -> String {
+/// `TARGETS` targets over web1..web3 (ICMP, every second), each with the `extra` keys.
+fn many_targets(extra: &str) -> String {
     let mut body =
         String::from("[checks.ping]\ntype = \"icmp\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n");
     for i in 0..TARGETS {
         let address = [WEB1, WEB2, WEB3][i % 3];
         body.push_str(&format!("[targets.t{i}]\naddress = \"{address}\"\nchecks = [\"ping\"]\n"));
-        if let Some(q) = quorum {
-            body.push_str(&format!("quorum = {q}\n"));
-        }
+        body.push_str(extra);
     }
     body
 }
@@ -120,25 +118,29 @@ fn measure(worlds: &[World]) -> Result<Vec<f64>> {
 fn quorum_cpu() -> Result<()> {
     let base = format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n");
     let alone = {
-        let worlds: Vec<World> = (0..3).map(|_| world_with(&format!("{base}{}", many_targets(None)), false)).collect();
+        let worlds: Vec<World> = (0..3).map(|_| world_with(&format!("{base}{}", many_targets("")), false)).collect();
         measure(&worlds)?
     };
-    let prefix = format!("/pw/{}", unique("bench"));
-    let fleet = {
-        let body = |node: &str| format!("{base}{}\n{}", many_targets(Some("2")), fleet_table(&prefix, node));
+    let in_fleet = |extra: &str| -> Result<Vec<f64>> {
+        let prefix = format!("/pw/{}", unique("bench"));
+        let body = |node: &str| format!("{base}{}\n{}", many_targets(extra), fleet_table(&prefix, node));
         let (worlds, _net, etcd) = three_nodes(body)?;
+        std::thread::sleep(Duration::from_secs(2)); // the shards settle once every node is known
         let before = etcd.revision()?;
         let cpu = measure(&worlds)?;
         // The flaps must have gone through etcd: a third of each node's views per flap.
         let writes = etcd.revision()? - before;
         ensure!(writes > 0, "no view was written to etcd during the run");
-        println!("(etcd revisions during the fleet run: {writes}, view transactions of up to 128 keys)");
-        cpu
+        println!("(etcd revisions during the run with {:?}: {writes})", extra.trim());
+        Ok(cpu)
     };
+    let fleet = in_fleet("quorum = 2\n")?;
+    let sharded = in_fleet("quorum = 1\nchecked_by = 1\n")?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!("\n== Fleet: controller CPU per node, {TARGETS} ICMP targets checked every second, web1's third flapping every {} s ==", FLAP_EVERY.as_secs());
     println!("no fleet:                    {:.1} % of a core (nodes: {:.1?})", mean(&alone), alone);
     println!("fleet, quorum = 2 on all:    {:.1} % of a core (nodes: {:.1?})", mean(&fleet), fleet);
     println!("extra for the fleet:         {:+.1} % of a core per node", mean(&fleet) - mean(&alone));
+    println!("fleet, checked_by = 1:       {:.1} % of a core (nodes: {:.1?})", mean(&sharded), sharded);
     Ok(())
 }

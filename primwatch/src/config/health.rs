@@ -538,6 +538,8 @@ pub(super) fn parse_target(
     let preempt = raw.preempt.unwrap_or(true);
     let quorum = match &raw.quorum {
         None => None,
+        // Spelled out: this node's own checks decide, as without a quorum.
+        Some(q) if matches!(q.get_ref(), RawQuorum::Fraction(t) if t == "local") => None,
         Some(q) if !fleet => {
             return Err(at(q.span(), "quorum counts the fleet's nodes: it needs [fleet]".into()));
         }

@@ -602,6 +602,9 @@ pub struct FleetConfig {
     pub user: Option<(String, String)>,
     /// With https:// endpoints: the TLS settings (PEM, read when the config is).
     pub tls: Option<FleetTls>,
+    /// `pushed_exec_checks`: a pushed config may carry exec checks (commands this node
+    /// runs). Off by default: write access to etcd must not mean running commands.
+    pub pushed_exec_checks: bool,
 }
 
 /// `[fleet] ca`, `cert`, `key`: how a node checks etcd's certificate and proves its own.
@@ -625,6 +628,8 @@ struct RawFleet {
     ca: Option<Spanned<PathBuf>>,
     cert: Option<Spanned<PathBuf>>,
     key: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pushed_exec_checks: bool,
 }
 
 /// `[fleet]`: the etcd endpoints (all http:// or all https:// URLs), the TLS files for
@@ -684,7 +689,7 @@ fn parse_fleet(raw: RawFleet, config_dir: &Path, at: &health::At) -> Result<Flee
             return Err(at(v.span(), "fleet.user and fleet.password go together".into()))
         }
     };
-    Ok(FleetConfig { endpoints, prefix, node, user, tls })
+    Ok(FleetConfig { endpoints, prefix, node, user, tls, pushed_exec_checks: raw.pushed_exec_checks })
 }
 
 /// `[fleet] ca`, `cert`, `key`: needed (ca) or allowed (cert and key, together) only
@@ -1752,6 +1757,7 @@ a = ["192.0.2.9"]
         let with_fleet = |q: &str| format!("{}[fleet]\netcd = [\"http://e:2379\"]\n", quorum(q));
         let config = parse(&with_fleet("2")).unwrap();
         assert_eq!(config.targets["q"].quorum, Some(Quorum::Nodes(2)));
+        assert_eq!(parse(&quorum("\"local\"")).unwrap().targets["q"].quorum, None, "local: as without one");
         let config = parse(&with_fleet("\"2/3\"")).unwrap();
         let two_thirds = config.targets["q"].quorum.unwrap();
         assert_eq!(two_thirds, Quorum::Fraction { numerator: 2, denominator: 3 });

@@ -93,7 +93,7 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
     let pushed_lines = pushed.lines().count();
     let merged = format!("{pushed}\n{node_local}");
     // Parsed as if at the local file's path: relative paths are the node's own.
-    Config::parse(local_path, &merged).map_err(|mut e| {
+    let config = Config::parse(local_path, &merged).map_err(|mut e| {
         if e.line > 0 && e.line <= pushed_lines {
             e.file = label.to_owned();
         } else {
@@ -102,7 +102,24 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
             e.column = 0;
         }
         e
-    })
+    })?;
+    // An exec check runs a command on every node: only where the node's own file says
+    // a push may bring one.
+    if !config.fleet.as_ref().is_some_and(|f| f.pushed_exec_checks) {
+        let exec = config.checks.iter().find(|(_, c)| matches!(c.kind, super::CheckKind::Exec { .. }));
+        if let Some((name, _)) = exec {
+            let line = pushed.lines().position(|l| table_header_is(l, &format!("checks.{name}"))).map_or(0, |i| i + 1);
+            return Err(ConfigError {
+                file: label.to_owned(),
+                line,
+                column: 1,
+                reason: format!(
+                    "check '{name}' is an exec check (a command every node would run): a pushed config may carry one only where the node's [fleet] sets pushed_exec_checks = true"
+                ),
+            });
+        }
+    }
+    Ok(config)
 }
 
 /// Loads the local file at `path` and merges `pushed` into it (see `merge`).
@@ -189,6 +206,13 @@ groups = ["site"]
             assert_eq!(e.line, line, "{e}");
             assert!(e.reason.contains("node-local"), "{e}");
         }
+        // An exec check only where the node allows it.
+        let exec = format!("{PUSHED}[checks.script]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\n");
+        let e = merge(Path::new("/etc/pw.toml"), LOCAL, Path::new("x"), &exec).unwrap_err();
+        assert!(e.reason.contains("pushed_exec_checks = true") && e.line == 7, "{e}");
+        let allowing = LOCAL.replace("[fleet]\n", "[fleet]\npushed_exec_checks = true\n");
+        let config = merge(Path::new("/etc/pw.toml"), &allowing, Path::new("x"), &exec).unwrap();
+        assert_eq!(config.checks.len(), 1);
         let e = check_document(Path::new("x"), "[hooks.x]\n").unwrap_err();
         assert!(e.reason.contains("[hooks] is node-local"), "{e}");
         // A local file that lost its [server] says so, against the local tables.

@@ -58,6 +58,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// A file that could not be read at all (no line to point at).
+    pub fn unreadable(path: &Path, e: std::io::Error) -> ConfigError {
+        ConfigError { file: path.to_owned(), line: 0, column: 0, reason: format!("cannot read: {e}") }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
@@ -1090,12 +1097,7 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            line: 0,
-            column: 0,
-            reason: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
         let parsed = Config::parse(path, &text);
         drop(text);
         release_freed_memory();

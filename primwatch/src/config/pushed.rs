@@ -124,12 +124,7 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
 
 /// Loads the local file at `path` and merges `pushed` into it (see `merge`).
 pub fn load_merged(path: &Path, prefix: &str, pushed: &PushedConfig) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        line: 0,
-        column: 0,
-        reason: format!("cannot read: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
     let merged = merge(path, &text, &pushed.label(prefix), &pushed.toml);
     super::release_freed_memory();
     merged

@@ -74,12 +74,7 @@ fn parse_prefix(text: &str) -> Result<IpNet, String> {
 
 /// Reads a file of CIDRs: one per line, `#` starts a comment.
 fn read_source_file(path: &Path) -> Result<Vec<IpNet>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        line: 0,
-        column: 0,
-        reason: format!("cannot read: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();

@@ -670,12 +670,7 @@ impl Controller {
     /// is rejected and the running one keeps serving.
     fn reload(&mut self) -> Reply {
         let pushed = self.pushed.clone();
-        let reply = self.reload_from(pushed);
-        if !reply.ok && self.fleet.is_some() {
-            // The local file is the node's own half of a pushed config too.
-            self.report_config(self.pushed.as_ref().map_or(0, |p| p.revision), reply.message.clone());
-        }
-        reply
+        self.reload_from(pushed)
     }
 
     /// Reads the config file, merged with `pushed` when given, and switches to it.

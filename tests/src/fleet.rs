@@ -283,8 +283,8 @@ impl FleetCertificates {
     }
 }
 
-/// One etcd member serving https on 127.0.0.1:23790 in namespace `ns`, which requires
-/// a client certificate signed by the fleet's CA (`--client-cert-auth`).
+/// One etcd member serving https on 127.0.0.1:23790 in namespace `ns`; with
+/// `client_cert_auth`, it requires a client certificate signed by the fleet's CA.
 pub struct TlsEtcd {
     child: Child,
     ns: String,
@@ -294,7 +294,7 @@ pub struct TlsEtcd {
 impl TlsEtcd {
     pub const ENDPOINT: &str = "https://127.0.0.1:23790";
 
-    pub fn start(ns: &str, certs: &FleetCertificates) -> Result<TlsEtcd> {
+    pub fn start(ns: &str, certs: &FleetCertificates, client_cert_auth: bool) -> Result<TlsEtcd> {
         let dir = TempDir::new("pw-etcd-tls")?;
         let log = std::fs::File::create(dir.0.join("log"))?;
         let child = netns::command(ns, "etcd")
@@ -306,7 +306,12 @@ impl TlsEtcd {
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:23800"])
             .args(["--initial-cluster", "m0=http://127.0.0.1:23800"])
             .args(["--cert-file", &certs.path("etcd.pem"), "--key-file", &certs.path("etcd-key.pem")])
-            .args(["--client-cert-auth", "--trusted-ca-file", &certs.path("ca.pem")])
+            // etcd asks for a client certificate whenever it has a CA to check one with.
+            .args(if client_cert_auth {
+                vec!["--client-cert-auth".to_string(), "--trusted-ca-file".into(), certs.path("ca.pem")]
+            } else {
+                vec![]
+            })
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()

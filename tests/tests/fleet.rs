@@ -359,7 +359,7 @@ fn over_tls_only_a_node_with_the_fleets_certificates_reaches_etcd() {
     let w = world_with(&body, false);
     w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
     assert!(!connected(&w));
-    let etcd = TlsEtcd::start(&w.lab.server_ns, &certs).unwrap();
+    let etcd = TlsEtcd::start(&w.lab.server_ns, &certs, true).unwrap();
     assert!(primwatch_tests::wait_for(Duration::from_secs(10), || connected(&w).then_some(())).is_some());
     let reply = w.controller.ctl(&["target", "web1", "down"]).unwrap();
     assert_eq!(reply["ok"], true, "{reply}");
@@ -458,4 +458,55 @@ fn a_target_checked_by_one_node_is_checked_once_and_taken_over_when_that_node_di
     let who = checkers(&etcd);
     assert!(who.len() == 1 && who[0] != checker, "s1 is now checked by {who:?}");
     worlds[x].backends[1].resume().unwrap();
+}
+
+#[test]
+fn with_etcd_authentication_a_node_needs_its_password_and_a_wrong_one_still_serves() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let certs = FleetCertificates::generate().unwrap();
+    let fleet = format!(
+        "[fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"a\"\nca = \"{}\"\nuser = \"primwatch\"\npassword = \"right\"\n",
+        TlsEtcd::ENDPOINT,
+        certs.path("ca.pem"),
+    );
+    let body = format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{fleet}");
+    let mut w = world_with(&body, false);
+    // etcd with authentication on: a root user, and a primwatch user whose role may
+    // read and write the fleet's prefix only.
+    let etcd = TlsEtcd::start(&w.lab.server_ns, &certs, false).unwrap();
+    let root = ["--user", "root:rootpw"];
+    etcd.etcdctl(&certs, &["user", "add", "root:rootpw"]).unwrap();
+    etcd.etcdctl(&certs, &["auth", "enable"]).unwrap();
+    etcd.etcdctl(&certs, &[&root[..], &["user", "add", "primwatch:right"]].concat()).unwrap();
+    etcd.etcdctl(&certs, &[&root[..], &["role", "add", "fleet"]].concat()).unwrap();
+    let grant = ["role", "grant-permission", "--prefix=true", "fleet", "readwrite", &format!("{prefix}/")];
+    etcd.etcdctl(&certs, &[&root[..], &grant[..]].concat()).unwrap();
+    etcd.etcdctl(&certs, &[&root[..], &["user", "grant-role", "primwatch", "fleet"]].concat()).unwrap();
+    if primwatch_tests::wait_for(Duration::from_secs(10), || connected(&w).then_some(())).is_none() {
+        panic!("not connected: {}", w.controller.ctl(&["status"]).unwrap()["status"]["fleet"]);
+    }
+    let reply = w.controller.ctl(&["target", "web1", "down"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let key = format!("{prefix}/overrides/target/web1/force");
+    let got = |etcd: &TlsEtcd| etcd.etcdctl(&certs, &[&root[..], &["get", &key]].concat()).unwrap();
+    assert!(primwatch_tests::wait_for(Duration::from_secs(2), || got(&etcd).contains("\"node\":\"a\"").then_some(()))
+        .is_some());
+
+    // The wrong password: the node starts anyway, serves from its state file (web1
+    // still down), says why it is not connected, and writes nothing.
+    let path = w.controller.config_path().to_path_buf();
+    let own = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, own.replace("password = \"right\"", "password = \"wrong\"")).unwrap();
+    w.controller.restart().unwrap();
+    w.expect("www.example.test", &[WEB2], Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let fleet = &status["status"]["fleet"];
+    assert_eq!(fleet["connected"], false, "{fleet}");
+    assert!(fleet["error"].as_str().unwrap().contains("authentication failed"), "{fleet}");
+    let reply = w.controller.ctl(&["target", "web1", "auto"]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(got(&etcd).contains("\"action\":\"force\""), "nothing written with the wrong password: {}", got(&etcd));
 }

@@ -74,7 +74,22 @@ fn an_override_on_one_node_answers_on_every_node_within_a_second() {
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(6));
     }
+
+    // A second member killed: the one left has no quorum (no lease renews, no read
+    // completes). Every node notices, says so, and keeps answering.
+    etcd.kill(1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while worlds.iter().any(connected) {
+        assert!(Instant::now() < deadline, "a node still claims to be connected to an etcd without quorum");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+    }
+    // Quorum back: every node reconnects.
     etcd.restart(0).unwrap();
+    etcd.restart(1).unwrap();
+    assert!(primwatch_tests::wait_for(Duration::from_secs(20), || worlds.iter().all(connected).then_some(())).is_some());
 }
 
 #[test]

@@ -2,7 +2,12 @@
 //! reports; this loop folds reports into `State` and, when a target's health changes,
 //! recomputes the answers and writes what changed into the map.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -64,9 +69,11 @@ pub struct Controller {
     /// `fleet push`: the pushed config this node runs with its own node-local tables
     /// (None: its own file alone).
     pushed: Option<PushedConfig>,
-    /// `[fleet]`: the other live nodes, as last known (they decide who checks the
-    /// targets with `checked_by`).
-    fleet_members: std::collections::BTreeSet<String>,
+    /// `[fleet]`: the other live nodes and the pushed revision each runs, as last
+    /// known; those running this node's revision share out the targets with
+    /// `checked_by` (`members_known`: heard from etcd at least once).
+    fleet_members: BTreeMap<String, i64>,
+    members_known: bool,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -150,6 +157,7 @@ impl Controller {
             fleet_events,
             pushed,
             fleet_members: Default::default(),
+            members_known: false,
         };
         controller.report_config(0, String::new());
         controller.vote_all();
@@ -170,9 +178,15 @@ impl Controller {
     }
 
     /// The targets with `checked_by` that other nodes check (see `fleet::not_checked_here`).
-    fn shards_elsewhere(&self, config: &Config) -> std::collections::BTreeSet<String> {
+    fn shards_elsewhere(&self, config: &Config) -> BTreeSet<String> {
         match &self.fleet {
-            Some(fleet) => crate::fleet::not_checked_here(config, &fleet.config.node, &self.fleet_members),
+            Some(fleet) => {
+                // Only the nodes that run the same config have the same targets.
+                let revision = self.running_revision();
+                let peers =
+                    self.fleet_members.iter().filter(|(_, r)| **r == revision).map(|(n, _)| n.clone()).collect();
+                crate::fleet::not_checked_here(config, &fleet.config.node, &peers)
+            }
             None => Default::default(),
         }
     }
@@ -294,10 +308,21 @@ impl Controller {
     /// a config switch, which may bring targets and take others away).
     fn vote_all(&self) {
         if let Some(fleet) = &self.fleet {
-            let checked_here =
-                self.state.targets.iter().filter(|(name, _)| !self.state.not_checked_here.contains(*name));
-            fleet.views(checked_here.map(|(name, target)| (name.clone(), target.healthy)).collect());
+            let voted = self.state.targets.iter().filter(|(name, _)| self.votes_on(name));
+            fleet.views(voted.map(|(name, target)| (name.clone(), target.healthy)).collect());
         }
+    }
+
+    /// Whether this node publishes its view of `target`: one it checks, and for a
+    /// sharded target only once it knows the other nodes (before that it checks every
+    /// shard, as a node alone does, but its views of other nodes' shards must not count).
+    fn votes_on(&self, target: &str) -> bool {
+        let sharded = self.config.targets.get(target).is_some_and(|t| t.checked_by.is_some());
+        !self.state.not_checked_here.contains(target) && (self.members_known || !sharded)
+    }
+
+    fn running_revision(&self) -> i64 {
+        self.pushed.as_ref().map_or(0, |p| p.revision)
     }
 
     /// Rebuilds the targets from the resolutions: state carried over for addresses
@@ -495,7 +520,7 @@ impl Controller {
     /// target's change is this node's view for the fleet's quorums.
     fn announce(&self, kind: &'static str, change: &crate::state::Change) {
         if let (Some(fleet), "target") = (&self.fleet, kind) {
-            if !self.state.not_checked_here.contains(&change.name) {
+            if self.votes_on(&change.name) {
                 fleet.vote(&change.name, change.healthy);
             }
         }
@@ -591,7 +616,23 @@ impl Controller {
             return; // read again on reconnecting: already running it
         }
         let revision = pushed.revision;
-        let reply = self.reload_from(Some(pushed.clone()));
+        let reply = match self.load_config(Some(&pushed)) {
+            Ok(new) => self.switch_config(new, Some(pushed.clone())),
+            Err(e) => {
+                error!(revision, reason = %e, "fleet: pushed config refused; the running config keeps serving");
+                // The reason goes to etcd only when it is about the pushed document: an
+                // error in another file may quote that file's lines.
+                let label = fleet_label(&pushed, self.config.fleet.as_ref());
+                let reported = if e.file == label {
+                    e.to_string()
+                } else {
+                    format!("{}:{}: refused (the reason is in this node's log)", e.file.display(), e.line)
+                };
+                self.metrics.reload(false);
+                self.report_config(revision, reported);
+                return;
+            }
+        };
         self.metrics.reload(reply.ok);
         if reply.ok {
             info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
@@ -600,31 +641,71 @@ impl Controller {
             }
             self.pushed = Some(pushed);
             self.report_config(0, String::new());
+            // Nodes still on the old revision no longer share this node's targets.
+            if let Err(e) = self.reshard(false) {
+                error!(error = %format!("{e:#}"), "writing the answers after sharing out the checks");
+            }
         } else {
             error!(revision, reason = %reply.message, "fleet: pushed config refused; the running config keeps serving");
             self.report_config(revision, reply.message);
         }
     }
 
-    /// Nodes came or went: the targets with `checked_by` are shared out again. This
-    /// node starts checking those it now has (their views are published as they come)
-    /// and stops checking, and withdraws its views of, those it no longer has.
-    fn on_members(&mut self, members: std::collections::BTreeSet<String>) -> Result<()> {
-        if members == self.fleet_members {
+    /// Nodes came or went, or changed config: the targets with `checked_by` are
+    /// shared out again.
+    fn on_members(&mut self, members: BTreeMap<String, i64>) -> Result<()> {
+        let first = !self.members_known;
+        if members == self.fleet_members && !first {
             return Ok(());
         }
-        info!(nodes = ?members, "fleet: the other live nodes");
+        info!(nodes = ?members, "fleet: the other live nodes (and the pushed revision each runs)");
+        if members.is_empty() {
+            // Alone (or cut off for longer than a lease, when the others count this node
+            // out): the sharded targets are this node's own to check, and the frozen
+            // views of nodes it no longer hears from do not decide them.
+            let sharded: Vec<String> =
+                self.config.targets.iter().filter(|(_, t)| t.checked_by.is_some()).map(|(n, _)| n.clone()).collect();
+            for target in sharded {
+                self.state.fleet_votes.remove(&target);
+            }
+        }
         self.fleet_members = members;
+        self.members_known = true;
+        self.reshard(first)
+    }
+
+    /// Shares out the targets with `checked_by` again: this node starts checking those
+    /// it now has, from down (its old view of them is stale: it claims nothing until
+    /// its checks see them up), and stops checking, and withdraws its views of, those
+    /// it no longer has. `publish_all`: publish every view (the first time the other
+    /// nodes are known).
+    fn reshard(&mut self, publish_all: bool) -> Result<()> {
         let elsewhere = self.shards_elsewhere(&self.config);
-        if elsewhere == self.state.not_checked_here {
+        let taken: BTreeSet<String> = self.state.not_checked_here.difference(&elsewhere).cloned().collect();
+        let dropped: BTreeSet<String> = elsewhere.difference(&self.state.not_checked_here).cloned().collect();
+        if taken.is_empty() && dropped.is_empty() && !publish_all {
             return Ok(());
         }
         let sharded = self.config.targets.values().filter(|t| t.checked_by.is_some()).count();
-        info!(checked_here = sharded - elsewhere.len(), sharded, "fleet: sharded targets shared out again");
+        info!(
+            checked_here = sharded - elsewhere.len(),
+            sharded,
+            taken = taken.len(),
+            dropped = dropped.len(),
+            "fleet: sharded targets shared out"
+        );
+        for target in &taken {
+            self.state.restart_checks_down(target);
+        }
         self.state.not_checked_here = elsewhere;
-        self.checkers.abort_all();
-        self.running.clear();
-        self.spawn_all();
+        self.running.retain(|_, (checker, handle)| {
+            let keep = !dropped.contains(&checker.target);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        self.spawn_where(|target| taken.contains(target));
         self.vote_all();
         self.after_change()
     }
@@ -632,8 +713,7 @@ impl Controller {
     /// Tells the fleet which pushed revision this node runs, and what it last refused.
     fn report_config(&self, refused: i64, error: String) {
         if let Some(fleet) = &self.fleet {
-            let revision = self.pushed.as_ref().map_or(0, |p| p.revision);
-            fleet.report(crate::fleet::NodeReport { revision, refused, error, at_ms: 0 });
+            fleet.report(crate::fleet::NodeReport { revision: self.running_revision(), refused, error, at_ms: 0 });
         }
     }
 
@@ -675,15 +755,32 @@ impl Controller {
 
     /// Reads the config file, merged with `pushed` when given, and switches to it.
     fn reload_from(&mut self, pushed: Option<PushedConfig>) -> Reply {
+        match self.load_config(pushed.as_ref()) {
+            Ok(new) => self.switch_config(new, pushed),
+            Err(e) => Reply::error(format!("rejected, still serving the running config: {e}")),
+        }
+    }
+
+    /// Reads the config file, merged with `pushed` when given.
+    fn load_config(&self, pushed: Option<&PushedConfig>) -> Result<Config, crate::config::ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Err(crate::config::ConfigError {
+                file: Default::default(),
+                line: 0,
+                column: 0,
+                reason: "no config file to reload from".into(),
+            });
+        };
+        match (pushed, &self.config.fleet) {
+            (Some(pushed), Some(fleet)) => crate::config::pushed::load_merged(path, &fleet.prefix, pushed),
+            _ => Config::load(path),
+        }
+    }
+
+    /// Switches to `new` (read from the config file, merged with `pushed`), or says
+    /// why not; the running config keeps serving if not.
+    fn switch_config(&mut self, new: Config, pushed: Option<PushedConfig>) -> Reply {
         let Some(path) = self.config_path.clone() else { return Reply::error("no config file to reload from") };
-        let loaded = match (&pushed, &self.config.fleet) {
-            (Some(pushed), Some(fleet)) => crate::config::pushed::load_merged(&path, &fleet.prefix, pushed),
-            _ => Config::load(&path),
-        };
-        let new = match loaded {
-            Ok(c) => c,
-            Err(e) => return Reply::error(format!("rejected, still serving the running config: {e}")),
-        };
         if let Some(setting) = self.config.server_settings_differ(&new) {
             return Reply::error(format!("rejected: {setting} changed, which needs a restart"));
         }
@@ -779,4 +876,9 @@ async fn next_fleet_event(
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// What errors in `pushed` are reported against (see `PushedConfig::label`).
+fn fleet_label(pushed: &PushedConfig, fleet: Option<&crate::config::FleetConfig>) -> std::path::PathBuf {
+    pushed.label(fleet.map_or("", |f| f.prefix.as_str()))
 }

@@ -169,8 +169,10 @@ pub enum FleetEvent {
     /// The pushed config, as read on (re)connecting or just pushed.
     Config(PushedConfig),
     /// The other live nodes (those whose `PREFIX/nodes/NODE` key, under their lease,
-    /// is there), on (re)connecting and whenever one comes or goes.
-    Members(BTreeSet<String>),
+    /// is there) and the pushed revision each runs: on (re)connecting, whenever one
+    /// comes, goes or changes config, and empty once this node has been cut off from
+    /// etcd for as long as a lease lasts (the others count it out by then too).
+    Members(BTreeMap<String, i64>),
 }
 
 /// The connection as `ctl status` shows it.
@@ -279,6 +281,10 @@ async fn connection(
     let mut own_votes: BTreeMap<String, bool> = BTreeMap::new();
     let mut own_report: Option<NodeReport> = None;
     let mut next_endpoint = 0;
+    // Since when this node has been cut off, after having been connected, and whether
+    // the controller was told it is alone.
+    let mut cut_off_since: Option<tokio::time::Instant> = None;
+    let mut told_alone = false;
     loop {
         let mut connected = false;
         let mut local = Local {
@@ -293,6 +299,8 @@ async fn connection(
         next_endpoint = local.next_endpoint;
         if connected {
             backoff = Duration::from_secs(1); // it worked until now: retry soon
+            cut_off_since = Some(tokio::time::Instant::now());
+            told_alone = false;
         }
         let why = match outcome {
             Ok(()) => return, // the controller is gone
@@ -327,7 +335,20 @@ async fn connection(
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Cut off for as long as a lease lasts: the other nodes have counted this one
+        // out, so it counts them out too and checks every sharded target itself.
+        let lease = Duration::from_secs(LEASE_TTL as u64);
+        if !told_alone && cut_off_since.is_some_and(|since| since.elapsed() >= lease) {
+            told_alone = true;
+            info!("fleet: cut off for longer than a lease; checking every sharded target here");
+            let _ = events.send(FleetEvent::Members(BTreeMap::new())).await;
+        }
     }
+}
+
+/// Each node's pushed revision, from the nodes' reports.
+fn revisions(nodes: &BTreeMap<String, NodeReport>) -> BTreeMap<String, i64> {
+    nodes.iter().map(|(node, report)| (node.clone(), report.revision)).collect()
 }
 
 /// What a session takes from the connection task and leaves for the next one.
@@ -398,7 +419,7 @@ async fn session(
         }
     }
     let _ = events.send(FleetEvent::Votes(votes)).await;
-    let _ = events.send(FleetEvent::Members(nodes.keys().cloned().collect())).await;
+    let _ = events.send(FleetEvent::Members(revisions(&nodes))).await;
     {
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         s.connected = true;
@@ -438,12 +459,13 @@ async fn session(
                     } else if let Some(node) = key.strip_prefix(&keys.nodes).filter(|n| *n != config.node) {
                         let members = {
                             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
-                            let before = s.nodes.len();
+                            let before = revisions(&s.nodes);
                             match read_report(&key, kv.value(), &keys.nodes, &config.node) {
                                 Some((node, report)) if put => { s.nodes.insert(node, report); }
                                 _ => { s.nodes.remove(node); }
                             }
-                            (s.nodes.len() != before).then(|| s.nodes.keys().cloned().collect())
+                            let after = revisions(&s.nodes);
+                            (after != before).then_some(after)
                         };
                         if let Some(members) = members {
                             let _ = events.send(FleetEvent::Members(members)).await;

@@ -279,13 +279,18 @@ fn fleet_push(file: &Path, local: &Path, wait: std::time::Duration) -> Result<bo
         }
         let deadline = tokio::time::Instant::now() + wait;
         let done = |r: &primwatch::fleet::NodeReport| r.revision >= revision || r.refused >= revision;
-        let reports = loop {
-            let reports = primwatch::fleet::node_reports(&fleet).await?;
-            if reports.values().all(done) || tokio::time::Instant::now() >= deadline {
-                break reports;
+        // Pushed: from here on a failure to read the reports is not a failure to push.
+        let mut reports = Default::default();
+        loop {
+            match primwatch::fleet::node_reports(&fleet).await {
+                Ok(read) => reports = read,
+                Err(e) => warn!(error = %format!("{e:#}"), "reading the nodes' reports; trying again"),
+            }
+            if (!reports.is_empty() && reports.values().all(done)) || tokio::time::Instant::now() >= deadline {
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        };
+        }
         let mut all_run = !reports.is_empty();
         for (node, report) in &reports {
             let verdict = if report.revision >= revision {

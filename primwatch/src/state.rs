@@ -416,6 +416,17 @@ impl State {
         self.health_unsaved = old.health_unsaved;
     }
 
+    /// Starts `target`'s checks again from down (a sharded target this node takes over:
+    /// its old view is stale, and it claims nothing until its checks see it up).
+    pub fn restart_checks_down(&mut self, target: &str) {
+        if let Some(state) = self.targets.get_mut(target) {
+            state.checks = state.checks.iter().map(|c| CheckState::new(&c.name, false)).collect();
+            state.healthy = false;
+            state.reason = "taken over from another node: not seen up here yet".into();
+            state.since = SystemTime::now();
+        }
+    }
+
     /// Applies one check result; returns the target's change of health, if any.
     pub fn record(&mut self, config: &Config, target: &str, check: usize, outcome: Outcome) -> Option<Change> {
         let state = self.targets.get_mut(target)?;

@@ -425,7 +425,7 @@ fn a_target_checked_by_one_node_is_checked_once_and_taken_over_when_that_node_di
             fleet_table(&prefix, node)
         )
     };
-    let (mut worlds, _net, etcd) = three_nodes(body).unwrap();
+    let (mut worlds, _net, mut etcd) = three_nodes(body).unwrap();
     // Exactly one node publishes a view of s1: the one that checks it.
     let checkers = |etcd: &primwatch_tests::fleet::Etcd| {
         let views = etcd.get_prefix(&format!("{prefix}/health/")).unwrap();
@@ -472,6 +472,26 @@ fn a_target_checked_by_one_node_is_checked_once_and_taken_over_when_that_node_di
     }
     let who = checkers(&etcd);
     assert!(who.len() == 1 && who[0] != checker, "s1 is now checked by {who:?}");
+
+    // etcd gone for longer than a lease: each survivor checks s1 itself, and its own
+    // checks decide it there (not the other's frozen view).
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != x).collect();
+    let checks_s1 = |w: &World| {
+        let status = w.controller.ctl(&["status"]).unwrap();
+        status["status"]["fleet"]["checked_here"].as_array().is_some_and(|a| a.len() == 1)
+    };
+    let all_check = primwatch_tests::wait_for(Duration::from_secs(15), || {
+        survivors.iter().all(|i| checks_s1(&worlds[*i])).then_some(())
+    });
+    assert!(all_check.is_some(), "cut off, every survivor checks s1");
+    let (s1, s2) = (survivors[0], survivors[1]);
+    worlds[s1].backends[1].stop();
+    worlds[s1].expect("shard.example.test", &[WEB3], Duration::from_secs(5));
+    worlds[s2].expect("shard.example.test", &[WEB2], Duration::from_millis(100));
+    worlds[s1].backends[1].resume().unwrap();
     worlds[x].backends[1].resume().unwrap();
 }
 

@@ -41,6 +41,17 @@ pub fn check_document(label: &Path, text: &str) -> Result<(), ConfigError> {
         let (line, column) = super::line_column(text, e.span().unwrap_or(0..0).start);
         ConfigError { file: label.to_owned(), line, column, reason: e.message().trim().to_string() }
     })?;
+    if let Some(path) = first_escaping_path(&toml::Value::Table(table.clone())) {
+        let line = text.lines().position(|l| l.contains(&format!("\"{path}\""))).map_or(0, |i| i + 1);
+        return Err(ConfigError {
+            file: label.to_owned(),
+            line,
+            column: 1,
+            reason: format!(
+                "'{path}': a pushed config names files relative to each node's config directory, without '..'"
+            ),
+        });
+    }
     for key in NODE_LOCAL_TABLES {
         if table.contains_key(key) {
             let line = text.lines().position(|l| table_header_is(l, key)).map_or(0, |i| i + 1);
@@ -53,6 +64,35 @@ pub fn check_document(label: &Path, text: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The keys whose values are file names (every table's).
+const PATH_KEYS: [&str; 6] = ["name_files", "source_files", "key", "secret_file", "database", "ca_file"];
+
+/// The first file name in `value` that is absolute or climbs with `..`: a push may
+/// name only files inside each node's config directory (which the operator put there),
+/// not any file the root daemon can read, whose lines an error would quote.
+fn first_escaping_path(value: &toml::Value) -> Option<String> {
+    let escapes = |text: &str| {
+        let path = Path::new(text);
+        path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+    };
+    let toml::Value::Table(table) = value else { return None };
+    for (key, value) in table {
+        if PATH_KEYS.contains(&key.as_str()) {
+            let names: Vec<&str> = match value {
+                toml::Value::String(s) => vec![s.as_str()],
+                toml::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            if let Some(bad) = names.into_iter().find(|n| escapes(n)) {
+                return Some(bad.to_string());
+            }
+        } else if let Some(bad) = first_escaping_path(value) {
+            return Some(bad);
+        }
+    }
+    None
 }
 
 fn table_header_is(line: &str, key: &str) -> bool {
@@ -94,7 +134,9 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
     let merged = format!("{pushed}\n{node_local}");
     // Parsed as if at the local file's path: relative paths are the node's own.
     let config = Config::parse(local_path, &merged).map_err(|mut e| {
-        if e.line > 0 && e.line <= pushed_lines {
+        if e.file != local_path {
+            // In a file the config names (a name file, a key): its own name and line.
+        } else if e.line > 0 && e.line <= pushed_lines {
             e.file = label.to_owned();
         } else {
             e.reason = format!("in this node's own tables ({}): {}", NODE_LOCAL_TABLES.join(", "), e.reason);
@@ -208,6 +250,22 @@ groups = ["site"]
         let allowing = LOCAL.replace("[fleet]\n", "[fleet]\npushed_exec_checks = true\n");
         let config = merge(Path::new("/etc/pw.toml"), &allowing, Path::new("x"), &exec).unwrap();
         assert_eq!(config.checks.len(), 1);
+        // Files only inside the node's config directory.
+        for bad in [
+            "name_files = [\"/etc/shadow\"]\n",
+            "[zones.\"example\"]\nkey = \"../keys/K\"\n",
+            "[views.v]\nsource_files = [\"a/../../x\"]\n",
+        ] {
+            let e = check_document(Path::new("x"), bad).unwrap_err();
+            assert!(e.reason.contains("relative to each node's config directory"), "{bad}: {e}");
+            assert_eq!(e.line, bad.lines().count(), "{bad}: {e}");
+        }
+        check_document(Path::new("x"), "name_files = [\"names/west.names\"]\n").unwrap();
+        // An error inside a named file keeps that file's name.
+        let missing = format!("name_files = [\"no-such.names\"]\n{PUSHED}");
+        let e = merge(Path::new("/nonexistent/pw.toml"), LOCAL, Path::new("x"), &missing).unwrap_err();
+        assert!(e.file.ends_with("no-such.names") || e.reason.contains("no-such.names"), "{e}");
+        assert!(!e.reason.contains("this node's own tables"), "{e}");
         let e = check_document(Path::new("x"), "[hooks.x]\n").unwrap_err();
         assert!(e.reason.contains("[hooks] is node-local"), "{e}");
         // A local file that lost its [server] says so, against the local tables.

@@ -339,6 +339,39 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     }
     let reports = etcd.get_prefix(&format!("{prefix}/nodes/")).unwrap();
     assert!(reports.iter().all(|(_, r)| r.contains("nagoya")), "{reports:?}");
+    // A push may name files only inside each node's config directory; and an error in
+    // such a file reaches etcd without the file's text (it could be a key's).
+    let (code, _, err) = push(&worlds[0], &file("shadow.toml", &format!("name_files = [\"/etc/shadow\"]\n{good}")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("relative to each node's config directory"), "{err}");
+    for w in &worlds {
+        let dir = w.controller.config_path().parent().unwrap();
+        std::fs::write(dir.join("bad.names"), "SECRET-LINE-123 nosuchgroup\n").unwrap();
+    }
+    let document = serde_json::json!({
+        "toml": format!("name_files = [\"bad.names\"]\n{good}"), "pushed_by": "by-hand", "at_ms": 0
+    });
+    etcd.put(&format!("{prefix}/config"), &document.to_string()).unwrap();
+    for w in &worlds {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let report = loop {
+            let report = config_report(w);
+            if report["error"].as_str().unwrap_or("").contains("bad.names") || Instant::now() > deadline {
+                break report;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let error = report["error"].as_str().unwrap();
+        assert!(error.contains("bad.names") && error.contains("the reason is in this node's log"), "{report}");
+        assert!(!error.contains("SECRET-LINE-123"), "{report}");
+        assert!(
+            w.controller.log().contains("SECRET-LINE-123") || w.controller.log().contains("nosuchgroup"),
+            "the log says why"
+        );
+    }
+    let reports = etcd.get_prefix(&format!("{prefix}/nodes/")).unwrap();
+    assert!(reports.iter().all(|(_, r)| !r.contains("SECRET-LINE-123")), "{reports:?}");
+
     // Not JSON at all: listed as ignored, never applied.
     etcd.put(&format!("{prefix}/config"), "{not json").unwrap();
     std::thread::sleep(Duration::from_millis(500));

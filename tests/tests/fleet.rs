@@ -391,18 +391,23 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     assert_eq!(config_report(&worlds[1])["revision"], revision);
 }
 
+/// Node "a"'s config body with etcd at `TlsEtcd::ENDPOINT`, the fleet's CA and the
+/// `[fleet]` lines `extra`.
+fn tls_node_body(prefix: &str, certs: &FleetCertificates, extra: &str) -> String {
+    format!(
+        "{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n\
+         [fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"a\"\nca = \"{}\"\n{extra}",
+        TlsEtcd::ENDPOINT,
+        certs.path("ca.pem"),
+    )
+}
+
 #[test]
 fn over_tls_only_a_node_with_the_fleets_certificates_reaches_etcd() {
     let prefix = format!("/pw/{}", unique("fleet"));
     let certs = FleetCertificates::generate().unwrap();
-    let fleet = format!(
-        "[fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"a\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        TlsEtcd::ENDPOINT,
-        certs.path("ca.pem"),
-        certs.path("node.pem"),
-        certs.path("node-key.pem")
-    );
-    let body = format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{fleet}");
+    let pair = format!("cert = \"{}\"\nkey = \"{}\"\n", certs.path("node.pem"), certs.path("node-key.pem"));
+    let body = tls_node_body(&prefix, &certs, &pair);
     // The node starts before etcd does, serving, and connects once etcd is up.
     let w = world_with(&body, false);
     w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
@@ -532,12 +537,7 @@ fn a_target_checked_by_one_node_is_checked_once_and_taken_over_when_that_node_di
 fn with_etcd_authentication_a_node_needs_its_password_and_a_wrong_one_still_serves() {
     let prefix = format!("/pw/{}", unique("fleet"));
     let certs = FleetCertificates::generate().unwrap();
-    let fleet = format!(
-        "[fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"a\"\nca = \"{}\"\nuser = \"primwatch\"\npassword = \"right\"\n",
-        TlsEtcd::ENDPOINT,
-        certs.path("ca.pem"),
-    );
-    let body = format!("{SITE_GROUPS}\n[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\n{fleet}");
+    let body = tls_node_body(&prefix, &certs, "user = \"primwatch\"\npassword = \"right\"\n");
     let mut w = world_with(&body, false);
     // etcd with authentication on: a root user, and a primwatch user whose role may
     // read and write the fleet's prefix only.

@@ -181,11 +181,7 @@ impl Controller {
     fn shards_elsewhere(&self, config: &Config) -> BTreeSet<String> {
         match &self.fleet {
             Some(fleet) => {
-                // Only the nodes that run the same config have the same targets.
-                let revision = self.running_revision();
-                let peers =
-                    self.fleet_members.iter().filter(|(_, r)| **r == revision).map(|(n, _)| n.clone()).collect();
-                crate::fleet::not_checked_here(config, &fleet.config.node, &peers)
+                crate::fleet::not_checked_here(config, &fleet.config.node, self.running_revision(), &self.fleet_members)
             }
             None => Default::default(),
         }

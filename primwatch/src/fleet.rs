@@ -501,12 +501,20 @@ async fn session(
     }
 }
 
-/// The targets with `checked_by` that this node (`me`) does not check while `others`
-/// are the other live nodes: each such target is checked by the `checked_by` live
-/// nodes that score highest for it (rendezvous hashing: SHA-256 of node and target,
-/// the same on every node and every build), so a node that comes or goes moves only
-/// its own share.
-pub fn not_checked_here(config: &crate::config::Config, me: &str, others: &BTreeSet<String>) -> BTreeSet<String> {
+/// The targets with `checked_by` that this node (`me`, running pushed revision
+/// `revision`) does not check while `members` are the other live nodes with the
+/// revision each runs: each such target is checked by the `checked_by` live nodes
+/// running the same revision (the others may not have it) that score highest for it
+/// (rendezvous hashing: SHA-256 of node and target, the same on every node and every
+/// build), so a node that comes or goes moves only its own share.
+pub fn not_checked_here(
+    config: &crate::config::Config,
+    me: &str,
+    revision: i64,
+    members: &BTreeMap<String, i64>,
+) -> BTreeSet<String> {
+    let others: BTreeSet<&str> =
+        members.iter().filter(|(_, r)| **r == revision).map(|(node, _)| node.as_str()).collect();
     let score = |node: &str, target: &str| {
         let digest = ring::digest::digest(&ring::digest::SHA256, format!("{node}\0{target}").as_bytes());
         u64::from_be_bytes(digest.as_ref()[..8].try_into().unwrap_or_default())
@@ -518,7 +526,7 @@ pub fn not_checked_here(config: &crate::config::Config, me: &str, others: &BTree
             let k = t.checked_by?;
             let mine = score(me, target);
             // This node checks it unless k others outscore it (ties: the smaller name).
-            let above = others.iter().filter(|n| (score(n, target), n.as_str()) > (mine, me)).count();
+            let above = others.iter().filter(|n| (score(n, target), **n) > (mine, me)).count();
             (above >= k).then(|| target.clone())
         })
         .collect()
@@ -756,8 +764,8 @@ mod tests {
     fn checkers(config: &crate::config::Config, nodes: &[&str]) -> BTreeMap<String, Vec<String>> {
         let mut by_target: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for me in nodes {
-            let others: BTreeSet<String> = nodes.iter().filter(|n| *n != me).map(|n| n.to_string()).collect();
-            let elsewhere = not_checked_here(config, me, &others);
+            let others: BTreeMap<String, i64> = nodes.iter().filter(|n| *n != me).map(|n| (n.to_string(), 7)).collect();
+            let elsewhere = not_checked_here(config, me, 7, &others);
             for target in config.targets.keys().filter(|t| !elsewhere.contains(*t)) {
                 by_target.entry(target.clone()).or_default().push(me.to_string());
             }
@@ -790,7 +798,12 @@ mod tests {
                 }
             }
         }
-        // Alone (etcd unreachable, or the only node), a node checks everything.
-        assert!(not_checked_here(&config(10, 1), "a", &BTreeSet::new()).is_empty());
+        // Alone (etcd unreachable, or the only node), a node checks everything; so it
+        // does when the others run another pushed revision (they may lack its targets).
+        assert!(not_checked_here(&config(10, 1), "a", 7, &BTreeMap::new()).is_empty());
+        let others: BTreeMap<String, i64> = [("b".to_string(), 6), ("c".to_string(), 8)].into();
+        assert!(not_checked_here(&config(10, 1), "a", 7, &others).is_empty());
+        let same: BTreeMap<String, i64> = [("b".to_string(), 7), ("c".to_string(), 7)].into();
+        assert!(!not_checked_here(&config(30, 1), "a", 7, &same).is_empty());
     }
 }

@@ -612,38 +612,45 @@ impl Controller {
             return; // read again on reconnecting: already running it
         }
         let revision = pushed.revision;
-        let reply = match self.load_config(Some(&pushed)) {
-            Ok(new) => self.switch_config(new, Some(pushed.clone())),
+        // Refused: (the reason, for the log; the reason, for etcd and `ctl status`).
+        let outcome = match self.load_config(Some(&pushed)) {
+            Ok(new) => {
+                let reply = self.switch_config(new, Some(pushed.clone()));
+                if reply.ok {
+                    Ok(())
+                } else {
+                    Err((reply.message.clone(), reply.message))
+                }
+            }
             Err(e) => {
-                error!(revision, reason = %e, "fleet: pushed config refused; the running config keeps serving");
                 // The reason goes to etcd only when it is about the pushed document: an
                 // error in another file may quote that file's lines.
-                let label = fleet_label(&pushed, self.config.fleet.as_ref());
-                let reported = if e.file == label {
+                let reported = if e.file == fleet_label(&pushed, self.config.fleet.as_ref()) {
                     e.to_string()
                 } else {
                     format!("{}:{}: refused (the reason is in this node's log)", e.file.display(), e.line)
                 };
-                self.metrics.reload(false);
-                self.report_config(revision, reported);
-                return;
+                Err((e.to_string(), reported))
             }
         };
-        self.metrics.reload(reply.ok);
-        if reply.ok {
-            info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
-            if let Err(e) = crate::config::pushed::write_cache(&self.config.state_file, &pushed) {
-                warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
+        self.metrics.reload(outcome.is_ok());
+        match outcome {
+            Ok(()) => {
+                info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
+                if let Err(e) = crate::config::pushed::write_cache(&self.config.state_file, &pushed) {
+                    warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
+                }
+                self.pushed = Some(pushed);
+                self.report_config(0, String::new());
+                // Nodes still on the old revision no longer share this node's targets.
+                if let Err(e) = self.reshard(false) {
+                    error!(error = %format!("{e:#}"), "writing the answers after sharing out the checks");
+                }
             }
-            self.pushed = Some(pushed);
-            self.report_config(0, String::new());
-            // Nodes still on the old revision no longer share this node's targets.
-            if let Err(e) = self.reshard(false) {
-                error!(error = %format!("{e:#}"), "writing the answers after sharing out the checks");
+            Err((reason, reported)) => {
+                error!(revision, %reason, "fleet: pushed config refused; the running config keeps serving");
+                self.report_config(revision, reported);
             }
-        } else {
-            error!(revision, reason = %reply.message, "fleet: pushed config refused; the running config keeps serving");
-            self.report_config(revision, reply.message);
         }
     }
 

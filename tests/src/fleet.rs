@@ -26,6 +26,13 @@ pub fn connected(w: &World) -> bool {
     w.controller.ctl(&["status"]).ok().is_some_and(|s| s["status"]["fleet"]["connected"] == true)
 }
 
+/// Waits until no node of `worlds` says it is connected to etcd (it notices a lost etcd
+/// within seconds); panics, saying `why`, after 15 s.
+pub fn wait_all_disconnected(worlds: &[World], why: &str) {
+    let cut_off = wait_for(Duration::from_secs(15), || (!worlds.iter().any(connected)).then_some(()));
+    assert!(cut_off.is_some(), "a node still claims to be connected {why}");
+}
+
 /// Three full nodes "a", "b", "c" (each a `World` whose config body is `body(node)`),
 /// their fleet network and an etcd member on each; returns once every node is
 /// connected to etcd.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use primwatch_tests::{
     controller::binary,
-    fleet::{connected, fleet_table, three_nodes, FleetCertificates, TlsEtcd},
+    fleet::{connected, fleet_table, three_nodes, wait_all_disconnected, FleetCertificates, TlsEtcd},
     netns, unique,
     world::{shared_tables, world_with, World, SITE_GROUPS, WEB1, WEB2, WEB3},
     TempDir,
@@ -78,11 +78,7 @@ fn an_override_on_one_node_answers_on_every_node_within_a_second() {
     // A second member killed: the one left has no quorum (no lease renews, no read
     // completes). Every node notices, says so, and keeps answering.
     etcd.kill(1);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while worlds.iter().any(connected) {
-        assert!(Instant::now() < deadline, "a node still claims to be connected to an etcd without quorum");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_all_disconnected(&worlds, "to an etcd without quorum");
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
     }
@@ -103,11 +99,7 @@ fn with_etcd_gone_nodes_keep_serving_and_a_local_override_wins_when_it_returns()
         etcd.kill(i);
     }
     // Every node keeps answering, and says it is cut off.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while worlds.iter().any(connected) {
-        assert!(Instant::now() < deadline, "a node still claims to be connected with etcd gone");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_all_disconnected(&worlds, "with etcd gone");
     for w in &worlds {
         w.expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
         let stats = w.controller.ctl(&["stats"]).unwrap();

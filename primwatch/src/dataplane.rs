@@ -17,7 +17,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use primwatch_common::{Counters, NameEntry, NameKey};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::XdpMode,
@@ -314,8 +314,13 @@ impl Dataplane {
         sum_per_cpu(&array)
     }
 
-    /// Forwards aya-log records from the program into our `tracing` logs.
+    /// Forwards aya-log records from the program into our `tracing` logs. A program
+    /// built without log statements (the release build logs nothing on the hot path)
+    /// has no `AYA_LOGS` ring: nothing to forward, and nothing wrong.
     pub fn start_log_forwarding(&mut self) {
+        if self.ebpf.map("AYA_LOGS").is_none() {
+            return debug!("the XDP program logs nothing (no AYA_LOGS ring); no log forwarding");
+        }
         match aya_log::EbpfLogger::init(&mut self.ebpf) {
             Ok(logger) => {
                 tokio::spawn(async move {

@@ -49,3 +49,18 @@ fn under_systemd_the_journal_stamps_the_time() {
     assert!(stderr.trim_start().starts_with("ERROR"), "no timestamp of our own: {stderr}");
     assert!(!stderr.contains('\u{1b}'));
 }
+
+/// A normal start (XDP attached, PowerDNS asking through the remote backend, checks
+/// passing, names served) logs nothing at WARN or ERROR: what is informational is
+/// INFO or DEBUG, so a warning in the journal always means something is wrong.
+#[test]
+fn a_normal_start_logs_no_warnings() {
+    use primwatch_tests::world::{world_with, SITE_GROUPS, WEB1, WEB2};
+    let names = "[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\nttl = 10\n";
+    let w = world_with(&format!("{SITE_GROUPS}{names}"), true);
+    w.expect("www.example.test", &[WEB1, WEB2], std::time::Duration::from_secs(10));
+    let log = w.controller.log();
+    assert!(log.contains(" INFO "), "the start logs at INFO: {log}");
+    let loud: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    assert!(loud.is_empty(), "a normal start logged warnings or errors:\n{}", loud.join("\n"));
+}

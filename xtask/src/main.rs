@@ -20,7 +20,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what is missing (Debian packages, nightly rust-src, bpf-linker, bpffs mount).
-    Setup,
+    Setup {
+        /// Then check that every system input of the build, the tests and the benches
+        /// comes from a package setup installs (not one only recommended, or installed
+        /// by hand).
+        #[arg(long)]
+        verify: bool,
+    },
     /// Set up, then build primwatch (release, with the embedded XDP object).
     Build {
         /// Show the XDP program's build output even when it succeeds.
@@ -58,7 +64,13 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Setup => setup::run(),
+        Cmd::Setup { verify } => {
+            setup::run()?;
+            if verify {
+                setup::verify()?;
+            }
+            Ok(())
+        }
         Cmd::Build { verbose } => {
             setup::run()?;
             if verbose {
@@ -88,6 +100,8 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::run()?;
+            // A fresh machine has only what setup installs: prove it before the build.
+            setup::verify()?;
             build()?;
             // tests/tests/package.rs installs it into a scratch root.
             deb()?;

@@ -11,6 +11,9 @@ use crate::step;
 
 /// Debian packages the build, the demo, the tests and the benchmarks use.
 const PACKAGES: &[&str] = &[
+    // The host build: rustc links with cc, and ring's C code needs libc's headers.
+    "gcc",
+    "libc6-dev",
     "bpftool",
     "iproute2",
     "ethtool",
@@ -24,16 +27,23 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "nftables",
     "lintian",
+    // pgrep: the demo's tests look for processes the demo left behind.
+    "procps",
     // mmdblookup: reads the MaxMind DB files the geoip tests write (an independent reader).
     "mmdb-bin",
     // DNSSEC: dnssec-keygen writes the BIND-format keys the tests sign with; dnspython
     // validates the signatures independently; unbound validates end to end.
     "bind9-utils",
     "python3-dnspython",
+    // dnspython validates signatures with it, but only recommends it: without it the
+    // import succeeds and every validation fails.
+    "python3-cryptography",
     "unbound",
-    // The fleet: etcd-client's build compiles etcd's protobuf API (protoc); the tests
-    // run a real etcd cluster.
+    // The fleet: etcd-client's build compiles etcd's protobuf API with protoc, which
+    // imports the well-known types (google/protobuf/*.proto) from libprotobuf-dev:
+    // protobuf-compiler only *recommends* it. The tests run a real etcd cluster.
     "protobuf-compiler",
+    "libprotobuf-dev",
     "etcd-server",
     "etcd-client",
 ];
@@ -232,4 +242,190 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed ({status})");
     }
     Ok(())
+}
+
+/// System inputs no source line names as a program to run: files that builds, scripts
+/// and programs read, each with why. Programs are found by scanning the sources
+/// (`spawned_programs`); list a program here only when it is run some other way.
+const SYSTEM_FILES: &[(&str, &str)] = &[
+    ("/usr/bin/protoc", "etcd-client's build.rs compiles etcd's API"),
+    ("/usr/include/google/protobuf/descriptor.proto", "protoc's well-known types, imported by etcd's protos"),
+    ("/usr/include/google/protobuf/empty.proto", "protoc's well-known types"),
+    ("/usr/bin/cc", "the linker rustc calls, and C code in -sys crates (ring)"),
+    ("/usr/include/stdio.h", "libc headers for the C code in -sys crates"),
+    ("/usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so", "PowerDNS launch=bind (tests, demo, bench)"),
+    ("/usr/lib/x86_64-linux-gnu/pdns/libremotebackend.so", "PowerDNS launch=remote (tests, demo)"),
+    ("/usr/bin/python3", "tests/scripts/*.py"),
+    ("/usr/lib/python3/dist-packages/dns/dnssec.py", "tests/scripts/dnssec_validate.py (dnspython)"),
+    (
+        "/usr/lib/python3/dist-packages/cryptography/__init__.py",
+        "dnspython validates signatures with it (an import that fails quietly without it)",
+    ),
+    ("/usr/sbin/knotd", "pw-bench: Knot in XDP mode"),
+    ("/usr/sbin/gdnsd", "pw-bench: gdnsd"),
+];
+
+/// `cargo xtask setup --verify`: every system input of the build, the tests and the
+/// benches belongs to a package setup installs (`PACKAGES`, or what they depend on —
+/// not what they only recommend) or to an essential package. Programs are found by
+/// scanning the sources for the ways they are spawned; files come from `SYSTEM_FILES`.
+/// Fails listing each input that a fresh machine would lack, with the package to add.
+pub fn verify() -> Result<()> {
+    let root = crate::workspace_root();
+    let mut inputs: Vec<(String, String)> =
+        SYSTEM_FILES.iter().map(|(path, why)| (path.to_string(), why.to_string())).collect();
+    for (program, place) in spawned_programs(&root)? {
+        inputs.push((program, place));
+    }
+    let provided = package_closure(PACKAGES)?;
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (input, why) in &inputs {
+        let Some(path) = resolve(input) else {
+            problems.push(format!("{input} ({why}): not found on this machine"));
+            continue;
+        };
+        if from_rustup(&path) {
+            continue;
+        }
+        let owners = owners(&path);
+        if owners.is_empty() {
+            problems.push(format!("{input} → {} ({why}): no Debian package owns it", path.display()));
+            continue;
+        }
+        checked += 1;
+        if !owners.iter().any(|o| provided.contains(o)) {
+            problems.push(format!(
+                "{input} → {} ({why}): owned by {}, which setup does not install (add it to PACKAGES in xtask/src/setup.rs)",
+                path.display(),
+                owners.join(", ")
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "setup --verify: {} system input(s) a fresh machine would lack:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    step(&format!("setup --verify: {checked} system inputs, each from a package setup installs"));
+    Ok(())
+}
+
+/// Programs the sources run, with the first place each is named: `Command::new("P")`,
+/// `netns::command(NS, "P")`, `sh("P", …)`, `ip netns exec NS P` and the first word of
+/// an exec check's `command = ["P", …]`. Names with a placeholder (`{}`) or paths
+/// made at run time are not system inputs.
+fn spawned_programs(root: &Path) -> Result<Vec<(String, String)>> {
+    let patterns = regex::Regex::new(concat!(
+        r#"Command::new\("([^"]+)"\)|\bcommand\([^,()]+,\s*"([^"]+)"\)|\bsh\("([^"]+)""#,
+        r#"|"exec",\s*[^,]+,\s*"([^"]+)"|command = \[\\?"([^"\\]+)\\?""#,
+    ))?;
+    let mut found: Vec<(String, String)> = Vec::new();
+    for dir in ["primwatch/src", "primwatch-common/src", "tests", "xtask/src"] {
+        for file in rust_files(&root.join(dir))? {
+            let text = std::fs::read_to_string(&file)?;
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for caps in patterns.captures_iter(line) {
+                    let Some(program) = caps.iter().skip(1).flatten().next().map(|m| m.as_str()) else { continue };
+                    if program.contains('{') || program.starts_with('.') || found.iter().any(|(p, _)| p == program) {
+                        continue;
+                    }
+                    let place = format!("run by {}:{}", file.strip_prefix(root).unwrap_or(&file).display(), n + 1);
+                    found.push((program.to_string(), place));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn rust_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A program name looked up on PATH (as root's shell would, sbin included), or a path;
+/// symlinks (alternatives) followed to the file a package owns.
+fn resolve(input: &str) -> Option<PathBuf> {
+    let path = if input.contains('/') {
+        PathBuf::from(input)
+    } else {
+        let search = std::env::var("PATH").unwrap_or_default();
+        let found =
+            search.split(':').chain(["/usr/sbin", "/sbin"]).map(|dir| Path::new(dir).join(input)).find(|p| p.is_file());
+        found?
+    };
+    std::fs::canonicalize(path).ok()
+}
+
+/// cargo, rustc and rustup come from rustup, which the README requires.
+fn from_rustup(path: &Path) -> bool {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    path.starts_with(Path::new(&home).join(".cargo")) || path.starts_with(Path::new(&home).join(".rustup"))
+}
+
+/// The packages that own `path` (`dpkg -S`), trying the /usr-merged spelling too.
+fn owners(path: &Path) -> Vec<String> {
+    let mut spellings = vec![path.to_path_buf()];
+    if let Ok(rest) = path.strip_prefix("/usr") {
+        spellings.push(Path::new("/").join(rest));
+    }
+    for spelling in spellings {
+        let Ok(out) = Command::new("dpkg").arg("-S").arg(&spelling).stderr(Stdio::null()).output() else { continue };
+        if !out.status.success() {
+            continue;
+        }
+        let owners: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.rsplit_once(": ").map(|(pkgs, _)| pkgs.to_string()))
+            .flat_map(|pkgs| pkgs.split(", ").map(|p| p.split(':').next().unwrap_or(p).to_string()).collect::<Vec<_>>())
+            .collect();
+        if !owners.is_empty() {
+            return owners;
+        }
+    }
+    Vec::new()
+}
+
+/// `packages`, everything they depend on (Depends and Pre-Depends, recursively; not
+/// Recommends or Suggests, which `--no-install-recommends` leaves out) and the base
+/// packages every Debian system has.
+fn package_closure(packages: &[&str]) -> Result<std::collections::HashSet<String>> {
+    let out = output(
+        Command::new("apt-cache")
+            .args(["depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts"])
+            .args(["--no-breaks", "--no-replaces", "--no-enhances"])
+            .args(packages),
+    )?;
+    let mut set: std::collections::HashSet<String> = out
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('<'))
+        .map(|l| l.split(':').next().unwrap_or(l).trim().to_string())
+        .collect();
+    // Essential, protected or of priority required: what debootstrap's minbase and
+    // every Debian installation have.
+    let base =
+        output(Command::new("dpkg-query").args(["-W", "-f=${Package} ${Essential}${Protected} ${Priority}\\n"]))?;
+    set.extend(base.lines().filter_map(|l| {
+        let (package, rest) = l.split_once(' ')?;
+        (rest.starts_with("yes") || rest.ends_with(" required")).then(|| package.to_string())
+    }));
+    Ok(set)
 }

@@ -69,6 +69,11 @@ pub struct Controller {
     /// `fleet push`: the pushed config this node runs with its own node-local tables
     /// (None: its own file alone).
     pushed: Option<PushedConfig>,
+    /// A pushed revision this node will not apply (it stopped while applying it before).
+    refusal: Option<crate::config::pushed::Refusal>,
+    /// The pushed revision on probation and when it ends: then it is kept for the next
+    /// start (`pushed::PROBATION`).
+    probation: Option<(i64, std::time::Instant)>,
     /// `[fleet]`: the other live nodes and the pushed revision each runs, as last
     /// known; those running this node's revision share out the targets with
     /// `checked_by` (`members_known`: heard from etcd at least once).
@@ -89,7 +94,7 @@ impl Controller {
     pub fn start(
         config: Config,
         config_path: Option<std::path::PathBuf>,
-        pushed: Option<PushedConfig>,
+        (pushed, refusal): (Option<PushedConfig>, Option<crate::config::pushed::Refusal>),
         maps: AnswerMaps,
         cookies: crate::map_writer::CookieMapWriter,
     ) -> Result<Controller> {
@@ -155,11 +160,18 @@ impl Controller {
             resolvers: JoinSet::new(),
             fleet,
             fleet_events,
+            probation: pushed
+                .as_ref()
+                .map(|p| (p.revision, std::time::Instant::now() + crate::config::pushed::PROBATION)),
             pushed,
+            refusal,
             fleet_members: Default::default(),
             members_known: false,
         };
-        controller.report_config(0, String::new());
+        match controller.refusal.clone() {
+            Some(r) => controller.report_config(r.revision, r.reason),
+            None => controller.report_config(0, String::new()),
+        }
         controller.vote_all();
         controller.spawn_resolvers();
         if let Some(powerdns) = controller.config.powerdns.clone() {
@@ -418,10 +430,17 @@ impl Controller {
             tokio::select! {
                 _ = &mut shutdown => {
                     self.state_file.write(&mut self.state, true);
+                    // Stopped in order (a signal, not a panic): the revision on probation
+                    // ran until asked to stop, so it counts as run successfully.
+                    if crate::supervise::reason().is_none() {
+                        self.probation = self.probation.map(|(revision, _)| (revision, std::time::Instant::now()));
+                        self.end_probation_if_due();
+                    }
                     return Ok(());
                 }
                 _ = save_tick.tick() => {
                     self.local_errors.tick();
+                    self.end_probation_if_due();
                     self.reload_if_geoip_changed();
                     if let Err(e) = self.cookies.tick() {
                         self.save_state();
@@ -612,6 +631,13 @@ impl Controller {
             return; // read again on reconnecting: already running it
         }
         let revision = pushed.revision;
+        if let Some(refusal) = self.refusal.clone().filter(|r| r.revision == revision) {
+            error!(revision, reason = %refusal.reason, "fleet: pushed config refused; the running config keeps serving");
+            return self.report_config(revision, refusal.reason);
+        }
+        if let Err(e) = crate::config::pushed::begin_trial(&self.config.state_file, revision) {
+            warn!(error = %format!("{e:#}"), "fleet: cannot mark the pushed config as being applied");
+        }
         // Refused: (the reason, for the log; the reason, for etcd and `ctl status`).
         let outcome = match self.load_config(Some(&pushed)) {
             Ok(new) => {
@@ -637,9 +663,7 @@ impl Controller {
         match outcome {
             Ok(()) => {
                 info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
-                if let Err(e) = crate::config::pushed::write_cache(&self.config.state_file, &pushed) {
-                    warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
-                }
+                self.probation = Some((revision, std::time::Instant::now() + crate::config::pushed::PROBATION));
                 self.pushed = Some(pushed);
                 self.report_config(0, String::new());
                 // Nodes still on the old revision no longer share this node's targets.
@@ -648,10 +672,34 @@ impl Controller {
                 }
             }
             Err((reason, reported)) => {
+                // Refused in order, still running the old config: nothing on trial.
+                crate::config::pushed::end_trial(&self.config.state_file);
                 error!(revision, %reason, "fleet: pushed config refused; the running config keeps serving");
                 self.report_config(revision, reported);
             }
         }
+    }
+
+    /// A pushed revision that has run for `pushed::PROBATION` is kept for the next
+    /// start, and is no longer on trial.
+    fn end_probation_if_due(&mut self) {
+        let Some((revision, until)) = self.probation else { return };
+        if std::time::Instant::now() < until {
+            return;
+        }
+        self.probation = None;
+        let Some(pushed) = self.pushed.as_ref().filter(|p| p.revision == revision) else { return };
+        let state_file = &self.config.state_file;
+        if let Err(e) = crate::config::pushed::write_cache(state_file, pushed) {
+            warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
+        }
+        crate::config::pushed::end_trial(state_file);
+        // A newer revision ran: the refused one is history (etcd holds only the newest).
+        if self.refusal.as_ref().is_some_and(|r| r.revision < revision) {
+            self.refusal = None;
+            crate::config::pushed::clear_refusal(state_file);
+        }
+        tracing::debug!(revision, "fleet: the pushed config passed its probation");
     }
 
     /// Nodes came or went, or changed config: the targets with `checked_by` are

@@ -1,6 +1,7 @@
 //! The DNS server cookie secret's life (RFC 7873 §7.1, RFC 9018 §5): made at start,
 //! replaced on schedule or from `cookies.secret_file` on reload, the replaced one still
-//! accepted until the next change; and the XDP program's clock kept on Unix time. The
+//! accepted until the next change (a random one) or for one `secret_rotation` (one from
+//! the file); and the XDP program's clock kept on Unix time. The
 //! program verifies and makes the cookies (`primwatch-ebpf/src/cookie.rs`).
 
 use std::time::Instant;
@@ -19,12 +20,16 @@ pub struct CookieKeeper {
     applied: Option<CookieConfig>,
     /// When the current random secret was made (None: a fixed secret is current).
     made_at: Option<Instant>,
+    /// When a `secret_file` secret replaced another: the replaced one is honoured for
+    /// one `secret_rotation`, then retired (RFC 7873 §7.1: an old secret accepted for a
+    /// while, not indefinitely).
+    replaced_at: Option<Instant>,
 }
 
 impl CookieKeeper {
     /// Cookies stay off until the first `apply`.
     pub fn new(writer: CookieMapWriter) -> CookieKeeper {
-        CookieKeeper { writer, applied: None, made_at: None }
+        CookieKeeper { writer, applied: None, made_at: None, replaced_at: None }
     }
 
     /// Applies `[cookies]` (at start and on reload): a changed `secret_file` secret is
@@ -36,8 +41,10 @@ impl CookieKeeper {
         }
         match config.secret {
             Some(secret) if self.writer.current != Some(secret) => {
+                let replacing = self.writer.current.is_some();
                 self.writer.install(secret)?;
                 self.made_at = None;
+                self.replaced_at = replacing.then(Instant::now);
                 info!("cookie secret from cookies.secret_file installed");
             }
             Some(_) => {}
@@ -53,12 +60,17 @@ impl CookieKeeper {
     /// Called every second or so: keeps the program's clock on Unix time and replaces
     /// a random secret once it is `secret_rotation` old.
     pub fn tick(&mut self) -> Result<()> {
-        let Some(config) = &self.applied else { return Ok(()) };
+        let Some(rotation) = self.applied.as_ref().map(|c| c.rotation) else { return Ok(()) };
         // Due at the tick nearest the rotation time: ticks come once a second, a little
         // late or early against the secret's age, and a strict comparison would let a
         // one-second rotation slip to every other tick.
-        if self.made_at.is_some_and(|at| at.elapsed() + TICK_SLACK >= config.rotation) {
+        if self.made_at.is_some_and(|at| at.elapsed() + TICK_SLACK >= rotation) {
             self.rotate()?;
+        }
+        if self.replaced_at.is_some_and(|at| at.elapsed() + TICK_SLACK >= rotation) {
+            self.writer.retire_previous()?;
+            self.replaced_at = None;
+            info!("the cookie secret replaced from cookies.secret_file is no longer accepted");
         }
         self.writer.sync_clock()
     }
@@ -66,6 +78,7 @@ impl CookieKeeper {
     fn rotate(&mut self) -> Result<()> {
         self.writer.install(rand::random())?;
         self.made_at = Some(Instant::now());
+        self.replaced_at = None;
         Ok(())
     }
 }

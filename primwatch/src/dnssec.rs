@@ -35,8 +35,6 @@ pub const INCEPTION_BACKDATE: Duration = Duration::from_secs(3600);
 /// Default validity of a signature (`zones.*.signature_validity`); signatures are
 /// renewed once half of it has passed.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
-/// The shortest validity accepted: renewal runs at half of it, checked every second.
-pub const MIN_VALIDITY: Duration = Duration::from_secs(10);
 
 /// A zone's signing key and what every signature by it carries.
 pub struct ZoneSigner {
@@ -130,7 +128,9 @@ impl ZoneSigner {
     ) -> Result<RrsigRr> {
         let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as u32;
         let inception = unix(now - INCEPTION_BACKDATE);
-        let expiration = unix(now + self.validity);
+        // Validity is at most 90 days (config::limits), so this cannot overflow; a clock
+        // beyond 2106 (the end of RRSIG's 32-bit time, RFC 4034 §3.1.5) would.
+        let expiration = unix(now.checked_add(self.validity).context("signature validity runs past the clock's end")?);
         let name = owner.to_hickory();
         let records: Vec<Record> = rdatas
             .iter()

@@ -6,7 +6,10 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use primwatch::{
-    config::{pushed::PushedConfig, Config, OnStop, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
+    config::{
+        pushed::{self, PushedConfig},
+        Config, OnStop, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR,
+    },
     control::{self, Action, Kind, Request, Status},
     controller::{Controller, PreviousRun},
     dataplane::{self, Attachment, Dataplane},
@@ -612,13 +615,13 @@ fn print_name(n: &primwatch::control::NameStatus) {
 fn run(config_path: PathBuf) -> Result<()> {
     primwatch::log_output::never_block_on_stderr();
     let config = Config::load(&config_path)?;
-    let (config, pushed) = with_cached_push(config, &config_path);
+    let (config, pushed, refusal) = with_cached_push(config, &config_path);
     raise_open_file_limit();
     primwatch::supervise::install_panic_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (on_stop, pin_dir) = (config.on_stop, config.pin_dir.clone());
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(serve(config, pushed, config_path))
+        runtime.block_on(serve(config, pushed, refusal, config_path))
     })) {
         Ok(result) => result,
         Err(_) => {
@@ -651,25 +654,41 @@ fn raise_open_file_limit() {
     }
 }
 
-/// A fleet node starts on the pushed config it ran last (kept beside its state file),
-/// so that it serves the fleet's config even while etcd is away; if that no longer
-/// fits its own file, on its own file alone (and etcd's copy is tried when it connects).
-fn with_cached_push(config: Config, config_path: &Path) -> (Config, Option<PushedConfig>) {
-    let Some(fleet) = &config.fleet else { return (config, None) };
-    let Some(pushed) = primwatch::config::pushed::read_cache(&config.state_file) else { return (config, None) };
-    match primwatch::config::pushed::load_merged(config_path, &fleet.prefix, &pushed) {
+/// A fleet node starts on the pushed config it ran last successfully (kept beside its
+/// state file), so that it serves the fleet's config even while etcd is away; if that
+/// no longer fits its own file, on its own file alone (and etcd's copy is tried when it
+/// connects). A revision the previous run stopped while applying is not applied again
+/// (`pushed::PROBATION`): returned as the refusal to report.
+fn with_cached_push(config: Config, config_path: &Path) -> (Config, Option<PushedConfig>, Option<pushed::Refusal>) {
+    let Some(fleet) = &config.fleet else { return (config, None, None) };
+    let refusal = pushed::refusal_at_start(&config.state_file);
+    if let Some(r) = &refusal {
+        error!(revision = r.revision, reason = %r.reason, "fleet: a pushed revision is refused");
+    }
+    let cached = pushed::read_cache(&config.state_file)
+        .filter(|cached| refusal.as_ref().is_none_or(|r| r.revision != cached.revision));
+    let Some(cached) = cached else { return (config, None, refusal) };
+    match pushed::load_merged(config_path, &fleet.prefix, &cached) {
         Ok(merged) => {
-            info!(revision = pushed.revision, "fleet: starting on the pushed config run last");
-            (merged, Some(pushed))
+            info!(revision = cached.revision, "fleet: starting on the pushed config run last");
+            if let Err(e) = pushed::begin_trial(&merged.state_file, cached.revision) {
+                warn!(error = %format!("{e:#}"), "fleet: cannot mark the pushed config as being applied");
+            }
+            (merged, Some(cached), refusal)
         }
         Err(e) => {
             warn!(error = %e, "fleet: the pushed config run last does not load; starting on this node's file");
-            (config, None)
+            (config, None, refusal)
         }
     }
 }
 
-async fn serve(config: Config, pushed: Option<PushedConfig>, config_path: PathBuf) -> Result<()> {
+async fn serve(
+    config: Config,
+    pushed: Option<PushedConfig>,
+    refusal: Option<pushed::Refusal>,
+    config_path: PathBuf,
+) -> Result<()> {
     dataplane::ensure_bpffs()?;
     // The state and pin directories decide answers: refuse ones others could write.
     primwatch::paths::prepare(&config.state_file, &config.pin_dir)?;
@@ -692,28 +711,26 @@ async fn serve(config: Config, pushed: Option<PushedConfig>, config_path: PathBu
         (config.port, config.pin_dir.clone(), config.interfaces.clone(), config.xdp_mode);
     let (metrics_listen, control_socket, control_access) =
         (config.metrics_listen, config.control_socket.clone(), config.control_access.clone());
-    let mut controller = Controller::start(config, Some(config_path), pushed, maps, cookies)?;
+    let mut controller = Controller::start(config, Some(config_path), (pushed, refusal), maps, cookies)?;
     info!(names, targets, "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold
     // the answers, so the first packet the new program sees finds them.
-    // The operator's socket and metrics first: if they cannot be had, nothing has been
-    // taken over yet.
+    // The operator's socket first: if it cannot be had, nothing has been taken over
+    // yet. Metrics never stop a start (a listener that cannot be bound is retried).
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
     if let Some(address) = metrics_listen {
-        // Each scrape asks the controller for a snapshot, as `ctl stats` does.
-        let (snapshots_tx, mut snapshots) = tokio::sync::mpsc::channel::<primwatch::metrics::StatsRequest>(16);
+        // Scrapes read a snapshot taken once a second, as `ctl stats` asks for one.
         let controller = requests_tx.clone();
-        tokio::spawn(async move {
-            while let Some(reply_to) = snapshots.recv().await {
+        let snapshot = primwatch::metrics::refresh_snapshots(move || {
+            let controller = controller.clone();
+            async move {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                if controller.send((control::Request::Stats, tx)).await.is_err() {
-                    break;
-                }
-                let _ = reply_to.send(rx.await.ok().and_then(|reply: control::Reply| reply.stats));
+                controller.send((control::Request::Stats, tx)).await.ok()?;
+                Some(rx.await.ok().and_then(|reply: control::Reply| reply.stats))
             }
         });
-        primwatch::metrics::serve(address, snapshots_tx).await?;
+        primwatch::metrics::serve(address, snapshot);
     }
     let _socket = control::listen(&control_socket, &control_access, requests_tx)
         .with_context(|| format!("control socket {}", control_socket.display()))?;

@@ -556,6 +556,14 @@ pub struct CookieMapWriter {
 
 impl CookieMapWriter {
     /// Makes `secret` current; the one it replaces stays valid for verification.
+    /// Writes the current secret into the previous slot too: cookies made with the
+    /// replaced secret are no longer valid.
+    pub fn retire_previous(&mut self) -> Result<()> {
+        let Some(current) = self.current else { return Ok(()) };
+        let previous = (self.written.current & 1) ^ 1;
+        self.secrets.set(previous, secret_from_bytes(current), 0).context("writing cookie_secrets")
+    }
+
     pub fn install(&mut self, secret: [u8; 16]) -> Result<()> {
         let key = secret_from_bytes(secret);
         if self.current.is_none() {

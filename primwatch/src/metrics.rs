@@ -15,14 +15,11 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::{config::Config, records::NamePlan, selection::Health as _, state::State};
 use serde::{Deserialize, Serialize};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 /// Check latency buckets, seconds.
@@ -615,31 +612,84 @@ impl Collector for Exported {
     }
 }
 
-/// A scrape's request for a snapshot: where the controller sends it (None: it has none).
-pub type StatsRequest = oneshot::Sender<Option<Stats>>;
+/// The latest snapshot of the controller's stats, refreshed once a second by
+/// `refresh_snapshots`; scrapes read it and never wait on the controller's loop.
+pub type Snapshot = tokio::sync::watch::Receiver<Option<std::sync::Arc<Stats>>>;
+
+/// How often the snapshot scrapes read is taken (so values are at most this old).
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// Connections served at once; more are closed at once (a scraper needs one).
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Asks `take` for the controller's stats every `SNAPSHOT_EVERY` and publishes them
+/// for scrapes; ends when the controller is gone.
+pub fn refresh_snapshots<F, Fut>(mut take: F) -> Snapshot
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<Option<Stats>>> + Send,
+{
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SNAPSHOT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match take().await {
+                None => return, // the controller stopped
+                Some(Some(stats)) => {
+                    let _ = tx.send(Some(std::sync::Arc::new(stats)));
+                }
+                Some(None) => {}
+            }
+        }
+    });
+    rx
+}
 
 /// Serves GET /metrics on `address` (hyper's HTTP/1 server, one request per
-/// connection), asking `snapshots` (the controller) for one per scrape.
-pub async fn serve(address: SocketAddr, snapshots: mpsc::Sender<StatsRequest>) -> Result<()> {
-    let listener = TcpListener::bind(address).await.with_context(|| format!("metrics listener on {address}"))?;
-    info!(%address, "Prometheus metrics on /metrics");
+/// connection) from `snapshot`. Never fails: an address that cannot be bound (taken by
+/// another process, not yet configured) is retried in the background, said once per
+/// distinct error, so that no local user can keep the controller from starting.
+pub fn serve(address: SocketAddr, snapshot: Snapshot) {
     tokio::spawn(async move {
+        let mut said = String::new();
+        let listener = loop {
+            match TcpListener::bind(address).await {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    let why = e.to_string();
+                    if why != said {
+                        warn!(%address, error = %why, retry_every = "2s", "metrics listener cannot be bound; serving without it, retrying");
+                        said = why;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        info!(%address, "Prometheus metrics on /metrics");
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let snapshots = snapshots.clone();
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!("metrics: every connection slot is busy; connection closed");
+                        continue;
+                    };
+                    let snapshot = snapshot.clone();
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |request| respond(request, snapshots.clone()));
+                        let _slot = slot;
+                        let service = hyper::service::service_fn(move |request| respond(request, snapshot.clone()));
                         let connection = hyper::server::conn::http1::Builder::new()
                             .timer(hyper_util::rt::TokioTimer::new())
                             .header_read_timeout(Duration::from_secs(5))
                             .keep_alive(false)
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                        // A scraper that stops reading must not hold a task forever.
+                        // A scraper that stops reading must not hold a slot forever.
                         match tokio::time::timeout(Duration::from_secs(15), connection).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => warn!(error = %e, "metrics request"),
-                            Err(_) => warn!("metrics request timed out"),
+                            Ok(Err(e)) => tracing::debug!(error = %e, "metrics request"),
+                            Err(_) => tracing::debug!("metrics request timed out"),
                         }
                     });
                 }
@@ -650,24 +700,19 @@ pub async fn serve(address: SocketAddr, snapshots: mpsc::Sender<StatsRequest>) -
             }
         }
     });
-    Ok(())
 }
 
 async fn respond(
     request: hyper::Request<hyper::body::Incoming>,
-    snapshots: mpsc::Sender<StatsRequest>,
+    snapshot: Snapshot,
 ) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
     use hyper::{Method, StatusCode};
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let (tx, rx) = oneshot::channel();
-            let stats = match snapshots.send(tx).await {
-                Ok(()) => rx.await.ok().flatten(),
-                Err(_) => None,
-            };
+            let stats = snapshot.borrow().clone();
             match stats {
                 Some(stats) => (StatusCode::OK, prometheus_text(&stats)),
-                None => (StatusCode::INTERNAL_SERVER_ERROR, "no stats\n".to_string()),
+                None => (StatusCode::SERVICE_UNAVAILABLE, "no stats yet\n".to_string()),
             }
         }
         (&Method::GET, _) => (StatusCode::NOT_FOUND, "try /metrics\n".to_string()),

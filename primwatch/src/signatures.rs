@@ -117,7 +117,8 @@ impl SignatureWriter {
     /// Waits until every request so far is handled (or `within` passed); returns what
     /// was signed since the last wait.
     pub fn wait_idle(&self, within: Duration) -> SignStats {
-        let deadline = Instant::now() + within;
+        let deadline =
+            Instant::now().checked_add(within).unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
         let mut progress = self.shared.progress.lock().unwrap_or_else(|e| e.into_inner());
         while progress.done < progress.requested {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -286,7 +287,7 @@ impl Worker {
             for (key, signer, made) in sign_all(batch, now) {
                 match made.and_then(|rr| self.map.insert(key, rr, 0).context("writing rrsigs")) {
                     Ok(()) => {
-                        self.written.insert(key, (signer.clone(), unix + signer.validity.as_secs() / 2));
+                        self.written.insert(key, (signer.clone(), unix.saturating_add(signer.validity.as_secs() / 2)));
                         stats.signed += 1;
                     }
                     Err(e) => {

@@ -383,6 +383,60 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     assert_eq!(config_report(&worlds[1])["revision"], revision);
 }
 
+/// A node that stops while applying a pushed revision (killed -9 within its probation,
+/// as a panic or a crash while applying would leave it) does not apply that revision
+/// again, at its next start nor when etcd hands it over again: it starts on the last
+/// revision it ran successfully and reports this one as refused, in etcd and `ctl
+/// status`. The other nodes keep it; a newer push is applied as usual.
+#[test]
+fn a_node_that_stops_while_applying_a_push_does_not_apply_it_again() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let (mut worlds, _net, etcd) = three_nodes(|node| fleet_body(&prefix, node)).unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    }
+    let dir = TempDir::new("pw-push").unwrap();
+    let push_names = |from: &World, name: &str, names: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, format!("{}{SITE_GROUPS}{names}", shared_tables())).unwrap();
+        let (code, out, err) = push(from, &path);
+        assert_eq!(code, 0, "{out}{err}");
+        out.split("as revision ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse::<i64>().unwrap()
+    };
+    let osaka = push_names(&worlds[1], "osaka.toml", "[names.\"www.example.test\"]\ngroups = [\"osaka\"]\n");
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(2));
+    }
+    // Past its probation on every node: the revision each starts on from now.
+    std::thread::sleep(Duration::from_secs(12));
+    let tokyo = push_names(&worlds[1], "tokyo.toml", "[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n");
+    worlds[0].expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(2));
+    worlds[0].controller.kill().unwrap();
+    worlds[0].controller.start_again().unwrap();
+    // Back on the revision it ran successfully, with etcd offering the new one.
+    std::thread::sleep(Duration::from_secs(2));
+    worlds[0].expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    let report = config_report(&worlds[0]);
+    assert_eq!((report["revision"].as_i64(), report["refused"].as_i64()), (Some(osaka), Some(tokyo)), "{report}");
+    assert!(report["error"].as_str().unwrap().contains("stopped within"), "{report}");
+    let stored = etcd.get_prefix(&format!("{prefix}/nodes/a")).unwrap();
+    assert!(stored.iter().any(|(_, r)| r.contains(&format!("\"refused\":{tokyo}"))), "{stored:?}");
+    assert!(worlds[0].controller.log().contains("a pushed revision is refused"));
+    for w in &worlds[1..] {
+        w.expect("www.example.test", &[WEB1, WEB2], Duration::from_millis(100));
+    }
+    // Stopped and started again in order: still refused (kept beside the state file).
+    worlds[0].controller.restart().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    worlds[0].expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    assert_eq!(config_report(&worlds[0])["refused"].as_i64(), Some(tokyo));
+    // A newer push is applied as usual, and the refusal goes.
+    let newer = push_names(&worlds[1], "web3.toml", "[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n");
+    worlds[0].expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(2));
+    let report = config_report(&worlds[0]);
+    assert_eq!((report["revision"].as_i64(), report["refused"].as_i64()), (Some(newer), Some(0)), "{report}");
+}
+
 /// Node "a"'s config body with etcd at `TlsEtcd::ENDPOINT`, the fleet's CA and the
 /// `[fleet]` lines `extra`.
 fn tls_node_body(prefix: &str, certs: &FleetCertificates, extra: &str) -> String {

@@ -26,19 +26,38 @@ groups = ["web"]
 a = ["192.0.2.7"]
 "#;
 
+/// Scrapes until `ready` holds (scrapes read a snapshot taken once a second), at most
+/// three seconds; returns the last scrape.
+fn scrape_until(w: &World, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = try_get(w, "/metrics").map(|(_, text)| text).unwrap_or_default();
+        if ready(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn get(w: &World, path: &str) -> (String, String) {
+    try_get(w, path).expect("a reply from the metrics listener")
+}
+
+/// GET `path` from the metrics listener: the status line and the body; None if it
+/// cannot be reached (not bound yet).
+fn try_get(w: &World, path: &str) -> Option<(String, String)> {
     let path = path.to_string();
     let mut stream = netns::run_in(&w.lab.server_ns, || {
         TcpStream::connect_timeout(&"127.0.0.1:9153".parse().unwrap(), Duration::from_secs(2))
     })
-    .unwrap()
-    .unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    .ok()?
+    .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
 }
 
 /// The value of one sample line, e.g. `metric{labels}`.
@@ -54,6 +73,8 @@ fn sample(text: &str, series: &str) -> f64 {
 fn metrics_and_ctl_stats_show_answers_checks_states_and_updates() {
     let mut w = world(CONFIG);
     w.expect("www.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(3));
+    // A snapshot taken after every answer so far.
+    std::thread::sleep(Duration::from_millis(1300));
     let (status, before) = get(&w, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let www_a = "primwatch_xdp_answers_total{name=\"www.example.test\",view=\"default\",type=\"A\"}";
@@ -65,7 +86,7 @@ fn metrics_and_ctl_stats_show_answers_checks_states_and_updates() {
     for (i, name) in ["www.example.test"; 7].iter().chain(&["static.example.test"; 3]).enumerate() {
         dns::exchange_udp(&sock, server, &dns::query(i as u16, name, RecordType::A, None).unwrap()).unwrap();
     }
-    let (_, after) = get(&w, "/metrics");
+    let after = scrape_until(&w, |t| sample(t, static_a) - sample(&before, static_a) >= 3.0);
     assert_eq!(sample(&after, www_a) - sample(&before, www_a), 7.0);
     assert_eq!(sample(&after, static_a) - sample(&before, static_a), 3.0);
     assert!(sample(&after, "primwatch_xdp_packets_total{verdict=\"answered\"}") >= 10.0);
@@ -80,7 +101,7 @@ fn metrics_and_ctl_stats_show_answers_checks_states_and_updates() {
     let writes = sample(&after, "primwatch_map_entry_updates_total{op=\"write\"}");
     w.backends[1].stop();
     w.expect("www.example.test", &[WEB1, WEB3], Duration::from_secs(3));
-    let (_, down) = get(&w, "/metrics");
+    let down = scrape_until(&w, |t| sample(t, "primwatch_target_up{target=\"web2\"}") == 0.0);
     assert_eq!(sample(&down, "primwatch_target_up{target=\"web2\"}"), 0.0);
     assert_eq!(sample(&down, "primwatch_target_up{target=\"web1\"}"), 1.0);
     let changed = sample(&down, "primwatch_target_last_change_timestamp_seconds{target=\"web2\"}");
@@ -92,8 +113,9 @@ fn metrics_and_ctl_stats_show_answers_checks_states_and_updates() {
 
     // Reloads are counted by result.
     w.controller.ctl(&["reload"]).unwrap();
-    let (_, reloaded) = get(&w, "/metrics");
-    assert_eq!(sample(&reloaded, "primwatch_reloads_total{result=\"applied\"}"), 1.0);
+    let applied = "primwatch_reloads_total{result=\"applied\"}";
+    let reloaded = scrape_until(&w, |t| t.contains(applied) && sample(t, applied) >= 1.0);
+    assert_eq!(sample(&reloaded, applied), 1.0);
     assert_eq!(get(&w, "/other").0, "HTTP/1.1 404 Not Found");
 
     // ctl stats: the same numbers, as JSON and as tables.
@@ -135,7 +157,7 @@ fn the_grafana_dashboard_queries_only_series_a_live_scrape_has() {
     let w = world(CONFIG);
     w.expect("www.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(3));
     assert_eq!(w.controller.ctl(&["reload"]).unwrap()["ok"], true);
-    let (_, scrape) = get(&w, "/metrics");
+    let scrape = scrape_until(&w, |t| t.contains("primwatch_reloads_total{result=\"applied\"} 1"));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grafana/primwatch.json");
     let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut queries = Vec::new();
@@ -180,4 +202,48 @@ fn the_grafana_dashboard_queries_only_series_a_live_scrape_has() {
     ] {
         assert!(seen.contains(wanted), "the dashboard shows {wanted}");
     }
+}
+
+/// A local user who binds the metrics address while primwatch restarts cannot keep it
+/// from starting: it serves and fails over without /metrics, says why, and takes the
+/// address once it is free. Connections beyond the cap are closed, never queued as
+/// tasks, and the scrape after them works.
+#[test]
+fn a_taken_metrics_address_does_not_keep_the_controller_from_starting() {
+    let mut w = world(CONFIG);
+    w.expect("www.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(3));
+    w.controller.kill().unwrap();
+    let squatter = netns::run_in(&w.lab.server_ns, || std::net::TcpListener::bind("127.0.0.1:9153")).unwrap().unwrap();
+    w.controller.start_again().unwrap();
+    w.backends[2].stop();
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(5));
+    let log = w.controller.log();
+    assert!(log.contains("metrics listener cannot be bound"), "{log}");
+    drop(squatter);
+    let scrape = scrape_until(&w, |t| t.contains("primwatch_target_up{target=\"web3\"} 0"));
+    assert!(scrape.contains("primwatch_target_up{target=\"web3\"} 0"), "{scrape}");
+
+    // Idle connections, far more than the cap: each beyond it is closed at once.
+    let idle: Vec<TcpStream> = (0..200)
+        .filter_map(|_| {
+            netns::run_in(&w.lab.server_ns, || {
+                TcpStream::connect_timeout(&"127.0.0.1:9153".parse().unwrap(), Duration::from_secs(2))
+            })
+            .ok()?
+            .ok()
+        })
+        .collect();
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            let mut s: &TcpStream = s;
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            matches!(s.read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert!(closed >= 200 - 32 - 1, "{closed} of {} idle connections closed at once", idle.len());
+    w.expect("www.example.test", &[WEB1, WEB2], Duration::from_secs(1));
+    drop(idle);
+    let scrape = scrape_until(&w, |t| t.contains("primwatch_target_up"));
+    assert!(scrape.contains("primwatch_target_up{target=\"web1\"} 1"), "{scrape}");
 }

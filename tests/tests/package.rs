@@ -76,6 +76,10 @@ fn the_debian_package_installs_and_runs() {
     run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control.0));
     let conffiles = std::fs::read_to_string(control.0.join("conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/primwatch/primwatch.toml");
+    // It may hold secrets ([fleet] password): not readable by other users.
+    let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let line = listing.lines().find(|l| l.ends_with("./etc/primwatch/primwatch.toml")).expect("the config is listed");
+    assert!(line.starts_with("-rw-r----- root/root"), "{line}");
     let postinst = std::fs::read_to_string(control.0.join("postinst")).unwrap();
     let commands: Vec<&str> = postinst.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
     assert!(commands.iter().any(|l| l.contains("useradd --system")), "{postinst}");

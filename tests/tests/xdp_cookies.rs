@@ -307,7 +307,8 @@ fn a_cookie_made_by_powerdns_with_the_shared_secret_is_verified_in_xdp() {
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let w = world_options(
         &format!(
-            "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n[cookies]\nsecret_file = \"{}\"\n",
+            "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n[cookies]\nsecret_file = \"{}\"\n\
+             secret_rotation = \"3s\"\n",
             secret_file.display()
         ),
         &Options { pdns_conf: "edns-cookie-secret=445536bcd2513298075a5d379663c962\n", ..Options::default() },
@@ -337,6 +338,19 @@ fn a_cookie_made_by_powerdns_with_the_shared_secret_is_verified_in_xdp() {
     assert!(!addresses.is_empty(), "answered by XDP");
     assert_eq!(from_xdp, from_powerdns);
     assert_eq!(w.controller.counters().unwrap().cookie_verified, before + 1);
+
+    // The shared secret replaced (a new file, a reload): the replaced one is honoured
+    // for one secret_rotation (3 s here), then retired, not kept indefinitely.
+    std::fs::write(&secret_file, "00112233445566778899aabbccddeeff\n").unwrap();
+    assert_eq!(w.controller.ctl(&["reload"]).unwrap()["ok"], true);
+    ask("www.example.test", &from_powerdns);
+    assert_eq!(w.controller.counters().unwrap().cookie_verified, before + 2, "still valid just after the change");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (addresses, from_xdp) = ask("www.example.test", &from_powerdns);
+    assert!(!addresses.is_empty());
+    assert_eq!(w.controller.counters().unwrap().cookie_verified, before + 2, "retired after one rotation period");
+    assert_ne!(from_xdp[8..], from_powerdns[8..], "a fresh server cookie instead");
+    assert!(w.controller.log().contains("no longer accepted"));
 }
 
 /// The daemon rotating its secret every second while a client inside a prefix over

@@ -34,7 +34,7 @@ pub async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>, budget:
     let Checker { target, index, address, spec } = checker;
     // Jitter spreads the first runs over `jitter`, then moves each run by up to ±jitter/2,
     // so checks of many targets do not march in step, and the mean period stays the interval.
-    let mut next = Instant::now() + jitter(spec.jitter);
+    let mut next = later(Instant::now(), jitter(spec.jitter));
     let mut failing = false;
     loop {
         sleep_until(next).await;
@@ -50,13 +50,19 @@ pub async fn check_loop(checker: Checker, reports: mpsc::Sender<Report>, budget:
         // Keep the cadence. A run that overran its slot (a hung target, timed out) waits
         // for the next tick rather than starting at once: a dead target must not hold a
         // socket nearly all the time.
-        next = (next + pause + jitter(spec.jitter)).checked_sub(spec.jitter / 2).unwrap_or(next);
+        next = later(later(next, pause), jitter(spec.jitter)).checked_sub(spec.jitter / 2).unwrap_or(next);
         let now = Instant::now();
         if next <= now {
             let behind = (now - next).as_nanos() / pause.as_nanos().max(1) + 1;
-            next += pause * behind.min(u32::MAX as u128) as u32;
+            next = later(next, pause.saturating_mul(behind.min(u32::MAX as u128) as u32));
         }
     }
+}
+
+/// `at + by`, or a year from `at` where that would overflow the clock: the config's
+/// ranges keep durations far below that (config::limits), so this is a last guard.
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(at)
 }
 
 fn jitter(max: Duration) -> Duration {

@@ -251,15 +251,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Consecutive results needed to change state, unless a check says otherwise: one
 /// stray timeout does not pull a backend, one lucky answer does not restore it.
 pub const DEFAULT_RISE_FALL: u32 = 2;
-
-fn duration(raw: &Option<Spanned<String>>, default: Duration, at: &At) -> Result<Duration, ConfigError> {
-    match raw {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text.get_ref()).map_err(|e| {
-            at(text.span(), format!("'{}' is not a duration like \"2s\" or \"500ms\": {e}", text.get_ref()))
-        }),
-    }
-}
+/// The most consecutive results `rise` and `fall` may ask for.
+pub const MAX_RISE_FALL: u32 = 100;
 
 /// The fixed part of a plain HTTP check's request (see `HttpCheck::plain_head`); every
 /// part was checked before this is called.
@@ -338,10 +331,12 @@ pub(super) fn parse_check(
     config_dir: &std::path::Path,
     at: &At,
 ) -> Result<CheckConfig, ConfigError> {
-    let interval = duration(&raw.interval, DEFAULT_INTERVAL, at)?;
-    let timeout = duration(&raw.timeout, DEFAULT_TIMEOUT, at)?;
-    let jitter = duration(&raw.jitter, Duration::ZERO, at)?;
-    let retry_interval = duration(&raw.retry_interval, (interval / 4).max(MIN_INTERVAL), at)?;
+    use super::limits::{duration_or, CHECK_INTERVAL, CHECK_JITTER, CHECK_RETRY_INTERVAL, CHECK_TIMEOUT};
+    let interval = duration_or(&raw.interval, DEFAULT_INTERVAL, "interval", CHECK_INTERVAL, at)?;
+    let timeout = duration_or(&raw.timeout, DEFAULT_TIMEOUT, "timeout", CHECK_TIMEOUT, at)?;
+    let jitter = duration_or(&raw.jitter, Duration::ZERO, "jitter", CHECK_JITTER, at)?;
+    let retry_interval =
+        duration_or(&raw.retry_interval, (interval / 4).max(MIN_INTERVAL), "retry_interval", CHECK_RETRY_INTERVAL, at)?;
     let span_of = |s: &Option<Spanned<String>>| s.as_ref().map_or(name.span(), |s| s.span());
     if interval < MIN_INTERVAL {
         return Err(at(span_of(&raw.interval), format!("interval must be at least {}ms", MIN_INTERVAL.as_millis())));
@@ -358,11 +353,13 @@ pub(super) fn parse_check(
     if jitter >= interval {
         return Err(at(span_of(&raw.jitter), "jitter must be below the interval".into()));
     }
+    // More than a hundred results in a row would keep a dead backend in the answers
+    // for minutes: no failover at all, by a typo.
     let positive = |v: &Option<Spanned<u32>>, what: &str| -> Result<u32, ConfigError> {
         match v {
             None => Ok(DEFAULT_RISE_FALL),
-            Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
-            Some(n) => Err(at(n.span(), format!("{what} must be at least 1"))),
+            Some(n) if (1..=MAX_RISE_FALL).contains(n.get_ref()) => Ok(*n.get_ref()),
+            Some(n) => Err(at(n.span(), format!("{what} must be at least 1 and at most {MAX_RISE_FALL}"))),
         }
     };
     let rise = positive(&raw.rise, "rise")?;

@@ -23,6 +23,7 @@ use crate::{
 
 pub mod geoip;
 mod health;
+pub mod limits;
 mod name_files;
 pub mod pushed;
 mod views;
@@ -158,9 +159,6 @@ pub struct CookieConfig {
 
 impl CookieConfig {
     pub const DEFAULT_ROTATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-    /// A cookie lives an hour (RFC 9018 §4.3); rotating faster than that would refuse
-    /// valid ones. Shorter rotations are only for tests.
-    pub const MIN_ROTATION: std::time::Duration = std::time::Duration::from_secs(1);
 }
 
 impl Default for CookieConfig {
@@ -296,21 +294,7 @@ fn parse_dnssec(
             };
             let validity = match &raw.signature_validity {
                 None => crate::dnssec::DEFAULT_VALIDITY,
-                Some(text) => {
-                    let validity = humantime::parse_duration(text.get_ref())
-                        .map_err(|e| at(text.span(), format!("{}: {e}", key_of("signature_validity"))))?;
-                    if validity < crate::dnssec::MIN_VALIDITY {
-                        return Err(at(
-                            text.span(),
-                            format!(
-                                "{} is shorter than {:?}",
-                                key_of("signature_validity"),
-                                crate::dnssec::MIN_VALIDITY
-                            ),
-                        ));
-                    }
-                    validity
-                }
+                Some(text) => limits::duration_in(text, &key_of("signature_validity"), limits::SIGNATURE_VALIDITY, at)?,
             };
             let path = config_dir.join(key.get_ref());
             let signer = crate::dnssec::ZoneSigner::load(apex, &path, validity)
@@ -632,6 +616,9 @@ struct RawFleet {
     node: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    password_over_http: bool,
     ca: Option<Spanned<PathBuf>>,
     cert: Option<Spanned<PathBuf>>,
     key: Option<Spanned<PathBuf>>,
@@ -689,14 +676,57 @@ fn parse_fleet(raw: RawFleet, config_dir: &Path, at: &health::At) -> Result<Flee
         }
         None => host_name(),
     };
-    let user = match (&raw.user, &raw.password) {
-        (None, None) => None,
-        (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
-        (Some(v), None) | (None, Some(v)) => {
-            return Err(at(v.span(), "fleet.user and fleet.password go together".into()))
-        }
-    };
+    let user = parse_fleet_user(&raw, schemes.contains("http"), config_dir, at)?;
     Ok(FleetConfig { endpoints, prefix, node, user, tls, pushed_exec_checks: raw.pushed_exec_checks })
+}
+
+/// `[fleet] user` with `password` or `password_file` (root-only, like a private key;
+/// its first line). Over http:// etcd sees the password in clear text on the wire:
+/// refused unless `password_over_http = true` says the operator knows.
+fn parse_fleet_user(
+    raw: &RawFleet,
+    http: bool,
+    config_dir: &Path,
+    at: &health::At,
+) -> Result<Option<(String, String)>, ConfigError> {
+    const MAX_PASSWORD: usize = 1024;
+    let password = match (&raw.password, &raw.password_file) {
+        (Some(_), Some(file)) => {
+            return Err(at(file.span(), "fleet.password and fleet.password_file: one or the other".into()))
+        }
+        (Some(p), None) => Some((p.span(), p.get_ref().clone())),
+        (None, Some(file)) => {
+            let path = config_dir.join(file.get_ref());
+            crate::paths::check_private_file(&path)
+                .map_err(|e| at(file.span(), format!("fleet.password_file: {e:#}")))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| at(file.span(), format!("fleet.password_file: cannot read {}: {e}", path.display())))?;
+            let line = text.lines().next().unwrap_or("").trim().to_string();
+            if line.is_empty() || line.len() > MAX_PASSWORD {
+                return Err(at(
+                    file.span(),
+                    format!(
+                        "fleet.password_file: {} must hold the password on its first line (1 to {MAX_PASSWORD} bytes)",
+                        path.display()
+                    ),
+                ));
+            }
+            Some((file.span(), line))
+        }
+        (None, None) => None,
+    };
+    match (&raw.user, password) {
+        (None, None) => Ok(None),
+        (Some(_), Some((span, _))) if http && !raw.password_over_http => Err(at(
+            span,
+            "fleet: a password over http:// travels in clear text; use https:// endpoints, \
+             or set password_over_http = true"
+                .into(),
+        )),
+        (Some(u), Some((_, password))) => Ok(Some((u.get_ref().clone(), password))),
+        (Some(u), None) => Err(at(u.span(), "fleet.user needs fleet.password or fleet.password_file".into())),
+        (None, Some((span, _))) => Err(at(span, "fleet.user and fleet.password go together".into())),
+    }
 }
 
 /// `[fleet] ca`, `cert`, `key`: needed (ca) or allowed (cert and key, together) only
@@ -764,15 +794,7 @@ fn parse_cookies(raw: Option<RawCookies>, config_dir: &Path, at: &health::At) ->
     let Some(raw) = raw else { return Ok(CookieConfig::default()) };
     let rotation = match &raw.secret_rotation {
         None => CookieConfig::DEFAULT_ROTATION,
-        Some(text) => {
-            let rotation = humantime::parse_duration(text.get_ref()).map_err(|e| {
-                at(text.span(), format!("cookies.secret_rotation '{}' is not a duration: {e}", text.get_ref()))
-            })?;
-            if rotation < CookieConfig::MIN_ROTATION {
-                return Err(at(text.span(), "cookies.secret_rotation must be at least 1s".into()));
-            }
-            rotation
-        }
+        Some(text) => limits::duration_in(text, "cookies.secret_rotation", limits::COOKIE_ROTATION, at)?,
     };
     let secret = match &raw.secret_file {
         None => None,
@@ -789,6 +811,14 @@ fn read_secret_file(path: &Path) -> Result<[u8; 16], String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("cookies.secret_file: cannot read {shown}: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
+    // Whoever owns the file can chmod it and replace the secret.
+    let me = unsafe { libc::geteuid() };
+    if std::os::unix::fs::MetadataExt::uid(&meta) != 0 && std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(format!(
+            "cookies.secret_file: {shown} is owned by uid {}; it must be owned by root",
+            std::os::unix::fs::MetadataExt::uid(&meta)
+        ));
+    }
     if mode & 0o027 != 0 {
         return Err(format!(
             "cookies.secret_file: {shown} has mode {mode:03o}; it must not be writable by its group or readable by others (chmod 640)"
@@ -842,14 +872,7 @@ fn parse_rrl(raw: Spanned<RawRrl>, at: &health::At) -> Result<RrlConfig, ConfigE
         bounded(&raw.table_size, RrlConfig::DEFAULT_TABLE_SIZE, 1024..=RrlConfig::MAX_TABLE_SIZE, "table_size")?;
     let window_seconds = match &raw.window {
         None => RrlConfig::DEFAULT_WINDOW_SECONDS,
-        Some(text) => {
-            let window = humantime::parse_duration(text.get_ref())
-                .map_err(|e| at(text.span(), format!("rrl.window '{}' is not a duration: {e}", text.get_ref())))?;
-            if window < std::time::Duration::from_secs(1) || window > std::time::Duration::from_secs(3600) {
-                return Err(at(text.span(), "rrl.window must be between 1s and 1h".into()));
-            }
-            window.as_secs() as u32
-        }
+        Some(text) => limits::duration_in(text, "rrl.window", limits::RRL_WINDOW, at)?.as_secs() as u32,
     };
     let prefix = |value: &Option<Spanned<u8>>, default: u8, range: std::ops::RangeInclusive<u8>, key: &str| match value
     {
@@ -898,14 +921,9 @@ struct RawResolver {
 fn parse_resolver(raw: Option<RawResolver>, at: &health::At) -> Result<ResolverConfig, ConfigError> {
     let mut config = ResolverConfig::default();
     let Some(raw) = raw else { return Ok(config) };
-    let duration = |value: &Option<Spanned<String>>, default| match value {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text.get_ref())
-            .map_err(|e| at(text.span(), format!("'{}' is not a duration: {e}", text.get_ref()))),
-    };
-    config.min_ttl = duration(&raw.min_ttl, config.min_ttl)?;
-    config.max_ttl = duration(&raw.max_ttl, config.max_ttl)?;
-    config.grace = duration(&raw.grace, config.grace)?;
+    config.min_ttl = limits::duration_or(&raw.min_ttl, config.min_ttl, "resolver.min_ttl", limits::RESOLVER_TTL, at)?;
+    config.max_ttl = limits::duration_or(&raw.max_ttl, config.max_ttl, "resolver.max_ttl", limits::RESOLVER_TTL, at)?;
+    config.grace = limits::duration_or(&raw.grace, config.grace, "resolver.grace", limits::RESOLVER_GRACE, at)?;
     if config.min_ttl < std::time::Duration::from_secs(1) || config.min_ttl > config.max_ttl {
         let span = raw.min_ttl.as_ref().or(raw.max_ttl.as_ref()).map(|s| s.span()).unwrap_or(0..0);
         return Err(at(span, "resolver: min_ttl must be at least 1s and at most max_ttl".into()));
@@ -963,16 +981,20 @@ fn parse_powerdns(raw: RawPowerDns, at: &health::At) -> Result<PowerDnsConfig, C
         },
         None => local_socket::group_id(DEFAULT_POWERDNS_GROUP).map(|gid| (DEFAULT_POWERDNS_GROUP.to_string(), gid)),
     };
-    let max_connections = match &raw.max_connections {
-        Some(n) if *n.get_ref() == 0 => return Err(at(n.span(), "powerdns.max_connections must be at least 1".into())),
-        Some(n) => *n.get_ref(),
-        None => DEFAULT_POWERDNS_MAX_CONNECTIONS,
-    };
-    let idle_timeout = match &raw.idle_timeout {
-        Some(t) => humantime::parse_duration(t.get_ref())
-            .map_err(|e| at(t.span(), format!("powerdns.idle_timeout '{}' is not a duration: {e}", t.get_ref())))?,
-        None => DEFAULT_POWERDNS_IDLE_TIMEOUT,
-    };
+    let max_connections = limits::count_or(
+        &raw.max_connections,
+        DEFAULT_POWERDNS_MAX_CONNECTIONS,
+        "powerdns.max_connections",
+        limits::POWERDNS_CONNECTIONS,
+        at,
+    )?;
+    let idle_timeout = limits::duration_or(
+        &raw.idle_timeout,
+        DEFAULT_POWERDNS_IDLE_TIMEOUT,
+        "powerdns.idle_timeout",
+        limits::POWERDNS_IDLE_TIMEOUT,
+        at,
+    )?;
     let mode = if group.is_some() { 0o660 } else { 0o600 };
     Ok(PowerDnsConfig { socket: raw.socket, access: Access { mode, group, max_connections, idle_timeout } })
 }
@@ -1330,11 +1352,13 @@ impl Config {
         let hooks = match raw.hooks {
             None => Hooks { on_change: None, timeout: std::time::Duration::from_secs(5) },
             Some(h) => {
-                let timeout = match &h.timeout {
-                    None => std::time::Duration::from_secs(5),
-                    Some(t) => humantime::parse_duration(t.get_ref())
-                        .map_err(|e| at(t.span(), format!("'{}' is not a duration: {e}", t.get_ref())))?,
-                };
+                let timeout = limits::duration_or(
+                    &h.timeout,
+                    std::time::Duration::from_secs(5),
+                    "hooks.timeout",
+                    limits::HOOK_TIMEOUT,
+                    &at,
+                )?;
                 let on_change = match h.on_change {
                     Some(cmd) if cmd.get_ref().is_empty() => {
                         return Err(at(cmd.span(), "hooks.on_change must name a program".into()))
@@ -1380,22 +1404,20 @@ impl Config {
         };
 
         let max_checks_in_flight = match &server.max_checks_in_flight {
-            Some(n) if *n.get_ref() == 0 => {
-                return Err(at(n.span(), "server.max_checks_in_flight must be at least 1".into()))
-            }
-            other => other.as_ref().map(|n| *n.get_ref()),
+            None => None,
+            some => Some(limits::count_or(some, 0, "server.max_checks_in_flight", limits::CHECKS_IN_FLIGHT, &at)?),
         };
         let powerdns = raw.powerdns.map(|p| parse_powerdns(p, &at)).transpose()?;
         let control_access = Access {
             mode: 0o600,
             group: None,
-            max_connections: match &server.control_max_connections {
-                Some(n) if *n.get_ref() == 0 => {
-                    return Err(at(n.span(), "server.control_max_connections must be at least 1".into()))
-                }
-                Some(n) => *n.get_ref(),
-                None => DEFAULT_CONTROL_MAX_CONNECTIONS,
-            },
+            max_connections: limits::count_or(
+                &server.control_max_connections,
+                DEFAULT_CONTROL_MAX_CONNECTIONS,
+                "server.control_max_connections",
+                limits::CONTROL_CONNECTIONS,
+                &at,
+            )?,
             idle_timeout: CONTROL_IDLE_TIMEOUT,
         };
 
@@ -1718,13 +1740,23 @@ a = ["192.0.2.9"]
             ("etcd = [\"https://e:2379\"]\nca = \"/nonexistent/ca.pem\"", "fleet.ca: cannot read"),
             ("etcd = [\"http://e:2379\"]\nprefix = \"primwatch\"", "must start with '/'"),
             ("etcd = [\"http://e:2379\"]\nnode = \"a/b\"", "without '/'"),
-            ("etcd = [\"http://e:2379\"]\nuser = \"pw\"", "go together"),
+            ("etcd = [\"http://e:2379\"]\nuser = \"pw\"", "needs fleet.password"),
+            ("etcd = [\"http://e:2379\"]\npassword = \"x\"", "go together"),
+            // A password over http:// is in clear text on the wire: only when said so.
+            ("etcd = [\"http://e:2379\"]\nuser = \"pw\"\npassword = \"x\"", "clear text"),
+            ("etcd = [\"http://e:2379\"]\nuser = \"pw\"\npassword_file = \"/nonexistent/pw\"", "password_file"),
+            (
+                "etcd = [\"http://e:2379\"]\nuser = \"pw\"\npassword = \"x\"\npassword_file = \"/etc/hostname\"",
+                "one or the other",
+            ),
         ] {
             let e = error(&fleet(body));
             assert!(e.reason.contains(reason), "{body}: {e}");
         }
         let e = error(&fleet("etcd = [\"http://e:2379\"]\nnode = \"a/b\""));
         assert_eq!(e.line, GOOD.lines().count() + 4, "{e}");
+        let plain = "etcd = [\"http://e:2379\"]\nuser = \"pw\"\npassword = \"x\"\npassword_over_http = true";
+        assert_eq!(parse(&fleet(plain)).unwrap().fleet.unwrap().user, Some(("pw".into(), "x".into())));
 
         // TLS: the CA and the client pair are read, and the key must be root-only.
         let dir = std::env::temp_dir().join(format!("pw-fleet-tls-{}", std::process::id()));
@@ -1747,6 +1779,13 @@ a = ["192.0.2.9"]
         assert_eq!(t.ca, pem.as_bytes());
         assert!(t.identity.is_some());
         assert!(error(&tls(&format!("cert = \"{}/node.pem\"", dir.display()))).reason.contains("go together"));
+        // A password file: root-only, its first line.
+        std::fs::write(dir.join("password"), "s3cret\n").unwrap();
+        std::fs::set_permissions(dir.join("password"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let with_file = tls(&format!("user = \"pw\"\npassword_file = \"{}/password\"", dir.display()));
+        assert!(error(&with_file).reason.contains("chmod 600"), "{}", error(&with_file));
+        std::fs::set_permissions(dir.join("password"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(parse(&with_file).unwrap().fleet.unwrap().user, Some(("pw".into(), "s3cret".into())));
         let e = error(&fleet(&format!("etcd = [\"https://e:2379\"]\nca = \"{}/not-pem\"", dir.display())));
         assert!(e.reason.contains("is not a PEM file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -2159,7 +2198,8 @@ groups = ["g"]
             ("all_down = \"backup:osaka\"", "all_down = \"panic\"", "not one of serve-all"),
             ("timeout = \"1s\"", "timeout = \"3s\"", "at most the interval"),
             ("interval = \"2s\"", "interval = \"2 parsecs\"", "not a duration"),
-            ("interval = \"500ms\"", "interval = \"10ms\"", "at least 100ms"),
+            ("interval = \"500ms\"", "interval = \"10ms\"", "between 100ms and 1h"),
+            ("interval = \"500ms\"", "interval = \"296000000000y\"", "between 100ms and 1h"),
             ("rise = 2", "rise = 0", "rise must be at least 1"),
             ("jitter = \"100ms\"", "jitter = \"5s\"", "jitter must be below"),
             ("ok_status = [200, 204]", "ok_status = [200, 999]", "status codes"),

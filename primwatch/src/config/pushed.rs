@@ -172,12 +172,10 @@ pub fn load_merged(path: &Path, prefix: &str, pushed: &PushedConfig) -> Result<C
     merged
 }
 
-/// Where a node keeps the pushed config it last ran, beside its state file: a start
-/// without etcd runs it again (fail static).
+/// Where a node keeps the pushed config it last ran successfully (for `PROBATION`),
+/// beside its state file: a start without etcd runs it again (fail static).
 pub fn cache_path(state_file: &Path) -> PathBuf {
-    let mut name = state_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".pushed-config.json");
-    state_file.with_file_name(name)
+    beside(state_file, ".pushed-config.json")
 }
 
 /// Reads the cached pushed config, if there is one that parses.
@@ -189,6 +187,72 @@ pub fn read_cache(state_file: &Path) -> Option<PushedConfig> {
 /// Writes the cache (owner-only, replaced atomically: a crash leaves the old or the new).
 pub fn write_cache(state_file: &Path, pushed: &PushedConfig) -> anyhow::Result<()> {
     crate::paths::write_atomically(&cache_path(state_file), &serde_json::to_vec(pushed)?)
+}
+
+/// How long a pushed revision must run before it counts as run successfully (and is
+/// kept for the next start). A node that stops sooner — a panic, a fatal error, a
+/// kill — does not apply that revision again: it starts on the last revision it ran
+/// successfully, or on its own file, and reports the revision as refused.
+pub const PROBATION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A pushed revision this node will not apply, and why (kept beside the state file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub revision: i64,
+    pub reason: String,
+}
+
+fn beside(state_file: &Path, suffix: &str) -> PathBuf {
+    let mut name = state_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    state_file.with_file_name(name)
+}
+
+/// Marks `revision` as being applied: until `end_trial`, a start finds it there and
+/// knows the node stopped while applying it.
+pub fn begin_trial(state_file: &Path, revision: i64) -> anyhow::Result<()> {
+    crate::paths::write_atomically(&beside(state_file, ".pushed-trial"), revision.to_string().as_bytes())
+}
+
+pub fn end_trial(state_file: &Path) {
+    let _ = std::fs::remove_file(beside(state_file, ".pushed-trial"));
+}
+
+/// The revision a previous run was applying when it stopped, if any.
+pub fn read_trial(state_file: &Path) -> Option<i64> {
+    std::fs::read_to_string(beside(state_file, ".pushed-trial")).ok()?.trim().parse().ok()
+}
+
+pub fn read_refusal(state_file: &Path) -> Option<Refusal> {
+    serde_json::from_slice(&std::fs::read(beside(state_file, ".pushed-refused.json")).ok()?).ok()
+}
+
+pub fn write_refusal(state_file: &Path, refusal: &Refusal) -> anyhow::Result<()> {
+    crate::paths::write_atomically(&beside(state_file, ".pushed-refused.json"), &serde_json::to_vec(refusal)?)
+}
+
+pub fn clear_refusal(state_file: &Path) {
+    let _ = std::fs::remove_file(beside(state_file, ".pushed-refused.json"));
+}
+
+/// At a start: the revision a previous run stopped while applying becomes a refusal
+/// (kept, so that etcd handing it over again changes nothing); otherwise the refusal
+/// kept from before, if any.
+pub fn refusal_at_start(state_file: &Path) -> Option<Refusal> {
+    let Some(revision) = read_trial(state_file) else { return read_refusal(state_file) };
+    let refusal = Refusal {
+        revision,
+        reason: format!(
+            "this node stopped within {} of applying pushed revision {revision} (see its log); \
+             not applied again: push a corrected config",
+            humantime::format_duration(PROBATION)
+        ),
+    };
+    if let Err(e) = write_refusal(state_file, &refusal) {
+        tracing::warn!(error = %format!("{e:#}"), "fleet: cannot keep the refusal of a pushed revision");
+    }
+    end_trial(state_file);
+    Some(refusal)
 }
 
 #[cfg(test)]

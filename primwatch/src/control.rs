@@ -204,6 +204,9 @@ pub struct ResolvedStatus {
     /// Why it does not resolve now, and since when (RFC 3339); empty if it does.
     pub error: String,
     pub failing_since: String,
+    /// Addresses of the last answer not used, and why (special-purpose, over the cap).
+    #[serde(default)]
+    pub left_out: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -257,7 +257,34 @@ impl Controller {
     fn on_resolved(&mut self, resolved: crate::resolve::Resolved) -> Result<()> {
         let Some(named) = self.config.named_targets.get(&resolved.target) else { return Ok(()) };
         let host = named.host.clone();
+        // Targets from a resolver's answer: not special-purpose addresses (unless the
+        // config allows them) and, for a pushed config, only what this node allows.
+        let policy = match (&self.pushed, &self.config.fleet) {
+            (Some(_), Some(fleet)) => {
+                fleet.pushed_target_policy(crate::host::snapshot().map(|s| s.addresses).unwrap_or_default())
+            }
+            _ => crate::config::target_addresses::TargetPolicy {
+                special_ok: self.config.resolver.allow_special_addresses,
+                ..Default::default()
+            },
+        };
+        let max = self.config.resolver.max_addresses;
+        let mut left_out = String::new();
+        let resolved = crate::resolve::Resolved {
+            result: resolved.result.map(|addresses| {
+                let (kept, note) = crate::resolve::screen(addresses, &policy, max);
+                left_out = note;
+                kept
+            }),
+            ..resolved
+        };
         let entry = self.resolutions.entry(resolved.target.clone()).or_default();
+        if entry.left_out != left_out {
+            if !left_out.is_empty() {
+                warn!(target = %resolved.target, %host, left_out = %left_out, "resolved addresses left out of the targets");
+            }
+            entry.left_out = left_out;
+        }
         let was_failing = entry.failing.is_some();
         let result = resolved.result.clone();
         let changed = entry.record(resolved.result, self.config.resolver.grace, std::time::SystemTime::now());

@@ -408,6 +408,9 @@ fn print_status(status: &Status) {
             if !r.error.is_empty() {
                 println!("      failing since {}: {}", r.failing_since, r.error);
             }
+            if !r.left_out.is_empty() {
+                println!("      left out: {}", r.left_out);
+            }
         }
     }
     println!("TARGETS");

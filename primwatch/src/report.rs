@@ -151,6 +151,7 @@ pub fn resolved(
                 resolved_at: r.resolved_at.map(time).unwrap_or_default(),
                 error: r.failing.as_ref().map(|(_, why)| why.clone()).unwrap_or_default(),
                 failing_since: r.failing.map(|(since, _)| time(since)).unwrap_or_default(),
+                left_out: r.left_out,
             }
         })
         .collect()

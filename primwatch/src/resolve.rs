@@ -35,6 +35,8 @@ pub struct Resolution {
     pub resolved_at: Option<SystemTime>,
     /// Since when, and why, the name does not resolve.
     pub failing: Option<(SystemTime, String)>,
+    /// Addresses the last answer had that are not used, and why (empty: none).
+    pub left_out: String,
 }
 
 impl Resolution {
@@ -64,6 +66,38 @@ impl Resolution {
             }
         }
     }
+}
+
+/// The addresses of one answer that become targets: those `policy` allows, at most
+/// `max` of them (the lowest: an answer's order is the server's to change). Returns
+/// them and what was left out, and why (empty: nothing).
+pub fn screen(
+    addresses: Vec<IpAddr>,
+    policy: &crate::config::target_addresses::TargetPolicy,
+    max: usize,
+) -> (Vec<IpAddr>, String) {
+    let mut why = Vec::new();
+    let mut kept: Vec<IpAddr> = addresses
+        .into_iter()
+        .filter(|a| match policy.refuses(*a) {
+            Some(reason) => {
+                why.push(reason);
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if kept.len() > max {
+        why.push(format!("{} more than resolver.max_addresses = {max}", kept.len() - max));
+        kept.truncate(max);
+    }
+    // A hostile answer could carry thousands: say how many, name a few.
+    let shown = why.len().min(4);
+    let mut note = why[..shown].join("; ");
+    if why.len() > shown {
+        note.push_str(&format!("; and {} more", why.len() - shown));
+    }
+    (kept, note)
 }
 
 /// A resolver for `config`: its nameservers, or the system's (/etc/resolv.conf).

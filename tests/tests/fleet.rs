@@ -309,6 +309,16 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     let (code, _, err) = push(&worlds[0], &file("local.toml", &format!("{good}[metrics]\nlisten = \"127.0.0.1:9\"\n")));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("[metrics] is node-local"), "{err}");
+    // So is a target no node allows: the cloud's metadata address, loopback, the
+    // node's own address (default [fleet] pushed_targets), at the target's line.
+    for (address, why) in [("169.254.169.254", "link-local"), ("127.0.0.1", "loopback"), ("10.77.0.1", "own address")] {
+        let aimed = format!("{good}[targets.inside]\naddress = \"{address}\"\nchecks = [\"http\"]\n");
+        let line = aimed.lines().position(|l| l == "[targets.inside]").unwrap() + 1;
+        let (code, _, err) = push(&worlds[0], &file("aimed.toml", &aimed));
+        assert_eq!(code, 2, "{address}: {err}");
+        assert!(err.contains(&format!("aimed.toml:{line}:")) && err.contains(why), "{address}: {err}");
+        assert!(err.contains("pushed_targets"), "{err}");
+    }
     assert_eq!(etcd.get_prefix(&format!("{prefix}/config")).unwrap(), stored, "nothing was stored");
 
     // One that reaches etcd anyway (written by hand, or by a tool that skips the
@@ -331,6 +341,18 @@ fn a_pushed_config_runs_on_every_node_and_a_bad_one_changes_nothing() {
     }
     let reports = etcd.get_prefix(&format!("{prefix}/nodes/")).unwrap();
     assert!(reports.iter().all(|(_, r)| r.contains("nagoya")), "{reports:?}");
+    // Written by hand, a target at the metadata address is refused by every node.
+    let aimed = format!("{good}[targets.meta]\naddress = \"169.254.169.254\"\nchecks = [\"http\"]\n");
+    let document = serde_json::json!({ "toml": aimed, "pushed_by": "by-hand", "at_ms": 0 }).to_string();
+    etcd.put(&format!("{prefix}/config"), &document).unwrap();
+    for w in &worlds {
+        let refused = primwatch_tests::wait_for(Duration::from_secs(2), || {
+            let report = config_report(w);
+            report["error"].as_str().unwrap_or("").contains("169.254.169.254").then_some(report)
+        });
+        assert!(refused.is_some(), "{}", config_report(w));
+        w.expect("www.example.test", &[WEB3], Duration::from_millis(100));
+    }
     // A push may name files only inside each node's config directory; and an error in
     // such a file reaches etcd without the file's text (it could be a key's).
     let (code, _, err) = push(&worlds[0], &file("shadow.toml", &format!("name_files = [\"/etc/shadow\"]\n{good}")));

@@ -431,6 +431,69 @@ all_down = "nodata"
     w.expect("app.example.test", &[WEB1], Duration::from_secs(5));
 }
 
+/// A resolver's answer is input: special-purpose addresses (loopback, the metadata
+/// address, unspecified, multicast) never become targets, nor more than
+/// `max_addresses` of the rest; what is left out is logged and shown in `ctl status`,
+/// and the targets follow a changing answer.
+#[test]
+fn a_resolvers_answer_cannot_aim_the_checks_anywhere() {
+    let body = r#"
+[resolver]
+nameservers = ["10.99.1.53"]
+min_ttl = "1s"
+max_ttl = "2s"
+max_addresses = 3
+[targets.app]
+host = "app.example.net"
+checks = ["http"]
+[groups.app]
+members = ["app"]
+policy = "all"
+[names."app.example.test"]
+groups = ["app"]
+all_down = "nodata"
+"#;
+    let w = world(body);
+    w.net.add_address("10.99.1.53".parse().unwrap()).unwrap();
+    let mut records: Vec<String> = ["127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", WEB1, WEB2, WEB3]
+        .iter()
+        .map(|a| format!("app 1 IN A {a}"))
+        .collect();
+    records.extend((20..60).map(|i| format!("app 1 IN A 10.99.1.{i}")));
+    records.extend(["::1", "fe80::1"].iter().map(|a| format!("app 1 IN AAAA {a}")));
+    let records: Vec<&str> = records.iter().map(String::as_str).collect();
+    let resolver = primwatch_tests::pdns::PowerDns::start_with(
+        &w.net.ns,
+        &["10.99.1.53".parse().unwrap()],
+        "example.net",
+        &resolver_zone(&records),
+        "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0",
+    )
+    .unwrap();
+    w.expect("app.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(5));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let resolved = &status["status"]["resolved"][0];
+    assert_eq!(resolved["addresses"], serde_json::json!([WEB1, WEB2, WEB3]), "{resolved}");
+    let left_out = resolved["left_out"].as_str().unwrap();
+    assert!(left_out.contains("0.0.0.0") && left_out.contains("more"), "{left_out}");
+    let targets = status["status"]["targets"].to_string();
+    for special in ["127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", "::1", "fe80::1", "10.99.1.20"] {
+        assert!(!targets.contains(&format!("@{special}\"")), "{special} is a target: {targets}");
+    }
+    let log = w.controller.log();
+    assert!(log.contains("resolved addresses left out of the targets"), "{log}");
+
+    // The answer changes: the targets follow, the special ones still out.
+    resolver
+        .replace_zone("example.net", &resolver_zone(&["app 1 IN A 169.254.169.254", &format!("app 1 IN A {WEB2}")]))
+        .unwrap();
+    w.expect("app.example.test", &[WEB2], Duration::from_secs(5));
+    let status = w.controller.ctl(&["status"]).unwrap();
+    let targets = status["status"]["targets"].as_array().unwrap();
+    let app: Vec<&str> = targets.iter().filter_map(|t| t["name"].as_str()).filter(|n| n.starts_with("app@")).collect();
+    assert_eq!(app, [format!("app@{WEB2}")], "{targets:?}");
+}
+
 /// 500 names on one group share its record sets: a backend going down rewrites the
 /// group's A set (the AAAA set, empty, is unchanged) — one or two map writes, not one
 /// per name — and every name answers without it at once.

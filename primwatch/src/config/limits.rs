@@ -49,6 +49,10 @@ pub const POWERDNS_CONNECTIONS: RangeInclusive<usize> = 1..=4096;
 /// `[server] max_checks_in_flight`: each holds a socket or a process.
 pub const CHECKS_IN_FLIGHT: RangeInclusive<usize> = 1..=1_000_000;
 
+/// `[resolver] max_addresses`: the addresses one name may bring (each a target with
+/// its own checkers).
+pub const RESOLVED_ADDRESSES: RangeInclusive<usize> = 1..=256;
+
 /// `value` of `key`, refused at its span unless it lies in `range`.
 pub(super) fn count_or(
     value: &Option<Spanned<usize>>,

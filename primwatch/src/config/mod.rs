@@ -26,6 +26,7 @@ mod health;
 pub mod limits;
 mod name_files;
 pub mod pushed;
+pub mod target_addresses;
 mod views;
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
@@ -210,6 +211,11 @@ pub struct ResolverConfig {
     pub max_ttl: std::time::Duration,
     /// A name that stops resolving keeps its last addresses this long, then has none.
     pub grace: std::time::Duration,
+    /// A name's addresses used at most (the lowest, sorted); more are left out, logged.
+    pub max_addresses: usize,
+    /// Special-purpose addresses (loopback, link-local, unspecified, multicast) from a
+    /// resolver are targets too; off: left out, logged.
+    pub allow_special_addresses: bool,
 }
 
 impl Default for ResolverConfig {
@@ -219,6 +225,8 @@ impl Default for ResolverConfig {
             min_ttl: std::time::Duration::from_secs(5),
             max_ttl: std::time::Duration::from_secs(3600),
             grace: std::time::Duration::from_secs(300),
+            max_addresses: 16,
+            allow_special_addresses: false,
         }
     }
 }
@@ -596,6 +604,18 @@ pub struct FleetConfig {
     /// `pushed_exec_checks`: a pushed config may carry exec checks (commands this node
     /// runs). Off by default: write access to etcd must not mean running commands.
     pub pushed_exec_checks: bool,
+    /// `pushed_targets`: the ranges a pushed config's target addresses (given or
+    /// resolved) must lie in. None: anywhere but special-purpose addresses and this
+    /// node's own (`target_addresses::TargetPolicy`).
+    pub pushed_targets: Option<Vec<ipnet::IpNet>>,
+}
+
+impl FleetConfig {
+    /// What a pushed config's targets may be on this node: `pushed_targets`, or
+    /// anything but special-purpose addresses and `own` (this host's addresses).
+    pub fn pushed_target_policy(&self, own: Vec<IpAddr>) -> target_addresses::TargetPolicy {
+        target_addresses::TargetPolicy { allowed: self.pushed_targets.clone(), special_ok: false, own }
+    }
 }
 
 /// `[fleet] ca`, `cert`, `key`: how a node checks etcd's certificate and proves its own.
@@ -624,6 +644,7 @@ struct RawFleet {
     key: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pushed_exec_checks: bool,
+    pushed_targets: Option<Spanned<Vec<String>>>,
 }
 
 /// `[fleet]`: the etcd endpoints (all http:// or all https:// URLs), the TLS files for
@@ -677,7 +698,21 @@ fn parse_fleet(raw: RawFleet, config_dir: &Path, at: &health::At) -> Result<Flee
         None => host_name(),
     };
     let user = parse_fleet_user(&raw, schemes.contains("http"), config_dir, at)?;
-    Ok(FleetConfig { endpoints, prefix, node, user, tls, pushed_exec_checks: raw.pushed_exec_checks })
+    let pushed_targets = match &raw.pushed_targets {
+        None => None,
+        Some(list) => Some(
+            list.get_ref()
+                .iter()
+                .map(|text| {
+                    text.parse::<ipnet::IpNet>()
+                        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map(|net| net.trunc())
+                        .map_err(|_| at(list.span(), format!("fleet.pushed_targets: '{text}' is not a CIDR prefix")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(FleetConfig { endpoints, prefix, node, user, tls, pushed_exec_checks: raw.pushed_exec_checks, pushed_targets })
 }
 
 /// `[fleet] user` with `password` or `password_file` (root-only, like a private key;
@@ -916,6 +951,9 @@ struct RawResolver {
     min_ttl: Option<Spanned<String>>,
     max_ttl: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
+    max_addresses: Option<Spanned<usize>>,
+    #[serde(default)]
+    allow_special_addresses: bool,
 }
 
 fn parse_resolver(raw: Option<RawResolver>, at: &health::At) -> Result<ResolverConfig, ConfigError> {
@@ -924,6 +962,14 @@ fn parse_resolver(raw: Option<RawResolver>, at: &health::At) -> Result<ResolverC
     config.min_ttl = limits::duration_or(&raw.min_ttl, config.min_ttl, "resolver.min_ttl", limits::RESOLVER_TTL, at)?;
     config.max_ttl = limits::duration_or(&raw.max_ttl, config.max_ttl, "resolver.max_ttl", limits::RESOLVER_TTL, at)?;
     config.grace = limits::duration_or(&raw.grace, config.grace, "resolver.grace", limits::RESOLVER_GRACE, at)?;
+    config.max_addresses = limits::count_or(
+        &raw.max_addresses,
+        config.max_addresses,
+        "resolver.max_addresses",
+        limits::RESOLVED_ADDRESSES,
+        at,
+    )?;
+    config.allow_special_addresses = raw.allow_special_addresses;
     if config.min_ttl < std::time::Duration::from_secs(1) || config.min_ttl > config.max_ttl {
         let span = raw.min_ttl.as_ref().or(raw.max_ttl.as_ref()).map(|s| s.span()).unwrap_or(0..0);
         return Err(at(span, "resolver: min_ttl must be at least 1s and at most max_ttl".into()));

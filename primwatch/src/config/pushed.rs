@@ -161,6 +161,26 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
             });
         }
     }
+    // A target is probed by every node and its health published: only at addresses
+    // the node's own file allows (not itself, its metadata service, loopback, …).
+    if let Some(fleet) = &config.fleet {
+        let own = crate::host::snapshot().map(|s| s.addresses).unwrap_or_default();
+        let policy = fleet.pushed_target_policy(own);
+        for (name, target) in &config.targets {
+            if let Some(why) = policy.refuses(target.address) {
+                let line =
+                    pushed.lines().position(|l| table_header_is(l, &format!("targets.{name}"))).map_or(0, |i| i + 1);
+                return Err(ConfigError {
+                    file: label.to_owned(),
+                    line,
+                    column: 1,
+                    reason: format!(
+                        "target '{name}': {why}; a pushed config may probe only what this node's [fleet] pushed_targets allows (default: no special-purpose address, not the node's own)"
+                    ),
+                });
+            }
+        }
+    }
     Ok(config)
 }
 

@@ -48,6 +48,21 @@ use crate::{
 /// overrides, a few keys).
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
+/// The largest value read under the prefix: an override, a view or a node's report is
+/// a few hundred bytes; a larger one is ignored and listed, never parsed.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The largest pushed config (`PREFIX/config`) read.
+pub const MAX_CONFIG_BYTES: usize = 8 * 1024 * 1024;
+/// The most keys read under the prefix at a (re)connection; more are ignored, said.
+pub const MAX_KEYS: usize = 200_000;
+/// Keys per page of the reconnection's read: values may be up to etcd's request limit
+/// (1.5 MiB by default) each, and a page must fit `MAX_MESSAGE_BYTES`.
+const PAGE_KEYS: i64 = 32;
+/// gRPC messages decoded from etcd at most (tonic's default is 4 MiB).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Invalid keys listed in `ctl status`; more are counted.
+const MAX_LISTED_INVALID: usize = 100;
+
 /// How long a node's health views outlive it (its etcd lease), renewed every second.
 const LEASE_TTL: i64 = 3;
 
@@ -193,9 +208,13 @@ pub struct FleetStatus {
     /// The overrides the fleet holds, as last read, with who set them and when.
     #[serde(default)]
     pub overrides: Vec<OverrideRecord>,
-    /// Keys under the prefix that did not parse (ignored).
+    /// Keys under the prefix that did not parse, were too large or not under a lease
+    /// (ignored): the first `MAX_LISTED_INVALID`, escaped.
     #[serde(default)]
     pub invalid: Vec<String>,
+    /// How many more there were.
+    #[serde(default)]
+    pub invalid_more: u64,
     /// This node's config: the pushed revision it runs, or refused.
     #[serde(default)]
     pub config: NodeReport,
@@ -399,25 +418,34 @@ async fn session(
         client.put(node_key(config), serde_json::to_vec(report)?, Some(PutOptions::new().with_lease(lease))).await?;
     }
     let keys = Keys::new(config);
-    let snapshot = client.get(keys.all.clone(), Some(GetOptions::new().with_prefix())).await?;
-    let revision = snapshot.header().map_or(0, |h| h.revision());
+    let (revision, snapshot) = read_prefix(&client, &keys.all).await?;
     let mut held = BTreeMap::new();
     let mut votes: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     let mut nodes = BTreeMap::new();
     // The pushed config first: the overrides read next may name its targets.
-    if let Some(kv) = snapshot.kvs().iter().find(|kv| kv.key() == keys.config.as_bytes()) {
-        read_config(&keys.config, kv.value(), kv.mod_revision(), events, status).await;
+    if let Some(kv) = snapshot.iter().find(|kv| kv.key() == keys.config.as_bytes()) {
+        if fits(&keys.config, kv.value(), status) {
+            read_config(&keys.config, kv.value(), kv.mod_revision(), events, status).await;
+        }
     }
-    for kv in snapshot.kvs() {
+    for kv in &snapshot {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
+        if key == keys.config || !fits(&key, kv.value(), status) {
+            continue;
+        }
         if key.starts_with(&keys.overrides) {
             read_record(&key, kv.value(), false, events, &mut held, status).await;
-        } else if let Some((node, target, up)) = read_vote(&key, kv.value(), &keys.health, &config.node) {
-            votes.entry(target).or_default().insert(node, up);
+        } else if key.starts_with(&keys.health) {
+            if let Some((node, target, up)) =
+                read_vote(&key, kv.value(), kv.lease(), &keys.health, &config.node, status)
+            {
+                votes.entry(target).or_default().insert(node, up);
+            }
         } else if let Some((node, report)) = read_report(&key, kv.value(), &keys.nodes, &config.node) {
             nodes.insert(node, report);
         }
     }
+    drop(snapshot);
     let _ = events.send(FleetEvent::Votes(votes)).await;
     let _ = events.send(FleetEvent::Members(revisions(&nodes))).await;
     {
@@ -431,6 +459,8 @@ async fn session(
     }
     info!(endpoints = ?config.endpoints, overrides = held.len(), revision, "fleet: connected to etcd");
     let mut stream = client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .watch(keys.all.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
         .await?;
     loop {
@@ -441,6 +471,9 @@ async fn session(
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     let put = event.event_type() == EventType::Put;
+                    if put && !fits(&key, kv.value(), status) {
+                        continue;
+                    }
                     if key.starts_with(&keys.overrides) {
                         if put {
                             read_record(&key, kv.value(), true, events, &mut held, status).await;
@@ -452,10 +485,16 @@ async fn session(
                         if put {
                             read_config(&key, kv.value(), kv.mod_revision(), events, status).await;
                         }
-                    } else if let Some((node, target, up)) =
-                        read_vote(&key, if put { kv.value() } else { b"down" }, &keys.health, &config.node)
-                    {
-                        let _ = events.send(FleetEvent::Vote { node, target, up: put.then_some(up) }).await;
+                    } else if key.starts_with(&keys.health) {
+                        // A deleted view (its lease expired) goes, whatever it was.
+                        let vote = if put {
+                            read_vote(&key, kv.value(), kv.lease(), &keys.health, &config.node, status)
+                        } else {
+                            read_vote(&key, b"down", -1, &keys.health, &config.node, status)
+                        };
+                        if let Some((node, target, up)) = vote {
+                            let _ = events.send(FleetEvent::Vote { node, target, up: put.then_some(up) }).await;
+                        }
                     } else if let Some(node) = key.strip_prefix(&keys.nodes).filter(|n| *n != config.node) {
                         let members = {
                             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -704,24 +743,105 @@ async fn read_config(
     }
 }
 
+/// Lists `key` as ignored, and why. Keys come from whoever can write the prefix: shown
+/// escaped, the first few logged, the first `MAX_LISTED_INVALID` listed, the rest
+/// counted (so a flood of junk costs neither log nor time).
 fn note_invalid(key: &str, reason: &str, status: &Arc<Mutex<FleetStatus>>) {
-    warn!(%key, %reason, "fleet: an entry that does not parse is ignored");
+    let key = crate::process::printable(key.as_bytes(), 200);
     let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
-    if !s.invalid.iter().any(|k| k == key) {
-        s.invalid.push(key.to_string());
+    if s.invalid.contains(&key) {
+        return;
+    }
+    if s.invalid.len() < 10 {
+        warn!(%key, reason = %crate::process::printable(reason.as_bytes(), 200), "fleet: an entry under the prefix is ignored");
+    } else {
+        tracing::debug!(%key, %reason, "fleet: an entry under the prefix is ignored");
+    }
+    if s.invalid.len() < MAX_LISTED_INVALID {
+        s.invalid.push(key);
+    } else {
+        s.invalid_more += 1;
     }
 }
 
+/// Whether `value` (at `key`) is small enough to read; if not, it is listed as ignored.
+fn fits(key: &str, value: &[u8], status: &Arc<Mutex<FleetStatus>>) -> bool {
+    let limit = if key.ends_with("/config") { MAX_CONFIG_BYTES } else { MAX_VALUE_BYTES };
+    if value.len() <= limit {
+        return true;
+    }
+    note_invalid(key, &format!("a value of {} bytes, more than the {limit} read", value.len()), status);
+    false
+}
+
+/// Every key under `prefix` at one revision, read in pages of `PAGE_KEYS` (a prefix
+/// larger than one gRPC message is read all the same), at most `MAX_KEYS` of them.
+async fn read_prefix(client: &Client, prefix: &str) -> anyhow::Result<(i64, Vec<etcd_client::KeyValue>)> {
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // The prefix's range end: its last byte plus one ('/' + 1 = '0').
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut all = Vec::new();
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE_KEYS);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let page = kv.get(from.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        let more = page.more();
+        let Some(last) = page.kvs().last().map(|kv| kv.key().to_vec()) else { break };
+        all.extend(page.kvs().iter().cloned());
+        if all.len() >= MAX_KEYS {
+            warn!(prefix, read = all.len(), "fleet: the prefix holds more keys than are read; the rest are ignored");
+            break;
+        }
+        if !more {
+            break;
+        }
+        // The next page starts just after the last key read.
+        from = last;
+        from.push(0);
+    }
+    Ok((revision, all))
+}
+
 /// Another node's view from a `PREFIX/health/NODE/TARGET` key: (node, target, up).
-/// This node's own, and values other than "up"/"down", are none.
-fn read_vote(key: &str, value: &[u8], health: &str, me: &str) -> Option<(String, String, bool)> {
+/// This node's own is none. A view counts only under a lease (0: none; -1: a delete,
+/// which has none to show): a node's views go with it, and one written without a
+/// lease would count for ever, inflating fractional quorums. Such views, and values
+/// other than "up"/"down", are listed as ignored.
+fn read_vote(
+    key: &str,
+    value: &[u8],
+    lease: i64,
+    health: &str,
+    me: &str,
+    status: &Arc<Mutex<FleetStatus>>,
+) -> Option<(String, String, bool)> {
     let (node, target) = key.strip_prefix(health)?.split_once('/')?;
+    if node == me {
+        return None;
+    }
     let up = match value {
         b"up" => true,
         b"down" => false,
-        _ => return None,
+        _ => {
+            note_invalid(key, "a view is \"up\" or \"down\"", status);
+            return None;
+        }
     };
-    (node != me).then(|| (node.to_string(), target.to_string(), up))
+    if lease == 0 {
+        note_invalid(key, "a view without a lease (it would outlive its node)", status);
+        return None;
+    }
+    Some((node.to_string(), target.to_string(), up))
 }
 
 /// Parses one stored override and hands it to the controller; one that does not

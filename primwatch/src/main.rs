@@ -492,7 +492,10 @@ fn print_status(status: &Status) {
             println!("  {:?} {}: {:?} (by {} at {when})", o.kind, o.name, o.action, o.node);
         }
         for key in &f.invalid {
-            println!("  ignored (does not parse): {key}");
+            println!("  ignored (does not parse, too large or without a lease): {key}");
+        }
+        if f.invalid_more > 0 {
+            println!("  ignored: {} more keys", f.invalid_more);
         }
         if f.sharded > 0 {
             println!(

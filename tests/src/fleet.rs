@@ -214,6 +214,39 @@ impl Etcd {
         Ok(())
     }
 
+    /// `etcdctl put KEY` from node 0 with `value` on stdin (for values longer than a
+    /// command line may carry).
+    pub fn put_bytes(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.etcdctl_stdin(&["put", key], value)
+    }
+
+    /// Many `put KEY VALUE` in transactions of 100 (etcd's default limit is 128 ops).
+    pub fn put_many(&self, pairs: &[(String, String)]) -> Result<()> {
+        for chunk in pairs.chunks(100) {
+            let ops: String = chunk.iter().map(|(k, v)| format!("put {k} {v}\n")).collect();
+            self.etcdctl_stdin(&["txn"], format!("\n{ops}\n\n").as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn etcdctl_stdin(&self, args: &[&str], input: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = netns::command(&self.namespaces[0], "etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &format!("http://{}:2379", FleetNet::address(0))])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(input)?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     pub fn log(&self) -> String {
         (0..self.namespaces.len())
             .map(|i| std::fs::read_to_string(self.dir.0.join(format!("m{i}.log"))).unwrap_or_default())

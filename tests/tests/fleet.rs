@@ -220,6 +220,77 @@ fn under_a_quorum_a_target_only_one_node_sees_up_is_down_everywhere() {
     worlds[2].backends[0].resume().unwrap();
 }
 
+/// Junk under the prefix — values larger than a gRPC message (six of 1 MiB: more than
+/// tonic's 4 MiB in one read), hundreds of keys, views written without a lease by
+/// nodes that do not exist — never keeps a node from (re)connecting: it reads the
+/// prefix in pages, ignores and lists (escaped) what it cannot use, and views without
+/// a lease do not count toward a quorum.
+#[test]
+fn junk_under_the_prefix_is_ignored_and_nodes_still_reconnect() {
+    let prefix = format!("/pw/{}", unique("fleet"));
+    let body = |node: &str| {
+        format!(
+            "[targets.q1]\naddress = \"{WEB1}\"\nchecks = [\"http\"]\nquorum = \"1/2\"\n\
+             [groups.main]\nmembers = [\"q1\"]\npriority = 100\n\
+             [groups.backup]\nmembers = [\"web3\"]\npriority = 50\n\
+             [names.\"www.example.test\"]\ngroups = [\"main\", \"backup\"]\n\n{}",
+            fleet_table(&prefix, node)
+        )
+    };
+    let (mut worlds, _net, etcd) = three_nodes(body).unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1], Duration::from_secs(5));
+    }
+    // web1 answers on A only: one of three live nodes is less than half: down.
+    for w in worlds[1..].iter_mut() {
+        w.backends[0].stop();
+    }
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    }
+    // Five fake nodes say "up" without a lease: counted, they would make q1 up.
+    let fake: Vec<(String, String)> =
+        (0..5).map(|i| (format!("{prefix}/health/fake{i}/q1"), "up".to_string())).collect();
+    etcd.put_many(&fake).unwrap();
+    // Hundreds of junk keys, and six values of 1 MiB (one with a terminal escape in
+    // its key).
+    let junk: Vec<(String, String)> =
+        (0..400).map(|i| (format!("{prefix}/overrides/target/junk{i}/force"), "x".repeat(20))).collect();
+    etcd.put_many(&junk).unwrap();
+    let big = vec![b'{'; 1 << 20];
+    for i in 0..6 {
+        etcd.put_bytes(&format!("{prefix}/overrides/target/big{i}\x1b[31m/force"), &big).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB3], Duration::from_millis(100));
+    }
+    // B restarts: it reads the whole prefix (more than one gRPC message) and connects.
+    worlds[1].controller.restart().unwrap();
+    let connected_again = primwatch_tests::wait_for(Duration::from_secs(10), || connected(&worlds[1]).then_some(()));
+    assert!(connected_again.is_some(), "{}", worlds[1].controller.log());
+    worlds[1].expect("www.example.test", &[WEB3], Duration::from_secs(5));
+    let status = worlds[1].controller.ctl(&["status"]).unwrap();
+    let fleet = &status["status"]["fleet"];
+    let invalid = fleet["invalid"].as_array().unwrap();
+    let listed = fleet["invalid"].to_string();
+    assert!(invalid.len() <= 100 && fleet["invalid_more"].as_u64().unwrap() > 0, "{fleet}");
+    assert!(listed.contains("fake0/q1"), "a view without a lease is listed: {listed}");
+    assert!(listed.contains("big") && !listed.contains('\u{1b}'), "large values listed, escaped: {listed}");
+    // This run's log (the file holds the run before the restart too).
+    let log = worlds[1].controller.log();
+    let this_run = log.rsplit("fleet: sharing overrides through etcd").next().unwrap();
+    let warnings = this_run.lines().filter(|l| l.contains("an entry under the prefix is ignored")).count();
+    assert!(warnings <= 10, "{warnings} warnings for the junk");
+    // And a node that was connected all along still sees q1 down (no fake votes).
+    worlds[2].expect("www.example.test", &[WEB3], Duration::from_millis(100));
+    // A real second vote still counts: web1 back on B, two of three see it up.
+    worlds[1].backends[0].resume().unwrap();
+    for w in &worlds {
+        w.expect("www.example.test", &[WEB1], Duration::from_secs(5));
+    }
+}
+
 /// `primwatch fleet push FILE` from node `w` (its own config names etcd): exit code,
 /// stdout, stderr.
 fn push(w: &World, file: &std::path::Path) -> (i32, String, String) {

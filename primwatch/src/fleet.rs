@@ -441,7 +441,7 @@ async fn session(
             {
                 votes.entry(target).or_default().insert(node, up);
             }
-        } else if let Some((node, report)) = read_report(&key, kv.value(), &keys.nodes, &config.node) {
+        } else if let Some((node, report)) = read_report(&key, kv.value(), kv.lease(), &keys.nodes, &config.node) {
             nodes.insert(node, report);
         }
     }
@@ -499,7 +499,7 @@ async fn session(
                         let members = {
                             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
                             let before = revisions(&s.nodes);
-                            match read_report(&key, kv.value(), &keys.nodes, &config.node) {
+                            match read_report(&key, kv.value(), kv.lease(), &keys.nodes, &config.node) {
                                 Some((node, report)) if put => { s.nodes.insert(node, report); }
                                 _ => { s.nodes.remove(node); }
                             }
@@ -712,18 +712,28 @@ pub async fn node_reports(config: &FleetConfig) -> anyhow::Result<BTreeMap<Strin
     Ok(reply
         .kvs()
         .iter()
-        .filter_map(|kv| read_report(&String::from_utf8_lossy(kv.key()), kv.value(), &keys.nodes, ""))
+        .filter_map(|kv| read_report(&String::from_utf8_lossy(kv.key()), kv.value(), kv.lease(), &keys.nodes, ""))
         .collect())
 }
 
 /// A node's report from a `PREFIX/nodes/NODE` key: (node, report); this node's own
-/// (`me`), and one that does not parse, are none.
-fn read_report(key: &str, value: &[u8], nodes: &str, me: &str) -> Option<(String, NodeReport)> {
+/// (`me`), one without a lease and one that does not parse are none.
+fn read_report(key: &str, value: &[u8], lease: i64, nodes: &str, me: &str) -> Option<(String, NodeReport)> {
     let node = key.strip_prefix(nodes)?;
-    if node == me || node.contains('/') {
+    // Without a lease it is no live node's (it would count as one for ever).
+    if node == me || node.contains('/') || lease == 0 {
         return None;
     }
-    Some((node.to_string(), serde_json::from_slice(value).ok()?))
+    // Another node's words reach `ctl status` and `fleet push`'s output: escaped here.
+    let report: NodeReport = serde_json::from_slice(value).ok()?;
+    let error = crate::process::printable(report.error.as_bytes(), 500);
+    Some((untrusted(node), NodeReport { error, ..report }))
+}
+
+/// Text from etcd (node and target names, other nodes' errors), as it may be shown:
+/// control characters escaped, at most 200 characters.
+fn untrusted(text: &str) -> String {
+    crate::process::printable(text.as_bytes(), 200)
 }
 
 /// Parses the pushed config and hands it to the controller, with its revision; one
@@ -841,7 +851,7 @@ fn read_vote(
         note_invalid(key, "a view without a lease (it would outlive its node)", status);
         return None;
     }
-    Some((node.to_string(), target.to_string(), up))
+    Some((untrusted(node), untrusted(target), up))
 }
 
 /// Parses one stored override and hands it to the controller; one that does not
@@ -856,6 +866,8 @@ async fn read_record(
 ) {
     match serde_json::from_slice::<OverrideRecord>(value) {
         Ok(record) => {
+            // A name with control characters matches no target or group; shown escaped.
+            let record = OverrideRecord { name: untrusted(&record.name), node: untrusted(&record.node), ..record };
             held.insert(key.to_string(), record.clone());
             let _ = events.send(FleetEvent::Override { record, live }).await;
         }

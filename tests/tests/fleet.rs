@@ -261,9 +261,23 @@ fn junk_under_the_prefix_is_ignored_and_nodes_still_reconnect() {
     for i in 0..6 {
         etcd.put_bytes(&format!("{prefix}/overrides/target/big{i}\x1b[31m/force"), &big).unwrap();
     }
+    // Strings from etcd are shown escaped: an override whose node name carries a
+    // terminal escape and a fake line, and a "node" report without a lease (no member).
+    let record = serde_json::json!({
+        "kind": "target", "name": "web9", "action": {"action": "auto"}, "node": "evil\u{1b}[2J\nFAKE LINE", "at_ms": 1
+    });
+    etcd.put(&format!("{prefix}/overrides/target/web9/auto"), &record.to_string()).unwrap();
+    let report = serde_json::json!({ "revision": 99, "error": "\u{1b}[2J" }).to_string();
+    etcd.put(&format!("{prefix}/nodes/ghost"), &report).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     for w in &worlds {
         w.expect("www.example.test", &[WEB3], Duration::from_millis(100));
+        let fleet = w.controller.ctl(&["status"]).unwrap()["status"]["fleet"].clone();
+        let overrides = fleet["overrides"].as_array().unwrap();
+        let web9 = overrides.iter().find(|o| o["name"] == "web9").expect("listed");
+        let node = web9["node"].as_str().unwrap();
+        assert!(!node.contains('\u{1b}') && !node.contains('\n') && node.contains("FAKE LINE"), "{node:?}");
+        assert!(!fleet["nodes"].to_string().contains("ghost"), "{fleet}");
     }
     // B restarts: it reads the whole prefix (more than one gRPC message) and connects.
     worlds[1].controller.restart().unwrap();

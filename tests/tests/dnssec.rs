@@ -342,7 +342,13 @@ fn a_bad_key_refuses_the_config_at_its_line() {
     assert!(e.reason.contains("root-only"), "{e}");
     std::fs::set_permissions(key.private_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = parse(&good.replace("\"1h\"", "\"2s\"")).unwrap_err();
-    assert!(e.reason.contains("signature_validity is shorter than"), "{e}");
+    assert!(e.reason.contains("signature_validity '2s' is out of range") && e.reason.contains("10s and 90d"), "{e}");
+    // So is one that would overflow the clock (a panic in the signing thread before),
+    // and one that would make RRSIGs replayable for decades.
+    for long in ["296000000000y", "68y", "91d"] {
+        let e = parse(&good.replace("\"1h\"", &format!("\"{long}\""))).unwrap_err();
+        assert!(e.reason.contains("out of range") && e.line == 7, "{long}: {e}");
+    }
     // A group rotating 2 of 3 needs three signatures per name: a small capacity is
     // refused with the count and the key.
     let e = parse(&good.replace("[server]\n", "[server]\nmax_signatures = 4\n")).unwrap_err();

@@ -50,6 +50,22 @@ fn the_debian_package_installs_and_runs() {
     let unit = std::fs::read_to_string(file("/lib/systemd/system/primwatch.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/primwatch run --config /etc/primwatch/primwatch.toml"), "{unit}");
     assert!(!unit.contains("/usr/local/bin"), "{unit}");
+    // Sandboxed: a memory ceiling, no way to the cloud's metadata service, and an
+    // exposure score (systemd's own measure, offline) no worse than 3.0.
+    assert!(unit.contains("\nMemoryMax=") && unit.contains("\nIPAddressDeny=169.254.0.0/16"), "{unit}");
+    let analysis = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(file("/lib/systemd/system/primwatch.service"))
+        .output()
+        .expect("systemd-analyze (systemd)");
+    let report = String::from_utf8_lossy(&analysis.stdout);
+    let score: f64 = report
+        .split("Overall exposure level for primwatch.service: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level: {report}"));
+    assert!(score <= 3.0, "exposure {score}:\n{report}");
     // Documentation= points at a file the package installs.
     assert!(unit.contains("Documentation=file:///usr/share/doc/primwatch/README.md"));
     for path in [

@@ -61,6 +61,9 @@ impl HookRunner {
     }
 }
 
+/// Queues kept before idle ones are dropped.
+const MAX_QUEUES: usize = 256;
+
 /// Hands each change to its target's or group's queue; one worker per queue runs
 /// them one after another.
 async fn dispatch(
@@ -70,9 +73,16 @@ async fn dispatch(
     timeout: std::time::Duration,
 ) {
     let running = Arc::new(Semaphore::new(MAX_RUNNING));
-    let mut queues: HashMap<(&'static str, String), mpsc::UnboundedSender<(u64, Change)>> = HashMap::new();
+    type Queue = (mpsc::UnboundedSender<(u64, Change)>, std::time::Instant);
+    let mut queues: HashMap<(&'static str, String), Queue> = HashMap::new();
     while let Some((seq, change)) = changes.recv().await {
-        let queue = queues.entry((change.kind, change.name.clone())).or_insert_with(|| {
+        // Names come and go (targets from a resolver): a queue idle for longer than any
+        // hook may run goes, and its worker ends once it has run what it holds.
+        if queues.len() >= MAX_QUEUES {
+            let idle = timeout.max(std::time::Duration::from_secs(60)) * 2;
+            queues.retain(|_, (_, used)| used.elapsed() < idle);
+        }
+        let (queue, used) = queues.entry((change.kind, change.name.clone())).or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Change)>();
             let (command, run_as, running) = (command.clone(), run_as.clone(), running.clone());
             tokio::spawn(async move {
@@ -81,8 +91,9 @@ async fn dispatch(
                     run_one(&command, run_as.as_ref(), timeout, seq, &change).await;
                 }
             });
-            tx
+            (tx, std::time::Instant::now())
         });
+        *used = std::time::Instant::now();
         let _ = queue.send((seq, change));
     }
 }

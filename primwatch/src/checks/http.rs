@@ -239,6 +239,9 @@ struct ClientKey {
     resolve: Option<(String, SocketAddr)>,
 }
 
+/// HTTP clients kept for reuse at most.
+const MAX_CLIENTS: usize = 1024;
+
 /// Clients are built once and shared: building one loads TLS roots, which costs far
 /// more than a check. Connections are never pooled, so every check still connects.
 fn http_client(
@@ -279,6 +282,11 @@ fn http_client(
         }
     }
     let client = builder.build().map_err(|e| Failure::local(format!("building the HTTPS client: {e}")))?;
+    // Keys follow targets (a resolved name's addresses come and go): bounded, emptied
+    // when full (the clients in use live on in their checks; the next run rebuilds).
+    if cache.len() >= MAX_CLIENTS {
+        cache.clear();
+    }
     cache.insert(key, client.clone());
     Ok(client)
 }

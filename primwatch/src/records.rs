@@ -187,7 +187,7 @@ pub fn plan_names(config: &Config) -> NamePlan {
             specs.len() as u32 - 1
         })
     };
-    for (name, entry) in &config.names {
+    for (name, entry) in config.names.iter() {
         let set = set_of(Config::set_spec(entry));
         entries.push(PlannedName {
             key: NameKey::new(name.hash(), 0),

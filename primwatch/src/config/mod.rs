@@ -106,8 +106,10 @@ pub struct Config {
     pub checks: BTreeMap<String, CheckConfig>,
     pub targets: BTreeMap<String, TargetConfig>,
     pub groups: BTreeMap<String, GroupConfig>,
-    pub names: BTreeMap<DnsName, NameConfig>,
-    pub views: BTreeMap<String, ViewConfig>,
+    /// Shared: a million names are not copied when a resolved target's addresses
+    /// change the targets (`expand`) or a reload compares configs.
+    pub names: std::sync::Arc<BTreeMap<DnsName, NameConfig>>,
+    pub views: std::sync::Arc<BTreeMap<String, ViewConfig>>,
     /// Declared zones, by apex. Empty: none declared (DO=1 queries are passed).
     pub zones: BTreeMap<DnsName, ZoneConfig>,
     pub hooks: Hooks,
@@ -419,7 +421,7 @@ impl Config {
             }
         };
         let mut total = 0;
-        for (name, config) in &self.names {
+        for (name, config) in self.names.iter() {
             if name.is_wildcard() || self.signer_of(name).is_none() {
                 continue;
             }
@@ -1488,8 +1490,8 @@ impl Config {
             checks,
             targets,
             groups,
-            names,
-            views,
+            names: std::sync::Arc::new(names),
+            views: std::sync::Arc::new(views),
             zones,
             hooks,
             exec_user,
@@ -2014,6 +2016,9 @@ groups = ["g"]
         assert_eq!(expanded.groups["g"].members, vec!["app@198.51.100.7", "app@2001:db8::2", "fixed"]);
         let member = &expanded.targets["app@2001:db8::2"];
         assert_eq!((member.weight, member.checks.clone()), (3, vec!["web".to_string()]));
+        // The names and views are shared, not copied, by every expansion.
+        assert!(std::sync::Arc::ptr_eq(&expanded.names, &config.names));
+        assert!(std::sync::Arc::ptr_eq(&expanded.views, &config.views));
         // Expanding again from the expanded config starts from what was written.
         let (again, _) = expanded.expand(&BTreeMap::new());
         assert_eq!(again.groups["g"].members, vec!["fixed"]);

@@ -117,6 +117,14 @@ pub mod edns {
     pub const ECS_HLEN: usize = 4;
     /// A DNS message carried over UDP without EDNS is at most this long (RFC 1035 §2.3.4).
     pub const PLAIN_UDP_SIZE: usize = 512;
+
+    /// Whether `last`, the last address byte of an ECS option with `source_len` prefix
+    /// bits, has bits set beyond the prefix (RFC 7871 §6 requires them zero).
+    #[inline(always)]
+    pub const fn ecs_stray_bits(last: u8, source_len: u8) -> bool {
+        let used = source_len % 8; // bits of the last byte inside the prefix (0: all 8)
+        used != 0 && last & (0xffu8 >> used) != 0
+    }
 }
 
 /// Address families of EDNS Client Subnet (RFC 7871 §6, IANA address family numbers).
@@ -164,6 +172,29 @@ impl RecordType {
             28 => Some(RecordType::Aaaa),
             41 => Some(RecordType::Opt),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edns::ecs_stray_bits;
+
+    /// Every source length and every bit of the last byte, against the bits counted
+    /// one by one.
+    #[test]
+    fn stray_ecs_bits_are_those_beyond_the_source_prefix() {
+        for source_len in 0u8..=128 {
+            let last_byte_start = (source_len.saturating_sub(1) / 8) * 8;
+            for bit in 0..8u8 {
+                let position = last_byte_start + bit; // of the address, from the top
+                let beyond = position >= source_len;
+                assert_eq!(
+                    ecs_stray_bits(0x80 >> bit, source_len),
+                    beyond && source_len > 0,
+                    "/{source_len} bit {bit}"
+                );
+            }
         }
     }
 }

@@ -144,6 +144,12 @@ fn parse_client_subnet(ctx: &XdpContext, off: usize, len: usize, scratch: &mut S
         if loaded != 0 {
             return Err(Verdict::Malformed);
         }
+        // RFC 7871 §6: address bits beyond SOURCE PREFIX-LENGTH must be zero; a query
+        // with any set is FORMERR, PowerDNS's to answer.
+        let last = scratch.ecs.address[(n - 1) & 15];
+        if edns::ecs_stray_bits(last, source_len) {
+            return Err(Verdict::Malformed);
+        }
     }
     scratch.ecs.family = family as u16;
     scratch.ecs.source_len = source_len;

@@ -529,6 +529,13 @@ fn check_answer(
     if let (Some(r), Some(q)) = (reply.extensions().as_ref(), edns) {
         ensure!(r.dnssec_ok() == q.dnssec_ok(), "DO copied");
     }
+    // RFC 7871 §6: an ECS address with bits set beyond its source prefix is FORMERR,
+    // never answered (the bits counted one by one here, not with primwatch's helper).
+    if let Some(ecs) = crate::cookie::opt_option(query_bytes, 8).filter(|b| b.len() >= 4) {
+        let source = ecs[2] as usize;
+        let stray = (source..(ecs.len() - 4) * 8).any(|bit| ecs[4 + bit / 8] & (0x80 >> (bit % 8)) != 0);
+        ensure!(!stray, "answered an ECS option with address bits beyond its /{source} source prefix");
+    }
     // DNS cookies (RFC 7873 §5.2.2 lengths; the server cookie RFC 9018's, from the
     // oracle in `cookie`, with the harness's secret, stamped within the last seconds).
     if let Some(cookie) = crate::cookie::opt_option(query_bytes, 10) {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use primwatch_tests::world::{set, world, SITE_GROUPS, WEB1, WEB2, WEB3};
+use primwatch_tests::world::{set, world, World, SITE_GROUPS, WEB1, WEB2, WEB3};
 
 const GROUP_ALL: &str = r#"
 [groups.web]
@@ -359,15 +359,13 @@ fn resolver_zone(records: &[&str]) -> String {
     primwatch_tests::pdns::zone("example.net", "10.99.1.53".parse().unwrap(), records)
 }
 
-#[test]
-fn a_target_given_by_host_follows_its_dns_records() {
-    let body = r#"
-[resolver]
-nameservers = ["10.99.1.53"]
-min_ttl = "1s"
-max_ttl = "2s"
-grace = "2s"
-[targets.app]
+/// A world whose target `app` is given by host (app.example.net, resolved through the
+/// PowerDNS of `resolver_zone` with `records`, caches off) and answered for
+/// app.example.test; `resolver_keys` are more `[resolver]` lines.
+fn resolver_world(resolver_keys: &str, records: &[&str]) -> (World, primwatch_tests::pdns::PowerDns) {
+    let body = format!(
+        "[resolver]\nnameservers = [\"10.99.1.53\"]\nmin_ttl = \"1s\"\nmax_ttl = \"2s\"\n{resolver_keys}{}",
+        r#"[targets.app]
 host = "app.example.net"
 checks = ["http"]
 [groups.app]
@@ -376,17 +374,25 @@ policy = "all"
 [names."app.example.test"]
 groups = ["app"]
 all_down = "nodata"
-"#;
-    let mut w = world(body);
+"#
+    );
+    let w = world(&body);
     w.net.add_address("10.99.1.53".parse().unwrap()).unwrap();
     let resolver = primwatch_tests::pdns::PowerDns::start_with(
         &w.net.ns,
         &["10.99.1.53".parse().unwrap()],
         "example.net",
-        &resolver_zone(&[&format!("app 1 IN A {WEB1}"), &format!("app 1 IN A {WEB2}")]),
+        &resolver_zone(records),
         "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0",
     )
     .unwrap();
+    (w, resolver)
+}
+
+#[test]
+fn a_target_given_by_host_follows_its_dns_records() {
+    let (mut w, resolver) =
+        resolver_world("grace = \"2s\"\n", &[&format!("app 1 IN A {WEB1}"), &format!("app 1 IN A {WEB2}")]);
     // Each address is a member of its own, checked and answered.
     w.expect("app.example.test", &[WEB1, WEB2], Duration::from_secs(5));
     let status = w.controller.ctl(&["status"]).unwrap();
@@ -437,24 +443,6 @@ all_down = "nodata"
 /// and the targets follow a changing answer.
 #[test]
 fn a_resolvers_answer_cannot_aim_the_checks_anywhere() {
-    let body = r#"
-[resolver]
-nameservers = ["10.99.1.53"]
-min_ttl = "1s"
-max_ttl = "2s"
-max_addresses = 3
-[targets.app]
-host = "app.example.net"
-checks = ["http"]
-[groups.app]
-members = ["app"]
-policy = "all"
-[names."app.example.test"]
-groups = ["app"]
-all_down = "nodata"
-"#;
-    let w = world(body);
-    w.net.add_address("10.99.1.53".parse().unwrap()).unwrap();
     let mut records: Vec<String> = ["127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", WEB1, WEB2, WEB3]
         .iter()
         .map(|a| format!("app 1 IN A {a}"))
@@ -462,14 +450,7 @@ all_down = "nodata"
     records.extend((20..60).map(|i| format!("app 1 IN A 10.99.1.{i}")));
     records.extend(["::1", "fe80::1"].iter().map(|a| format!("app 1 IN AAAA {a}")));
     let records: Vec<&str> = records.iter().map(String::as_str).collect();
-    let resolver = primwatch_tests::pdns::PowerDns::start_with(
-        &w.net.ns,
-        &["10.99.1.53".parse().unwrap()],
-        "example.net",
-        &resolver_zone(&records),
-        "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0",
-    )
-    .unwrap();
+    let (w, resolver) = resolver_world("max_addresses = 3\n", &records);
     w.expect("app.example.test", &[WEB1, WEB2, WEB3], Duration::from_secs(5));
     let status = w.controller.ctl(&["status"]).unwrap();
     let resolved = &status["status"]["resolved"][0];
@@ -501,9 +482,8 @@ all_down = "nodata"
 fn a_health_change_rewrites_the_shared_record_set_not_every_name() {
     let names: String = (0..500).map(|i| format!("[names.\"t{i}.example.test\"]\ngroups = [\"tokyo\"]\n")).collect();
     let mut w = world(&format!("{SITE_GROUPS}{names}"));
-    let written = |w: &primwatch_tests::world::World| {
-        w.controller.ctl(&["stats"]).unwrap()["stats"]["map"]["entries_written"].as_u64().unwrap()
-    };
+    let written =
+        |w: &World| w.controller.ctl(&["stats"]).unwrap()["stats"]["map"]["entries_written"].as_u64().unwrap();
     w.expect("t0.example.test", &[WEB1, WEB2], Duration::from_secs(5));
     let before = written(&w);
     w.backends[1].stop();

@@ -187,6 +187,29 @@ fn malformed_client_subnets_are_passed() {
         assert_eq!(out.verdict, primwatch_tests::harness::XDP_PASS, "{body:?}");
         assert_eq!(out.frame, frame);
     }
+    // Address bits beyond the source prefix (RFC 7871 §6: FORMERR): every source
+    // length of both families, every stray bit position of the last byte.
+    let mut cases = 0;
+    for (family, max) in [(1u16, 32u8), (2, 128)] {
+        for source_len in 1..=max {
+            let bytes = (source_len as usize).div_ceil(8);
+            for stray in source_len as usize..bytes * 8 {
+                let mut address = vec![0u8; bytes];
+                address[stray / 8] |= 0x80 >> (stray % 8);
+                let mut body = family.to_be_bytes().to_vec();
+                body.extend_from_slice(&[source_len, 0]);
+                body.extend_from_slice(&address);
+                let edns = EdnsQuery { options: vec![(8, body.clone())], ..Default::default() };
+                let frame =
+                    udp_frame(&flow, 64, &dns::query(3, "www.example.test", RecordType::A, Some(edns)).unwrap());
+                let out = h.run(&frame).unwrap();
+                assert_eq!(out.verdict, primwatch_tests::harness::XDP_PASS, "{body:?}");
+                assert_eq!(out.frame, frame);
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 4 * 28 + 16 * 28, "every stray bit of every source length");
     // Without views the answer holds for everyone: scope 0.
     let (answers, echo) = ask_ecs(&h, 1, 24, &[10, 9, 8], RecordType::A);
     assert_eq!(answers, ips(&["10.1.1.1"]));

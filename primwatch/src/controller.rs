@@ -678,12 +678,16 @@ impl Controller {
             Err(e) => {
                 // The reason goes to etcd only when it is about the pushed document: an
                 // error in another file may quote that file's lines.
-                let reported = if e.file == fleet_label(&pushed, self.config.fleet.as_ref()) {
-                    e.to_string()
+                // The log does not quote it either: a push may name any file of the
+                // config directory, a secret's included.
+                if e.file == fleet_label(&pushed, self.config.fleet.as_ref()) {
+                    Err((e.to_string(), e.to_string()))
                 } else {
-                    format!("{}:{}: refused (the reason is in this node's log)", e.file.display(), e.line)
-                };
-                Err((e.to_string(), reported))
+                    let reported =
+                        format!("{}:{}: refused (the reason is in this node's log)", e.file.display(), e.line);
+                    let logged = format!("{}:{}: {}", e.file.display(), e.line, unquoted(&e.reason));
+                    Err((logged, reported))
+                }
             }
         };
         self.metrics.reload(outcome.is_ok());
@@ -957,6 +961,15 @@ async fn next_fleet_event(
 }
 
 /// What errors in `pushed` are reported against (see `PushedConfig::label`).
+/// `reason` with every '…'-quoted text left out (a line of a file it quotes).
+fn unquoted(reason: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in reason.split('\'').enumerate() {
+        out.push_str(if i % 2 == 1 { "'…'" } else { part });
+    }
+    out
+}
+
 fn fleet_label(pushed: &PushedConfig, fleet: Option<&crate::config::FleetConfig>) -> std::path::PathBuf {
     pushed.label(fleet.map_or("", |f| f.prefix.as_str()))
 }

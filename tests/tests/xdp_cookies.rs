@@ -285,6 +285,11 @@ fn a_cookie_secret_file_must_be_32_hex_digits_and_private() {
     let e = load().unwrap_err().to_string();
     assert!(e.contains("mode 644") && e.contains("primwatch.toml:"), "{e}");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Owned by another user, who could chmod it and replace the secret: refused.
+    std::os::unix::fs::chown(&secret, Some(65534), None).unwrap();
+    let e = load().unwrap_err().to_string();
+    assert!(e.contains("owned by uid 65534") && e.contains("must be owned by root"), "{e}");
+    std::os::unix::fs::chown(&secret, Some(0), None).unwrap();
     for bad in ["e5e973e5", "zz e973e5a6b2a43f48e7dc849e37bfcf", "e5e973e5a6b2a43f48e7dc849e37bfcf00"] {
         std::fs::write(&secret, bad).unwrap();
         let e = load().unwrap_err().to_string();

@@ -138,3 +138,20 @@ impl LocalErrorLog {
         self.recovered = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worst durations a config could have held before it had ranges: scheduling
+    /// never panics, and moves forward.
+    #[test]
+    fn scheduling_arithmetic_survives_the_largest_durations() {
+        let now = Instant::now();
+        for by in [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(u64::MAX), Duration::MAX] {
+            assert!(later(now, by) >= now, "{by:?}");
+        }
+        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert!(jitter(Duration::MAX) <= Duration::MAX);
+    }
+}

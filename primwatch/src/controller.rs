@@ -456,6 +456,7 @@ impl Controller {
             }
             tokio::select! {
                 _ = &mut shutdown => {
+                    crate::supervise::notify_stopping();
                     self.state_file.write(&mut self.state, true);
                     // Stopped in order (a signal, not a panic): the revision on probation
                     // ran until asked to stop, so it counts as run successfully.
@@ -466,6 +467,7 @@ impl Controller {
                     return Ok(());
                 }
                 _ = save_tick.tick() => {
+                    crate::supervise::watchdog_ping();
                     self.local_errors.tick();
                     self.end_probation_if_due();
                     self.reload_if_geoip_changed();

@@ -782,6 +782,7 @@ async fn serve(
     // Loaded, attached, pinned, bound: from here on only what checks and hooks need.
     primwatch::privileges::drop_to_kept()?;
     info!(port, pin_dir = %pin_dir.display(), control = %control_socket.display(), "serving");
+    primwatch::supervise::notify_ready();
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -46,3 +46,25 @@ pub async fn fatal() -> String {
 pub fn reason() -> Option<String> {
     REASON.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
+
+/// Tells systemd the daemon serves (sd_notify(3) READY=1, for `Type=notify`); nothing
+/// without NOTIFY_SOCKET.
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "sd_notify READY");
+    }
+}
+
+/// Tells systemd the controller's loop is alive (WATCHDOG=1). Sent from the loop's
+/// one-second tick, so a loop that stops turning stops it: systemd then restarts the
+/// controller (`WatchdogSec=`) while XDP keeps answering the last answers.
+pub fn watchdog_ping() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]) {
+        tracing::debug!(error = %e, "sd_notify WATCHDOG");
+    }
+}
+
+/// Tells systemd the daemon is stopping (STOPPING=1).
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}

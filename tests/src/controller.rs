@@ -33,6 +33,8 @@ pub struct Controller {
     open_file_limit: Option<u64>,
     /// Its stderr goes to a pipe whose reader closes it after the first 100 bytes.
     pub log_reader_quits: bool,
+    /// More environment for the daemon (e.g. NOTIFY_SOCKET).
+    env: Vec<(String, String)>,
 }
 
 impl Controller {
@@ -56,6 +58,16 @@ impl Controller {
         open_file_limit: Option<u64>,
         log_reader_quits: bool,
     ) -> Result<Controller> {
+        Controller::start_full(ns, config_template, open_file_limit, log_reader_quits, &[])
+    }
+
+    fn start_full(
+        ns: &str,
+        config_template: &str,
+        open_file_limit: Option<u64>,
+        log_reader_quits: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Controller> {
         let dir = TempDir::new("pwctl")?;
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("pwt"));
         let control_socket = dir.0.join("ctl.sock");
@@ -71,10 +83,16 @@ impl Controller {
             dir,
             open_file_limit,
             log_reader_quits,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         controller.write_config(config_template)?;
         controller.spawn()?;
         Ok(controller)
+    }
+
+    /// As `start`, with `env` added to the daemon's environment.
+    pub fn start_with_env(ns: &str, config_template: &str, env: &[(&str, &str)]) -> Result<Controller> {
+        Controller::start_full(ns, config_template, None, false, env)
     }
 
     /// Rewrites the config file (for reloads), with the same substitutions as `start`.
@@ -113,6 +131,7 @@ impl Controller {
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone()?));
         if self.log_reader_quits {
             command.stderr(Stdio::piped());

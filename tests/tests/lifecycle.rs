@@ -117,3 +117,47 @@ fn a_failure_while_running_keeps_answering_when_on_stop_says_keep() {
     let note = status["status"]["dataplane"].as_str().unwrap_or_default().to_string();
     assert!(note.contains("did not stop cleanly") && note.contains("adopted"), "{status}");
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once serving, WATCHDOG=1 every
+/// second from the controller's loop, STOPPING=1 on SIGTERM — read from a datagram
+/// socket standing in for systemd's NOTIFY_SOCKET.
+#[test]
+fn systemd_hears_ready_then_the_watchdog_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = primwatch_tests::TempDir::new("pw-notify").unwrap();
+    let path = dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let lab = primwatch_tests::lab::Lab::new().unwrap();
+    let config = format!(
+        "[server]\ninterfaces = [\"{}\"]\npin_dir = \"{{pin_dir}}\"\n[names.\"www.example.test\"]\na = [\"192.0.2.1\"]\n",
+        primwatch_tests::lab::SERVER_IF
+    );
+    let mut controller = primwatch_tests::controller::Controller::start_with_env(
+        &lab.server_ns,
+        &config,
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    )
+    .unwrap();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 256];
+    let until = std::time::Instant::now() + Duration::from_millis(3500);
+    while std::time::Instant::now() < until {
+        if let Ok(n) = socket.recv(&mut buf) {
+            heard.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        }
+    }
+    assert_eq!(heard.first().map(String::as_str), Some("READY=1"), "{heard:?}");
+    let pings = heard.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 2, "{pings} watchdog pings in 3.5 s: {heard:?}");
+    let exit = controller.stop().unwrap();
+    assert!(exit.success(), "{exit}");
+    let mut last = String::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        last = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        if last == "STOPPING=1" {
+            break;
+        }
+    }
+    assert_eq!(last, "STOPPING=1");
+}

@@ -338,9 +338,6 @@ pub(super) fn parse_check(
     let retry_interval =
         duration_or(&raw.retry_interval, (interval / 4).max(MIN_INTERVAL), "retry_interval", CHECK_RETRY_INTERVAL, at)?;
     let span_of = |s: &Option<Spanned<String>>| s.as_ref().map_or(name.span(), |s| s.span());
-    if interval < MIN_INTERVAL {
-        return Err(at(span_of(&raw.interval), format!("interval must be at least {}ms", MIN_INTERVAL.as_millis())));
-    }
     if timeout.is_zero() || timeout > interval {
         return Err(at(span_of(&raw.timeout), "timeout must be above 0 and at most the interval".into()));
     }

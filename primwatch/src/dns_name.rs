@@ -55,6 +55,13 @@ impl DnsName {
         (parent.len() > 1).then(|| DnsName { wire: [b"\x01*".as_slice(), parent].concat() })
     }
 
+    /// The name one label up; None for a name directly under the root (the root is
+    /// never a served name).
+    pub fn parent(&self) -> Option<DnsName> {
+        let parent = &self.wire[1 + self.wire[0] as usize..];
+        (parent.len() > 1).then(|| DnsName { wire: parent.to_vec() })
+    }
+
     /// Is this `*.parent`?
     pub fn is_wildcard(&self) -> bool {
         self.wire.starts_with(b"\x01*")

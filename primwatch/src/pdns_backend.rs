@@ -119,15 +119,20 @@ impl AnswerTable {
             return None;
         }
         let (view, scope) = self.view_of(client);
-        let planned = self.plan.resolve(&asked, view)?;
+        let owner = if qname.ends_with('.') { qname.to_string() } else { format!("{qname}.") };
+        let any = qtype.eq_ignore_ascii_case("ANY");
+        let Some(planned) = self.plan.resolve(&asked, view) else {
+            // A name above served names exists (RFC 8020): PowerDNS must say NODATA, and
+            // prove it in a signed zone, not NXDOMAIN, which would deny every name below.
+            return (any && self.plan.is_empty_non_terminal(&asked)).then(|| vec![Record::existence(owner)]);
+        };
         let entry = self.specs.get(planned.set as usize)?;
         // A name whose every family is unserved (its all-down policy passes) is left to
         // PowerDNS's zone, as XDP leaves it.
         if entry.a.records.is_empty() && entry.aaaa.records.is_empty() && !has_nodata(entry) {
             return None;
         }
-        let owner = if qname.ends_with('.') { qname.to_string() } else { format!("{qname}.") };
-        let want = |t: &str| qtype.eq_ignore_ascii_case(t) || qtype.eq_ignore_ascii_case("ANY");
+        let want = |t: &str| qtype.eq_ignore_ascii_case(t) || any;
         // Other types, and a family without records, answer empty: NODATA.
         let mut records = Vec::new();
         if want("A") {
@@ -159,6 +164,10 @@ impl AnswerTable {
                 },
                 &mut records,
             );
+        }
+        if any && records.is_empty() {
+            // Served with no records at all (all down: NODATA): it still exists.
+            records.push(Record::existence(owner));
         }
         Some(records)
     }
@@ -337,6 +346,16 @@ pub struct Record {
     pub ttl: u32,
     #[serde(rename = "scopeMask")]
     pub scope_mask: u8,
+}
+
+impl Record {
+    /// PowerDNS's empty non-terminal marker (`QType::ENT`, type 0, no data): in a reply
+    /// to its ANY lookup it says "this name exists, with no records", so PowerDNS
+    /// answers NODATA (with an NSEC3 proof of the empty type bitmap in a signed zone)
+    /// rather than NXDOMAIN. Type 0 is never sent on the wire.
+    fn existence(owner: String) -> Record {
+        Record { qtype: "TYPE0", qname: owner, content: String::new(), ttl: 0, scope_mask: 0 }
+    }
 }
 
 /// A reply: the records, or `false` ("not supported / nothing here"), or `true` with
@@ -559,6 +578,37 @@ groups = ["dual"]
         assert_eq!(table.view_of("198.51.100.128/25".parse().unwrap()), (config.views["kansai"].id, 26));
         // In no view: the longest IPv4 view prefix.
         assert_eq!(table.view_of("192.0.2.0/24".parse().unwrap()), (0, 26));
+    }
+
+    #[test]
+    fn names_above_served_names_exist_with_no_records() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "{CONFIG}\n[names.\"*.t.example.test\"]\na = [\"192.0.2.7\"]\n\
+                 [names.\"a.deep.example.test\"]\na = [\"192.0.2.8\"]\n\
+                 [names.\"gone.example.test\"]\ngroups = [\"osaka\"]\nall_down = \"nodata\"\n"
+            ),
+        )
+        .unwrap();
+        let table = AnswerTable::build(&config, &Down("osaka1"));
+        let ent = json!([{"qtype": "TYPE0", "qname": "t.example.test.", "content": "", "ttl": 0, "scopeMask": 0}]);
+        // PowerDNS asks ANY first: the marker says the name exists (NODATA, not NXDOMAIN).
+        assert_eq!(lookup(&table, "t.example.test.", "ANY", "192.0.2.1")["result"], ent);
+        assert_eq!(lookup(&table, "T.Example.Test", "ANY", "192.0.2.1")["result"][0]["qtype"], "TYPE0");
+        // Two labels above a served name, and from inside a view.
+        assert_eq!(lookup(&table, "deep.example.test.", "ANY", "192.0.2.1")["result"][0]["qtype"], "TYPE0");
+        assert_eq!(lookup(&table, "deep.example.test.", "ANY", "198.51.100.7")["result"][0]["qtype"], "TYPE0");
+        // A typed lookup finds nothing there; nor does a name that does not exist.
+        assert_eq!(lookup(&table, "t.example.test.", "A", "192.0.2.1")["result"], false);
+        assert_eq!(lookup(&table, "nx.example.test.", "ANY", "192.0.2.1")["result"], false);
+        assert_eq!(lookup(&table, "b.a.deep.example.test.", "ANY", "192.0.2.1")["result"], false);
+        assert_eq!(lookup(&table, "x.y.t.example.test.", "ANY", "192.0.2.1")["result"], false);
+        // Under the wildcard: its records, not the marker.
+        assert_eq!(contents(&lookup(&table, "x1.t.example.test.", "ANY", "192.0.2.1")), ["192.0.2.7"]);
+        // A served name with no records (all down, NODATA) exists too.
+        assert_eq!(lookup(&table, "gone.example.test.", "ANY", "192.0.2.1")["result"][0]["qtype"], "TYPE0");
+        assert_eq!(lookup(&table, "gone.example.test.", "A", "192.0.2.1")["result"], json!([]));
     }
 
     #[test]

@@ -139,6 +139,12 @@ pub struct NamePlan {
     pub entries: Vec<PlannedName>,
     /// Each distinct spec once.
     pub specs: Vec<SetSpec>,
+    /// The empty non-terminals the names make (RFC 8020 §2, RFC 4592 §2.2.2): every
+    /// name above a served name (a wildcard's parent included) that is not served
+    /// itself, sorted. They exist, so the DNS server must answer them NOERROR with no
+    /// records (NODATA), never NXDOMAIN; names above the zone apex are listed too and
+    /// never asked for, and a zone file's own records for one take precedence.
+    pub empty_non_terminals: Vec<DnsName>,
 }
 
 /// One (name, view) entry.
@@ -156,6 +162,11 @@ impl NamePlan {
     /// The entry for `key`, if the plan has one.
     pub fn get(&self, key: &NameKey) -> Option<&PlannedName> {
         self.entries.binary_search_by_key(key, |e| e.key).ok().map(|i| &self.entries[i])
+    }
+
+    /// Is `name` an empty non-terminal of the served names?
+    pub fn is_empty_non_terminal(&self, name: &DnsName) -> bool {
+        self.empty_non_terminals.binary_search(name).is_ok()
     }
 
     /// The entry XDP answers `name` from in view `view`: the view's own entry, else the
@@ -211,7 +222,27 @@ pub fn plan_names(config: &Config) -> NamePlan {
     // config refuses them, so keys are unique here.
     entries.sort_unstable_by_key(|e| e.key);
     entries.dedup_by_key(|e| e.key);
-    NamePlan { entries, specs }
+    NamePlan { entries, specs, empty_non_terminals: empty_non_terminals(config) }
+}
+
+/// Every proper ancestor of a served name that is not served itself, sorted, once
+/// (names share parents: a million names under one zone add one entry).
+fn empty_non_terminals(config: &Config) -> Vec<DnsName> {
+    let mut found = std::collections::BTreeSet::new();
+    for name in config.names.keys() {
+        let mut above = name.parent();
+        while let Some(ancestor) = above {
+            if config.names.contains_key(&ancestor) {
+                // Served: its own ancestors come from its own walk.
+                break;
+            }
+            above = ancestor.parent();
+            if !found.insert(ancestor) {
+                break; // this one's ancestors are in already
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// Each spec's A and AAAA records under `health`: selection once per spec, however
@@ -262,6 +293,31 @@ mod tests {
         rr::{RData, RecordType},
         serialize::binary::BinDecodable,
     };
+
+    #[test]
+    fn empty_non_terminals_are_the_unserved_ancestors_once() {
+        let config = Config::parse(
+            std::path::Path::new("t.toml"),
+            "[server]\ninterfaces = [\"eth0\"]\n\
+             [names.\"*.t.example.test\"]\na = [\"192.0.2.1\"]\n\
+             [names.\"a.b.deep.example.test\"]\na = [\"192.0.2.2\"]\n\
+             [names.\"b.deep.example.test\"]\na = [\"192.0.2.3\"]\n\
+             [names.\"www.example.test\"]\na = [\"192.0.2.4\"]\n",
+        )
+        .unwrap();
+        let plan = plan_names(&config);
+        let ents: Vec<String> = plan.empty_non_terminals.iter().map(|n| n.to_string()).collect();
+        // b.deep is served, so not empty; deep is; the apex and the TLD are listed too
+        // (PowerDNS never asks above the apex, and the zone file's apex wins).
+        let mut want = vec!["deep.example.test.", "example.test.", "t.example.test.", "test."];
+        want.sort();
+        let mut got = ents.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(plan.is_empty_non_terminal(&DnsName::parse("deep.example.test").unwrap()));
+        assert!(!plan.is_empty_non_terminal(&DnsName::parse("b.deep.example.test").unwrap()));
+        assert!(!plan.is_empty_non_terminal(&DnsName::parse("x.t.example.test").unwrap()));
+    }
 
     #[test]
     fn rendered_records_parse_as_dns_answers() {

@@ -28,7 +28,9 @@ fn a_validating_resolver_gets_secure_answers_from_xdp_and_powerdns() {
     let key = ZoneKey::generate(&dir, "example.test", 13).unwrap();
     let body = format!(
         "{SITE_GROUPS}\n[zones.\"example.test\"]\ndnssec = \"sign\"\nkey = \"{}\"\n\n\
-         [names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\nttl = 30\n",
+         [names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\nttl = 30\n\
+         [names.\"*.t.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n\
+         [names.\"a.deep.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n",
         key.base.display()
     );
     let private = key.private_file();
@@ -44,6 +46,34 @@ fn a_validating_resolver_gets_secure_answers_from_xdp_and_powerdns() {
         reply
     };
 
+    // Straight from PowerDNS, with DO=1 over TCP: NOERROR with the SOA and the NSEC3
+    // that matches the name with an empty type bitmap.
+    let server = std::net::SocketAddr::new(w.lab.server_addr(false), 53);
+    let dnssec_query = |id: u16, name: &str, qtype: RecordType| {
+        dns::query(id, name, qtype, Some(EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() })).unwrap()
+    };
+    let reply = dns::parse(
+        &dns::exchange_tcp(&w.lab.client_ns, server, &dnssec_query(7, "t.example.test", RecordType::A)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reply.response_code(), ResponseCode::NoError, "{reply:?}\n{}", w.pdns.log());
+    let authority: Vec<RecordType> = reply.name_servers().iter().map(|r| r.record_type()).collect();
+    assert!(
+        authority.contains(&RecordType::SOA) && authority.contains(&RecordType::NSEC3),
+        "a signed NODATA: {authority:?}"
+    );
+
+    // Names below empty non-terminals, asked first: unbound minimises QNAMEs (it asks
+    // t.example.test before x1.t.example.test) and, with harden-below-nxdomain (both
+    // stock defaults), a signed NXDOMAIN for the empty non-terminal would deny every
+    // name below it. The non-terminals themselves are a signed NODATA (RFC 8020).
+    for name in ["x1.t.example.test", "x2.t.example.test", "a.deep.example.test"] {
+        assert_eq!(addresses(&secure(name, RecordType::A)), set(&[WEB1, WEB2]), "{name}");
+    }
+    for name in ["t.example.test", "deep.example.test"] {
+        let reply = secure(name, RecordType::A);
+        assert!(reply.answers().is_empty(), "{name}: NODATA, not {reply:?}");
+    }
     // A managed name: unbound asks with DO=1, XDP answers with the RRSIG, it validates.
     let before = w.controller.counters().unwrap();
     let reply = secure("www.example.test", RecordType::A);
@@ -92,11 +122,8 @@ fn a_validating_resolver_gets_secure_answers_from_xdp_and_powerdns() {
 
     // The same name over TCP with DO=1 (PowerDNS, asking primwatch): signed with the
     // same key, as dnspython checks.
-    let server = std::net::SocketAddr::new(w.lab.server_addr(false), 53);
-    let query =
-        dns::query(9, "www.example.test", RecordType::A, Some(EdnsQuery { dnssec_ok: true, ..EdnsQuery::default() }))
-            .unwrap();
-    let reply = dns::exchange_tcp(&w.lab.client_ns, server, &query).unwrap();
+    let reply =
+        dns::exchange_tcp(&w.lab.client_ns, server, &dnssec_query(9, "www.example.test", RecordType::A)).unwrap();
     let checked = validate(&key, &reply, None).unwrap();
     assert_eq!(checked.validated, ["www.example.test. A"], "{checked:?}");
     w.backends[0].resume().unwrap();

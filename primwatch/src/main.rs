@@ -82,6 +82,10 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Write a fresh DNS cookie secret to FILE (mode 0640, replaced atomically), as
+    /// both `[cookies] secret_file` and PowerDNS's `include-dir` read it; then reload
+    /// primwatch and restart PowerDNS (README, "DNS cookies").
+    CookieSecret { file: PathBuf },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff, section 8).
@@ -230,6 +234,9 @@ fn main() -> ExitCode {
                 .render(&mut std::io::stdout())
                 .context("writing the man page")
         }
+        Command::CookieSecret { file } => primwatch::cookies::write_secret_file(&file).map(|_| {
+            println!("wrote a new cookie secret to {}", file.display());
+        }),
         Command::Detach { pin_dir } => dataplane::detach_pinned(&pin_dir).map(|removed| {
             println!("removed {} pins from {}: {}", removed.len(), pin_dir.display(), removed.join(" "));
         }),

@@ -19,7 +19,7 @@ pub mod netns;
 pub mod packet;
 pub mod pdns;
 pub mod raw;
-pub mod unbound;
+pub mod resolver;
 pub mod world;
 
 use std::{

@@ -10,7 +10,7 @@ use hickory_proto::{
 use primwatch_tests::{
     dns::{self, EdnsQuery},
     dnssec::{validate, ZoneKey},
-    unbound::Unbound,
+    resolver,
     world::{set, world_options, Options, PDNS_PASS, SITE_GROUPS, WEB1, WEB2, WEB3},
 };
 
@@ -38,7 +38,7 @@ fn a_validating_resolver_gets_secure_answers_from_xdp_and_powerdns() {
         world_options(&body, &Options { remote_backend: true, pdns_dnssec_key: Some(&private), ..Options::default() });
     w.expect("www.example.test", &[WEB1, WEB2], SOON);
     let unbound =
-        Unbound::start(&w.lab.client_ns, "example.test", w.lab.server_addr(false), &key.public_file()).unwrap();
+        resolver::unbound(&w.lab.client_ns, "example.test", w.lab.server_addr(false), &key.public_file()).unwrap();
     let secure = |name: &str, qtype: RecordType| -> Message {
         let reply = unbound.ask(name, qtype).unwrap();
         assert_eq!(reply.response_code(), ResponseCode::NoError, "{name} {qtype}: {}", unbound.log());

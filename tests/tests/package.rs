@@ -43,6 +43,9 @@ fn the_debian_package_installs_and_runs() {
     let binary = file("/usr/bin/primwatch");
     let version = run(Command::new(&binary).arg("--version"));
     assert_eq!(version.trim(), format!("primwatch {}", env!("CARGO_PKG_VERSION")));
+    // postinst makes the cookie secret the packaged config names (beside it).
+    let postinst_made = run(Command::new(&binary).arg("cookie-secret").arg(file("/etc/primwatch/cookie-secret.conf")));
+    assert!(postinst_made.contains("wrote a new cookie secret"), "{postinst_made}");
     let checked = run(Command::new(&binary).arg("check-config").arg(file("/etc/primwatch/primwatch.toml")));
     assert!(checked.contains("ok"), "{checked}");
 
@@ -99,6 +102,10 @@ fn the_debian_package_installs_and_runs() {
     let postinst = std::fs::read_to_string(control.0.join("postinst")).unwrap();
     let commands: Vec<&str> = postinst.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
     assert!(commands.iter().any(|l| l.contains("useradd --system")), "{postinst}");
+    assert!(
+        commands.iter().any(|l| l.contains("primwatch cookie-secret /etc/primwatch/cookie-secret.conf")),
+        "{postinst}"
+    );
     assert!(!commands.iter().any(|l| l.contains("systemctl enable") || l.contains("systemctl start")), "{postinst}");
     let fields = run(Command::new("dpkg-deb").arg("-f").arg(&deb).args(["Package", "Architecture", "Depends"]));
     assert!(fields.contains("Package: primwatch") && fields.contains("Architecture: amd64"), "{fields}");

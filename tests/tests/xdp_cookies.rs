@@ -358,6 +358,65 @@ fn a_cookie_made_by_powerdns_with_the_shared_secret_is_verified_in_xdp() {
     assert!(w.controller.log().contains("no longer accepted"));
 }
 
+/// A BIND resolver in front of the lab. XDP hands it server cookies, so PowerDNS must
+/// too for the queries XDP passes, or BIND takes the missing cookie for spoofing and
+/// asks again over TCP. With one secret file read by both (`primwatch cookie-secret`,
+/// linked into PowerDNS's include-dir, as the package sets it up) it opens no TCP
+/// connection; with PowerDNS left without it, it does — the case this test tells apart.
+#[test]
+fn a_bind_resolver_makes_no_tcp_retries_when_both_paths_share_the_secret() {
+    use hickory_proto::op::ResponseCode;
+    use primwatch_tests::{
+        resolver,
+        world::{world_options, Options, SITE_GROUPS},
+    };
+    let tcp_queries = |shared: bool| -> u64 {
+        let dir = primwatch_tests::TempDir::new("pwcookieshare").unwrap();
+        let secret = dir.0.join("cookie-secret.conf");
+        let made = std::process::Command::new(primwatch_tests::controller::binary())
+            .arg("cookie-secret")
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let include_dir = dir.0.join("pdns.d");
+        std::fs::create_dir(&include_dir).unwrap();
+        std::os::unix::fs::symlink(&secret, include_dir.join("primwatch-cookie-secret.conf")).unwrap();
+        let pdns_conf = if shared { format!("include-dir={}\n", include_dir.display()) } else { String::new() };
+        let w = world_options(
+            &format!(
+                "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\
+                 [names.\"a.deep.example.test\"]\ngroups = [\"tokyo\"]\n\
+                 [zones.\"example.test\"]\n[cookies]\nsecret_file = \"{}\"\n",
+                secret.display()
+            ),
+            &Options { remote_backend: true, pdns_conf: &pdns_conf, ..Options::default() },
+        );
+        let named = resolver::named(&w.lab.client_ns, "example.test", w.lab.server_addr(false)).unwrap();
+        // XDP answers first (BIND asks with DO=1; the zone is declared unsigned): BIND
+        // now holds this server's cookie.
+        let before = w.controller.counters().unwrap().answered;
+        let reply = named.ask("www.example.test", RecordType::A).unwrap();
+        assert!(!dns::addresses(&reply).is_empty(), "{reply:?}\n{}", named.log());
+        assert!(w.controller.counters().unwrap().answered > before, "XDP answered BIND");
+        // Then what PowerDNS answers: a zone-file name, another type, a name that does
+        // not exist, a name below an empty non-terminal (minimised: NS? deep first).
+        for (name, qtype, rcode) in [
+            ("pass.example.test", RecordType::A, ResponseCode::NoError),
+            ("www.example.test", RecordType::MX, ResponseCode::NoError),
+            ("nx.example.test", RecordType::A, ResponseCode::NXDomain),
+            ("a.deep.example.test", RecordType::A, ResponseCode::NoError),
+        ] {
+            let reply = named.ask(name, qtype).unwrap();
+            assert_eq!(reply.response_code(), rcode, "{name} {qtype}: {reply:?}\n{}", named.log());
+        }
+        assert!(w.pdns.stat("udp-queries").unwrap() >= 4, "PowerDNS answered the passed queries");
+        w.pdns.stat("tcp-queries").unwrap()
+    };
+    assert_eq!(tcp_queries(true), 0, "one secret: no TCP retry");
+    assert!(tcp_queries(false) > 0, "PowerDNS without the secret: BIND retries over TCP");
+}
+
 /// The daemon rotating its secret every second while a client inside a prefix over
 /// its rate keeps presenting the latest cookie it was given: every query is answered
 /// (a rotation never turns a valid cookie away), none is rate limited.

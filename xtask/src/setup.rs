@@ -41,6 +41,9 @@ const PACKAGES: &[&str] = &[
     // import succeeds and every validation fails.
     "python3-cryptography",
     "unbound",
+    // named as a resolver in front of the lab: it sends cookies and retries over TCP
+    // when a server's cookie goes missing (the slow-path cookie test counts that).
+    "bind9",
     // The fleet: etcd-client's build compiles etcd's protobuf API with protoc, which
     // imports the well-known types (google/protobuf/*.proto) from libprotobuf-dev:
     // protobuf-compiler only *recommends* it. The tests run a real etcd cluster.

@@ -862,14 +862,34 @@ fn read_secret_file(path: &Path) -> Result<[u8; 16], String> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("cookies.secret_file: cannot read {shown}: {e}"))?;
-    let hex = text.trim();
-    let bytes: Option<Vec<u8>> = (hex.len() == 32 && hex.is_ascii())
-        .then(|| (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect())
-        .flatten();
-    match bytes {
-        Some(bytes) => Ok(bytes.try_into().expect("16 bytes")),
-        None => Err(format!("cookies.secret_file: {shown} must hold a 128-bit secret as 32 hex digits")),
+    parse_cookie_secret(&text).ok_or_else(|| {
+        format!(
+            "cookies.secret_file: {shown} must hold a 128-bit secret as 32 hex digits, alone or as \
+             PowerDNS's `edns-cookie-secret=HEX` line (comment lines starting with # allowed)"
+        )
+    })
+}
+
+/// The secret in a cookie secret file's text: 32 hex digits, either the file's one
+/// line or PowerDNS's setting `edns-cookie-secret=HEX`, so that one file, linked into
+/// PowerDNS's `include-dir`, keys both paths. Comments (#) and blank lines are skipped;
+/// anything else is refused.
+pub fn parse_cookie_secret(text: &str) -> Option<[u8; 16]> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let line = lines.next()?;
+    if lines.next().is_some() {
+        return None;
     }
+    let hex = match line.split_once('=') {
+        Some((setting, value)) if setting.trim() == "edns-cookie-secret" => value.trim(),
+        Some(_) => return None,
+        None => line,
+    };
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+    bytes?.try_into().ok()
 }
 
 #[derive(Deserialize)]

@@ -135,8 +135,34 @@ pub struct RrlSettings {
     pub ipv6_mask: [u64; 2],
 }
 
+/// The slow-path guard's settings (`[slow_path]`): budgets for the UDP queries XDP
+/// passes to the DNS server behind it, so that a flood of what XDP cannot answer
+/// (random names, other types, DO=1 in signed zones) never queues up in it. Sources in
+/// the guard's exempt tries and queries with a verified server cookie are never held;
+/// beyond a budget the query is dropped. Zero rates: no guard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowPathSettings {
+    /// Queries a second passed in all, whatever their source (0: no total budget).
+    pub queries_per_second: u32,
+    /// Queries a second passed per client prefix (0: no prefix budget).
+    pub prefix_queries_per_second: u32,
+    /// Seconds of credit a budget may save up (its burst).
+    pub burst_seconds: u32,
+    /// Exempt prefixes configured per family (bit 0: IPv4, bit 1: IPv6).
+    pub exempt_families: u32,
+    /// The client prefix, as `RrlSettings`' masks.
+    pub ipv4_mask: u32,
+    pub _pad: u32,
+    pub ipv6_mask: [u64; 2],
+}
+
+/// `RrlKey::family` carries the account's class above its low byte: RRL's own
+/// accounts are class 0 (answers), the slow-path guard's per-prefix budget class 1.
+pub const ACCOUNT_CLASS_PASSED: u32 = 1 << 8;
+
 /// A client prefix in the `rrl` map: the masked source address (IPv4 in the first
-/// four bytes) and its family (4 or 6).
+/// four bytes) and its family (4 or 6), with its account class (`ACCOUNT_CLASS_*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RrlKey {
@@ -447,6 +473,10 @@ pub struct Scratch {
     pub cookie_len: u32,
     /// … and the work on it (see `CookieScratch`).
     pub cookie: CookieScratch,
+    /// A query that would go to the DNS server if passed: where its IP header is
+    /// (`PASSED_*` bits), set once the datagram is known to be one the kernel delivers
+    /// to port 53; 0 for anything else. The slow-path guard reads it.
+    pub passed: u32,
     /// What the reply is made of, handed to the reply stage through memory.
     pub plan: ReplyPlan,
     /// The front of a frame (headers and question) while it moves into the headroom.
@@ -526,6 +556,12 @@ pub const COOKIE_RESUMED: u32 = 0x636b_6965;
 /// program it hands the packet back to.
 pub const COOKIE_PROGRAM_SLOT: u32 = 0;
 pub const ANSWER_PROGRAM_SLOT: u32 = 1;
+/// The slow-path guard, tail-called for a query the answering program passes.
+pub const SLOW_PATH_PROGRAM_SLOT: u32 = 2;
+/// `Scratch::passed`: set for a query to the DNS server; the IP header's offset in
+/// the low byte; IPv6.
+pub const PASSED_QUERY: u32 = 1 << 16;
+pub const PASSED_IPV6: u32 = 1 << 8;
 
 /// Longest UDP datagram (header included) whose checksum the XDP program verifies;
 /// longer queries (heavy EDNS padding) are passed.
@@ -600,6 +636,15 @@ pub struct Counters {
     /// … and to one whose server cookie did not (expired, another server's, forged):
     /// answered with a fresh cookie, as one with a client cookie only.
     pub cookie_bad: u64,
+    /// The slow-path guard, for queries passed to the DNS server (also counted above by
+    /// why they were passed): within the budgets …
+    pub slow_path_passed: u64,
+    /// … from an exempt prefix …
+    pub slow_path_exempt: u64,
+    /// … with a verified server cookie (over budget, let through) …
+    pub slow_path_cookie: u64,
+    /// … and over a budget: dropped (XDP_DROP).
+    pub slow_path_dropped: u64,
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -651,6 +696,10 @@ impl Counters {
         "rrl_log_only",
         "cookie_verified",
         "cookie_bad",
+        "slow_path_passed",
+        "slow_path_exempt",
+        "slow_path_cookie",
+        "slow_path_dropped",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -674,6 +723,10 @@ impl Counters {
             self.rrl_log_only,
             self.cookie_verified,
             self.cookie_bad,
+            self.slow_path_passed,
+            self.slow_path_exempt,
+            self.slow_path_cookie,
+            self.slow_path_dropped,
         ]
     }
 
@@ -697,6 +750,10 @@ impl Counters {
         self.rrl_log_only += other.rrl_log_only;
         self.cookie_verified += other.cookie_verified;
         self.cookie_bad += other.cookie_bad;
+        self.slow_path_passed += other.slow_path_passed;
+        self.slow_path_exempt += other.slow_path_exempt;
+        self.slow_path_cookie += other.slow_path_cookie;
+        self.slow_path_dropped += other.slow_path_dropped;
     }
 }
 
@@ -713,6 +770,7 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::HostAddrs {}
     unsafe impl aya::Pod for super::RrlSettings {}
+    unsafe impl aya::Pod for super::SlowPathSettings {}
     unsafe impl aya::Pod for super::RrlKey {}
     unsafe impl aya::Pod for super::RrlBucket {}
     unsafe impl aya::Pod for super::cookie::CookieSettings {}

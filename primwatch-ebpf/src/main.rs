@@ -3,9 +3,10 @@
 //!
 //! The flow, one module per stage: `parse` (headers, question; `edns` for the OPT
 //! record) → `lookup` (view, exact name, wildcard) → `pick` (which records) → `cookie`
-//! (DNS cookies) → `rrl` (response rate limiting) → `reply` (in-place rewrite, checksums) → XDP_TX. Nothing is written to the packet before the
-//! lookup succeeded and the reply is known to fit, so every pass leaves the packet byte
-//! for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
+//! (DNS cookies) → `rrl` (response rate limiting) → `reply` (in-place rewrite,
+//! checksums) → XDP_TX; a query it passes to the DNS server goes through `slow_path`
+//! (budgets) first. Nothing is written to the packet before the lookup succeeded and
+//! the reply is known to fit, so every pass leaves the packet byte for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
 #![no_std]
 #![no_main]
 // One-instruction unaligned loads (packet::load_u64); the eBPF crate builds on nightly.
@@ -22,6 +23,7 @@ mod pick;
 mod reflect;
 mod reply;
 mod rrl;
+mod slow_path;
 
 use core::mem::{offset_of, size_of};
 
@@ -39,15 +41,23 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
         Ok(()) => Verdict::Answered,
         Err(reason) => reason,
     };
+    let Some(scratch) = SCRATCH.get_ptr(0) else { return xdp_action::XDP_PASS };
+    let scratch = unsafe { &*scratch };
+    let passing = !matches!(verdict, Verdict::Answered | Verdict::RrlSlipped | Verdict::RrlDropped);
+    // A passed query comes through twice when the slow-path guard has its cookie
+    // checked (see `slow_path`): count it the first time only.
+    let again = passing && unsafe { core::ptr::read_volatile(&scratch.cookie.ready) } != 0;
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // The fields of `Counters` are u64s in `Verdict` order.
-        unsafe { *(counters as *mut u64).add(verdict as usize) += 1 };
+        unsafe { *(counters as *mut u64).add(verdict as usize) += !again as u64 };
     }
     match verdict {
         // A reply was written: an answer, or RRL's empty TC=1 reply.
         Verdict::Answered | Verdict::RrlSlipped => xdp_action::XDP_TX,
         Verdict::RrlDropped => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
+        // Not for this host: the kernel's to forward or drop, not the DNS server's.
+        Verdict::NotForHost => xdp_action::XDP_PASS,
+        _ => slow_path::hand_over(&ctx, scratch),
     }
 }
 
@@ -56,6 +66,13 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn primwatch_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The slow-path guard, reached by a tail call for a query the answering program
+/// passes: see `slow_path`.
+#[xdp]
+pub fn primwatch_slow_path(ctx: XdpContext) -> u32 {
+    slow_path::guard(&ctx)
 }
 
 /// DNS cookies for the answering program, reached by a tail call: see `cookie`.
@@ -77,6 +94,11 @@ pub fn primwatch_reflect(ctx: XdpContext) -> u32 {
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
     cookie::on_entry(scratch);
+    // Set again by `parse` for this packet, if it is a query for the DNS server.
+    unsafe {
+        core::ptr::write_volatile(&mut scratch.passed, 0);
+        core::ptr::write_volatile(&mut scratch.cookie_len, 0);
+    }
     let query = parse::parse_query(ctx, scratch)?;
     let entry = lookup::lookup(ctx, &query, scratch)?;
     let dnssec_ok = unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0;

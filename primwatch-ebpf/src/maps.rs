@@ -9,8 +9,8 @@ use aya_ebpf::{
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
     AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr, Scratch,
-    Settings, ViewMatch, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, MAX_VIEW_PREFIXES,
-    NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+    Settings, SlowPathSettings, ViewMatch, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS,
+    MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -76,16 +76,29 @@ pub static RRL_EXEMPT_V6: LpmTrie<[u8; 16], u32, 65536> = LpmTrie::new();
 #[btf_map]
 pub static RRL: LruHashMap<RrlKey, RrlBucket, 65536, { BPF_F_NO_COMMON_LRU }> = LruHashMap::new();
 
+/// The slow-path guard (see `slow_path`): its settings, the prefixes it spares, and the
+/// total budget's account (one, shared by all CPUs; per-prefix accounts are in `RRL`
+/// under `ACCOUNT_CLASS_PASSED`).
+#[btf_map]
+pub static SLOW_PATH_SETTINGS: Array<SlowPathSettings, 1> = Array::new();
+#[btf_map]
+pub static SLOW_PATH_EXEMPT_V4: LpmTrie<[u8; 4], u32, 65536> = LpmTrie::new();
+#[btf_map]
+pub static SLOW_PATH_EXEMPT_V6: LpmTrie<[u8; 16], u32, 65536> = LpmTrie::new();
+#[btf_map]
+pub static SLOW_PATH_TOTAL: Array<RrlBucket, 1> = Array::new();
+
 /// DNS cookies: whether they are answered, which secret is current, the clock; and
 /// the two secrets, current and previous (see `CookieSettings` for the rotation).
 #[btf_map]
 pub static COOKIE_SETTINGS: Array<CookieSettings, 1> = Array::new();
 #[btf_map]
 pub static COOKIE_SECRETS: Array<CookieSecret, 2> = Array::new();
-/// The cookie program and the answering program, for the tail calls between them
-/// (slots `COOKIE_PROGRAM_SLOT`, `ANSWER_PROGRAM_SLOT`); the loader fills it.
+/// The cookie program, the answering program and the slow-path guard, for the tail
+/// calls between them (slots `COOKIE_PROGRAM_SLOT`, `ANSWER_PROGRAM_SLOT`,
+/// `SLOW_PATH_PROGRAM_SLOT`); the loader fills it.
 #[btf_map]
-pub static COOKIE_PROGRAMS: ProgramArray<2> = ProgramArray::new();
+pub static COOKIE_PROGRAMS: ProgramArray<3> = ProgramArray::new();
 
 /// The single SETTINGS entry, if the controller wrote one.
 #[inline(always)]

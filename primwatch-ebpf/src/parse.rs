@@ -14,7 +14,7 @@ use core::ptr;
 use primwatch_common::{
     ascii_lower_word, csum, name_hash_step,
     wire::{dns, eth, ipv4, ipv6, udp},
-    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, QCLASS_IN,
+    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, PASSED_IPV6, PASSED_QUERY, QCLASS_IN,
 };
 
 /// A folded one's-complement sum over data that carries its own correct checksum.
@@ -94,6 +94,10 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     {
         return Err(Verdict::Malformed);
     }
+    // A whole datagram to the DNS port: from here on, whatever is passed reaches the
+    // DNS server, so the slow-path guard holds it to its budgets.
+    let passed = PASSED_QUERY | l3_off as u32 | if ip.is_ipv6 { PASSED_IPV6 } else { 0 };
+    unsafe { ptr::write_volatile(&mut scratch.passed, passed) };
     if ip.ipv4_hlen > ipv4::MIN_HLEN {
         return Err(Verdict::IpOptions);
     }

@@ -10,7 +10,11 @@
 //! this query would be; `charge` runs once the query is known to be answered and only
 //! debits the account by the decision handed over in `Scratch`.
 
-use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{
+    btf_maps::{lpm_trie::Key, LpmTrie},
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    programs::XdpContext,
+};
 use core::ptr;
 use primwatch_common::{
     wire::{ipv4, ipv6},
@@ -39,34 +43,14 @@ fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> R
     if settings.responses_per_second == 0 {
         return Ok(RRL_OFF);
     }
-    if is_ipv6 {
-        let src = bytes_at(ctx, l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
-        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv6::ADDR_LEN]) };
-        if settings.exempt_families & 2 != 0
-            && RRL_EXEMPT_V6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, address)).is_some()
-        {
-            return Ok(RRL_EXEMPT);
-        }
-        key.family = 6;
-        let words = key.prefix.as_mut_ptr() as *mut u64;
-        unsafe {
-            ptr::write_unaligned(words, load_u64(src) & settings.ipv6_mask[0]);
-            ptr::write_unaligned(words.add(1), load_u64(src.add(8)) & settings.ipv6_mask[1]);
-        }
-    } else {
-        let src = bytes_at(ctx, l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
-        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv4::ADDR_LEN]) };
-        if settings.exempt_families & 1 != 0
-            && RRL_EXEMPT_V4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, address)).is_some()
-        {
-            return Ok(RRL_EXEMPT);
-        }
-        key.family = 4;
-        let words = key.prefix.as_mut_ptr() as *mut u64;
-        unsafe {
-            ptr::write_unaligned(words, (load_u32(src) & settings.ipv4_mask) as u64);
-            ptr::write_unaligned(words.add(1), 0);
-        }
+    let masks = PrefixMasks {
+        ipv4: settings.ipv4_mask,
+        ipv6: settings.ipv6_mask,
+        exempt_families: settings.exempt_families,
+        class: 0,
+    };
+    if client_prefix(ctx, l3_off, is_ipv6, &masks, &RRL_EXEMPT_V4, &RRL_EXEMPT_V6, key)? {
+        return Ok(RRL_EXEMPT);
     }
 
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -104,6 +88,57 @@ fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> R
     }
 }
 
+/// How a source address becomes an account's key.
+pub struct PrefixMasks {
+    /// The prefix masks (bytes in packet order, read as native-endian words).
+    pub ipv4: u32,
+    pub ipv6: [u64; 2],
+    /// Bit 0: the IPv4 exempt trie holds something; bit 1: the IPv6 one.
+    pub exempt_families: u32,
+    /// `ACCOUNT_CLASS_*`, kept in the key's family word.
+    pub class: u32,
+}
+
+/// The account key of the packet's source — its prefix under `masks`, its family and
+/// class — or true, with the key untouched, if the source lies in an exempt prefix.
+#[inline(always)]
+pub fn client_prefix(
+    ctx: &XdpContext,
+    l3_off: usize,
+    is_ipv6: bool,
+    masks: &PrefixMasks,
+    exempt_v4: &LpmTrie<[u8; 4], u32, 65536>,
+    exempt_v6: &LpmTrie<[u8; 16], u32, 65536>,
+    key: &mut RrlKey,
+) -> Result<bool, Verdict> {
+    if is_ipv6 {
+        let src = bytes_at(ctx, l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
+        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv6::ADDR_LEN]) };
+        if masks.exempt_families & 2 != 0 && exempt_v6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, address)).is_some() {
+            return Ok(true);
+        }
+        key.family = 6 | masks.class;
+        let words = key.prefix.as_mut_ptr() as *mut u64;
+        unsafe {
+            ptr::write_unaligned(words, load_u64(src) & masks.ipv6[0]);
+            ptr::write_unaligned(words.add(1), load_u64(src.add(8)) & masks.ipv6[1]);
+        }
+    } else {
+        let src = bytes_at(ctx, l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
+        let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv4::ADDR_LEN]) };
+        if masks.exempt_families & 1 != 0 && exempt_v4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, address)).is_some() {
+            return Ok(true);
+        }
+        key.family = 4 | masks.class;
+        let words = key.prefix.as_mut_ptr() as *mut u64;
+        unsafe {
+            ptr::write_unaligned(words, (load_u32(src) & masks.ipv4) as u64);
+            ptr::write_unaligned(words.add(1), 0);
+        }
+    }
+    Ok(false)
+}
+
 /// The query is answered: debits the prefix by `prepare`'s decision. True if the
 /// answer is to be dropped; `slip` says (branch-free) whether it goes out empty with
 /// TC=1.
@@ -135,8 +170,9 @@ pub fn slip(scratch: &Scratch) -> u64 {
     is_zero(unsafe { ptr::read_volatile(&scratch.rrl_state) } as u64 ^ RRL_SLIP as u64)
 }
 
+/// Adds to this CPU's counters.
 #[inline(always)]
-fn count(f: impl FnOnce(&mut Counters)) {
+pub fn count(f: impl FnOnce(&mut Counters)) {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         f(unsafe { &mut *counters });
     }

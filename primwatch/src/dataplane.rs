@@ -32,6 +32,8 @@ pub const ANSWER_PROGRAM: &str = "primwatch";
 pub const PASS_PROGRAM: &str = "primwatch_pass";
 /// DNS cookies, tail-called by the answering program (see the XDP program's `cookie`).
 pub const COOKIE_PROGRAM: &str = "primwatch_cookie";
+/// The slow-path guard, tail-called for the queries the answering program passes.
+pub const SLOW_PATH_PROGRAM: &str = "primwatch_slow_path";
 const COOKIE_PROGRAMS_MAP: &str = "COOKIE_PROGRAMS";
 /// A bare reflector (the throughput bench's ceiling); loaded only when attached.
 pub const REFLECT_PROGRAM: &str = "primwatch_reflect";
@@ -50,13 +52,17 @@ const RRL_SETTINGS_MAP: &str = "RRL_SETTINGS";
 const RRL_EXEMPT_V4_MAP: &str = "RRL_EXEMPT_V4";
 const RRL_EXEMPT_V6_MAP: &str = "RRL_EXEMPT_V6";
 const COOKIE_SETTINGS_MAP: &str = "COOKIE_SETTINGS";
+const SLOW_PATH_SETTINGS_MAP: &str = "SLOW_PATH_SETTINGS";
+const SLOW_PATH_EXEMPT_V4_MAP: &str = "SLOW_PATH_EXEMPT_V4";
+const SLOW_PATH_EXEMPT_V6_MAP: &str = "SLOW_PATH_EXEMPT_V6";
+const SLOW_PATH_TOTAL_MAP: &str = "SLOW_PATH_TOTAL";
 /// Not pinned: the secrets stay inside the program and this process.
 const COOKIE_SECRETS_MAP: &str = "COOKIE_SECRETS";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 16] = [
+const PINS: [(&str, &str); 20] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (RRSETS_MAP, "rrsets"),
@@ -72,6 +78,10 @@ const PINS: [(&str, &str); 16] = [
     (RRL_EXEMPT_V4_MAP, "rrl_exempt_v4"),
     (RRL_EXEMPT_V6_MAP, "rrl_exempt_v6"),
     (COOKIE_SETTINGS_MAP, "cookie_settings"),
+    (SLOW_PATH_SETTINGS_MAP, "slow_path_settings"),
+    (SLOW_PATH_EXEMPT_V4_MAP, "slow_path_exempt_v4"),
+    (SLOW_PATH_EXEMPT_V6_MAP, "slow_path_exempt_v6"),
+    (SLOW_PATH_TOTAL_MAP, "slow_path_total"),
     // Pinned so that the kernel keeps its entries while the program answers without
     // us (on_stop = "keep"): a program array is emptied when its last user goes.
     (COOKIE_PROGRAMS_MAP, "cookie_programs"),
@@ -119,16 +129,17 @@ impl Dataplane {
             .map_max_entries(RRSIGS_MAP, capacities.signatures)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
-        for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM] {
+        for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM, SLOW_PATH_PROGRAM] {
             let program: &mut Xdp =
                 ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
             program.load().with_context(|| format!("verifying program {name}"))?;
         }
-        // The tail calls between the answering program and the cookie program.
+        // The tail calls between the answering program, the cookie program and the guard.
         let mut fds = Vec::new();
         for (slot, name) in [
             (primwatch_common::COOKIE_PROGRAM_SLOT, COOKIE_PROGRAM),
             (primwatch_common::ANSWER_PROGRAM_SLOT, ANSWER_PROGRAM),
+            (primwatch_common::SLOW_PATH_PROGRAM_SLOT, SLOW_PATH_PROGRAM),
         ] {
             let program: &Xdp = ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
             fds.push((slot, name, program.fd()?.try_clone()?));
@@ -271,13 +282,23 @@ impl Dataplane {
         NameMapWriter::new(map, answers, sets)
     }
 
-    /// The writer of the RRL settings and exempt prefixes (see `map_writer::RrlMapWriter`).
+    /// The writer of the RRL and slow-path settings and exempt prefixes (see
+    /// `map_writer::RrlMapWriter`).
     fn rrl_writer(&mut self) -> Result<crate::map_writer::RrlMapWriter> {
         let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         Ok(crate::map_writer::RrlMapWriter {
             settings: take(RRL_SETTINGS_MAP)?.try_into()?,
-            exempt_v4: take(RRL_EXEMPT_V4_MAP)?.try_into()?,
-            exempt_v6: take(RRL_EXEMPT_V6_MAP)?.try_into()?,
+            exempt: crate::map_writer::ExemptTries {
+                v4: take(RRL_EXEMPT_V4_MAP)?.try_into()?,
+                v6: take(RRL_EXEMPT_V6_MAP)?.try_into()?,
+                name: "rrl_exempt",
+            },
+            slow_path_settings: take(SLOW_PATH_SETTINGS_MAP)?.try_into()?,
+            slow_path_exempt: crate::map_writer::ExemptTries {
+                v4: take(SLOW_PATH_EXEMPT_V4_MAP)?.try_into()?,
+                v6: take(SLOW_PATH_EXEMPT_V6_MAP)?.try_into()?,
+                name: "slow_path_exempt",
+            },
         })
     }
 

@@ -19,7 +19,7 @@ use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, PerCpuVa
 use ipnet::IpNet;
 use primwatch_common::{
     cookie::{secret_from_bytes, CookieSecret, CookieSettings},
-    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, ViewMatch,
+    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, SlowPathSettings, ViewMatch,
 };
 
 use crate::{
@@ -284,7 +284,7 @@ impl AnswerMaps {
         let stats = self.names.sync_then(desired, after_names)?;
         if !self.config_written {
             self.views.sync(&config.view_index, config.wildcard_names())?;
-            self.rrl.sync(config.rrl.as_ref())?;
+            self.rrl.sync(config.rrl.as_ref(), &config.slow_path)?;
             self.config_written = true;
         }
         let zones = config.signed_zones();
@@ -464,18 +464,28 @@ impl ViewMapWriter {
     }
 }
 
-/// Writes `[rrl]` into XDP's RRL maps: the exempt prefixes, then the settings (which
-/// turn limiting on or off), once per start or reload.
+/// Writes `[rrl]` and `[slow_path]` into XDP's maps: the exempt prefixes, then the
+/// settings (which turn limiting on or off), once per start or reload.
 pub struct RrlMapWriter {
     pub settings: aya::maps::Array<MapData, RrlSettings>,
-    pub exempt_v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], u32>,
-    pub exempt_v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u32>,
+    pub exempt: ExemptTries,
+    pub slow_path_settings: aya::maps::Array<MapData, SlowPathSettings>,
+    pub slow_path_exempt: ExemptTries,
 }
 
-impl RrlMapWriter {
-    pub fn sync(&mut self, rrl: Option<&crate::config::RrlConfig>) -> Result<()> {
+/// One exempt list as XDP looks it up: a longest-prefix trie per family.
+pub struct ExemptTries {
+    pub v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], u32>,
+    pub v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u32>,
+    /// For error messages: the pins' names ("rrl_exempt").
+    pub name: &'static str,
+}
+
+impl ExemptTries {
+    /// Makes the tries hold exactly `exempt`: adds first, then prunes the rest.
+    fn sync(&mut self, exempt: &[IpNet]) -> Result<()> {
         use aya::maps::lpm_trie::Key;
-        let exempt = rrl.map(|r| r.exempt.as_slice()).unwrap_or_default();
+        let name = self.name;
         let want4: BTreeMap<(u32, [u8; 4]), ()> = exempt
             .iter()
             .filter_map(|n| match n {
@@ -491,31 +501,76 @@ impl RrlMapWriter {
             })
             .collect();
         for (len, addr) in want4.keys() {
-            self.exempt_v4.insert(&Key::new(*len, *addr), 1, 0).context("writing rrl_exempt_v4")?;
+            self.v4.insert(&Key::new(*len, *addr), 1, 0).with_context(|| format!("writing {name}_v4"))?;
         }
         for (len, addr) in want6.keys() {
-            self.exempt_v6.insert(&Key::new(*len, *addr), 1, 0).context("writing rrl_exempt_v6")?;
+            self.v6.insert(&Key::new(*len, *addr), 1, 0).with_context(|| format!("writing {name}_v6"))?;
         }
         let stale4: Vec<_> = self
-            .exempt_v4
+            .v4
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| !want4.contains_key(&(k.prefix_len(), k.data())))
             .collect();
         for key in stale4 {
-            self.exempt_v4.remove(&key).context("pruning rrl_exempt_v4")?;
+            self.v4.remove(&key).with_context(|| format!("pruning {name}_v4"))?;
         }
         let stale6: Vec<_> = self
-            .exempt_v6
+            .v6
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| !want6.contains_key(&(k.prefix_len(), k.data())))
             .collect();
         for key in stale6 {
-            self.exempt_v6.remove(&key).context("pruning rrl_exempt_v6")?;
+            self.v6.remove(&key).with_context(|| format!("pruning {name}_v6"))?;
         }
-        self.settings.set(0, rrl_settings(rrl), 0).context("writing rrl_settings")?;
         Ok(())
+    }
+}
+
+impl RrlMapWriter {
+    pub fn sync(
+        &mut self,
+        rrl: Option<&crate::config::RrlConfig>,
+        slow_path: &crate::config::slow_path::SlowPathConfig,
+    ) -> Result<()> {
+        self.exempt.sync(rrl.map(|r| r.exempt.as_slice()).unwrap_or_default())?;
+        self.settings.set(0, rrl_settings(rrl), 0).context("writing rrl_settings")?;
+        self.slow_path_exempt.sync(&slow_path.exempt)?;
+        self.slow_path_settings.set(0, slow_path_settings(slow_path), 0).context("writing slow_path_settings")?;
+        Ok(())
+    }
+}
+
+/// A prefix length as a mask over the address bytes, read as native-endian words.
+fn prefix_masks(ipv4_len: u8, ipv6_len: u8) -> (u32, [u64; 2]) {
+    let v4 = (u32::MAX.checked_shl(32 - ipv4_len as u32).unwrap_or(0)).to_be_bytes();
+    let v6 = (u128::MAX.checked_shl(128 - ipv6_len as u32).unwrap_or(0)).to_be_bytes();
+    (
+        u32::from_ne_bytes(v4),
+        [
+            u64::from_ne_bytes(v6[..8].try_into().expect("8 bytes")),
+            u64::from_ne_bytes(v6[8..].try_into().expect("8 bytes")),
+        ],
+    )
+}
+
+/// Bit 0 if `exempt` holds an IPv4 prefix, bit 1 if an IPv6 one.
+fn exempt_families(exempt: &[IpNet]) -> u32 {
+    exempt.iter().map(|n| if n.addr().is_ipv6() { 2 } else { 1 }).fold(0, |a, b| a | b)
+}
+
+/// XDP's view of `[slow_path]`.
+pub fn slow_path_settings(slow_path: &crate::config::slow_path::SlowPathConfig) -> SlowPathSettings {
+    let (ipv4_mask, ipv6_mask) = prefix_masks(slow_path.ipv4_prefix_len, slow_path.ipv6_prefix_len);
+    SlowPathSettings {
+        queries_per_second: slow_path.queries_per_second,
+        prefix_queries_per_second: slow_path.prefix_queries_per_second,
+        burst_seconds: slow_path.burst_seconds,
+        exempt_families: exempt_families(&slow_path.exempt),
+        ipv4_mask,
+        _pad: 0,
+        ipv6_mask,
     }
 }
 
@@ -523,19 +578,15 @@ impl RrlMapWriter {
 /// the program as native-endian words).
 pub fn rrl_settings(rrl: Option<&crate::config::RrlConfig>) -> RrlSettings {
     let Some(rrl) = rrl else { return RrlSettings::default() };
-    let v4 = (u32::MAX.checked_shl(32 - rrl.ipv4_prefix_len as u32).unwrap_or(0)).to_be_bytes();
-    let v6 = (u128::MAX.checked_shl(128 - rrl.ipv6_prefix_len as u32).unwrap_or(0)).to_be_bytes();
+    let (ipv4_mask, ipv6_mask) = prefix_masks(rrl.ipv4_prefix_len, rrl.ipv6_prefix_len);
     RrlSettings {
         responses_per_second: rrl.responses_per_second,
         window_seconds: rrl.window_seconds,
         slip: rrl.slip,
         log_only: rrl.log_only as u32,
-        ipv4_mask: u32::from_ne_bytes(v4),
-        exempt_families: rrl.exempt.iter().map(|n| if n.addr().is_ipv6() { 2 } else { 1 }).fold(0, |a, b| a | b),
-        ipv6_mask: [
-            u64::from_ne_bytes(v6[..8].try_into().expect("8 bytes")),
-            u64::from_ne_bytes(v6[8..].try_into().expect("8 bytes")),
-        ],
+        ipv4_mask,
+        exempt_families: exempt_families(&rrl.exempt),
+        ipv6_mask,
     }
 }
 

@@ -466,6 +466,11 @@ impl Collector for Exported {
                 "primwatch_xdp_cookie_events",
                 "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
             ),
+            (
+                "slow_path_",
+                "primwatch_xdp_slow_path_events",
+                "Queries passed to the DNS server, by the slow-path guard's decision: passed (within the budgets), exempt, cookie (over a budget, with a verified server cookie), dropped (over a budget).",
+            ),
         ] {
             counters(
                 e,

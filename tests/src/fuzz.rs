@@ -6,7 +6,8 @@
 //! hickory-proto for the DNS message) and must be a well-formed reply to it (checksums
 //! and lengths recomputed, same ID, the question echoed byte for byte, answers from the
 //! configured set, OPT iff the query had one, DO copied, size within the client's
-//! limit). Any other verdict is a failure.
+//! limit); XDP_DROP (the slow-path guard) only for a UDP datagram to the DNS port.
+//! Any other verdict is a failure.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -20,7 +21,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
     dns::{self, EdnsQuery},
-    harness::{Harness, XDP_PASS, XDP_TX},
+    harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX},
     packet::{udp_frame, Flow, SERVER_MAC},
 };
 
@@ -51,17 +52,24 @@ pub const SIGNED_ZONE: &str = "sign.test";
 
 /// A harness for CONFIG plus `sign.test` (`dnssec = "sign"`, an ECDSA key made in
 /// `key_dir`), as the fuzzer runs: DO=1 answers there carry an RRSIG.
-pub fn harness(key_dir: &std::path::Path) -> Result<Harness> {
+///
+/// `slow_path` is the guard's table (`""`: its defaults, which hold a fuzzer's rate of
+/// passed queries mostly to drops; `SLOW_PATH_OFF` keeps every pass to be checked).
+pub fn harness(key_dir: &std::path::Path, slow_path: &str) -> Result<Harness> {
     let key = crate::dnssec::ZoneKey::generate(key_dir, SIGNED_ZONE, 13)?;
     Harness::new(
         53,
         &format!(
             "{CONFIG}\n[zones.\"{SIGNED_ZONE}\"]\ndnssec = \"sign\"\nkey = \"{}\"\n\n\
-             [names.\"www.{SIGNED_ZONE}\"]\nttl = 60\na = [\"10.0.0.4\", \"10.0.0.5\"]\naaaa = [\"2001:db8::4\"]\n",
+             [names.\"www.{SIGNED_ZONE}\"]\nttl = 60\na = [\"10.0.0.4\", \"10.0.0.5\"]\naaaa = [\"2001:db8::4\"]\n\
+             {slow_path}\n",
             key.base.display()
         ),
     )
 }
+
+/// The slow-path guard off: every frame XDP passes is passed, and checked intact.
+pub const SLOW_PATH_OFF: &str = "[slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n";
 
 /// Who signs a served name's zone.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,6 +99,8 @@ pub struct Tally {
     pub frames: u64,
     pub answered: u64,
     pub passed: u64,
+    /// Dropped by the slow-path guard.
+    pub dropped: u64,
 }
 
 /// Runs `frames` mutated frames from `seed`; the first oracle failure is an error that
@@ -129,11 +139,30 @@ pub fn run(harness: &Harness, seed: u64, frames: u64) -> Result<Tally> {
                 tally.answered += 1;
                 check_answer(&frame, &out.frame, &served)
             }
+            XDP_DROP => {
+                tally.dropped += 1;
+                ensure!(
+                    udp_to_dns_port(&frame),
+                    "dropped a frame that is no UDP datagram to the DNS port ({:?})",
+                    etherparse::SlicedPacket::from_ethernet(&frame).map(|p| p.transport)
+                );
+                Ok(())
+            }
             other => Err(anyhow::anyhow!("verdict {other}")),
         };
         verdict.with_context(|| format!("seed {seed}, frame {i}: {:02x?}", frame))?;
     }
     Ok(tally)
+}
+
+/// Whether `frame` is a UDP datagram to port 53 (the only kind the slow-path guard may
+/// drop), read with etherparse: Ethernet, at most one VLAN tag, IPv4 or IPv6.
+fn udp_to_dns_port(frame: &[u8]) -> bool {
+    matches!(
+        etherparse::SlicedPacket::from_ethernet(frame),
+        Ok(etherparse::SlicedPacket { transport: Some(etherparse::TransportSlice::Udp(udp)), .. })
+            if udp.destination_port() == 53
+    )
 }
 
 fn rfc9018_shaped_cookie() -> Vec<u8> {

@@ -9,15 +9,20 @@ use primwatch_tests::fuzz;
 fn mutated_frames_are_passed_intact_or_answered_correctly() {
     let key_dir = std::env::temp_dir().join(format!("pw-fuzz-keys-{}", std::process::id()));
     std::fs::create_dir_all(&key_dir).unwrap();
-    let h = fuzz::harness(&key_dir).expect("load the XDP program (root and `cargo xtask setup` needed)");
-    let _ = std::fs::remove_dir_all(&key_dir);
+    let h = fuzz::harness(&key_dir, fuzz::SLOW_PATH_OFF)
+        .expect("load the XDP program (root and `cargo xtask setup` needed)");
     let fixed = fuzz::run(&h, 0x5eed_2026, 200_000).unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("fixed seed: {fixed:?}");
     // The fuzzer is only worth its frames if it reaches both outcomes often.
-    assert!(fixed.answered > 5_000 && fixed.passed > 100_000, "{fixed:?}");
+    assert!(fixed.answered > 5_000 && fixed.passed > 100_000 && fixed.dropped == 0, "{fixed:?}");
 
+    // A fresh seed, with the slow-path guard at its defaults: most passes become drops,
+    // and the oracle checks each dropped frame is a query for the DNS server.
+    let guarded = fuzz::harness(&key_dir, "").expect("load the XDP program");
+    let _ = std::fs::remove_dir_all(&key_dir);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("random seed: {seed} (rerun: cargo xtask fuzz -- --seed {seed})");
-    let random = fuzz::run(&h, seed, 50_000).unwrap_or_else(|e| panic!("random seed {seed}: {e:#}"));
+    let random = fuzz::run(&guarded, seed, 50_000).unwrap_or_else(|e| panic!("random seed {seed}: {e:#}"));
     eprintln!("random seed: {random:?}");
+    assert!(random.dropped > 1_000 && random.answered > 1_000, "{random:?}");
 }

@@ -26,6 +26,7 @@ mod health;
 pub mod limits;
 mod name_files;
 pub mod pushed;
+pub mod slow_path;
 pub mod target_addresses;
 mod views;
 pub use health::{
@@ -140,6 +141,8 @@ pub struct Config {
     declared: std::sync::Arc<Declared>,
     /// `[rrl]`: response rate limiting in XDP; None: off.
     pub rrl: Option<RrlConfig>,
+    /// `[slow_path]`: budgets for the queries XDP passes (on by default).
+    pub slow_path: slow_path::SlowPathConfig,
     /// `[cookies]`: DNS server cookies in XDP (on unless turned off).
     pub cookies: CookieConfig,
     /// `[fleet]`: operator state shared with other nodes through etcd; None: alone.
@@ -554,6 +557,7 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     resolver: Option<RawResolver>,
     rrl: Option<Spanned<RawRrl>>,
+    slow_path: Option<slow_path::RawSlowPath>,
     cookies: Option<RawCookies>,
     geoip: Option<RawGeoip>,
     fleet: Option<RawFleet>,
@@ -939,21 +943,7 @@ fn parse_rrl(raw: Spanned<RawRrl>, at: &health::At) -> Result<RrlConfig, ConfigE
     };
     let ipv4_prefix_len = prefix(&raw.ipv4_prefix_len, 24, 8..=32, "ipv4_prefix_len")?;
     let ipv6_prefix_len = prefix(&raw.ipv6_prefix_len, 56, 16..=128, "ipv6_prefix_len")?;
-    if raw.exempt.len() > RrlConfig::MAX_EXEMPT {
-        return Err(at(
-            0..0,
-            format!("rrl.exempt lists {} prefixes; at most {}", raw.exempt.len(), RrlConfig::MAX_EXEMPT),
-        ));
-    }
-    let mut exempt = Vec::new();
-    for text in &raw.exempt {
-        let net = text
-            .get_ref()
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.get_ref().parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| at(text.span(), format!("rrl.exempt: '{}' is not an address or prefix", text.get_ref())))?;
-        exempt.push(net.trunc());
-    }
+    let exempt = slow_path::exempt_list(&raw.exempt, "rrl.exempt", RrlConfig::MAX_EXEMPT, at)?;
     Ok(RrlConfig {
         responses_per_second,
         window_seconds,
@@ -1252,6 +1242,8 @@ impl Config {
         }
         let resolver = parse_resolver(raw.resolver, &at)?;
         let rrl = raw.rrl.map(|r| parse_rrl(r, &at)).transpose()?;
+        let slow_path =
+            slow_path::parse(raw.slow_path, rrl.as_ref().map(|r| r.exempt.as_slice()).unwrap_or_default(), &at)?;
         let capacity = |value: &Option<Spanned<u32>>, default: u32, max: u32, key: &str| match value {
             None => Ok((default, 0..0)),
             Some(v) if (1..=max).contains(v.get_ref()) => Ok((*v.get_ref(), v.span())),
@@ -1525,6 +1517,7 @@ impl Config {
             declared,
             capacities,
             rrl,
+            slow_path,
             cookies,
             fleet,
         };

@@ -18,7 +18,7 @@ fn main() -> Result<()> {
     }
     let key_dir = std::env::temp_dir().join(format!("pw-fuzz-keys-{}", std::process::id()));
     std::fs::create_dir_all(&key_dir)?;
-    let harness = fuzz::harness(&key_dir);
+    let harness = fuzz::harness(&key_dir, fuzz::SLOW_PATH_OFF);
     let _ = std::fs::remove_dir_all(&key_dir);
     let harness = harness?;
     println!("fuzzing {frames} frames from seed {seed}");

@@ -141,9 +141,14 @@ fn time_single(h: &Harness, program: &str, frame: &[u8], expect: u32) -> Result<
     Ok((samples[samples.len() / 2], samples[samples.len() / 10]))
 }
 
+/// The slow-path guard with budgets no single-run series exhausts: every miss pays for
+/// the guard's accounting and is passed.
+const GUARD_OPEN: &str = "[slow_path]\nqueries_per_second = 10000000\nprefix_queries_per_second = 10000000\n\
+                          burst_seconds = 60\n";
+
 fn micro() -> Result<()> {
-    let h = Harness::new(53, NAMES)?;
-    for program in [ANSWER_PROGRAM, COOKIE_PROGRAM] {
+    let h = Harness::new(53, &format!("{NAMES}\n{GUARD_OPEN}"))?;
+    for program in [ANSWER_PROGRAM, COOKIE_PROGRAM, primwatch::dataplane::SLOW_PATH_PROGRAM] {
         println!(
             "verifier: {program} accepted after {} instructions processed (limit 1,000,000)",
             h.verified_insns(program)?
@@ -164,7 +169,7 @@ fn micro() -> Result<()> {
             XDP_PASS,
         ),
         (
-            "miss (name not served)",
+            "miss (name not served), guarded",
             ANSWER_PROGRAM,
             udp_frame(&v4, 64, &query("nope.example.test", RecordType::A)),
             XDP_PASS,
@@ -198,6 +203,18 @@ fn micro() -> Result<()> {
             "-".into()
         };
         println!("{label:<32} {median:>10} {p10:>8} {:>14} {repeated:>16}", median as i64 - floor as i64);
+    }
+    // The miss without the guard, and over its budget (dropped).
+    let miss = udp_frame(&v4, 64, &query("nope.example.test", RecordType::A));
+    for (label, guard, verdict) in [
+        ("miss, guard off", "[slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n", XDP_PASS),
+        ("miss over the budget (dropped)", "[slow_path]\nqueries_per_second = 1\nburst_seconds = 1\n", XDP_DROP),
+    ] {
+        let guarded = Harness::new(53, &format!("{NAMES}\n{guard}"))?;
+        let _ = guarded.run(&miss)?; // spends a one-query budget
+        let (median, p10) = time_single(&guarded, ANSWER_PROGRAM, &miss, verdict)?;
+        let repeated = guarded.run_repeated(ANSWER_PROGRAM, &miss, 1_000_000)?;
+        println!("{label:<32} {median:>10} {p10:>8} {:>14} {repeated:>16.1}", median as i64 - floor as i64);
     }
     // Response rate limiting on: a hit whose prefix has credit (a rate no single-run
     // series reaches), and a hit over the rate (dropped; slip 0).

@@ -1,0 +1,152 @@
+//! The slow-path guard: budgets for the queries XDP passes to the DNS server behind it.
+//!
+//! Everything XDP cannot answer — names it does not serve, other types, DO=1 in signed
+//! zones, malformed or oversized queries — goes to PowerDNS, which answers tens of
+//! thousands a second, not millions, and exits when its queue overflows. So a UDP
+//! query to the DNS port that the answering program passes comes here (a program of
+//! its own, reached by a tail call, so that the answering program's verification does
+//! not grow) and is let through:
+//! - from an exempt prefix (your own resolvers and monitoring), always;
+//! - within both budgets: the total (`queries_per_second`, one account shared by all
+//!   CPUs) and its client prefix's (`prefix_queries_per_second`, an account in the
+//!   `RRL` map under `ACCOUNT_CLASS_PASSED`), each refilled continuously and holding
+//!   at most `burst_seconds` of credit;
+//! - over a budget, when it presents a server cookie that verifies (its source is
+//!   proven, so it is no spoofed flood): the cookie program checks it and hands the
+//!   packet back to the answering program, which comes here again with the result.
+//!
+//! Anything else is dropped and counted. TCP is never held here: its handshake proves
+//! the source, and a resolver retries over TCP.
+
+use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use core::ptr;
+use primwatch_common::{
+    RrlBucket, RrlKey, Scratch, SlowPathSettings, ACCOUNT_CLASS_PASSED, COOKIE_PROGRAM_SLOT, PASSED_IPV6, PASSED_QUERY,
+    RRL_CREDIT_UNIT, SLOW_PATH_PROGRAM_SLOT,
+};
+
+use crate::{
+    maps::{
+        COOKIE_PROGRAMS, COOKIE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6, SLOW_PATH_SETTINGS,
+        SLOW_PATH_TOTAL,
+    },
+    rrl::{client_prefix, count, PrefixMasks},
+};
+
+/// Verifier bound for the IP header's offset (after Ethernet and one VLAN tag).
+const L3_OFFSET_MASK: usize = 0x1f;
+
+/// Called by the answering program for a packet it passes: a query for the DNS server
+/// goes to the guard (which does not return here); anything else is passed.
+#[inline(always)]
+pub fn hand_over(ctx: &XdpContext, scratch: &Scratch) -> u32 {
+    if unsafe { ptr::read_volatile(&scratch.passed) } & PASSED_QUERY != 0 {
+        unsafe { COOKIE_PROGRAMS.tail_call(ctx, SLOW_PATH_PROGRAM_SLOT) };
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The guard program: XDP_PASS or XDP_DROP for the query the answering program passed.
+#[inline(always)]
+pub fn guard(ctx: &XdpContext) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    let scratch = unsafe { &mut *scratch };
+    let passed = unsafe { ptr::read_volatile(&scratch.passed) };
+    let Some(settings) = SLOW_PATH_SETTINGS.get_ptr(0) else { return xdp_action::XDP_PASS };
+    let settings = unsafe { &*settings };
+    if passed & PASSED_QUERY == 0 || (settings.queries_per_second == 0 && settings.prefix_queries_per_second == 0) {
+        return xdp_action::XDP_PASS;
+    }
+    let masks = PrefixMasks {
+        ipv4: settings.ipv4_mask,
+        ipv6: settings.ipv6_mask,
+        exempt_families: settings.exempt_families,
+        class: ACCOUNT_CLASS_PASSED,
+    };
+    let mut key = RrlKey::default();
+    let l3_off = passed as usize & L3_OFFSET_MASK;
+    let is_ipv6 = passed & PASSED_IPV6 != 0;
+    match client_prefix(ctx, l3_off, is_ipv6, &masks, &SLOW_PATH_EXEMPT_V4, &SLOW_PATH_EXEMPT_V6, &mut key) {
+        Ok(true) => {
+            count(|c| c.slow_path_exempt += 1);
+            return xdp_action::XDP_PASS;
+        }
+        Ok(false) => {}
+        Err(_) => return xdp_action::XDP_PASS, // no source address to account: the kernel's
+    }
+    let cookie = &mut scratch.cookie;
+    let checked = unsafe { ptr::read_volatile(&cookie.ready) } != 0;
+    if checked && unsafe { ptr::read_volatile(&cookie.verified) } != 0 {
+        count(|c| c.slow_path_cookie += 1);
+        return xdp_action::XDP_PASS;
+    }
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if within_budgets(settings, &key, now) {
+        count(|c| c.slow_path_passed += 1);
+        return xdp_action::XDP_PASS;
+    }
+    // Over a budget: a server cookie may prove the source. The cookie program verifies
+    // it and hands the packet back to the answering program, which passes it here again.
+    let cookies_on = COOKIE_SETTINGS.get_ptr(0).is_some_and(|s| unsafe { (*s).enabled } != 0);
+    if !checked && cookies_on && unsafe { ptr::read_volatile(&scratch.cookie_len) } != 0 {
+        cookie.l3_off = l3_off as u32;
+        cookie.is_ipv6 = is_ipv6 as u32;
+        unsafe { COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT) };
+    }
+    count(|c| c.slow_path_dropped += 1);
+    xdp_action::XDP_DROP
+}
+
+/// Whether the total budget and the prefix's (`key`) both have a query's credit left;
+/// if so, each is debited one. Budgets refill at their rate and hold at most
+/// `burst_seconds` of it; a prefix seen for the first time starts full. Shared by all
+/// CPUs and updated without a lock, as RRL's accounts: a race loses a debit at worst.
+#[inline(always)]
+fn within_budgets(settings: &SlowPathSettings, key: &RrlKey, now: u64) -> bool {
+    let burst = settings.burst_seconds.max(1) as i64;
+    let total = match SLOW_PATH_TOTAL.get_ptr_mut(0) {
+        Some(bucket) if settings.queries_per_second != 0 => {
+            let bucket = unsafe { &mut *bucket };
+            refill(bucket, settings.queries_per_second, burst, now);
+            if bucket.credit < RRL_CREDIT_UNIT {
+                return false;
+            }
+            Some(bucket)
+        }
+        _ => None,
+    };
+    if settings.prefix_queries_per_second != 0 {
+        let rate = settings.prefix_queries_per_second;
+        match RRL.get_ptr_mut(key) {
+            Some(bucket) => {
+                let bucket = unsafe { &mut *bucket };
+                refill(bucket, rate, burst, now);
+                if bucket.credit < RRL_CREDIT_UNIT {
+                    return false;
+                }
+                bucket.credit -= RRL_CREDIT_UNIT;
+            }
+            None => {
+                let full = rate as i64 * RRL_CREDIT_UNIT * burst;
+                let fresh = RrlBucket { credit: full - RRL_CREDIT_UNIT, updated_ns: now, limited: 0 };
+                let _ = RRL.insert(key, &fresh, 0);
+            }
+        }
+    }
+    if let Some(bucket) = total {
+        bucket.credit -= RRL_CREDIT_UNIT;
+    }
+    true
+}
+
+/// Brings `bucket` up to `now`: `rate` a second, in `RRL_CREDIT_UNIT`ths, capped at
+/// `burst` seconds' worth.
+#[inline(always)]
+fn refill(bucket: &mut RrlBucket, rate: u32, burst: i64, now: u64) {
+    let cap = rate as i64 * RRL_CREDIT_UNIT * burst;
+    // At most `burst` seconds count (more would only be capped, and could overflow).
+    let elapsed = now.saturating_sub(bucket.updated_ns).min(burst as u64 * 1_000_000_000);
+    let earned = (elapsed * rate as u64 / 1_000_000) as i64;
+    bucket.credit = (bucket.credit + earned).min(cap);
+    bucket.updated_ns = now;
+}

@@ -1,0 +1,140 @@
+//! `[slow_path]`: the budgets XDP keeps for the queries it passes to the DNS server
+//! (the XDP program's `slow_path`). On by default, with every key optional: PowerDNS
+//! answers tens of thousands of passed queries a second, and 4.7 exits when more wait.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{health::At, ConfigError};
+
+/// The slow-path guard's settings, as check-config and run both read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowPathConfig {
+    /// Queries a second passed in all (0: no total budget).
+    pub queries_per_second: u32,
+    /// Queries a second passed per client prefix (0: no prefix budget).
+    pub prefix_queries_per_second: u32,
+    /// Seconds of credit a budget may save up.
+    pub burst_seconds: u32,
+    /// The client prefix lengths (as `[rrl]`'s).
+    pub ipv4_prefix_len: u8,
+    pub ipv6_prefix_len: u8,
+    /// Sources never held (your own resolvers, monitoring).
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+impl SlowPathConfig {
+    /// Half of what PowerDNS answered here for managed names (about 18,000/s, remote
+    /// backend) and an eighth of its zone-file rate: room for TCP and for XDP's own
+    /// work on the same cores.
+    pub const DEFAULT_QUERIES_PER_SECOND: u32 = 10_000;
+    /// A busy resolver's passed queries (NXDOMAINs, other types, DO=1 in signed zones)
+    /// stay far below this; one prefix cannot take the whole budget.
+    pub const DEFAULT_PREFIX_QUERIES_PER_SECOND: u32 = 1_000;
+    pub const DEFAULT_BURST_SECONDS: u32 = 2;
+    pub const MAX_QUERIES_PER_SECOND: u32 = 10_000_000;
+    pub const MAX_BURST_SECONDS: u32 = 60;
+    pub const MAX_EXEMPT: usize = 65536;
+}
+
+impl Default for SlowPathConfig {
+    fn default() -> SlowPathConfig {
+        SlowPathConfig {
+            queries_per_second: SlowPathConfig::DEFAULT_QUERIES_PER_SECOND,
+            prefix_queries_per_second: SlowPathConfig::DEFAULT_PREFIX_QUERIES_PER_SECOND,
+            burst_seconds: SlowPathConfig::DEFAULT_BURST_SECONDS,
+            ipv4_prefix_len: 24,
+            ipv6_prefix_len: 56,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlowPath {
+    queries_per_second: Option<Spanned<u32>>,
+    prefix_queries_per_second: Option<Spanned<u32>>,
+    burst_seconds: Option<Spanned<u32>>,
+    ipv4_prefix_len: Option<Spanned<u8>>,
+    ipv6_prefix_len: Option<Spanned<u8>>,
+    exempt: Option<Vec<Spanned<String>>>,
+}
+
+/// `[slow_path]` (defaults without it). Its `exempt` defaults to `rrl_exempt`: the
+/// sources an operator spares from rate limiting are its own.
+pub(super) fn parse(
+    raw: Option<RawSlowPath>,
+    rrl_exempt: &[ipnet::IpNet],
+    at: &At,
+) -> Result<SlowPathConfig, ConfigError> {
+    let defaults = SlowPathConfig { exempt: rrl_exempt.to_vec(), ..SlowPathConfig::default() };
+    let Some(raw) = raw else { return Ok(defaults) };
+    let rate = |value: &Option<Spanned<u32>>, default: u32, key: &str| {
+        in_range(value, default, 0..=SlowPathConfig::MAX_QUERIES_PER_SECOND, key, at)
+    };
+    let exempt = match &raw.exempt {
+        None => defaults.exempt,
+        Some(list) => exempt_list(list, "slow_path.exempt", SlowPathConfig::MAX_EXEMPT, at)?,
+    };
+    Ok(SlowPathConfig {
+        queries_per_second: rate(&raw.queries_per_second, defaults.queries_per_second, "queries_per_second")?,
+        prefix_queries_per_second: rate(
+            &raw.prefix_queries_per_second,
+            defaults.prefix_queries_per_second,
+            "prefix_queries_per_second",
+        )?,
+        burst_seconds: in_range(
+            &raw.burst_seconds,
+            defaults.burst_seconds,
+            1..=SlowPathConfig::MAX_BURST_SECONDS,
+            "burst_seconds",
+            at,
+        )?,
+        ipv4_prefix_len: in_range(&raw.ipv4_prefix_len, 24, 8..=32, "ipv4_prefix_len", at)?,
+        ipv6_prefix_len: in_range(&raw.ipv6_prefix_len, 56, 16..=128, "ipv6_prefix_len", at)?,
+        exempt,
+    })
+}
+
+/// `value` of `slow_path.KEY`, refused at its span unless it lies in `range`.
+fn in_range<T: Copy + PartialOrd + std::fmt::Display>(
+    value: &Option<Spanned<T>>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    key: &str,
+    at: &At,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(at(
+            v.span(),
+            format!("slow_path.{key} = {} is out of range: {}..={}", v.get_ref(), range.start(), range.end()),
+        )),
+    }
+}
+
+/// A list of exempt sources (`rrl.exempt`, `slow_path.exempt`): addresses or prefixes,
+/// at most `max`, each refused at its line if it is neither.
+pub(super) fn exempt_list(
+    list: &[Spanned<String>],
+    key: &str,
+    max: usize,
+    at: &At,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    if list.len() > max {
+        let span = list.first().map_or(0..0, |t| t.span());
+        return Err(at(span, format!("{key} lists {} prefixes; at most {max}", list.len())));
+    }
+    list.iter()
+        .map(|text| {
+            let net = text
+                .get_ref()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.get_ref().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| at(text.span(), format!("{key}: '{}' is not an address or prefix", text.get_ref())))?;
+            Ok(net.trunc())
+        })
+        .collect()
+}

@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod dns;
 pub mod dnssec;
 pub mod fleet;
+pub mod flood;
 pub mod fuzz;
 pub mod harness;
 pub mod lab;

@@ -45,6 +45,13 @@ ipv4_prefix_len = 24
 ipv6_prefix_len = 56
 table_size = 4096
 
+[slow_path]
+queries_per_second = 10000
+prefix_queries_per_second = 1000
+burst_seconds = 2
+ipv4_prefix_len = 24
+ipv6_prefix_len = 56
+
 [cookies]
 secret_rotation = "1d"
 

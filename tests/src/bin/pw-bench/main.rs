@@ -286,7 +286,11 @@ fn micro() -> Result<()> {
 /// while the LRU map churns. Then a flood from one /24 (every query limited but the
 /// rate and the slipped TC replies).
 fn rrl_flood(seconds: u64) -> Result<()> {
-    use primwatch_tests::{packet::Flow, raw::PacketSocket};
+    use primwatch_tests::{
+        flood::{send_for, spoofed_frames},
+        packet::Flow,
+        raw::PacketSocket,
+    };
     let lab = Lab::new()?;
     let server = lab.server_addr(false);
     let template = Flow {
@@ -300,36 +304,14 @@ fn rrl_flood(seconds: u64) -> Result<()> {
     };
     let query = dns::query(0x1234, "www.example.test", RecordType::A, None)?;
     let mut rng = primwatch_tests::XorShift(0x9e37_79b9_7f4a_7c15);
-    let mut frames = |one_prefix: bool| -> Vec<Vec<u8>> {
-        (0..65_536)
-            .map(|_| {
-                let b = rng.next_u64().to_le_bytes();
-                let src = if one_prefix {
-                    std::net::Ipv4Addr::new(12, 0, 0, 1 + b[3] % 250)
-                } else {
-                    std::net::Ipv4Addr::new(11, b[1], b[2], 1 + b[3] % 250)
-                };
-                udp_frame(&Flow { src: src.into(), ..template }, 64, &query)
-            })
-            .collect()
-    };
+    let mut frames = |one_prefix: bool| spoofed_frames(&template, 65_536, one_prefix, &mut rng, |_| query.clone());
     let (random, one) = (frames(false), frames(true));
     // Pass replies on the client veth: nothing there needs them.
     netns::ip(&["-n", &lab.client_ns, "link", "set", "dev", CLIENT_IF, "xdp", "off"]).ok();
     let flood = |frames: &[Vec<u8>], controller: &Controller, label: &str| -> Result<Row> {
         let sock = PacketSocket::open(&lab.client_ns, CLIENT_IF)?;
         let before = controller.counters()?;
-        let ((sent, elapsed), cpu) = cpu_seconds(|| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-            let start = std::time::Instant::now();
-            let mut sent = 0usize;
-            while std::time::Instant::now() < deadline {
-                for chunk in frames.chunks(64) {
-                    sent += sock.send_batch(chunk)?;
-                }
-            }
-            Ok((sent, start.elapsed().as_secs_f64()))
-        })?;
+        let ((sent, elapsed), cpu) = cpu_seconds(|| send_for(&sock, frames, Duration::from_secs(seconds)))?;
         let after = controller.counters()?;
         let replies = (after.answered - before.answered + after.rrl_slipped - before.rrl_slipped) as f64;
         Ok(Row {
@@ -626,7 +608,9 @@ fn powerdns_path(seconds: u64) -> Result<()> {
     let socket = std::env::temp_dir().join(format!("{}.sock", primwatch_tests::unique("pw-bench-pdns")));
     let config = format!(
         "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n\
-         [powerdns]\nsocket = \"{}\"\n{NAMES}",
+         [powerdns]\nsocket = \"{}\"\n{NAMES}\n\
+         # PowerDNS's own capacity is measured: the slow-path guard would hold it to 10,000/s.\n\
+         [slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n",
         socket.display()
     );
     let _controller = Controller::start(&lab.server_ns, &config)?;

@@ -136,7 +136,7 @@ fn a_random_name_flood_from_many_prefixes_leaves_the_slow_path_to_real_clients()
                 let mut id = 100u16;
                 while flooding.load(Ordering::Relaxed) {
                     id += 1;
-                    let (name, qtype) = if id % 2 == 0 {
+                    let (name, qtype) = if id.is_multiple_of(2) {
                         ("pass.example.test", RecordType::A)
                     } else {
                         ("example.test", RecordType::SOA)

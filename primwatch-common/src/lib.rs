@@ -157,16 +157,23 @@ pub struct SlowPathSettings {
     pub ipv6_mask: [u64; 2],
 }
 
-/// `RrlKey::family` carries the account's class above its low byte: RRL's own
-/// accounts are class 0 (answers), the slow-path guard's per-prefix budget class 1.
+/// `RrlKey::family` carries the account's response class above its low byte, as BIND
+/// and Knot keep one account per (client prefix, class, name): answers with records …
+pub const ACCOUNT_CLASS_ANSWER: u32 = 0;
+/// … the slow-path guard's budget for passed queries (per prefix, no name) …
 pub const ACCOUNT_CLASS_PASSED: u32 = 1 << 8;
+/// … and NODATA answers (a served name without records of the type).
+pub const ACCOUNT_CLASS_NODATA: u32 = 2 << 8;
 
-/// A client prefix in the `rrl` map: the masked source address (IPv4 in the first
-/// four bytes) and its family (4 or 6), with its account class (`ACCOUNT_CLASS_*`).
+/// An account in the `rrl` map: the client prefix (the masked source address, IPv4 in
+/// the first four bytes), its family (4 or 6) with the class (`ACCOUNT_CLASS_*`), and
+/// the name (the answering entry's stats slot, so a wildcard's names share one
+/// account; 0 for the per-prefix classes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RrlKey {
     pub family: u32,
+    pub name: u32,
     pub prefix: [u8; 16],
 }
 
@@ -182,7 +189,10 @@ pub struct RrlBucket {
     pub limited: u64,
 }
 
-/// `Scratch::rrl_state`: no limiting (off) …
+/// `Scratch::rrl_state`: an account to be charged once the answer is known (RRL on,
+/// the source not exempt; `charge` replaces it by one of the decisions below) …
+pub const RRL_PENDING: u32 = 6;
+/// … no limiting (off) …
 pub const RRL_OFF: u32 = 0;
 /// … answer, the prefix has credit …
 pub const RRL_SEND: u32 = 1;

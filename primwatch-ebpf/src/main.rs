@@ -136,7 +136,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         None
     };
     let (rrsig_len, rrsig_csum) = rrsig.map_or((0, 0), |r| (r.len as u32, r.csum as u32));
-    if rrl::charge(scratch) {
+    if rrl::charge(scratch, entry.stats_slot, picked.ancount) {
         return Err(Verdict::RrlDropped);
     }
     // RRL's slip: the same reply without records and with TC=1, made branch-free so

@@ -1,14 +1,18 @@
 //! Response rate limiting (RRL, as BIND and Knot do it), for answers only — what XDP
-//! passes is the DNS server's to limit. Each client prefix (the source address under
-//! `RrlSettings`' masks) has an account in the LRU map `RRL`: it earns
-//! `responses_per_second` credits a second, up to that many, and spends one per answer.
-//! In debt, the answer is limited: dropped, except every `slip`-th, which goes out
-//! empty with TC=1 so that a real client behind the prefix asks again over TCP.
+//! passes is the slow-path guard's (`slow_path`). One account per (client prefix,
+//! response class, name), as BIND and Knot keep them, in the LRU map `RRL`: the prefix
+//! is the source address under `RrlSettings`' masks, the class answers-with-records or
+//! NODATA, the name the answering entry (a wildcard's names share its one account). An
+//! account earns `responses_per_second` credits a second, up to that many, and spends
+//! one per answer. In debt, the answer is limited: dropped, except every `slip`-th,
+//! which goes out empty with TC=1 so that a real client behind the prefix asks again
+//! over TCP. A spoofed flood for one name from a resolver's prefix so limits only that
+//! name's answers to the prefix, not its other names.
 //!
 //! Two steps, for the verifier's sake: `prepare` runs before the question name is
-//! walked (where the program has few verifier states) and decides what an answer to
-//! this query would be; `charge` runs once the query is known to be answered and only
-//! debits the account by the decision handed over in `Scratch`.
+//! walked (where the program has few verifier states) and finds the prefix and whether
+//! it is exempt; `charge` runs once the query is known to be answered, when the class
+//! and the name are known, and decides and debits.
 
 use aya_ebpf::{
     btf_maps::{lpm_trie::Key, LpmTrie},
@@ -18,8 +22,8 @@ use aya_ebpf::{
 use core::ptr;
 use primwatch_common::{
     wire::{ipv4, ipv6},
-    Counters, RrlBucket, RrlKey, Scratch, Verdict, RRL_CREDIT_UNIT, RRL_DROP, RRL_EXEMPT, RRL_LOG_ONLY, RRL_OFF,
-    RRL_SEND, RRL_SLIP,
+    Counters, RrlBucket, RrlKey, Scratch, Verdict, ACCOUNT_CLASS_ANSWER, ACCOUNT_CLASS_NODATA, RRL_CREDIT_UNIT,
+    RRL_DROP, RRL_EXEMPT, RRL_LOG_ONLY, RRL_OFF, RRL_PENDING, RRL_SEND, RRL_SLIP,
 };
 
 use crate::{
@@ -27,39 +31,45 @@ use crate::{
     packet::{bytes_at, is_zero, load_u32, load_u64},
 };
 
-/// Decides what an answer to the query from this source would be (`Scratch::rrl_state`)
-/// and brings the prefix's credit up to date, without debiting it.
+/// Finds the query's client prefix (`Scratch::rrl_key`) and whether it is rate limited
+/// at all (`Scratch::rrl_state`: off, exempt, or pending a charge).
 #[inline(always)]
 pub fn prepare(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scratch) -> Result<(), Verdict> {
-    let state = decide(ctx, l3_off, is_ipv6, &mut scratch.rrl_key)?;
+    let state = match RRL_SETTINGS.get_ptr(0) {
+        Some(settings) if unsafe { (*settings).responses_per_second } != 0 => {
+            let settings = unsafe { &*settings };
+            let masks = PrefixMasks {
+                ipv4: settings.ipv4_mask,
+                ipv6: settings.ipv6_mask,
+                exempt_families: settings.exempt_families,
+                class: ACCOUNT_CLASS_ANSWER,
+            };
+            if client_prefix(ctx, l3_off, is_ipv6, &masks, &RRL_EXEMPT_V4, &RRL_EXEMPT_V6, &mut scratch.rrl_key)? {
+                RRL_EXEMPT
+            } else {
+                RRL_PENDING
+            }
+        }
+        _ => RRL_OFF,
+    };
     unsafe { ptr::write_volatile(&mut scratch.rrl_state, state) };
     Ok(())
 }
 
+/// The answer's account — `prepare`'s prefix, `class` (`ACCOUNT_CLASS_ANSWER` or
+/// `_NODATA`) and `name` (the entry's stats slot) — brought up to date and decided on:
+/// `RRL_SEND`, `RRL_SLIP`, `RRL_DROP` or `RRL_LOG_ONLY`.
 #[inline(always)]
-fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> Result<u32, Verdict> {
-    let Some(settings) = RRL_SETTINGS.get_ptr(0) else { return Ok(RRL_OFF) };
+fn decide(key: &RrlKey) -> u32 {
+    let Some(settings) = RRL_SETTINGS.get_ptr(0) else { return RRL_OFF };
     let settings = unsafe { &*settings };
-    if settings.responses_per_second == 0 {
-        return Ok(RRL_OFF);
-    }
-    let masks = PrefixMasks {
-        ipv4: settings.ipv4_mask,
-        ipv6: settings.ipv6_mask,
-        exempt_families: settings.exempt_families,
-        class: 0,
-    };
-    if client_prefix(ctx, l3_off, is_ipv6, &masks, &RRL_EXEMPT_V4, &RRL_EXEMPT_V6, key)? {
-        return Ok(RRL_EXEMPT);
-    }
-
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let full = settings.responses_per_second as i64 * RRL_CREDIT_UNIT;
-    let Some(bucket) = RRL.get_ptr_mut(&*key) else {
-        // A prefix seen for the first time starts with a full second's credit.
+    let Some(bucket) = RRL.get_ptr_mut(key) else {
+        // An account seen for the first time starts with a full second's credit.
         let fresh = RrlBucket { credit: full, updated_ns: now, limited: 0 };
-        let _ = RRL.insert(&*key, &fresh, 0);
-        return Ok(RRL_SEND);
+        let _ = RRL.insert(key, &fresh, 0);
+        return RRL_SEND;
     };
     let bucket = unsafe { &mut *bucket };
     // Earned since the last update: the rate per second, in thousandths, for at most
@@ -67,7 +77,7 @@ fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> R
     // window's worth. Shared by all CPUs and updated without a lock: a race loses an
     // answer's debit at worst.
     // The debt stops one answer short of a window's credit, so that `window` after a
-    // flood stops, the prefix is answered again.
+    // flood stops, the account is answered again.
     let window = (settings.window_seconds as u64).max(1);
     let elapsed = now.saturating_sub(bucket.updated_ns).min((window + 1) * 1_000_000_000);
     let earned = (elapsed * settings.responses_per_second as u64 / 1_000_000) as i64;
@@ -75,16 +85,16 @@ fn decide(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, key: &mut RrlKey) -> R
     bucket.credit = credit;
     bucket.updated_ns = now;
     if credit >= RRL_CREDIT_UNIT {
-        return Ok(RRL_SEND);
+        return RRL_SEND;
     }
     if settings.log_only != 0 {
-        return Ok(RRL_LOG_ONLY);
+        return RRL_LOG_ONLY;
     }
     let slip = settings.slip as u64;
     if slip != 0 && (bucket.limited + 1) % slip == 0 {
-        Ok(RRL_SLIP)
+        RRL_SLIP
     } else {
-        Ok(RRL_DROP)
+        RRL_DROP
     }
 }
 
@@ -139,11 +149,11 @@ pub fn client_prefix(
     Ok(false)
 }
 
-/// The query is answered: debits the prefix by `prepare`'s decision. True if the
-/// answer is to be dropped; `slip` says (branch-free) whether it goes out empty with
-/// TC=1.
+/// The query is answered with `ancount` records by the entry with stats slot `name`:
+/// decides on its account and debits it. True if the answer is to be dropped; `slip`
+/// says (branch-free) whether it goes out empty with TC=1.
 #[inline(always)]
-pub fn charge(scratch: &Scratch) -> bool {
+pub fn charge(scratch: &mut Scratch, name: u32, ancount: u16) -> bool {
     let state = unsafe { ptr::read_volatile(&scratch.rrl_state) };
     if state == RRL_OFF {
         return false;
@@ -152,6 +162,11 @@ pub fn charge(scratch: &Scratch) -> bool {
         count(|c| c.rrl_exempt += 1);
         return false;
     }
+    let key = &mut scratch.rrl_key;
+    key.family |= if ancount == 0 { ACCOUNT_CLASS_NODATA } else { ACCOUNT_CLASS_ANSWER };
+    key.name = name;
+    let state = decide(key);
+    unsafe { ptr::write_volatile(&mut scratch.rrl_state, state) };
     if state == RRL_LOG_ONLY {
         count(|c| c.rrl_log_only += 1);
     }

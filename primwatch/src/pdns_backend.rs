@@ -236,6 +236,7 @@ impl AnswerFeed {
 pub fn listen(powerdns: &PowerDnsConfig, answers: watch::Receiver<Arc<AnswerTable>>) -> Result<SocketGuard> {
     let path = powerdns.socket.clone();
     let access = powerdns.access.clone();
+    let control_socket = powerdns.control_socket.clone();
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<()>>();
     let thread_path = path.clone();
     std::thread::Builder::new().name("powerdns-backend".into()).spawn(move || {
@@ -248,6 +249,9 @@ pub fn listen(powerdns: &PowerDnsConfig, answers: watch::Receiver<Arc<AnswerTabl
                 Ok(listener) => listener,
                 Err(e) => return drop(bound_tx.send(Err(e))),
             };
+            if let Some(control_socket) = control_socket {
+                tokio::spawn(purge_on_change(control_socket, answers.clone()));
+            }
             local_socket::serve(listener, access, &local_socket::POWERDNS, "powerdns", move |stream, lease| {
                 serve_connection(stream, lease, answers.clone())
             });
@@ -259,6 +263,56 @@ pub fn listen(powerdns: &PowerDnsConfig, answers: watch::Receiver<Arc<AnswerTabl
     info!(socket = %path.display(), group = ?powerdns.access.group.as_ref().map(|g| &g.0),
         "PowerDNS remote backend listening");
     Ok(SocketGuard(path))
+}
+
+/// How long after a purge it is repeated: a question PowerDNS asked the backend just
+/// before the answers changed may reach its packet cache just after the first purge.
+const PURGE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+/// A control socket that does not answer within this long is given up on until the
+/// next change.
+const PURGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Empties PowerDNS's caches (`pdns_control purge`, over its control socket) whenever
+/// the answers change, and once more `PURGE_AGAIN_AFTER` later; changes in between are
+/// covered by those two. So PowerDNS may cache what it asked primwatch (answers
+/// without a view-dependent ECS scope: PowerDNS never caches those) and still never
+/// serves an answer older than the last change for longer than the purge takes.
+async fn purge_on_change(control_socket: std::path::PathBuf, mut answers: watch::Receiver<Arc<AnswerTable>>) {
+    let mut failures = 0u64;
+    while answers.changed().await.is_ok() {
+        for again in [false, true] {
+            if again {
+                tokio::time::sleep(PURGE_AGAIN_AFTER).await;
+                answers.borrow_and_update();
+            }
+            match tokio::time::timeout(PURGE_TIMEOUT, purge(&control_socket)).await {
+                Ok(Ok(reply)) => debug!(reply = %reply.trim(), "PowerDNS caches purged"),
+                Ok(Err(e)) => {
+                    failures += 1;
+                    // The first failure and every 100th: a PowerDNS that is down is not news each time.
+                    if failures % 100 == 1 {
+                        warn!(socket = %control_socket.display(), error = %e, failures, "cannot purge PowerDNS's caches");
+                    }
+                }
+                Err(_) => {
+                    failures += 1;
+                    if failures % 100 == 1 {
+                        warn!(socket = %control_socket.display(), failures, "PowerDNS's control socket did not answer a purge");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One `purge` over PowerDNS's control socket (its line protocol: a command line in,
+/// the answer out, then the connection closes).
+async fn purge(control_socket: &std::path::Path) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(control_socket).await?;
+    stream.write_all(b"purge\n").await?;
+    let mut reply = Vec::new();
+    (&mut stream).take(4096).read_to_end(&mut reply).await?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
 async fn serve_connection(mut stream: UnixStream, lease: Lease, answers: watch::Receiver<Arc<AnswerTable>>) {

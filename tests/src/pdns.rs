@@ -60,7 +60,20 @@ impl PowerDns {
         extra_conf: &str,
         dnssec_key: Option<&std::path::Path>,
     ) -> Result<PowerDns> {
-        let dir = TempDir::new("pdns")?;
+        PowerDns::start_in(TempDir::new("pdns")?, ns, listen, origin, zone_text, extra_conf, dnssec_key)
+    }
+
+    /// As `start_signed`, with its files (and its control socket, `control_socket_in`)
+    /// in `dir`.
+    pub fn start_in(
+        dir: TempDir,
+        ns: &str,
+        listen: &[IpAddr],
+        origin: &str,
+        zone_text: &str,
+        extra_conf: &str,
+        dnssec_key: Option<&std::path::Path>,
+    ) -> Result<PowerDns> {
         let d = dir.0.display().to_string();
         std::fs::write(dir.0.join("zone"), zone_text)?;
         std::fs::write(
@@ -115,6 +128,11 @@ impl PowerDns {
             bail!("pdns_server did not become ready: {}", pdns.log());
         }
         Ok(pdns)
+    }
+
+    /// Where PowerDNS started in `dir` puts its control socket (`pdns_control`'s).
+    pub fn control_socket_in(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join("pdns.controlsocket")
     }
 
     /// Replaces the zone file of `origin` and has PowerDNS load it at once.

@@ -109,6 +109,9 @@ pub struct Options<'a> {
     pub pdns_conf: &'a str,
     /// PowerDNS signs example.test live with this key (a BIND `.private` file).
     pub pdns_dnssec_key: Option<&'a std::path::Path>,
+    /// PowerDNS's packet cache on (`cache-ttl=20`), and primwatch purging it through
+    /// PowerDNS's control socket (`[powerdns] control_socket`), as examples/pdns.conf.
+    pub pdns_packet_cache: bool,
 }
 
 pub fn world_options(body: &str, options: &Options) -> World {
@@ -120,7 +123,17 @@ pub fn world_options(body: &str, options: &Options) -> World {
         log_reader_quits,
         pdns_conf: extra_pdns_conf,
         pdns_dnssec_key,
+        pdns_packet_cache,
     } = *options;
+    let pdns_dir = crate::TempDir::new("pdns").unwrap();
+    let (powerdns_keys, extra_pdns_conf) = if pdns_packet_cache {
+        (
+            format!("control_socket = \"{}\"\n{powerdns_keys}", PowerDns::control_socket_in(&pdns_dir.0).display()),
+            format!("cache-ttl=20\n{extra_pdns_conf}"),
+        )
+    } else {
+        (powerdns_keys.to_string(), extra_pdns_conf.to_string())
+    };
     let lab = Lab::new().unwrap();
     let net = BackendNet::new(&lab).unwrap();
     let backends = net.serve_http([WEB1, WEB2, WEB3].map(|ip| ip.parse().unwrap())).unwrap();
@@ -155,7 +168,8 @@ pin_dir = "{{pin_dir}}"
     let pdns_conf = format!("{pdns_conf}{extra_pdns_conf}");
     // The controller first: PowerDNS connects to its socket when it starts.
     let controller = Controller::start_with(&lab.server_ns, &config, open_file_limit, log_reader_quits).unwrap();
-    let pdns = PowerDns::start_signed(
+    let pdns = PowerDns::start_in(
+        pdns_dir,
         &lab.server_ns,
         &[lab.server_addr(false)],
         "example.test",

@@ -201,3 +201,42 @@ fn agree_while_flapping(
     println!("{compared} UDP/PowerDNS comparisons over {flaps} flaps: 0 differ");
     2 * compared as u64
 }
+
+/// PowerDNS's packet cache on (`cache-ttl=20`), with `[powerdns] control_socket`:
+/// PowerDNS answers the managed name from its cache, and primwatch purges the cache
+/// whenever the answers change, so after a failover the PowerDNS path gives the new
+/// set as soon as XDP does, and never the old one again.
+#[test]
+fn with_powerdns_caching_every_change_purges_it_and_nothing_stale_is_served() {
+    use primwatch_tests::world::{world_options, Options};
+    let mut w = world_options(
+        &format!("{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\", \"osaka\"]\n"),
+        &Options { remote_backend: true, pdns_packet_cache: true, ..Options::default() },
+    );
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    let hits = w.pdns.stat("packetcache-hit").unwrap();
+    for _ in 0..3 {
+        assert_eq!(tcp_set(&w, "www.example.test"), set(&[WEB1, WEB2]));
+    }
+    assert!(w.pdns.stat("packetcache-hit").unwrap() >= hits + 2, "PowerDNS answered from its cache");
+
+    // Tokyo fails: XDP answers Osaka, and the PowerDNS path at once (the purge's round
+    // trip), though its cached answer had 20 s to live.
+    w.backends[0].stop();
+    w.backends[1].stop();
+    w.expect("www.example.test", &[WEB3], SOON);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while tcp_set(&w, "www.example.test") != set(&[WEB3]) {
+        assert!(Instant::now() < deadline, "PowerDNS still serves the cached answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And never the old answer again: the second purge covers a question PowerDNS
+    // asked just before the change.
+    for _ in 0..15 {
+        assert_eq!(tcp_set(&w, "www.example.test"), set(&[WEB3]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(w.pdns.log().contains("Cache clear request"), "purged through the control socket");
+    w.backends[0].resume().unwrap();
+    w.backends[1].resume().unwrap();
+}

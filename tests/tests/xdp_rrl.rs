@@ -83,6 +83,62 @@ fn over_the_rate_answers_are_dropped_and_every_slipth_is_truncated() {
     assert_eq!(h.counters().unwrap().answered - after.answered, 5);
 }
 
+/// Every target down: names with `all_down = "nodata"` answer NODATA.
+struct AllDown;
+impl primwatch::selection::Health for AllDown {
+    fn target_eligible(&self, _: &str) -> bool {
+        false
+    }
+    fn group_allowed(&self, _: &str) -> bool {
+        true
+    }
+    fn group_forced_up(&self, _: &str) -> bool {
+        false
+    }
+    fn group_priority(&self, _: &str, configured: i32) -> i32 {
+        configured
+    }
+}
+
+/// The verdicts of `n` A queries for `name` from `flow`.
+fn ask_for(h: &Harness, flow: &Flow, name: &str, n: usize) -> Vec<u32> {
+    let frame = udp_frame(flow, 64, &dns::query(8, name, RecordType::A, None).unwrap());
+    (0..n).map(|_| h.run(&frame).unwrap().verdict).collect()
+}
+
+#[test]
+fn accounts_are_per_prefix_response_class_and_name() {
+    let h = Harness::with_health(
+        53,
+        &format!(
+            "{NAME}\n[names.\"mail.example.test\"]\na = [\"10.1.1.2\"]\n\
+             [names.\"*.wild.example.test\"]\na = [\"10.1.1.3\"]\n\
+             [targets.t1]\naddress = \"10.2.2.2\"\n[groups.g]\nmembers = [\"t1\"]\n\
+             [names.\"gone.example.test\"]\ngroups = [\"g\"]\nall_down = \"nodata\"\n\
+             [rrl]\nresponses_per_second = 3\nslip = 0\n"
+        ),
+        &AllDown,
+    )
+    .unwrap();
+    let resolver = flow_from("198.51.100.53");
+    // A spoofed flood for one name puts that name's account for the /24 in debt …
+    let flooded = ask_for(&h, &flow_from("198.51.100.7"), "www.example.test", 8);
+    assert_eq!(flooded, [&[XDP_TX; 3][..], &[XDP_DROP; 5]].concat());
+    assert_eq!(ask_for(&h, &resolver, "www.example.test", 1), [XDP_DROP]);
+    // … and not the prefix's other names: the resolver's questions for them are answered.
+    assert_eq!(ask_for(&h, &resolver, "mail.example.test", 3), [XDP_TX; 3]);
+    // NODATA is a class of its own, with its own account per name.
+    let nodata = h.run(&udp_frame(&resolver, 64, &dns::query(8, "gone.example.test", RecordType::A, None).unwrap()));
+    let nodata = nodata.unwrap();
+    assert_eq!(nodata.verdict, XDP_TX);
+    let reply = dns::parse(&verify_checksums(&nodata.frame).unwrap()).unwrap();
+    assert!(reply.answers().is_empty(), "NODATA: {reply:?}");
+    assert_eq!(ask_for(&h, &resolver, "gone.example.test", 4), [XDP_TX, XDP_TX, XDP_DROP, XDP_DROP]);
+    // A wildcard's names share its one account: random labels do not escape the limit.
+    let wild: Vec<u32> = (0..6).flat_map(|i| ask_for(&h, &resolver, &format!("r{i}.wild.example.test"), 1)).collect();
+    assert_eq!(wild, [XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_DROP, XDP_DROP]);
+}
+
 #[test]
 fn slip_zero_drops_all_and_slip_one_truncates_all() {
     let h = harness("responses_per_second = 2\nslip = 0");

@@ -185,7 +185,8 @@ pub struct RrlConfig {
     pub log_only: bool,
     /// Sources never limited (your own resolvers, monitoring).
     pub exempt: Vec<ipnet::IpNet>,
-    /// Client prefixes tracked at once (an LRU map: the least recently answered go).
+    /// Accounts tracked at once, (prefix, class, name) each (an LRU map: the least
+    /// recently answered go).
     pub table_size: u32,
 }
 
@@ -241,6 +242,9 @@ impl Default for ResolverConfig {
 pub struct PowerDnsConfig {
     pub socket: PathBuf,
     pub access: Access,
+    /// PowerDNS's control socket (`pdns_control`'s), if its packet cache is on: the
+    /// cache is purged whenever the answers change.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// Commands run on state changes (keepalived's notify, Murakumo's on-activate).
@@ -1012,6 +1016,9 @@ struct RawPowerDns {
     group: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
     idle_timeout: Option<Spanned<String>>,
+    /// e.g. "/run/pdns/pdns.controlsocket": with PowerDNS's packet cache on, purged on
+    /// every change of the answers.
+    control_socket: Option<PathBuf>,
 }
 
 /// The PowerDNS group PowerDNS runs as on Debian.
@@ -1054,7 +1061,11 @@ fn parse_powerdns(raw: RawPowerDns, at: &health::At) -> Result<PowerDnsConfig, C
         at,
     )?;
     let mode = if group.is_some() { 0o660 } else { 0o600 };
-    Ok(PowerDnsConfig { socket: raw.socket, access: Access { mode, group, max_connections, idle_timeout } })
+    Ok(PowerDnsConfig {
+        socket: raw.socket,
+        access: Access { mode, group, max_connections, idle_timeout },
+        control_socket: raw.control_socket,
+    })
 }
 
 #[derive(Deserialize)]

@@ -75,7 +75,7 @@ pub(super) fn parse(
     };
     let exempt = match &raw.exempt {
         None => defaults.exempt,
-        Some(list) => exempt_list(list, "slow_path.exempt", SlowPathConfig::MAX_EXEMPT, at)?,
+        Some(list) => super::rrl::exempt_list(list, "slow_path.exempt", SlowPathConfig::MAX_EXEMPT, at)?,
     };
     Ok(SlowPathConfig {
         queries_per_second: rate(&raw.queries_per_second, defaults.queries_per_second, "queries_per_second")?,
@@ -113,28 +113,4 @@ fn in_range<T: Copy + PartialOrd + std::fmt::Display>(
             format!("slow_path.{key} = {} is out of range: {}..={}", v.get_ref(), range.start(), range.end()),
         )),
     }
-}
-
-/// A list of exempt sources (`rrl.exempt`, `slow_path.exempt`): addresses or prefixes,
-/// at most `max`, each refused at its line if it is neither.
-pub(super) fn exempt_list(
-    list: &[Spanned<String>],
-    key: &str,
-    max: usize,
-    at: &At,
-) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    if list.len() > max {
-        let span = list.first().map_or(0..0, |t| t.span());
-        return Err(at(span, format!("{key} lists {} prefixes; at most {max}", list.len())));
-    }
-    list.iter()
-        .map(|text| {
-            let net = text
-                .get_ref()
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| text.get_ref().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| at(text.span(), format!("{key}: '{}' is not an address or prefix", text.get_ref())))?;
-            Ok(net.trunc())
-        })
-        .collect()
 }

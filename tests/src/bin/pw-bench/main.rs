@@ -605,47 +605,65 @@ fn powerdns_path(seconds: u64) -> Result<()> {
     let lab = Lab::new()?;
     let server = lab.server_addr(false);
     let one = vec![Generator { ns: lab.client_ns.clone(), server, cpu: 1, local: None }];
-    let socket = std::env::temp_dir().join(format!("{}.sock", primwatch_tests::unique("pw-bench-pdns")));
-    let config = format!(
-        "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n\
-         [powerdns]\nsocket = \"{}\"\n{NAMES}\n\
-         # PowerDNS's own capacity is measured: the slow-path guard would hold it to 10,000/s.\n\
-         [slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n",
-        socket.display()
-    );
-    let _controller = Controller::start(&lab.server_ns, &config)?;
     let zone = pdns::zone("example.test", server, &["other 30 IN A 192.0.2.99"]);
-    // PowerDNS 4.7 exits when its queue passes max-queue-length (5000 by default),
-    // which an unbounded generator reaches at once: raise it and offer fixed rates.
-    let remote = format!(
-        "launch=bind,remote\nremote-connection-string=unix:path={}\ncache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\n\
-         max-queue-length=10000000\n",
-        socket.display()
-    );
-    let _pdns = PowerDns::start_with(&lab.server_ns, &[server], "example.test", &zone, &remote)?;
-    println!(
-        "\n== The PowerDNS path: 1 kxdpgun (CPU 1), {seconds} s per row, PowerDNS caches off, launch=bind,remote =="
-    );
-    println!("{:<48} {:>10} {:>12} {:>8} {:>18}", "answered by", "offered/s", "answered/s", "share", "CPU µs / answer");
-    let rows = [
-        ("primwatch XDP (A)", "www.example.test A", FLOOD),
-        ("PowerDNS: managed name, DO=1 (remote backend)", "www.example.test A D", 10_000),
-        ("", "www.example.test A D", 20_000),
-        ("", "www.example.test A D", 40_000),
-        ("PowerDNS: zone-file name, DO=1 (bind backend)", "other.example.test A D", 20_000),
-        ("", "other.example.test A D", 40_000),
-        ("", "other.example.test A D", 80_000),
-    ];
-    for (label, query, rate) in rows {
-        let r = measure(&one, label, query, rate, seconds)?;
-        println!(
-            "{:<48} {:>10.0} {:>12.0} {:>7.0}% {:>18.2}",
-            r.label,
-            r.sent,
-            r.answered,
-            100.0 * r.answered / r.sent,
-            r.cpu_us_per_answer
+    for (setup, cache) in
+        [("PowerDNS caches off", 0), ("PowerDNS packet cache on (cache-ttl=20), purged by primwatch", 20)]
+    {
+        let socket = std::env::temp_dir().join(format!("{}.sock", primwatch_tests::unique("pw-bench-pdns")));
+        let pdns_dir = TempDir::new("pdns")?;
+        let config = format!(
+            "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n\
+             [powerdns]\nsocket = \"{}\"\ncontrol_socket = \"{}\"\n{NAMES}\n\
+             # PowerDNS's own capacity is measured: the slow-path guard would hold it to 10,000/s.\n\
+             [slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n",
+            socket.display(),
+            PowerDns::control_socket_in(&pdns_dir.0).display()
         );
+        let controller = Controller::start(&lab.server_ns, &config)?;
+        // PowerDNS 4.7 exits when its queue passes max-queue-length (5000 by default),
+        // which an unbounded generator reaches at once: raise it and offer fixed rates.
+        let remote = format!(
+            "launch=bind,remote\nremote-connection-string=unix:path={}\ncache-ttl={cache}\nquery-cache-ttl=0\n\
+             negquery-cache-ttl=0\nmax-queue-length=10000000\n",
+            socket.display()
+        );
+        let pdns = PowerDns::start_in(pdns_dir, &lab.server_ns, &[server], "example.test", &zone, &remote, None)?;
+        println!("\n== The PowerDNS path: 1 kxdpgun (CPU 1), {seconds} s per row, {setup}, launch=bind,remote ==");
+        println!(
+            "{:<48} {:>10} {:>12} {:>8} {:>18}",
+            "answered by", "offered/s", "answered/s", "share", "CPU µs / answer"
+        );
+        let mut rows = vec![
+            ("PowerDNS: managed name, DO=1 (remote backend)", "www.example.test A D", 10_000),
+            ("", "www.example.test A D", 20_000),
+            ("", "www.example.test A D", 40_000),
+        ];
+        if cache == 0 {
+            rows.insert(0, ("primwatch XDP (A)", "www.example.test A", FLOOD));
+            rows.extend([
+                ("PowerDNS: zone-file name, DO=1 (bind backend)", "other.example.test A D", 20_000),
+                ("", "other.example.test A D", 40_000),
+                ("", "other.example.test A D", 80_000),
+            ]);
+        } else {
+            rows.extend([("", "www.example.test A D", 80_000), ("", "www.example.test A D", 120_000)]);
+        }
+        for (label, query, rate) in rows {
+            let r = measure(&one, label, query, rate, seconds)?;
+            println!(
+                "{:<48} {:>10.0} {:>12.0} {:>7.0}% {:>18.2}",
+                r.label,
+                r.sent,
+                r.answered,
+                100.0 * r.answered / r.sent,
+                r.cpu_us_per_answer
+            );
+        }
+        if cache != 0 {
+            println!("packet cache hits: {}", pdns.stat("packetcache-hit")?);
+        }
+        drop(pdns);
+        drop(controller);
     }
     Ok(())
 }

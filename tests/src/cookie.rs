@@ -120,3 +120,17 @@ pub fn opt_option(message: &[u8], code: u16) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// A DNS cookie secret shared by primwatch and PowerDNS, set up as the package does:
+/// `primwatch cookie-secret DIR/cookie-secret.conf`, linked into `DIR/pdns.d`. Returns
+/// the secret file (for `[cookies] secret_file`) and the pdns.conf line that has
+/// PowerDNS read it (`include-dir=DIR/pdns.d`).
+pub fn shared_secret(dir: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let secret = dir.join("cookie-secret.conf");
+    let made = std::process::Command::new(crate::controller::binary()).arg("cookie-secret").arg(&secret).output()?;
+    anyhow::ensure!(made.status.success(), "primwatch cookie-secret: {}", String::from_utf8_lossy(&made.stderr));
+    let include_dir = dir.join("pdns.d");
+    std::fs::create_dir(&include_dir)?;
+    std::os::unix::fs::symlink(&secret, include_dir.join("primwatch-cookie-secret.conf"))?;
+    Ok((secret, format!("include-dir={}\n", include_dir.display())))
+}

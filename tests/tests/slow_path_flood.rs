@@ -59,19 +59,10 @@ impl Seen {
 #[test]
 fn a_random_name_flood_from_many_prefixes_leaves_the_slow_path_to_real_clients() {
     let dir = TempDir::new("pwflood").unwrap();
-    let secret = dir.0.join("cookie-secret.conf");
-    let made = std::process::Command::new(primwatch_tests::controller::binary())
-        .arg("cookie-secret")
-        .arg(&secret)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let include_dir = dir.0.join("pdns.d");
-    std::fs::create_dir(&include_dir).unwrap();
-    std::os::unix::fs::symlink(&secret, include_dir.join("primwatch-cookie-secret.conf")).unwrap();
+    let (secret, include) = primwatch_tests::cookie::shared_secret(&dir.0).unwrap();
     // PowerDNS as examples/pdns.conf sets it: the shared cookie secret, and UDP
     // questions dropped past 1,000 waiting rather than an exit at 5,000.
-    let pdns_conf = format!("include-dir={}\noverload-queue-length=1000\n", include_dir.display());
+    let pdns_conf = format!("{include}overload-queue-length=1000\n");
     let w = world_options(
         &format!(
             "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n[zones.\"example.test\"]\n\

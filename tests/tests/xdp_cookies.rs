@@ -372,17 +372,8 @@ fn a_bind_resolver_makes_no_tcp_retries_when_both_paths_share_the_secret() {
     };
     let tcp_queries = |shared: bool| -> u64 {
         let dir = primwatch_tests::TempDir::new("pwcookieshare").unwrap();
-        let secret = dir.0.join("cookie-secret.conf");
-        let made = std::process::Command::new(primwatch_tests::controller::binary())
-            .arg("cookie-secret")
-            .arg(&secret)
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        let include_dir = dir.0.join("pdns.d");
-        std::fs::create_dir(&include_dir).unwrap();
-        std::os::unix::fs::symlink(&secret, include_dir.join("primwatch-cookie-secret.conf")).unwrap();
-        let pdns_conf = if shared { format!("include-dir={}\n", include_dir.display()) } else { String::new() };
+        let (secret, include) = primwatch_tests::cookie::shared_secret(&dir.0).unwrap();
+        let pdns_conf = if shared { include } else { String::new() };
         let w = world_options(
             &format!(
                 "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\

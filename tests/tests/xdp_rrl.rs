@@ -89,15 +89,6 @@ impl primwatch::selection::Health for AllDown {
     fn target_eligible(&self, _: &str) -> bool {
         false
     }
-    fn group_allowed(&self, _: &str) -> bool {
-        true
-    }
-    fn group_forced_up(&self, _: &str) -> bool {
-        false
-    }
-    fn group_priority(&self, _: &str, configured: i32) -> i32 {
-        configured
-    }
 }
 
 /// The verdicts of `n` A queries for `name` from `flow`.

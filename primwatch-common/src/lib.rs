@@ -487,6 +487,10 @@ pub struct Scratch {
     /// (`PASSED_*` bits), set once the datagram is known to be one the kernel delivers
     /// to port 53; 0 for anything else. The slow-path guard reads it.
     pub passed: u32,
+    /// Set by the slow-path guard when it has the cookie program check a passed query
+    /// (which then comes through the answering program again): that second pass is
+    /// not counted again. Read and cleared by the answering program.
+    pub guard_resumed: u32,
     /// What the reply is made of, handed to the reply stage through memory.
     pub plan: ReplyPlan,
     /// The front of a frame (headers and question) while it moves into the headroom.

@@ -41,12 +41,16 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
         Ok(()) => Verdict::Answered,
         Err(reason) => reason,
     };
-    let Some(scratch) = SCRATCH.get_ptr(0) else { return xdp_action::XDP_PASS };
-    let scratch = unsafe { &*scratch };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    let scratch = unsafe { &mut *scratch };
     let passing = !matches!(verdict, Verdict::Answered | Verdict::RrlSlipped | Verdict::RrlDropped);
     // A passed query comes through twice when the slow-path guard has its cookie
-    // checked (see `slow_path`): count it the first time only.
-    let again = passing && unsafe { core::ptr::read_volatile(&scratch.cookie.ready) } != 0;
+    // checked (see `slow_path`): count it the first time only. (`ready` says this pass
+    // follows the cookie program; the guard's mark, that the guard sent it there.)
+    let again = passing
+        && unsafe { core::ptr::read_volatile(&scratch.cookie.ready) } != 0
+        && unsafe { core::ptr::read_volatile(&scratch.guard_resumed) } != 0;
+    unsafe { core::ptr::write_volatile(&mut scratch.guard_resumed, 0) };
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // The fields of `Counters` are u64s in `Verdict` order.
         unsafe { *(counters as *mut u64).add(verdict as usize) += !again as u64 };

@@ -91,7 +91,11 @@ pub fn guard(ctx: &XdpContext) -> u32 {
     if !checked && cookies_on && unsafe { ptr::read_volatile(&scratch.cookie_len) } != 0 {
         cookie.l3_off = l3_off as u32;
         cookie.is_ipv6 = is_ipv6 as u32;
-        unsafe { COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT) };
+        unsafe {
+            ptr::write_volatile(&mut scratch.guard_resumed, 1);
+            let _ = COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT);
+            ptr::write_volatile(&mut scratch.guard_resumed, 0);
+        }
     }
     count(|c| c.slow_path_dropped += 1);
     xdp_action::XDP_DROP

@@ -180,3 +180,24 @@ fn check_config_refuses_out_of_range_budgets_at_their_line() {
         assert!(e.contains(want) && e.starts_with("t.toml:"), "{bad}: {e}");
     }
 }
+
+/// A query the answering program sends through the cookie program and then passes
+/// (its reply would not fit) is counted once, by why it was passed: only a second
+/// pass the guard asked for goes uncounted.
+#[test]
+fn a_query_passed_after_its_cookie_was_made_is_counted_once() {
+    let sixteen: Vec<String> = (1..=16).map(|i| format!("\"2001:db8::{i:x}\"")).collect();
+    let h = harness(&format!("[names.\"big.example.test\"]\naaaa = [{}]\n", sixteen.join(", ")));
+    let edns = EdnsQuery { payload: 512, options: vec![(10, vec![0x33; 8])], ..Default::default() };
+    let frame = udp_frame(
+        &flow_from("10.9.9.9"),
+        64,
+        &dns::query(4, "big.example.test", RecordType::AAAA, Some(edns)).unwrap(),
+    );
+    let before = h.counters().unwrap();
+    let out = h.run(&frame).unwrap();
+    assert_eq!((out.verdict, out.frame == frame), (XDP_PASS, true), "too large for 512 bytes: passed intact");
+    let after = h.counters().unwrap();
+    assert_eq!(after.pass_too_large - before.pass_too_large, 1);
+    assert_eq!(after.slow_path_passed - before.slow_path_passed, 1);
+}

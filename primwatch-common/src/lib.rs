@@ -153,7 +153,9 @@ pub struct SlowPathSettings {
     pub exempt_families: u32,
     /// The client prefix, as `RrlSettings`' masks.
     pub ipv4_mask: u32,
-    pub _pad: u32,
+    /// Every `slip`-th query over a budget is answered with an empty TC=1 reply (a
+    /// real resolver asks again over TCP), the rest dropped; 0: all dropped.
+    pub slip: u32,
     pub ipv6_mask: [u64; 2],
 }
 
@@ -491,6 +493,10 @@ pub struct Scratch {
     /// (which then comes through the answering program again): that second pass is
     /// not counted again. Read and cleared by the answering program.
     pub guard_resumed: u32,
+    /// With `PASSED_QUESTION` in `passed`: the question's name length and its sum (as
+    /// `ReplyPlan::name_csum`), for the guard's TC reply.
+    pub passed_name_len: u32,
+    pub passed_name_csum: u64,
     /// What the reply is made of, handed to the reply stage through memory.
     pub plan: ReplyPlan,
     /// The front of a frame (headers and question) while it moves into the headroom.
@@ -575,6 +581,9 @@ pub const SLOW_PATH_PROGRAM_SLOT: u32 = 2;
 /// `Scratch::passed`: set for a query to the DNS server; the IP header's offset in
 /// the low byte; IPv6.
 pub const PASSED_QUERY: u32 = 1 << 16;
+/// … and its question parsed whole (one name, QTYPE, QCLASS IN, no IP options), so the
+/// guard can reply to it.
+pub const PASSED_QUESTION: u32 = 1 << 17;
 pub const PASSED_IPV6: u32 = 1 << 8;
 
 /// Longest UDP datagram (header included) whose checksum the XDP program verifies;
@@ -657,8 +666,10 @@ pub struct Counters {
     pub slow_path_exempt: u64,
     /// … with a verified server cookie (over budget, let through) …
     pub slow_path_cookie: u64,
-    /// … and over a budget: dropped (XDP_DROP).
+    /// … over a budget: dropped (XDP_DROP) …
     pub slow_path_dropped: u64,
+    /// … or, the `slip`-th, answered with an empty TC=1 reply (XDP_TX).
+    pub slow_path_slipped: u64,
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -714,6 +725,7 @@ impl Counters {
         "slow_path_exempt",
         "slow_path_cookie",
         "slow_path_dropped",
+        "slow_path_slipped",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -741,6 +753,7 @@ impl Counters {
             self.slow_path_exempt,
             self.slow_path_cookie,
             self.slow_path_dropped,
+            self.slow_path_slipped,
         ]
     }
 
@@ -768,6 +781,7 @@ impl Counters {
         self.slow_path_exempt += other.slow_path_exempt;
         self.slow_path_cookie += other.slow_path_cookie;
         self.slow_path_dropped += other.slow_path_dropped;
+        self.slow_path_slipped += other.slow_path_slipped;
     }
 }
 

@@ -14,7 +14,8 @@ use core::ptr;
 use primwatch_common::{
     ascii_lower_word, csum, name_hash_step,
     wire::{dns, eth, ipv4, ipv6, udp},
-    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, PASSED_IPV6, PASSED_QUERY, QCLASS_IN,
+    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, PASSED_IPV6, PASSED_QUERY,
+    PASSED_QUESTION, QCLASS_IN,
 };
 
 /// A folded one's-complement sum over data that carries its own correct checksum.
@@ -138,6 +139,12 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     let qtype = be16(q);
     if be16(unsafe { q.add(2) }) != QCLASS_IN {
         return Err(Verdict::NotPlainQuery);
+    }
+    // The question as the slow-path guard's TC reply needs it.
+    unsafe {
+        ptr::write_volatile(&mut scratch.passed_name_len, name_len as u32);
+        ptr::write_volatile(&mut scratch.passed_name_csum, name_csum);
+        ptr::write_volatile(&mut scratch.passed, passed | PASSED_QUESTION);
     }
 
     scratch.ecs.present = 0;

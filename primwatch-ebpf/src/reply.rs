@@ -96,42 +96,7 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
     }
     // From here on the packet is ours to rewrite; every pointer is derived afresh.
 
-    let hdr = bytes_at(ctx, 0, eth::HLEN, Verdict::Malformed)?;
-    unsafe { swap_bytes::<{ eth::MAC_LEN }>(hdr.add(eth::DST_OFF), hdr.add(eth::SRC_OFF)) };
-
-    let mut sum = csum::pseudo_header_rest(udp::IPPROTO, udp_len);
-    if is_ipv6 {
-        let ip = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
-        unsafe {
-            put_be16(ip.add(ipv6::PAYLOAD_LEN_OFF), udp_len as u16);
-            // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
-            *ip.add(ipv6::ECN_BYTE_OFF) &= !ipv6::ECN_MASK;
-            *ip.add(ipv6::HOP_LIMIT_OFF) = REPLY_IP_TTL;
-            swap_bytes::<{ ipv6::ADDR_LEN }>(ip.add(ipv6::SRC_OFF), ip.add(ipv6::DST_OFF));
-        }
-        sum += sum_words::<{ 2 * ipv6::ADDR_LEN }>(unsafe { ip.add(ipv6::SRC_OFF) });
-    } else {
-        let ip = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
-        unsafe {
-            let old_ttl_proto = be16(ip.add(ipv4::TTL_OFF));
-            let old_total = be16(ip.add(ipv4::TOTAL_LEN_OFF));
-            let new_ttl_proto = ((REPLY_IP_TTL as u16) << 8) | udp::IPPROTO as u16;
-            let new_total = (ipv4::MIN_HLEN + udp_len) as u16;
-            let old_version_tos = be16(ip.add(ipv4::VERSION_IHL_OFF));
-            // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
-            let new_version_tos = old_version_tos & !(ipv4::ECN_MASK as u16);
-            put_be16(ip.add(ipv4::VERSION_IHL_OFF), new_version_tos);
-            put_be16(ip.add(ipv4::TOTAL_LEN_OFF), new_total);
-            put_be16(ip.add(ipv4::TTL_OFF), new_ttl_proto);
-            // RFC 1624 incremental update; the address swap below does not change the sum.
-            let check = be16(ip.add(ipv4::CHECKSUM_OFF));
-            let check = csum::update16(csum::update16(check, old_ttl_proto, new_ttl_proto), old_total, new_total);
-            let check = csum::update16(check, old_version_tos, new_version_tos);
-            put_be16(ip.add(ipv4::CHECKSUM_OFF), check);
-            swap_bytes::<{ ipv4::ADDR_LEN }>(ip.add(ipv4::SRC_OFF), ip.add(ipv4::DST_OFF));
-        }
-        sum += sum_words::<{ 2 * ipv4::ADDR_LEN }>(unsafe { ip.add(ipv4::SRC_OFF) });
-    }
+    let mut sum = turn_around(ctx, l3_off, is_ipv6, udp_len)?;
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
     let ancount = plan.ancount as u16;
@@ -216,6 +181,53 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
     put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));
     Ok(answers_off + rrs_len)
+}
+
+/// Turns a query's frame around for its reply, `udp_len` bytes of UDP: MACs and IP
+/// addresses swapped, the IP length set, TTL / hop limit 64, ECN cleared, the IPv4
+/// header checksum updated. Returns the UDP pseudo-header's sum (addresses, protocol,
+/// length) for the reply's checksum. Shared by the answer and the slow-path guard's
+/// TC reply.
+#[inline(always)]
+pub fn turn_around(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, udp_len: usize) -> Result<u64, Verdict> {
+    let hdr = bytes_at(ctx, 0, eth::HLEN, Verdict::Malformed)?;
+    unsafe { swap_bytes::<{ eth::MAC_LEN }>(hdr.add(eth::DST_OFF), hdr.add(eth::SRC_OFF)) };
+    let l3_off = l3_off & L3_OFFSET_MASK;
+
+    let mut sum = csum::pseudo_header_rest(udp::IPPROTO, udp_len);
+    if is_ipv6 {
+        let ip = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
+        unsafe {
+            put_be16(ip.add(ipv6::PAYLOAD_LEN_OFF), udp_len as u16);
+            // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
+            *ip.add(ipv6::ECN_BYTE_OFF) &= !ipv6::ECN_MASK;
+            *ip.add(ipv6::HOP_LIMIT_OFF) = REPLY_IP_TTL;
+            swap_bytes::<{ ipv6::ADDR_LEN }>(ip.add(ipv6::SRC_OFF), ip.add(ipv6::DST_OFF));
+        }
+        sum += sum_words::<{ 2 * ipv6::ADDR_LEN }>(unsafe { ip.add(ipv6::SRC_OFF) });
+    } else {
+        let ip = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+        unsafe {
+            let old_ttl_proto = be16(ip.add(ipv4::TTL_OFF));
+            let old_total = be16(ip.add(ipv4::TOTAL_LEN_OFF));
+            let new_ttl_proto = ((REPLY_IP_TTL as u16) << 8) | udp::IPPROTO as u16;
+            let new_total = (ipv4::MIN_HLEN + udp_len) as u16;
+            let old_version_tos = be16(ip.add(ipv4::VERSION_IHL_OFF));
+            // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
+            let new_version_tos = old_version_tos & !(ipv4::ECN_MASK as u16);
+            put_be16(ip.add(ipv4::VERSION_IHL_OFF), new_version_tos);
+            put_be16(ip.add(ipv4::TOTAL_LEN_OFF), new_total);
+            put_be16(ip.add(ipv4::TTL_OFF), new_ttl_proto);
+            // RFC 1624 incremental update; the address swap below does not change the sum.
+            let check = be16(ip.add(ipv4::CHECKSUM_OFF));
+            let check = csum::update16(csum::update16(check, old_ttl_proto, new_ttl_proto), old_total, new_total);
+            let check = csum::update16(check, old_version_tos, new_version_tos);
+            put_be16(ip.add(ipv4::CHECKSUM_OFF), check);
+            swap_bytes::<{ ipv4::ADDR_LEN }>(ip.add(ipv4::SRC_OFF), ip.add(ipv4::DST_OFF));
+        }
+        sum += sum_words::<{ 2 * ipv4::ADDR_LEN }>(unsafe { ip.add(ipv4::SRC_OFF) });
+    }
+    Ok(sum)
 }
 
 /// Copies the RRSIG record into the room `write_reply` left at `off` (its length is

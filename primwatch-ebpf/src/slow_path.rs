@@ -15,14 +15,23 @@
 //!   proven, so it is no spoofed flood): the cookie program checks it and hands the
 //!   packet back to the answering program, which comes here again with the result.
 //!
-//! Anything else is dropped and counted. TCP is never held here: its handshake proves
-//! the source, and a resolver retries over TCP.
+//! Anything else is held: every `slip`-th is answered with an empty TC=1 reply, so
+//! that a real resolver behind the source (one without cookies: unbound as shipped)
+//! asks again over TCP, the rest are dropped; each counted. TCP is never held here:
+//! its handshake proves the source. A TC reply is the query's size or smaller (its OPT
+//! record goes), so a spoofed flood reflected through it is not amplified.
 
-use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use core::ptr;
 use primwatch_common::{
-    RrlBucket, RrlKey, Scratch, SlowPathSettings, ACCOUNT_CLASS_PASSED, COOKIE_PROGRAM_SLOT, PASSED_IPV6, PASSED_QUERY,
-    RRL_CREDIT_UNIT, SLOW_PATH_PROGRAM_SLOT,
+    csum,
+    wire::{dns, ipv4, ipv6, udp},
+    RrlBucket, RrlKey, Scratch, SlowPathSettings, Verdict, ACCOUNT_CLASS_PASSED, COOKIE_PROGRAM_SLOT, MAX_NAME_LEN,
+    PASSED_IPV6, PASSED_QUERY, PASSED_QUESTION, QCLASS_IN, RRL_CREDIT_UNIT, SLOW_PATH_PROGRAM_SLOT,
 };
 
 use crate::{
@@ -30,11 +39,15 @@ use crate::{
         COOKIE_PROGRAMS, COOKIE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6, SLOW_PATH_SETTINGS,
         SLOW_PATH_TOTAL,
     },
+    packet::{be16, bytes_at, frame_len, put_be16, swap_bytes},
+    reply::turn_around,
     rrl::{client_prefix, count, PrefixMasks},
 };
 
 /// Verifier bound for the IP header's offset (after Ethernet and one VLAN tag).
 const L3_OFFSET_MASK: usize = 0x1f;
+/// UDP header offset: 18 + 40 (IPv6) at most (IPv4 options are never answered).
+const L4_OFFSET_MASK: usize = 0x3f;
 
 /// Called by the answering program for a packet it passes: a query for the DNS server
 /// goes to the guard (which does not return here); anything else is passed.
@@ -97,8 +110,75 @@ pub fn guard(ctx: &XdpContext) -> u32 {
             ptr::write_volatile(&mut scratch.guard_resumed, 0);
         }
     }
+    // Not proven: every `slip`-th gets an empty TC=1 reply (a real resolver behind the
+    // source asks again over TCP, which is not held), the rest are dropped.
+    if passed & PASSED_QUESTION != 0 && slip_due(settings) {
+        // On failure the frame may be half rewritten: it is dropped, never passed on.
+        if write_tc(ctx, scratch, l3_off, is_ipv6).is_ok() {
+            count(|c| c.slow_path_slipped += 1);
+            return xdp_action::XDP_TX;
+        }
+    }
     count(|c| c.slow_path_dropped += 1);
     xdp_action::XDP_DROP
+}
+
+/// Whether this query over budget is the `slip`-th (counted on the total account, for
+/// all sources).
+#[inline(always)]
+fn slip_due(settings: &SlowPathSettings) -> bool {
+    let slip = settings.slip as u64;
+    let Some(total) = SLOW_PATH_TOTAL.get_ptr_mut(0) else { return false };
+    let total = unsafe { &mut *total };
+    total.limited = total.limited.wrapping_add(1);
+    slip != 0 && total.limited % slip == 0
+}
+
+/// Turns the query into an empty reply with TC=1 in place: the question kept, QR and
+/// TC set, RD and CD copied, no records and no OPT (RFC 1035 §4.1.1; what RRL's slip
+/// sends, without the answer's lookup). Lengths and checksums are made for the
+/// shortened datagram.
+#[inline(always)]
+fn write_tc(ctx: &XdpContext, scratch: &Scratch, l3_off: usize, is_ipv6: bool) -> Result<(), Verdict> {
+    let name_len = (unsafe { ptr::read_volatile(&scratch.passed_name_len) } as usize) & MAX_NAME_LEN;
+    if name_len == 0 {
+        return Err(Verdict::Malformed);
+    }
+    let l4_off = (l3_off + if is_ipv6 { ipv6::HLEN } else { ipv4::MIN_HLEN }) & L4_OFFSET_MASK;
+    let dns_off = l4_off + udp::HLEN;
+    let dns_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
+    let udp_len = udp::HLEN + dns_len;
+    let hdr = bytes_at(ctx, dns_off, dns::HLEN, Verdict::Malformed)?;
+    let query_flags = be16(unsafe { hdr.add(dns::FLAGS_OFF) });
+    let q = bytes_at(ctx, dns_off + dns::HLEN + name_len, dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
+    let qtype = be16(q);
+    // The question is in the frame (parsed); what follows it goes.
+    let delta = (dns_off + dns_len) as i64 - frame_len(ctx) as i64;
+    if delta > 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+        return Err(Verdict::Malformed);
+    }
+    let mut sum = turn_around(ctx, l3_off, is_ipv6, udp_len)?;
+    let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
+    let flags = dns::FLAG_QR | dns::FLAG_TC | (query_flags & (dns::FLAG_RD | dns::FLAG_CD));
+    unsafe {
+        swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
+        put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
+        put_be16(hdr.add(udp::CHECKSUM_OFF), 0);
+        let dns_hdr = hdr.add(udp::HLEN);
+        put_be16(dns_hdr.add(dns::FLAGS_OFF), flags);
+        put_be16(dns_hdr.add(dns::ANCOUNT_OFF), 0);
+        put_be16(dns_hdr.add(dns::NSCOUNT_OFF), 0);
+        put_be16(dns_hdr.add(dns::ARCOUNT_OFF), 0);
+        sum += be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64 + udp_len as u64;
+        // ID, flags, QDCOUNT (1); the other counts are 0.
+        sum += be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1;
+    }
+    sum += unsafe { ptr::read_volatile(&scratch.passed_name_csum) };
+    // QTYPE and QCLASS follow the name, at an odd offset when its length is odd.
+    sum += csum::at_offset(csum::fold(qtype as u64 + QCLASS_IN as u64), name_len) as u64;
+    let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
+    put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));
+    Ok(())
 }
 
 /// Whether the total budget and the prefix's (`key`) both have a query's credit left;

@@ -569,7 +569,7 @@ pub fn slow_path_settings(slow_path: &crate::config::slow_path::SlowPathConfig) 
         burst_seconds: slow_path.burst_seconds,
         exempt_families: exempt_families(&slow_path.exempt),
         ipv4_mask,
-        _pad: 0,
+        slip: slow_path.slip,
         ipv6_mask,
     }
 }

@@ -53,8 +53,8 @@ pub const SIGNED_ZONE: &str = "sign.test";
 /// A harness for CONFIG plus `sign.test` (`dnssec = "sign"`, an ECDSA key made in
 /// `key_dir`), as the fuzzer runs: DO=1 answers there carry an RRSIG.
 ///
-/// `slow_path` is the guard's table (`""`: its defaults, which hold a fuzzer's rate of
-/// passed queries mostly to drops; `SLOW_PATH_OFF` keeps every pass to be checked).
+/// `slow_path` is the guard's table (with its default budgets a fuzzer's rate of passed
+/// queries is mostly held; `SLOW_PATH_OFF` keeps every pass to be checked).
 pub fn harness(key_dir: &std::path::Path, slow_path: &str) -> Result<Harness> {
     let key = crate::dnssec::ZoneKey::generate(key_dir, SIGNED_ZONE, 13)?;
     Harness::new(

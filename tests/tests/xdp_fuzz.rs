@@ -18,7 +18,8 @@ fn mutated_frames_are_passed_intact_or_answered_correctly() {
 
     // A fresh seed, with the slow-path guard at its defaults: most passes become drops,
     // and the oracle checks each dropped frame is a query for the DNS server.
-    let guarded = fuzz::harness(&key_dir, "").expect("load the XDP program");
+    // (slip = 0: the guard's TC replies are checked byte for byte in xdp_slow_path.rs.)
+    let guarded = fuzz::harness(&key_dir, "[slow_path]\nslip = 0\n").expect("load the XDP program");
     let _ = std::fs::remove_dir_all(&key_dir);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("random seed: {seed} (rerun: cargo xtask fuzz -- --seed {seed})");

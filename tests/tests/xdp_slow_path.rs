@@ -52,7 +52,8 @@ fn count(verdicts: &[u32], verdict: u32) -> usize {
 
 #[test]
 fn passed_queries_are_held_to_the_total_budget_from_any_source() {
-    let h = harness("[slow_path]\nqueries_per_second = 5\nprefix_queries_per_second = 0\nburst_seconds = 1\n");
+    let h =
+        harness("[slow_path]\nqueries_per_second = 5\nprefix_queries_per_second = 0\nburst_seconds = 1\nslip = 0\n");
     // Twenty queries from twenty /24s, IPv4 and IPv6: the budget is one second's five
     // (a few µs pass between runs, so a sixth at most), the rest dropped.
     let mut all = Vec::new();
@@ -79,7 +80,8 @@ fn passed_queries_are_held_to_the_total_budget_from_any_source() {
 
 #[test]
 fn each_client_prefix_has_its_own_budget() {
-    let h = harness("[slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 3\nburst_seconds = 1\n");
+    let h =
+        harness("[slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 3\nburst_seconds = 1\nslip = 0\n");
     for (first, second, other) in
         [("10.9.1.1", "10.9.1.200", "10.9.2.1"), ("fd77:0:0:100::1", "fd77:0:0:1ff::9", "fd77:0:0:200::1")]
     {
@@ -110,7 +112,8 @@ fn exempt_sources_are_never_held_and_default_to_rrl_exempt() {
 
 #[test]
 fn over_budget_a_verified_server_cookie_goes_through_and_a_forged_one_does_not() {
-    let h = harness("[slow_path]\nqueries_per_second = 1\nprefix_queries_per_second = 0\nburst_seconds = 1\n");
+    let h =
+        harness("[slow_path]\nqueries_per_second = 1\nprefix_queries_per_second = 0\nburst_seconds = 1\nslip = 0\n");
     let flow = flow_from("10.9.5.5");
     // A server cookie from an answer XDP gives (cookies are on by default).
     let client = [0x42u8; 8];
@@ -171,6 +174,7 @@ fn check_config_refuses_out_of_range_budgets_at_their_line() {
         ("queries_per_second = 10000001", "slow_path.queries_per_second = 10000001 is out of range"),
         ("prefix_queries_per_second = -1", "t.toml:8:29: invalid value: integer `-1`"),
         ("burst_seconds = 0", "slow_path.burst_seconds = 0 is out of range: 1..=60"),
+        ("slip = 11", "slow_path.slip = 11 is out of range: 0..=10"),
         ("ipv4_prefix_len = 33", "slow_path.ipv4_prefix_len = 33 is out of range"),
         ("exempt = [\"10.9.0.0/33\"]", "slow_path.exempt: '10.9.0.0/33' is not an address or prefix"),
         ("budget = 5", "unknown field"),
@@ -200,4 +204,46 @@ fn a_query_passed_after_its_cookie_was_made_is_counted_once() {
     let after = h.counters().unwrap();
     assert_eq!(after.pass_too_large - before.pass_too_large, 1);
     assert_eq!(after.slow_path_passed - before.slow_path_passed, 1);
+}
+
+/// Over budget, every `slip`-th query gets an empty TC=1 reply, compared byte for byte
+/// with one built here from the query: the question kept (odd and even name lengths:
+/// the checksum's alignment), QR and TC set, RD copied, no records, no OPT; checksums
+/// verified. IPv4 and IPv6, with and without EDNS.
+#[test]
+fn over_budget_every_slipth_query_gets_an_empty_truncated_reply() {
+    let h = harness("[slow_path]\nqueries_per_second = 1\nprefix_queries_per_second = 0\nburst_seconds = 1\n");
+    while verdicts(&h, &flow_from("10.9.10.10"), 1) == [XDP_PASS] {}
+    let before = h.counters().unwrap();
+    let mut held = Vec::new();
+    for (src, name, edns) in [
+        ("10.9.11.1", "nx.example.test", None),
+        ("10.9.11.2", "nxx.example.test", Some(EdnsQuery::default())),
+        ("fd77:11::3", "nx.example.test", Some(EdnsQuery { options: vec![(10, vec![7; 8])], ..Default::default() })),
+        ("fd77:11::4", "nxx.example.test", None),
+    ] {
+        let flow = flow_from(src);
+        let mut query = dns::query(0x4242, name, RecordType::A, edns).unwrap();
+        query[2] |= 0x01; // RD
+        for _ in 0..2 {
+            let frame = udp_frame(&flow, 64, &query);
+            let out = h.run(&frame).unwrap();
+            held.push(out.verdict);
+            if out.verdict == XDP_TX {
+                // 12 header bytes and the question: the name, QTYPE and QCLASS.
+                let question_end = 12 + name.len() + 2 + 4;
+                let mut expected = query[..question_end].to_vec();
+                expected[2] |= 0x82; // QR, TC (RD kept)
+                expected[10..12].copy_from_slice(&[0, 0]); // ARCOUNT: no OPT
+                assert_eq!(out.frame, udp_frame(&flow.reversed(), 64, &expected), "{src} {name}");
+                verify_checksums(&out.frame).unwrap();
+            }
+        }
+    }
+    // The query that ended the loop above was the first held (dropped): these are the
+    // 2nd, 3rd, … — every 2nd of them a TC reply.
+    assert_eq!(held, [XDP_TX, XDP_DROP].repeat(4), "every 2nd held query");
+    let after = h.counters().unwrap();
+    assert_eq!(after.slow_path_slipped - before.slow_path_slipped, 4);
+    assert_eq!(after.slow_path_dropped - before.slow_path_dropped, 4);
 }

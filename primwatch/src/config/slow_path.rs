@@ -16,6 +16,8 @@ pub struct SlowPathConfig {
     pub prefix_queries_per_second: u32,
     /// Seconds of credit a budget may save up.
     pub burst_seconds: u32,
+    /// Every `slip`-th query over a budget gets an empty TC=1 reply (0: all dropped).
+    pub slip: u32,
     /// The client prefix lengths (as `[rrl]`'s).
     pub ipv4_prefix_len: u8,
     pub ipv6_prefix_len: u8,
@@ -32,6 +34,8 @@ impl SlowPathConfig {
     /// stay far below this; one prefix cannot take the whole budget.
     pub const DEFAULT_PREFIX_QUERIES_PER_SECOND: u32 = 1_000;
     pub const DEFAULT_BURST_SECONDS: u32 = 2;
+    /// As RRL's default: half of what is held is told to come back over TCP.
+    pub const DEFAULT_SLIP: u32 = 2;
     pub const MAX_QUERIES_PER_SECOND: u32 = 10_000_000;
     pub const MAX_BURST_SECONDS: u32 = 60;
     pub const MAX_EXEMPT: usize = 65536;
@@ -43,6 +47,7 @@ impl Default for SlowPathConfig {
             queries_per_second: SlowPathConfig::DEFAULT_QUERIES_PER_SECOND,
             prefix_queries_per_second: SlowPathConfig::DEFAULT_PREFIX_QUERIES_PER_SECOND,
             burst_seconds: SlowPathConfig::DEFAULT_BURST_SECONDS,
+            slip: SlowPathConfig::DEFAULT_SLIP,
             ipv4_prefix_len: 24,
             ipv6_prefix_len: 56,
             exempt: Vec::new(),
@@ -56,6 +61,7 @@ pub(super) struct RawSlowPath {
     queries_per_second: Option<Spanned<u32>>,
     prefix_queries_per_second: Option<Spanned<u32>>,
     burst_seconds: Option<Spanned<u32>>,
+    slip: Option<Spanned<u32>>,
     ipv4_prefix_len: Option<Spanned<u8>>,
     ipv6_prefix_len: Option<Spanned<u8>>,
     exempt: Option<Vec<Spanned<String>>>,
@@ -91,6 +97,7 @@ pub(super) fn parse(
             "burst_seconds",
             at,
         )?,
+        slip: in_range(&raw.slip, defaults.slip, 0..=10, "slip", at)?,
         ipv4_prefix_len: in_range(&raw.ipv4_prefix_len, 24, 8..=32, "ipv4_prefix_len", at)?,
         ipv6_prefix_len: in_range(&raw.ipv6_prefix_len, 56, 16..=128, "ipv6_prefix_len", at)?,
         exempt,

@@ -96,7 +96,7 @@ pin_dir = "{{pin_dir}}"
 socket = "{}"
 [zones."example.test"]
 dnssec = "pass"
-# The remote backend's load is the point: the slow-path guard would hold it to 10,000/s.
+# The remote backend's load is the point: the slow-path guard would hold it to 5,000/s.
 [slow_path]
 queries_per_second = 0
 prefix_queries_per_second = 0

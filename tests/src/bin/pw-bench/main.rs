@@ -616,7 +616,7 @@ fn powerdns_path(seconds: u64) -> Result<()> {
         let config = format!(
             "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n\
              [powerdns]\nsocket = \"{}\"\ncontrol_socket = \"{}\"\n{names}\n\
-             # PowerDNS's own capacity is measured: the slow-path guard would hold it to 10,000/s.\n\
+             # PowerDNS's own capacity is measured: the slow-path guard would hold it to 5,000/s.\n\
              [slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n",
             socket.display(),
             PowerDns::control_socket_in(&pdns_dir.0).display()

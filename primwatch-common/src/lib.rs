@@ -581,8 +581,8 @@ pub const SLOW_PATH_PROGRAM_SLOT: u32 = 2;
 /// `Scratch::passed`: set for a query to the DNS server; the IP header's offset in
 /// the low byte; IPv6.
 pub const PASSED_QUERY: u32 = 1 << 16;
-/// … and its question parsed whole (one name, QTYPE, QCLASS IN, no IP options), so the
-/// guard can reply to it.
+/// … and the query parsed whole and well formed (one question of class IN, a valid OPT
+/// record if any, no IP options, no trailing bytes), so the guard may reply to it.
 pub const PASSED_QUESTION: u32 = 1 << 17;
 pub const PASSED_IPV6: u32 = 1 << 8;
 

@@ -140,12 +140,6 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     if be16(unsafe { q.add(2) }) != QCLASS_IN {
         return Err(Verdict::NotPlainQuery);
     }
-    // The question as the slow-path guard's TC reply needs it.
-    unsafe {
-        ptr::write_volatile(&mut scratch.passed_name_len, name_len as u32);
-        ptr::write_volatile(&mut scratch.passed_name_csum, name_csum);
-        ptr::write_volatile(&mut scratch.passed, passed | PASSED_QUESTION);
-    }
 
     scratch.ecs.present = 0;
     unsafe { ptr::write_volatile(&mut scratch.cookie_len, 0) };
@@ -160,6 +154,13 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     };
     if query_len != dns_len {
         return Err(Verdict::Malformed);
+    }
+    // A whole, well-formed query: the slow-path guard may send it a TC reply, made from
+    // its question.
+    unsafe {
+        ptr::write_volatile(&mut scratch.passed_name_len, name_len as u32);
+        ptr::write_volatile(&mut scratch.passed_name_csum, name_csum);
+        ptr::write_volatile(&mut scratch.passed, passed | PASSED_QUESTION);
     }
 
     Ok(Query { l3_off, l4_off: ip.l4_off, is_ipv6: ip.is_ipv6, name_len, name_hash, name_csum, qtype, flags, edns })

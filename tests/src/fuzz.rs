@@ -6,7 +6,9 @@
 //! hickory-proto for the DNS message) and must be a well-formed reply to it (checksums
 //! and lengths recomputed, same ID, the question echoed byte for byte, answers from the
 //! configured set, OPT iff the query had one, DO copied, size within the client's
-//! limit); XDP_DROP (the slow-path guard) only for a UDP datagram to the DNS port.
+//! limit), or is the slow-path guard's empty TC=1 reply to a whole query (its header
+//! and question, QR and TC set); XDP_DROP (the guard) only for a UDP datagram to the
+//! DNS port.
 //! Any other verdict is a failure.
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -99,8 +101,10 @@ pub struct Tally {
     pub frames: u64,
     pub answered: u64,
     pub passed: u64,
-    /// Dropped by the slow-path guard.
+    /// Dropped by the slow-path guard …
     pub dropped: u64,
+    /// … or answered with its empty TC=1 reply.
+    pub slipped: u64,
 }
 
 /// Runs `frames` mutated frames from `seed`; the first oracle failure is an error that
@@ -135,6 +139,10 @@ pub fn run(harness: &Harness, seed: u64, frames: u64) -> Result<Tally> {
                 tally.passed += 1;
                 Ok(())
             }
+            XDP_TX if is_slip(&out.frame) => {
+                tally.slipped += 1;
+                check_slip(&frame, &out.frame)
+            }
             XDP_TX => {
                 tally.answered += 1;
                 check_answer(&frame, &out.frame, &served)
@@ -153,6 +161,72 @@ pub fn run(harness: &Harness, seed: u64, frames: u64) -> Result<Tally> {
         verdict.with_context(|| format!("seed {seed}, frame {i}: {:02x?}", frame))?;
     }
     Ok(tally)
+}
+
+/// The frame-level checks of a reply to `query_frame` (IP at `ip`, DNS at `dns_off`):
+/// lengths and checksums recomputed from the raw bytes, ECN cleared, MACs, addresses
+/// and ports swapped. Returns the reply's DNS message.
+fn check_reply_frame(query_frame: &[u8], reply_frame: &[u8], ip: &Ip, dns_off: usize, v6: bool) -> Result<Vec<u8>> {
+    // Checksums recomputed from the raw bytes (etherparse's header model drops the
+    // reserved IPv4 flag, which the fuzzer sets and a reply keeps).
+    let (rl3, rv6) = l3_start(reply_frame).context("reply not IP")?;
+    ensure!(rv6 == v6 && rl3 == dns_off - 8 - ip.hlen, "reply layout");
+    let rip = parse_ip(reply_frame, rl3, v6).context("reply IP")?;
+    ensure!(rip.end == reply_frame.len(), "reply IP length {} for a {}-byte frame", rip.end, reply_frame.len());
+    if !v6 {
+        ensure!(ones_sum(&reply_frame[rl3..rl3 + rip.hlen]) == 0xffff, "reply IPv4 header checksum");
+        ensure!(reply_frame[rl3 + 1] & 0x03 == 0, "reply ECN not cleared");
+    } else {
+        ensure!(reply_frame[rl3 + 1] & 0x30 == 0, "reply ECN not cleared");
+    }
+    ensure!(reply_frame[6..12] == SERVER_MAC, "reply source MAC not the server's");
+    let udp = &reply_frame[rip.l4..rip.end];
+    ensure!(udp.len() >= 8 && u16::from_be_bytes([udp[4], udp[5]]) as usize == udp.len(), "reply UDP length");
+    ensure!(udp[6..8] != [0, 0] && udp_sum(reply_frame, &rip) == 0xffff, "reply UDP checksum");
+    let payload = udp[8..].to_vec();
+    ensure!(reply_frame[0..6] == query_frame[6..12] && reply_frame[6..12] == query_frame[0..6], "MACs swapped");
+    let half = rip.src.len() / 2;
+    ensure!(
+        reply_frame[rip.src.start..rip.src.start + half] == query_frame[ip.src.start + half..ip.src.end],
+        "addresses swapped"
+    );
+    ensure!(reply_frame[rip.l4..rip.l4 + 2] == query_frame[ip.l4 + 2..ip.l4 + 4], "ports swapped");
+    Ok(payload)
+}
+
+/// A reply from the slow-path guard's slip: an empty TC=1 reply to a whole query for
+/// the DNS server (any name, any type): the query's header and question with QR and TC
+/// set, RD and CD kept, every count but QDCOUNT 0, and nothing after the question.
+fn check_slip(query_frame: &[u8], reply_frame: &[u8]) -> Result<()> {
+    let (dns_off, ip, v6) = answerable(query_frame).context("answered a frame the kernel would drop")?;
+    let query_bytes = &query_frame[dns_off..ip.end];
+    let query = Message::from_bytes(query_bytes).context("answered a query that does not parse")?;
+    ensure!(query.message_type() == MessageType::Query && query.op_code() == OpCode::Query, "not a query");
+    ensure!(!query.truncated() && query.queries().len() == 1, "TC or question count");
+    ensure!(query.queries()[0].query_class() == DNSClass::IN, "class");
+    let mut end = 12;
+    while query_bytes[end] != 0 {
+        ensure!(query_bytes[end] < 64, "compressed or extended label");
+        end += 1 + query_bytes[end] as usize;
+    }
+    let mut expected = query_bytes[..end + 5].to_vec();
+    expected[2] = 0x80 | 0x02 | (query_bytes[2] & 0x01); // QR, TC, RD kept (opcode 0, AA 0)
+    expected[3] = query_bytes[3] & 0x10; // CD kept, RCODE 0
+    expected[6..12].fill(0);
+    let payload = check_reply_frame(query_frame, reply_frame, &ip, dns_off, v6)?;
+    ensure!(payload == expected, "slip reply {payload:02x?}, wanted {expected:02x?}");
+    Ok(())
+}
+
+/// Whether `reply_frame` carries an empty TC=1 reply (no records, no OPT): the guard's
+/// slip, as opposed to an answer.
+fn is_slip(reply_frame: &[u8]) -> bool {
+    let Some((l3, v6)) = l3_start(reply_frame) else { return false };
+    let Some(rip) = parse_ip(reply_frame, l3, v6) else { return false };
+    let dns = rip.l4 + 8;
+    reply_frame.len() >= dns + 12
+        && reply_frame[dns + 2] & 0x02 != 0
+        && reply_frame[dns + 6..dns + 12].iter().all(|b| *b == 0)
 }
 
 /// Whether `frame` is a UDP datagram to port 53 (the only kind the slow-path guard may
@@ -514,31 +588,8 @@ fn check_answer(
         ensure!(!(e.dnssec_ok() && *zone == Zone::Passed), "answered DO=1 for a zone PowerDNS signs");
     }
 
-    // The reply.
-    // Checksums recomputed from the raw bytes (etherparse's header model drops the
-    // reserved IPv4 flag, which the fuzzer sets and a reply keeps).
-    let (rl3, rv6) = l3_start(reply_frame).context("reply not IP")?;
-    ensure!(rv6 == v6 && rl3 == dns_off - 8 - ip.hlen, "reply layout");
-    let rip = parse_ip(reply_frame, rl3, v6).context("reply IP")?;
-    ensure!(rip.end == reply_frame.len(), "reply IP length {} for a {}-byte frame", rip.end, reply_frame.len());
-    if !v6 {
-        ensure!(ones_sum(&reply_frame[rl3..rl3 + rip.hlen]) == 0xffff, "reply IPv4 header checksum");
-        ensure!(reply_frame[rl3 + 1] & 0x03 == 0, "reply ECN not cleared");
-    } else {
-        ensure!(reply_frame[rl3 + 1] & 0x30 == 0, "reply ECN not cleared");
-    }
-    ensure!(reply_frame[6..12] == SERVER_MAC, "reply source MAC not the server's");
-    let udp = &reply_frame[rip.l4..rip.end];
-    ensure!(udp.len() >= 8 && u16::from_be_bytes([udp[4], udp[5]]) as usize == udp.len(), "reply UDP length");
-    ensure!(udp[6..8] != [0, 0] && udp_sum(reply_frame, &rip) == 0xffff, "reply UDP checksum");
-    let payload = udp[8..].to_vec();
-    ensure!(reply_frame[0..6] == query_frame[6..12] && reply_frame[6..12] == query_frame[0..6], "MACs swapped");
-    let half = rip.src.len() / 2;
-    ensure!(
-        reply_frame[rip.src.start..rip.src.start + half] == query_frame[ip.src.start + half..ip.src.end],
-        "addresses swapped"
-    );
-    ensure!(reply_frame[rip.l4..rip.l4 + 2] == query_frame[ip.l4 + 2..ip.l4 + 4], "ports swapped");
+    let payload = check_reply_frame(query_frame, reply_frame, &ip, dns_off, v6)?;
+    let half = if v6 { 16 } else { 4 };
     let limit = match edns {
         Some(e) => (e.max_payload() as usize).clamp(512, 1232),
         None => 512,

@@ -98,23 +98,9 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
 
     let mut sum = turn_around(ctx, l3_off, is_ipv6, udp_len)?;
 
-    let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
-    let ancount = plan.ancount as u16;
-    let arcount = has_edns as u16;
     let flags =
         dns::FLAG_QR | dns::FLAG_AA | (plan.flags as u16 & (dns::FLAG_RD | dns::FLAG_CD)) | plan.extra_flags as u16;
-    unsafe {
-        swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
-        put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
-        put_be16(hdr.add(udp::CHECKSUM_OFF), 0);
-        let dns_hdr = hdr.add(udp::HLEN);
-        put_be16(dns_hdr.add(dns::FLAGS_OFF), flags);
-        put_be16(dns_hdr.add(dns::ANCOUNT_OFF), ancount);
-        put_be16(dns_hdr.add(dns::ARCOUNT_OFF), arcount);
-        sum += be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64 + udp_len as u64;
-        // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT (0), ARCOUNT.
-        sum += be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1 + ancount as u64 + arcount as u64;
-    }
+    sum += write_headers(ctx, l4_off, udp_len, flags, plan.ancount as u16, has_edns as u16)?;
     sum += plan.name_csum;
 
     let answers_off = question_end;
@@ -228,6 +214,36 @@ pub fn turn_around(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, udp_len: usiz
         sum += sum_words::<{ 2 * ipv4::ADDR_LEN }>(unsafe { ip.add(ipv4::SRC_OFF) });
     }
     Ok(sum)
+}
+
+/// Writes the reply's UDP header (ports swapped, `udp_len`, the checksum zeroed until
+/// it is known) and DNS header (the ID and QDCOUNT kept, `flags`, `ancount`, NSCOUNT 0,
+/// `arcount`); returns their one's-complement sum for the UDP checksum. Shared by the
+/// answer and the slow-path guard's TC reply.
+#[inline(always)]
+pub fn write_headers(
+    ctx: &XdpContext,
+    l4_off: usize,
+    udp_len: usize,
+    flags: u16,
+    ancount: u16,
+    arcount: u16,
+) -> Result<u64, Verdict> {
+    let hdr = bytes_at(ctx, l4_off & L4_OFFSET_MASK, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
+    unsafe {
+        swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
+        put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
+        put_be16(hdr.add(udp::CHECKSUM_OFF), 0);
+        let dns_hdr = hdr.add(udp::HLEN);
+        put_be16(dns_hdr.add(dns::FLAGS_OFF), flags);
+        put_be16(dns_hdr.add(dns::ANCOUNT_OFF), ancount);
+        put_be16(dns_hdr.add(dns::NSCOUNT_OFF), 0);
+        put_be16(dns_hdr.add(dns::ARCOUNT_OFF), arcount);
+        let ports = be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64;
+        // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT (0), ARCOUNT.
+        let header = be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1 + ancount as u64 + arcount as u64;
+        Ok(ports + udp_len as u64 + header)
+    }
 }
 
 /// Copies the RRSIG record into the room `write_reply` left at `off` (its length is

@@ -40,7 +40,7 @@ use crate::{
         SLOW_PATH_TOTAL,
     },
     packet::{be16, bytes_at, frame_len, put_be16, swap_bytes},
-    reply::turn_around,
+    reply::{turn_around, write_headers},
     rrl::{client_prefix, count, PrefixMasks},
 };
 
@@ -158,21 +158,8 @@ fn write_tc(ctx: &XdpContext, scratch: &Scratch, l3_off: usize, is_ipv6: bool) -
         return Err(Verdict::Malformed);
     }
     let mut sum = turn_around(ctx, l3_off, is_ipv6, udp_len)?;
-    let hdr = bytes_at(ctx, l4_off, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
     let flags = dns::FLAG_QR | dns::FLAG_TC | (query_flags & (dns::FLAG_RD | dns::FLAG_CD));
-    unsafe {
-        swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
-        put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
-        put_be16(hdr.add(udp::CHECKSUM_OFF), 0);
-        let dns_hdr = hdr.add(udp::HLEN);
-        put_be16(dns_hdr.add(dns::FLAGS_OFF), flags);
-        put_be16(dns_hdr.add(dns::ANCOUNT_OFF), 0);
-        put_be16(dns_hdr.add(dns::NSCOUNT_OFF), 0);
-        put_be16(dns_hdr.add(dns::ARCOUNT_OFF), 0);
-        sum += be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64 + udp_len as u64;
-        // ID, flags, QDCOUNT (1); the other counts are 0.
-        sum += be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1;
-    }
+    sum += write_headers(ctx, l4_off, udp_len, flags, 0, 0)?;
     sum += unsafe { ptr::read_volatile(&scratch.passed_name_csum) };
     // QTYPE and QCLASS follow the name, at an odd offset when its length is odd.
     sum += csum::at_offset(csum::fold(qtype as u64 + QCLASS_IN as u64), name_len) as u64;

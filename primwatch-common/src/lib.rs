@@ -164,8 +164,10 @@ pub struct SlowPathSettings {
 pub const ACCOUNT_CLASS_ANSWER: u32 = 0;
 /// … the slow-path guard's budget for passed queries (per prefix, no name) …
 pub const ACCOUNT_CLASS_PASSED: u32 = 1 << 8;
-/// … and NODATA answers (a served name without records of the type).
+/// … NODATA answers (a served name without records of the type) …
 pub const ACCOUNT_CLASS_NODATA: u32 = 2 << 8;
+/// … and NXDOMAIN answers (one account per zone, as BIND: random names share it).
+pub const ACCOUNT_CLASS_NXDOMAIN: u32 = 3 << 8;
 
 /// An account in the `rrl` map: the client prefix (the masked source address, IPv4 in
 /// the first four bytes), its family (4 or 6) with the class (`ACCOUNT_CLASS_*`), and
@@ -533,8 +535,11 @@ pub struct ReplyPlan {
     /// checksum.
     pub rrsig_len: u32,
     pub rrsig_csum: u32,
-    /// Header flags the reply adds: TC for RRL's slip.
+    /// Header flags the reply adds: TC for RRL's slip, the RCODE of a negative answer.
     pub extra_flags: u32,
+    /// 1: the records go in the authority section (a negative answer's SOA), not the
+    /// answer section.
+    pub authority: u32,
     /// The entry's counter in NAME_ANSWERS.
     pub counter: u32,
 }
@@ -578,6 +583,70 @@ pub const COOKIE_PROGRAM_SLOT: u32 = 0;
 pub const ANSWER_PROGRAM_SLOT: u32 = 1;
 /// The slow-path guard, tail-called for a query the answering program passes.
 pub const SLOW_PATH_PROGRAM_SLOT: u32 = 2;
+/// Negative answers (NXDOMAIN, NODATA) for unsigned zones, tail-called for a query the
+/// answering program passes before the guard sees it.
+pub const NEGATIVE_PROGRAM_SLOT: u32 = 3;
+/// Entries of the `program_slots` program array.
+pub const PROGRAM_SLOTS: usize = 4;
+
+/// `ZoneName::flags`: the name is a delegation point (NS records below the apex) or a
+/// DNAME owner, or the apex of a declared zone XDP has no negative data for: queries at
+/// and below it are the DNS server's (referrals, synthesis, another zone's data).
+pub const ZONE_NAME_HANDS_OFF: u32 = 1;
+/// … a wildcard (`*.name`) exists directly below it: a name below is covered, the DNS
+/// server answers it.
+pub const ZONE_NAME_WILDCARD_BELOW: u32 = 2;
+/// … the name has a CNAME (it answers every type).
+pub const ZONE_NAME_CNAME: u32 = 4;
+/// … the name is managed by primwatch (A/AAAA from the answering program): what that
+/// program passes for it is the DNS server's.
+pub const ZONE_NAME_MANAGED: u32 = 8;
+/// … the name is the zone's apex (a DS query there is the parent zone's).
+pub const ZONE_NAME_APEX: u32 = 16;
+
+/// A name that exists in an unsigned zone XDP answers negatively for (`zone_names`
+/// map, keyed by `NameKey::new(hash, 0)`): every owner of the zone's records, every
+/// empty non-terminal, the apex. Absent names are the NXDOMAIN ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZoneName {
+    /// `ZONE_NAME_*`.
+    pub flags: u32,
+    /// The zone's index in `zone_soas`.
+    pub zone: u32,
+    /// Types present at the name, bit t for type t < 64 (A = bit 1); a type ≥ 64 is
+    /// never answered NODATA here.
+    pub types: u64,
+    pub name_len: u32,
+    pub _pad: u32,
+    /// Lowercased wire name, zero-padded (compared in full: a hash match is not enough).
+    pub name: [u8; NAME_BUF_LEN],
+}
+
+/// Zones (apexes) `zone_soas` holds at most.
+pub const MAX_NEGATIVE_ZONES: usize = 256;
+
+/// Room for a negative answer's SOA record: the owner a compression pointer, then
+/// TYPE, CLASS, TTL, RDLENGTH and RDATA with MNAME and RNAME uncompressed.
+pub const SOA_RR_MAX: usize = MAX_ANSWER_BYTES;
+
+/// A zone's SOA record as a negative answer carries it in its authority section
+/// (RFC 2308 §3), value of the `zone_soas` array: the owner is a compression pointer
+/// written as 0xc000 (the program adds the apex's offset in the question), the TTL is
+/// min(SOA TTL, MINIMUM).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZoneSoa {
+    /// Bytes of `rr`; 0: no SOA (the zone is not answered negatively).
+    pub len: u32,
+    /// One's-complement sum of `rr` (big-endian words from its first byte), unfolded.
+    pub csum: u32,
+    /// Wire length of the apex name.
+    pub apex_len: u32,
+    /// The SOA serial these answers were built from (for `bpftool` readers).
+    pub serial: u32,
+    pub rr: [u8; SOA_RR_MAX],
+}
 /// `Scratch::passed`: set for a query to the DNS server; the IP header's offset in
 /// the low byte; IPv6.
 pub const PASSED_QUERY: u32 = 1 << 16;
@@ -585,6 +654,8 @@ pub const PASSED_QUERY: u32 = 1 << 16;
 /// record if any, no IP options, no trailing bytes), so the guard may reply to it.
 pub const PASSED_QUESTION: u32 = 1 << 17;
 pub const PASSED_IPV6: u32 = 1 << 8;
+/// … with `PASSED_QUESTION`: the query had an OPT record (its reply gets one).
+pub const PASSED_EDNS: u32 = 1 << 18;
 
 /// Longest UDP datagram (header included) whose checksum the XDP program verifies;
 /// longer queries (heavy EDNS padding) are passed.
@@ -670,6 +741,11 @@ pub struct Counters {
     pub slow_path_dropped: u64,
     /// … or, the `slip`-th, answered with an empty TC=1 reply (XDP_TX).
     pub slow_path_slipped: u64,
+    /// Negative answers for unsigned zones (also counted above as passed by the
+    /// answering program): NXDOMAIN …
+    pub negative_nxdomain: u64,
+    /// … and NODATA (RFC 2308), each with the zone's SOA.
+    pub negative_nodata: u64,
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -726,6 +802,8 @@ impl Counters {
         "slow_path_cookie",
         "slow_path_dropped",
         "slow_path_slipped",
+        "negative_nxdomain",
+        "negative_nodata",
     ];
 
     pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
@@ -754,6 +832,8 @@ impl Counters {
             self.slow_path_cookie,
             self.slow_path_dropped,
             self.slow_path_slipped,
+            self.negative_nxdomain,
+            self.negative_nodata,
         ]
     }
 
@@ -782,6 +862,8 @@ impl Counters {
         self.slow_path_cookie += other.slow_path_cookie;
         self.slow_path_dropped += other.slow_path_dropped;
         self.slow_path_slipped += other.slow_path_slipped;
+        self.negative_nxdomain += other.negative_nxdomain;
+        self.negative_nodata += other.negative_nodata;
     }
 }
 
@@ -801,6 +883,8 @@ mod pod {
     unsafe impl aya::Pod for super::SlowPathSettings {}
     unsafe impl aya::Pod for super::RrlKey {}
     unsafe impl aya::Pod for super::RrlBucket {}
+    unsafe impl aya::Pod for super::ZoneName {}
+    unsafe impl aya::Pod for super::ZoneSoa {}
     unsafe impl aya::Pod for super::cookie::CookieSettings {}
 }
 

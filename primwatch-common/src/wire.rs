@@ -87,6 +87,8 @@ pub mod dns {
     pub const FLAG_AA: u16 = 0x0400;
     /// Truncated: the client should ask again over TCP (RFC 1035 §4.1.1).
     pub const FLAG_TC: u16 = 0x0200;
+    /// RCODE 3, Name Error (RFC 1035 §4.1.1): NXDOMAIN.
+    pub const RCODE_NXDOMAIN: u16 = 3;
     pub const FLAG_RD: u16 = 0x0100;
     pub const FLAG_CD: u16 = 0x0010;
 }

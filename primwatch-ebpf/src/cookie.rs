@@ -26,7 +26,6 @@ use primwatch_common::{
 
 use crate::{
     maps::{COOKIE_PROGRAMS, COOKIE_SECRETS, COOKIE_SETTINGS, COUNTERS, SCRATCH},
-    parse::Query,
 };
 
 /// Verifier bound for the COOKIE option's offset in the frame (< 4 KiB).
@@ -59,7 +58,7 @@ pub fn on_entry(scratch: &mut Scratch) {
 /// reaches this point. If the cookie program cannot be called, the reply goes without
 /// a cookie, as a server without cookies answers (RFC 7873 §5.2).
 #[inline(always)]
-pub fn answer(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) {
+pub fn answer(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scratch) {
     let c = &mut scratch.cookie;
     if unsafe { ptr::read_volatile(&c.ready) } != 0 {
         // A verified cookie proves the source address: no rate limiting (rrl's
@@ -78,8 +77,8 @@ pub fn answer(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) {
     {
         return;
     }
-    c.l3_off = query.l3_off as u32;
-    c.is_ipv6 = query.is_ipv6 as u32;
+    c.l3_off = l3_off as u32;
+    c.is_ipv6 = is_ipv6 as u32;
     unsafe { COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT) };
 }
 

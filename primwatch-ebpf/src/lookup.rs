@@ -94,19 +94,27 @@ fn find(hash: u64, view: u32, name: &[u8; NAME_BUF_LEN + 8], len: usize) -> Opti
         entry = NAMES.get_ptr(&NameKey::new(hash, DEFAULT_VIEW));
     }
     let records = unsafe { &*entry? };
-    if records.name_len as usize != len {
-        return None;
+    same_name(name, len, &records.name, records.name_len as usize).then_some(records)
+}
+
+/// Whether `ours` (`len` bytes of a lowercased wire name, zero-padded) is the name
+/// stored in a map entry (`theirs`, `their_len` bytes, zero-padded): compared a word
+/// at a time, in full.
+#[inline(always)]
+pub fn same_name(ours: &[u8; NAME_BUF_LEN + 8], len: usize, theirs: &[u8; NAME_BUF_LEN], their_len: usize) -> bool {
+    if their_len != len {
+        return false;
     }
     let words = (len + 7) / 8;
-    let ours = name.as_ptr() as *const u64;
-    let theirs = records.name.as_ptr() as *const u64;
+    let ours = ours.as_ptr() as *const u64;
+    let theirs = theirs.as_ptr() as *const u64;
     for w in 0..NAME_BUF_LEN / 8 {
         if w >= words {
             break;
         }
         if unsafe { *ours.add(w) != *theirs.add(w) } {
-            return None;
+            return false;
         }
     }
-    Some(records)
+    true
 }

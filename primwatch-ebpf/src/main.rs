@@ -4,8 +4,8 @@
 //! The flow, one module per stage: `parse` (headers, question; `edns` for the OPT
 //! record) → `lookup` (view, exact name, wildcard) → `pick` (which records) → `cookie`
 //! (DNS cookies) → `rrl` (response rate limiting) → `reply` (in-place rewrite,
-//! checksums) → XDP_TX; a query it passes to the DNS server goes through `slow_path`
-//! (budgets) first. Nothing is written to the packet before the lookup succeeded and
+//! checksums) → XDP_TX; a query it passes to the DNS server goes through `negative`
+//! (NXDOMAIN and NODATA for unsigned zones) and `slow_path` (budgets) first. Nothing is written to the packet before the lookup succeeded and
 //! the reply is known to fit, so every pass leaves the packet byte for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
 #![no_std]
 #![no_main]
@@ -17,6 +17,7 @@ mod edns;
 mod host;
 mod lookup;
 mod maps;
+mod negative;
 mod packet;
 mod parse;
 mod pick;
@@ -61,7 +62,7 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
         Verdict::RrlDropped => xdp_action::XDP_DROP,
         // Not for this host: the kernel's to forward or drop, not the DNS server's.
         Verdict::NotForHost => xdp_action::XDP_PASS,
-        _ => slow_path::hand_over(&ctx, scratch),
+        _ => slow_path::hand_over(&ctx, scratch, verdict),
     }
 }
 
@@ -77,6 +78,13 @@ pub fn primwatch_pass(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn primwatch_slow_path(ctx: XdpContext) -> u32 {
     slow_path::guard(&ctx)
+}
+
+/// Negative answers for unsigned zones, reached by a tail call for a query the
+/// answering program passes: see `negative`.
+#[xdp]
+pub fn primwatch_negative(ctx: XdpContext) -> u32 {
+    negative::answer(&ctx)
 }
 
 /// DNS cookies for the answering program, reached by a tail call: see `cookie`.
@@ -120,7 +128,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     if answers.count == 0 && answers.select != Select::NoData as u8 {
         return Err(Verdict::TypeNotPresent);
     }
-    cookie::answer(ctx, &query, scratch);
+    cookie::answer(ctx, query.l3_off, query.is_ipv6, scratch);
     let picked = pick::pick_records(answers, scratch)?;
     // DO=1 in a zone we sign: the RRset's signature, or the DNS server answers (one
     // not signed yet; NODATA, whose proof of nonexistence XDP does not build).
@@ -164,6 +172,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         rrsig_len: rrsig_len * keep as u32,
         rrsig_csum: rrsig_csum * keep as u32,
         extra_flags: slip as u32 * dns::FLAG_TC as u32,
+        authority: 0,
         counter: name_answers_index(entry.stats_slot, query.qtype == QTYPE_AAAA),
     };
     unsafe { core::ptr::write_volatile(&mut scratch.plan, plan) };

@@ -9,8 +9,9 @@ use aya_ebpf::{
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
     AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr, Scratch,
-    Settings, SlowPathSettings, ViewMatch, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS,
-    MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+    Settings, SlowPathSettings, ViewMatch, ZoneName, ZoneSoa, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
+    DEFAULT_RECORD_SETS, MAX_NEGATIVE_ZONES, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
+    PROGRAM_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -94,11 +95,24 @@ pub static SLOW_PATH_TOTAL: Array<RrlBucket, 1> = Array::new();
 pub static COOKIE_SETTINGS: Array<CookieSettings, 1> = Array::new();
 #[btf_map]
 pub static COOKIE_SECRETS: Array<CookieSecret, 2> = Array::new();
-/// The cookie program, the answering program and the slow-path guard, for the tail
-/// calls between them (slots `COOKIE_PROGRAM_SLOT`, `ANSWER_PROGRAM_SLOT`,
-/// `SLOW_PATH_PROGRAM_SLOT`); the loader fills it.
+/// The cookie program, the answering program, the slow-path guard and the negative
+/// answers, for the tail calls between them (slots `COOKIE_PROGRAM_SLOT`,
+/// `ANSWER_PROGRAM_SLOT`, `SLOW_PATH_PROGRAM_SLOT`, `NEGATIVE_PROGRAM_SLOT`); the
+/// loader fills it.
 #[btf_map]
-pub static COOKIE_PROGRAMS: ProgramArray<3> = ProgramArray::new();
+pub static COOKIE_PROGRAMS: ProgramArray<PROGRAM_SLOTS> = ProgramArray::new();
+
+/// Negative answers for unsigned zones (see `negative`): how many zones have their
+/// names here (0: the program is not called) …
+#[btf_map]
+pub static NEGATIVE_SETTINGS: Array<u32, 1> = Array::new();
+/// … every name that exists in them, by `NameKey::new(hash, 0)` (not preallocated;
+/// sized from `[server] max_zone_names`) …
+#[btf_map]
+pub static ZONE_NAMES: HashMap<NameKey, ZoneName, NAME_STATS_SLOTS, { BPF_F_NO_PREALLOC }> = HashMap::new();
+/// … and each zone's SOA record as a negative answer carries it.
+#[btf_map]
+pub static ZONE_SOAS: Array<ZoneSoa, MAX_NEGATIVE_ZONES> = Array::new();
 
 /// The single SETTINGS entry, if the controller wrote one.
 #[inline(always)]

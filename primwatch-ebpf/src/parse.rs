@@ -14,7 +14,7 @@ use core::ptr;
 use primwatch_common::{
     ascii_lower_word, csum, name_hash_step,
     wire::{dns, eth, ipv4, ipv6, udp},
-    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, PASSED_IPV6, PASSED_QUERY,
+    Scratch, Verdict, MAX_CHECKSUMMED_DATAGRAM, MAX_NAME_LEN, NAME_HASH_SEED, PASSED_EDNS, PASSED_IPV6, PASSED_QUERY,
     PASSED_QUESTION, QCLASS_IN,
 };
 
@@ -160,7 +160,8 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     unsafe {
         ptr::write_volatile(&mut scratch.passed_name_len, name_len as u32);
         ptr::write_volatile(&mut scratch.passed_name_csum, name_csum);
-        ptr::write_volatile(&mut scratch.passed, passed | PASSED_QUESTION);
+        let edns_bit = if edns.is_some() { PASSED_EDNS } else { 0 };
+        ptr::write_volatile(&mut scratch.passed, passed | PASSED_QUESTION | edns_bit);
     }
 
     Ok(Query { l3_off, l4_off: ip.l4_off, is_ipv6: ip.is_ipv6, name_len, name_hash, name_csum, qtype, flags, edns })

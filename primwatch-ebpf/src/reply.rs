@@ -14,7 +14,7 @@ use primwatch_common::{
     cookie::REPLY_COOKIE_OPTION_LEN,
     csum,
     wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
-    AnswerSet, RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR,
+    RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR,
     QCLASS_IN, RRSIG_RR_MAX,
 };
 
@@ -54,11 +54,12 @@ const OPT_RR_CSUM: u64 = {
 };
 
 /// Turns the query into the reply in place and computes the checksums, as
-/// `Scratch::plan` says (the records come from `set`). When the plan has an RRSIG
+/// `Scratch::plan` says (the records come from `set`: an `AnswerSet`, or a zone's
+/// `ZoneSoa` for a negative answer, with `plan.rrs_off` into it). When the plan has an RRSIG
 /// record, its room after the records is left for `write_rrsig` and its checksum is
 /// counted in already; returns that room's offset in the frame.
 #[inline(always)]
-pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> Result<usize, Verdict> {
+pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Records) -> Result<usize, Verdict> {
     let plan = unsafe { core::ptr::read_volatile(&scratch.plan) };
     // Each value bounded again, for the verifier (the bounds hold for every real value).
     let l3_off = plan.l3_off as usize & L3_OFFSET_MASK;
@@ -100,7 +101,11 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
 
     let flags =
         dns::FLAG_QR | dns::FLAG_AA | (plan.flags as u16 & (dns::FLAG_RD | dns::FLAG_CD)) | plan.extra_flags as u16;
-    sum += write_headers(ctx, l4_off, udp_len, flags, plan.ancount as u16, has_edns as u16)?;
+    // The records are the answer section, or the authority section (a negative
+    // answer's SOA), chosen without a branch.
+    let in_authority = (plan.authority & 1) as u16;
+    let counts = [plan.ancount as u16 * (in_authority ^ 1), plan.ancount as u16 * in_authority];
+    sum += write_headers(ctx, l4_off, udp_len, flags, counts, has_edns as u16)?;
     sum += plan.name_csum;
 
     let answers_off = question_end;
@@ -110,18 +115,19 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
         if len == 0 || len > MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
-        if rrs_off > size_of::<AnswerSet>() - MAX_ANSWER_BYTES {
+        if size_of::<Records>() < MAX_ANSWER_BYTES || rrs_off > size_of::<Records>() - MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
-        let rrs = unsafe { (set as *const AnswerSet as *const u8).add(rrs_off) };
+        let rrs = unsafe { (set as *const Records as *const u8).add(rrs_off) };
         let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, rrs as *mut _, len as u32) };
         if stored != 0 {
             return Err(Verdict::Malformed);
         }
     }
     // Everything after the name starts at an odd offset when the name length is odd.
-    // The records are whole words; the RRSIG record starts at an even offset after
-    // them, and the OPT record after it at an odd one when the RRSIG's length is odd.
+    // Answer records are whole words (a negative answer's SOA may not be, and has no
+    // RRSIG after it); the RRSIG record starts after them, and the OPT record after it
+    // at an odd offset when the records' and the RRSIG's lengths add up to odd.
     let mut after_name = qtype as u64 + QCLASS_IN as u64 + plan.rrs_csum as u64 + plan.rrsig_csum as u64;
     let mut opt_sum = 0u64;
     if has_edns {
@@ -161,7 +167,7 @@ pub fn write_reply(ctx: &XdpContext, scratch: &mut Scratch, set: &AnswerSet) -> 
             opt_sum += csum::at_offset(scratch.cookie.reply_csum as u16, cookie_off) as u64;
         }
     }
-    after_name += csum::at_offset(csum::fold(opt_sum), rrsig_len) as u64;
+    after_name += csum::at_offset(csum::fold(opt_sum), rrs_len + rrsig_len) as u64;
     sum += csum::at_offset(csum::fold(after_name), name_len) as u64;
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
@@ -217,8 +223,8 @@ pub fn turn_around(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, udp_len: usiz
 }
 
 /// Writes the reply's UDP header (ports swapped, `udp_len`, the checksum zeroed until
-/// it is known) and DNS header (the ID and QDCOUNT kept, `flags`, `ancount`, NSCOUNT 0,
-/// `arcount`); returns their one's-complement sum for the UDP checksum. Shared by the
+/// it is known) and DNS header (the ID and QDCOUNT kept, `flags`, `counts` as
+/// (ANCOUNT, NSCOUNT), `arcount`); returns their one's-complement sum for the UDP checksum. Shared by the
 /// answer and the slow-path guard's TC reply.
 #[inline(always)]
 pub fn write_headers(
@@ -226,9 +232,10 @@ pub fn write_headers(
     l4_off: usize,
     udp_len: usize,
     flags: u16,
-    ancount: u16,
+    counts: [u16; 2],
     arcount: u16,
 ) -> Result<u64, Verdict> {
+    let [ancount, nscount] = counts;
     let hdr = bytes_at(ctx, l4_off & L4_OFFSET_MASK, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
     unsafe {
         swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
@@ -237,11 +244,16 @@ pub fn write_headers(
         let dns_hdr = hdr.add(udp::HLEN);
         put_be16(dns_hdr.add(dns::FLAGS_OFF), flags);
         put_be16(dns_hdr.add(dns::ANCOUNT_OFF), ancount);
-        put_be16(dns_hdr.add(dns::NSCOUNT_OFF), 0);
+        put_be16(dns_hdr.add(dns::NSCOUNT_OFF), nscount);
         put_be16(dns_hdr.add(dns::ARCOUNT_OFF), arcount);
         let ports = be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64;
-        // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT (0), ARCOUNT.
-        let header = be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1 + ancount as u64 + arcount as u64;
+        // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT, ARCOUNT.
+        let header = be16(dns_hdr.add(dns::ID_OFF)) as u64
+            + flags as u64
+            + 1
+            + ancount as u64
+            + nscount as u64
+            + arcount as u64;
         Ok(ports + udp_len as u64 + header)
     }
 }

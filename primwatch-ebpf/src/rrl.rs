@@ -154,6 +154,14 @@ pub fn client_prefix(
 /// says (branch-free) whether it goes out empty with TC=1.
 #[inline(always)]
 pub fn charge(scratch: &mut Scratch, name: u32, ancount: u16) -> bool {
+    let class = if ancount == 0 { ACCOUNT_CLASS_NODATA } else { ACCOUNT_CLASS_ANSWER };
+    charge_class(scratch, class, name)
+}
+
+/// As `charge`, for an answer of response class `class` (`ACCOUNT_CLASS_*`) on the
+/// account `name`.
+#[inline(always)]
+pub fn charge_class(scratch: &mut Scratch, class: u32, name: u32) -> bool {
     let state = unsafe { ptr::read_volatile(&scratch.rrl_state) };
     if state == RRL_OFF {
         return false;
@@ -163,7 +171,7 @@ pub fn charge(scratch: &mut Scratch, name: u32, ancount: u16) -> bool {
         return false;
     }
     let key = &mut scratch.rrl_key;
-    key.family |= if ancount == 0 { ACCOUNT_CLASS_NODATA } else { ACCOUNT_CLASS_ANSWER };
+    key.family |= class;
     key.name = name;
     let state = decide(key);
     unsafe { ptr::write_volatile(&mut scratch.rrl_state, state) };

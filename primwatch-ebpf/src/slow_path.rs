@@ -31,12 +31,13 @@ use primwatch_common::{
     csum,
     wire::{dns, ipv4, ipv6, udp},
     RrlBucket, RrlKey, Scratch, SlowPathSettings, Verdict, ACCOUNT_CLASS_PASSED, COOKIE_PROGRAM_SLOT, MAX_NAME_LEN,
-    PASSED_IPV6, PASSED_QUERY, PASSED_QUESTION, QCLASS_IN, RRL_CREDIT_UNIT, SLOW_PATH_PROGRAM_SLOT,
+    NEGATIVE_PROGRAM_SLOT, PASSED_IPV6, PASSED_QUERY, PASSED_QUESTION, QCLASS_IN, RRL_CREDIT_UNIT,
+    SLOW_PATH_PROGRAM_SLOT,
 };
 
 use crate::{
     maps::{
-        COOKIE_PROGRAMS, COOKIE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6, SLOW_PATH_SETTINGS,
+        COOKIE_PROGRAMS, COOKIE_SETTINGS, NEGATIVE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6, SLOW_PATH_SETTINGS,
         SLOW_PATH_TOTAL,
     },
     packet::{be16, bytes_at, frame_len, put_be16, swap_bytes},
@@ -49,11 +50,19 @@ const L3_OFFSET_MASK: usize = 0x1f;
 /// UDP header offset: 18 + 40 (IPv6) at most (IPv4 options are never answered).
 const L4_OFFSET_MASK: usize = 0x3f;
 
-/// Called by the answering program for a packet it passes: a query for the DNS server
-/// goes to the guard (which does not return here); anything else is passed.
+/// Called by the answering program for a packet it passes (`verdict` says why): a
+/// query for the DNS server goes to the guard, or first to the negative answers for a
+/// name it does not serve (neither returns here); anything else is passed.
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, scratch: &Scratch) -> u32 {
-    if unsafe { ptr::read_volatile(&scratch.passed) } & PASSED_QUERY != 0 {
+pub fn hand_over(ctx: &XdpContext, scratch: &Scratch, verdict: Verdict) -> u32 {
+    let passed = unsafe { ptr::read_volatile(&scratch.passed) };
+    if passed & PASSED_QUERY != 0 {
+        if passed & PASSED_QUESTION != 0
+            && verdict == Verdict::NameNotFound
+            && NEGATIVE_SETTINGS.get(0).is_some_and(|zones| *zones != 0)
+        {
+            unsafe { COOKIE_PROGRAMS.tail_call(ctx, NEGATIVE_PROGRAM_SLOT) };
+        }
         unsafe { COOKIE_PROGRAMS.tail_call(ctx, SLOW_PATH_PROGRAM_SLOT) };
     }
     xdp_action::XDP_PASS
@@ -159,7 +168,7 @@ fn write_tc(ctx: &XdpContext, scratch: &Scratch, l3_off: usize, is_ipv6: bool) -
     }
     let mut sum = turn_around(ctx, l3_off, is_ipv6, udp_len)?;
     let flags = dns::FLAG_QR | dns::FLAG_TC | (query_flags & (dns::FLAG_RD | dns::FLAG_CD));
-    sum += write_headers(ctx, l4_off, udp_len, flags, 0, 0)?;
+    sum += write_headers(ctx, l4_off, udp_len, flags, [0, 0], 0)?;
     sum += unsafe { ptr::read_volatile(&scratch.passed_name_csum) };
     // QTYPE and QCLASS follow the name, at an odd offset when its length is odd.
     sum += csum::at_offset(csum::fold(qtype as u64 + QCLASS_IN as u64), name_len) as u64;

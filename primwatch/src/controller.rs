@@ -51,6 +51,8 @@ pub struct Controller {
     /// What happened to the data plane at start (attached afresh, adopted after a clean
     /// stop or after a crash), shown by `ctl status`.
     dataplane_note: String,
+    /// Negative answers: the zone task (None in tests that drive the maps themselves).
+    zones: Option<crate::zone_data::ZoneFeed>,
     hooks: HookRunner,
     /// Checks in flight at once, over all targets (each holds a socket or a process).
     budget: Arc<checks::Budget>,
@@ -150,6 +152,7 @@ impl Controller {
             answers: None,
             metrics: Recorder::default(),
             dataplane_note: String::new(),
+            zones: None,
             hooks,
             budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
             local_errors: LocalErrorLog::default(),
@@ -336,6 +339,9 @@ impl Controller {
             return Err(e);
         }
         self.vote_all();
+        if let Some(zones) = &self.zones {
+            zones.update(&self.config);
+        }
         Ok(old_config)
     }
 
@@ -393,6 +399,11 @@ impl Controller {
 
     pub fn previous_run(&self) -> Option<PreviousRun> {
         self.previous_run
+    }
+
+    /// The zone task for negative answers, told of every config switch.
+    pub fn set_zone_feed(&mut self, feed: crate::zone_data::ZoneFeed) {
+        self.zones = Some(feed);
     }
 
     pub fn set_dataplane_note(&mut self, note: String) {

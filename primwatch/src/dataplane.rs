@@ -34,6 +34,8 @@ pub const PASS_PROGRAM: &str = "primwatch_pass";
 pub const COOKIE_PROGRAM: &str = "primwatch_cookie";
 /// The slow-path guard, tail-called for the queries the answering program passes.
 pub const SLOW_PATH_PROGRAM: &str = "primwatch_slow_path";
+/// Negative answers for unsigned zones, tail-called before the guard.
+pub const NEGATIVE_PROGRAM: &str = "primwatch_negative";
 const COOKIE_PROGRAMS_MAP: &str = "COOKIE_PROGRAMS";
 /// A bare reflector (the throughput bench's ceiling); loaded only when attached.
 pub const REFLECT_PROGRAM: &str = "primwatch_reflect";
@@ -56,13 +58,16 @@ const SLOW_PATH_SETTINGS_MAP: &str = "SLOW_PATH_SETTINGS";
 const SLOW_PATH_EXEMPT_V4_MAP: &str = "SLOW_PATH_EXEMPT_V4";
 const SLOW_PATH_EXEMPT_V6_MAP: &str = "SLOW_PATH_EXEMPT_V6";
 const SLOW_PATH_TOTAL_MAP: &str = "SLOW_PATH_TOTAL";
+const NEGATIVE_SETTINGS_MAP: &str = "NEGATIVE_SETTINGS";
+const ZONE_NAMES_MAP: &str = "ZONE_NAMES";
+const ZONE_SOAS_MAP: &str = "ZONE_SOAS";
 /// Not pinned: the secrets stay inside the program and this process.
 const COOKIE_SECRETS_MAP: &str = "COOKIE_SECRETS";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 20] = [
+const PINS: [(&str, &str); 23] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (RRSETS_MAP, "rrsets"),
@@ -82,6 +87,9 @@ const PINS: [(&str, &str); 20] = [
     (SLOW_PATH_EXEMPT_V4_MAP, "slow_path_exempt_v4"),
     (SLOW_PATH_EXEMPT_V6_MAP, "slow_path_exempt_v6"),
     (SLOW_PATH_TOTAL_MAP, "slow_path_total"),
+    (NEGATIVE_SETTINGS_MAP, "negative_settings"),
+    (ZONE_NAMES_MAP, "zone_names"),
+    (ZONE_SOAS_MAP, "zone_soas"),
     // Pinned so that the kernel keeps its entries while the program answers without
     // us (on_stop = "keep"): a program array is emptied when its last user goes.
     (COOKIE_PROGRAMS_MAP, "cookie_programs"),
@@ -127,19 +135,22 @@ impl Dataplane {
             .map_max_entries(RRSETS_MAP, 2 * capacities.record_sets)
             .map_max_entries(SET_VERSIONS_MAP, capacities.record_sets)
             .map_max_entries(RRSIGS_MAP, capacities.signatures)
+            .map_max_entries(ZONE_NAMES_MAP, capacities.zone_names)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
-        for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM, SLOW_PATH_PROGRAM] {
+        for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM, SLOW_PATH_PROGRAM, NEGATIVE_PROGRAM] {
             let program: &mut Xdp =
                 ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
             program.load().with_context(|| format!("verifying program {name}"))?;
         }
-        // The tail calls between the answering program, the cookie program and the guard.
+        // The tail calls between the answering program, the cookie program, the guard
+        // and the negative answers.
         let mut fds = Vec::new();
         for (slot, name) in [
             (primwatch_common::COOKIE_PROGRAM_SLOT, COOKIE_PROGRAM),
             (primwatch_common::ANSWER_PROGRAM_SLOT, ANSWER_PROGRAM),
             (primwatch_common::SLOW_PATH_PROGRAM_SLOT, SLOW_PATH_PROGRAM),
+            (primwatch_common::NEGATIVE_PROGRAM_SLOT, NEGATIVE_PROGRAM),
         ] {
             let program: &Xdp = ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
             fds.push((slot, name, program.fd()?.try_clone()?));
@@ -312,6 +323,16 @@ impl Dataplane {
             written: Default::default(),
             current: None,
         })
+    }
+
+    /// The writer of the zones' names and SOAs for negative answers (see `zone_data`).
+    pub fn negative_writer(&mut self) -> Result<crate::zone_data::NegativeMapWriter> {
+        let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        Ok(crate::zone_data::NegativeMapWriter::new(
+            take(ZONE_NAMES_MAP)?.try_into()?,
+            take(ZONE_SOAS_MAP)?.try_into()?,
+            take(NEGATIVE_SETTINGS_MAP)?.try_into()?,
+        ))
     }
 
     fn views_writer(&mut self) -> Result<ViewMapWriter> {

@@ -93,6 +93,18 @@ impl DnsName {
         hickory_proto::rr::Name::from_labels(labels).expect("a parsed name is a valid name")
     }
 
+    /// A name from hickory-proto (a zone transfer's owner), lowercased; None for the
+    /// root. Any label bytes are kept (zone files may hold names `parse` refuses).
+    pub fn from_hickory(name: &hickory_proto::rr::Name) -> Option<DnsName> {
+        let mut wire = Vec::with_capacity(name.len() + 1);
+        for label in name.iter() {
+            wire.push(label.len() as u8);
+            wire.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+        }
+        wire.push(0);
+        (wire.len() > 1 && wire.len() <= MAX_NAME_LEN).then_some(DnsName { wire })
+    }
+
     /// The zone of `zones` (apex, value) this name lies in with the longest apex: the
     /// zone that holds it (RFC 1034 §4.2).
     pub fn closest_zone<'a, T>(&self, zones: impl IntoIterator<Item = (&'a DnsName, T)>) -> Option<(&'a DnsName, T)> {

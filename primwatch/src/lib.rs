@@ -33,3 +33,4 @@ pub mod signatures;
 pub mod state;
 pub mod supervise;
 pub mod view_index;
+pub mod zone_data;

@@ -711,6 +711,7 @@ async fn serve(
     dataplane.pin_maps(&config.pin_dir)?;
     let maps = dataplane.answer_maps()?;
     let cookies = dataplane.cookie_writer()?;
+    let negative = dataplane.negative_writer()?;
     // XDP answers only frames addressed to this host: its MACs and addresses first.
     let mut host = dataplane.host_writer()?;
     host.refresh(&config.interfaces)?;
@@ -724,7 +725,9 @@ async fn serve(
         (config.port, config.pin_dir.clone(), config.interfaces.clone(), config.xdp_mode);
     let (metrics_listen, control_socket, control_access) =
         (config.metrics_listen, config.control_socket.clone(), config.control_access.clone());
+    let zones = primwatch::zone_data::ZoneFeed::start(negative, primwatch::zone_data::Inputs::of(&config));
     let mut controller = Controller::start(config, Some(config_path), (pushed, refusal), maps, cookies)?;
+    controller.set_zone_feed(zones);
     info!(names, targets, "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold

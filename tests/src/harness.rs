@@ -42,6 +42,9 @@ pub struct Harness {
     /// (current, previous) secrets.
     cookie_secrets: ([u8; 16], [u8; 16]),
     cookie_clock_offset_ns: u64,
+    /// Negative answers: the zones' names and SOAs, published by `publish_zones`.
+    negative: primwatch::zone_data::NegativeMapWriter,
+    zone_inputs: primwatch::zone_data::Inputs,
 }
 
 /// The harness's cookie secret when the config names none (RFC 9018 Appendix A's).
@@ -121,7 +124,11 @@ impl Harness {
         cookies.set_enabled(config.cookies.enabled)?;
         // BPF_PROG_TEST_RUN hands the program frames as received on loopback.
         dataplane.host_writer()?.write(&harness_host())?;
+        let negative = dataplane.negative_writer()?;
+        let zone_inputs = primwatch::zone_data::Inputs::of(&config);
         Ok(Harness {
+            negative,
+            zone_inputs,
             dataplane,
             maps,
             cookies,
@@ -129,6 +136,20 @@ impl Harness {
             cookie_secrets: (secret, secret),
             cookie_clock_offset_ns,
         })
+    }
+
+    /// Publishes negative answers for `zones` ((apex, zone file text)), as the zone
+    /// task does after a transfer; returns the names written.
+    pub fn publish_zones(&mut self, zones: &[(&str, &str)]) -> Result<usize> {
+        let mut contents = std::collections::BTreeMap::new();
+        for (apex, text) in zones {
+            let apex = primwatch::dns_name::DnsName::parse(apex).map_err(anyhow::Error::msg)?;
+            contents.insert(apex.clone(), primwatch::zone_data::ZoneContents::from_zone_file(&apex, text)?);
+        }
+        let inputs = &self.zone_inputs;
+        let mut declared: Vec<_> = inputs.zones.keys().cloned().collect();
+        declared.extend(contents.keys().cloned());
+        self.negative.publish(&contents, &declared, &inputs.managed, inputs.capacity)
     }
 
     pub fn run(&self, frame: &[u8]) -> Result<Outcome> {

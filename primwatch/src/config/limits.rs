@@ -30,6 +30,8 @@ pub const SIGNATURE_VALIDITY: RangeInclusive<Duration> = Duration::from_secs(10)
 /// most. A cookie lives an hour (RFC 9018 §4.3), so rotating faster refuses valid ones:
 /// the shortest rotations are for tests.
 pub const COOKIE_ROTATION: RangeInclusive<Duration> = SECOND..=Duration::from_secs(30 * 24 * 3600);
+/// `[zones."APEX"] refresh`: how often a zone's SOA serial is checked.
+pub const ZONE_REFRESH: RangeInclusive<Duration> = SECOND..=HOUR;
 /// `[rrl] window`.
 pub const RRL_WINDOW: RangeInclusive<Duration> = SECOND..=HOUR;
 /// `[resolver] min_ttl` and `max_ttl`: how long a resolved target address is kept.

@@ -31,11 +31,14 @@ mod rrl;
 pub mod slow_path;
 pub mod target_addresses;
 mod views;
+mod zones;
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
 };
 pub use views::ViewConfig;
+pub use zones::{Dnssec, NegativeAnswers, ZoneConfig};
+use zones::RawZone;
 
 pub use cookies::{parse_cookie_secret, CookieConfig};
 use cookies::{parse_cookies, RawCookies};
@@ -200,87 +203,6 @@ pub fn release_freed_memory() {
     }
 }
 
-/// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`.
-fn parse_dnssec(
-    apex_text: &str,
-    apex: &DnsName,
-    raw: RawZone,
-    config_dir: &Path,
-    at: &health::At,
-) -> Result<Dnssec, ConfigError> {
-    let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
-    let mode = match &raw.dnssec {
-        None => "off",
-        Some(value) => value.get_ref().as_str(),
-    };
-    let signing = mode == "sign";
-    for (field, present) in [("key", raw.key.as_ref()), ("signature_validity", raw.signature_validity.as_ref())] {
-        if let (Some(value), false) = (present, signing) {
-            return Err(at(value.span(), format!("{} applies only with dnssec = \"sign\"", key_of(field))));
-        }
-    }
-    match mode {
-        "off" => Ok(Dnssec::Off),
-        "pass" => Ok(Dnssec::Pass),
-        "sign" => {
-            let Some(key) = raw.key else {
-                return Err(at(
-                    dnssec_span_of(&raw.dnssec),
-                    format!(
-                        "{} = \"sign\" needs {} (the key pair dnssec-keygen wrote)",
-                        key_of("dnssec"),
-                        key_of("key")
-                    ),
-                ));
-            };
-            let validity = match &raw.signature_validity {
-                None => crate::dnssec::DEFAULT_VALIDITY,
-                Some(text) => limits::duration_in(text, &key_of("signature_validity"), limits::SIGNATURE_VALIDITY, at)?,
-            };
-            let path = config_dir.join(key.get_ref());
-            let signer = crate::dnssec::ZoneSigner::load(apex, &path, validity)
-                .map_err(|e| at(key.span(), format!("{}: {e:#}", key_of("key"))))?;
-            Ok(Dnssec::Sign(std::sync::Arc::new(signer)))
-        }
-        other => Err(at(
-            dnssec_span_of(&raw.dnssec),
-            format!("{} '{other}' is not one of off, pass, sign", key_of("dnssec")),
-        )),
-    }
-}
-
-fn dnssec_span_of(value: &Option<Spanned<String>>) -> Range<usize> {
-    value.as_ref().map(|v| v.span()).unwrap_or_default()
-}
-
-/// A zone the served names lie in (`[zones."example.com"]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneConfig {
-    pub dnssec: Dnssec,
-}
-
-/// Whether a zone is DNSSEC-signed, and so who answers DO=1 queries for its names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dnssec {
-    /// Unsigned (the default): a DO=1 query gets the same answer as without DO, from
-    /// XDP, with DO copied into the reply (RFC 3225 §3).
-    Off,
-    /// Signed by the DNS server behind XDP: DO=1 queries go to it.
-    Pass,
-    /// Signed with this key by primwatch (the answers XDP gives) and by the DNS server
-    /// behind it (the rest of the zone): DO=1 answers carry their RRSIG.
-    Sign(std::sync::Arc<crate::dnssec::ZoneSigner>),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawZone {
-    dnssec: Option<Spanned<String>>,
-    /// `dnssec = "sign"`: the BIND-format key pair (`K<zone>.+013+<tag>`).
-    key: Option<Spanned<String>>,
-    signature_validity: Option<Spanned<String>>,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct NameConfig {
     pub ttl: u32,
@@ -416,6 +338,8 @@ pub struct MapCapacities {
     pub rrl_table: u32,
     /// RRSIG records of signed zones XDP holds (`server.max_signatures`).
     pub signatures: u32,
+    /// Names of the zones XDP answers negatively for (`server.max_zone_names`).
+    pub zone_names: u32,
 }
 
 impl Default for MapCapacities {
@@ -425,6 +349,7 @@ impl Default for MapCapacities {
             record_sets: primwatch_common::DEFAULT_RECORD_SETS as u32,
             rrl_table: RrlConfig::DEFAULT_TABLE_SIZE,
             signatures: primwatch_common::NAME_STATS_SLOTS as u32,
+            zone_names: MapCapacities::DEFAULT_ZONE_NAMES,
         }
     }
 }
@@ -437,6 +362,11 @@ impl MapCapacities {
     /// Most `server.max_signatures`: 16,777,216 (about 300 bytes each, allocated as
     /// signatures are made).
     pub const MAX_SIGNATURES: u32 = 1 << 24;
+    /// Default `server.max_zone_names`: 1,048,576 (about 300 bytes each, allocated as
+    /// zones are transferred).
+    pub const DEFAULT_ZONE_NAMES: u32 = 1 << 20;
+    /// Most `server.max_zone_names`: 16,777,216.
+    pub const MAX_ZONE_NAMES: u32 = 1 << 24;
 }
 
 /// Where a name's addresses come from.
@@ -553,6 +483,7 @@ struct RawServer {
     max_names: Option<Spanned<u32>>,
     max_record_sets: Option<Spanned<u32>>,
     max_signatures: Option<Spanned<u32>>,
+    max_zone_names: Option<Spanned<u32>>,
 }
 
 fn default_port() -> Spanned<u16> {
@@ -580,7 +511,7 @@ impl Config {
     /// Whether XDP answers DO=1 queries for `name`: its zone is declared and unsigned.
     /// With no zones declared, nothing is known to be unsigned, so nothing is.
     pub fn answers_dnssec_ok(&self, name: &DnsName) -> bool {
-        matches!(self.zone_of(name), Some((_, ZoneConfig { dnssec: Dnssec::Off })))
+        matches!(self.zone_of(name), Some((_, ZoneConfig { dnssec: Dnssec::Off, .. })))
     }
 
     /// (apex, key) of every zone primwatch signs.
@@ -597,7 +528,7 @@ impl Config {
     /// The key `name`'s answers are signed with, if its zone is signed by primwatch.
     pub fn signer_of(&self, name: &DnsName) -> Option<&std::sync::Arc<crate::dnssec::ZoneSigner>> {
         match self.zone_of(name) {
-            Some((_, ZoneConfig { dnssec: Dnssec::Sign(signer) })) => Some(signer),
+            Some((_, ZoneConfig { dnssec: Dnssec::Sign(signer), .. })) => Some(signer),
             _ => None,
         }
     }
@@ -632,6 +563,8 @@ impl Config {
             Some("server.max_record_sets")
         } else if self.capacities.signatures != other.capacities.signatures {
             Some("server.max_signatures")
+        } else if self.capacities.zone_names != other.capacities.zone_names {
+            Some("server.max_zone_names")
         } else if self.control_access != other.control_access {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
@@ -725,7 +658,10 @@ impl Config {
             capacity(&server.max_record_sets, defaults.record_sets, MapCapacities::MAX_RECORD_SETS, "max_record_sets")?;
         let (signatures_capacity, max_signatures_span) =
             capacity(&server.max_signatures, defaults.signatures, MapCapacities::MAX_SIGNATURES, "max_signatures")?;
+        let (zone_names_capacity, _) =
+            capacity(&server.max_zone_names, defaults.zone_names, MapCapacities::MAX_ZONE_NAMES, "max_zone_names")?;
         let capacities = MapCapacities {
+            zone_names: zone_names_capacity,
             names: names_capacity,
             record_sets: sets_capacity,
             signatures: signatures_capacity,
@@ -822,13 +758,23 @@ impl Config {
             if dns_name.is_wildcard() {
                 return Err(at(apex_span, format!("zone '{apex_text}': a zone apex cannot be a wildcard")));
             }
-            let dnssec = parse_dnssec(&apex_text, &dns_name, zone.into_inner(), &views::config_dir(path), &at)?;
-            if zones.insert(dns_name, ZoneConfig { dnssec }).is_some() {
+            let zone = zones::parse_zone(&apex_text, &dns_name, zone.into_inner(), &views::config_dir(path), &at)?;
+            if zones.insert(dns_name, zone).is_some() {
                 return Err(at(
                     apex_span,
                     format!("zone '{apex_text}' is declared twice (names are case-insensitive)"),
                 ));
             }
+        }
+        let negative = zones.values().filter(|z: &&ZoneConfig| z.negative.is_some()).count();
+        if negative > zones::MAX_NEGATIVE_ZONES {
+            return Err(at(
+                0..0,
+                format!(
+                    "{negative} zones have negative_answers = true; XDP holds the SOAs of at most {}",
+                    zones::MAX_NEGATIVE_ZONES
+                ),
+            ));
         }
         // After the zones: a name file's name outside them is reported at its own line.
         for file in &raw.name_files {

@@ -1,0 +1,172 @@
+//! `[zones."APEX"]`: the zones the served names lie in — whether each is signed, and by
+//! whom, and whether XDP answers what does not exist in it.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    ops::Range,
+    path::Path,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{health::At, limits, ConfigError};
+use crate::dns_name::DnsName;
+
+/// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`.
+fn parse_dnssec(
+    apex_text: &str,
+    apex: &DnsName,
+    raw: &RawZone,
+    config_dir: &Path,
+    at: &At,
+) -> Result<Dnssec, ConfigError> {
+    let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
+    let mode = match &raw.dnssec {
+        None => "off",
+        Some(value) => value.get_ref().as_str(),
+    };
+    let signing = mode == "sign";
+    for (field, present) in [("key", raw.key.as_ref()), ("signature_validity", raw.signature_validity.as_ref())] {
+        if let (Some(value), false) = (present, signing) {
+            return Err(at(value.span(), format!("{} applies only with dnssec = \"sign\"", key_of(field))));
+        }
+    }
+    match mode {
+        "off" => Ok(Dnssec::Off),
+        "pass" => Ok(Dnssec::Pass),
+        "sign" => {
+            let Some(key) = &raw.key else {
+                return Err(at(
+                    dnssec_span_of(&raw.dnssec),
+                    format!(
+                        "{} = \"sign\" needs {} (the key pair dnssec-keygen wrote)",
+                        key_of("dnssec"),
+                        key_of("key")
+                    ),
+                ));
+            };
+            let validity = match &raw.signature_validity {
+                None => crate::dnssec::DEFAULT_VALIDITY,
+                Some(text) => limits::duration_in(text, &key_of("signature_validity"), limits::SIGNATURE_VALIDITY, at)?,
+            };
+            let path = config_dir.join(key.get_ref());
+            let signer = crate::dnssec::ZoneSigner::load(apex, &path, validity)
+                .map_err(|e| at(key.span(), format!("{}: {e:#}", key_of("key"))))?;
+            Ok(Dnssec::Sign(std::sync::Arc::new(signer)))
+        }
+        other => Err(at(
+            dnssec_span_of(&raw.dnssec),
+            format!("{} '{other}' is not one of off, pass, sign", key_of("dnssec")),
+        )),
+    }
+}
+
+fn dnssec_span_of(value: &Option<Spanned<String>>) -> Range<usize> {
+    value.as_ref().map(|v| v.span()).unwrap_or_default()
+}
+
+/// A zone the served names lie in (`[zones."example.com"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    pub dnssec: Dnssec,
+    /// Some: XDP answers what does not exist in the zone (see `zone_data`).
+    pub negative: Option<NegativeAnswers>,
+}
+
+/// `negative_answers = true`: where the zone's contents come from and how often they
+/// are checked for a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NegativeAnswers {
+    /// The DNS server that transfers the zone (AXFR over TCP, RFC 5936); the default,
+    /// PowerDNS on this host, allows transfers to 127.0.0.0/8 as shipped.
+    pub transfer_from: SocketAddr,
+    /// How often its SOA serial is asked for; a changed serial means a new transfer.
+    pub refresh: Duration,
+}
+
+impl NegativeAnswers {
+    pub const DEFAULT_TRANSFER_FROM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53);
+    pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+}
+
+/// Most zones with `negative_answers` (each has a slot for its SOA in XDP).
+pub const MAX_NEGATIVE_ZONES: usize = primwatch_common::MAX_NEGATIVE_ZONES;
+
+/// One `[zones."APEX"]` table.
+pub(super) fn parse_zone(
+    apex_text: &str,
+    apex: &DnsName,
+    raw: RawZone,
+    config_dir: &Path,
+    at: &At,
+) -> Result<ZoneConfig, ConfigError> {
+    let dnssec = parse_dnssec(apex_text, apex, &raw, config_dir, at)?;
+    let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
+    let wanted = raw.negative_answers.as_ref().is_some_and(|v| *v.get_ref());
+    if !wanted {
+        for (field, value) in [("transfer_from", &raw.transfer_from), ("refresh", &raw.refresh)] {
+            if let Some(value) = value {
+                return Err(at(value.span(), format!("{} applies only with negative_answers = true", key_of(field))));
+            }
+        }
+        return Ok(ZoneConfig { dnssec, negative: None });
+    }
+    if dnssec != Dnssec::Off {
+        let span = raw.negative_answers.as_ref().map(|v| v.span()).unwrap_or_default();
+        return Err(at(
+            span,
+            format!(
+                "{} = true needs an unsigned zone (dnssec = \"off\"): a signed zone's denials carry NSEC3 records \
+                 signed online, which the DNS server behind XDP makes",
+                key_of("negative_answers")
+            ),
+        ));
+    }
+    let transfer_from = match &raw.transfer_from {
+        None => NegativeAnswers::DEFAULT_TRANSFER_FROM,
+        Some(text) => text.get_ref().parse::<SocketAddr>().map_err(|_| {
+            at(
+                text.span(),
+                format!("{} '{}' is not an address and port like \"127.0.0.1:53\"", key_of("transfer_from"), text.get_ref()),
+            )
+        })?,
+    };
+    if transfer_from.port() == 0 {
+        let span = raw.transfer_from.as_ref().map(|v| v.span()).unwrap_or_default();
+        return Err(at(span, format!("{}: port 0 is not a port", key_of("transfer_from"))));
+    }
+    let refresh =
+        limits::duration_or(&raw.refresh, NegativeAnswers::DEFAULT_REFRESH, &key_of("refresh"), limits::ZONE_REFRESH, at)?;
+    Ok(ZoneConfig { dnssec, negative: Some(NegativeAnswers { transfer_from, refresh }) })
+}
+
+/// Whether a zone is DNSSEC-signed, and so who answers DO=1 queries for its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dnssec {
+    /// Unsigned (the default): a DO=1 query gets the same answer as without DO, from
+    /// XDP, with DO copied into the reply (RFC 3225 §3).
+    Off,
+    /// Signed by the DNS server behind XDP: DO=1 queries go to it.
+    Pass,
+    /// Signed with this key by primwatch (the answers XDP gives) and by the DNS server
+    /// behind it (the rest of the zone): DO=1 answers carry their RRSIG.
+    Sign(std::sync::Arc<crate::dnssec::ZoneSigner>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawZone {
+    dnssec: Option<Spanned<String>>,
+    /// `dnssec = "sign"`: the BIND-format key pair (`K<zone>.+013+<tag>`).
+    key: Option<Spanned<String>>,
+    signature_validity: Option<Spanned<String>>,
+    /// XDP answers NXDOMAIN and NODATA for the zone (unsigned zones only) …
+    negative_answers: Option<Spanned<bool>>,
+    /// … from its contents as the DNS server at this address transfers them (AXFR) …
+    transfer_from: Option<Spanned<String>>,
+    /// … whose SOA serial is checked this often.
+    refresh: Option<Spanned<String>>,
+}
+

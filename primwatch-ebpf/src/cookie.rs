@@ -24,9 +24,7 @@ use primwatch_common::{
     CookieScratch, Scratch, ANSWER_PROGRAM_SLOT, COOKIE_PROGRAM_SLOT, COOKIE_RESUMED, RRL_OFF,
 };
 
-use crate::{
-    maps::{COOKIE_PROGRAMS, COOKIE_SECRETS, COOKIE_SETTINGS, COUNTERS, SCRATCH},
-};
+use crate::maps::{COOKIE_PROGRAMS, COOKIE_SECRETS, COOKIE_SETTINGS, COUNTERS, SCRATCH};
 
 /// Verifier bound for the COOKIE option's offset in the frame (< 4 KiB).
 const OFFSET_MASK: usize = 0xfff;

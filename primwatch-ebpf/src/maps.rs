@@ -10,8 +10,7 @@ use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
     AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr, Scratch,
     Settings, SlowPathSettings, ViewMatch, ZoneName, ZoneSoa, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
-    DEFAULT_RECORD_SETS, MAX_NEGATIVE_ZONES, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS,
-    PROGRAM_SLOTS,
+    DEFAULT_RECORD_SETS, MAX_NEGATIVE_ZONES, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS, PROGRAM_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.

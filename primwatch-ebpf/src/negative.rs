@@ -23,8 +23,8 @@ use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, pro
 use primwatch_common::{
     wire::{dns, ipv4, ipv6, udp},
     NameKey, ReplyPlan, Scratch, Verdict, ZoneName, ZoneSoa, ACCOUNT_CLASS_NODATA, ACCOUNT_CLASS_NXDOMAIN,
-    MAX_NAME_LEN, PASSED_EDNS, PASSED_IPV6, PASSED_QUESTION, SLOW_PATH_PROGRAM_SLOT,
-    SOA_RR_MAX, ZONE_NAME_APEX, ZONE_NAME_CNAME, ZONE_NAME_HANDS_OFF, ZONE_NAME_MANAGED, ZONE_NAME_WILDCARD_BELOW,
+    MAX_NAME_LEN, PASSED_EDNS, PASSED_IPV6, PASSED_QUESTION, SLOW_PATH_PROGRAM_SLOT, SOA_RR_MAX, ZONE_NAME_APEX,
+    ZONE_NAME_CNAME, ZONE_NAME_HANDS_OFF, ZONE_NAME_MANAGED, ZONE_NAME_WILDCARD_BELOW,
 };
 
 use crate::{
@@ -205,8 +205,7 @@ fn closest_encloser(
         }
         let candidate = scratch.wildcard.as_mut_ptr();
         unsafe {
-            let loaded =
-                bpf_xdp_load_bytes(ctx.ctx, (name_off + skip) as u32, candidate as *mut _, rest as u32);
+            let loaded = bpf_xdp_load_bytes(ctx.ctx, (name_off + skip) as u32, candidate as *mut _, rest as u32);
             if loaded != 0 {
                 return Err(Verdict::Malformed);
             }

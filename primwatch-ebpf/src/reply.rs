@@ -14,8 +14,8 @@ use primwatch_common::{
     cookie::REPLY_COOKIE_OPTION_LEN,
     csum,
     wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
-    RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR,
-    QCLASS_IN, RRSIG_RR_MAX,
+    RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR, QCLASS_IN,
+    RRSIG_RR_MAX,
 };
 
 use crate::{
@@ -248,12 +248,8 @@ pub fn write_headers(
         put_be16(dns_hdr.add(dns::ARCOUNT_OFF), arcount);
         let ports = be16(hdr.add(udp::SRC_PORT_OFF)) as u64 + be16(hdr.add(udp::DST_PORT_OFF)) as u64;
         // ID, flags, QDCOUNT (1), ANCOUNT, NSCOUNT, ARCOUNT.
-        let header = be16(dns_hdr.add(dns::ID_OFF)) as u64
-            + flags as u64
-            + 1
-            + ancount as u64
-            + nscount as u64
-            + arcount as u64;
+        let header =
+            be16(dns_hdr.add(dns::ID_OFF)) as u64 + flags as u64 + 1 + ancount as u64 + nscount as u64 + arcount as u64;
         Ok(ports + udp_len as u64 + header)
     }
 }

@@ -37,8 +37,8 @@ use primwatch_common::{
 
 use crate::{
     maps::{
-        COOKIE_PROGRAMS, COOKIE_SETTINGS, NEGATIVE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6, SLOW_PATH_SETTINGS,
-        SLOW_PATH_TOTAL,
+        COOKIE_PROGRAMS, COOKIE_SETTINGS, NEGATIVE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6,
+        SLOW_PATH_SETTINGS, SLOW_PATH_TOTAL,
     },
     packet::{be16, bytes_at, frame_len, put_be16, swap_bytes},
     reply::{turn_around, write_headers},

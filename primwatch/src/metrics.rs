@@ -471,6 +471,11 @@ impl Collector for Exported {
                 "primwatch_xdp_slow_path_events",
                 "Queries passed to the DNS server, by the slow-path guard's decision: passed (within the budgets), exempt, cookie (over a budget, with a verified server cookie), dropped (over a budget).",
             ),
+            (
+                "negative_",
+                "primwatch_xdp_negative_answers",
+                "Negative answers XDP gave for names of unsigned zones it holds (negative_answers = true): nxdomain (the name exists nowhere in the zone), nodata (the name has no records of the type).",
+            ),
         ] {
             counters(
                 e,

@@ -464,9 +464,8 @@ async fn keep_published(mut writer: NegativeMapWriter, mut inputs: watch::Receiv
                 continue;
             }
             due.insert(apex.clone(), now + negative.refresh);
-            let zone = tracked
-                .entry(apex.clone())
-                .or_insert(Tracked { contents: None, last_transfer: None, failures: 0 });
+            let zone =
+                tracked.entry(apex.clone()).or_insert(Tracked { contents: None, last_transfer: None, failures: 0 });
             match refresh(apex, negative, zone, current.capacity).await {
                 Ok(changed) => {
                     if zone.failures >= FAILURES_BEFORE_DROP {
@@ -479,12 +478,12 @@ async fn keep_published(mut writer: NegativeMapWriter, mut inputs: watch::Receiv
                     zone.failures += 1;
                     if zone.failures == 1 || zone.failures == FAILURES_BEFORE_DROP {
                         warn!(zone = %apex, server = %negative.transfer_from, error = %format!("{e:#}"),
-                            failures = zone.failures, "zone check failed; its negative answers {}",
-                            if zone.failures >= FAILURES_BEFORE_DROP && zone.contents.is_some() {
-                                "go back to the DNS server"
-                            } else {
-                                "stay as they were"
-                            });
+                        failures = zone.failures, "zone check failed; its negative answers {}",
+                        if zone.failures >= FAILURES_BEFORE_DROP && zone.contents.is_some() {
+                            "go back to the DNS server"
+                        } else {
+                            "stay as they were"
+                        });
                     }
                     if zone.failures >= FAILURES_BEFORE_DROP && zone.contents.take().is_some() {
                         republish = true;
@@ -502,7 +501,8 @@ async fn keep_published(mut writer: NegativeMapWriter, mut inputs: watch::Receiv
                 Err(e) => warn!(error = %format!("{e:#}"), "negative answers not published; the previous ones stay"),
             }
         }
-        let next = due.values().min().copied().unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let next =
+            due.values().min().copied().unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             changed = inputs.changed() => {
                 if changed.is_err() {

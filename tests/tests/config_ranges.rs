@@ -31,6 +31,7 @@ max_checks_in_flight = 64
 max_names = 1000
 max_record_sets = 1000
 max_signatures = 1000
+max_zone_names = 1000
 
 [powerdns]
 socket = "{dir}/pdns.sock"
@@ -112,6 +113,11 @@ ttl = 20
 dnssec = "sign"
 key = "{key}"
 signature_validity = "14d"
+
+[zones."unsigned.test"]
+negative_answers = true
+transfer_from = "127.0.0.1:5399"
+refresh = "5s"
 "#;
 
 #[derive(Debug, Clone)]

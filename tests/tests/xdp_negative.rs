@@ -217,8 +217,13 @@ fn denials_carry_cookies_and_ecs_as_answers_do_and_are_rate_limited_per_zone() {
     assert_eq!(bytes.len(), 24, "client cookie and a 16-byte server cookie");
     // ECS: echoed with scope 0 (the denial is the same for every client).
     let ecs = (8u16, vec![0, 1, 24, 0, 198, 51, 100]);
-    let (verdict, out, _) =
-        ask(&h, &flow, "ecs.example.test", RecordType::A, Some(EdnsQuery { options: vec![ecs], ..EdnsQuery::default() }));
+    let (verdict, out, _) = ask(
+        &h,
+        &flow,
+        "ecs.example.test",
+        RecordType::A,
+        Some(EdnsQuery { options: vec![ecs], ..EdnsQuery::default() }),
+    );
     assert_eq!(verdict, XDP_TX);
     let msg = assert_denied(&out, "ecs.example.test", RecordType::A, ResponseCode::NXDomain);
     assert_eq!(dns::ecs_scope(&msg), Some(0), "ECS echoed with scope 0");

@@ -37,8 +37,8 @@ pub use health::{
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
 };
 pub use views::ViewConfig;
-pub use zones::{Dnssec, NegativeAnswers, ZoneConfig};
 use zones::RawZone;
+pub use zones::{Dnssec, NegativeAnswers, ZoneConfig};
 
 pub use cookies::{parse_cookie_secret, CookieConfig};
 use cookies::{parse_cookies, RawCookies};
@@ -1196,6 +1196,39 @@ a = ["192.0.2.9"]
         assert!(e.reason.contains("applies only with dnssec = \"sign\""), "{e}");
         let e = error(&format!("{GOOD}\n[zones.\"example.test\"]\n[zones.\"EXAMPLE.test\"]\n"));
         assert!(e.reason.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn negative_answers_need_an_unsigned_zone_an_address_and_a_refresh_in_range() {
+        let zone = |body: &str| format!("{GOOD}\n[zones.\"example.test\"]\n{body}\n");
+        let config = parse(&zone("negative_answers = true")).unwrap();
+        let apex = DnsName::parse("example.test").unwrap();
+        let negative = config.zones[&apex].negative.unwrap();
+        assert_eq!(negative.transfer_from, NegativeAnswers::DEFAULT_TRANSFER_FROM);
+        assert_eq!(negative.refresh, NegativeAnswers::DEFAULT_REFRESH);
+        let config = parse(&zone("negative_answers = true\ntransfer_from = \"[::1]:5300\"\nrefresh = \"1h\"")).unwrap();
+        let negative = config.zones[&apex].negative.unwrap();
+        assert_eq!(negative.transfer_from, "[::1]:5300".parse().unwrap());
+        assert_eq!(negative.refresh, std::time::Duration::from_secs(3600));
+        assert_eq!(parse(&zone("negative_answers = false")).unwrap().zones[&apex].negative, None);
+        for (body, expected, line) in [
+            ("dnssec = \"pass\"\nnegative_answers = true", "needs an unsigned zone", 17),
+            ("transfer_from = \"127.0.0.1:53\"", "applies only with negative_answers = true", 16),
+            ("negative_answers = false\nrefresh = \"5s\"", "applies only with negative_answers = true", 17),
+            ("negative_answers = true\ntransfer_from = \"localhost:53\"", "is not an address and port", 17),
+            ("negative_answers = true\ntransfer_from = \"127.0.0.1\"", "is not an address and port", 17),
+            ("negative_answers = true\ntransfer_from = \"127.0.0.1:0\"", "port 0 is not a port", 17),
+            ("negative_answers = true\nrefresh = \"500ms\"", "out of range", 17),
+            ("negative_answers = true\nrefresh = \"2h\"", "out of range", 17),
+            ("negative_answers = true\nrefresh = \"soon\"", "is not a duration", 17),
+            ("negative_answers = \"yes\"", "invalid type", 16),
+        ] {
+            let e = error(&zone(body));
+            assert!(e.reason.contains(expected), "{body}: {e}");
+            assert_eq!(e.line, line, "{body}: {e}");
+        }
+        let e = error(&GOOD.replacen("[server]\n", "[server]\nmax_zone_names = 0\n", 1));
+        assert!(e.reason.contains("server.max_zone_names = 0 is out of range"), "{e}");
     }
 
     #[test]

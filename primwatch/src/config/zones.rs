@@ -129,7 +129,11 @@ pub(super) fn parse_zone(
         Some(text) => text.get_ref().parse::<SocketAddr>().map_err(|_| {
             at(
                 text.span(),
-                format!("{} '{}' is not an address and port like \"127.0.0.1:53\"", key_of("transfer_from"), text.get_ref()),
+                format!(
+                    "{} '{}' is not an address and port like \"127.0.0.1:53\"",
+                    key_of("transfer_from"),
+                    text.get_ref()
+                ),
             )
         })?,
     };
@@ -137,8 +141,13 @@ pub(super) fn parse_zone(
         let span = raw.transfer_from.as_ref().map(|v| v.span()).unwrap_or_default();
         return Err(at(span, format!("{}: port 0 is not a port", key_of("transfer_from"))));
     }
-    let refresh =
-        limits::duration_or(&raw.refresh, NegativeAnswers::DEFAULT_REFRESH, &key_of("refresh"), limits::ZONE_REFRESH, at)?;
+    let refresh = limits::duration_or(
+        &raw.refresh,
+        NegativeAnswers::DEFAULT_REFRESH,
+        &key_of("refresh"),
+        limits::ZONE_REFRESH,
+        at,
+    )?;
     Ok(ZoneConfig { dnssec, negative: Some(NegativeAnswers { transfer_from, refresh }) })
 }
 
@@ -169,4 +178,3 @@ pub(super) struct RawZone {
     /// … whose SOA serial is checked this often.
     refresh: Option<Spanned<String>>,
 }
-

@@ -931,6 +931,7 @@ impl Controller {
         let held = signing.per_zone().into_iter().map(|(apex, (n, _))| (apex.to_string(), n as u64)).collect();
         let mut stats = self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts, (signing.total(), held));
         stats.fleet = self.fleet.as_ref().map(|f| (&f.status()).into());
+        stats.zones = self.zones.as_ref().map(|z| z.status()).unwrap_or_default();
         stats
     }
 

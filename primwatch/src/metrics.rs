@@ -213,6 +213,7 @@ impl Recorder {
             log_lines_lost: crate::log_output::lines_lost(),
             dnssec: DnssecStats::default(),
             fleet: None,
+            zones: Vec::new(),
         }
     }
 }
@@ -263,6 +264,9 @@ pub struct Stats {
     /// `[fleet]`: the etcd connection and the pushed config (None without a fleet).
     #[serde(default)]
     pub fleet: Option<FleetStats>,
+    /// Zones with `negative_answers`: what XDP holds of each.
+    #[serde(default)]
+    pub zones: Vec<crate::zone_data::ZoneStats>,
 }
 
 /// The fleet as metrics see it.
@@ -573,6 +577,24 @@ impl Collector for Exported {
             "primwatch_dnssec_signatures",
             "RRSIG records XDP holds, per signed zone.",
             stats.dnssec.held.iter().map(|(zone, n)| (vec![("zone", zone.clone())], *n as f64)),
+        )?;
+        gauges(
+            e,
+            "primwatch_zone_serial",
+            "The SOA serial of the zone data XDP denies names from (zones with negative_answers; absent: none held).",
+            stats.zones.iter().filter_map(|z| Some((vec![("zone", z.zone.clone())], f64::from(z.serial?)))),
+        )?;
+        gauges(
+            e,
+            "primwatch_zone_names",
+            "Names XDP holds per zone with negative_answers (0: its denials come from the DNS server).",
+            stats.zones.iter().map(|z| (vec![("zone", z.zone.clone())], z.names as f64)),
+        )?;
+        gauges(
+            e,
+            "primwatch_zone_check_failures",
+            "Failed SOA checks or transfers in a row, per zone with negative_answers.",
+            stats.zones.iter().map(|z| (vec![("zone", z.zone.clone())], f64::from(z.failures))),
         )?;
         if let Some(f) = &stats.fleet {
             gauges(

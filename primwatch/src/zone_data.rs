@@ -337,8 +337,9 @@ impl NegativeMapWriter {
         declared: &[DnsName],
         managed: &[DnsName],
         capacity: usize,
-    ) -> Result<usize> {
+    ) -> Result<BTreeMap<DnsName, usize>> {
         self.slots.retain(|apex, _| zones.contains_key(apex));
+        let mut per_zone = BTreeMap::new();
         let mut wanted: HashMap<NameKey, ZoneName> = HashMap::new();
         let mut soas = Vec::new();
         for (apex, contents) in zones {
@@ -354,7 +355,9 @@ impl NegativeMapWriter {
                 }
             };
             soas.push((slot, zone_soa(contents)));
-            for (name, facts) in zone_names(contents, declared, managed) {
+            let names = zone_names(contents, declared, managed);
+            per_zone.insert(apex.clone(), names.len());
+            for (name, facts) in names {
                 let key = NameKey::new(name.hash(), 0);
                 let entry = ZoneName {
                     flags: facts.flags,
@@ -394,9 +397,8 @@ impl NegativeMapWriter {
             let _ = self.names.remove(key);
         }
         self.settings.set(0, zones.len() as u32, 0).context("writing the negative answers' settings")?;
-        let count = wanted.len();
         self.written = wanted;
-        Ok(count)
+        Ok(per_zone)
     }
 }
 
@@ -413,17 +415,38 @@ fn zone_soa(contents: &ZoneContents) -> ZoneSoa {
     }
 }
 
+/// One zone's negative data as `ctl stats` and /metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ZoneStats {
+    pub zone: String,
+    /// The SOA serial XDP's data was transferred at (None: XDP holds none; the
+    /// zone's denials come from the DNS server).
+    pub serial: Option<u32>,
+    /// Names XDP holds for the zone.
+    pub names: u64,
+    /// Failed checks or transfers in a row, and the last one's reason.
+    pub failures: u32,
+    pub last_error: String,
+}
+
 /// The running zone task: `update` hands it a new config's inputs.
 pub struct ZoneFeed {
     inputs: watch::Sender<Arc<Inputs>>,
+    status: Arc<std::sync::Mutex<Vec<ZoneStats>>>,
 }
 
 impl ZoneFeed {
     /// Starts the task that keeps the zones of `first` transferred and published.
     pub fn start(writer: NegativeMapWriter, first: Inputs) -> ZoneFeed {
         let (inputs, rx) = watch::channel(Arc::new(first));
-        tokio::spawn(keep_published(writer, rx));
-        ZoneFeed { inputs }
+        let status = Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn(keep_published(writer, rx, status.clone()));
+        ZoneFeed { inputs, status }
+    }
+
+    /// Each zone with `negative_answers`, as last checked.
+    pub fn status(&self) -> Vec<ZoneStats> {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// After a reload: the new config's zones and names (published at once if changed).
@@ -444,12 +467,19 @@ struct Tracked {
     contents: Option<ZoneContents>,
     last_transfer: Option<tokio::time::Instant>,
     failures: u32,
+    last_error: String,
+    /// Names published for it (0 until published).
+    published: usize,
 }
 
 /// The zone task: checks each zone's serial every `refresh`, transfers it when the
 /// serial changed (or `FULL_TRANSFER_EVERY`), and publishes whenever a zone's contents
 /// or the inputs change.
-async fn keep_published(mut writer: NegativeMapWriter, mut inputs: watch::Receiver<Arc<Inputs>>) {
+async fn keep_published(
+    mut writer: NegativeMapWriter,
+    mut inputs: watch::Receiver<Arc<Inputs>>,
+    status: Arc<std::sync::Mutex<Vec<ZoneStats>>>,
+) {
     let mut tracked: BTreeMap<DnsName, Tracked> = BTreeMap::new();
     let mut due: BTreeMap<DnsName, tokio::time::Instant> = BTreeMap::new();
     let mut republish = true;
@@ -464,18 +494,25 @@ async fn keep_published(mut writer: NegativeMapWriter, mut inputs: watch::Receiv
                 continue;
             }
             due.insert(apex.clone(), now + negative.refresh);
-            let zone =
-                tracked.entry(apex.clone()).or_insert(Tracked { contents: None, last_transfer: None, failures: 0 });
+            let zone = tracked.entry(apex.clone()).or_insert(Tracked {
+                contents: None,
+                last_transfer: None,
+                failures: 0,
+                last_error: String::new(),
+                published: 0,
+            });
             match refresh(apex, negative, zone, current.capacity).await {
                 Ok(changed) => {
                     if zone.failures >= FAILURES_BEFORE_DROP {
                         info!(zone = %apex, "zone transfers work again");
                     }
                     zone.failures = 0;
+                    zone.last_error.clear();
                     republish |= changed;
                 }
                 Err(e) => {
                     zone.failures += 1;
+                    zone.last_error = format!("{e:#}");
                     if zone.failures == 1 || zone.failures == FAILURES_BEFORE_DROP {
                         warn!(zone = %apex, server = %negative.transfer_from, error = %format!("{e:#}"),
                         failures = zone.failures, "zone check failed; its negative answers {}",
@@ -497,9 +534,30 @@ async fn keep_published(mut writer: NegativeMapWriter, mut inputs: watch::Receiv
                 tracked.iter().filter_map(|(apex, t)| Some((apex.clone(), t.contents.clone()?))).collect();
             let declared: Vec<DnsName> = current.zones.keys().cloned().collect();
             match writer.publish(&contents, &declared, &current.managed, current.capacity) {
-                Ok(names) => info!(zones = contents.len(), names, "negative answers published"),
+                Ok(per_zone) => {
+                    for (apex, zone) in tracked.iter_mut() {
+                        zone.published = per_zone.get(apex).copied().unwrap_or(0);
+                    }
+                    info!(
+                        zones = contents.len(),
+                        names = per_zone.values().sum::<usize>(),
+                        "negative answers published"
+                    );
+                }
                 Err(e) => warn!(error = %format!("{e:#}"), "negative answers not published; the previous ones stay"),
             }
+        }
+        if let Ok(mut shown) = status.lock() {
+            *shown = tracked
+                .iter()
+                .map(|(apex, t)| ZoneStats {
+                    zone: apex.to_string(),
+                    serial: t.contents.as_ref().filter(|_| t.published > 0).map(|c| c.serial),
+                    names: t.published as u64,
+                    failures: t.failures,
+                    last_error: t.last_error.clone(),
+                })
+                .collect();
         }
         let next =
             due.values().min().copied().unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));

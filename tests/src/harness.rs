@@ -149,7 +149,8 @@ impl Harness {
         let inputs = &self.zone_inputs;
         let mut declared: Vec<_> = inputs.zones.keys().cloned().collect();
         declared.extend(contents.keys().cloned());
-        self.negative.publish(&contents, &declared, &inputs.managed, inputs.capacity)
+        let per_zone = self.negative.publish(&contents, &declared, &inputs.managed, inputs.capacity)?;
+        Ok(per_zone.values().sum())
     }
 
     pub fn run(&self, frame: &[u8]) -> Result<Outcome> {

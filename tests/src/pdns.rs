@@ -167,6 +167,12 @@ impl PowerDns {
         text.parse().with_context(|| format!("pdns stat {name}: {text:?}"))
     }
 
+    /// Stops PowerDNS (the process this harness started, by its pid).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// UDP + TCP queries PowerDNS has received.
     pub fn queries(&self) -> Result<u64> {
         Ok(self.stat("udp-queries")? + self.stat("tcp-queries")?)

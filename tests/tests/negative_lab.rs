@@ -210,4 +210,40 @@ fn a_zone_change_reaches_xdp_and_a_random_name_flood_never_reaches_powerdns() {
     assert_eq!(w.controller.counters().unwrap().negative_nxdomain - denied_before, 3000);
     let reached = w.pdns.stat("udp-queries").unwrap() - pdns_before;
     assert!(reached <= 5, "{reached} of the flood's queries reached PowerDNS");
+
+    // `ctl stats` (and /metrics) say what XDP holds.
+    let stats = w.controller.ctl(&["stats"]).unwrap();
+    let zone = &stats["stats"]["zones"][0];
+    assert_eq!(
+        (zone["zone"].as_str(), zone["serial"].as_u64(), zone["failures"].as_u64()),
+        (Some("example.test."), Some(3), Some(0)),
+        "{zone}"
+    );
+    // apex, ns1, deep, txt.deep, alias, sub, wild, *.wild, old, pass, new1; www, apps,
+    // *.apps.
+    assert_eq!(zone["names"].as_u64(), Some(14), "{zone}");
+    assert_eq!(zone["last_error"].as_str(), Some(""), "{zone}");
+}
+
+#[test]
+fn when_the_zone_cannot_be_checked_its_denials_go_back_to_the_dns_server() {
+    let mut w = lab();
+    wait_until_denied(&w, "gone.example.test", Duration::from_secs(15));
+    // PowerDNS stops: the data stays for the first failed checks, then goes (three
+    // failures at a 1 s refresh), and XDP denies nothing from then on.
+    w.pdns.stop();
+    let dropped = wait_for(Duration::from_secs(10), || {
+        let stats = w.controller.ctl(&["stats"]).ok()?;
+        let zone = &stats["stats"]["zones"][0];
+        (zone["serial"].is_null() && zone["names"].as_u64() == Some(0)).then(|| zone.clone())
+    });
+    let zone = dropped.expect("the zone's data was never dropped");
+    assert!(zone["failures"].as_u64().unwrap() >= 3, "{zone}");
+    assert!(zone["last_error"].as_str().unwrap().contains("connecting to"), "{zone}");
+    let before = w.controller.counters().unwrap().negative_nxdomain;
+    let sock = dns::udp_socket(&w.lab.client_ns, false).unwrap();
+    let query = dns::query(5, "gone.example.test", RecordType::A, None).unwrap();
+    dns::expect_no_udp_reply(&sock, server(&w), &query, Duration::from_millis(500)).unwrap();
+    assert_eq!(w.controller.counters().unwrap().negative_nxdomain, before, "passed, not denied");
+    assert!(w.controller.log().contains("go back to the DNS server"), "{}", w.controller.log());
 }

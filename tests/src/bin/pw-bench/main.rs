@@ -148,7 +148,12 @@ const GUARD_OPEN: &str = "[slow_path]\nqueries_per_second = 10000000\nprefix_que
 
 fn micro() -> Result<()> {
     let h = Harness::new(53, &format!("{NAMES}\n{GUARD_OPEN}"))?;
-    for program in [ANSWER_PROGRAM, COOKIE_PROGRAM, primwatch::dataplane::SLOW_PATH_PROGRAM] {
+    for program in [
+        ANSWER_PROGRAM,
+        COOKIE_PROGRAM,
+        primwatch::dataplane::SLOW_PATH_PROGRAM,
+        primwatch::dataplane::NEGATIVE_PROGRAM,
+    ] {
         println!(
             "verifier: {program} accepted after {} instructions processed (limit 1,000,000)",
             h.verified_insns(program)?
@@ -208,13 +213,29 @@ fn micro() -> Result<()> {
     let miss = udp_frame(&v4, 64, &query("nope.example.test", RecordType::A));
     for (label, guard, verdict) in [
         ("miss, guard off", "[slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n", XDP_PASS),
-        ("miss over the budget (dropped)", "[slow_path]\nqueries_per_second = 1\nburst_seconds = 1\n", XDP_DROP),
+        ("miss over the budget (dropped)", "[slow_path]\nqueries_per_second = 1\nburst_seconds = 1\nslip = 0\n", XDP_DROP),
     ] {
         let guarded = Harness::new(53, &format!("{NAMES}\n{guard}"))?;
         let _ = guarded.run(&miss)?; // spends a one-query budget
         let (median, p10) = time_single(&guarded, ANSWER_PROGRAM, &miss, verdict)?;
         let repeated = guarded.run_repeated(ANSWER_PROGRAM, &miss, 1_000_000)?;
         println!("{label:<32} {median:>10} {p10:>8} {:>14} {repeated:>16.1}", median as i64 - floor as i64);
+    }
+    // Negative answers (a zone with negative_answers): the miss goes on to the negative
+    // program, which walks up to the apex and answers NXDOMAIN, or NODATA at a name
+    // without the type.
+    let mut negative = Harness::new(53, NAMES)?;
+    negative.publish_zones(&[(
+        "example.test",
+        "$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.53\n\
+         mail IN MX 10 mx.elsewhere.test.\n",
+    )])?;
+    for (label, name) in
+        [("NXDOMAIN (negative answers)", "nope.example.test"), ("NODATA (negative answers)", "mail.example.test")]
+    {
+        let frame = udp_frame(&v4, 64, &query(name, RecordType::A));
+        let (median, p10) = time_single(&negative, ANSWER_PROGRAM, &frame, XDP_TX)?;
+        println!("{label:<32} {median:>10} {p10:>8} {:>14} {:>16}", median as i64 - floor as i64, "-");
     }
     // Response rate limiting on: a hit whose prefix has credit (a rate no single-run
     // series reaches), and a hit over the rate (dropped; slip 0).

@@ -7,8 +7,9 @@
 //! and lengths recomputed, same ID, the question echoed byte for byte, answers from the
 //! configured set, OPT iff the query had one, DO copied, size within the client's
 //! limit), or is the slow-path guard's empty TC=1 reply to a whole query (its header
-//! and question, QR and TC set); XDP_DROP (the guard) only for a UDP datagram to the
-//! DNS port.
+//! and question, QR and TC set), or a negative answer for example.test that the
+//! oracle's own reading of its zone (`negative_zone`) allows, with the zone's SOA;
+//! XDP_DROP (the guard) only for a UDP datagram to the DNS port.
 //! Any other verdict is a failure.
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -59,7 +60,7 @@ pub const SIGNED_ZONE: &str = "sign.test";
 /// queries is mostly held; `SLOW_PATH_OFF` keeps every pass to be checked).
 pub fn harness(key_dir: &std::path::Path, slow_path: &str) -> Result<Harness> {
     let key = crate::dnssec::ZoneKey::generate(key_dir, SIGNED_ZONE, 13)?;
-    Harness::new(
+    let mut harness = Harness::new(
         53,
         &format!(
             "{CONFIG}\n[zones.\"{SIGNED_ZONE}\"]\ndnssec = \"sign\"\nkey = \"{}\"\n\n\
@@ -67,7 +68,73 @@ pub fn harness(key_dir: &std::path::Path, slow_path: &str) -> Result<Harness> {
              {slow_path}\n",
             key.base.display()
         ),
-    )
+    )?;
+    harness.publish_zones(&[("example.test", NEGATIVE_ZONE)])?;
+    Ok(harness)
+}
+
+/// example.test's zone file, published for negative answers (as a transfer would).
+pub const NEGATIVE_ZONE: &str = "$TTL 300
+@ IN SOA ns1 hostmaster 9 3600 600 86400 120
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+mail IN MX 10 mx.elsewhere.test.
+txt.deep IN TXT \"x\"
+sub IN NS ns.sub
+ns.sub IN A 192.0.2.54
+alias IN CNAME www
+";
+
+/// The oracle's own reading of example.test for negative answers (RFC 1034 §4.3.2,
+/// RFC 2308, RFC 4592): every name that exists, lowercased with a trailing dot, with
+/// the types present; `None` for names that answer every type (CNAME) or are served
+/// by primwatch (the remote backend decides their other types).
+fn negative_zone() -> BTreeMap<&'static str, Option<Vec<u16>>> {
+    BTreeMap::from([
+        ("example.test.", Some(vec![6, 2])),
+        ("ns1.example.test.", Some(vec![1])),
+        ("mail.example.test.", Some(vec![15])),
+        ("txt.deep.example.test.", Some(vec![16])),
+        ("deep.example.test.", Some(vec![])),
+        ("alias.example.test.", None),
+        ("www.example.test.", None),
+        ("wild.example.test.", Some(vec![])),
+        ("*.wild.example.test.", None),
+        // A delegation: at and below it the DNS server refers.
+        ("sub.example.test.", None),
+    ])
+}
+
+/// What a correct server may deny: `Some(true)` NXDOMAIN, `Some(false)` NODATA, `None`
+/// nothing (the DNS server answers). Names are lowercased, with a trailing dot.
+fn expected_denial(name: &str, qtype: u16) -> Option<bool> {
+    let zone = negative_zone();
+    if !(name == "example.test." || name.ends_with(".example.test.")) {
+        return None;
+    }
+    // Labels from the name up to the apex: name, its parent, …, example.test.
+    let mut candidates = vec![name.to_string()];
+    let mut rest = name;
+    while rest != "example.test." {
+        rest = rest.split_once('.')?.1;
+        candidates.push(rest.to_string());
+    }
+    if candidates.iter().any(|c| c == "sub.example.test." || c.ends_with(".sub.example.test.")) {
+        return None; // at or below the delegation
+    }
+    let meta = qtype == 0 || qtype == 41 || qtype >= 128;
+    let (walked, encloser) = candidates.iter().enumerate().find(|(_, c)| zone.contains_key(c.as_str()))?;
+    if walked >= 12 || meta {
+        return None; // deeper than a server need look; meta types are never denied
+    }
+    if walked == 0 {
+        let types = zone[encloser.as_str()].as_ref()?;
+        let at_apex_ds = qtype == 43 && encloser == "example.test.";
+        return (qtype < 64 && !types.contains(&qtype) && !at_apex_ds).then_some(false);
+    }
+    // Below an existing name: nothing exists, unless a wildcard sits directly below it.
+    let wildcard = format!("*.{encloser}");
+    (!zone.contains_key(wildcard.as_str())).then_some(true)
 }
 
 /// The slow-path guard off: every frame XDP passes is passed, and checked intact.
@@ -105,6 +172,8 @@ pub struct Tally {
     pub dropped: u64,
     /// … or answered with its empty TC=1 reply.
     pub slipped: u64,
+    /// Negative answers (NXDOMAIN, NODATA) for example.test.
+    pub denied: u64,
 }
 
 /// Runs `frames` mutated frames from `seed`; the first oracle failure is an error that
@@ -142,6 +211,10 @@ pub fn run(harness: &Harness, seed: u64, frames: u64) -> Result<Tally> {
             XDP_TX if is_slip(&out.frame) => {
                 tally.slipped += 1;
                 check_slip(&frame, &out.frame)
+            }
+            XDP_TX if is_denial(&out.frame) => {
+                tally.denied += 1;
+                check_denial(&frame, &out.frame)
             }
             XDP_TX => {
                 tally.answered += 1;
@@ -272,6 +345,13 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
         "x.wild.example.test",
         "www.signed.test",
         "nope.example.test",
+        // Negative answers: a name with another type, an empty non-terminal, below a
+        // delegation, two labels below the apex, a CNAME.
+        "mail.example.test",
+        "Deep.example.test",
+        "x.sub.example.test",
+        "a.b.example.test",
+        "alias.example.test",
         "www.sign.test",
         "WWW.SIGN.test",
     ];
@@ -550,11 +630,24 @@ fn answerable(frame: &[u8]) -> Result<(usize, Ip, bool)> {
     Ok((ip.l4 + 8, ip, v6))
 }
 
-fn check_answer(
-    query_frame: &[u8],
-    reply_frame: &[u8],
-    served: &BTreeMap<&str, (Zone, u32, Vec<IpAddr>)>,
-) -> Result<()> {
+/// A query a correct server may answer, as read from its frame.
+struct Accepted<'a> {
+    dns_off: usize,
+    ip: Ip,
+    v6: bool,
+    query: Message,
+    query_bytes: &'a [u8],
+    /// The question on the wire (name, QTYPE, QCLASS).
+    question_bytes: &'a [u8],
+    /// The question name, lowercased, with a trailing dot.
+    name: String,
+    qtype: RecordType,
+}
+
+/// Checks that a frame XDP replied to is a query a correct server may answer: one the
+/// kernel accepts, a plain query with one IN question with an uncompressed name, EDNS
+/// version 0, no records but at most one OPT.
+fn accepted(query_frame: &[u8]) -> Result<Accepted<'_>> {
     let (dns_off, ip, v6) = answerable(query_frame).context("answered a frame the kernel would drop")?;
     let query_bytes = &query_frame[dns_off..ip.end];
     let query = Message::from_bytes(query_bytes).context("answered a query that does not parse")?;
@@ -568,7 +661,6 @@ fn check_answer(
     let question = &query.queries()[0];
     ensure!(question.query_class() == DNSClass::IN, "class");
     let qtype = question.query_type();
-    ensure!(matches!(qtype, RecordType::A | RecordType::AAAA), "type {qtype}");
     // The question name on the wire: labels only (no compression), up to the root.
     let mut end = 12;
     while query_bytes[end] != 0 {
@@ -577,52 +669,59 @@ fn check_answer(
     }
     let question_bytes = &query_bytes[12..end + 5];
     let name = question.name().to_ascii().to_ascii_lowercase();
-    let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
-    let (zone, ttl, addresses) = served
-        .get(name.as_str())
-        .or_else(|| wildcard.as_deref().and_then(|w| served.get(w)))
-        .with_context(|| format!("answered {name}, which is not served"))?;
-    let edns = query.extensions().as_ref();
-    if let Some(e) = edns {
+    if let Some(e) = query.extensions().as_ref() {
         ensure!(e.version() == 0, "EDNS version");
-        ensure!(!(e.dnssec_ok() && *zone == Zone::Passed), "answered DO=1 for a zone PowerDNS signs");
     }
+    Ok(Accepted { dns_off, ip, v6, query, query_bytes, question_bytes, name, qtype })
+}
 
-    let payload = check_reply_frame(query_frame, reply_frame, &ip, dns_off, v6)?;
-    let half = if v6 { 16 } else { 4 };
-    let limit = match edns {
-        Some(e) => (e.max_payload() as usize).clamp(512, 1232),
-        None => 512,
-    };
+/// The checks every reply to `q` passes: frame, size (within `limit` bytes), the
+/// question echoed byte for byte, ID, QR and AA, `rcode`, TC clear, RD and CD copied,
+/// OPT iff the query had one with DO copied, no answer to an ECS option with stray
+/// bits, the COOKIE option RFC 9018's. Returns the reply's bytes and message.
+fn check_reply(
+    q: &Accepted,
+    query_frame: &[u8],
+    reply_frame: &[u8],
+    limit: usize,
+    rcode: ResponseCode,
+) -> Result<(Vec<u8>, Message)> {
+    let payload = check_reply_frame(query_frame, reply_frame, &q.ip, q.dns_off, q.v6)?;
+    let edns = q.query.extensions().as_ref();
     ensure!(payload.len() <= limit, "reply of {} bytes over the client's {limit}", payload.len());
-    ensure!(payload[12..12 + question_bytes.len()] == *question_bytes, "question not echoed byte for byte");
+    ensure!(payload[12..12 + q.question_bytes.len()] == *q.question_bytes, "question not echoed byte for byte");
     let reply = Message::from_bytes(&payload).context("reply does not parse")?;
-    ensure!(reply.id() == query.id(), "ID");
+    ensure!(reply.id() == q.query.id(), "ID");
     ensure!(reply.message_type() == MessageType::Response && reply.authoritative(), "QR/AA");
-    ensure!(reply.response_code() == ResponseCode::NoError && !reply.truncated(), "RCODE/TC");
     ensure!(
-        reply.recursion_desired() == query.recursion_desired()
-            && reply.checking_disabled() == query.checking_disabled(),
+        reply.response_code() == rcode && !reply.truncated(),
+        "RCODE {} (wanted {rcode})/TC",
+        reply.response_code()
+    );
+    ensure!(
+        reply.recursion_desired() == q.query.recursion_desired()
+            && reply.checking_disabled() == q.query.checking_disabled(),
         "RD/CD copied"
     );
     ensure!(reply.extensions().is_some() == edns.is_some(), "OPT iff the query had one");
-    if let (Some(r), Some(q)) = (reply.extensions().as_ref(), edns) {
-        ensure!(r.dnssec_ok() == q.dnssec_ok(), "DO copied");
+    if let (Some(r), Some(e)) = (reply.extensions().as_ref(), edns) {
+        ensure!(r.dnssec_ok() == e.dnssec_ok(), "DO copied");
     }
     // RFC 7871 §6: an ECS address with bits set beyond its source prefix is FORMERR,
     // never answered (the bits counted one by one here, not with primwatch's helper).
-    if let Some(ecs) = crate::cookie::opt_option(query_bytes, 8).filter(|b| b.len() >= 4) {
+    if let Some(ecs) = crate::cookie::opt_option(q.query_bytes, 8).filter(|b| b.len() >= 4) {
         let source = ecs[2] as usize;
         let stray = (source..(ecs.len() - 4) * 8).any(|bit| ecs[4 + bit / 8] & (0x80 >> (bit % 8)) != 0);
         ensure!(!stray, "answered an ECS option with address bits beyond its /{source} source prefix");
     }
     // DNS cookies (RFC 7873 §5.2.2 lengths; the server cookie RFC 9018's, from the
     // oracle in `cookie`, with the harness's secret, stamped within the last seconds).
-    if let Some(cookie) = crate::cookie::opt_option(query_bytes, 10) {
+    if let Some(cookie) = crate::cookie::opt_option(q.query_bytes, 10) {
         ensure!(cookie.len() == 8 || (16..=40).contains(&cookie.len()), "answered a malformed COOKIE option");
         let echoed = crate::cookie::opt_option(&payload, 10).context("a COOKIE option unanswered")?;
         ensure!(echoed.len() == 24 && echoed[..8] == cookie[..8], "reply COOKIE option {echoed:02x?}");
-        let src = &query_frame[ip.src.start..ip.src.start + half];
+        let half = if q.v6 { 16 } else { 4 };
+        let src = &query_frame[q.ip.src.start..q.ip.src.start + half];
         let src = match <[u8; 16]>::try_from(src) {
             Ok(v6) => IpAddr::from(v6),
             Err(_) => IpAddr::from(<[u8; 4]>::try_from(src).context("source address")?),
@@ -638,6 +737,68 @@ fn check_answer(
             &echoed[8..]
         );
     }
+    Ok((payload, reply))
+}
+
+/// Whether a reply is a negative answer: NXDOMAIN, or NOERROR with no answers and a
+/// record in the authority section.
+fn is_denial(reply_frame: &[u8]) -> bool {
+    let Some((l3, v6)) = l3_start(reply_frame) else { return false };
+    let Some(rip) = parse_ip(reply_frame, l3, v6) else { return false };
+    let dns = rip.l4 + 8;
+    reply_frame.len() >= dns + 12
+        && (reply_frame[dns + 3] & 0x0f == 3
+            || (reply_frame[dns + 6..dns + 8] == [0, 0] && reply_frame[dns + 8..dns + 10] != [0, 0]))
+}
+
+/// A negative answer for example.test: the query one a server may deny (as the
+/// oracle's own reading of the zone says, NXDOMAIN or NODATA as it says), and the
+/// reply the zone's SOA alone in the authority section, with the negative TTL
+/// min(300, MINIMUM 120) (RFC 2308 §3), within 512 bytes.
+fn check_denial(query_frame: &[u8], reply_frame: &[u8]) -> Result<()> {
+    let q = accepted(query_frame)?;
+    let nxdomain = expected_denial(&q.name, u16::from(q.qtype))
+        .with_context(|| format!("denied {} {}, which a server must answer or refer", q.name, q.qtype))?;
+    let rcode = if nxdomain { ResponseCode::NXDomain } else { ResponseCode::NoError };
+    let (_, reply) = check_reply(&q, query_frame, reply_frame, 512, rcode)?;
+    ensure!(reply.answers().is_empty(), "a denial with answers");
+    ensure!(reply.additionals().is_empty(), "additional records beside the OPT");
+    let [soa] = reply.name_servers() else { bail!("{} authority records", reply.name_servers().len()) };
+    ensure!(soa.name().to_ascii().to_ascii_lowercase() == "example.test.", "SOA owner {}", soa.name());
+    ensure!(soa.ttl() == 120, "SOA TTL {}", soa.ttl());
+    let Some(RData::SOA(data)) = soa.data() else { bail!("authority {:?}", soa.data()) };
+    ensure!(
+        data.mname().to_ascii() == "ns1.example.test."
+            && data.rname().to_ascii() == "hostmaster.example.test."
+            && (data.serial(), data.refresh(), data.retry(), data.expire(), data.minimum())
+                == (9, 3600, 600, 86400, 120),
+        "SOA {data:?}"
+    );
+    Ok(())
+}
+
+fn check_answer(
+    query_frame: &[u8],
+    reply_frame: &[u8],
+    served: &BTreeMap<&str, (Zone, u32, Vec<IpAddr>)>,
+) -> Result<()> {
+    let q = accepted(query_frame)?;
+    let (name, qtype) = (q.name.as_str(), q.qtype);
+    ensure!(matches!(qtype, RecordType::A | RecordType::AAAA), "type {qtype}");
+    let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+    let (zone, ttl, addresses) = served
+        .get(name)
+        .or_else(|| wildcard.as_deref().and_then(|w| served.get(w)))
+        .with_context(|| format!("answered {name}, which is not served"))?;
+    let edns = q.query.extensions().as_ref();
+    if let Some(e) = edns {
+        ensure!(!(e.dnssec_ok() && *zone == Zone::Passed), "answered DO=1 for a zone PowerDNS signs");
+    }
+    let limit = match edns {
+        Some(e) => (e.max_payload() as usize).clamp(512, 1232),
+        None => 512,
+    };
+    let (_, reply) = check_reply(&q, query_frame, reply_frame, limit, ResponseCode::NoError)?;
     ensure!(!reply.answers().is_empty(), "no answers (no NODATA policy in the fuzz config)");
     // RFC 3225 and RFC 4035 §3.1.1: the RRSIG iff DO=1 in a zone primwatch signs, last,
     // covering the type, by the zone apex, over the owner's labels, with the TTL.

@@ -14,7 +14,10 @@ fn mutated_frames_are_passed_intact_or_answered_correctly() {
     let fixed = fuzz::run(&h, 0x5eed_2026, 200_000).unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("fixed seed: {fixed:?}");
     // The fuzzer is only worth its frames if it reaches both outcomes often.
-    assert!(fixed.answered > 5_000 && fixed.passed > 100_000 && fixed.dropped == 0, "{fixed:?}");
+    assert!(
+        fixed.answered > 5_000 && fixed.denied > 2_000 && fixed.passed > 100_000 && fixed.dropped == 0,
+        "{fixed:?}"
+    );
 
     // A fresh seed, with the slow-path guard at its defaults: most passes become drops,
     // and the oracle checks each dropped frame is a query for the DNS server.

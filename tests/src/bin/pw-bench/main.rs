@@ -213,7 +213,11 @@ fn micro() -> Result<()> {
     let miss = udp_frame(&v4, 64, &query("nope.example.test", RecordType::A));
     for (label, guard, verdict) in [
         ("miss, guard off", "[slow_path]\nqueries_per_second = 0\nprefix_queries_per_second = 0\n", XDP_PASS),
-        ("miss over the budget (dropped)", "[slow_path]\nqueries_per_second = 1\nburst_seconds = 1\nslip = 0\n", XDP_DROP),
+        (
+            "miss over the budget (dropped)",
+            "[slow_path]\nqueries_per_second = 1\nburst_seconds = 1\nslip = 0\n",
+            XDP_DROP,
+        ),
     ] {
         let guarded = Harness::new(53, &format!("{NAMES}\n{guard}"))?;
         let _ = guarded.run(&miss)?; // spends a one-query budget

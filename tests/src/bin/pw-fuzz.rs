@@ -25,9 +25,10 @@ fn main() -> Result<()> {
     let started = std::time::Instant::now();
     let tally = fuzz::run(&harness, seed, frames)?;
     println!(
-        "ok: {} frames ({} answered, {} passed intact) in {:.1} s",
+        "ok: {} frames ({} answered, {} denied, {} passed intact) in {:.1} s",
         tally.frames,
         tally.answered,
+        tally.denied,
         tally.passed,
         started.elapsed().as_secs_f64()
     );

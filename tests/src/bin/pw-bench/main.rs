@@ -47,6 +47,7 @@ mod flood;
 mod geoip;
 mod http;
 mod names;
+mod negative;
 mod scale;
 
 struct Args {
@@ -101,6 +102,9 @@ fn main() -> Result<()> {
     }
     if wanted("rrl") {
         rrl_flood(args.seconds)?;
+    }
+    if wanted("negative") {
+        negative::run(args.seconds)?;
     }
     if wanted("names") {
         names::run()?;

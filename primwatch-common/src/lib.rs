@@ -133,6 +133,10 @@ pub struct RrlSettings {
     /// tries are looked up only when they hold something.
     pub exempt_families: u32,
     pub ipv6_mask: [u64; 2],
+    /// The NODATA and NXDOMAIN classes' own rates (BIND's `nodata-per-second`,
+    /// `nxdomains-per-second`); 0: that class is not limited.
+    pub nodata_per_second: u32,
+    pub nxdomains_per_second: u32,
 }
 
 /// The slow-path guard's settings (`[slow_path]`): budgets for the UDP queries XDP
@@ -168,6 +172,8 @@ pub const ACCOUNT_CLASS_PASSED: u32 = 1 << 8;
 pub const ACCOUNT_CLASS_NODATA: u32 = 2 << 8;
 /// … and NXDOMAIN answers (one account per zone, as BIND: random names share it).
 pub const ACCOUNT_CLASS_NXDOMAIN: u32 = 3 << 8;
+/// The class's bits in `RrlKey::family`.
+pub const ACCOUNT_CLASS_MASK: u32 = 0xff << 8;
 
 /// An account in the `rrl` map: the client prefix (the masked source address, IPv4 in
 /// the first four bytes), its family (4 or 6) with the class (`ACCOUNT_CLASS_*`), and

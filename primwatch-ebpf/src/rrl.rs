@@ -22,8 +22,9 @@ use aya_ebpf::{
 use core::ptr;
 use primwatch_common::{
     wire::{ipv4, ipv6},
-    Counters, RrlBucket, RrlKey, Scratch, Verdict, ACCOUNT_CLASS_ANSWER, ACCOUNT_CLASS_NODATA, RRL_CREDIT_UNIT,
-    RRL_DROP, RRL_EXEMPT, RRL_LOG_ONLY, RRL_OFF, RRL_PENDING, RRL_SEND, RRL_SLIP,
+    Counters, RrlBucket, RrlKey, Scratch, Verdict, ACCOUNT_CLASS_ANSWER, ACCOUNT_CLASS_MASK, ACCOUNT_CLASS_NODATA,
+    ACCOUNT_CLASS_NXDOMAIN, RRL_CREDIT_UNIT, RRL_DROP, RRL_EXEMPT, RRL_LOG_ONLY, RRL_OFF, RRL_PENDING, RRL_SEND,
+    RRL_SLIP,
 };
 
 use crate::{
@@ -63,8 +64,17 @@ pub fn prepare(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scr
 fn decide(key: &RrlKey) -> u32 {
     let Some(settings) = RRL_SETTINGS.get_ptr(0) else { return RRL_OFF };
     let settings = unsafe { &*settings };
+    // Each response class has its own rate (BIND's); 0 leaves the class unlimited.
+    let rate = match key.family & ACCOUNT_CLASS_MASK {
+        ACCOUNT_CLASS_NODATA => settings.nodata_per_second,
+        ACCOUNT_CLASS_NXDOMAIN => settings.nxdomains_per_second,
+        _ => settings.responses_per_second,
+    };
+    if rate == 0 {
+        return RRL_SEND;
+    }
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let full = settings.responses_per_second as i64 * RRL_CREDIT_UNIT;
+    let full = rate as i64 * RRL_CREDIT_UNIT;
     let Some(bucket) = RRL.get_ptr_mut(key) else {
         // An account seen for the first time starts with a full second's credit.
         let fresh = RrlBucket { credit: full, updated_ns: now, limited: 0 };
@@ -80,7 +90,7 @@ fn decide(key: &RrlKey) -> u32 {
     // flood stops, the account is answered again.
     let window = (settings.window_seconds as u64).max(1);
     let elapsed = now.saturating_sub(bucket.updated_ns).min((window + 1) * 1_000_000_000);
-    let earned = (elapsed * settings.responses_per_second as u64 / 1_000_000) as i64;
+    let earned = (elapsed * rate as u64 / 1_000_000) as i64;
     let credit = (bucket.credit + earned).min(full).max(RRL_CREDIT_UNIT - full * window as i64);
     bucket.credit = credit;
     bucket.updated_ns = now;

@@ -587,6 +587,8 @@ pub fn rrl_settings(rrl: Option<&crate::config::RrlConfig>) -> RrlSettings {
         ipv4_mask,
         exempt_families: exempt_families(&rrl.exempt),
         ipv6_mask,
+        nodata_per_second: rrl.nodata_per_second,
+        nxdomains_per_second: rrl.nxdomains_per_second,
     }
 }
 

@@ -40,6 +40,8 @@ idle_timeout = "60s"
 
 [rrl]
 responses_per_second = 20
+nodata_per_second = 10
+nxdomains_per_second = 5
 window = "15s"
 slip = 2
 ipv4_prefix_len = 24

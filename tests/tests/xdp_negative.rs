@@ -252,3 +252,22 @@ fn denials_carry_cookies_and_ecs_as_answers_do_and_are_rate_limited_per_zone() {
     assert_eq!(verdict, XDP_TX);
     assert_denied(&out, "r0.example.test", RecordType::A, ResponseCode::NXDomain);
 }
+
+#[test]
+fn each_response_class_has_its_own_rate() {
+    // NXDOMAIN unlimited (0), NODATA at 2 a second, answers at 5.
+    let config = format!(
+        "{CONFIG}\n[rrl]\nresponses_per_second = 5\nnodata_per_second = 2\nnxdomains_per_second = 0\nslip = 0\n"
+    );
+    let mut h = Harness::new(53, &config).unwrap();
+    h.publish_zones(&[("example.test", ZONE)]).unwrap();
+    let flow = Flow::client_to_server(false);
+    let count = |name: &dyn Fn(u32) -> String, qtype| {
+        (0..30).filter(|i| ask(&h, &flow, &name(*i), qtype, None).0 == XDP_TX).count()
+    };
+    assert_eq!(count(&|i| format!("r{i}.example.test"), RecordType::A), 30, "NXDOMAIN not limited");
+    let nodata = count(&|_| "mail.example.test".into(), RecordType::A);
+    assert!((2..=3).contains(&nodata), "NODATA at 2/s: {nodata} of 30");
+    let answers = count(&|_| "www.example.test".into(), RecordType::A);
+    assert!((5..=6).contains(&answers), "answers at 5/s: {answers} of 30");
+}

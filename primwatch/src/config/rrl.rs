@@ -9,7 +9,13 @@ use super::{health, limits, ConfigError};
 /// `primwatch_common::RrlSettings`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RrlConfig {
+    /// Answers with records, per account and second …
     pub responses_per_second: u32,
+    /// … NODATA answers (default: `responses_per_second`; 0: unlimited) …
+    pub nodata_per_second: u32,
+    /// … NXDOMAIN answers, per (prefix, zone) (default: `responses_per_second`; 0:
+    /// unlimited).
+    pub nxdomains_per_second: u32,
     pub window_seconds: u32,
     pub slip: u32,
     pub ipv4_prefix_len: u8,
@@ -35,6 +41,8 @@ impl RrlConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRrl {
     responses_per_second: Option<Spanned<u32>>,
+    nodata_per_second: Option<Spanned<u32>>,
+    nxdomains_per_second: Option<Spanned<u32>>,
     window: Option<Spanned<String>>,
     slip: Option<Spanned<u32>>,
     ipv4_prefix_len: Option<Spanned<u8>>,
@@ -63,6 +71,9 @@ pub(super) fn parse_rrl(raw: Spanned<RawRrl>, at: &health::At) -> Result<RrlConf
         1..=1_000_000,
         "responses_per_second",
     )?;
+    let nodata_per_second = bounded(&raw.nodata_per_second, responses_per_second, 0..=1_000_000, "nodata_per_second")?;
+    let nxdomains_per_second =
+        bounded(&raw.nxdomains_per_second, responses_per_second, 0..=1_000_000, "nxdomains_per_second")?;
     let slip = bounded(&raw.slip, RrlConfig::DEFAULT_SLIP, 0..=10, "slip")?;
     let table_size =
         bounded(&raw.table_size, RrlConfig::DEFAULT_TABLE_SIZE, 1024..=RrlConfig::MAX_TABLE_SIZE, "table_size")?;
@@ -81,6 +92,8 @@ pub(super) fn parse_rrl(raw: Spanned<RawRrl>, at: &health::At) -> Result<RrlConf
     let exempt = exempt_list(&raw.exempt, "rrl.exempt", RrlConfig::MAX_EXEMPT, at)?;
     Ok(RrlConfig {
         responses_per_second,
+        nodata_per_second,
+        nxdomains_per_second,
         window_seconds,
         slip,
         ipv4_prefix_len,
@@ -113,4 +126,25 @@ pub(super) fn exempt_list(
             Ok(net.trunc())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rrl(body: &str) -> Result<RrlConfig, String> {
+        let raw: Spanned<RawRrl> = toml::from_str(body).map_err(|e: toml::de::Error| e.to_string())?;
+        parse_rrl(raw, &|_, reason| ConfigError { file: Default::default(), line: 0, column: 0, reason })
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn the_classes_rates_default_to_the_answers_and_zero_means_unlimited() {
+        let config = rrl("responses_per_second = 7").unwrap();
+        assert_eq!((config.nodata_per_second, config.nxdomains_per_second), (7, 7));
+        let config = rrl("responses_per_second = 7\nnodata_per_second = 0\nnxdomains_per_second = 3").unwrap();
+        assert_eq!((config.nodata_per_second, config.nxdomains_per_second), (0, 3));
+        let e = rrl("nxdomains_per_second = 1000001").unwrap_err();
+        assert!(e.contains("rrl.nxdomains_per_second = 1000001 is out of range: 0..=1000000"), "{e}");
+    }
 }

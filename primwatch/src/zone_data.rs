@@ -513,14 +513,22 @@ async fn keep_published(
                 Err(e) => {
                     zone.failures += 1;
                     zone.last_error = format!("{e:#}");
-                    if zone.failures == 1 || zone.failures == FAILURES_BEFORE_DROP {
-                        warn!(zone = %apex, server = %negative.transfer_from, error = %format!("{e:#}"),
-                        failures = zone.failures, "zone check failed; its negative answers {}",
-                        if zone.failures >= FAILURES_BEFORE_DROP && zone.contents.is_some() {
-                            "go back to the DNS server"
-                        } else {
-                            "stay as they were"
-                        });
+                    // Before a first transfer (the DNS server may start after us) a
+                    // failure is news only once it persists; with data held, at once.
+                    let held = zone.contents.is_some();
+                    if (held && zone.failures == 1) || zone.failures == FAILURES_BEFORE_DROP {
+                        let outcome = match (held, zone.failures >= FAILURES_BEFORE_DROP) {
+                            (true, true) => "its negative answers go back to the DNS server",
+                            (true, false) => "its negative answers stay as they were",
+                            (false, _) => "the DNS server answers its denials until a transfer works",
+                        };
+                        let error = format!("{e:#}");
+                        let server = negative.transfer_from;
+                        warn!(zone = %apex, %server, %error, failures = zone.failures, "zone check failed; {outcome}");
+                    } else if !held && zone.failures == 1 {
+                        let error = format!("{e:#}");
+                        let server = negative.transfer_from;
+                        info!(zone = %apex, %server, %error, "zone not transferred yet; trying again every refresh");
                     }
                     if zone.failures >= FAILURES_BEFORE_DROP && zone.contents.take().is_some() {
                         republish = true;

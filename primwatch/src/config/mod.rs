@@ -1201,8 +1201,12 @@ a = ["192.0.2.9"]
     #[test]
     fn negative_answers_need_an_unsigned_zone_an_address_and_a_refresh_in_range() {
         let zone = |body: &str| format!("{GOOD}\n[zones.\"example.test\"]\n{body}\n");
-        let config = parse(&zone("negative_answers = true")).unwrap();
+        // On by default for an unsigned zone, off for a signed one.
         let apex = DnsName::parse("example.test").unwrap();
+        let config = parse(&zone("")).unwrap();
+        assert_eq!(config.zones[&apex].negative.unwrap().transfer_from, NegativeAnswers::DEFAULT_TRANSFER_FROM);
+        assert_eq!(parse(&zone("dnssec = \"pass\"")).unwrap().zones[&apex].negative, None);
+        let config = parse(&zone("negative_answers = true")).unwrap();
         let negative = config.zones[&apex].negative.unwrap();
         assert_eq!(negative.transfer_from, NegativeAnswers::DEFAULT_TRANSFER_FROM);
         assert_eq!(negative.refresh, NegativeAnswers::DEFAULT_REFRESH);
@@ -1213,7 +1217,7 @@ a = ["192.0.2.9"]
         assert_eq!(parse(&zone("negative_answers = false")).unwrap().zones[&apex].negative, None);
         for (body, expected, line) in [
             ("dnssec = \"pass\"\nnegative_answers = true", "needs an unsigned zone", 17),
-            ("transfer_from = \"127.0.0.1:53\"", "applies only with negative_answers = true", 16),
+            ("dnssec = \"pass\"\ntransfer_from = \"127.0.0.1:53\"", "applies only with negative_answers = true", 17),
             ("negative_answers = false\nrefresh = \"5s\"", "applies only with negative_answers = true", 17),
             ("negative_answers = true\ntransfer_from = \"localhost:53\"", "is not an address and port", 17),
             ("negative_answers = true\ntransfer_from = \"127.0.0.1\"", "is not an address and port", 17),

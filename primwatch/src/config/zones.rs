@@ -104,7 +104,10 @@ pub(super) fn parse_zone(
 ) -> Result<ZoneConfig, ConfigError> {
     let dnssec = parse_dnssec(apex_text, apex, &raw, config_dir, at)?;
     let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
-    let wanted = raw.negative_answers.as_ref().is_some_and(|v| *v.get_ref());
+    // On by default for an unsigned zone: the documented setup (PowerDNS on this host,
+    // transfers allowed to 127.0.0.0/8 as shipped) needs nothing more, and a zone that
+    // cannot be transferred is simply passed, as before.
+    let wanted = raw.negative_answers.as_ref().map_or(dnssec == Dnssec::Off, |v| *v.get_ref());
     if !wanted {
         for (field, value) in [("transfer_from", &raw.transfer_from), ("refresh", &raw.refresh)] {
             if let Some(value) = value {
@@ -171,7 +174,8 @@ pub(super) struct RawZone {
     /// `dnssec = "sign"`: the BIND-format key pair (`K<zone>.+013+<tag>`).
     key: Option<Spanned<String>>,
     signature_validity: Option<Spanned<String>>,
-    /// XDP answers NXDOMAIN and NODATA for the zone (unsigned zones only) …
+    /// XDP answers NXDOMAIN and NODATA for the zone (unsigned zones only; the default
+    /// for them) …
     negative_answers: Option<Spanned<bool>>,
     /// … from its contents as the DNS server at this address transfers them (AXFR) …
     transfer_from: Option<Spanned<String>>,

@@ -102,7 +102,9 @@ fn main() -> Result<()> {
          cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nedns-subnet-processing=yes\n",
         socket.display()
     );
-    let addresses = [lab.server_addr(false), lab.server_addr(true)];
+    // And on 127.0.0.1, as examples/pdns.conf's 0.0.0.0 does: primwatch transfers the
+    // zone from there for XDP's negative answers (PowerDNS allows 127.0.0.0/8 to).
+    let addresses = [lab.server_addr(false), lab.server_addr(true), std::net::Ipv4Addr::LOCALHOST.into()];
     let powerdns = pdns::PowerDns::start_with(&lab.server_ns, &addresses, "example.test", &zone, &remote)?;
     println!("PowerDNS is serving example.test in namespace {} (launch=bind,remote)", lab.server_ns);
 
@@ -116,7 +118,9 @@ fn main() -> Result<()> {
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +dnssec # XDP (DO=1, unsigned zone)\n\
          \x20 ip netns exec {c} dig @10.77.0.1 www.example.test A +subnet=192.0.2.0/24 # XDP, a client subnet in Korea: Osaka\n\
          \x20 ip netns exec {c} dig @10.77.0.1 other.example.test A      # PowerDNS (not served by XDP)\n\
-         \x20 ip netns exec {c} dig @10.77.0.1 example.test MX           # PowerDNS (other type)\n\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 example.test MX           # PowerDNS (other type)\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 nope.example.test A      # XDP: NXDOMAIN with the SOA\n\
+         \x20 ip netns exec {c} dig @10.77.0.1 mail.example.test AAAA   # XDP: NODATA with the SOA\n\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock status\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock target tokyo1 down\n\
          \x20 target/release/primwatch ctl --socket /run/primwatch/demo.sock group osaka priority 200\n\

@@ -24,12 +24,13 @@ use primwatch_common::{
     CookieScratch, Scratch, ANSWER_PROGRAM_SLOT, COOKIE_PROGRAM_SLOT, COOKIE_RESUMED, RRL_OFF,
 };
 
-use crate::maps::{COOKIE_PROGRAMS, COOKIE_SECRETS, COOKIE_SETTINGS, COUNTERS, SCRATCH};
+use crate::{
+    maps::{COOKIE_PROGRAMS, COOKIE_SECRETS, COOKIE_SETTINGS, COUNTERS, SCRATCH},
+    packet::L3_OFFSET_MASK,
+};
 
 /// Verifier bound for the COOKIE option's offset in the frame (< 4 KiB).
 const OFFSET_MASK: usize = 0xfff;
-/// Verifier bound for the IP header's offset (after Ethernet and one VLAN tag).
-const L3_OFFSET_MASK: usize = 0x1f;
 /// Where the option starts in `CookieScratch::reply`: 4 bytes in, so that the client
 /// and server cookies after its 4-byte header sit on 8-byte boundaries.
 pub const REPLY_OPTION_START: usize = 4;

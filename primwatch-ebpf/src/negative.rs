@@ -31,7 +31,7 @@ use crate::{
     cookie,
     lookup::same_name,
     maps::{COOKIE_PROGRAMS, SCRATCH, ZONE_NAMES, ZONE_SOAS},
-    packet::{be16, bytes_at, put_be16},
+    packet::{be16, bytes_at, put_be16, FRAME_OFFSET_MASK, L3_OFFSET_MASK, L4_OFFSET_MASK},
     parse::lower_hash_sum,
     reply::write_reply,
     rrl::{self, count},
@@ -40,9 +40,6 @@ use crate::{
 /// Labels walked up from the question name before giving up (and passing the query):
 /// a random-subdomain flood's names are a label or two below a zone's names.
 const MAX_WALK: usize = 12;
-/// Verifier bounds for header offsets, as in the other stages.
-const L3_OFFSET_MASK: usize = 0x1f;
-const L4_OFFSET_MASK: usize = 0x3f;
 /// Types never denied here: the meta types (RFC 6895 §3.1: 128–255, ANY, AXFR, IXFR)
 /// start at 128; OPT (41) is not a question type.
 const FIRST_META_TYPE: u16 = 128;
@@ -181,7 +178,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
     if slip != 0 {
         return Err(Verdict::RrlSlipped);
     }
-    let owner = bytes_at(ctx, (end - soa_len) & 0xfff, 2, Verdict::Malformed)?;
+    let owner = bytes_at(ctx, (end - soa_len) & FRAME_OFFSET_MASK, 2, Verdict::Malformed)?;
     put_be16(owner, pointer as u16);
     Ok(denial)
 }

@@ -6,6 +6,14 @@ use aya_ebpf::programs::XdpContext;
 use core::ptr;
 use primwatch_common::{csum, Verdict};
 
+/// Verifier bounds, each at least the largest real value: the IP header's offset
+/// (Ethernet and at most one VLAN tag, 18 bytes) …
+pub const L3_OFFSET_MASK: usize = 0x1f;
+/// … the UDP header's (18 + 40 for IPv6 at most; IPv4 options are never answered) …
+pub const L4_OFFSET_MASK: usize = 0x3f;
+/// … and any offset in a frame (< 4 KiB).
+pub const FRAME_OFFSET_MASK: usize = 0xfff;
+
 /// A pointer to `len` bytes at `off`, or `err` if the frame is shorter.
 #[inline(always)]
 pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize, err: Verdict) -> Result<*mut u8, Verdict> {

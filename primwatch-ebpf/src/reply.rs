@@ -21,7 +21,9 @@ use primwatch_common::{
 use crate::{
     cookie,
     edns::{reply_ecs_len, write_client_subnet},
-    packet::{be16, bytes_at, frame_len, put_be16, sum_words, swap_bytes},
+    packet::{
+        be16, bytes_at, frame_len, put_be16, sum_words, swap_bytes, FRAME_OFFSET_MASK, L3_OFFSET_MASK, L4_OFFSET_MASK,
+    },
 };
 
 /// Hop limit / TTL of every reply.
@@ -29,13 +31,8 @@ const REPLY_IP_TTL: u8 = 64;
 /// Verifier bounds for lengths and offsets written below (each at least the largest
 /// real value: answers ≤ MAX_ANSWER_BYTES, a frame < 4 KiB).
 const ANSWER_LEN_MASK: usize = 0x3ff;
-const FRAME_OFFSET_MASK: usize = 0xfff;
 /// Verifier bound for the reply's COOKIE option length (0 or 28).
 const COOKIE_LEN_MASK: usize = 0x1f;
-/// IP header offset: Ethernet and at most one VLAN tag (18 bytes).
-const L3_OFFSET_MASK: usize = 0x1f;
-/// UDP header offset: 18 + 40 (IPv6) at most (IPv4 options are passed).
-const L4_OFFSET_MASK: usize = 0x3f;
 /// Offset of the picked records in their `AnswerSet` (< 4 KiB).
 const RECORDS_OFFSET_MASK: usize = 0xfff;
 /// Verifier bound for the RRSIG record's length (≤ RRSIG_RR_MAX).

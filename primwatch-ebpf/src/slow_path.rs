@@ -40,15 +40,10 @@ use crate::{
         COOKIE_PROGRAMS, COOKIE_SETTINGS, NEGATIVE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6,
         SLOW_PATH_SETTINGS, SLOW_PATH_TOTAL,
     },
-    packet::{be16, bytes_at, frame_len, put_be16, swap_bytes},
+    packet::{be16, bytes_at, frame_len, put_be16, swap_bytes, L3_OFFSET_MASK, L4_OFFSET_MASK},
     reply::{turn_around, write_headers},
     rrl::{client_prefix, count, PrefixMasks},
 };
-
-/// Verifier bound for the IP header's offset (after Ethernet and one VLAN tag).
-const L3_OFFSET_MASK: usize = 0x1f;
-/// UDP header offset: 18 + 40 (IPv6) at most (IPv4 options are never answered).
-const L4_OFFSET_MASK: usize = 0x3f;
 
 /// Called by the answering program for a packet it passes (`verdict` says why): a
 /// query for the DNS server goes to the guard, or first to the negative answers for a

@@ -72,6 +72,21 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Port 40000 of the client address to port 53 of the server's, over IPv4, with the
+    /// MACs of `client_ns`'s veth and the server's: the template raw senders build
+    /// frames from.
+    pub fn udp_flow(&self, client_ns: &str) -> Result<crate::packet::Flow> {
+        Ok(crate::packet::Flow {
+            src: self.client_addr(false),
+            dst: self.server_addr(false),
+            src_port: 40000,
+            dst_port: 53,
+            vlan: None,
+            src_mac: self.mac(client_ns, CLIENT_IF)?,
+            dst_mac: self.mac(&self.server_ns, SERVER_IF)?,
+        })
+    }
+
     pub fn server_addr(&self, v6: bool) -> IpAddr {
         if v6 {
             SERVER_V6.into()

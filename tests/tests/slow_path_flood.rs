@@ -18,7 +18,7 @@ use primwatch_tests::{
     cookie::cookie_option,
     dns::{self, EdnsQuery},
     flood::{random_label, send_for, spoofed_frames},
-    lab::{CLIENT_IF, SERVER_IF},
+    lab::CLIENT_IF,
     netns,
     packet::Flow,
     raw::PacketSocket,
@@ -91,15 +91,7 @@ fn a_random_name_flood_from_many_prefixes_leaves_the_slow_path_to_real_clients()
     let cookie = [client_cookie.to_vec(), server_cookie].concat();
 
     // The flood: random names under the zone, from random /24s.
-    let template = Flow {
-        src: w.lab.client_addr(false),
-        dst: server_ip,
-        src_port: 40000,
-        dst_port: 53,
-        vlan: None,
-        src_mac: w.lab.mac(&ns, CLIENT_IF).unwrap(),
-        dst_mac: w.lab.mac(&w.lab.server_ns, SERVER_IF).unwrap(),
-    };
+    let template = Flow { dst: server_ip, ..w.lab.udp_flow(&ns).unwrap() };
     let mut rng = XorShift(0x2026_1207_dead_beef);
     let frames = spoofed_frames(&template, 65_536, false, &mut rng, |rng| {
         let name = format!("{}.example.test", random_label(rng, 12));

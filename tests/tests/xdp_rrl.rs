@@ -276,7 +276,7 @@ fn a_flood_from_spoofed_sources_cannot_exhaust_the_accounts() {
 #[test]
 fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
     use primwatch_tests::{
-        lab::{CLIENT_IF, SERVER_IF},
+        lab::CLIENT_IF,
         raw::PacketSocket,
         world::{world, SITE_GROUPS},
     };
@@ -291,16 +291,8 @@ fn a_spoofed_flood_is_limited_per_prefix_and_spares_everyone_else() {
         "{SITE_GROUPS}[names.\"www.example.test\"]\ngroups = [\"tokyo\"]\n\
          [rrl]\nresponses_per_second = {RATE}\nslip = 2\nwindow = \"2s\"\nexempt = [\"203.0.113.0/24\"]\n"
     ));
-    let (client_ns, server_ns) = (w.lab.client_ns.clone(), w.lab.server_ns.clone());
-    let template = Flow {
-        src: w.lab.client_addr(false),
-        dst: w.lab.server_addr(false),
-        src_port: 40000,
-        dst_port: 53,
-        vlan: None,
-        src_mac: w.lab.mac(&client_ns, CLIENT_IF).unwrap(),
-        dst_mac: w.lab.mac(&server_ns, SERVER_IF).unwrap(),
-    };
+    let client_ns = w.lab.client_ns.clone();
+    let template = w.lab.udp_flow(&client_ns).unwrap();
     let frame_from = |src: Ipv4Addr, id: u16, cookie: Option<&[u8]>| {
         let edns = cookie.map(|c| EdnsQuery { options: vec![(10, c.to_vec())], ..Default::default() });
         let query = dns::query(id, "www.example.test", RecordType::A, edns).unwrap();

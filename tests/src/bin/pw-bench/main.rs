@@ -317,20 +317,10 @@ fn micro() -> Result<()> {
 fn rrl_flood(seconds: u64) -> Result<()> {
     use primwatch_tests::{
         flood::{send_for, spoofed_frames},
-        packet::Flow,
         raw::PacketSocket,
     };
     let lab = Lab::new()?;
-    let server = lab.server_addr(false);
-    let template = Flow {
-        src: lab.client_addr(false),
-        dst: server,
-        src_port: 40000,
-        dst_port: 53,
-        vlan: None,
-        src_mac: lab.mac(&lab.client_ns, CLIENT_IF)?,
-        dst_mac: lab.mac(&lab.server_ns, SERVER_IF)?,
-    };
+    let template = lab.udp_flow(&lab.client_ns)?;
     let query = dns::query(0x1234, "www.example.test", RecordType::A, None)?;
     let mut rng = primwatch_tests::XorShift(0x9e37_79b9_7f4a_7c15);
     let mut frames = |one_prefix: bool| spoofed_frames(&template, 65_536, one_prefix, &mut rng, |_| query.clone());

@@ -15,7 +15,6 @@ use primwatch_tests::{
     flood::{send_for, spoofed_frames},
     lab::{Lab, CLIENT_IF, SERVER_IF},
     netns,
-    packet::Flow,
     pdns::{self, PowerDns},
     raw::PacketSocket,
     wait_for,
@@ -47,15 +46,7 @@ pub fn run(seconds: u64) -> Result<()> {
     if published.is_none() {
         bail!("the zone was never published:\n{}", controller.log());
     }
-    let template = Flow {
-        src: lab.client_addr(false),
-        dst: server,
-        src_port: 40000,
-        dst_port: 53,
-        vlan: None,
-        src_mac: lab.mac(&lab.client_ns, CLIENT_IF)?,
-        dst_mac: lab.mac(&lab.server_ns, SERVER_IF)?,
-    };
+    let template = lab.udp_flow(&lab.client_ns)?;
     let mut rng = primwatch_tests::XorShift(0x2545_f491_4f6c_dd1d);
     let hit = dns::query(0x1234, "www.example.test", RecordType::A, None)?;
     let random_name = |rng: &mut primwatch_tests::XorShift| {

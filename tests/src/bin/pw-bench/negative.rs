@@ -33,19 +33,26 @@ pub fn run(seconds: u64) -> Result<()> {
         &zone,
         &format!("allow-axfr-ips={server}/32\n"),
     )?;
-    let config = format!(
-        "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"skb\"\npin_dir = \"{{pin_dir}}\"\n\
-         [zones.\"example.test\"]\nnegative_answers = true\ntransfer_from = \"{server}:53\"\n\
-         [names.\"www.example.test\"]\na = [\"192.0.2.10\"]\n"
-    );
-    let controller = Controller::start(&lab.server_ns, &config)?;
-    let published = wait_for(Duration::from_secs(15), || {
-        let stats = controller.ctl(&["stats"]).ok()?;
-        (stats["stats"]["zones"][0]["names"].as_u64()? > 0).then_some(())
-    });
-    if published.is_none() {
-        bail!("the zone was never published:\n{}", controller.log());
-    }
+    let start = |negative: bool| -> Result<Controller> {
+        let zone = if negative {
+            format!("negative_answers = true\ntransfer_from = \"{server}:53\"")
+        } else {
+            "negative_answers = false".to_string()
+        };
+        let config = format!(
+            "[server]\ninterfaces = [\"{SERVER_IF}\"]\nxdp_mode = \"skb\"\npin_dir = \"{{pin_dir}}\"\n\
+             [zones.\"example.test\"]\n{zone}\n[names.\"www.example.test\"]\na = [\"192.0.2.10\"]\n"
+        );
+        let controller = Controller::start(&lab.server_ns, &config)?;
+        let published = wait_for(Duration::from_secs(15), || {
+            let stats = controller.ctl(&["stats"]).ok()?;
+            (stats["stats"]["zones"][0]["names"].as_u64()? > 0).then_some(())
+        });
+        if negative && published.is_none() {
+            bail!("the zone was never published:\n{}", controller.log());
+        }
+        Ok(controller)
+    };
     let template = lab.udp_flow(&lab.client_ns)?;
     let mut rng = primwatch_tests::XorShift(0x2545_f491_4f6c_dd1d);
     let hit = dns::query(0x1234, "www.example.test", RecordType::A, None)?;
@@ -67,10 +74,24 @@ pub fn run(seconds: u64) -> Result<()> {
     // Replies are not needed on the client side.
     netns::ip(&["-n", &lab.client_ns, "link", "set", "dev", CLIENT_IF, "xdp", "off"]).ok();
     let mut rows = Vec::new();
-    let mut reached = Vec::new();
-    for (label, frames) in
-        [("www only (hits)", &hits), ("random names (NXDOMAIN)", &random), ("half www, half random names", &mixed)]
-    {
+    let mut reached: Vec<u64> = Vec::new();
+    let denying = start(true)?;
+    let passing = |c| -> Result<Controller> {
+        drop(c);
+        start(false)
+    };
+    let mut controller = denying;
+    for (label, frames, negative) in [
+        ("www only (hits)", &hits, true),
+        ("random names (NXDOMAIN)", &random, true),
+        ("half www, half random names", &mixed, true),
+        ("the same, negative_answers = false", &mixed, false),
+    ] {
+        if !negative {
+            // Random names go to the slow-path guard (defaults): PowerDNS answers what
+            // it lets through, the rest is held.
+            controller = passing(controller)?;
+        }
         let sock = PacketSocket::open(&lab.client_ns, CLIENT_IF)?;
         let before = controller.counters()?;
         let pdns_before = pdns.stat("udp-queries")?;
@@ -78,7 +99,8 @@ pub fn run(seconds: u64) -> Result<()> {
         let after = controller.counters()?;
         let answered = (after.answered - before.answered) as f64 / elapsed;
         let denied = (after.negative_nxdomain - before.negative_nxdomain) as f64 / elapsed;
-        let replies = answered + denied;
+        let slipped = (after.slow_path_slipped - before.slow_path_slipped) as f64 / elapsed;
+        let replies = answered + denied + slipped;
         rows.push((
             Row {
                 label: label.into(),

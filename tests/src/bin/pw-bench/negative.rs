@@ -115,12 +115,12 @@ pub fn run(seconds: u64) -> Result<()> {
     }
     println!("\n== A random-subdomain flood with negative answers, netns lab, sendmmsg, {seconds} s per row ==");
     println!(
-        "{:<32} {:>12} {:>12} {:>12} {:>12} {:>16} {:>10}",
+        "{:<36} {:>12} {:>12} {:>12} {:>12} {:>16} {:>10}",
         "flood", "sent/s", "replies/s", "answers/s", "NXDOMAIN/s", "CPU µs / reply", "to pdns"
     );
     for ((r, answered, denied), reached) in rows.iter().zip(reached) {
         println!(
-            "{:<32} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>16.2} {:>10}",
+            "{:<36} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>16.2} {:>10}",
             r.label, r.sent, r.answered, answered, denied, r.cpu_us_per_answer, reached
         );
     }

@@ -686,72 +686,96 @@ pub struct ClientSubnet {
     pub _pad: [u8; 3],
 }
 
-/// Per-CPU packet counters: what was answered and why the rest was passed up.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub answered: u64,
+/// Declares `Counters` from one list of its fields: the struct (field order is the
+/// map's layout; the XDP program indexes the first `VERDICT_FIELDS` by `Verdict`), their
+/// names (as `ctl stats`, `primwatch counters` and /metrics show them) and the sum over
+/// CPUs — so a counter is added in one place.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $field:ident,)*) => {
+        /// Per-CPU packet counters: what was answered and why the rest was passed up.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        impl Counters {
+            pub const FIELD_NAMES: [&'static str; COUNTER_FIELDS] = [$(stringify!($field),)*];
+
+            pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
+                [$(self.$field,)*]
+            }
+
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
+counters! {
+    answered,
     /// Not UDP to the DNS port (including IP fragments and IPv6 extension headers).
-    pub pass_not_dns: u64,
+    pass_not_dns,
     /// A response, another opcode, several questions, or records in answer/authority.
-    pub pass_not_plain_query: u64,
+    pass_not_plain_query,
     /// EDNS version other than 0, an EDNS option we do not handle, or more option
     /// bytes than we checksum.
-    pub pass_unsupported_edns: u64,
-    pub pass_name_not_found: u64,
+    pass_unsupported_edns,
+    pass_name_not_found,
     /// The name is served, but not for this query type or class.
-    pub pass_type_not_present: u64,
+    pass_type_not_present,
     /// Truncated or inconsistent headers, compressed or over-long names.
-    pub pass_malformed: u64,
+    pass_malformed,
     /// The reply would not fit the client's UDP payload size or the packet buffer.
-    pub pass_too_large: u64,
+    pass_too_large,
     /// DO=1 for a name whose zone is signed (`dnssec = "pass"`) or in no declared zone.
-    pub pass_dnssec: u64,
+    pass_dnssec,
     /// A wrong IPv4 header checksum or UDP checksum (or none over IPv6): the kernel
     /// would drop it, so XDP does not answer it.
-    pub pass_bad_checksum: u64,
+    pass_bad_checksum,
     /// Not addressed to this host: a destination MAC other than the receiving
     /// interface's own (broadcast, multicast, another host's), or a destination IP that
     /// is none of the host's addresses (another host's, broadcast, multicast).
-    pub pass_not_for_host: u64,
+    pass_not_for_host,
     /// From a source no reply may go to: a multicast source MAC, a martian source IP
     /// (unspecified, loopback, multicast, class E, broadcast, IPv4-mapped) or one of
     /// this host's own addresses.
-    pub pass_bad_source: u64,
+    pass_bad_source,
     /// IPv4 options (source routes and the like): the kernel applies its own rules.
-    pub pass_ip_options: u64,
+    pass_ip_options,
     /// Response rate limiting: over the client prefix's rate, dropped (XDP_DROP).
-    pub rrl_dropped: u64,
+    rrl_dropped,
     /// Response rate limiting: over the rate, sent as an empty reply with TC=1 (the
     /// `slip`-th limited response), so a real client retries over TCP.
-    pub rrl_slipped: u64,
+    rrl_slipped,
     /// Not verdicts (the packet is also counted above): answered without rate
     /// limiting because the source is in an exempt prefix …
-    pub rrl_exempt: u64,
+    rrl_exempt,
     /// … and what would have been limited in log-only mode (answered anyway).
-    pub rrl_log_only: u64,
+    rrl_log_only,
     /// DNS cookies: answers to a query whose server cookie verified (never rate
     /// limited) …
-    pub cookie_verified: u64,
+    cookie_verified,
     /// … and to one whose server cookie did not (expired, another server's, forged):
     /// answered with a fresh cookie, as one with a client cookie only.
-    pub cookie_bad: u64,
+    cookie_bad,
     /// The slow-path guard, for queries passed to the DNS server (also counted above by
     /// why they were passed): within the budgets …
-    pub slow_path_passed: u64,
+    slow_path_passed,
     /// … from an exempt prefix …
-    pub slow_path_exempt: u64,
+    slow_path_exempt,
     /// … with a verified server cookie (over budget, let through) …
-    pub slow_path_cookie: u64,
+    slow_path_cookie,
     /// … over a budget: dropped (XDP_DROP) …
-    pub slow_path_dropped: u64,
+    slow_path_dropped,
     /// … or, the `slip`-th, answered with an empty TC=1 reply (XDP_TX).
-    pub slow_path_slipped: u64,
+    slow_path_slipped,
     /// Negative answers for unsigned zones (also counted above as passed by the
     /// answering program): NXDOMAIN …
-    pub negative_nxdomain: u64,
+    negative_nxdomain,
     /// … and NODATA (RFC 2308), each with the zone's SOA.
-    pub negative_nodata: u64,
+    negative_nodata,
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -781,97 +805,6 @@ pub enum Verdict {
 }
 
 pub const COUNTER_FIELDS: usize = core::mem::size_of::<Counters>() / 8;
-
-impl Counters {
-    pub const FIELD_NAMES: [&'static str; COUNTER_FIELDS] = [
-        "answered",
-        "pass_not_dns",
-        "pass_not_plain_query",
-        "pass_unsupported_edns",
-        "pass_name_not_found",
-        "pass_type_not_present",
-        "pass_malformed",
-        "pass_too_large",
-        "pass_dnssec",
-        "pass_bad_checksum",
-        "pass_not_for_host",
-        "pass_bad_source",
-        "pass_ip_options",
-        "rrl_dropped",
-        "rrl_slipped",
-        "rrl_exempt",
-        "rrl_log_only",
-        "cookie_verified",
-        "cookie_bad",
-        "slow_path_passed",
-        "slow_path_exempt",
-        "slow_path_cookie",
-        "slow_path_dropped",
-        "slow_path_slipped",
-        "negative_nxdomain",
-        "negative_nodata",
-    ];
-
-    pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
-        [
-            self.answered,
-            self.pass_not_dns,
-            self.pass_not_plain_query,
-            self.pass_unsupported_edns,
-            self.pass_name_not_found,
-            self.pass_type_not_present,
-            self.pass_malformed,
-            self.pass_too_large,
-            self.pass_dnssec,
-            self.pass_bad_checksum,
-            self.pass_not_for_host,
-            self.pass_bad_source,
-            self.pass_ip_options,
-            self.rrl_dropped,
-            self.rrl_slipped,
-            self.rrl_exempt,
-            self.rrl_log_only,
-            self.cookie_verified,
-            self.cookie_bad,
-            self.slow_path_passed,
-            self.slow_path_exempt,
-            self.slow_path_cookie,
-            self.slow_path_dropped,
-            self.slow_path_slipped,
-            self.negative_nxdomain,
-            self.negative_nodata,
-        ]
-    }
-
-    pub fn add(&mut self, other: &Counters) {
-        self.answered += other.answered;
-        self.pass_not_dns += other.pass_not_dns;
-        self.pass_not_plain_query += other.pass_not_plain_query;
-        self.pass_unsupported_edns += other.pass_unsupported_edns;
-        self.pass_name_not_found += other.pass_name_not_found;
-        self.pass_type_not_present += other.pass_type_not_present;
-        self.pass_malformed += other.pass_malformed;
-        self.pass_too_large += other.pass_too_large;
-        self.pass_dnssec += other.pass_dnssec;
-        self.pass_bad_checksum += other.pass_bad_checksum;
-        self.pass_not_for_host += other.pass_not_for_host;
-        self.pass_bad_source += other.pass_bad_source;
-        self.pass_ip_options += other.pass_ip_options;
-        self.rrl_dropped += other.rrl_dropped;
-        self.rrl_slipped += other.rrl_slipped;
-        self.rrl_exempt += other.rrl_exempt;
-        self.rrl_log_only += other.rrl_log_only;
-        self.cookie_verified += other.cookie_verified;
-        self.cookie_bad += other.cookie_bad;
-        self.slow_path_passed += other.slow_path_passed;
-        self.slow_path_exempt += other.slow_path_exempt;
-        self.slow_path_cookie += other.slow_path_cookie;
-        self.slow_path_dropped += other.slow_path_dropped;
-        self.slow_path_slipped += other.slow_path_slipped;
-        self.negative_nxdomain += other.negative_nxdomain;
-        self.negative_nodata += other.negative_nodata;
-    }
-}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -410,12 +410,12 @@ impl Controller {
         self.dataplane_note = note;
     }
 
-    /// Recomputes every name's answers and writes those that changed.
     /// The config's name plan: it depends on the config alone, so built once per config.
     fn plan(&mut self) -> std::sync::Arc<records::NamePlan> {
         self.name_plan.get_or_insert_with(|| std::sync::Arc::new(records::plan_names(&self.config))).clone()
     }
 
+    /// Recomputes every name's answers and writes those that changed.
     fn publish(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
         let plan = self.plan();

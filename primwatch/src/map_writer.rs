@@ -1,4 +1,4 @@
-//! Stage 4: writes the desired names and record sets into the BPF maps.
+//! Stage 4b: writes the desired names and record sets into the BPF maps.
 //!
 //! Record sets are written once per change however many names share them, each into
 //! the slot of its two that is not in use, then made current by flipping the set's
@@ -116,7 +116,6 @@ impl NameMapWriter {
         (plan.clone(), counts)
     }
 
-    /// Writes one entry (one atomic element replacement in the kernel).
     /// What the signing thread needs of the map as written: the plan, slots, set ids
     /// and sets (None while the contents are unknown).
     pub fn sign_request(
@@ -133,6 +132,7 @@ impl NameMapWriter {
         })
     }
 
+    /// Writes one entry (one atomic element replacement in the kernel).
     fn write_entry(&mut self, key: &NameKey, entry: &NameEntry) -> Result<()> {
         self.map
             .insert(key, entry, 0)

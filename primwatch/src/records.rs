@@ -1,4 +1,4 @@
-//! Stage 4: from the records chosen for a name to the map entry the XDP program
+//! Stage 4a: from the records chosen for a name to the map entry the XDP program
 //! answers from. Rendering happens here, once per change, so that per query the
 //! program only picks a start record and copies bytes.
 

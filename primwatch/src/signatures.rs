@@ -1,4 +1,4 @@
-//! Stage 4, signed zones: the writer of XDP's `rrsigs` map. A worker thread signs what
+//! Stage 4c, signed zones: the writer of XDP's `rrsigs` map. A worker thread signs what
 //! XDP can answer and is not signed yet, so that a failover in a zone of 100,000 names
 //! (1.3 s of signing on 2 cores) never holds up the controller's loop: the new records
 //! are served at once, and their DO=1 queries go to the DNS server behind XDP until

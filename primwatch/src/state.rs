@@ -379,7 +379,6 @@ impl State {
             .collect()
     }
 
-    /// Carries health over from a previous state for targets whose checks did not change.
     /// Whether `target` counts as up: this node's own view, or under a quorum, whether
     /// at least that many live nodes (this one included) see it up.
     fn seen_up(&self, target: &str, own: bool) -> bool {
@@ -395,6 +394,7 @@ impl State {
         }
     }
 
+    /// Carries health over from a previous state for targets whose checks did not change.
     pub fn inherit(&mut self, old: &State, config: &Config) {
         self.fleet_votes = old.fleet_votes.clone();
         self.not_checked_here = old.not_checked_here.clone();

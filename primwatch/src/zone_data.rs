@@ -1,6 +1,6 @@
-//! Negative answers: what exists in the unsigned zones XDP denies names for.
+//! Stage 4d, negative answers: what exists in the unsigned zones XDP denies names for.
 //!
-//! A zone with `negative_answers = true` is transferred (AXFR, RFC 5936) from the DNS
+//! A zone with `negative_answers` (the default for unsigned zones) is transferred (AXFR, RFC 5936) from the DNS
 //! server behind XDP — one truth for both paths — and its SOA serial is asked for every
 //! `refresh`; a new serial (or every `FULL_TRANSFER_EVERY` regardless) means a new
 //! transfer. From the zone's records and the managed names this module builds every

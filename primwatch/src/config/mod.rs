@@ -683,99 +683,9 @@ impl Config {
             group.members.retain(|m| targets.contains_key(m));
         }
 
-        let mut names = BTreeMap::new();
-        let mut name_spans = BTreeMap::new();
-        for (name, entry) in raw.names {
-            let name_span = name.span();
-            let name_text = name.into_inner();
-            let dns_name = DnsName::parse(&name_text)
-                .map_err(|reason| at(name_span.clone(), format!("name '{name_text}': {reason}")))?;
-            let entry_span = entry.span();
-            let entry = entry.into_inner();
-            let ttl = match entry.ttl {
-                Some(ttl) => check_ttl(ttl, &at)?,
-                None => default_ttl,
-            };
-            let a = parse_addresses::<Ipv4Addr>(&entry.a, "IPv4", &at)?;
-            let aaaa = parse_addresses::<Ipv6Addr>(&entry.aaaa, "IPv6", &at)?;
-            let source = match entry.groups {
-                Some(list) => {
-                    if !a.is_empty() || !aaaa.is_empty() {
-                        return Err(at(
-                            list.span(),
-                            format!("name '{name_text}' has both groups and fixed addresses; use one"),
-                        ));
-                    }
-                    let list_span = list.span();
-                    let mut chosen = Vec::new();
-                    for group in list.into_inner() {
-                        if !groups.contains_key(group.get_ref()) {
-                            return Err(at(group.span(), format!("unknown group '{}'", group.get_ref())));
-                        }
-                        if chosen.contains(group.get_ref()) {
-                            return Err(at(group.span(), format!("group '{}' is listed twice", group.get_ref())));
-                        }
-                        chosen.push(group.into_inner());
-                    }
-                    if chosen.is_empty() {
-                        return Err(at(list_span, format!("name '{name_text}' lists no groups")));
-                    }
-                    let all_down = match &entry.all_down {
-                        None => AllDown::ServeAll,
-                        Some(policy) => parse_all_down(policy, &groups, &at)?,
-                    };
-                    NameSource::Groups { groups: chosen, all_down }
-                }
-                None => {
-                    if let Some(policy) = &entry.all_down {
-                        return Err(at(policy.span(), "all_down applies only to names served from groups".into()));
-                    }
-                    if a.is_empty() && aaaa.is_empty() {
-                        return Err(at(
-                            entry_span,
-                            format!("name '{name_text}' has no groups and no a or aaaa addresses"),
-                        ));
-                    }
-                    NameSource::Static { a, aaaa }
-                }
-            };
-            if names.contains_key(&dns_name) {
-                return Err(at(
-                    name_span,
-                    format!("name '{name_text}' is configured twice (names are case-insensitive)"),
-                ));
-            }
-            name_spans.insert(dns_name.clone(), name_span);
-            names.insert(dns_name, NameConfig { ttl, source });
-        }
+        let (mut names, name_spans) = parse_names(raw.names, &groups, default_ttl, &at)?;
 
-        let mut zones = BTreeMap::new();
-        for (apex, zone) in raw.zones {
-            let apex_span = apex.span();
-            let apex_text = apex.into_inner();
-            let dns_name = DnsName::parse(&apex_text)
-                .map_err(|reason| at(apex_span.clone(), format!("zone '{apex_text}': {reason}")))?;
-            if dns_name.is_wildcard() {
-                return Err(at(apex_span, format!("zone '{apex_text}': a zone apex cannot be a wildcard")));
-            }
-            let zone = zones::parse_zone(&apex_text, &dns_name, zone.into_inner(), &views::config_dir(path), &at)?;
-            if zones.insert(dns_name, zone).is_some() {
-                return Err(at(
-                    apex_span,
-                    format!("zone '{apex_text}' is declared twice (names are case-insensitive)"),
-                ));
-            }
-        }
-        let negative = zones.values().filter(|z: &&ZoneConfig| z.negative.is_some()).count();
-        if negative > zones::MAX_NEGATIVE_ZONES {
-            return Err(at(
-                0..0,
-                format!(
-                    "{negative} zones have negative_answers = true; XDP holds the SOAs of at most {}",
-                    zones::MAX_NEGATIVE_ZONES
-                ),
-            ));
-        }
+        let zones = zones::parse_zones(raw.zones, &views::config_dir(path), &at)?;
         // After the zones: a name file's name outside them is reported at its own line.
         for file in &raw.name_files {
             let path = views::config_dir(path).join(file.get_ref());
@@ -1056,7 +966,79 @@ pub(crate) fn all_down_from(policy: &str, groups: &BTreeMap<String, GroupConfig>
     })
 }
 
-fn check_ttl(ttl: Spanned<u32>, at: &impl Fn(Range<usize>, String) -> ConfigError) -> Result<u32, ConfigError> {
+/// `[names."NAME"]` tables: each name's TTL and where its addresses come from (groups,
+/// with an all-down policy, or fixed addresses), checked against the groups; with the
+/// span of each name, for errors reported later at its line.
+#[allow(clippy::type_complexity)]
+fn parse_names(
+    raw: BTreeMap<Spanned<String>, Spanned<RawName>>,
+    groups: &BTreeMap<String, GroupConfig>,
+    default_ttl: u32,
+    at: &health::At,
+) -> Result<(BTreeMap<DnsName, NameConfig>, BTreeMap<DnsName, Range<usize>>), ConfigError> {
+    let mut names = BTreeMap::new();
+    let mut name_spans = BTreeMap::new();
+    for (name, entry) in raw {
+        let name_span = name.span();
+        let name_text = name.into_inner();
+        let dns_name = DnsName::parse(&name_text)
+            .map_err(|reason| at(name_span.clone(), format!("name '{name_text}': {reason}")))?;
+        let entry_span = entry.span();
+        let entry = entry.into_inner();
+        let ttl = match entry.ttl {
+            Some(ttl) => check_ttl(ttl, at)?,
+            None => default_ttl,
+        };
+        let a = parse_addresses::<Ipv4Addr>(&entry.a, "IPv4", at)?;
+        let aaaa = parse_addresses::<Ipv6Addr>(&entry.aaaa, "IPv6", at)?;
+        let source = match entry.groups {
+            Some(list) => {
+                if !a.is_empty() || !aaaa.is_empty() {
+                    return Err(at(
+                        list.span(),
+                        format!("name '{name_text}' has both groups and fixed addresses; use one"),
+                    ));
+                }
+                let list_span = list.span();
+                let mut chosen = Vec::new();
+                for group in list.into_inner() {
+                    if !groups.contains_key(group.get_ref()) {
+                        return Err(at(group.span(), format!("unknown group '{}'", group.get_ref())));
+                    }
+                    if chosen.contains(group.get_ref()) {
+                        return Err(at(group.span(), format!("group '{}' is listed twice", group.get_ref())));
+                    }
+                    chosen.push(group.into_inner());
+                }
+                if chosen.is_empty() {
+                    return Err(at(list_span, format!("name '{name_text}' lists no groups")));
+                }
+                let all_down = match &entry.all_down {
+                    None => AllDown::ServeAll,
+                    Some(policy) => parse_all_down(policy, groups, at)?,
+                };
+                NameSource::Groups { groups: chosen, all_down }
+            }
+            None => {
+                if let Some(policy) = &entry.all_down {
+                    return Err(at(policy.span(), "all_down applies only to names served from groups".into()));
+                }
+                if a.is_empty() && aaaa.is_empty() {
+                    return Err(at(entry_span, format!("name '{name_text}' has no groups and no a or aaaa addresses")));
+                }
+                NameSource::Static { a, aaaa }
+            }
+        };
+        if names.contains_key(&dns_name) {
+            return Err(at(name_span, format!("name '{name_text}' is configured twice (names are case-insensitive)")));
+        }
+        name_spans.insert(dns_name.clone(), name_span);
+        names.insert(dns_name, NameConfig { ttl, source });
+    }
+    Ok((names, name_spans))
+}
+
+fn check_ttl(ttl: Spanned<u32>, at: &health::At) -> Result<u32, ConfigError> {
     let span = ttl.span();
     let ttl = ttl.into_inner();
     if ttl > MAX_TTL {
@@ -1065,11 +1047,7 @@ fn check_ttl(ttl: Spanned<u32>, at: &impl Fn(Range<usize>, String) -> ConfigErro
     Ok(ttl)
 }
 
-fn parse_addresses<A>(
-    raw: &[Spanned<String>],
-    family: &str,
-    at: &impl Fn(Range<usize>, String) -> ConfigError,
-) -> Result<Vec<A>, ConfigError>
+fn parse_addresses<A>(raw: &[Spanned<String>], family: &str, at: &health::At) -> Result<Vec<A>, ConfigError>
 where
     A: std::str::FromStr + PartialEq,
 {

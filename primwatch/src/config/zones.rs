@@ -2,6 +2,7 @@
 //! whom, and whether XDP answers what does not exist in it.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     ops::Range,
     path::Path,
@@ -93,6 +94,41 @@ impl NegativeAnswers {
 
 /// Most zones with `negative_answers` (each has a slot for its SOA in XDP).
 pub const MAX_NEGATIVE_ZONES: usize = primwatch_common::MAX_NEGATIVE_ZONES;
+
+/// `[zones."APEX"]` tables, each parsed by `parse_zone`; an apex declared twice (names
+/// are case-insensitive) or more than `MAX_NEGATIVE_ZONES` with negative answers is
+/// refused.
+pub(super) fn parse_zones(
+    raw: BTreeMap<Spanned<String>, Spanned<RawZone>>,
+    config_dir: &Path,
+    at: &At,
+) -> Result<BTreeMap<DnsName, ZoneConfig>, ConfigError> {
+    let mut zones = BTreeMap::new();
+    for (apex, zone) in raw {
+        let apex_span = apex.span();
+        let apex_text = apex.into_inner();
+        let dns_name = DnsName::parse(&apex_text)
+            .map_err(|reason| at(apex_span.clone(), format!("zone '{apex_text}': {reason}")))?;
+        if dns_name.is_wildcard() {
+            return Err(at(apex_span, format!("zone '{apex_text}': a zone apex cannot be a wildcard")));
+        }
+        let zone = parse_zone(&apex_text, &dns_name, zone.into_inner(), config_dir, at)?;
+        if zones.insert(dns_name, zone).is_some() {
+            return Err(at(apex_span, format!("zone '{apex_text}' is declared twice (names are case-insensitive)")));
+        }
+    }
+    let negative = zones.values().filter(|z: &&ZoneConfig| z.negative.is_some()).count();
+    if negative > MAX_NEGATIVE_ZONES {
+        return Err(at(
+            0..0,
+            format!(
+                "{negative} zones have negative_answers = true; XDP holds the SOAs of at most {}",
+                MAX_NEGATIVE_ZONES
+            ),
+        ));
+    }
+    Ok(zones)
+}
 
 /// One `[zones."APEX"]` table.
 pub(super) fn parse_zone(

@@ -15,6 +15,7 @@
 //! - an ancestor: NXDOMAIN, unless a wildcard sits directly below it (the name may be
 //!   covered) or it hands off (a delegation, a DNAME, a zone without negative data);
 //! - nothing within `MAX_WALK` labels: not ours.
+//!
 //! Anything it does not answer goes on to the slow-path guard, untouched.
 
 use core::{mem::offset_of, ptr};
@@ -125,7 +126,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
     let soa = unsafe { &*ZONE_SOAS.get_ptr(entry.zone).ok_or(Verdict::NameNotFound)? };
     let soa_len = soa.len as usize;
     let apex_len = soa.apex_len as usize;
-    if soa_len < 2 || soa_len > SOA_RR_MAX || apex_len > name_len {
+    if !(2..=SOA_RR_MAX).contains(&soa_len) || apex_len > name_len {
         return Err(Verdict::NameNotFound);
     }
 
@@ -169,7 +170,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
         rrs_csum: (soa.csum + apex_off) * keep as u32,
         rrsig_len: 0,
         rrsig_csum: 0,
-        extra_flags: slip as u32 * dns::FLAG_TC as u32 | rcode,
+        extra_flags: (slip as u32 * dns::FLAG_TC as u32) | rcode,
         authority: 1,
         counter: 0,
     };

@@ -51,20 +51,6 @@ pub struct Query {
     pub edns: Option<Edns>,
 }
 
-impl Query {
-    /// Offset of the DNS header in the frame.
-    #[inline(always)]
-    pub fn dns_off(&self) -> usize {
-        self.l4_off + udp::HLEN
-    }
-
-    /// Offset of the byte after QCLASS: where the answer section goes.
-    #[inline(always)]
-    pub fn question_end(&self) -> usize {
-        self.dns_off() + dns::HLEN + self.name_len + dns::QTYPE_QCLASS_LEN
-    }
-}
-
 /// The IP layer of a frame: where UDP starts and the UDP length the IP header implies.
 struct Ip {
     is_ipv6: bool,

@@ -40,7 +40,7 @@ use crate::{
         COOKIE_PROGRAMS, COOKIE_SETTINGS, NEGATIVE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6,
         SLOW_PATH_SETTINGS, SLOW_PATH_TOTAL,
     },
-    packet::{be16, bytes_at, frame_len, put_be16, swap_bytes, L3_OFFSET_MASK, L4_OFFSET_MASK},
+    packet::{be16, bytes_at, frame_len, put_be16, L3_OFFSET_MASK, L4_OFFSET_MASK},
     reply::{turn_around, write_headers},
     rrl::{client_prefix, count, PrefixMasks},
 };
@@ -110,7 +110,7 @@ pub fn guard(ctx: &XdpContext) -> u32 {
         cookie.is_ipv6 = is_ipv6 as u32;
         unsafe {
             ptr::write_volatile(&mut scratch.guard_resumed, 1);
-            let _ = COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT);
+            COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT);
             ptr::write_volatile(&mut scratch.guard_resumed, 0);
         }
     }

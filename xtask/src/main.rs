@@ -107,9 +107,10 @@ fn main() -> Result<()> {
             deb()?;
             let bin = workspace_root().join("target/release/primwatch");
             let bin = bin.to_str().context("non-UTF-8 path")?;
-            step("format and lint (cargo fmt --check; clippy on the host crates, warnings are errors)");
+            step("format and lint (cargo fmt --check; clippy on the host crates and on the XDP program, warnings are errors)");
             cargo(&["fmt", "--all", "--check"], &[])?;
             cargo(&["clippy", "--release", "--all-targets", "--", "-D", "warnings"], &[])?;
+            lint_ebpf()?;
             step("unit and integration tests (release build; netns tests need root)");
             // Lab tests create namespaces, PowerDNS instances and XDP attachments; one
             // at a time keeps their timing honest on a 2-core machine.
@@ -228,6 +229,24 @@ fn deb() -> Result<()> {
     std::fs::write(assets.join("primwatch.service"), unit)?;
     step("building the Debian package (cargo deb, from the release build)");
     cargo(&["deb", "-p", "primwatch", "--no-build"], &[])?;
+    Ok(())
+}
+
+/// Clippy on the XDP program, for the BPF target with nightly (as build.rs builds it),
+/// warnings as errors; its own target directory, so the host build is not disturbed.
+fn lint_ebpf() -> Result<()> {
+    let status = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "-p", "primwatch-ebpf", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir", "target/ebpf-clippy"])
+        .args(["--", "-D", "warnings"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .current_dir(workspace_root())
+        .status()
+        .context("running clippy on the XDP program (rustup run nightly cargo clippy)")?;
+    if !status.success() {
+        bail!("clippy on the XDP program failed ({status})");
+    }
     Ok(())
 }
 

@@ -60,6 +60,7 @@ pub fn run() -> Result<()> {
     lint_tools()?;
     cargo_deb()?;
     nightly_rust_src()?;
+    nightly_clippy()?;
     bpf_linker()?;
     bpffs()?;
     exec_user()?;
@@ -172,6 +173,20 @@ fn cargo_deb() -> Result<()> {
     }
     step("installing cargo-deb (builds the Debian package)");
     run_cmd(Command::new("cargo").args(["+stable", "install", "cargo-deb", "--locked", "--version", CARGO_DEB_VERSION]))
+}
+
+/// clippy for the nightly toolchain (`cargo xtask test` lints the XDP program with it).
+fn nightly_clippy() -> Result<()> {
+    let present = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    step("adding clippy to the nightly toolchain (cargo xtask test lints the XDP program)");
+    run_cmd(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
 }
 
 fn nightly_rust_src() -> Result<()> {

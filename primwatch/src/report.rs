@@ -1,5 +1,7 @@
 //! What `ctl status` and `ctl explain` say: the state in words, computed from the
-//! config and the health state the controller holds.
+//! config and the health state the controller holds; `text` prints them for `ctl`.
+
+pub mod text;
 
 use std::net::IpAddr;
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 #[test]
 fn a_panicking_task_asks_for_an_orderly_stop() {
-    primwatch::supervise::install_panic_hook();
+    primwatch::sys::supervise::install_panic_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let fatal = tokio::spawn(primwatch::supervise::fatal());
+        let fatal = tokio::spawn(primwatch::sys::supervise::fatal());
         tokio::time::sleep(Duration::from_millis(50)).await;
         let task = tokio::spawn(async {
             let values: Vec<u32> = Vec::new();
@@ -21,5 +21,5 @@ fn a_panicking_task_asks_for_an_orderly_stop() {
     });
     // And a plain thread's panic is seen too.
     let _ = std::thread::Builder::new().name("worker".into()).spawn(|| panic!("thread bug")).unwrap().join();
-    assert!(primwatch::supervise::reason().is_some());
+    assert!(primwatch::sys::supervise::reason().is_some());
 }

@@ -7,10 +7,10 @@ use std::{net::IpAddr, path::Path};
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use primwatch::{
+    answers::records,
     config::Config,
+    dataplane::publish::{AnswerMaps, CookieMapWriter},
     dataplane::{Dataplane, ANSWER_PROGRAM},
-    map_writer::{AnswerMaps, CookieMapWriter},
-    records,
 };
 use primwatch_common::{Counters, HostAddrs, NameEntry, NameKey, Verdict};
 
@@ -43,8 +43,8 @@ pub struct Harness {
     cookie_secrets: ([u8; 16], [u8; 16]),
     cookie_clock_offset_ns: u64,
     /// Negative answers: the zones' names and SOAs, published by `publish_zones`.
-    negative: primwatch::zone_data::NegativeMapWriter,
-    zone_inputs: primwatch::zone_data::Inputs,
+    negative: primwatch::answers::zone_data::NegativeMapWriter,
+    zone_inputs: primwatch::answers::zone_data::Inputs,
 }
 
 /// The harness's cookie secret when the config names none (RFC 9018 Appendix A's).
@@ -84,7 +84,7 @@ impl Harness {
     /// `names` is a config without its `[server]` part (names, targets, groups…);
     /// every target counts as healthy.
     pub fn new(port: u16, names: &str) -> Result<Harness> {
-        Harness::with_health(port, names, &primwatch::selection::AllUp)
+        Harness::with_health(port, names, &primwatch::health::AllUp)
     }
 
     /// As `new`, with the names of `name_files` (`NAME GROUP` lines) besides.
@@ -93,22 +93,22 @@ impl Harness {
         Harness::from_text(
             &format!("name_files = [{}]\n[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}", files.join(", ")),
             port,
-            &primwatch::selection::AllUp,
+            &primwatch::health::AllUp,
         )
     }
 
     /// As `new`, with more `[server]` keys (`server_keys`, e.g. map capacities).
     pub fn with_server(port: u16, server_keys: &str, names: &str) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{server_keys}\n{names}");
-        Harness::from_text(&text, port, &primwatch::selection::AllUp)
+        Harness::from_text(&text, port, &primwatch::health::AllUp)
     }
 
-    pub fn with_health(port: u16, names: &str, health: &dyn primwatch::selection::Health) -> Result<Harness> {
+    pub fn with_health(port: u16, names: &str, health: &dyn primwatch::health::Health) -> Result<Harness> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         Harness::from_text(&text, port, health)
     }
 
-    fn from_text(text: &str, port: u16, health: &dyn primwatch::selection::Health) -> Result<Harness> {
+    fn from_text(text: &str, port: u16, health: &dyn primwatch::health::Health) -> Result<Harness> {
         let config = Config::parse(Path::new("harness.toml"), text)?;
         let mut dataplane = Dataplane::load_with(port, &config.capacities)?;
         // Published as the controller publishes: through the answer maps' one order.
@@ -119,13 +119,13 @@ impl Harness {
         let mut cookies = dataplane.cookie_writer()?;
         let secret = config.cookies.secret.unwrap_or(TEST_COOKIE_SECRET);
         cookies.install(secret)?;
-        let cookie_clock_offset_ns = primwatch::map_writer::unix_minus_monotonic_coarse_ns();
+        let cookie_clock_offset_ns = primwatch::dataplane::publish::unix_minus_monotonic_coarse_ns();
         cookies.set_clock_offset(cookie_clock_offset_ns)?;
         cookies.set_enabled(config.cookies.enabled)?;
         // BPF_PROG_TEST_RUN hands the program frames as received on loopback.
         dataplane.host_writer()?.write(&harness_host())?;
         let negative = dataplane.negative_writer()?;
-        let zone_inputs = primwatch::zone_data::Inputs::of(&config);
+        let zone_inputs = primwatch::answers::zone_data::Inputs::of(&config);
         Ok(Harness {
             negative,
             zone_inputs,
@@ -143,8 +143,8 @@ impl Harness {
     pub fn publish_zones(&mut self, zones: &[(&str, &str)]) -> Result<usize> {
         let mut contents = std::collections::BTreeMap::new();
         for (apex, text) in zones {
-            let apex = primwatch::dns_name::DnsName::parse(apex).map_err(anyhow::Error::msg)?;
-            contents.insert(apex.clone(), primwatch::zone_data::ZoneContents::from_zone_file(&apex, text)?);
+            let apex = primwatch::dns::name::DnsName::parse(apex).map_err(anyhow::Error::msg)?;
+            contents.insert(apex.clone(), primwatch::answers::zone_data::ZoneContents::from_zone_file(&apex, text)?);
         }
         let inputs = &self.zone_inputs;
         let mut declared: Vec<_> = inputs.zones.keys().cloned().collect();
@@ -178,17 +178,17 @@ impl Harness {
 
     /// Writes the names of another config (as a reload does: a new name plan) with
     /// every target up; returns what the writer did.
-    pub fn reload_names(&mut self, port: u16, names: &str) -> Result<primwatch::map_writer::SyncStats> {
+    pub fn reload_names(&mut self, port: u16, names: &str) -> Result<primwatch::dataplane::publish::SyncStats> {
         let text = format!("[server]\ninterfaces = [\"none\"]\nport = {port}\n{names}");
         let config = Config::parse(Path::new("harness.toml"), &text)?;
         self.maps.config_changed();
-        self.maps.publish(&config, records::desired_entries(&config, &primwatch::selection::AllUp), || ())
+        self.maps.publish(&config, records::desired_entries(&config, &primwatch::health::AllUp), || ())
         // (signed zones: `signed_since` waits for the signing thread and says what it did)
     }
 
     /// What the signing thread did since the last look, once it has caught up with
     /// every publish.
-    pub fn signed_since(&self) -> primwatch::signatures::SignStats {
+    pub fn signed_since(&self) -> primwatch::answers::signatures::SignStats {
         self.maps.signatures.wait_idle(SIGNING_WAIT)
     }
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use primwatch::{dns_name::DnsName, dnssec::ZoneSigner};
+use primwatch::{dns::dnssec::ZoneSigner, dns::name::DnsName};
 use primwatch_common::{Family, RrsigRr};
 use primwatch_tests::dnssec::{validate, ZoneKey};
 

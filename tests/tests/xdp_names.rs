@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use hickory_proto::{op::ResponseCode, rr::RecordType};
-use primwatch::dns_name::DnsName;
+use primwatch::dns::name::DnsName;
 use primwatch_common::NameKey;
 use primwatch_tests::{
     dns,

@@ -85,7 +85,7 @@ fn over_the_rate_answers_are_dropped_and_every_slipth_is_truncated() {
 
 /// Every target down: names with `all_down = "nodata"` answer NODATA.
 struct AllDown;
-impl primwatch::selection::Health for AllDown {
+impl primwatch::health::Health for AllDown {
     fn target_eligible(&self, _: &str) -> bool {
         false
     }

@@ -102,12 +102,12 @@ fn weighted_shares_follow_weights_on_both_paths() {
         &format!("[server]\ninterfaces = [\"none\"]\n{CONFIG}"),
     )
     .unwrap();
-    let table = primwatch::pdns_backend::AnswerTable::build(&config, &primwatch::selection::AllUp);
+    let table = primwatch::answers::pdns_backend::AnswerTable::build(&config, &primwatch::health::AllUp);
     let request = serde_json::json!({"method": "lookup", "parameters":
         {"qname": "weighted.example.test.", "qtype": "A", "remote": "192.0.2.1"}});
     let mut powerdns: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
-        let reply = primwatch::pdns_backend::answer(&request, &table);
+        let reply = primwatch::answers::pdns_backend::answer(&request, &table);
         let first = reply["result"][0]["content"].as_str().unwrap().to_string();
         *powerdns.entry(first).or_default() += 1;
     }
@@ -145,7 +145,7 @@ fn first_answers_the_first_listed_member() {
 #[test]
 fn nodata_when_all_down_answers_noerror_without_records() {
     struct Down;
-    impl primwatch::selection::Health for Down {
+    impl primwatch::health::Health for Down {
         fn target_eligible(&self, _: &str) -> bool {
             false
         }

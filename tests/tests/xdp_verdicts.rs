@@ -247,7 +247,7 @@ fn configured_port_is_the_only_one_answered() {
 fn a_hash_match_with_another_name_is_not_an_answer() {
     // Plant www's entry under the hash of "evil.example.test": the program finds the
     // entry by hash, but the stored name differs, so it must pass the query up.
-    use primwatch::dns_name::DnsName;
+    use primwatch::dns::name::DnsName;
     let mut h = harness();
     let evil = DnsName::parse("evil.example.test").unwrap();
     let www = DnsName::parse("www.example.test").unwrap();

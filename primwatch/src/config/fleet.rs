@@ -154,7 +154,7 @@ pub(super) fn parse_fleet_user(
         (Some(p), None) => Some((p.span(), p.get_ref().clone())),
         (None, Some(file)) => {
             let path = config_dir.join(file.get_ref());
-            crate::paths::check_private_file(&path)
+            crate::sys::paths::check_private_file(&path)
                 .map_err(|e| at(file.span(), format!("fleet.password_file: {e:#}")))?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| at(file.span(), format!("fleet.password_file: cannot read {}: {e}", path.display())))?;
@@ -198,7 +198,7 @@ pub(super) fn parse_fleet_tls(
     let read = |file: &Spanned<PathBuf>, key: &str| {
         let path = config_dir.join(file.get_ref());
         if key == "key" {
-            crate::paths::check_private_file(&path).map_err(|e| at(file.span(), format!("fleet.key: {e:#}")))?;
+            crate::sys::paths::check_private_file(&path).map_err(|e| at(file.span(), format!("fleet.key: {e:#}")))?;
         }
         let pem = std::fs::read(&path)
             .map_err(|e| at(file.span(), format!("fleet.{key}: cannot read {}: {e}", path.display())))?;

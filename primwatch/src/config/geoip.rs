@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 /// The seven continent codes MaxMind and DB-IP use.
-pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+pub(crate) const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 
 /// What a view takes from the database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +98,7 @@ struct Coded<'a> {
 /// Errors (as text, for the config error that names `geoip.database`): the file cannot
 /// be read, is not a MaxMind DB (truncated, corrupt), or holds none of the fields the
 /// views ask for (e.g. countries from an ASN database).
-pub fn expand(
+pub(crate) fn expand(
     path: &Path,
     wanted: &BTreeMap<String, GeoCriteria>,
     hand_written: &[IpNet],
@@ -191,16 +191,16 @@ impl Covered {
 }
 
 /// Is `code` an ISO 3166-1 alpha-2 country code?
-pub fn is_country(code: &str) -> bool {
+pub(crate) fn is_country(code: &str) -> bool {
     isocountry::CountryCode::for_alpha2(code).is_ok()
 }
 
 /// What tells a replaced file from the one read before: inode, size, mtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp(u64, u64, i64, i64);
+pub(crate) struct FileStamp(u64, u64, i64, i64);
 
 impl FileStamp {
-    pub fn of(path: &std::path::Path) -> Option<FileStamp> {
+    pub(crate) fn of(path: &std::path::Path) -> Option<FileStamp> {
         use std::os::unix::fs::MetadataExt as _;
         let m = std::fs::metadata(path).ok()?;
         Some(FileStamp(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))

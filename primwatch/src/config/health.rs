@@ -21,7 +21,7 @@ pub enum CheckKind {
     /// An external command; exit status 0 means up. Gets the target's address and
     /// name as arguments and as PRIMWATCH_TARGET_ADDRESS / PRIMWATCH_TARGET_NAME; runs
     /// as `run_as` (`server.exec_user`, set once the whole config is read).
-    Exec { command: Vec<String>, run_as: Option<crate::process::RunAs> },
+    Exec { command: Vec<String>, run_as: Option<crate::sys::process::RunAs> },
 }
 
 #[derive(Debug, Clone)]
@@ -247,12 +247,12 @@ pub(super) type At<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Consecutive results needed to change state, unless a check says otherwise: one
 /// stray timeout does not pull a backend, one lucky answer does not restore it.
 pub const DEFAULT_RISE_FALL: u32 = 2;
 /// The most consecutive results `rise` and `fall` may ask for.
-pub const MAX_RISE_FALL: u32 = 100;
+pub(super) const MAX_RISE_FALL: u32 = 100;
 
 /// The fixed part of a plain HTTP check's request (see `HttpCheck::plain_head`); every
 /// part was checked before this is called.
@@ -473,7 +473,7 @@ pub(super) fn parse_check(
             if command.get_ref().is_empty() {
                 return Err(at(command.span(), "command must name a program".into()));
             }
-            if let Some(why) = crate::process::unsafe_command(&command.get_ref()[0]) {
+            if let Some(why) = crate::sys::process::unsafe_command(&command.get_ref()[0]) {
                 return Err(at(command.span(), format!("checks.{}.command: {why}", name.get_ref())));
             }
             CheckKind::Exec { command: command.into_inner(), run_as: None }
@@ -568,7 +568,7 @@ pub(super) fn parse_target(
             if text.parse::<IpAddr>().is_ok() {
                 return Err(at(host.span(), format!("'{text}' is an address: write it as `address`")));
             }
-            crate::dns_name::DnsName::parse(text)
+            crate::dns::name::DnsName::parse(text)
                 .map_err(|reason| at(host.span(), format!("host '{text}': {reason}")))?;
             Ok(ParsedTarget::Named(NamedTarget { host: text.to_ascii_lowercase(), weight, checks: names, preempt }))
         }

@@ -15,45 +15,46 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// `[checks.X] interval`: a check at least every hour (a health check that runs less
 /// often says nothing about failover); 100 ms at the fastest.
-pub const CHECK_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(100)..=HOUR;
+pub(crate) const CHECK_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(100)..=HOUR;
 /// `[checks.X] timeout`, also bounded by the check's interval.
-pub const CHECK_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=HOUR;
+pub(crate) const CHECK_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=HOUR;
 /// `[checks.X] retry_interval`, also bounded by the check's interval.
-pub const CHECK_RETRY_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(100)..=HOUR;
+pub(crate) const CHECK_RETRY_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(100)..=HOUR;
 /// `[checks.X] jitter`, also below the check's interval.
-pub const CHECK_JITTER: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
+pub(crate) const CHECK_JITTER: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
 /// `[zones.Z] signature_validity`: RRSIGs replayable for at most 90 days (Knot's
 /// default lifetime is 14 days, BIND's 30); 10 s at the shortest (renewal runs at half
 /// of it, checked every second).
-pub const SIGNATURE_VALIDITY: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(90 * 24 * 3600);
+pub(crate) const SIGNATURE_VALIDITY: RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(90 * 24 * 3600);
 /// `[cookies] secret_rotation`: RFC 7873 §7.1 asks for periodic changes; a month at
 /// most. A cookie lives an hour (RFC 9018 §4.3), so rotating faster refuses valid ones:
 /// the shortest rotations are for tests.
-pub const COOKIE_ROTATION: RangeInclusive<Duration> = SECOND..=Duration::from_secs(30 * 24 * 3600);
+pub(crate) const COOKIE_ROTATION: RangeInclusive<Duration> = SECOND..=Duration::from_secs(30 * 24 * 3600);
 /// `[zones."APEX"] refresh`: how often a zone's SOA serial is checked.
-pub const ZONE_REFRESH: RangeInclusive<Duration> = SECOND..=HOUR;
+pub(crate) const ZONE_REFRESH: RangeInclusive<Duration> = SECOND..=HOUR;
 /// `[rrl] window`.
-pub const RRL_WINDOW: RangeInclusive<Duration> = SECOND..=HOUR;
+pub(crate) const RRL_WINDOW: RangeInclusive<Duration> = SECOND..=HOUR;
 /// `[resolver] min_ttl` and `max_ttl`: how long a resolved target address is kept.
-pub const RESOLVER_TTL: RangeInclusive<Duration> = SECOND..=DAY;
+pub(crate) const RESOLVER_TTL: RangeInclusive<Duration> = SECOND..=DAY;
 /// `[resolver] grace`: how long addresses are kept when resolution fails.
-pub const RESOLVER_GRACE: RangeInclusive<Duration> = Duration::ZERO..=DAY;
+pub(crate) const RESOLVER_GRACE: RangeInclusive<Duration> = Duration::ZERO..=DAY;
 /// `[powerdns] idle_timeout`.
-pub const POWERDNS_IDLE_TIMEOUT: RangeInclusive<Duration> = SECOND..=HOUR;
+pub(crate) const POWERDNS_IDLE_TIMEOUT: RangeInclusive<Duration> = SECOND..=HOUR;
 /// `[hooks] timeout`: how long a hook may run before it is killed.
-pub const HOOK_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(10 * 60);
+pub(crate) const HOOK_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(10 * 60);
 
 /// `[server] control_max_connections`: ctl connections served at once.
-pub const CONTROL_CONNECTIONS: RangeInclusive<usize> = 1..=1024;
+pub(crate) const CONTROL_CONNECTIONS: RangeInclusive<usize> = 1..=1024;
 /// `[powerdns] max_connections`: PowerDNS backend connections served at once (PowerDNS
 /// opens one per receiver/distributor thread).
-pub const POWERDNS_CONNECTIONS: RangeInclusive<usize> = 1..=4096;
+pub(crate) const POWERDNS_CONNECTIONS: RangeInclusive<usize> = 1..=4096;
 /// `[server] max_checks_in_flight`: each holds a socket or a process.
-pub const CHECKS_IN_FLIGHT: RangeInclusive<usize> = 1..=1_000_000;
+pub(crate) const CHECKS_IN_FLIGHT: RangeInclusive<usize> = 1..=1_000_000;
 
 /// `[resolver] max_addresses`: the addresses one name may bring (each a target with
 /// its own checkers).
-pub const RESOLVED_ADDRESSES: RangeInclusive<usize> = 1..=256;
+pub(crate) const RESOLVED_ADDRESSES: RangeInclusive<usize> = 1..=256;
 
 /// `value` of `key`, refused at its span unless it lies in `range`.
 pub(super) fn count_or(

@@ -16,20 +16,20 @@ use primwatch_common::MAX_RECORDS;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{dns_name::DnsName, local_socket::Access};
+use crate::{dns::name::DnsName, sys::local_socket::Access};
 
 mod cookies;
 mod fleet;
-pub mod geoip;
+pub(crate) mod geoip;
 mod health;
-pub mod limits;
+pub(crate) mod limits;
 mod name_files;
 mod powerdns;
 pub mod pushed;
 mod resolver;
 mod rrl;
-pub mod slow_path;
-pub mod target_addresses;
+pub(crate) mod slow_path;
+pub(crate) mod target_addresses;
 mod views;
 mod zones;
 pub use health::{
@@ -133,7 +133,7 @@ pub struct Config {
     pub zones: BTreeMap<DnsName, ZoneConfig>,
     pub hooks: Hooks,
     /// Who exec checks and hooks run as (only resolved when there are any).
-    pub exec_user: Option<crate::process::RunAs>,
+    pub exec_user: Option<crate::sys::process::RunAs>,
     /// Checks in flight at once (`server.max_checks_in_flight`; None: derived from the
     /// open-file limit, see `checks::budget_size`).
     pub max_checks_in_flight: Option<usize>,
@@ -147,7 +147,7 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `views`' prefixes by length, with their ECS scopes: built once per load, shared
     /// by the XDP map writer, the PowerDNS backend and explain.
-    pub view_index: std::sync::Arc<crate::view_index::ViewIndex>,
+    pub view_index: std::sync::Arc<crate::dns::view_index::ViewIndex>,
     /// `[geoip] database` as read: its metadata and the networks it put into views.
     pub geoip: Option<std::sync::Arc<geoip::GeoMapping>>,
     /// Targets given by DNS name (`host`), by target name; `targets` and `groups` hold
@@ -515,7 +515,7 @@ impl Config {
     }
 
     /// (apex, key) of every zone primwatch signs.
-    pub fn signed_zones(&self) -> Vec<(DnsName, std::sync::Arc<crate::dnssec::ZoneSigner>)> {
+    pub fn signed_zones(&self) -> Vec<(DnsName, std::sync::Arc<crate::dns::dnssec::ZoneSigner>)> {
         self.zones
             .iter()
             .filter_map(|(apex, z)| match &z.dnssec {
@@ -526,7 +526,7 @@ impl Config {
     }
 
     /// The key `name`'s answers are signed with, if its zone is signed by primwatch.
-    pub fn signer_of(&self, name: &DnsName) -> Option<&std::sync::Arc<crate::dnssec::ZoneSigner>> {
+    pub fn signer_of(&self, name: &DnsName) -> Option<&std::sync::Arc<crate::dns::dnssec::ZoneSigner>> {
         match self.zone_of(name) {
             Some((_, ZoneConfig { dnssec: Dnssec::Sign(signer), .. })) => Some(signer),
             _ => None,
@@ -749,7 +749,7 @@ impl Config {
                         return Err(at(cmd.span(), "hooks.on_change must name a program".into()))
                     }
                     Some(cmd) => {
-                        if let Some(why) = crate::process::unsafe_command(&cmd.get_ref()[0]) {
+                        if let Some(why) = crate::sys::process::unsafe_command(&cmd.get_ref()[0]) {
                             return Err(at(cmd.span(), format!("hooks.on_change: {why}")));
                         }
                         Some(cmd.into_inner())
@@ -768,7 +768,7 @@ impl Config {
                 Some(user) => (user.get_ref().clone(), user.span()),
                 None => (DEFAULT_EXEC_USER.to_string(), server_span.clone()),
             };
-            let user = crate::process::RunAs::lookup(&name).ok_or_else(|| {
+            let user = crate::sys::process::RunAs::lookup(&name).ok_or_else(|| {
                 at(
                     span,
                     format!(
@@ -814,7 +814,7 @@ impl Config {
             }
         }
 
-        let view_index = std::sync::Arc::new(crate::view_index::ViewIndex::build(&views));
+        let view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&views));
         let config = Config {
             interfaces,
             xdp_mode: server.xdp_mode,
@@ -1488,7 +1488,7 @@ groups = ["g"]
         .unwrap();
         // a's view spec is b's (one set pair); b's view spec is new: g, h, static, g+h.
         assert_eq!(config.record_sets(), 8);
-        assert_eq!(config.record_sets(), 2 * crate::records::plan_names(&config).specs.len());
+        assert_eq!(config.record_sets(), 2 * crate::answers::records::plan_names(&config).specs.len());
     }
 
     #[test]

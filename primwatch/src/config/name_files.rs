@@ -15,7 +15,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use super::{all_down_from, AllDown, ConfigError, GroupConfig, NameConfig, NameSource, ViewName, ZoneConfig, MAX_TTL};
-use crate::dns_name::DnsName;
+use crate::dns::name::DnsName;
 
 /// One line: the name, its groups in priority order, and the options it set.
 struct NameLine {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{health, limits, ConfigError};
-use crate::local_socket::{self, Access};
+use crate::sys::local_socket::{self, Access};
 
 /// The PowerDNS remote backend's socket (`[powerdns]`).
 #[derive(Debug, Clone, PartialEq)]

@@ -164,7 +164,7 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
     // A target is probed by every node and its health published: only at addresses
     // the node's own file allows (not itself, its metadata service, loopback, …).
     if let Some(fleet) = &config.fleet {
-        let own = crate::host::snapshot().map(|s| s.addresses).unwrap_or_default();
+        let own = crate::sys::host::snapshot().map(|s| s.addresses).unwrap_or_default();
         let policy = fleet.pushed_target_policy(own);
         for (name, target) in &config.targets {
             if let Some(why) = policy.refuses(target.address) {
@@ -206,7 +206,7 @@ pub fn read_cache(state_file: &Path) -> Option<PushedConfig> {
 
 /// Writes the cache (owner-only, replaced atomically: a crash leaves the old or the new).
 pub fn write_cache(state_file: &Path, pushed: &PushedConfig) -> anyhow::Result<()> {
-    crate::paths::write_atomically(&cache_path(state_file), &serde_json::to_vec(pushed)?)
+    crate::sys::paths::write_atomically(&cache_path(state_file), &serde_json::to_vec(pushed)?)
 }
 
 /// How long a pushed revision must run before it counts as run successfully (and is
@@ -231,7 +231,7 @@ fn beside(state_file: &Path, suffix: &str) -> PathBuf {
 /// Marks `revision` as being applied: until `end_trial`, a start finds it there and
 /// knows the node stopped while applying it.
 pub fn begin_trial(state_file: &Path, revision: i64) -> anyhow::Result<()> {
-    crate::paths::write_atomically(&beside(state_file, ".pushed-trial"), revision.to_string().as_bytes())
+    crate::sys::paths::write_atomically(&beside(state_file, ".pushed-trial"), revision.to_string().as_bytes())
 }
 
 pub fn end_trial(state_file: &Path) {
@@ -248,7 +248,7 @@ pub fn read_refusal(state_file: &Path) -> Option<Refusal> {
 }
 
 pub fn write_refusal(state_file: &Path, refusal: &Refusal) -> anyhow::Result<()> {
-    crate::paths::write_atomically(&beside(state_file, ".pushed-refused.json"), &serde_json::to_vec(refusal)?)
+    crate::sys::paths::write_atomically(&beside(state_file, ".pushed-refused.json"), &serde_json::to_vec(refusal)?)
 }
 
 pub fn clear_refusal(state_file: &Path) {

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 /// Why `address` is special-purpose (no target of a health check unless the operator
 /// says so), or None.
-pub fn special_purpose(address: IpAddr) -> Option<&'static str> {
+pub(crate) fn special_purpose(address: IpAddr) -> Option<&'static str> {
     match address {
         IpAddr::V4(v4) => special_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -15,7 +15,7 @@ use super::{
     health::At,
     parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig, ViewName,
 };
-use crate::dns_name::DnsName;
+use crate::dns::name::DnsName;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewConfig {
@@ -31,7 +31,7 @@ pub struct ViewConfig {
     pub geo: GeoCriteria,
 }
 
-impl crate::view_index::ViewSources for ViewConfig {
+impl crate::dns::view_index::ViewSources for ViewConfig {
     fn id(&self) -> u32 {
         self.id
     }
@@ -219,7 +219,7 @@ pub(super) fn parse_views(
 
 /// A view's id comes from its name, so a reload that adds or removes other views
 /// never renumbers it while the XDP maps are being updated.
-pub fn view_id(name: &str) -> u32 {
+pub(super) fn view_id(name: &str) -> u32 {
     let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
     hash.max(1)
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{health::At, limits, ConfigError};
-use crate::dns_name::DnsName;
+use crate::dns::name::DnsName;
 
 /// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`.
 fn parse_dnssec(
@@ -49,11 +49,11 @@ fn parse_dnssec(
                 ));
             };
             let validity = match &raw.signature_validity {
-                None => crate::dnssec::DEFAULT_VALIDITY,
+                None => crate::dns::dnssec::DEFAULT_VALIDITY,
                 Some(text) => limits::duration_in(text, &key_of("signature_validity"), limits::SIGNATURE_VALIDITY, at)?,
             };
             let path = config_dir.join(key.get_ref());
-            let signer = crate::dnssec::ZoneSigner::load(apex, &path, validity)
+            let signer = crate::dns::dnssec::ZoneSigner::load(apex, &path, validity)
                 .map_err(|e| at(key.span(), format!("{}: {e:#}", key_of("key"))))?;
             Ok(Dnssec::Sign(std::sync::Arc::new(signer)))
         }
@@ -93,7 +93,7 @@ impl NegativeAnswers {
 }
 
 /// Most zones with `negative_answers` (each has a slot for its SOA in XDP).
-pub const MAX_NEGATIVE_ZONES: usize = primwatch_common::MAX_NEGATIVE_ZONES;
+pub(super) const MAX_NEGATIVE_ZONES: usize = primwatch_common::MAX_NEGATIVE_ZONES;
 
 /// `[zones."APEX"]` tables, each parsed by `parse_zone`; an apex declared twice (names
 /// are case-insensitive) or more than `MAX_NEGATIVE_ZONES` with negative answers is
@@ -200,7 +200,7 @@ pub enum Dnssec {
     Pass,
     /// Signed with this key by primwatch (the answers XDP gives) and by the DNS server
     /// behind it (the rest of the zone): DO=1 answers carry their RRSIG.
-    Sign(std::sync::Arc<crate::dnssec::ZoneSigner>),
+    Sign(std::sync::Arc<crate::dns::dnssec::ZoneSigner>),
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use hickory_proto::rr::RecordType;
-use primwatch::{dataplane::ANSWER_PROGRAM, dns_name::DnsName, dnssec::ZoneSigner};
+use primwatch::{dataplane::ANSWER_PROGRAM, dns::dnssec::ZoneSigner, dns::name::DnsName};
 use primwatch_common::Family;
 use primwatch_tests::{
     dns::{self, EdnsQuery},
@@ -60,7 +60,7 @@ fn measure(dir: &std::path::Path) -> Result<()> {
     let apex = DnsName::parse("example.test").map_err(anyhow::Error::msg)?;
     let rdatas: [&[u8]; 2] = [&[192, 0, 2, 10], &[192, 0, 2, 11]];
     for (label, key) in [("ECDSAP256SHA256 (13)", &p256), ("ED25519 (15)", &ed25519)] {
-        let signer = ZoneSigner::load(&apex, &key.base, primwatch::dnssec::DEFAULT_VALIDITY)?;
+        let signer = ZoneSigner::load(&apex, &key.base, primwatch::dns::dnssec::DEFAULT_VALIDITY)?;
         let owner = DnsName::parse("www.example.test").map_err(anyhow::Error::msg)?;
         let started = Instant::now();
         let mut made = 0u64;

@@ -118,7 +118,7 @@ pub fn run() -> Result<()> {
         let check = check.clone();
         move || {
             let check = check.clone();
-            async move { primwatch::checks::run(&check, "bench", IpAddr::from([127, 0, 0, 1])).await.ok }
+            async move { primwatch::health::checks::run(&check, "bench", IpAddr::from([127, 0, 0, 1])).await.ok }
         }
     };
     let before = move || {

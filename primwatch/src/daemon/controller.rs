@@ -1,0 +1,986 @@
+//! The controller loop: one task per (target, check) probes on its own schedule and
+//! reports; this loop folds reports into `State` and, when a target's health changes,
+//! recomputes the answers and writes what changed into the map.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Result;
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::{error, info, warn};
+
+use crate::{
+    answers::pdns_backend::{AnswerFeed, AnswerTable},
+    answers::records,
+    config::{pushed::PushedConfig, Config},
+    dataplane::publish::AnswerMaps,
+    health::checks::{
+        self,
+        schedule::{check_loop, Checker, LocalErrorLog, Report},
+    },
+    health::state::{Overrides, SavedState, State, StateFile},
+    ops::control::{Explanation, Incoming, Reply, Request, Status},
+    ops::hooks::{self, HookRunner},
+    ops::metrics::Recorder,
+    ops::report,
+};
+
+pub(crate) struct Controller {
+    config: Config,
+    /// Where `reload` reads the config from.
+    config_path: Option<std::path::PathBuf>,
+    state: State,
+    /// The answer maps (record sets, names, view tries, RRL settings).
+    maps: AnswerMaps,
+    /// Where the state is saved (overrides, holds, last-known health).
+    state_file: StateFile,
+    cookies: crate::dataplane::cookies::CookieKeeper,
+    /// The names map's plan for the running config (None: to be built).
+    name_plan: Option<std::sync::Arc<records::NamePlan>>,
+    reports_tx: mpsc::Sender<Report>,
+    reports: mpsc::Receiver<Report>,
+    checkers: JoinSet<()>,
+    running: std::collections::HashMap<tokio::task::Id, (Checker, tokio::task::AbortHandle)>,
+    previous_run: Option<PreviousRun>,
+    /// The PowerDNS remote backend's view of the answers, if it is enabled.
+    answers: Option<AnswerFeed>,
+    metrics: Recorder,
+    /// What happened to the data plane at start (attached afresh, adopted after a clean
+    /// stop or after a crash), shown by `ctl status`.
+    dataplane_note: String,
+    /// Negative answers: the zone task (None in tests that drive the maps themselves).
+    zones: Option<crate::answers::zone_data::ZoneFeed>,
+    hooks: HookRunner,
+    /// Checks in flight at once, over all targets (each holds a socket or a process).
+    budget: Arc<checks::Budget>,
+    /// Log lines about checks that could not run here, at most a few per window.
+    local_errors: LocalErrorLog,
+    /// The `[geoip] database` file as last seen (inode, size, mtime): a change reloads.
+    geoip_seen: Option<crate::config::geoip::FileStamp>,
+    /// Targets given by host: what they resolve to, and the tasks resolving them.
+    resolutions: std::collections::BTreeMap<String, crate::health::resolve::Resolution>,
+    resolved_tx: mpsc::Sender<crate::health::resolve::Resolved>,
+    resolved_rx: mpsc::Receiver<crate::health::resolve::Resolved>,
+    resolvers: JoinSet<()>,
+    /// `[fleet]`: the etcd connection, and the overrides it brings in.
+    fleet: Option<crate::fleet::Fleet>,
+    fleet_events: Option<mpsc::Receiver<crate::fleet::FleetEvent>>,
+    /// `fleet push`: the pushed config this node runs with its own node-local tables
+    /// (None: its own file alone).
+    pushed: Option<PushedConfig>,
+    /// A pushed revision this node will not apply (it stopped while applying it before).
+    refusal: Option<crate::config::pushed::Refusal>,
+    /// The pushed revision on probation and when it ends: then it is kept for the next
+    /// start (`pushed::PROBATION`).
+    probation: Option<(i64, std::time::Instant)>,
+    /// `[fleet]`: the other live nodes and the pushed revision each runs, as last
+    /// known; those running this node's revision share out the targets with
+    /// `checked_by` (`members_known`: heard from etcd at least once).
+    fleet_members: BTreeMap<String, i64>,
+    members_known: bool,
+}
+
+/// What the state file says about the controller that ran before this one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PreviousRun {
+    pub stopped_cleanly: bool,
+    pub saved_at: Option<std::time::SystemTime>,
+}
+
+impl Controller {
+    /// Writes the initial answers (every check in its initial state, saved overrides
+    /// and holds applied) and starts the checkers.
+    pub(crate) fn start(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+        (pushed, refusal): (Option<PushedConfig>, Option<crate::config::pushed::Refusal>),
+        maps: AnswerMaps,
+        cookies: crate::dataplane::publish::CookieMapWriter,
+    ) -> Result<Controller> {
+        let (reports_tx, reports) = mpsc::channel(1024);
+        let (resolved_tx, resolved_rx) = mpsc::channel(64);
+        let saved = match SavedState::load(&config.state_file) {
+            Ok(saved) => saved,
+            Err(e) => {
+                // Keep it for the operator: the save below would otherwise replace it.
+                let aside = config.state_file.with_extension("unreadable");
+                let _ = std::fs::rename(&config.state_file, &aside);
+                error!(error = %format!("{e:#}"), kept = %aside.display(), "state file unreadable; starting without overrides or last-known health");
+                None
+            }
+        };
+        let previous_run =
+            saved.as_ref().map(|s| PreviousRun { stopped_cleanly: s.stopped_cleanly, saved_at: s.saved_at });
+        let saved = saved.unwrap_or_default();
+        if saved.overrides != Overrides::default() {
+            info!(file = %config.state_file.display(), "restored saved overrides");
+        }
+        let mut state = State::with_overrides(&config, saved.overrides.clone());
+        let restored = state.restore(&config, &saved);
+        if restored > 0 {
+            info!(targets = restored, "targets start from their last-known health");
+        }
+        // From here on the file says "running": a kill leaves it that way.
+        let state_file = StateFile(config.state_file.clone());
+        state_file.write(&mut state, false);
+        let hooks = HookRunner::start(&config.hooks, config.exec_user.clone(), Default::default());
+        let config_budget = config.max_checks_in_flight;
+        let (fleet, fleet_events) = match &config.fleet {
+            Some(fleet) => {
+                let (events, incoming) = mpsc::channel(256);
+                info!(node = %fleet.node, prefix = %fleet.prefix, endpoints = ?fleet.endpoints, "fleet: sharing overrides through etcd");
+                (Some(crate::fleet::Fleet::start(fleet.clone(), events)), Some(incoming))
+            }
+            None => (None, None),
+        };
+        let mut controller = Controller {
+            config,
+            config_path,
+            state,
+            maps,
+            state_file,
+            cookies: crate::dataplane::cookies::CookieKeeper::new(cookies),
+            name_plan: None,
+            reports_tx,
+            reports,
+            checkers: JoinSet::new(),
+            running: Default::default(),
+            previous_run,
+            answers: None,
+            metrics: Recorder::default(),
+            dataplane_note: String::new(),
+            zones: None,
+            hooks,
+            budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
+            local_errors: LocalErrorLog::default(),
+            geoip_seen: None,
+            resolutions: Default::default(),
+            resolved_tx,
+            resolved_rx,
+            resolvers: JoinSet::new(),
+            fleet,
+            fleet_events,
+            probation: pushed
+                .as_ref()
+                .map(|p| (p.revision, std::time::Instant::now() + crate::config::pushed::PROBATION)),
+            pushed,
+            refusal,
+            fleet_members: Default::default(),
+            members_known: false,
+        };
+        match controller.refusal.clone() {
+            Some(r) => controller.report_config(r.revision, r.reason),
+            None => controller.report_config(0, String::new()),
+        }
+        controller.vote_all();
+        controller.spawn_resolvers();
+        if let Some(powerdns) = controller.config.powerdns.clone() {
+            let plan = controller.plan();
+            let chosen = records::choose_sets(&controller.config, &plan.specs, &controller.state);
+            let table = AnswerTable::new(plan, chosen, controller.config.view_index.clone());
+            controller.answers = Some(AnswerFeed::start(&powerdns, table)?);
+        }
+        controller.publish()?;
+        controller.spawn_all();
+        Ok(controller)
+    }
+
+    fn spawn_all(&mut self) {
+        self.spawn_where(|_| true);
+    }
+
+    /// The targets with `checked_by` that other nodes check (see `fleet::not_checked_here`).
+    fn shards_elsewhere(&self, config: &Config) -> BTreeSet<String> {
+        match &self.fleet {
+            Some(fleet) => {
+                crate::fleet::not_checked_here(config, &fleet.config.node, self.running_revision(), &self.fleet_members)
+            }
+            None => Default::default(),
+        }
+    }
+
+    /// Starts the checkers of every target `wanted` says yes to.
+    fn spawn_where(&mut self, wanted: impl Fn(&str) -> bool) {
+        let checkers: Vec<Checker> = self
+            .config
+            .targets
+            .iter()
+            .filter(|(name, _)| wanted(name) && !self.state.not_checked_here.contains(*name))
+            .flat_map(|(name, target)| {
+                target.checks.iter().enumerate().map(|(index, check)| Checker {
+                    target: name.clone(),
+                    index,
+                    address: target.address,
+                    spec: self.config.checks[check].clone(),
+                })
+            })
+            .collect();
+        for checker in checkers {
+            self.spawn(checker);
+        }
+    }
+
+    fn spawn(&mut self, checker: Checker) {
+        let handle = self.checkers.spawn(check_loop(checker.clone(), self.reports_tx.clone(), self.budget.clone()));
+        self.running.insert(handle.id(), (checker, handle));
+    }
+
+    /// One resolving task per target given by host (again after a reload).
+    fn spawn_resolvers(&mut self) {
+        self.resolvers.abort_all();
+        if self.config.named_targets.is_empty() {
+            return;
+        }
+        let resolver = match crate::health::resolve::resolver(&self.config.resolver) {
+            Ok(r) => r,
+            Err(why) => {
+                error!(%why, "cannot resolve targets given by host; they have no addresses");
+                for target in self.config.named_targets.keys() {
+                    let entry = self.resolutions.entry(target.clone()).or_default();
+                    entry.failing.get_or_insert((std::time::SystemTime::now(), why.clone()));
+                }
+                return;
+            }
+        };
+        for (target, named) in &self.config.named_targets {
+            self.resolvers.spawn(crate::health::resolve::resolve_loop(
+                target.clone(),
+                named.host.clone(),
+                self.config.resolver.clone(),
+                resolver.clone(),
+                self.resolved_tx.clone(),
+            ));
+        }
+    }
+
+    /// A resolution came in: new addresses become targets, gone ones are dropped.
+    fn on_resolved(&mut self, resolved: crate::health::resolve::Resolved) -> Result<()> {
+        let Some(named) = self.config.named_targets.get(&resolved.target) else { return Ok(()) };
+        let host = named.host.clone();
+        // Targets from a resolver's answer: not special-purpose addresses (unless the
+        // config allows them) and, for a pushed config, only what this node allows.
+        let policy = match (&self.pushed, &self.config.fleet) {
+            (Some(_), Some(fleet)) => {
+                fleet.pushed_target_policy(crate::sys::host::snapshot().map(|s| s.addresses).unwrap_or_default())
+            }
+            _ => crate::config::target_addresses::TargetPolicy {
+                special_ok: self.config.resolver.allow_special_addresses,
+                ..Default::default()
+            },
+        };
+        let max = self.config.resolver.max_addresses;
+        let mut left_out = String::new();
+        let resolved = crate::health::resolve::Resolved {
+            result: resolved.result.map(|addresses| {
+                let (kept, note) = crate::health::resolve::screen(addresses, &policy, max);
+                left_out = note;
+                kept
+            }),
+            ..resolved
+        };
+        let entry = self.resolutions.entry(resolved.target.clone()).or_default();
+        if entry.left_out != left_out {
+            if !left_out.is_empty() {
+                warn!(target = %resolved.target, %host, left_out = %left_out, "resolved addresses left out of the targets");
+            }
+            entry.left_out = left_out;
+        }
+        let was_failing = entry.failing.is_some();
+        let result = resolved.result.clone();
+        let changed = entry.record(resolved.result, self.config.resolver.grace, std::time::SystemTime::now());
+        let addresses: Vec<String> = entry.addresses.iter().map(|a| a.to_string()).collect();
+        match (&result, changed) {
+            (Ok(_), true) => {
+                info!(target = %resolved.target, %host, addresses = %addresses.join(", "), "target resolves to new addresses")
+            }
+            (Ok(_), false) if was_failing => info!(target = %resolved.target, %host, "target resolves again"),
+            (Err(why), true) => warn!(target = %resolved.target, %host, %why, grace = ?self.config.resolver.grace,
+                "target has not resolved for its grace period: its addresses are gone from the answers"),
+            (Err(why), false) if !was_failing => {
+                warn!(target = %resolved.target, %host, %why, kept = %addresses.join(", "),
+                "target does not resolve; its last addresses stay for the grace period")
+            }
+            _ => {}
+        }
+        if changed {
+            self.apply_resolutions()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `new` (an expanded config and the addresses left out of its groups) the
+    /// running one: health carried over for targets that stay, answers published — and
+    /// the view tries and RRL settings too with `config_maps`. If publishing fails, the
+    /// running config and state stay. Returns the config it replaced.
+    fn switch_to(&mut self, (new, left_out): (Config, Vec<String>), config_maps: bool) -> Result<Config> {
+        for member in left_out {
+            warn!(%member, "address left out of its group");
+        }
+        let mut state = State::with_overrides(&new, self.state.overrides.clone());
+        state.inherit(&self.state, &new);
+        state.not_checked_here = self.shards_elsewhere(&new);
+        let old_config = std::mem::replace(&mut self.config, new);
+        let old_state = std::mem::replace(&mut self.state, state);
+        if config_maps {
+            self.maps.config_changed();
+        }
+        self.name_plan = None;
+        if let Err(e) = self.publish() {
+            self.config = old_config;
+            self.state = old_state;
+            // The running config's maps are written again with its next publish.
+            if config_maps {
+                self.maps.config_changed();
+            }
+            self.name_plan = None;
+            return Err(e);
+        }
+        self.vote_all();
+        if let Some(zones) = &self.zones {
+            zones.update(&self.config);
+        }
+        Ok(old_config)
+    }
+
+    /// Publishes this node's view of every target to the fleet (at start, and after
+    /// a config switch, which may bring targets and take others away).
+    fn vote_all(&self) {
+        if let Some(fleet) = &self.fleet {
+            let voted = self.state.targets.iter().filter(|(name, _)| self.votes_on(name));
+            fleet.views(voted.map(|(name, target)| (name.clone(), target.healthy)).collect());
+        }
+    }
+
+    /// Whether this node publishes its view of `target`: one it checks, and for a
+    /// sharded target only once it knows the other nodes (before that it checks every
+    /// shard, as a node alone does, but its views of other nodes' shards must not count).
+    fn votes_on(&self, target: &str) -> bool {
+        let sharded = self.config.targets.get(target).is_some_and(|t| t.checked_by.is_some());
+        !self.state.not_checked_here.contains(target) && (self.members_known || !sharded)
+    }
+
+    fn running_revision(&self) -> i64 {
+        self.pushed.as_ref().map_or(0, |p| p.revision)
+    }
+
+    /// Rebuilds the targets from the resolutions: state carried over for addresses
+    /// that stay, checkers started for new ones and stopped for gone ones, answers
+    /// published.
+    fn apply_resolutions(&mut self) -> Result<()> {
+        let addresses = self.resolutions.iter().map(|(t, r)| (t.clone(), r.addresses.clone())).collect();
+        self.switch_to(self.config.expand(&addresses), false)?;
+        // Checkers: stop those of gone targets, start those of new ones.
+        let targets = &self.config.targets;
+        self.running.retain(|_, (checker, handle)| {
+            let keep = targets.get(&checker.target).is_some_and(|t| t.address == checker.address);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        let running: std::collections::BTreeSet<String> =
+            self.running.values().map(|(c, _)| c.target.clone()).collect();
+        self.spawn_where(|name| !running.contains(name));
+        let targets = &self.config.targets;
+        self.metrics.retain_targets(|t| targets.contains_key(t));
+        Ok(())
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn previous_run(&self) -> Option<PreviousRun> {
+        self.previous_run
+    }
+
+    /// The zone task for negative answers, told of every config switch.
+    pub(crate) fn set_zone_feed(&mut self, feed: crate::answers::zone_data::ZoneFeed) {
+        self.zones = Some(feed);
+    }
+
+    pub(crate) fn set_dataplane_note(&mut self, note: String) {
+        self.dataplane_note = note;
+    }
+
+    /// The config's name plan: it depends on the config alone, so built once per config.
+    fn plan(&mut self) -> std::sync::Arc<records::NamePlan> {
+        self.name_plan.get_or_insert_with(|| std::sync::Arc::new(records::plan_names(&self.config))).clone()
+    }
+
+    /// Recomputes every name's answers and writes those that changed.
+    fn publish(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let plan = self.plan();
+        // Selection once per spec; both paths answer from its result.
+        let chosen = records::choose_sets(&self.config, &plan.specs, &self.state);
+        let sets = records::render_sets(&plan.specs, &chosen);
+        // PowerDNS answers from the same state: its table is built beforehand and handed
+        // over the moment XDP's entries are written, so the two differ for microseconds.
+        let table = self
+            .answers
+            .as_ref()
+            .map(|_| std::sync::Arc::new(AnswerTable::new(plan.clone(), chosen, self.config.view_index.clone())));
+        let desired = records::Desired { plan, sets };
+        let answers = self.answers.as_ref();
+        let stats = self.maps.publish(&self.config, desired, || {
+            if let (Some(feed), Some(table)) = (answers, table) {
+                feed.replace(table);
+            }
+        })?;
+        self.cookies.apply(&self.config.cookies)?;
+        self.metrics.map_sync(stats.written + stats.sets_written, stats.deleted, started.elapsed());
+        if stats.written + stats.deleted + stats.sets_written > 0 {
+            info!(
+                record_sets = stats.sets_written,
+                names_written = stats.written,
+                names_deleted = stats.deleted,
+                publish_us = started.elapsed().as_micros() as u64,
+                "answers updated"
+            );
+        }
+        Ok(())
+    }
+
+    /// Handles reports, operator requests and SIGHUP until `shutdown` resolves.
+    pub(crate) async fn run(
+        &mut self,
+        mut requests: mpsc::Receiver<Incoming>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // Health changes are saved at most once a second: many targets flapping must not
+        // turn into a file write each. A crash loses at most that second.
+        let mut save_tick = tokio::time::interval(Duration::from_secs(1));
+        save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.state.holds_unsaved {
+                self.save_state();
+            }
+            tokio::select! {
+                _ = &mut shutdown => {
+                    crate::sys::supervise::notify_stopping();
+                    self.state_file.write(&mut self.state, true);
+                    // Stopped in order (a signal, not a panic): the revision on probation
+                    // ran until asked to stop, so it counts as run successfully.
+                    if crate::sys::supervise::reason().is_none() {
+                        self.probation = self.probation.map(|(revision, _)| (revision, std::time::Instant::now()));
+                        self.end_probation_if_due();
+                    }
+                    return Ok(());
+                }
+                _ = save_tick.tick() => {
+                    crate::sys::supervise::watchdog_ping();
+                    self.local_errors.tick();
+                    self.end_probation_if_due();
+                    self.reload_if_geoip_changed();
+                    if let Err(e) = self.cookies.tick() {
+                        self.save_state();
+                        return Err(e.context("writing the DNS cookie secret or clock"));
+                    }
+                    if self.state.health_unsaved {
+                        self.save_state();
+                    }
+                }
+                Some(event) = next_fleet_event(&mut self.fleet_events) => {
+                    if let Err(e) = self.on_fleet(event) {
+                        self.save_state();
+                        return Err(e.context("writing the answers after a fleet override"));
+                    }
+                }
+                Some(resolved) = self.resolved_rx.recv() => {
+                    if let Err(e) = self.on_resolved(resolved) {
+                        self.save_state();
+                        return Err(e.context("writing the answers after a target's addresses changed"));
+                    }
+                }
+                Some(report) = self.reports.recv() => {
+                    if let Err(e) = self.handle(report) {
+                        // The answers can no longer be written (a map update failed):
+                        // stop, so that on_stop is honoured and a supervisor restarts
+                        // us with fresh maps. Save first; this is not a clean stop.
+                        self.save_state();
+                        return Err(e.context("writing the answers after a health change"));
+                    }
+                }
+                Some((request, reply)) = requests.recv() => {
+                    let answer = self.request(request);
+                    let _ = reply.send(answer);
+                }
+                Some(()) = sighup.recv() => {
+                    info!("SIGHUP: reloading");
+                    let reply = self.reload();
+                    self.metrics.reload(reply.ok);
+                    if !reply.ok {
+                        error!(reason = %reply.message, "reload rejected; the running config keeps serving");
+                    }
+                }
+                Some(done) = self.checkers.join_next_with_id() => {
+                    // A checker never returns while we run: it panicked. Say so and restart it.
+                    let (id, why) = match done {
+                        Ok((id, ())) => (id, "returned".to_string()),
+                        Err(e) => (e.id(), e.to_string()),
+                    };
+                    if let Some((checker, _)) = self.running.remove(&id) {
+                        error!(target = %checker.target, check = checker.index, %why, "checker died; restarting it");
+                        self.spawn(checker);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, report: Report) -> Result<()> {
+        let Report { target, check, outcome } = report;
+        let Some(check_state) = self.state.targets.get(&target).and_then(|t| t.checks.get(check)) else {
+            return Ok(());
+        };
+        self.metrics.check(&target, &check_state.name, &outcome);
+        // When a run of local errors starts and ends, not for every run; rate-limited
+        // over all targets.
+        if outcome.local_error {
+            if check_state.local_error.is_none() {
+                self.local_errors.failed(&target, &check_state.name, &outcome.detail);
+            }
+        } else if check_state.local_error.is_some() {
+            self.local_errors.recovered(&target, &check_state.name);
+        }
+        if !outcome.ok {
+            tracing::debug!(%target, check, detail = %outcome.detail, "check failed");
+        }
+        if let Some(change) = self.state.record(&self.config, &target, check, outcome) {
+            self.announce("target", &change);
+            self.after_change()?;
+        }
+        Ok(())
+    }
+
+    /// Group changes that follow target changes or overrides, then the new answers.
+    fn after_change(&mut self) -> Result<()> {
+        for change in self.state.update_groups(&self.config) {
+            self.announce("group", &change);
+        }
+        self.publish()
+    }
+
+    /// Logs a state change and queues the on_change hook, if any, without waiting; a
+    /// target's change is this node's view for the fleet's quorums.
+    fn announce(&self, kind: &'static str, change: &crate::health::state::Change) {
+        if let (Some(fleet), "target") = (&self.fleet, kind) {
+            if self.votes_on(&change.name) {
+                fleet.vote(&change.name, change.healthy);
+            }
+        }
+        let (old, new) = if change.healthy { ("down", "up") } else { ("up", "down") };
+        if change.healthy {
+            info!(kind, name = %change.name, reason = %change.reason, "{kind} up");
+        } else {
+            warn!(kind, name = %change.name, reason = %change.reason, "{kind} down");
+        }
+        self.hooks.notify(hooks::Change { kind, name: change.name.clone(), old, new, reason: change.reason.clone() });
+    }
+}
+
+impl Controller {
+    fn request(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Status { names } => Reply { status: Some(self.status(&names)), ..Reply::ok("") },
+            Request::Stats => Reply { stats: Some(self.stats()), ..Reply::ok("") },
+            Request::Explain { name, from, ecs, family } => match self.explain(&name, from, ecs.as_deref(), family) {
+                Ok(explanation) => Reply { explain: Some(explanation), ..Reply::ok("") },
+                Err(message) => Reply::error(message),
+            },
+            Request::Reload => {
+                let reply = self.reload();
+                self.metrics.reload(reply.ok);
+                reply
+            }
+            Request::Set { kind, name, action } => match self.state.apply(&self.config, kind, &name, action.clone()) {
+                Ok(message) => {
+                    info!(?kind, %name, ?action, "operator override");
+                    if let Some(fleet) = &self.fleet {
+                        fleet.publish(kind, &name, action.clone());
+                    }
+                    self.save_state();
+                    match self.after_change() {
+                        Ok(()) => Reply::ok(message),
+                        Err(e) => Reply::error(format!("{message}, but writing the map failed: {e:#}")),
+                    }
+                }
+                Err(message) => Reply::error(message),
+            },
+        }
+    }
+
+    /// An override from the fleet (another node's operator, or ours read back): applied
+    /// as if made here; one that changes nothing (ours, a repeat) costs nothing.
+    fn on_fleet(&mut self, event: crate::fleet::FleetEvent) -> Result<()> {
+        use crate::fleet::FleetEvent;
+        let (record, live) = match event {
+            FleetEvent::Override { record, live } => (record, live),
+            FleetEvent::Votes(by_target) => {
+                self.state.fleet_votes = by_target;
+                return self.after_change();
+            }
+            FleetEvent::Vote { node, target, up } => {
+                let views = self.state.fleet_votes.entry(target).or_default();
+                let changed = match up {
+                    Some(up) => views.insert(node, up) != Some(up),
+                    None => views.remove(&node).is_some(),
+                };
+                return if changed { self.after_change() } else { Ok(()) };
+            }
+            FleetEvent::Config(pushed) => {
+                self.on_pushed_config(pushed);
+                return Ok(());
+            }
+            FleetEvent::Members(members) => return self.on_members(members),
+        };
+        if record.action == crate::health::state::Action::Failback && !live {
+            return Ok(()); // an old failback: the holds it released are long gone
+        }
+        let before = self.state.overrides.clone();
+        match self.state.apply(&self.config, record.kind, &record.name, record.action.clone()) {
+            Ok(_) if self.state.overrides != before => {
+                info!(kind = ?record.kind, name = %record.name, action = ?record.action, by = %record.node, "fleet override");
+                self.save_state();
+                self.after_change()
+            }
+            Ok(_) => Ok(()),
+            // Not for this config (no such target here), or a failback with nothing held.
+            Err(why) => {
+                tracing::debug!(name = %record.name, %why, "fleet override not applied here");
+                Ok(())
+            }
+        }
+    }
+
+    /// A pushed config (`primwatch fleet push`): validated again here, with this node's
+    /// own tables, and applied as a reload is; one this node refuses leaves it on the
+    /// config it runs, and the refusal is reported in etcd and `ctl status`.
+    fn on_pushed_config(&mut self, pushed: PushedConfig) {
+        if self.pushed.as_ref().is_some_and(|p| p.revision == pushed.revision) {
+            return; // read again on reconnecting: already running it
+        }
+        let revision = pushed.revision;
+        if let Some(refusal) = self.refusal.clone().filter(|r| r.revision == revision) {
+            error!(revision, reason = %refusal.reason, "fleet: pushed config refused; the running config keeps serving");
+            return self.report_config(revision, refusal.reason);
+        }
+        if let Err(e) = crate::config::pushed::begin_trial(&self.config.state_file, revision) {
+            warn!(error = %format!("{e:#}"), "fleet: cannot mark the pushed config as being applied");
+        }
+        // Refused: (the reason, for the log; the reason, for etcd and `ctl status`).
+        let outcome = match self.load_config(Some(&pushed)) {
+            Ok(new) => {
+                let reply = self.switch_config(new, Some(pushed.clone()));
+                if reply.ok {
+                    Ok(())
+                } else {
+                    Err((reply.message.clone(), reply.message))
+                }
+            }
+            Err(e) => {
+                // The reason goes to etcd only when it is about the pushed document: an
+                // error in another file may quote that file's lines.
+                // The log does not quote it either: a push may name any file of the
+                // config directory, a secret's included.
+                if e.file == fleet_label(&pushed, self.config.fleet.as_ref()) {
+                    Err((e.to_string(), e.to_string()))
+                } else {
+                    let reported =
+                        format!("{}:{}: refused (the reason is in this node's log)", e.file.display(), e.line);
+                    let logged = format!("{}:{}: {}", e.file.display(), e.line, unquoted(&e.reason));
+                    Err((logged, reported))
+                }
+            }
+        };
+        self.metrics.reload(outcome.is_ok());
+        match outcome {
+            Ok(()) => {
+                info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
+                self.probation = Some((revision, std::time::Instant::now() + crate::config::pushed::PROBATION));
+                self.pushed = Some(pushed);
+                self.report_config(0, String::new());
+                // Nodes still on the old revision no longer share this node's targets.
+                if let Err(e) = self.reshard(false) {
+                    error!(error = %format!("{e:#}"), "writing the answers after sharing out the checks");
+                }
+            }
+            Err((reason, reported)) => {
+                // Refused in order, still running the old config: nothing on trial.
+                crate::config::pushed::end_trial(&self.config.state_file);
+                error!(revision, %reason, "fleet: pushed config refused; the running config keeps serving");
+                self.report_config(revision, reported);
+            }
+        }
+    }
+
+    /// A pushed revision that has run for `pushed::PROBATION` is kept for the next
+    /// start, and is no longer on trial.
+    fn end_probation_if_due(&mut self) {
+        let Some((revision, until)) = self.probation else { return };
+        if std::time::Instant::now() < until {
+            return;
+        }
+        self.probation = None;
+        let Some(pushed) = self.pushed.as_ref().filter(|p| p.revision == revision) else { return };
+        let state_file = &self.config.state_file;
+        if let Err(e) = crate::config::pushed::write_cache(state_file, pushed) {
+            warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
+        }
+        crate::config::pushed::end_trial(state_file);
+        // A newer revision ran: the refused one is history (etcd holds only the newest).
+        if self.refusal.as_ref().is_some_and(|r| r.revision < revision) {
+            self.refusal = None;
+            crate::config::pushed::clear_refusal(state_file);
+        }
+        tracing::debug!(revision, "fleet: the pushed config passed its probation");
+    }
+
+    /// Nodes came or went, or changed config: the targets with `checked_by` are
+    /// shared out again.
+    fn on_members(&mut self, members: BTreeMap<String, i64>) -> Result<()> {
+        let first = !self.members_known;
+        if members == self.fleet_members && !first {
+            return Ok(());
+        }
+        info!(nodes = ?members, "fleet: the other live nodes (and the pushed revision each runs)");
+        if members.is_empty() {
+            // Alone (or cut off for longer than a lease, when the others count this node
+            // out): the sharded targets are this node's own to check, and the frozen
+            // views of nodes it no longer hears from do not decide them.
+            let sharded: Vec<String> =
+                self.config.targets.iter().filter(|(_, t)| t.checked_by.is_some()).map(|(n, _)| n.clone()).collect();
+            for target in sharded {
+                self.state.fleet_votes.remove(&target);
+            }
+        }
+        self.fleet_members = members;
+        self.members_known = true;
+        self.reshard(first)
+    }
+
+    /// Shares out the targets with `checked_by` again: this node starts checking those
+    /// it now has, from down (its old view of them is stale: it claims nothing until
+    /// its checks see them up), and stops checking, and withdraws its views of, those
+    /// it no longer has. `publish_all`: publish every view (the first time the other
+    /// nodes are known).
+    fn reshard(&mut self, publish_all: bool) -> Result<()> {
+        let elsewhere = self.shards_elsewhere(&self.config);
+        let taken: BTreeSet<String> = self.state.not_checked_here.difference(&elsewhere).cloned().collect();
+        let dropped: BTreeSet<String> = elsewhere.difference(&self.state.not_checked_here).cloned().collect();
+        if taken.is_empty() && dropped.is_empty() && !publish_all {
+            return Ok(());
+        }
+        let sharded = self.config.targets.values().filter(|t| t.checked_by.is_some()).count();
+        info!(
+            checked_here = sharded - elsewhere.len(),
+            sharded,
+            taken = taken.len(),
+            dropped = dropped.len(),
+            "fleet: sharded targets shared out"
+        );
+        for target in &taken {
+            self.state.restart_checks_down(target);
+        }
+        self.state.not_checked_here = elsewhere;
+        self.running.retain(|_, (checker, handle)| {
+            let keep = !dropped.contains(&checker.target);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        self.spawn_where(|target| taken.contains(target));
+        self.vote_all();
+        self.after_change()
+    }
+
+    /// Tells the fleet which pushed revision this node runs, and what it last refused.
+    fn report_config(&self, refused: i64, error: String) {
+        if let Some(fleet) = &self.fleet {
+            fleet.report(crate::fleet::NodeReport { revision: self.running_revision(), refused, error, at_ms: 0 });
+        }
+    }
+
+    fn save_state(&mut self) {
+        self.state_file.write(&mut self.state, false);
+    }
+
+    /// Reloads (as SIGHUP does) when the `[geoip] database` file changed since the
+    /// running config read it: geoipupdate and packages replace it by rename. A file
+    /// caught half-written is rejected like any bad config (the old mapping serves)
+    /// and retried when it changes again.
+    fn reload_if_geoip_changed(&mut self) {
+        let Some(path) = self.config.geoip.as_ref().map(|g| g.path.clone()) else { return };
+        let now = crate::config::geoip::FileStamp::of(&path);
+        if self.geoip_seen.is_none() {
+            self.geoip_seen = now;
+            return;
+        }
+        if now == self.geoip_seen {
+            return;
+        }
+        self.geoip_seen = now;
+        info!(database = %path.display(), "the geoip database changed: reloading");
+        let reply = self.reload();
+        self.metrics.reload(reply.ok);
+        if reply.ok {
+            info!(database = %path.display(), "geoip database applied");
+        } else {
+            warn!(database = %path.display(), reason = %reply.message, "geoip database not applied");
+        }
+    }
+
+    /// Re-reads the config (with the pushed config this node runs, if any); a bad one
+    /// is rejected and the running one keeps serving.
+    fn reload(&mut self) -> Reply {
+        let pushed = self.pushed.clone();
+        self.reload_from(pushed)
+    }
+
+    /// Reads the config file, merged with `pushed` when given, and switches to it.
+    fn reload_from(&mut self, pushed: Option<PushedConfig>) -> Reply {
+        match self.load_config(pushed.as_ref()) {
+            Ok(new) => self.switch_config(new, pushed),
+            Err(e) => Reply::error(format!("rejected, still serving the running config: {e}")),
+        }
+    }
+
+    /// Reads the config file, merged with `pushed` when given.
+    fn load_config(&self, pushed: Option<&PushedConfig>) -> Result<Config, crate::config::ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Err(crate::config::ConfigError {
+                file: Default::default(),
+                line: 0,
+                column: 0,
+                reason: "no config file to reload from".into(),
+            });
+        };
+        match (pushed, &self.config.fleet) {
+            (Some(pushed), Some(fleet)) => crate::config::pushed::load_merged(path, &fleet.prefix, pushed),
+            _ => Config::load(path),
+        }
+    }
+
+    /// Switches to `new` (read from the config file, merged with `pushed`), or says
+    /// why not; the running config keeps serving if not.
+    fn switch_config(&mut self, new: Config, pushed: Option<PushedConfig>) -> Reply {
+        let Some(path) = self.config_path.clone() else { return Reply::error("no config file to reload from") };
+        if let Some(setting) = self.config.server_settings_differ(&new) {
+            return Reply::error(format!("rejected: {setting} changed, which needs a restart"));
+        }
+        // Targets given by host keep their addresses while their host is the same.
+        let kept: std::collections::BTreeMap<String, Vec<std::net::IpAddr>> = self
+            .resolutions
+            .iter()
+            .filter(|(t, _)| {
+                new.named_targets.get(*t).map(|n| &n.host) == self.config.named_targets.get(*t).map(|n| &n.host)
+            })
+            .map(|(t, r)| (t.clone(), r.addresses.clone()))
+            .collect();
+        let resolving_changed =
+            (&new.named_targets, &new.resolver) != (&self.config.named_targets, &self.config.resolver);
+        let old_config = match self.switch_to(new.expand(&kept), true) {
+            Ok(old) => old,
+            Err(e) => return Reply::error(format!("rejected: writing the new answers failed: {e:#}")),
+        };
+        if (&self.config.hooks, &self.config.exec_user) != (&old_config.hooks, &old_config.exec_user) {
+            // The old runner finishes what it has queued; numbering continues.
+            self.hooks = HookRunner::start(&self.config.hooks, self.config.exec_user.clone(), self.hooks.seq());
+        }
+        self.checkers.abort_all();
+        self.running.clear();
+        self.spawn_all();
+        if resolving_changed {
+            let named = &self.config.named_targets;
+            self.resolutions.retain(|t, _| kept.contains_key(t) && named.contains_key(t));
+            self.spawn_resolvers();
+        }
+        let targets = &self.config.targets;
+        self.metrics.retain_targets(|t| targets.contains_key(t));
+        drop(old_config);
+        crate::config::release_freed_memory();
+        info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
+        match pushed {
+            Some(p) => Reply::ok(format!("reloaded {} with pushed revision {}", path.display(), p.revision)),
+            None => Reply::ok(format!("reloaded {}", path.display())),
+        }
+    }
+
+    /// Counters from the XDP maps and what the controller recorded.
+    pub(crate) fn stats(&self) -> crate::ops::metrics::Stats {
+        let xdp = match crate::dataplane::pinned_counters(&self.config.pin_dir) {
+            Ok(c) => crate::dataplane::counters_table(&c).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reading XDP counters");
+                Default::default()
+            }
+        };
+        let (plan, counts) = self.maps.names.answer_counts();
+        let signing = &self.maps.signatures;
+        let held = signing.per_zone().into_iter().map(|(apex, (n, _))| (apex.to_string(), n as u64)).collect();
+        let mut stats = self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts, (signing.total(), held));
+        stats.fleet = self.fleet.as_ref().map(|f| (&f.status()).into());
+        stats.zones = self.zones.as_ref().map(|z| z.status()).unwrap_or_default();
+        stats
+    }
+
+    pub(crate) fn explain(
+        &mut self,
+        name: &str,
+        from: IpAddr,
+        ecs: Option<&str>,
+        family: primwatch_common::Family,
+    ) -> Result<Explanation, String> {
+        let plan = self.plan();
+        report::explain(&self.config, &plan, &self.state, name, from, ecs, family)
+    }
+
+    pub(crate) fn status(&mut self, listing: &crate::ops::control::NameListing) -> Status {
+        let plan = self.plan();
+        let mut status = report::status(&self.config, &plan, &self.state, &self.dataplane_note, listing);
+        status.resolved = report::resolved(&self.config, &self.resolutions);
+        status.fleet = self.fleet.as_ref().map(|f| {
+            let mut fleet = f.status();
+            let sharded = self.config.targets.iter().filter(|(_, t)| t.checked_by.is_some());
+            let (here, elsewhere): (Vec<_>, Vec<_>) =
+                sharded.map(|(name, _)| name.clone()).partition(|name| !self.state.not_checked_here.contains(name));
+            fleet.sharded = here.len() + elsewhere.len();
+            fleet.checked_here = here;
+            fleet
+        });
+        status.zones = report::zones(&self.config, &self.maps.signatures.per_zone());
+        status
+    }
+}
+
+/// The next fleet event, or never without a fleet.
+async fn next_fleet_event(
+    events: &mut Option<mpsc::Receiver<crate::fleet::FleetEvent>>,
+) -> Option<crate::fleet::FleetEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What errors in `pushed` are reported against (see `PushedConfig::label`).
+/// `reason` with every '…'-quoted text left out (a line of a file it quotes).
+fn unquoted(reason: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in reason.split('\'').enumerate() {
+        out.push_str(if i % 2 == 1 { "'…'" } else { part });
+    }
+    out
+}
+
+fn fleet_label(pushed: &PushedConfig, fleet: Option<&crate::config::FleetConfig>) -> std::path::PathBuf {
+    pushed.label(fleet.map_or("", |f| f.prefix.as_str()))
+}

@@ -1,0 +1,804 @@
+//! Stage 2 → 3: from check results to target health, and what operators override.
+//!
+//! Each check flips only after `rise` successes (down → up) or `fall` failures (up →
+//! down) in a row; a target is healthy while every one of its checks is up. On top:
+//! operators force targets and groups up, down or to drain, change group priorities,
+//! and with preempt off a target or group that went down and came back is *held* out
+//! of answers until an operator fails it back. Overrides and holds are saved to the
+//! state file, so they survive a restart.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{config::Config, health::checks::Outcome, health::Health};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Force {
+    /// In answers whatever its health (a group: serves whatever its members' health).
+    Up,
+    /// Out of answers, as if failed.
+    Down,
+    /// Out of answers for maintenance; checks go on and status shows it as drained.
+    Drain,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<Force>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<bool>,
+    /// Came back with preempt off: out of answers until failed back.
+    #[serde(default)]
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<Force>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<bool>,
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// What operators said, plus holds: the part of the state that is saved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetOverride>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupOverride>,
+}
+
+/// Everything the state file holds: overrides and holds, the last-known health of every
+/// target (so a restart starts from what was true, not from "all up" or "all down"),
+/// and whether the controller that wrote it stopped cleanly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SavedState {
+    #[serde(flatten)]
+    pub overrides: Overrides,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_known: BTreeMap<String, LastKnown>,
+    /// Per group: has it qualified, has it lost its minimum since, and since when it
+    /// is in its state (so preempt-off holds survive a restart).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_history: BTreeMap<String, GroupHistory>,
+    /// False while a controller runs; set by its clean exit. Still false at the next
+    /// start means it was killed or crashed.
+    #[serde(default)]
+    pub stopped_cleanly: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GroupHistory {
+    pub qualified_ever: bool,
+    pub lost_since: bool,
+    pub since: SystemTime,
+}
+
+/// A target's health as it was last saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastKnown {
+    /// (check name, up) in the target's check order.
+    pub checks: Vec<(String, bool)>,
+    pub healthy: bool,
+    pub was_up: bool,
+    pub since: SystemTime,
+    pub reason: String,
+}
+
+impl SavedState {
+    /// Reads the state file; a missing file is a first start.
+    pub fn load(path: &Path) -> Result<Option<SavedState>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the state file atomically (temp file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::sys::paths::write_atomically(path, &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// The state file (`server.state_file`): the controller writes the state into it; the
+/// state machine itself does no I/O.
+pub struct StateFile(pub PathBuf);
+
+impl StateFile {
+    /// Saves overrides, holds and last-known health. Failure is logged: the running
+    /// state stays right, only a restart would forget.
+    pub fn write(&self, state: &mut State, stopped_cleanly: bool) {
+        match state.saved(stopped_cleanly).save(&self.0) {
+            Ok(()) => (state.health_unsaved, state.holds_unsaved) = (false, false),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "saving the state file"),
+        }
+    }
+}
+
+impl Overrides {
+    fn prune(&mut self, config: &Config) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.targets.retain(|name, _| {
+            config.targets.contains_key(name) || {
+                dropped.push(format!("target {name}"));
+                false
+            }
+        });
+        self.groups.retain(|name, _| {
+            config.groups.contains_key(name) || {
+                dropped.push(format!("group {name}"));
+                false
+            }
+        });
+        dropped
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckState {
+    pub name: String,
+    pub up: bool,
+    /// Results in a row that disagree with `up`.
+    streak: u32,
+    pub last: Option<Outcome>,
+    pub runs: u64,
+    pub failures: u64,
+    /// Runs that could not judge the target for a reason on this host.
+    pub local_errors: u64,
+    /// The last such run, while runs keep failing locally; cleared by a real result.
+    pub local_error: Option<Outcome>,
+}
+
+impl CheckState {
+    pub fn new(name: &str, initially_up: bool) -> CheckState {
+        CheckState {
+            name: name.to_string(),
+            up: initially_up,
+            streak: 0,
+            last: None,
+            runs: 0,
+            failures: 0,
+            local_errors: 0,
+            local_error: None,
+        }
+    }
+
+    /// Feeds one result; true when the check changed state. A local error (the check
+    /// could not be run) leaves the state and the streak as they were.
+    pub fn record(&mut self, outcome: Outcome, rise: u32, fall: u32) -> bool {
+        if outcome.local_error {
+            self.local_errors += 1;
+            self.local_error = Some(outcome);
+            return false;
+        }
+        self.local_error = None;
+        self.runs += 1;
+        if !outcome.ok {
+            self.failures += 1;
+        }
+        let agrees = outcome.ok == self.up;
+        self.last = Some(outcome);
+        if agrees {
+            self.streak = 0;
+            return false;
+        }
+        self.streak += 1;
+        let needed = if self.up { fall } else { rise };
+        if self.streak >= needed {
+            self.up = !self.up;
+            self.streak = 0;
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetState {
+    pub checks: Vec<CheckState>,
+    pub healthy: bool,
+    /// Has it been healthy since we started? (Coming up for the first time is not a return.)
+    pub was_up: bool,
+    pub since: SystemTime,
+    /// Why it is in its state: the failing check and what it saw, or "all checks pass".
+    pub reason: String,
+}
+
+impl TargetState {
+    fn evaluate(&self) -> (bool, String) {
+        match self.checks.iter().find(|c| !c.up) {
+            None => (true, "all checks pass".into()),
+            Some(c) => {
+                let detail = c.last.as_ref().map_or("initial state down".to_string(), |o| o.detail.clone());
+                (false, format!("check {}: {detail}", c.name))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Target,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action", content = "value")]
+pub enum Action {
+    /// Force up, down or drain.
+    Force(Force),
+    /// Back to automatic (health decides).
+    Auto,
+    /// Groups only.
+    Priority(i32),
+    Preempt(bool),
+    /// Release a hold left by preempt off.
+    Failback,
+}
+
+/// A target's health (or a group's qualification) changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The target or group.
+    pub name: String,
+    pub healthy: bool,
+    pub reason: String,
+}
+
+pub struct State {
+    pub targets: BTreeMap<String, TargetState>,
+    pub overrides: Overrides,
+    /// Per group: (has it ever qualified, has it stopped qualifying since). A group
+    /// qualifies while it has at least min_healthy eligible members.
+    group_track: BTreeMap<String, (bool, bool)>,
+    /// Whether each group qualified at the last update, to report changes.
+    group_up: BTreeMap<String, bool>,
+    /// When each group's qualification last changed (or was first judged).
+    pub group_since: BTreeMap<String, SystemTime>,
+    /// Some target's health changed since the state file was last written (saved within
+    /// the second).
+    pub health_unsaved: bool,
+    /// A preempt-off hold was set since the state file was last written (saved at once:
+    /// a restart must not let a held target back in).
+    pub holds_unsaved: bool,
+    /// `[fleet]`: per target with a quorum, how many nodes must see it up.
+    quorum: BTreeMap<String, crate::config::Quorum>,
+    /// `[fleet]`: the other live nodes' views, per target: node → up. A node's views
+    /// expire with its etcd lease.
+    pub fleet_votes: BTreeMap<String, BTreeMap<String, bool>>,
+    /// `[fleet]`: targets with `checked_by` that other nodes check: this node's own
+    /// (stale) view does not count towards their quorum.
+    pub not_checked_here: std::collections::BTreeSet<String>,
+}
+
+impl State {
+    pub fn new(config: &Config) -> State {
+        State::with_overrides(config, Overrides::default())
+    }
+
+    /// Starts from saved overrides (pruned of targets and groups no longer configured).
+    pub fn with_overrides(config: &Config, mut overrides: Overrides) -> State {
+        for gone in overrides.prune(config) {
+            tracing::warn!(%gone, "saved override for something no longer configured dropped");
+        }
+        let now = SystemTime::now();
+        let targets = config
+            .targets
+            .iter()
+            .map(|(name, target)| {
+                let checks: Vec<CheckState> =
+                    target.checks.iter().map(|c| CheckState::new(c, config.checks[c].initially_up)).collect();
+                let mut state = TargetState { checks, healthy: true, was_up: false, since: now, reason: String::new() };
+                (state.healthy, state.reason) = state.evaluate();
+                state.was_up = state.healthy;
+                (name.clone(), state)
+            })
+            .collect();
+        let mut state = State {
+            targets,
+            overrides,
+            group_track: BTreeMap::new(),
+            group_up: BTreeMap::new(),
+            group_since: BTreeMap::new(),
+            health_unsaved: false,
+            holds_unsaved: false,
+            quorum: config.targets.iter().filter_map(|(name, t)| Some((name.clone(), t.quorum?))).collect(),
+            fleet_votes: BTreeMap::new(),
+            not_checked_here: Default::default(),
+        };
+        state.update_groups(config);
+        state
+    }
+
+    /// Starts targets from their last-known health where their checks are unchanged;
+    /// returns how many were restored. Groups are then judged from that health with
+    /// their saved history, so a group that had lost its minimum stays "lost" and a
+    /// preempt-off hold still applies when it comes back.
+    pub fn restore(&mut self, config: &Config, saved: &SavedState) -> usize {
+        let last_known = &saved.last_known;
+        let mut restored = 0;
+        for (name, target) in self.targets.iter_mut() {
+            let Some(saved) = last_known.get(name) else { continue };
+            if !saved.checks.iter().map(|(c, _)| c).eq(target.checks.iter().map(|c| &c.name)) {
+                continue;
+            }
+            for (check, (_, up)) in target.checks.iter_mut().zip(&saved.checks) {
+                check.up = *up;
+            }
+            target.healthy = saved.healthy;
+            target.was_up = saved.was_up;
+            target.since = saved.since;
+            target.reason = format!("{} (last known before restart)", saved.reason);
+            restored += 1;
+        }
+        self.group_track.clear();
+        self.group_up.clear();
+        for (group, history) in &saved.group_history {
+            if config.groups.contains_key(group) {
+                self.group_track.insert(group.clone(), (history.qualified_ever, history.lost_since));
+                self.group_since.insert(group.clone(), history.since);
+            }
+        }
+        self.update_groups(config);
+        restored
+    }
+
+    fn last_known(&self) -> BTreeMap<String, LastKnown> {
+        self.targets
+            .iter()
+            .map(|(name, t)| {
+                let known = LastKnown {
+                    checks: t.checks.iter().map(|c| (c.name.clone(), c.up)).collect(),
+                    healthy: t.healthy,
+                    was_up: t.was_up,
+                    since: t.since,
+                    reason: t.reason.trim_end_matches(" (last known before restart)").to_string(),
+                };
+                (name.clone(), known)
+            })
+            .collect()
+    }
+
+    /// Whether `target` counts as up: this node's own view, or under a quorum, whether
+    /// at least that many live nodes (this one included) see it up.
+    fn seen_up(&self, target: &str, own: bool) -> bool {
+        match self.quorum.get(target) {
+            None => own,
+            Some(&quorum) => {
+                let votes = self.fleet_votes.get(target);
+                let others_up = votes.map_or(0, |votes| votes.values().filter(|up| **up).count());
+                let own_counts = !self.not_checked_here.contains(target);
+                let live = usize::from(own_counts) + votes.map_or(0, |votes| votes.len());
+                usize::from(own && own_counts) + others_up >= quorum.needed(live)
+            }
+        }
+    }
+
+    /// Carries health over from a previous state for targets whose checks did not change.
+    pub fn inherit(&mut self, old: &State, config: &Config) {
+        self.fleet_votes = old.fleet_votes.clone();
+        self.not_checked_here = old.not_checked_here.clone();
+        self.not_checked_here.retain(|t| config.targets.get(t).is_some_and(|t| t.checked_by.is_some()));
+        for (name, target) in self.targets.iter_mut() {
+            if let Some(previous) = old.targets.get(name) {
+                let same_checks = previous.checks.iter().map(|c| &c.name).eq(target.checks.iter().map(|c| &c.name));
+                if same_checks {
+                    *target = previous.clone();
+                }
+            }
+        }
+        self.group_track = old.group_track.clone();
+        self.group_track.retain(|g, _| config.groups.contains_key(g));
+        self.group_up = old.group_up.clone();
+        self.group_up.retain(|g, _| config.groups.contains_key(g));
+        self.group_since = old.group_since.clone();
+        self.group_since.retain(|g, _| config.groups.contains_key(g));
+        self.health_unsaved = old.health_unsaved;
+    }
+
+    /// Starts `target`'s checks again from down (a sharded target this node takes over:
+    /// its old view is stale, and it claims nothing until its checks see it up).
+    pub fn restart_checks_down(&mut self, target: &str) {
+        if let Some(state) = self.targets.get_mut(target) {
+            state.checks = state.checks.iter().map(|c| CheckState::new(&c.name, false)).collect();
+            state.healthy = false;
+            state.reason = "taken over from another node: not seen up here yet".into();
+            state.since = SystemTime::now();
+        }
+    }
+
+    /// Applies one check result; returns the target's change of health, if any.
+    pub fn record(&mut self, config: &Config, target: &str, check: usize, outcome: Outcome) -> Option<Change> {
+        let state = self.targets.get_mut(target)?;
+        let check_state = state.checks.get_mut(check)?;
+        let spec = &config.checks[&check_state.name];
+        if check_state.record(outcome, spec.rise, spec.fall) {
+            // Even if the target stays as it is: a restart restores checks one by one.
+            self.health_unsaved = true;
+        }
+        let (healthy, reason) = state.evaluate();
+        if healthy == state.healthy {
+            // Still down: say why now (a timeout may have turned into a refusal).
+            if !healthy {
+                state.reason = reason;
+            }
+            return None;
+        }
+        state.healthy = healthy;
+        state.since = SystemTime::now();
+        state.reason = reason.clone();
+        let returned = healthy && state.was_up;
+        state.was_up |= healthy;
+        self.health_unsaved = true;
+        let preempt = self.target_preempt(config, target);
+        let mut reason = reason;
+        if returned && !preempt {
+            self.overrides.targets.entry(target.to_string()).or_default().held = true;
+            reason.push_str("; held out until failed back (preempt off)");
+            self.holds_unsaved = true;
+        }
+        Some(Change { name: target.to_string(), healthy, reason })
+    }
+
+    pub fn target_preempt(&self, config: &Config, target: &str) -> bool {
+        self.overrides.targets.get(target).and_then(|o| o.preempt).unwrap_or(config.targets[target].preempt)
+    }
+
+    pub fn group_preempt(&self, config: &Config, group: &str) -> bool {
+        self.overrides.groups.get(group).and_then(|o| o.preempt).unwrap_or(config.groups[group].preempt)
+    }
+
+    /// Does the group have its minimum of eligible members (any family)?
+    pub fn group_qualifies(&self, config: &Config, group: &str) -> bool {
+        let spec = &config.groups[group];
+        spec.members.iter().filter(|m| self.target_eligible(m)).count() >= spec.min_healthy
+    }
+
+    /// Tracks groups losing and regaining their minimum, holds those with preempt off,
+    /// and returns the groups whose state changed (the first call reports nothing).
+    pub fn update_groups(&mut self, config: &Config) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut held_any = false;
+        for name in config.groups.keys() {
+            let qualifies = self.group_qualifies(config, name);
+            let (ever, lost) = self.group_track.get(name).copied().unwrap_or((false, false));
+            let mut reason = {
+                let spec = &config.groups[name];
+                let eligible = spec.members.iter().filter(|m| self.target_eligible(m)).count();
+                format!("{eligible} of {} members eligible, minimum {}", spec.members.len(), spec.min_healthy)
+            };
+            if !qualifies {
+                self.group_track.insert(name.clone(), (ever, ever));
+            } else {
+                self.group_track.insert(name.clone(), (true, false));
+                if lost && !self.group_preempt(config, name) {
+                    self.overrides.groups.entry(name.clone()).or_default().held = true;
+                    tracing::warn!(group = %name, "group is back but held out until failed back (preempt off)");
+                    reason.push_str("; held out until failed back (preempt off)");
+                    held_any = true;
+                }
+            }
+            match self.group_up.insert(name.clone(), qualifies) {
+                Some(was) if was != qualifies => {
+                    self.group_since.insert(name.clone(), SystemTime::now());
+                    changes.push(Change { name: name.clone(), healthy: qualifies, reason });
+                }
+                Some(_) => {}
+                None => {
+                    self.group_since.entry(name.clone()).or_insert_with(SystemTime::now);
+                }
+            }
+        }
+        self.holds_unsaved |= held_any;
+        changes
+    }
+
+    /// Applies an operator's action (`ctl target|group NAME ...`) to the overrides;
+    /// returns what to tell the operator, or why it was refused.
+    pub fn apply(&mut self, config: &Config, kind: Kind, name: &str, action: Action) -> Result<String, String> {
+        // One override's fields, whichever kind it is.
+        let (force, preempt, held) = match kind {
+            Kind::Target => {
+                if !config.targets.contains_key(name) {
+                    return Err(format!("no target '{name}'"));
+                }
+                let o = self.overrides.targets.entry(name.to_string()).or_default();
+                if let Action::Priority(_) = action {
+                    return Err("priority applies to groups".into());
+                }
+                (&mut o.force, &mut o.preempt, &mut o.held)
+            }
+            Kind::Group => {
+                if !config.groups.contains_key(name) {
+                    return Err(format!("no group '{name}'"));
+                }
+                let o = self.overrides.groups.entry(name.to_string()).or_default();
+                if let Action::Priority(p) = action {
+                    o.priority = Some(p);
+                }
+                (&mut o.force, &mut o.preempt, &mut o.held)
+            }
+        };
+        match action {
+            Action::Force(f) => *force = Some(f),
+            Action::Auto => *force = None,
+            Action::Priority(_) => {}
+            Action::Preempt(on) => {
+                *preempt = Some(on);
+                if on {
+                    *held = false; // with preempt on it would have come back by itself
+                }
+            }
+            Action::Failback => {
+                if !*held {
+                    return Err(format!("{} '{name}' is not held", format!("{kind:?}").to_lowercase()));
+                }
+                *held = false;
+            }
+        }
+        Ok(format!("{kind:?} {name}: done").to_lowercase())
+    }
+
+    /// What the state file holds for this state.
+    pub fn saved(&self, stopped_cleanly: bool) -> SavedState {
+        SavedState {
+            overrides: self.overrides.clone(),
+            last_known: self.last_known(),
+            group_history: self
+                .group_track
+                .iter()
+                .map(|(g, (ever, lost))| {
+                    let since = self.group_since.get(g).copied().unwrap_or(SystemTime::UNIX_EPOCH);
+                    (g.clone(), GroupHistory { qualified_ever: *ever, lost_since: *lost, since })
+                })
+                .collect(),
+            stopped_cleanly,
+            saved_at: Some(SystemTime::now()),
+        }
+    }
+}
+
+impl Health for State {
+    fn target_eligible(&self, target: &str) -> bool {
+        let Some(state) = self.targets.get(target) else { return false };
+        match self.overrides.targets.get(target) {
+            Some(TargetOverride { force: Some(Force::Up), .. }) => true,
+            Some(TargetOverride { force: Some(Force::Down | Force::Drain), .. }) => false,
+            Some(TargetOverride { held: true, .. }) => false,
+            _ => self.seen_up(target, state.healthy),
+        }
+    }
+
+    fn group_allowed(&self, group: &str) -> bool {
+        match self.overrides.groups.get(group) {
+            Some(GroupOverride { force: Some(Force::Up), .. }) => true,
+            Some(GroupOverride { force: Some(Force::Down | Force::Drain), .. }) => false,
+            Some(GroupOverride { held, .. }) => !held,
+            None => true,
+        }
+    }
+
+    fn group_forced_up(&self, group: &str) -> bool {
+        self.overrides.groups.get(group).is_some_and(|o| o.force == Some(Force::Up))
+    }
+
+    fn group_priority(&self, group: &str, configured: i32) -> i32 {
+        self.overrides.groups.get(group).and_then(|o| o.priority).unwrap_or(configured)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn outcome(ok: bool) -> Outcome {
+        Outcome {
+            ok,
+            local_error: false,
+            detail: if ok { "ok".into() } else { "refused".into() },
+            latency: Duration::ZERO,
+            tcp: None,
+        }
+    }
+
+    #[test]
+    fn rise_and_fall_need_results_in_a_row() {
+        let mut c = CheckState::new("http", true);
+        assert!(!c.record(outcome(false), 2, 3));
+        assert!(!c.record(outcome(false), 2, 3));
+        assert!(!c.record(outcome(true), 2, 3), "a success resets the streak");
+        assert!(!c.record(outcome(false), 2, 3));
+        assert!(!c.record(outcome(false), 2, 3));
+        assert!(c.record(outcome(false), 2, 3), "third failure in a row: down");
+        assert!(!c.up);
+        assert!(!c.record(outcome(true), 2, 3));
+        assert!(c.record(outcome(true), 2, 3), "second success in a row: up");
+        assert!(c.up);
+        assert_eq!((c.runs, c.failures), (8, 5));
+    }
+
+    #[test]
+    fn local_errors_neither_fail_nor_restore_a_check() {
+        let mut c = CheckState::new("http", true);
+        let local = Outcome { local_error: true, detail: "local error: EMFILE".into(), ..outcome(false) };
+        assert!(!c.record(outcome(false), 1, 2));
+        for _ in 0..10 {
+            assert!(!c.record(local.clone(), 1, 2), "a local error is not a failure");
+        }
+        assert!(c.up);
+        assert_eq!((c.runs, c.failures, c.local_errors), (1, 1, 10));
+        assert!(c.local_error.is_some());
+        // The streak survives the local errors: the next real failure completes it.
+        assert!(c.record(outcome(false), 1, 2));
+        assert!(c.local_error.is_none());
+        let mut down = CheckState::new("http", false);
+        assert!(!down.record(local, 1, 1), "nor does it bring a target back");
+        assert!(!down.up);
+    }
+
+    #[test]
+    fn a_fractional_quorum_counts_the_live_nodes() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[server]
+interfaces = ["lo"]
+[targets.half]
+address = "10.0.0.1"
+quorum = "1/2"
+[targets.two]
+address = "10.0.0.2"
+quorum = 2
+[fleet]
+etcd = ["http://127.0.0.1:2379"]
+"#,
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        let views = |pairs: &[(&str, bool)]| pairs.iter().map(|(n, up)| (n.to_string(), *up)).collect();
+        // Alone (the other nodes' leases gone), this node's own view decides "1/2",
+        // while "2" cannot be met.
+        assert!(state.target_eligible("half"));
+        assert!(!state.target_eligible("two"));
+        // Four live nodes: "1/2" needs two up.
+        for target in ["half", "two"] {
+            state.fleet_votes.insert(target.into(), views(&[("b", true), ("c", false), ("d", false)]));
+        }
+        assert!(state.target_eligible("half") && state.target_eligible("two"));
+        state.targets.get_mut("half").unwrap().healthy = false;
+        assert!(!state.target_eligible("half"), "one of four is below half");
+        state.fleet_votes.insert("half".into(), views(&[("b", true), ("c", true), ("d", false)]));
+        assert!(state.target_eligible("half"), "two of four");
+    }
+
+    #[test]
+    fn a_restart_keeps_last_known_health_and_preempt_holds() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[server]
+interfaces = ["lo"]
+[checks.a]
+type = "icmp"
+rise = 1
+fall = 1
+[targets.web1]
+address = "10.0.0.1"
+checks = ["a"]
+[targets.web2]
+address = "10.0.0.2"
+checks = ["a"]
+[groups.site]
+members = ["web1"]
+preempt = false
+"#,
+        )
+        .unwrap();
+        let mut before = State::new(&config);
+        before.record(&config, "web1", 0, outcome(false)).unwrap();
+        before.update_groups(&config);
+        assert!(!before.group_qualifies(&config, "site"));
+        // Through JSON, as the state file carries it.
+        let saved: SavedState = serde_json::from_str(&serde_json::to_string(&before.saved(false)).unwrap()).unwrap();
+        let mut after = State::with_overrides(&config, saved.overrides.clone());
+        assert_eq!(after.restore(&config, &saved), 2);
+        assert!(!after.target_eligible("web1"), "down as last known, not initially up");
+        assert!(after.targets["web1"].reason.contains("last known before restart"));
+        assert!(after.target_eligible("web2"));
+        // The site had lost its member before the restart: coming back, it is held.
+        after.record(&config, "web1", 0, outcome(true)).unwrap();
+        after.update_groups(&config);
+        assert!(after.overrides.groups["site"].held, "preempt-off hold survives the restart");
+        assert!(!after.group_allowed("site"));
+    }
+
+    #[test]
+    fn a_target_is_healthy_only_while_all_its_checks_are_up() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[server]
+interfaces = ["lo"]
+[checks.a]
+type = "icmp"
+rise = 1
+fall = 1
+[checks.b]
+type = "tcp"
+port = 80
+rise = 1
+fall = 1
+initial = "down"
+[targets.web]
+address = "10.0.0.1"
+checks = ["a", "b"]
+"#,
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        assert!(!state.target_eligible("web"), "b starts down");
+        assert_eq!(state.targets["web"].reason, "check b: initial state down");
+        let change = state.record(&config, "web", 1, outcome(true)).unwrap();
+        assert!(change.healthy);
+        let change = state.record(&config, "web", 0, outcome(false)).unwrap();
+        assert_eq!(change, Change { name: "web".into(), healthy: false, reason: "check a: refused".into() });
+        assert!(state.record(&config, "web", 1, outcome(true)).is_none());
+    }
+
+    #[test]
+    fn operator_actions_apply_to_overrides_or_say_why_not() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[server]\ninterfaces = [\"lo\"]\n[targets.web1]\naddress = \"192.0.2.1\"\n\
+             [groups.tokyo]\nmembers = [\"web1\"]\n",
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        let refused =
+            |state: &mut State, kind, name: &str, action| state.apply(&config, kind, name, action).unwrap_err();
+        assert_eq!(refused(&mut state, Kind::Target, "web9", Action::Auto), "no target 'web9'");
+        assert_eq!(refused(&mut state, Kind::Group, "osaka", Action::Auto), "no group 'osaka'");
+        assert_eq!(refused(&mut state, Kind::Target, "web1", Action::Priority(5)), "priority applies to groups");
+        assert_eq!(refused(&mut state, Kind::Group, "tokyo", Action::Failback), "group 'tokyo' is not held");
+        assert_eq!(
+            state.apply(&config, Kind::Target, "web1", Action::Force(Force::Drain)).unwrap(),
+            "target web1: done"
+        );
+        assert!(!state.target_eligible("web1"));
+        state.apply(&config, Kind::Target, "web1", Action::Auto).unwrap();
+        assert!(state.target_eligible("web1"));
+        state.apply(&config, Kind::Group, "tokyo", Action::Priority(7)).unwrap();
+        assert_eq!(state.group_priority("tokyo", 100), 7);
+        // A hold is released by failback, or by turning preempt back on.
+        state.overrides.targets.get_mut("web1").unwrap().held = true;
+        assert!(!state.target_eligible("web1"));
+        state.apply(&config, Kind::Target, "web1", Action::Preempt(true)).unwrap();
+        assert!(state.target_eligible("web1"));
+        state.overrides.targets.get_mut("web1").unwrap().held = true;
+        state.apply(&config, Kind::Target, "web1", Action::Failback).unwrap();
+        assert!(state.target_eligible("web1"));
+        assert_eq!(refused(&mut state, Kind::Target, "web1", Action::Failback), "target 'web1' is not held");
+    }
+}

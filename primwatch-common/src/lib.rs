@@ -325,6 +325,40 @@ impl Select {
 
 /// Slots of the weighted-start table; a power of two, so a random slot is a mask away.
 pub const WEIGHT_SLOTS: usize = 1024;
+
+/// The record a reply starts at, for a set of `count` records picked by `select`: the one
+/// rule both paths share (XDP's `pick`, the PowerDNS backend's lookup), so each record gets
+/// the same share of answers whichever path answers.
+///
+/// - `Fixed`, `NoData`, an unknown mode or `count == 0`: 0;
+/// - `RoundRobin`: `turn() % count`, `turn` being the caller's rotating counter;
+/// - `Random`: `random() % count`;
+/// - `Weighted`: `weighted_start[random() % WEIGHT_SLOTS]`, or 0 if the table is shorter
+///   (a set rendered without one). The table holds starts below `count` by construction
+///   (`records::weighted_slots`); callers still bound the index they use.
+///
+/// `turn` and `random` are called only by the modes that need them (XDP's random number is
+/// a helper call).
+#[inline(always)]
+pub fn start_record(
+    select: Option<Select>,
+    count: u32,
+    turn: impl FnOnce() -> u32,
+    random: impl FnOnce() -> u32,
+    weighted_start: &[u8],
+) -> u32 {
+    if count == 0 {
+        return 0;
+    }
+    match select {
+        Some(Select::RoundRobin) => turn() % count,
+        Some(Select::Random) => random() % count,
+        Some(Select::Weighted) => {
+            weighted_start.get(random() as usize & (WEIGHT_SLOTS - 1)).map_or(0, |start| *start as u32)
+        }
+        _ => 0,
+    }
+}
 /// Room for the records of a set, rendered twice over (see `AnswerSet::rrs`).
 pub const RRS_BUF_LEN: usize = 2 * MAX_ANSWER_BYTES;
 
@@ -829,6 +863,28 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn start_record_follows_the_mode() {
+        let never = || -> u32 { panic!("not needed by this mode") };
+        assert_eq!(start_record(Some(Select::Fixed), 4, never, never, &[]), 0);
+        assert_eq!(start_record(Some(Select::NoData), 4, never, never, &[]), 0);
+        assert_eq!(start_record(None, 4, never, never, &[]), 0);
+        assert_eq!(start_record(Some(Select::RoundRobin), 0, never, never, &[]), 0, "no records");
+        let rotation: [u32; 9] =
+            core::array::from_fn(|turn| start_record(Some(Select::RoundRobin), 4, || turn as u32, never, &[]));
+        assert_eq!(rotation, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
+        assert_eq!(start_record(Some(Select::Random), 4, never, || 4_000_000_007, &[]), 4_000_000_007 % 4);
+        assert_eq!(start_record(Some(Select::Random), 3, never, || u32::MAX, &[]), u32::MAX % 3);
+        // Weighted: the slot is the random number's low bits, the start whatever it holds.
+        let mut table = [0u8; WEIGHT_SLOTS];
+        table[5] = 2;
+        table[WEIGHT_SLOTS - 1] = 1;
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || 5, &table), 2);
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || (7 * WEIGHT_SLOTS + 5) as u32, &table), 2);
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || u32::MAX, &table), 1);
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || 5, &[]), 0, "no table: the first record");
+    }
+
     use super::*;
 
     #[test]

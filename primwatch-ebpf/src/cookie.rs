@@ -41,6 +41,7 @@ pub const REPLY_OPTION_START: usize = 4;
 #[inline(always)]
 pub fn on_entry(scratch: &mut Scratch) {
     let c = &mut scratch.cookie;
+    // SAFETY: fields of `scratch.cookie`, in the valid, aligned &mut Scratch of this CPU (map value).
     unsafe {
         let resumed = ptr::read_volatile(&c.resumed) == COOKIE_RESUMED;
         ptr::write_volatile(&mut c.ready, resumed as u32);
@@ -59,25 +60,34 @@ pub fn on_entry(scratch: &mut Scratch) {
 #[inline(always)]
 pub fn answer(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scratch) {
     let c = &mut scratch.cookie;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     if unsafe { ptr::read_volatile(&c.ready) } != 0 {
         // A verified cookie proves the source address: no rate limiting (rrl's
         // decision was made again on this pass).
+        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
         if unsafe { ptr::read_volatile(&c.verified) } != 0 {
+            // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
             unsafe { ptr::write_volatile(&mut scratch.rrl_state, RRL_OFF) };
         }
         return;
     }
+    // SAFETY: fields of `scratch.cookie`, in the valid, aligned &mut Scratch of this CPU (map value).
     unsafe {
         ptr::write_volatile(&mut c.reply_len, 0);
         ptr::write_volatile(&mut c.verified, 0);
     }
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     if unsafe { ptr::read_volatile(&scratch.cookie_len) } == 0
+        // SAFETY: non-null from `get_ptr`: the single COOKIE_SETTINGS entry, alive as long as the map; only read.
         || COOKIE_SETTINGS.get_ptr(0).is_none_or(|s| unsafe { (*s).enabled } == 0)
     {
         return;
     }
     c.l3_off = l3_off as u32;
     c.is_ipv6 = is_ipv6 as u32;
+    // SAFETY: the tail call only jumps (never returning) to the cookie program with this
+    // program's `ctx`; nothing with a destructor is live and the &mut Scratch is dead
+    // once it jumps. On failure it returns and the reply goes without a cookie.
     unsafe { COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT) };
 }
 
@@ -86,8 +96,12 @@ pub fn answer(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scra
 #[inline(always)]
 pub fn make(ctx: &XdpContext) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while
+    // the program runs); this program, entered by a tail call, holds no other reference to it.
     let scratch = unsafe { &mut *scratch };
     make_cookie(ctx, scratch);
+    // SAFETY: `scratch.cookie.resumed` is a field of the valid &mut above; the tail call jumps
+    // as in `answer` (nothing to drop), and on failure we go on to clear the mark.
     unsafe {
         ptr::write_volatile(&mut scratch.cookie.resumed, COOKIE_RESUMED);
         COOKIE_PROGRAMS.tail_call(ctx, ANSWER_PROGRAM_SLOT);
@@ -99,15 +113,20 @@ pub fn make(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let len = unsafe { ptr::read_volatile(&scratch.cookie_len) } as usize;
     let Some(settings) = COOKIE_SETTINGS.get_ptr(0) else { return };
+    // SAFETY: non-null from `get_ptr`: the single COOKIE_SETTINGS entry, alive as long as the map; only read.
     let settings = unsafe { &*settings };
     let current = settings.current & 1;
     let (Some(secret), Some(previous)) = (COOKIE_SECRETS.get_ptr(current), COOKIE_SECRETS.get_ptr(current ^ 1)) else {
         return;
     };
+    // SAFETY: non-null from `get_ptr`: COOKIE_SECRETS entries 0 and 1, alive as long as the map; only read.
     let (secret, previous) = unsafe { (&*secret, &*previous) };
+    // SAFETY: bpf_ktime_get_coarse_ns takes no arguments and touches no memory of ours.
     let now = ((unsafe { bpf_ktime_get_coarse_ns() }).wrapping_add(settings.clock_offset_ns) / 1_000_000_000) as u32;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let off = (unsafe { ptr::read_volatile(&scratch.cookie_off) } as usize) & OFFSET_MASK;
     let c = &mut scratch.cookie;
     let l3_off = c.l3_off as usize & L3_OFFSET_MASK;
@@ -115,6 +134,9 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
     c.msg = [0; 5];
     let msg = c.msg.as_mut_ptr() as *mut u8;
     // Hash input: client cookie | version, reserved, timestamp | client address.
+    // SAFETY: `msg` is `c.msg`, 5 u64s = 40 bytes: the helper writes the source address to bytes
+    // 16..32 (IPv6) or 16..20 (IPv4) and the client cookie to bytes 0..8, and checks each
+    // packet offset and length itself; `ctx.ctx` is the xdp_md the kernel passed.
     let loaded = unsafe {
         let address = if is_ipv6 {
             bpf_xdp_load_bytes(ctx.ctx, (l3_off + ipv6::SRC_OFF) as u32, msg.add(16) as *mut _, ipv6::ADDR_LEN as u32)
@@ -134,6 +156,8 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
     // else's kind): it gets a fresh one like a client cookie alone, counted as bad.
     if len == CLIENT_COOKIE_LEN + SERVER_COOKIE_LEN {
         let received = c.received.as_mut_ptr() as *mut _;
+        // SAFETY: the helper writes SERVER_COOKIE_LEN (16) bytes into `c.received`, a [u64; 2], and
+        // checks the packet range itself.
         if unsafe { bpf_xdp_load_bytes(ctx.ctx, (off + CLIENT_COOKIE_LEN) as u32, received, SERVER_COOKIE_LEN as u32) }
             != 0
         {
@@ -153,6 +177,7 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
                 verified = true;
             }
         }
+        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
         unsafe { ptr::write_volatile(&mut c.verified, verified as u32) };
     }
     if len > CLIENT_COOKIE_LEN {
@@ -169,6 +194,9 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
         | (((CLIENT_COOKIE_LEN + SERVER_COOKIE_LEN) as u16).to_be() as u64) << 48;
     let body = [c.msg[0], c.received[0], c.received[1]];
     let mut sum = 0u64;
+    // SAFETY: `words` is `c.reply` ([u8; 32]) as u64s; words 0..4 are its 32 bytes. They are
+    // 8-aligned: `reply` is at offset 80 of CookieScratch, itself at offset 608 of the
+    // 8-aligned, repr(C) Scratch.
     unsafe {
         *words = header;
         for (i, word) in body.iter().enumerate() {
@@ -181,6 +209,7 @@ fn make_cookie(ctx: &XdpContext, scratch: &mut Scratch) {
         + edns::OPTION_COOKIE as u64
         + (CLIENT_COOKIE_LEN + SERVER_COOKIE_LEN) as u64;
     c.reply_csum = csum::fold(sum) as u32;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut c.reply_len, REPLY_COOKIE_OPTION_LEN as u32) };
 }
 
@@ -198,6 +227,8 @@ fn hash(secret: &CookieSecret, c: &CookieScratch) -> u64 {
 #[inline(always)]
 fn count(verified: bool) {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's COUNTERS value (non-null from `get_ptr_mut`); per-CPU, and no other
+        // reference to it is live.
         let counters = unsafe { &mut *counters };
         if verified {
             counters.cookie_verified += 1;

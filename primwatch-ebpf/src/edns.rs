@@ -37,21 +37,29 @@ pub struct Edns {
 pub fn parse_opt(ctx: &XdpContext, off: usize, scratch: &mut Scratch) -> Result<(Edns, usize), Verdict> {
     let opt = bytes_at(ctx, off, edns::OPT_RR_LEN, Verdict::Malformed)?;
     // Any other additional record (TSIG, SIG(0), …) is not a plain query.
+    // SAFETY: OWNER_OFF < OPT_RR_LEN and TYPE_OFF + 2 <= OPT_RR_LEN: bytes checked for `opt` by `bytes_at` above.
     if unsafe { *opt.add(edns::OWNER_OFF) } != 0 || be16(unsafe { opt.add(edns::TYPE_OFF) }) != QTYPE_OPT {
         return Err(Verdict::NotPlainQuery);
     }
+    // SAFETY: UDP_SIZE_OFF + 2 <= OPT_RR_LEN, checked for `opt` by `bytes_at` above.
     let udp_size = be16(unsafe { opt.add(edns::UDP_SIZE_OFF) }) as usize;
+    // SAFETY: VERSION_OFF < OPT_RR_LEN, checked for `opt` by `bytes_at` above.
     let version = unsafe { *opt.add(edns::VERSION_OFF) };
+    // SAFETY: FLAGS_OFF + 2 <= OPT_RR_LEN, checked for `opt` by `bytes_at` above.
     let flags = be16(unsafe { opt.add(edns::FLAGS_OFF) });
     if version != 0 {
         return Err(Verdict::UnsupportedEdns); // RFC 6891 §6.1.3: BADVERS is the server's to send
     }
     // The DO bit (RFC 3225) is read again where the reply is written, not carried in a
     // register: the verifier would otherwise check the rest of the program twice.
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { core::ptr::write_volatile(&mut scratch.edns_do, (flags & edns::FLAG_DO) as u32) };
+    // SAFETY: RDLEN_OFF + 2 == OPT_RR_LEN, checked for `opt` by `bytes_at` above.
     let rdlen = be16(unsafe { opt.add(edns::RDLEN_OFF) }) as usize;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.opt_rdlen, rdlen as u32) };
     check_options(ctx, off + edns::OPT_RR_LEN, rdlen, scratch)?;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let rdlen = (unsafe { ptr::read_volatile(&scratch.opt_rdlen) } as usize) & RDLEN_MASK;
     Ok((Edns { udp_size }, edns::OPT_RR_LEN + rdlen))
 }
@@ -70,6 +78,7 @@ fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scrat
         let option_off = off + (pos & OPTION_OFFSET_MASK);
         let option = bytes_at(ctx, option_off, edns::OPTION_HLEN, Verdict::Malformed)?;
         let code = be16(option);
+        // SAFETY: bytes 2..4 of the OPTION_HLEN bytes checked for `option` by `bytes_at` just above.
         let len = be16(unsafe { option.add(2) }) as usize;
         if code == edns::OPTION_CLIENT_SUBNET {
             parse_client_subnet(ctx, option_off + edns::OPTION_HLEN, len, scratch)?;
@@ -95,11 +104,13 @@ fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scrat
 #[inline(always)]
 fn note_cookie(off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
     let server_len = len.wrapping_sub(CLIENT_COOKIE_LEN);
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     if unsafe { ptr::read_volatile(&scratch.cookie_len) } != 0
         || (len != CLIENT_COOKIE_LEN && !(MIN_SERVER_COOKIE_LEN..=MAX_SERVER_COOKIE_LEN).contains(&server_len))
     {
         return Err(Verdict::Malformed);
     }
+    // SAFETY: fields of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe {
         ptr::write_volatile(&mut scratch.cookie_off, off as u32);
         ptr::write_volatile(&mut scratch.cookie_len, len as u32);
@@ -118,7 +129,9 @@ pub fn ecs_address_len(source_len: u8) -> usize {
 fn parse_client_subnet(ctx: &XdpContext, off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verdict> {
     let head = bytes_at(ctx, off, edns::ECS_HLEN, Verdict::Malformed)?;
     let family = EcsFamily::from_wire(be16(head)).ok_or(Verdict::UnsupportedEdns)?;
+    // SAFETY: byte 2 of the ECS_HLEN (4) bytes checked for `head` by `bytes_at` above.
     let source_len = unsafe { *head.add(2) };
+    // SAFETY: byte 3 of the ECS_HLEN (4) bytes checked for `head` above.
     let scope_len = unsafe { *head.add(3) };
     // RFC 7871 §7.1.1: a second option, a scope in a query or a wrong length is FORMERR.
     let address_len = ecs_address_len(source_len);
@@ -133,6 +146,8 @@ fn parse_client_subnet(ctx: &XdpContext, off: usize, len: usize, scratch: &mut S
     if address_len > 0 {
         // 1..=16 (source_len is at most 128), in a form the verifier can see.
         let n = ((address_len - 1) & 15) + 1;
+        // SAFETY: the helper writes `n` (1..=16) bytes into scratch.ecs.address, a [u8; 16], and checks
+        // the packet offset and length itself; `ctx.ctx` is the xdp_md the kernel passed.
         let loaded = unsafe {
             bpf_xdp_load_bytes(
                 ctx.ctx,
@@ -182,11 +197,14 @@ pub fn write_client_subnet(ctx: &XdpContext, off: usize, ecs: &ClientSubnet) -> 
     ];
     let mut sum = 0u64;
     for (i, word) in words.iter().enumerate() {
+        // SAFETY: i < 4: bytes 2i..2i+2 of the 8 (OPTION_HLEN + ECS_HLEN) checked for `head` above.
         put_be16(unsafe { head.add(2 * i) }, *word);
         sum += *word as u64;
     }
     if address_len > 0 {
         let n = ((address_len - 1) & 15) + 1;
+        // SAFETY: the helper reads `n` (1..=16) bytes of `ecs.address`, a [u8; 16] (never written
+        // through the *mut), and checks the packet range itself.
         let stored = unsafe {
             bpf_xdp_store_bytes(
                 ctx.ctx,

@@ -22,19 +22,24 @@ const MAC_MASK: u64 = 0xffff_ffff_ffff;
 /// Ok, or why the frame is passed (`NotForHost`, `BadSource`, `Malformed`).
 #[inline(always)]
 pub fn check_addressing(ctx: &XdpContext, l3_off: usize, is_ipv6: bool) -> Result<(), Verdict> {
+    // SAFETY: non-null from `get_ptr`: the single HOST entry, alive as long as the map; only read.
     let host = unsafe { &*HOST.get_ptr(0).ok_or(Verdict::NotForHost)? };
     // 8 bytes from the destination MAC's start: the MAC and the source MAC's first two.
     let frame = bytes_at(ctx, 0, eth::HLEN, Verdict::Malformed)?;
+    // SAFETY: SRC_OFF < eth::HLEN, checked for `frame` by `bytes_at` above.
     if unsafe { *frame.add(eth::SRC_OFF) } & eth::GROUP_BIT != 0 {
         return Err(Verdict::BadSource);
     }
     let dst_mac = load_u64(frame) & MAC_MASK;
+    // SAFETY: `ctx.ctx` is the xdp_md the kernel passed, valid while the program runs.
     if !is_own_mac(host, unsafe { (*ctx.ctx).ingress_ifindex }, dst_mac) {
         return Err(Verdict::NotForHost);
     }
     if is_ipv6 {
         let ip = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
+        // SAFETY: SRC_OFF + 16 <= ipv6::HLEN, the bytes checked for `ip` by `bytes_at` above.
         let src = unsafe { (load_u64(ip.add(ipv6::SRC_OFF)), load_u64(ip.add(ipv6::SRC_OFF + 8))) };
+        // SAFETY: DST_OFF + 16 == ipv6::HLEN, the bytes checked for `ip` above.
         let dst = unsafe { (load_u64(ip.add(ipv6::DST_OFF)), load_u64(ip.add(ipv6::DST_OFF + 8))) };
         if is_martian_v6(src) {
             return Err(Verdict::BadSource);
@@ -48,7 +53,9 @@ pub fn check_addressing(ctx: &XdpContext, l3_off: usize, is_ipv6: bool) -> Resul
         }
     } else {
         let ip = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+        // SAFETY: SRC_OFF + 4 <= ipv4::MIN_HLEN, the bytes checked for `ip` by `bytes_at` above.
         let src = load_u32(unsafe { ip.add(ipv4::SRC_OFF) });
+        // SAFETY: DST_OFF + 4 == ipv4::MIN_HLEN, the bytes checked for `ip` above.
         let dst = load_u32(unsafe { ip.add(ipv4::DST_OFF) });
         if is_martian_v4(src) {
             return Err(Verdict::BadSource);
@@ -120,6 +127,7 @@ fn own_v6(host: &HostAddrs, src: (u64, u64), dst: (u64, u64)) -> (bool, bool) {
             break;
         }
         let a = host.v6[i].as_ptr();
+        // SAFETY: bytes 8..16 of `host.v6[i]`, a [u8; 16].
         let (hi, lo) = (load_u64(a), load_u64(unsafe { a.add(8) }));
         src_own |= is_zero((hi ^ src.0) | (lo ^ src.1));
         dst_own |= is_zero((hi ^ dst.0) | (lo ^ dst.1));

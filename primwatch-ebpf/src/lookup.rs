@@ -37,6 +37,10 @@ pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<
     }
     let name_off = query.l4_off + udp::HLEN + dns::HLEN + 1 + first_label;
     let wild = scratch.wildcard.as_mut_ptr();
+    // SAFETY: `wild` is scratch.wildcard, NAME_BUF_LEN + 8 = 264 bytes; `rest` is 1..=253 (checked
+    // above), so bytes 0 and 1, the helper's `rest` bytes from `wild + 2` and the zero word at
+    // `wild + 2 + rest` (ending by byte 263) are inside it. The helper checks `name_off` and
+    // `rest` against the packet itself; `ctx.ctx` is the xdp_md the kernel passed.
     unsafe {
         *wild = 1;
         *wild.add(1) = b'*';
@@ -75,10 +79,12 @@ fn client_view(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result
         found
     } else if query.is_ipv6 {
         let src = bytes_at(ctx, query.l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
+        // SAFETY: `src` has the ipv6::ADDR_LEN bytes `bytes_at` checked just above; read_unaligned needs no alignment.
         let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv6::ADDR_LEN]) };
         VIEWS_V6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, address)).copied()
     } else {
         let src = bytes_at(ctx, query.l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
+        // SAFETY: `src` has the ipv4::ADDR_LEN bytes `bytes_at` checked just above; read_unaligned needs no alignment.
         let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv4::ADDR_LEN]) };
         VIEWS_V4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, address)).copied()
     };
@@ -93,6 +99,8 @@ fn find(hash: u64, view: u32, name: &[u8; NAME_BUF_LEN + 8], len: usize) -> Opti
     if entry.is_none() && view != DEFAULT_VIEW {
         entry = NAMES.get_ptr(&NameKey::new(hash, DEFAULT_VIEW));
     }
+    // SAFETY: non-null (`?`) from `get_ptr`: a NAMES value, kept alive by the kernel (RCU) while the
+    // program runs; only read.
     let records = unsafe { &*entry? };
     same_name(name, len, &records.name, records.name_len as usize).then_some(records)
 }
@@ -112,6 +120,10 @@ pub fn same_name(ours: &[u8; NAME_BUF_LEN + 8], len: usize, theirs: &[u8; NAME_B
         if w >= words {
             break;
         }
+        // SAFETY: w < min((len + 7) / 8, 32): both words lie in the 256 bytes of `theirs` (264 of `ours`).
+        // Both are 8-aligned: `ours` is scratch.name or scratch.wildcard (offsets 0 and 264 of the
+        // 8-aligned Scratch), `theirs` the `name` at offset 24 of a NAMES or ZONE_NAMES value
+        // (the kernel 8-aligns map values).
         if unsafe { *ours.add(w) != *theirs.add(w) } {
             return false;
         }

@@ -9,6 +9,8 @@
 //! the reply is known to fit, so every pass leaves the packet byte for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
 #![no_std]
 #![no_main]
+// Every unsafe block says why it is sound (`SAFETY:`), checked by clippy in `cargo xtask test`.
+#![warn(clippy::undocumented_unsafe_blocks)]
 // One-instruction unaligned loads (packet::load_u64); the eBPF crate builds on nightly.
 #![feature(asm_experimental_arch)]
 // The verifier follows `(n + 7) / 8` and `n % 8 == 0` as plain arithmetic; `div_ceil`
@@ -49,17 +51,25 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
         Err(reason) => reason,
     };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while the
+    // program runs); `try_answer`'s reference to it has ended, so this one is the only one.
     let scratch = unsafe { &mut *scratch };
     let passing = !matches!(verdict, Verdict::Answered | Verdict::RrlSlipped | Verdict::RrlDropped);
     // A passed query comes through twice when the slow-path guard has its cookie
     // checked (see `slow_path`): count it the first time only. (`ready` says this pass
     // follows the cookie program; the guard's mark, that the guard sent it there.)
     let again = passing
+        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
         && unsafe { core::ptr::read_volatile(&scratch.cookie.ready) } != 0
+        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
         && unsafe { core::ptr::read_volatile(&scratch.guard_resumed) } != 0;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { core::ptr::write_volatile(&mut scratch.guard_resumed, 0) };
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // The fields of `Counters` are u64s in `Verdict` order.
+        // SAFETY: `counters` is this CPU's COUNTERS value (non-null from `get_ptr_mut`), a repr(C)
+        // `Counters` of COUNTER_FIELDS (26) u64s; `verdict` is at most RrlSlipped = 14, so the
+        // pointer is one of them. Per-CPU: nothing else writes it meanwhile.
         unsafe { *(counters as *mut u64).add(verdict as usize) += !again as u64 };
     }
     match verdict {
@@ -110,15 +120,19 @@ pub fn primwatch_reflect(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
+    // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while the
+    // program runs); no other reference to it exists while `try_answer` runs.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(Verdict::Malformed)? };
     cookie::on_entry(scratch);
     // Set again by `parse` for this packet, if it is a query for the DNS server.
+    // SAFETY: fields of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe {
         core::ptr::write_volatile(&mut scratch.passed, 0);
         core::ptr::write_volatile(&mut scratch.cookie_len, 0);
     }
     let query = parse::parse_query(ctx, scratch)?;
     let entry = lookup::lookup(ctx, &query, scratch)?;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let dnssec_ok = unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0;
     if dnssec_ok && entry.flags & (ENTRY_ANSWERS_DO | ENTRY_SIGNED) == 0 {
         return Err(Verdict::Dnssec); // a signed zone's answers come from the DNS server
@@ -149,6 +163,8 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
             start: picked.start,
             _pad: 0,
         };
+        // SAFETY: non-null from `get_ptr`: a RRSIGS value, kept alive by the kernel (RCU) while the
+        // program runs; only read.
         Some(unsafe { &*RRSIGS.get_ptr(&key).ok_or(Verdict::Dnssec)? })
     } else {
         None
@@ -181,6 +197,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         authority: 0,
         counter: name_answers_index(entry.stats_slot, query.qtype == QTYPE_AAAA),
     };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { core::ptr::write_volatile(&mut scratch.plan, plan) };
     let rrsig_off = reply::write_reply(ctx, scratch, answers)?;
     if rrl::slip(scratch) != 0 {
@@ -189,8 +206,11 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     if let Some(rrsig) = rrsig {
         reply::write_rrsig(ctx, rrsig_off, rrsig)?;
     }
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let counter = unsafe { core::ptr::read_volatile(&scratch.plan.counter) };
     if let Some(count) = NAME_ANSWERS.get_ptr_mut(counter) {
+        // SAFETY: `count` is this CPU's NAME_ANSWERS slot (non-null from `get_ptr_mut`, which bounds
+        // the index); per-CPU, so nothing else writes it meanwhile.
         unsafe { *count += 1 };
     }
     Ok(())

@@ -116,5 +116,6 @@ pub static ZONE_SOAS: Array<ZoneSoa, MAX_NEGATIVE_ZONES> = Array::new();
 /// The single SETTINGS entry, if the controller wrote one.
 #[inline(always)]
 pub fn settings() -> Option<&'static Settings> {
+    // SAFETY: non-null from `get_ptr`: the single SETTINGS entry, alive as long as the map; only read.
     SETTINGS.get_ptr(0).map(|s| unsafe { &*s })
 }

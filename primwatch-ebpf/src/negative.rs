@@ -61,6 +61,8 @@ enum Denial {
 #[inline(always)]
 pub fn answer(ctx: &XdpContext) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while
+    // the program runs); this program, entered by a tail call, holds no other reference to it.
     let scratch = unsafe { &mut *scratch };
     match try_deny(ctx, scratch) {
         Ok(Denial::NxDomain) => {
@@ -80,6 +82,8 @@ pub fn answer(ctx: &XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
         Err(_) => {
+            // SAFETY: the tail call only jumps (never returning) to a program of ours with this program's
+            // `ctx`; nothing with a destructor is live, and on failure it returns and we go on.
             unsafe { COOKIE_PROGRAMS.tail_call(ctx, SLOW_PATH_PROGRAM_SLOT) };
             xdp_action::XDP_PASS
         }
@@ -88,12 +92,14 @@ pub fn answer(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> {
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let passed = unsafe { ptr::read_volatile(&scratch.passed) };
     if passed & PASSED_QUESTION == 0 {
         return Err(Verdict::NameNotFound);
     }
     let l3_off = passed as usize & L3_OFFSET_MASK;
     let is_ipv6 = passed & PASSED_IPV6 != 0;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let name_len = (unsafe { ptr::read_volatile(&scratch.passed_name_len) } as usize) & MAX_NAME_LEN;
     if name_len < 2 {
         return Err(Verdict::NameNotFound); // the root: no zone of ours
@@ -101,6 +107,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
     let l4_off = (l3_off + if is_ipv6 { ipv6::HLEN } else { ipv4::MIN_HLEN }) & L4_OFFSET_MASK;
     let name_off = l4_off + udp::HLEN + dns::HLEN;
     let hdr = bytes_at(ctx, l4_off + udp::HLEN, dns::HLEN, Verdict::Malformed)?;
+    // SAFETY: FLAGS_OFF + 2 <= dns::HLEN, the DNS header checked for `hdr` by `bytes_at` above.
     let query_flags = be16(unsafe { hdr.add(dns::FLAGS_OFF) });
     let q = bytes_at(ctx, name_off + name_len, dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
     let qtype = be16(q);
@@ -123,6 +130,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
         }
         (Denial::NxDomain, ACCOUNT_CLASS_NXDOMAIN, entry.zone)
     };
+    // SAFETY: non-null from `get_ptr`: a ZONE_SOAS entry, alive as long as the map; only read.
     let soa = unsafe { &*ZONE_SOAS.get_ptr(entry.zone).ok_or(Verdict::NameNotFound)? };
     let soa_len = soa.len as usize;
     let apex_len = soa.apex_len as usize;
@@ -133,8 +141,10 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
     // DNS cookies as the answering program makes them: the first time through, the
     // cookie program is called and hands the packet back to the answering program,
     // which passes it here again with the results in scratch (not counted twice).
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.guard_resumed, 1) };
     cookie::answer(ctx, l3_off, is_ipv6, scratch);
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.guard_resumed, 0) };
 
     if rrl::charge_class(scratch, class, account) {
@@ -153,6 +163,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
     // An answer that does not depend on the client's address: ECS scope 0.
     scratch.ecs.scope_len = 0;
     let plan = ReplyPlan {
+        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
         name_csum: unsafe { ptr::read_volatile(&scratch.passed_name_csum) },
         l3_off: l3_off as u32,
         l4_off: l4_off as u32,
@@ -174,6 +185,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
         authority: 1,
         counter: 0,
     };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.plan, plan) };
     let end = write_reply(ctx, scratch, soa)?;
     if slip != 0 {
@@ -202,6 +214,9 @@ fn closest_encloser(
             break; // at the root: in no zone of ours
         }
         let candidate = scratch.wildcard.as_mut_ptr();
+        // SAFETY: `candidate` is scratch.wildcard, NAME_BUF_LEN + 8 = 264 bytes; `rest` is 2..=255
+        // (masked), so the helper's `rest` bytes and the zero word at `candidate + rest` (ending
+        // by byte 263) fit. The helper checks the packet range itself; `ctx.ctx` is the kernel's.
         unsafe {
             let loaded = bpf_xdp_load_bytes(ctx.ctx, (name_off + skip) as u32, candidate as *mut _, rest as u32);
             if loaded != 0 {
@@ -211,6 +226,8 @@ fn closest_encloser(
         }
         let (hash, _) = lower_hash_sum(candidate, rest);
         if let Some(entry) = ZONE_NAMES.get_ptr(&NameKey::new(hash, 0)) {
+            // SAFETY: non-null from `get_ptr`: a ZONE_NAMES value, kept alive by the kernel (RCU) while the
+            // program runs; only read.
             let entry = unsafe { &*entry };
             if same_name(&scratch.wildcard, rest, &entry.name, entry.name_len as usize) {
                 return Ok((depth, hash, entry));

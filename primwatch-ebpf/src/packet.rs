@@ -32,12 +32,16 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
 
 #[inline(always)]
 pub fn be16(p: *const u8) -> u16 {
+    // SAFETY: every caller passes a frame position with at least 2 bytes checked by `bytes_at`,
+    // so `p` and `p + 1` are in [data, data_end).
     unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
 }
 
 #[inline(always)]
 pub fn put_be16(p: *mut u8, v: u16) {
     let b = v.to_be_bytes();
+    // SAFETY: every caller passes a frame position with at least 2 bytes checked by `bytes_at`,
+    // so `p` and `p + 1` are in [data, data_end) and writable.
     unsafe {
         *p = b[0];
         *p.add(1) = b[1];
@@ -50,6 +54,9 @@ pub fn put_be16(p: *mut u8, v: u16) {
 #[inline(always)]
 pub fn load_u64(p: *const u8) -> u64 {
     let value: u64;
+    // SAFETY: the asm reads only the 8 bytes at `p` (readonly, nostack): callers pass 8 bytes
+    // checked by `bytes_at`, or an 8+ byte array of a map value. No Rust alignment applies
+    // to the asm load; the verifier accepts it unaligned (efficient unaligned access).
     unsafe {
         core::arch::asm!("{0} = *(u64 *)({1} + 0)", lateout(reg) value, in(reg) p, options(readonly, nostack, preserves_flags));
     }
@@ -60,6 +67,7 @@ pub fn load_u64(p: *const u8) -> u64 {
 #[inline(always)]
 pub fn load_u32(p: *const u8) -> u32 {
     let value: u32;
+    // SAFETY: as `load_u64`, for the 4 bytes at `p` (callers pass 4 checked bytes or a [u8; 4]).
     unsafe {
         core::arch::asm!("{0} = *(u32 *)({1} + 0)", lateout(reg) value, in(reg) p, options(readonly, nostack, preserves_flags));
     }
@@ -75,11 +83,13 @@ pub fn sum_words<const LEN: usize>(p: *const u8) -> u64 {
     let mut sum = 0u64;
     let mut i = 0;
     while i + 8 <= LEN {
+        // SAFETY: i + 8 <= LEN, and callers pass LEN bytes at `p` checked by `bytes_at`.
         let word = load_u64(unsafe { p.add(i) });
         sum += (word & 0xffff_ffff) + (word >> 32);
         i += 8;
     }
     if i < LEN {
+        // SAFETY: i < LEN and LEN - i == 4 here (LEN % 4 == 0), inside the LEN checked bytes.
         sum += load_u32(unsafe { p.add(i) }) as u64;
     }
     csum::fold(sum).swap_bytes() as u64
@@ -89,6 +99,8 @@ pub fn sum_words<const LEN: usize>(p: *const u8) -> u64 {
 #[inline(always)]
 pub unsafe fn swap_bytes<const N: usize>(a: *mut u8, b: *mut u8) {
     let mut tmp = [0u8; N];
+    // SAFETY: callers pass `a` and `b` as two disjoint N-byte ranges of a header that `bytes_at`
+    // checked; `tmp` is a local N-byte array, disjoint from both.
     unsafe {
         ptr::copy_nonoverlapping(a, tmp.as_mut_ptr(), N);
         ptr::copy_nonoverlapping(b, a, N);
@@ -102,6 +114,7 @@ pub unsafe fn swap_bytes<const N: usize>(a: *mut u8, b: *mut u8) {
 pub fn is_zero(x: u64) -> u64 {
     let mut sign = x | x.wrapping_neg();
     // Opaque to LLVM, which would otherwise turn this back into a compare and a branch.
+    // SAFETY: the asm only moves a register (`nomem`, `pure`): no memory is touched.
     unsafe { core::arch::asm!("{0} = {0}", inout(reg) sign, options(pure, nomem, nostack, preserves_flags)) };
     (sign >> 63) ^ 1
 }

@@ -70,12 +70,15 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     };
 
     let udp_hdr = bytes_at(ctx, ip.l4_off, udp::HLEN, Verdict::Malformed)?;
+    // SAFETY: DST_PORT_OFF + 2 <= udp::HLEN, the bytes checked for `udp_hdr` by `bytes_at` above.
     if be16(unsafe { udp_hdr.add(udp::DST_PORT_OFF) }) != DNS_PORT.load() {
         return Err(Verdict::NotDns);
     }
+    // SAFETY: LEN_OFF + 2 <= udp::HLEN, checked for `udp_hdr` above.
     let udp_len = be16(unsafe { udp_hdr.add(udp::LEN_OFF) }) as usize;
     if udp_len != ip.udp_len
         || udp_len < udp::HLEN + dns::HLEN
+        // SAFETY: SRC_PORT_OFF + 2 <= udp::HLEN, checked for `udp_hdr` above.
         || be16(unsafe { udp_hdr.add(udp::SRC_PORT_OFF) }) == 0
         || ip.end > frame_len(ctx)
     {
@@ -84,6 +87,7 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     // A whole datagram to the DNS port: from here on, whatever is passed reaches the
     // DNS server, so the slow-path guard holds it to its budgets.
     let passed = PASSED_QUERY | l3_off as u32 | if ip.is_ipv6 { PASSED_IPV6 } else { 0 };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.passed, passed) };
     if ip.ipv4_hlen > ipv4::MIN_HLEN {
         return Err(Verdict::IpOptions);
@@ -102,10 +106,15 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     let dns_len = udp_len - udp::HLEN;
 
     let hdr = bytes_at(ctx, dns_off, dns::HLEN, Verdict::Malformed)?;
+    // SAFETY: FLAGS_OFF + 2 <= dns::HLEN, the DNS header checked for `hdr` by `bytes_at` above.
     let flags = be16(unsafe { hdr.add(dns::FLAGS_OFF) });
+    // SAFETY: QDCOUNT_OFF + 2 <= dns::HLEN, within the DNS header checked above.
     let qdcount = be16(unsafe { hdr.add(dns::QDCOUNT_OFF) });
+    // SAFETY: ANCOUNT_OFF + 2 <= dns::HLEN, within the DNS header checked above.
     let ancount = be16(unsafe { hdr.add(dns::ANCOUNT_OFF) });
+    // SAFETY: NSCOUNT_OFF + 2 <= dns::HLEN, within the DNS header checked above.
     let nscount = be16(unsafe { hdr.add(dns::NSCOUNT_OFF) });
+    // SAFETY: ARCOUNT_OFF + 2 <= dns::HLEN, within the DNS header checked above.
     let arcount = be16(unsafe { hdr.add(dns::ARCOUNT_OFF) });
     if flags & (dns::FLAG_QR | dns::FLAG_OPCODE | dns::FLAG_TC) != 0
         || qdcount != 1
@@ -123,12 +132,15 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     let qoff = dns_off + dns::HLEN + name_len;
     let q = bytes_at(ctx, qoff, dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
     let qtype = be16(q);
+    // SAFETY: QCLASS is bytes 2..4 of the QTYPE_QCLASS_LEN bytes checked for `q` just above.
     if be16(unsafe { q.add(2) }) != QCLASS_IN {
         return Err(Verdict::NotPlainQuery);
     }
 
     scratch.ecs.present = 0;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.cookie_len, 0) };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.edns_do, 0) };
     let mut query_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
     let edns = if arcount == 1 {
@@ -143,6 +155,7 @@ pub fn parse_query(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Ver
     }
     // A whole, well-formed query: the slow-path guard may send it a TC reply, made from
     // its question.
+    // SAFETY: fields of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe {
         ptr::write_volatile(&mut scratch.passed_name_len, name_len as u32);
         ptr::write_volatile(&mut scratch.passed_name_csum, name_csum);
@@ -169,6 +182,7 @@ fn ipv4_header_checksum_ok(ctx: &XdpContext, l3_off: usize) -> Result<bool, Verd
 #[inline(always)]
 fn udp_checksum_ok(ctx: &XdpContext, l3_off: usize, ip: &Ip, scratch: &mut Scratch) -> Result<bool, Verdict> {
     let hdr = bytes_at(ctx, ip.l4_off, udp::HLEN, Verdict::Malformed)?;
+    // SAFETY: CHECKSUM_OFF + 2 <= udp::HLEN, checked for `hdr` by `bytes_at` above.
     let sent = be16(unsafe { hdr.add(udp::CHECKSUM_OFF) });
     if sent == 0 {
         return Ok(!ip.is_ipv6);
@@ -178,7 +192,9 @@ fn udp_checksum_ok(ctx: &XdpContext, l3_off: usize, ip: &Ip, scratch: &mut Scrat
     }
     // Handed through the map so that the verifier checks what follows the loop once,
     // not once per length.
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.udp_len, ip.udp_len as u32) };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let len = (unsafe { ptr::read_volatile(&scratch.udp_len) } as usize) & DATAGRAM_LEN_MASK;
     let words = len / 8;
     // Words are read little-endian: their sum, folded, is the byte-swapped sum.
@@ -209,11 +225,13 @@ fn udp_checksum_ok(ctx: &XdpContext, l3_off: usize, ip: &Ip, scratch: &mut Scrat
 #[inline(always)]
 fn parse_ethernet(ctx: &XdpContext) -> Result<(u16, usize), Verdict> {
     let hdr = bytes_at(ctx, 0, eth::HLEN, Verdict::NotDns)?;
+    // SAFETY: ETHERTYPE_OFF + 2 <= eth::HLEN, checked for `hdr` by `bytes_at` above.
     let ethertype = be16(unsafe { hdr.add(eth::ETHERTYPE_OFF) });
     if ethertype != eth::P_8021Q {
         return Ok((ethertype, eth::HLEN));
     }
     let tag = bytes_at(ctx, eth::HLEN, eth::VLAN_HLEN, Verdict::NotDns)?;
+    // SAFETY: VLAN_ETHERTYPE_OFF + 2 <= eth::VLAN_HLEN, checked for `tag` by `bytes_at` just above.
     Ok((be16(unsafe { tag.add(eth::VLAN_ETHERTYPE_OFF) }), eth::HLEN + eth::VLAN_HLEN))
 }
 
@@ -221,15 +239,19 @@ fn parse_ethernet(ctx: &XdpContext) -> Result<(u16, usize), Verdict> {
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
     let hdr = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+    // SAFETY: VERSION_IHL_OFF < ipv4::MIN_HLEN, checked for `hdr` by `bytes_at` above.
     let version_ihl = unsafe { *hdr.add(ipv4::VERSION_IHL_OFF) };
     let hlen = ((version_ihl & ipv4::IHL_MASK) as usize) * 4;
     if version_ihl >> 4 != ipv4::VERSION || hlen < ipv4::MIN_HLEN {
         return Err(Verdict::Malformed);
     }
+    // SAFETY: FRAG_OFF + 2 <= ipv4::MIN_HLEN, checked for `hdr` by `bytes_at` above.
     let frag = be16(unsafe { hdr.add(ipv4::FRAG_OFF) });
+    // SAFETY: PROTOCOL_OFF < ipv4::MIN_HLEN, checked for `hdr` by `bytes_at` above.
     if frag & ipv4::FRAGMENT_MASK != 0 || unsafe { *hdr.add(ipv4::PROTOCOL_OFF) } != udp::IPPROTO {
         return Err(Verdict::NotDns);
     }
+    // SAFETY: TOTAL_LEN_OFF + 2 <= ipv4::MIN_HLEN, checked for `hdr` by `bytes_at` above.
     let total_len = be16(unsafe { hdr.add(ipv4::TOTAL_LEN_OFF) }) as usize;
     if total_len < hlen + udp::HLEN {
         return Err(Verdict::Malformed);
@@ -247,12 +269,15 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Verdict> {
     let hdr = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
+    // SAFETY: the first of the ipv6::HLEN bytes checked for `hdr` by `bytes_at` above.
     if unsafe { *hdr } >> 4 != ipv6::VERSION {
         return Err(Verdict::Malformed);
     }
+    // SAFETY: NEXT_HEADER_OFF < ipv6::HLEN, checked for `hdr` by `bytes_at` above.
     if unsafe { *hdr.add(ipv6::NEXT_HEADER_OFF) } != udp::IPPROTO {
         return Err(Verdict::NotDns);
     }
+    // SAFETY: PAYLOAD_LEN_OFF + 2 <= ipv6::HLEN, checked for `hdr` by `bytes_at` above.
     let payload_len = be16(unsafe { hdr.add(ipv6::PAYLOAD_LEN_OFF) }) as usize;
     Ok(Ip {
         is_ipv6: true,
@@ -275,6 +300,7 @@ fn walk_name(ctx: &XdpContext, name_off: usize, scratch: &mut Scratch) -> Result
         // bytes rejects nothing valid (and a 1-byte check compiles to `p < end`, which
         // the verifier cannot turn into a range).
         let p = bytes_at(ctx, name_off + pos, 1 + dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
+        // SAFETY: `p` is the first of the 5 bytes `bytes_at` checked just above.
         let label_len = unsafe { *p } as usize;
         if label_len == 0 {
             name_len = pos + 1;
@@ -292,14 +318,20 @@ fn walk_name(ctx: &XdpContext, name_off: usize, scratch: &mut Scratch) -> Result
     // The loop can end at any of its iterations with a different length range;
     // round-tripping it through the map makes it one unknown value, so the verifier
     // checks the rest of the program once instead of once per exit.
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.name_len, name_len as u32) };
     // The mask (255 = MAX_NAME_LEN) bounds the value in whichever register uses it.
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let name_len = (unsafe { ptr::read_volatile(&scratch.name_len) } & MAX_NAME_LEN as u32) as usize;
     if name_len == 0 {
         return Err(Verdict::Malformed);
     }
 
     let name = scratch.name.as_mut_ptr();
+    // SAFETY: `name` is scratch.name, NAME_BUF_LEN + 8 = 264 bytes; `name_len` is 1..=255
+    // (masked, 0 rejected), so the helper writes at most 255 bytes into it and the zero
+    // word at `name + name_len` ends by byte 263. The helper bounds-checks `name_off` and
+    // `name_len` against the packet itself; `ctx.ctx` is the xdp_md the kernel passed.
     unsafe {
         if bpf_xdp_load_bytes(ctx.ctx, name_off as u32, name as *mut _, name_len as u32) != 0 {
             return Err(Verdict::Malformed);
@@ -326,6 +358,9 @@ pub fn lower_hash_sum(buf: *mut u8, len: usize) -> (u64, u64) {
         if w >= word_count {
             break;
         }
+        // SAFETY: w < min((len + 7) / 8, 32); callers pass an 8-aligned `buf` with (len + 7) / 8 words
+        // readable (len <= 255: scratch.name or scratch.wildcard, 264 bytes each, at offsets
+        // 0 and 264 of the 8-aligned Scratch), so each word is in bounds and aligned.
         unsafe {
             let word = *words.add(w);
             // The checksum covers the name as sent (the reply echoes the client's case).

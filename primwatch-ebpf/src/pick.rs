@@ -2,7 +2,7 @@
 //! rendered every rotation contiguously with its checksum, so a pick is a start index.
 
 use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
-use primwatch_common::{AnswerSet, Scratch, Select, Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN, WEIGHT_SLOTS};
+use primwatch_common::{start_record, AnswerSet, Scratch, Select, Verdict, AAAA_RR_LEN, MAX_RECORDS, RRS_BUF_LEN};
 
 /// The records of one reply: where they start in `AnswerSet::rrs`, how many bytes,
 /// how many records and their checksum.
@@ -29,20 +29,13 @@ pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Ve
     if count == 0 || count > MAX_RECORDS as u32 || answers == 0 || answers > count as usize || rr_len > AAAA_RR_LEN {
         return Err(Verdict::TypeNotPresent);
     }
-    let start = match select {
-        Some(Select::RoundRobin) => {
-            let n = scratch.round_robin.wrapping_add(1);
-            scratch.round_robin = n;
-            n % count
-        }
-        Some(Select::Random) => (unsafe { bpf_get_prandom_u32() }) % count,
-        Some(Select::Weighted) => {
-            let slot = unsafe { bpf_get_prandom_u32() } as usize & (WEIGHT_SLOTS - 1);
-            set.weighted_start[slot] as u32
-        }
-        _ => 0,
-    } as usize
-        & (MAX_RECORDS - 1);
+    let turn = || {
+        scratch.round_robin = scratch.round_robin.wrapping_add(1);
+        scratch.round_robin
+    };
+    // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory of ours.
+    let random = || unsafe { bpf_get_prandom_u32() };
+    let start = start_record(select, count, turn, random, &set.weighted_start) as usize & (MAX_RECORDS - 1);
     let offset = start * rr_len;
     let len = answers * rr_len;
     if offset + len > RRS_BUF_LEN {

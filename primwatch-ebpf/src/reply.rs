@@ -57,6 +57,7 @@ const OPT_RR_CSUM: u64 = {
 /// counted in already; returns that room's offset in the frame.
 #[inline(always)]
 pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Records) -> Result<usize, Verdict> {
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let plan = unsafe { core::ptr::read_volatile(&scratch.plan) };
     // Each value bounded again, for the verifier (the bounds hold for every real value).
     let l3_off = plan.l3_off as usize & L3_OFFSET_MASK;
@@ -74,6 +75,7 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
     // Our OPT record, with the client subnet echoed when the query had one, and the
     // COOKIE option `cookie` made.
     let ecs_len = reply_ecs_len(&scratch.ecs);
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let cookie_len = (unsafe { core::ptr::read_volatile(&scratch.cookie.reply_len) } as usize) & COOKIE_LEN_MASK;
     let options_len = ecs_len + cookie_len;
     let opt_len = if has_edns { wire_edns::OPT_RR_LEN + options_len } else { 0 };
@@ -89,6 +91,8 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
 
     let udp_len = udp::HLEN + reply_dns_len;
     let delta = (dns_off + reply_dns_len) as i64 - frame_len(ctx) as i64;
+    // SAFETY: `ctx.ctx` is the xdp_md the kernel passed; the helper checks `delta` itself. No
+    // packet pointer is held across it: all are derived afresh below.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
         grow_at_front(ctx, scratch, question_end, delta)?;
     }
@@ -115,7 +119,10 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
         if size_of::<Records>() < MAX_ANSWER_BYTES || rrs_off > size_of::<Records>() - MAX_ANSWER_BYTES {
             return Err(Verdict::Malformed);
         }
+        // SAFETY: `rrs_off <= size_of::<Records>() - MAX_ANSWER_BYTES` (checked above): inside `*set`.
         let rrs = unsafe { (set as *const Records as *const u8).add(rrs_off) };
+        // SAFETY: the helper reads `len` <= MAX_ANSWER_BYTES bytes from `rrs`, inside `*set` by the
+        // check above (never written through the *mut), and checks the packet range itself.
         let stored = unsafe { bpf_xdp_store_bytes(ctx.ctx, answers_off as u32, rrs as *mut _, len as u32) };
         if stored != 0 {
             return Err(Verdict::Malformed);
@@ -131,15 +138,19 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
         let opt_off = (answers_off + rrs_len + rrsig_len) & FRAME_OFFSET_MASK;
         let opt = bytes_at(ctx, opt_off, wire_edns::OPT_RR_LEN, Verdict::Malformed)?;
         for (i, byte) in OPT_RR.iter().enumerate() {
+            // SAFETY: i < OPT_RR.len() == OPT_RR_LEN, the bytes checked for `opt` by `bytes_at` above.
             unsafe { *opt.add(i) = *byte };
         }
         opt_sum += OPT_RR_CSUM;
         // RFC 3225 §3: the DO bit of the query is copied into the response (branch-free:
         // the flags word is the query's DO bit or zero).
+        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
         let do_flag = (unsafe { core::ptr::read_volatile(&scratch.edns_do) } as u16) & wire_edns::FLAG_DO;
+        // SAFETY: FLAGS_OFF + 2 <= OPT_RR_LEN, checked for `opt` by `bytes_at` above.
         put_be16(unsafe { opt.add(wire_edns::FLAGS_OFF) }, do_flag);
         opt_sum += csum::at_offset(do_flag, wire_edns::FLAGS_OFF) as u64;
         if options_len > 0 {
+            // SAFETY: RDLEN_OFF + 2 == OPT_RR_LEN, checked for `opt` by `bytes_at` above.
             put_be16(unsafe { opt.add(wire_edns::RDLEN_OFF) }, options_len as u16);
             // RDLENGTH sits at an odd offset of the OPT record.
             opt_sum += csum::at_offset(options_len as u16, wire_edns::RDLEN_OFF) as u64;
@@ -149,7 +160,10 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
         }
         if cookie_len > 0 {
             let cookie_off = wire_edns::OPT_RR_LEN + ecs_len;
+            // SAFETY: REPLY_OPTION_START (4) is inside `scratch.cookie.reply`, a [u8; 32].
             let option = unsafe { scratch.cookie.reply.as_ptr().add(cookie::REPLY_OPTION_START) };
+            // SAFETY: the helper reads REPLY_COOKIE_OPTION_LEN (28) bytes from `option`, bytes 4..32 of
+            // `reply` (never written through the *mut), and checks the packet range itself.
             let stored = unsafe {
                 bpf_xdp_store_bytes(
                     ctx.ctx,
@@ -168,6 +182,7 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
     sum += csum::at_offset(csum::fold(after_name), name_len) as u64;
 
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
+    // SAFETY: CHECKSUM_OFF + 2 <= udp::HLEN, checked for `hdr` by `bytes_at` above.
     put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));
     Ok(answers_off + rrs_len)
 }
@@ -180,12 +195,15 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
 #[inline(always)]
 pub fn turn_around(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, udp_len: usize) -> Result<u64, Verdict> {
     let hdr = bytes_at(ctx, 0, eth::HLEN, Verdict::Malformed)?;
+    // SAFETY: MACs 0..6 and 6..12 (disjoint) of the eth::HLEN bytes checked for `hdr` by `bytes_at` above.
     unsafe { swap_bytes::<{ eth::MAC_LEN }>(hdr.add(eth::DST_OFF), hdr.add(eth::SRC_OFF)) };
     let l3_off = l3_off & L3_OFFSET_MASK;
 
     let mut sum = csum::pseudo_header_rest(udp::IPPROTO, udp_len);
     if is_ipv6 {
         let ip = bytes_at(ctx, l3_off, ipv6::HLEN, Verdict::Malformed)?;
+        // SAFETY: all inside the ipv6::HLEN bytes checked for `ip` by `bytes_at` above: bytes 4..6, 1
+        // and 7, and the disjoint addresses 8..24 and 24..40.
         unsafe {
             put_be16(ip.add(ipv6::PAYLOAD_LEN_OFF), udp_len as u16);
             // A query's congestion mark is no reason to mark the reply (RFC 3168 §5).
@@ -193,9 +211,12 @@ pub fn turn_around(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, udp_len: usiz
             *ip.add(ipv6::HOP_LIMIT_OFF) = REPLY_IP_TTL;
             swap_bytes::<{ ipv6::ADDR_LEN }>(ip.add(ipv6::SRC_OFF), ip.add(ipv6::DST_OFF));
         }
+        // SAFETY: SRC_OFF + 32 == ipv6::HLEN: both addresses lie in the header checked for `ip` above.
         sum += sum_words::<{ 2 * ipv6::ADDR_LEN }>(unsafe { ip.add(ipv6::SRC_OFF) });
     } else {
         let ip = bytes_at(ctx, l3_off, ipv4::MIN_HLEN, Verdict::Malformed)?;
+        // SAFETY: all inside the ipv4::MIN_HLEN bytes checked for `ip` by `bytes_at` above: words at
+        // 0, 2, 8 and 10, and the disjoint addresses 12..16 and 16..20.
         unsafe {
             let old_ttl_proto = be16(ip.add(ipv4::TTL_OFF));
             let old_total = be16(ip.add(ipv4::TOTAL_LEN_OFF));
@@ -214,6 +235,7 @@ pub fn turn_around(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, udp_len: usiz
             put_be16(ip.add(ipv4::CHECKSUM_OFF), check);
             swap_bytes::<{ ipv4::ADDR_LEN }>(ip.add(ipv4::SRC_OFF), ip.add(ipv4::DST_OFF));
         }
+        // SAFETY: SRC_OFF + 8 == ipv4::MIN_HLEN: both addresses lie in the header checked for `ip` above.
         sum += sum_words::<{ 2 * ipv4::ADDR_LEN }>(unsafe { ip.add(ipv4::SRC_OFF) });
     }
     Ok(sum)
@@ -234,6 +256,9 @@ pub fn write_headers(
 ) -> Result<u64, Verdict> {
     let [ancount, nscount] = counts;
     let hdr = bytes_at(ctx, l4_off & L4_OFFSET_MASK, udp::HLEN + dns::HLEN, Verdict::Malformed)?;
+    // SAFETY: all inside the udp::HLEN + dns::HLEN (20) bytes checked for `hdr` by `bytes_at`
+    // above: disjoint ports 0..2 and 2..4, length 4..6, checksum 6..8, and the DNS
+    // header's ID, flags and counts at 8..20.
     unsafe {
         swap_bytes::<2>(hdr.add(udp::SRC_PORT_OFF), hdr.add(udp::DST_PORT_OFF));
         put_be16(hdr.add(udp::LEN_OFF), udp_len as u16);
@@ -260,6 +285,8 @@ pub fn write_rrsig(ctx: &XdpContext, off: usize, rrsig: &RrsigRr) -> Result<(), 
         return Err(Verdict::Malformed);
     }
     let rr = rrsig.rr.as_ptr();
+    // SAFETY: the helper reads `len` (1..=RRSIG_RR_MAX, checked above) bytes of `rrsig.rr`, a
+    // [u8; RRSIG_RR_MAX] (never written through the *mut), and checks the packet range.
     if unsafe { bpf_xdp_store_bytes(ctx.ctx, (off & FRAME_OFFSET_MASK) as u32, rr as *mut _, len as u32) } != 0 {
         return Err(Verdict::Malformed);
     }
@@ -276,6 +303,9 @@ fn grow_at_front(ctx: &XdpContext, scratch: &mut Scratch, front_len: usize, delt
         return Err(Verdict::TooLarge);
     }
     let buf = scratch.frame_front.as_mut_ptr() as *mut _;
+    // SAFETY: `buf` is scratch.frame_front, MAX_FRAME_FRONT bytes, and `front_len` is
+    // 1..=MAX_FRAME_FRONT (checked above), so both copies stay inside it; the helpers check
+    // offsets and `delta` against the packet, and no packet pointer is held across them.
     unsafe {
         if bpf_xdp_load_bytes(ctx.ctx, 0, buf, front_len as u32) != 0
             || bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) != 0

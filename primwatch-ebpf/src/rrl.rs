@@ -37,7 +37,9 @@ use crate::{
 #[inline(always)]
 pub fn prepare(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scratch) -> Result<(), Verdict> {
     let state = match RRL_SETTINGS.get_ptr(0) {
+        // SAFETY: non-null from `get_ptr`: the single RRL_SETTINGS entry, alive as long as the map; only read.
         Some(settings) if unsafe { (*settings).responses_per_second } != 0 => {
+            // SAFETY: non-null from `get_ptr`: the single RRL_SETTINGS entry, alive as long as the map; only read.
             let settings = unsafe { &*settings };
             let masks = PrefixMasks {
                 ipv4: settings.ipv4_mask,
@@ -53,6 +55,7 @@ pub fn prepare(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scr
         }
         _ => RRL_OFF,
     };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.rrl_state, state) };
     Ok(())
 }
@@ -63,6 +66,7 @@ pub fn prepare(ctx: &XdpContext, l3_off: usize, is_ipv6: bool, scratch: &mut Scr
 #[inline(always)]
 fn decide(key: &RrlKey) -> u32 {
     let Some(settings) = RRL_SETTINGS.get_ptr(0) else { return RRL_OFF };
+    // SAFETY: non-null from `get_ptr`: the single RRL_SETTINGS entry, alive as long as the map; only read.
     let settings = unsafe { &*settings };
     // Each response class has its own rate (BIND's); 0 leaves the class unlimited.
     let rate = match key.family & ACCOUNT_CLASS_MASK {
@@ -73,6 +77,7 @@ fn decide(key: &RrlKey) -> u32 {
     if rate == 0 {
         return RRL_SEND;
     }
+    // SAFETY: bpf_ktime_get_coarse_ns takes no arguments and touches no memory of ours.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let full = rate as i64 * RRL_CREDIT_UNIT;
     let Some(bucket) = RRL.get_ptr_mut(key) else {
@@ -81,6 +86,9 @@ fn decide(key: &RrlKey) -> u32 {
         let _ = RRL.insert(key, &fresh, 0);
         return RRL_SEND;
     };
+    // SAFETY: a non-null value from `get_ptr_mut`, kept allocated by the kernel while the program
+    // runs. Shared by all CPUs and updated without a lock: a concurrent update can lose a
+    // debit (plain u64/i64 stores) but touches nothing outside this value.
     let bucket = unsafe { &mut *bucket };
     // Earned since the last update: the rate per second, in thousandths, for at most
     // a window (more would overflow and is capped anyway); the debt is bounded by a
@@ -133,24 +141,30 @@ pub fn client_prefix(
 ) -> Result<bool, Verdict> {
     if is_ipv6 {
         let src = bytes_at(ctx, l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
+        // SAFETY: `src` has the ipv6::ADDR_LEN bytes `bytes_at` checked just above; read_unaligned needs no alignment.
         let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv6::ADDR_LEN]) };
         if masks.exempt_families & 2 != 0 && exempt_v6.get(&Key::new(8 * ipv6::ADDR_LEN as u32, address)).is_some() {
             return Ok(true);
         }
         key.family = 6 | masks.class;
         let words = key.prefix.as_mut_ptr() as *mut u64;
+        // SAFETY: `words` spans `key.prefix`, a [u8; 16] (two unaligned u64 writes); `src` has the 16
+        // bytes `bytes_at` checked above (loads at 0 and 8).
         unsafe {
             ptr::write_unaligned(words, load_u64(src) & masks.ipv6[0]);
             ptr::write_unaligned(words.add(1), load_u64(src.add(8)) & masks.ipv6[1]);
         }
     } else {
         let src = bytes_at(ctx, l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
+        // SAFETY: `src` has the ipv4::ADDR_LEN bytes `bytes_at` checked just above; read_unaligned needs no alignment.
         let address = unsafe { ptr::read_unaligned(src as *const [u8; ipv4::ADDR_LEN]) };
         if masks.exempt_families & 1 != 0 && exempt_v4.get(&Key::new(8 * ipv4::ADDR_LEN as u32, address)).is_some() {
             return Ok(true);
         }
         key.family = 4 | masks.class;
         let words = key.prefix.as_mut_ptr() as *mut u64;
+        // SAFETY: `words` spans `key.prefix`, a [u8; 16] (two unaligned u64 writes); `src` has the 4
+        // bytes `bytes_at` checked above.
         unsafe {
             ptr::write_unaligned(words, (load_u32(src) & masks.ipv4) as u64);
             ptr::write_unaligned(words.add(1), 0);
@@ -172,6 +186,7 @@ pub fn charge(scratch: &mut Scratch, name: u32, ancount: u16) -> bool {
 /// account `name`.
 #[inline(always)]
 pub fn charge_class(scratch: &mut Scratch, class: u32, name: u32) -> bool {
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let state = unsafe { ptr::read_volatile(&scratch.rrl_state) };
     if state == RRL_OFF {
         return false;
@@ -184,11 +199,13 @@ pub fn charge_class(scratch: &mut Scratch, class: u32, name: u32) -> bool {
     key.family |= class;
     key.name = name;
     let state = decide(key);
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     unsafe { ptr::write_volatile(&mut scratch.rrl_state, state) };
     if state == RRL_LOG_ONLY {
         count(|c| c.rrl_log_only += 1);
     }
     if let Some(bucket) = RRL.get_ptr_mut(&scratch.rrl_key) {
+        // SAFETY: as in `decide`: a live RRL value, shared by all CPUs without a lock (a race loses a debit).
         let bucket = unsafe { &mut *bucket };
         bucket.credit -= RRL_CREDIT_UNIT;
         bucket.limited += (state == RRL_SLIP || state == RRL_DROP) as u64;
@@ -200,6 +217,7 @@ pub fn charge_class(scratch: &mut Scratch, class: u32, name: u32) -> bool {
 /// the reply is then written once for both (see the XDP program's `try_answer`).
 #[inline(always)]
 pub fn slip(scratch: &Scratch) -> u64 {
+    // SAFETY: a field of `scratch`, a valid, aligned reference to this CPU's Scratch (map value).
     is_zero(unsafe { ptr::read_volatile(&scratch.rrl_state) } as u64 ^ RRL_SLIP as u64)
 }
 
@@ -207,6 +225,8 @@ pub fn slip(scratch: &Scratch) -> u64 {
 #[inline(always)]
 pub fn count(f: impl FnOnce(&mut Counters)) {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's COUNTERS value (non-null from `get_ptr_mut`); per-CPU, and no other
+        // reference to it is live while `f` runs.
         f(unsafe { &mut *counters });
     }
 }

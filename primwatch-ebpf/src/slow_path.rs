@@ -50,14 +50,19 @@ use crate::{
 /// name it does not serve (neither returns here); anything else is passed.
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext, scratch: &Scratch, verdict: Verdict) -> u32 {
+    // SAFETY: a field of `scratch`, a valid, aligned reference to this CPU's Scratch (map value).
     let passed = unsafe { ptr::read_volatile(&scratch.passed) };
     if passed & PASSED_QUERY != 0 {
         if passed & PASSED_QUESTION != 0
             && verdict == Verdict::NameNotFound
             && NEGATIVE_SETTINGS.get(0).is_some_and(|zones| *zones != 0)
         {
+            // SAFETY: the tail call only jumps (never returning) to a program of ours with this program's
+            // `ctx`; nothing with a destructor is live, and on failure it returns and we go on.
             unsafe { COOKIE_PROGRAMS.tail_call(ctx, NEGATIVE_PROGRAM_SLOT) };
         }
+        // SAFETY: the tail call only jumps (never returning) to a program of ours with this program's
+        // `ctx`; nothing with a destructor is live, and on failure it returns and we go on.
         unsafe { COOKIE_PROGRAMS.tail_call(ctx, SLOW_PATH_PROGRAM_SLOT) };
     }
     xdp_action::XDP_PASS
@@ -67,9 +72,13 @@ pub fn hand_over(ctx: &XdpContext, scratch: &Scratch, verdict: Verdict) -> u32 {
 #[inline(always)]
 pub fn guard(ctx: &XdpContext) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while
+    // the program runs); this program, entered by a tail call, holds no other reference to it.
     let scratch = unsafe { &mut *scratch };
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let passed = unsafe { ptr::read_volatile(&scratch.passed) };
     let Some(settings) = SLOW_PATH_SETTINGS.get_ptr(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: non-null from `get_ptr`: the single SLOW_PATH_SETTINGS entry, alive as long as the map; only read.
     let settings = unsafe { &*settings };
     if passed & PASSED_QUERY == 0 || (settings.queries_per_second == 0 && settings.prefix_queries_per_second == 0) {
         return xdp_action::XDP_PASS;
@@ -92,11 +101,14 @@ pub fn guard(ctx: &XdpContext) -> u32 {
         Err(_) => return xdp_action::XDP_PASS, // no source address to account: the kernel's
     }
     let cookie = &mut scratch.cookie;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let checked = unsafe { ptr::read_volatile(&cookie.ready) } != 0;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     if checked && unsafe { ptr::read_volatile(&cookie.verified) } != 0 {
         count(|c| c.slow_path_cookie += 1);
         return xdp_action::XDP_PASS;
     }
+    // SAFETY: bpf_ktime_get_coarse_ns takes no arguments and touches no memory of ours.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if within_budgets(settings, &key, now) {
         count(|c| c.slow_path_passed += 1);
@@ -104,10 +116,14 @@ pub fn guard(ctx: &XdpContext) -> u32 {
     }
     // Over a budget: a server cookie may prove the source. The cookie program verifies
     // it and hands the packet back to the answering program, which passes it here again.
+    // SAFETY: non-null from `get_ptr`: the single COOKIE_SETTINGS entry, alive as long as the map; only read.
     let cookies_on = COOKIE_SETTINGS.get_ptr(0).is_some_and(|s| unsafe { (*s).enabled } != 0);
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     if !checked && cookies_on && unsafe { ptr::read_volatile(&scratch.cookie_len) } != 0 {
         cookie.l3_off = l3_off as u32;
         cookie.is_ipv6 = is_ipv6 as u32;
+        // SAFETY: `guard_resumed` is a field of the valid &mut Scratch above; the tail call jumps with
+        // this program's `ctx` (nothing to drop) and, on failure, we go on to clear the mark.
         unsafe {
             ptr::write_volatile(&mut scratch.guard_resumed, 1);
             COOKIE_PROGRAMS.tail_call(ctx, COOKIE_PROGRAM_SLOT);
@@ -133,6 +149,9 @@ pub fn guard(ctx: &XdpContext) -> u32 {
 fn slip_due(settings: &SlowPathSettings) -> bool {
     let slip = settings.slip as u64;
     let Some(total) = SLOW_PATH_TOTAL.get_ptr_mut(0) else { return false };
+    // SAFETY: non-null from `get_ptr_mut`: the single SLOW_PATH_TOTAL entry, alive as long as the
+    // map. Shared by all CPUs and updated without a lock: a concurrent update can lose a
+    // count (plain stores) but touches nothing outside this value.
     let total = unsafe { &mut *total };
     total.limited = total.limited.wrapping_add(1);
     slip != 0 && total.limited % slip == 0
@@ -144,6 +163,7 @@ fn slip_due(settings: &SlowPathSettings) -> bool {
 /// shortened datagram.
 #[inline(always)]
 fn write_tc(ctx: &XdpContext, scratch: &Scratch, l3_off: usize, is_ipv6: bool) -> Result<(), Verdict> {
+    // SAFETY: a field of `scratch`, a valid, aligned reference to this CPU's Scratch (map value).
     let name_len = (unsafe { ptr::read_volatile(&scratch.passed_name_len) } as usize) & MAX_NAME_LEN;
     if name_len == 0 {
         return Err(Verdict::Malformed);
@@ -153,21 +173,26 @@ fn write_tc(ctx: &XdpContext, scratch: &Scratch, l3_off: usize, is_ipv6: bool) -
     let dns_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN;
     let udp_len = udp::HLEN + dns_len;
     let hdr = bytes_at(ctx, dns_off, dns::HLEN, Verdict::Malformed)?;
+    // SAFETY: FLAGS_OFF + 2 <= dns::HLEN, the DNS header checked for `hdr` by `bytes_at` above.
     let query_flags = be16(unsafe { hdr.add(dns::FLAGS_OFF) });
     let q = bytes_at(ctx, dns_off + dns::HLEN + name_len, dns::QTYPE_QCLASS_LEN, Verdict::Malformed)?;
     let qtype = be16(q);
     // The question is in the frame (parsed); what follows it goes.
     let delta = (dns_off + dns_len) as i64 - frame_len(ctx) as i64;
+    // SAFETY: `ctx.ctx` is the xdp_md the kernel passed; `delta` <= 0 only shrinks the frame (the
+    // helper checks it), and `hdr` and `q` are not used after it.
     if delta > 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
         return Err(Verdict::Malformed);
     }
     let mut sum = turn_around(ctx, l3_off, is_ipv6, udp_len)?;
     let flags = dns::FLAG_QR | dns::FLAG_TC | (query_flags & (dns::FLAG_RD | dns::FLAG_CD));
     sum += write_headers(ctx, l4_off, udp_len, flags, [0, 0], 0)?;
+    // SAFETY: a field of `scratch`, a valid, aligned reference to this CPU's Scratch (map value).
     sum += unsafe { ptr::read_volatile(&scratch.passed_name_csum) };
     // QTYPE and QCLASS follow the name, at an odd offset when its length is odd.
     sum += csum::at_offset(csum::fold(qtype as u64 + QCLASS_IN as u64), name_len) as u64;
     let hdr = bytes_at(ctx, l4_off, udp::HLEN, Verdict::Malformed)?;
+    // SAFETY: CHECKSUM_OFF + 2 <= udp::HLEN, checked for `hdr` by `bytes_at` above.
     put_be16(unsafe { hdr.add(udp::CHECKSUM_OFF) }, csum::udp_checksum_field(csum::fold(sum)));
     Ok(())
 }
@@ -181,6 +206,9 @@ fn within_budgets(settings: &SlowPathSettings, key: &RrlKey, now: u64) -> bool {
     let burst = settings.burst_seconds.max(1) as i64;
     let total = match SLOW_PATH_TOTAL.get_ptr_mut(0) {
         Some(bucket) if settings.queries_per_second != 0 => {
+            // SAFETY: non-null from `get_ptr_mut`: the single SLOW_PATH_TOTAL entry, alive as long as the
+            // map. Shared by all CPUs and updated without a lock: a concurrent update can lose a
+            // count (plain stores) but touches nothing outside this value.
             let bucket = unsafe { &mut *bucket };
             refill(bucket, settings.queries_per_second, burst, now);
             if bucket.credit < RRL_CREDIT_UNIT {
@@ -194,6 +222,9 @@ fn within_budgets(settings: &SlowPathSettings, key: &RrlKey, now: u64) -> bool {
         let rate = settings.prefix_queries_per_second;
         match RRL.get_ptr_mut(key) {
             Some(bucket) => {
+                // SAFETY: a non-null value from `get_ptr_mut`, kept allocated by the kernel while the program
+                // runs. Shared by all CPUs and updated without a lock: a concurrent update can lose a
+                // debit (plain u64/i64 stores) but touches nothing outside this value.
                 let bucket = unsafe { &mut *bucket };
                 refill(bucket, rate, burst, now);
                 if bucket.credit < RRL_CREDIT_UNIT {

@@ -1,4 +1,4 @@
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, missing_docs)]
 
 //! primwatch: a health-checking DNS load balancer whose hot path is an XDP program.
 //!

@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
-use primwatch_common::{MAX_RECORDS, WEIGHT_SLOTS};
+use primwatch_common::MAX_RECORDS;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -193,15 +193,13 @@ fn pick<A: Copy>(
         return;
     }
     let answers = chosen.answers.clamp(1, count);
-    let start = match chosen.pick {
-        Pick::Fixed | Pick::NoData => 0,
-        Pick::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % count,
-        Pick::Random => rand::thread_rng().gen_range(0..count),
-        Pick::Weighted if weighted.len() == WEIGHT_SLOTS => {
-            weighted[rand::thread_rng().gen_range(0..WEIGHT_SLOTS)] as usize
-        }
-        Pick::Weighted => 0,
-    };
+    let start = primwatch_common::start_record(
+        Some(chosen.pick),
+        count as u32,
+        || turn.fetch_add(1, Ordering::Relaxed) as u32,
+        || rand::thread_rng().gen(),
+        weighted,
+    ) as usize;
     out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));
 }
 
@@ -394,10 +392,15 @@ struct LookupParameters {
 /// the query carried a subnet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
+    /// The record type as PowerDNS names it: "A", "AAAA", or "TYPE0" for the existence marker.
     pub qtype: &'static str,
+    /// The owner name, fully qualified (with the final dot).
     pub qname: String,
+    /// The record data as text: the address ("192.0.2.1", "2001:db8::1"); empty for TYPE0.
     pub content: String,
+    /// TTL in seconds: the name's configured TTL (0 for TYPE0).
     pub ttl: u32,
+    /// The ECS scope prefix length the answer claims for the client's view (RFC 7871); 0 for TYPE0.
     #[serde(rename = "scopeMask")]
     pub scope_mask: u8,
 }

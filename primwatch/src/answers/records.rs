@@ -104,12 +104,14 @@ pub fn weighted_slots(weights: &[u32]) -> [u8; WEIGHT_SLOTS] {
     slots
 }
 
+/// The A records `chosen` for a name, with `ttl` (seconds), rendered into the set XDP answers from.
 pub fn a_records(ttl: u32, chosen: &Chosen<Ipv4Addr>) -> AnswerSet {
     let rdatas: Vec<Vec<u8>> = chosen.records.iter().map(|(a, _)| a.octets().to_vec()).collect();
     let weights: Vec<u32> = chosen.records.iter().map(|r| r.1).collect();
     render(ttl, Family::V4, &rdatas, &weights, chosen.answers, chosen.pick)
 }
 
+/// The AAAA records `chosen` for a name, with `ttl` (seconds), rendered into the set XDP answers from.
 pub fn aaaa_records(ttl: u32, chosen: &Chosen<Ipv6Addr>) -> AnswerSet {
     let rdatas: Vec<Vec<u8>> = chosen.records.iter().map(|(a, _)| a.octets().to_vec()).collect();
     let weights: Vec<u32> = chosen.records.iter().map(|r| r.1).collect();
@@ -149,6 +151,7 @@ pub struct NamePlan {
 
 /// One (name, view) entry.
 pub struct PlannedName {
+    /// The names map's key: the name's hash and the view id (0: the default view).
     pub key: NameKey,
     /// The lowercased name, compared in full by XDP after the hash lookup.
     pub name: DnsName,

@@ -28,9 +28,13 @@ const RENEWAL_CHECK: Duration = Duration::from_secs(1);
 /// What the names map holds, as the signer needs it: the plan, each entry's counter
 /// slot and (A, AAAA) set ids, every set as written, and the signed zones' keys.
 pub struct SignRequest {
+    /// The plan the names map was written from.
     pub plan: Arc<NamePlan>,
+    /// Each entry's counter slot, parallel to `plan.entries` (part of a signature's key).
     pub slots: Vec<u32>,
+    /// Per spec (indexed by `PlannedName::set`): the ids of its (A, AAAA) record sets.
     pub ids: Vec<(u32, u32)>,
+    /// Every record set as written, by set id.
     pub sets: StdHashMap<u32, AnswerSet>,
     /// (apex, key) of every zone with `dnssec = "sign"`.
     pub zones: Vec<(DnsName, Arc<ZoneSigner>)>,
@@ -49,7 +53,9 @@ pub struct SignStats {
     /// RRSIG records made and written, deleted, and RRsets left unsigned because
     /// signing or the write failed (XDP passes their DO=1 queries on).
     pub signed: usize,
+    /// RRSIG records deleted (no RRset needs them any more).
     pub deleted: usize,
+    /// RRsets left unsigned: signing or the map write failed.
     pub failed: usize,
 }
 
@@ -135,6 +141,7 @@ impl SignatureWriter {
         self.shared.progress.lock().unwrap_or_else(|e| e.into_inner()).held
     }
 
+    /// Does the map hold no signatures?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

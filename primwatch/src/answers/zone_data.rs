@@ -63,17 +63,22 @@ const TYPE_DNAME: u16 = 39;
 /// type t < 64).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NameFacts {
+    /// `ZONE_NAME_*` bits.
     pub flags: u32,
+    /// The record types present at the name: bit t for type t (types 64 and above are not recorded).
     pub types: u64,
 }
 
 /// A zone's contents as transferred: its SOA and every owner name with its facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneContents {
+    /// The zone's apex.
     pub apex: DnsName,
+    /// The SOA serial of these contents.
     pub serial: u32,
     /// The SOA record for a negative answer's authority section (see `ZoneSoa`).
     pub soa_rr: Vec<u8>,
+    /// Every owner name in the zone (the apex included), with its facts.
     pub names: BTreeMap<DnsName, NameFacts>,
 }
 
@@ -286,12 +291,16 @@ async fn receive(stream: &mut TcpStream, id: u16) -> Result<Message> {
 /// and the map capacity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inputs {
+    /// Every declared zone (`[zones."APEX"]`), by apex.
     pub zones: BTreeMap<DnsName, ZoneConfig>,
+    /// The names primwatch serves, in the default view and every view, sorted without duplicates.
     pub managed: Vec<DnsName>,
+    /// The most zone names XDP holds (`server.max_zone_names`).
     pub capacity: usize,
 }
 
 impl Inputs {
+    /// The inputs `config` gives.
     pub fn of(config: &Config) -> Inputs {
         let mut managed: Vec<DnsName> = config.names.keys().cloned().collect();
         managed.extend(config.views.values().flat_map(|v| v.names.keys().cloned()));
@@ -309,8 +318,11 @@ impl Inputs {
 /// before removed ones, each zone's SOA before its names, and the settings' zone count
 /// last (the XDP program consults the names only while it is non-zero).
 pub struct NegativeMapWriter {
+    /// `ZONE_NAMES`: every name that exists in the zones, by name hash (view 0).
     pub names: BpfHashMap<MapData, NameKey, ZoneName>,
+    /// `ZONE_SOAS`: each zone's SOA record, at the zone's slot.
     pub soas: Array<MapData, ZoneSoa>,
+    /// `NEGATIVE_SETTINGS`: entry 0 holds how many zones have data (0: the XDP program consults no names).
     pub settings: Array<MapData, u32>,
     /// What the maps hold.
     written: HashMap<NameKey, ZoneName>,
@@ -320,6 +332,7 @@ pub struct NegativeMapWriter {
 }
 
 impl NegativeMapWriter {
+    /// A writer for the three maps, taken to hold nothing yet.
     pub fn new(
         names: BpfHashMap<MapData, NameKey, ZoneName>,
         soas: Array<MapData, ZoneSoa>,
@@ -418,6 +431,7 @@ fn zone_soa(contents: &ZoneContents) -> ZoneSoa {
 /// One zone's negative data as `ctl stats` and /metrics show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ZoneStats {
+    /// The zone's apex, dotted with a trailing dot.
     pub zone: String,
     /// The SOA serial XDP's data was transferred at (None: XDP holds none; the
     /// zone's denials come from the DNS server).
@@ -426,6 +440,7 @@ pub struct ZoneStats {
     pub names: u64,
     /// Failed checks or transfers in a row, and the last one's reason.
     pub failures: u32,
+    /// The last failure's reason; empty after a success.
     pub last_error: String,
 }
 

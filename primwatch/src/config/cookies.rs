@@ -10,6 +10,7 @@ use super::{health, limits, ConfigError};
 /// `[cookies]`: DNS server cookies (RFC 7873, made as RFC 9018 says) in XDP's answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CookieConfig {
+    /// `cookies.enabled` (default true): XDP answers with server cookies; off, the COOKIE option is ignored.
     pub enabled: bool,
     /// How often a fresh random secret replaces the current one (the replaced one is
     /// still accepted until the next rotation). Unused with `secret`.
@@ -22,6 +23,7 @@ pub struct CookieConfig {
 }
 
 impl CookieConfig {
+    /// Default `secret_rotation`: 24 hours.
     pub const DEFAULT_ROTATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 }
 

@@ -13,7 +13,15 @@ use super::ConfigError;
 #[derive(Debug, Clone)]
 pub enum CheckKind {
     /// TCP connect; optionally send bytes and require a reply matching a regex.
-    Tcp { port: u16, send: Option<Vec<u8>>, expect: Option<Regex> },
+    Tcp {
+        /// `port`: the TCP port to connect to (required).
+        port: u16,
+        /// `send`: bytes written once connected (`\n`, `\r`, `\t`, `\\` unescaped).
+        send: Option<Vec<u8>>,
+        /// `expect`: a regex the reply must match, read until it matches, the peer closes or
+        /// more than 64 KiB came; None: connecting (and sending) is enough.
+        expect: Option<Regex>,
+    },
     /// HTTP or HTTPS request; the status must be in `ok_status`.
     Http(Box<HttpCheck>),
     /// ICMP (or ICMPv6) echo.
@@ -21,24 +29,41 @@ pub enum CheckKind {
     /// An external command; exit status 0 means up. Gets the target's address and
     /// name as arguments and as PRIMWATCH_TARGET_ADDRESS / PRIMWATCH_TARGET_NAME; runs
     /// as `run_as` (`server.exec_user`, set once the whole config is read).
-    Exec { command: Vec<String>, run_as: Option<crate::sys::process::RunAs> },
+    Exec {
+        /// `command`: the program and its arguments (not empty).
+        command: Vec<String>,
+        /// The user it runs as; None until the whole config is read.
+        run_as: Option<crate::sys::process::RunAs>,
+    },
 }
 
+/// An `http` or `https` check's settings (`[checks.X]`).
 #[derive(Debug, Clone)]
 pub struct HttpCheck {
+    /// `type = "https"`: the request goes over TLS.
     pub tls: bool,
+    /// `port`: default 80 (http) or 443 (https).
     pub port: u16,
+    /// `method`, upper-cased; default GET.
     pub method: reqwest::Method,
+    /// `path`: the request target, starting with '/' (RFC 9112 §3.2); default "/".
     pub path: String,
     /// Host header (and, for HTTPS, the TLS server name unless `sni` is set).
     pub host: Option<String>,
+    /// `sni`: the TLS server name, in place of `host`.
     pub sni: Option<String>,
+    /// `tls_verify`: whether the server's certificate is verified; default true.
     pub tls_verify: bool,
     /// PEM certificates (`ca_file`, read and checked when the config is loaded) that
     /// replace the system's roots for this check: an internal CA.
     pub ca_pem: Option<Vec<u8>>,
+    /// `ok_status`: the status codes that mean up, 200-599 (a 1xx is never final, RFC 9110
+    /// §15.2); default [200].
     pub ok_status: Vec<u16>,
+    /// `body`: a regex the response body must match (at most 64 KiB of it is read); None: the
+    /// status alone decides.
     pub body: Option<Regex>,
+    /// `user_agent`: default "primwatch/VERSION".
     pub user_agent: String,
     /// The check's extra request headers (`headers`), checked when loaded.
     pub headers: Vec<(String, String)>,
@@ -47,14 +72,18 @@ pub struct HttpCheck {
     pub plain_head: (http::uri::PathAndQuery, http::HeaderMap),
 }
 
+/// One `[checks.X]` table: how a target is probed, and how often.
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
+    /// `type` and the options that go with it.
     pub kind: CheckKind,
+    /// `interval`: time between runs, 100 ms to 1 h; default 2 s.
     pub interval: Duration,
     /// After a failed run, the next comes this soon (until a run succeeds): a dead
     /// backend is confirmed and a recovered one noticed without waiting a full
     /// interval (HAProxy's fastinter/downinter). Default: interval / 4, at least 100 ms.
     pub retry_interval: Duration,
+    /// `timeout`: a run not done by then fails; above 0 and at most the interval, default 1 s.
     pub timeout: Duration,
     /// Consecutive successes to go up.
     pub rise: u32,
@@ -66,10 +95,16 @@ pub struct CheckConfig {
     pub initially_up: bool,
 }
 
+/// One target (backend) with an address: `[targets.X] address`, or one address of a target
+/// given by `host` (see `Config::expand`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetConfig {
+    /// The address answers carry and checks probe.
     pub address: IpAddr,
+    /// `weight`: its share under the `weighted` policy, 1 to 1,000,000; default 1.
     pub weight: u32,
+    /// `checks`: the names of the checks run on it, none twice; it is healthy while every one
+    /// is up (a target with none is always healthy).
     pub checks: Vec<String>,
     /// After going down and coming back, rejoin answers on its own (true) or only
     /// when an operator fails it back (false).
@@ -90,7 +125,12 @@ pub enum Quorum {
     Nodes(usize),
     /// `quorum = "A/B"`: at least A/B of the live nodes (rounded up, at least one), so
     /// that a fleet that lost nodes still decides (Route 53's checker threshold).
-    Fraction { numerator: usize, denominator: usize },
+    Fraction {
+        /// A: at least 1 and at most B.
+        numerator: usize,
+        /// B: at most 64.
+        denominator: usize,
+    },
 }
 
 impl Quorum {
@@ -151,11 +191,16 @@ pub(super) enum RawQuorum {
 pub struct NamedTarget {
     /// Lower case, without the final dot.
     pub host: String,
+    /// `weight`, given to each of its addresses (1 to 1,000,000; default 1).
     pub weight: u32,
+    /// `checks`, run on each of its addresses.
     pub checks: Vec<String>,
+    /// `preempt`, as `TargetConfig::preempt` (default true).
     pub preempt: bool,
 }
 
+/// `[groups.X] policy`: which of a group's eligible members an answer carries; default
+/// `round-robin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
@@ -171,12 +216,18 @@ pub enum Policy {
     Random,
 }
 
+/// One `[groups.X]` table: targets answered together, under a policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
+    /// `members`: target names, in the order listed; a target given by host is replaced by its
+    /// `NAME@ADDRESS` targets as of the last resolution (see `Config::expand`).
     pub members: Vec<String>,
     /// Higher is preferred.
     pub priority: i32,
+    /// `policy`: default round-robin.
     pub policy: Policy,
+    /// `max_answers`: the most members one answer carries, 1 to `MAX_RECORDS`; default
+    /// `MAX_RECORDS` for `all`, else 1.
     pub max_answers: usize,
     /// The group serves only while at least this many members are eligible.
     pub min_healthy: usize,
@@ -245,7 +296,9 @@ pub(super) struct RawGroup {
 
 pub(super) type At<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
 
+/// A check's `interval` when it sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+/// A check's `timeout` when it sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Consecutive results needed to change state, unless a check says otherwise: one

@@ -53,9 +53,13 @@ use resolver::{parse_resolver, RawResolver};
 pub use rrl::RrlConfig;
 use rrl::{parse_rrl, RawRrl};
 
+/// `server.pin_dir` unless set: where the maps and XDP links are pinned (on bpffs).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/primwatch";
+/// `server.control_socket` unless set: the Unix socket `primwatch ctl` connects to.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/primwatch/ctl.sock";
+/// `server.state_file` unless set: where overrides and holds are saved across restarts.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/primwatch/state.json";
+/// `server.default_ttl` unless set: the TTL, in seconds, of a name that sets no `ttl`.
 pub const DEFAULT_TTL: u32 = 30;
 /// The user exec checks and hooks run as unless `server.exec_user` names another.
 pub const DEFAULT_EXEC_USER: &str = "primwatch";
@@ -65,9 +69,13 @@ pub const MAX_TTL: u32 = i32::MAX as u32;
 /// A config error with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file at fault: the config, or a file it names.
     pub file: PathBuf,
+    /// 1-based line; 0 when the file could not be read at all.
     pub line: usize,
+    /// 1-based column; 0 when the file could not be read at all.
     pub column: usize,
+    /// What is wrong, for the operator.
     pub reason: String,
 }
 
@@ -86,13 +94,16 @@ impl ConfigError {
     }
 }
 
+/// `server.xdp_mode`: how the XDP program is attached; default `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// Native (driver) mode where the driver supports it, else generic (SKB) mode.
     #[default]
     Auto,
+    /// `native`: driver mode only; attaching fails where the driver lacks it.
     Native,
+    /// `skb`: generic (SKB) mode, whatever the driver supports.
     Skb,
 }
 
@@ -111,10 +122,15 @@ pub enum OnStop {
 /// The validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `server.interfaces`: the interfaces XDP is attached to (at least one, none twice).
     pub interfaces: Vec<String>,
+    /// `server.xdp_mode`: default `auto`.
     pub xdp_mode: XdpMode,
+    /// `server.port`: the DNS port XDP answers queries on, 1-65535; default 53.
     pub port: u16,
+    /// `server.on_stop`: what a stopping controller does with the XDP program; default `keep`.
     pub on_stop: OnStop,
+    /// `server.pin_dir`: where the maps and XDP links are pinned; default `DEFAULT_PIN_DIR`.
     pub pin_dir: PathBuf,
     /// Where `primwatch ctl` connects.
     pub control_socket: PathBuf,
@@ -122,15 +138,21 @@ pub struct Config {
     pub control_access: Access,
     /// Where overrides and holds are saved across restarts.
     pub state_file: PathBuf,
+    /// `[checks.X]`: every check, by name.
     pub checks: BTreeMap<String, CheckConfig>,
+    /// Targets by name: `[targets.X]` given by address and, after `expand`, every address of one
+    /// given by host (`NAME@ADDRESS`).
     pub targets: BTreeMap<String, TargetConfig>,
+    /// `[groups.X]`: every group, by name; members given by host as of the last `expand`.
     pub groups: BTreeMap<String, GroupConfig>,
     /// Shared: a million names are not copied when a resolved target's addresses
     /// change the targets (`expand`) or a reload compares configs.
     pub names: std::sync::Arc<BTreeMap<DnsName, NameConfig>>,
+    /// `[views.X]`: the client views, by name.
     pub views: std::sync::Arc<BTreeMap<String, ViewConfig>>,
     /// Declared zones, by apex. Empty: none declared (DO=1 queries are passed).
     pub zones: BTreeMap<DnsName, ZoneConfig>,
+    /// `[hooks]`: commands run on state changes.
     pub hooks: Hooks,
     /// Who exec checks and hooks run as (only resolved when there are any).
     pub exec_user: Option<crate::sys::process::RunAs>,
@@ -203,16 +225,22 @@ pub fn release_freed_memory() {
     }
 }
 
+/// One served name (`[names."NAME"]`, or a line of a name file): its TTL and where its
+/// addresses come from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NameConfig {
+    /// `ttl` in seconds, at most `MAX_TTL`; default `server.default_ttl`.
     pub ttl: u32,
+    /// `groups` (with `all_down`), or the fixed `a` and `aaaa` addresses.
     pub source: NameSource,
 }
 
 /// How a view answers one name: its own groups, in priority order, and all-down policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewName {
+    /// `groups`: the groups the view answers the name from (at least one).
     pub groups: Vec<String>,
+    /// `all_down`; default: the name's own policy (serve-all for a name with fixed addresses).
     pub all_down: AllDown,
 }
 
@@ -221,7 +249,9 @@ pub struct ViewName {
 /// two record sets (A and AAAA), written once per change however many names use them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SetSpec {
+    /// The records' TTL, in seconds.
     pub ttl: u32,
+    /// Where the addresses come from.
     pub source: NameSource,
 }
 
@@ -373,9 +403,19 @@ impl MapCapacities {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NameSource {
     /// Fixed addresses, always served.
-    Static { a: Vec<Ipv4Addr>, aaaa: Vec<Ipv6Addr> },
+    Static {
+        /// `a`: IPv4 addresses, none twice, at most `MAX_RECORDS`.
+        a: Vec<Ipv4Addr>,
+        /// `aaaa`: IPv6 addresses, none twice, at most `MAX_RECORDS`.
+        aaaa: Vec<Ipv6Addr>,
+    },
     /// Health-checked groups, tried in priority order.
-    Groups { groups: Vec<String>, all_down: AllDown },
+    Groups {
+        /// `groups`: group names, none twice, at least one.
+        groups: Vec<String>,
+        /// `all_down`: what to answer when no group qualifies; default serve-all.
+        all_down: AllDown,
+    },
 }
 
 /// What a name answers when none of its groups has enough eligible members.
@@ -452,6 +492,7 @@ fn read_geoip(
     Ok(mapping)
 }
 
+/// `server.control_max_connections` unless set: `ctl` connections served at once (1 to 1024 when set).
 pub const DEFAULT_CONTROL_MAX_CONNECTIONS: usize = 16;
 /// A `ctl` client sends its one request at once.
 pub const CONTROL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -533,6 +574,7 @@ impl Config {
         }
     }
 
+    /// How many of the names are wildcards (`*.parent`): XDP skips the wildcard lookup when 0.
     pub fn wildcard_names(&self) -> usize {
         self.names.keys().filter(|n| n.is_wildcard()).count()
     }
@@ -578,6 +620,7 @@ impl Config {
         }
     }
 
+    /// Reads the config file at `path` and parses it (see `parse`); Err: unreadable or invalid.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
         let parsed = Config::parse(path, &text);
@@ -586,6 +629,8 @@ impl Config {
         parsed
     }
 
+    /// Parses and validates `text`, the config file at `path` (errors name it; relative paths in it
+    /// are read from its directory). Err: the first problem found, at its line and column.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let at = |span: Range<usize>, reason: String| {
             let (line, column) = line_column(text, span.start);

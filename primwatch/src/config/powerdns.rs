@@ -12,7 +12,10 @@ use crate::sys::local_socket::{self, Access};
 /// The PowerDNS remote backend's socket (`[powerdns]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PowerDnsConfig {
+    /// `powerdns.socket`: the Unix socket the remote backend listens on for PowerDNS.
     pub socket: PathBuf,
+    /// Who may connect (root, and PowerDNS's group with mode 0660), how many at once, and when an idle
+    /// connection gives up its slot.
     pub access: Access,
     /// PowerDNS's control socket (`pdns_control`'s), if its packet cache is on: the
     /// cache is purged whenever the answers change.

@@ -24,6 +24,7 @@ pub struct PushedConfig {
     pub toml: String,
     /// The node, or host, it was pushed from, and when (unix ms).
     pub pushed_by: String,
+    /// When it was pushed (unix ms).
     pub at_ms: u64,
 }
 
@@ -218,7 +219,9 @@ pub const PROBATION: std::time::Duration = std::time::Duration::from_secs(10);
 /// A pushed revision this node will not apply, and why (kept beside the state file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Refusal {
+    /// The refused revision (etcd's, as `PushedConfig::revision`).
     pub revision: i64,
+    /// Why this node refuses it.
     pub reason: String,
 }
 
@@ -234,6 +237,7 @@ pub fn begin_trial(state_file: &Path, revision: i64) -> anyhow::Result<()> {
     crate::sys::paths::write_atomically(&beside(state_file, ".pushed-trial"), revision.to_string().as_bytes())
 }
 
+/// Removes the mark `begin_trial` left: no revision is being applied (a missing mark is fine).
 pub fn end_trial(state_file: &Path) {
     let _ = std::fs::remove_file(beside(state_file, ".pushed-trial"));
 }
@@ -243,14 +247,17 @@ pub fn read_trial(state_file: &Path) -> Option<i64> {
     std::fs::read_to_string(beside(state_file, ".pushed-trial")).ok()?.trim().parse().ok()
 }
 
+/// The refusal kept beside the state file, if there is one that parses.
 pub fn read_refusal(state_file: &Path) -> Option<Refusal> {
     serde_json::from_slice(&std::fs::read(beside(state_file, ".pushed-refused.json")).ok()?).ok()
 }
 
+/// Keeps `refusal` beside the state file (replaced atomically).
 pub fn write_refusal(state_file: &Path, refusal: &Refusal) -> anyhow::Result<()> {
     crate::sys::paths::write_atomically(&beside(state_file, ".pushed-refused.json"), &serde_json::to_vec(refusal)?)
 }
 
+/// Forgets the kept refusal (removes its file; a missing one is fine).
 pub fn clear_refusal(state_file: &Path) {
     let _ = std::fs::remove_file(beside(state_file, ".pushed-refused.json"));
 }

@@ -15,6 +15,7 @@ pub struct ResolverConfig {
     /// A name is resolved again after its records' TTL, but no sooner than `min_ttl`
     /// and no later than `max_ttl`; a failed resolution is retried after `min_ttl`.
     pub min_ttl: std::time::Duration,
+    /// The longest a name's addresses are kept before it is resolved again, whatever their TTL (see `min_ttl`).
     pub max_ttl: std::time::Duration,
     /// A name that stops resolving keeps its last addresses this long, then has none.
     pub grace: std::time::Duration,

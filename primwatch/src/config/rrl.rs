@@ -16,10 +16,16 @@ pub struct RrlConfig {
     /// … NXDOMAIN answers, per (prefix, zone) (default: `responses_per_second`; 0:
     /// unlimited).
     pub nxdomains_per_second: u32,
+    /// `rrl.window`, in seconds: an account's debt is bounded by this much credit, so a flood must stop
+    /// for up to that long before it is answered again.
     pub window_seconds: u32,
+    /// Every `slip`-th limited answer goes out empty with TC=1 (0: all dropped, 1: all truncated).
     pub slip: u32,
+    /// IPv4 clients are accounted per prefix of this length (default 24).
     pub ipv4_prefix_len: u8,
+    /// IPv6 clients are accounted per prefix of this length (default 56).
     pub ipv6_prefix_len: u8,
+    /// Count what would be limited, and answer anyway.
     pub log_only: bool,
     /// Sources never limited (your own resolvers, monitoring).
     pub exempt: Vec<ipnet::IpNet>,
@@ -29,11 +35,17 @@ pub struct RrlConfig {
 }
 
 impl RrlConfig {
+    /// Default `rrl.responses_per_second`.
     pub const DEFAULT_RESPONSES_PER_SECOND: u32 = 20;
+    /// Default `rrl.window`: 15 seconds.
     pub const DEFAULT_WINDOW_SECONDS: u32 = 15;
+    /// Default `rrl.slip`: every second limited answer goes out truncated.
     pub const DEFAULT_SLIP: u32 = 2;
+    /// Default `rrl.table_size`: 1,048,576 accounts.
     pub const DEFAULT_TABLE_SIZE: u32 = 1 << 20;
+    /// Largest `rrl.table_size`: 16,777,216 accounts.
     pub const MAX_TABLE_SIZE: u32 = 1 << 24;
+    /// Most sources `rrl.exempt` may list.
     pub const MAX_EXEMPT: usize = 65536;
 }
 

@@ -17,6 +17,8 @@ use super::{
 };
 use crate::dns::name::DnsName;
 
+/// A view (`[views.NAME]`): the clients it takes, by source prefix or database network, and the
+/// names it answers differently.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewConfig {
     /// The id the XDP program sees (from the name; never 0, the default view).

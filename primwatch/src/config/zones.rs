@@ -71,6 +71,7 @@ fn dnssec_span_of(value: &Option<Spanned<String>>) -> Range<usize> {
 /// A zone the served names lie in (`[zones."example.com"]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneConfig {
+    /// `dnssec`: "off" (the default), "pass", or "sign" with `key` (and `signature_validity`).
     pub dnssec: Dnssec,
     /// Some: XDP answers what does not exist in the zone (see `zone_data`).
     pub negative: Option<NegativeAnswers>,
@@ -88,7 +89,9 @@ pub struct NegativeAnswers {
 }
 
 impl NegativeAnswers {
+    /// `transfer_from` unless set: 127.0.0.1:53, PowerDNS on this host.
     pub const DEFAULT_TRANSFER_FROM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53);
+    /// `refresh` unless set (1 s to 1 h when set).
     pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
 }
 

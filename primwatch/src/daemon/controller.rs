@@ -18,9 +18,10 @@ use crate::{
     answers::records,
     config::{pushed::PushedConfig, Config},
     dataplane::publish::AnswerMaps,
+    health::checkers::Checkers,
     health::checks::{
         self,
-        schedule::{check_loop, Checker, LocalErrorLog, Report},
+        schedule::{LocalErrorLog, Report},
     },
     health::state::{Overrides, SavedState, State, StateFile},
     ops::control::{Explanation, Incoming, Reply, Request, Status},
@@ -41,10 +42,8 @@ pub(crate) struct Controller {
     cookies: crate::dataplane::cookies::CookieKeeper,
     /// The names map's plan for the running config (None: to be built).
     name_plan: Option<std::sync::Arc<records::NamePlan>>,
-    reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
-    checkers: JoinSet<()>,
-    running: std::collections::HashMap<tokio::task::Id, (Checker, tokio::task::AbortHandle)>,
+    checkers: Checkers,
     previous_run: Option<PreviousRun>,
     /// The PowerDNS remote backend's view of the answers, if it is enabled.
     answers: Option<AnswerFeed>,
@@ -55,8 +54,6 @@ pub(crate) struct Controller {
     /// Negative answers: the zone task (None in tests that drive the maps themselves).
     zones: Option<crate::answers::zone_data::ZoneFeed>,
     hooks: HookRunner,
-    /// Checks in flight at once, over all targets (each holds a socket or a process).
-    budget: Arc<checks::Budget>,
     /// Log lines about checks that could not run here, at most a few per window.
     local_errors: LocalErrorLog,
     /// The `[geoip] database` file as last seen (inode, size, mtime): a change reloads.
@@ -145,17 +142,14 @@ impl Controller {
             state_file,
             cookies: crate::dataplane::cookies::CookieKeeper::new(cookies),
             name_plan: None,
-            reports_tx,
             reports,
-            checkers: JoinSet::new(),
-            running: Default::default(),
+            checkers: Checkers::new(reports_tx, Arc::new(checks::Budget::new(checks::budget_size(config_budget)))),
             previous_run,
             answers: None,
             metrics: Recorder::default(),
             dataplane_note: String::new(),
             zones: None,
             hooks,
-            budget: Arc::new(checks::Budget::new(checks::budget_size(config_budget))),
             local_errors: LocalErrorLog::default(),
             geoip_seen: None,
             resolutions: Default::default(),
@@ -193,6 +187,11 @@ impl Controller {
         self.spawn_where(|_| true);
     }
 
+    /// Starts the checkers of every target `wanted` says yes to (and this node checks).
+    fn spawn_where(&mut self, wanted: impl Fn(&str) -> bool) {
+        self.checkers.start_where(&self.config, &self.state.not_checked_here, wanted);
+    }
+
     /// The targets with `checked_by` that other nodes check (see `fleet::not_checked_here`).
     fn shards_elsewhere(&self, config: &Config) -> BTreeSet<String> {
         match &self.fleet {
@@ -201,32 +200,6 @@ impl Controller {
             }
             None => Default::default(),
         }
-    }
-
-    /// Starts the checkers of every target `wanted` says yes to.
-    fn spawn_where(&mut self, wanted: impl Fn(&str) -> bool) {
-        let checkers: Vec<Checker> = self
-            .config
-            .targets
-            .iter()
-            .filter(|(name, _)| wanted(name) && !self.state.not_checked_here.contains(*name))
-            .flat_map(|(name, target)| {
-                target.checks.iter().enumerate().map(|(index, check)| Checker {
-                    target: name.clone(),
-                    index,
-                    address: target.address,
-                    spec: self.config.checks[check].clone(),
-                })
-            })
-            .collect();
-        for checker in checkers {
-            self.spawn(checker);
-        }
-    }
-
-    fn spawn(&mut self, checker: Checker) {
-        let handle = self.checkers.spawn(check_loop(checker.clone(), self.reports_tx.clone(), self.budget.clone()));
-        self.running.insert(handle.id(), (checker, handle));
     }
 
     /// One resolving task per target given by host (again after a reload).
@@ -375,15 +348,8 @@ impl Controller {
         self.switch_to(self.config.expand(&addresses), false)?;
         // Checkers: stop those of gone targets, start those of new ones.
         let targets = &self.config.targets;
-        self.running.retain(|_, (checker, handle)| {
-            let keep = targets.get(&checker.target).is_some_and(|t| t.address == checker.address);
-            if !keep {
-                handle.abort();
-            }
-            keep
-        });
-        let running: std::collections::BTreeSet<String> =
-            self.running.values().map(|(c, _)| c.target.clone()).collect();
+        self.checkers.retain(|checker| targets.get(&checker.target).is_some_and(|t| t.address == checker.address));
+        let running = self.checkers.targets();
         self.spawn_where(|name| !running.contains(name));
         let targets = &self.config.targets;
         self.metrics.retain_targets(|t| targets.contains_key(t));
@@ -515,21 +481,12 @@ impl Controller {
                 Some(()) = sighup.recv() => {
                     info!("SIGHUP: reloading");
                     let reply = self.reload();
-                    self.metrics.reload(reply.ok);
                     if !reply.ok {
                         error!(reason = %reply.message, "reload rejected; the running config keeps serving");
                     }
                 }
-                Some(done) = self.checkers.join_next_with_id() => {
-                    // A checker never returns while we run: it panicked. Say so and restart it.
-                    let (id, why) = match done {
-                        Ok((id, ())) => (id, "returned".to_string()),
-                        Err(e) => (e.id(), e.to_string()),
-                    };
-                    if let Some((checker, _)) = self.running.remove(&id) {
-                        error!(target = %checker.target, check = checker.index, %why, "checker died; restarting it");
-                        self.spawn(checker);
-                    }
+                (checker, why) = self.checkers.restart_next_dead() => {
+                    error!(target = %checker.target, check = checker.index, %why, "checker died; restarted it");
                 }
             }
         }
@@ -595,11 +552,7 @@ impl Controller {
                 Ok(explanation) => Reply { explain: Some(explanation), ..Reply::ok("") },
                 Err(message) => Reply::error(message),
             },
-            Request::Reload => {
-                let reply = self.reload();
-                self.metrics.reload(reply.ok);
-                reply
-            }
+            Request::Reload => self.reload(),
             Request::Set { kind, name, action } => match self.state.apply(&self.config, kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
@@ -790,13 +743,7 @@ impl Controller {
             self.state.restart_checks_down(target);
         }
         self.state.not_checked_here = elsewhere;
-        self.running.retain(|_, (checker, handle)| {
-            let keep = !dropped.contains(&checker.target);
-            if !keep {
-                handle.abort();
-            }
-            keep
-        });
+        self.checkers.retain(|checker| !dropped.contains(&checker.target));
         self.spawn_where(|target| taken.contains(target));
         self.vote_all();
         self.after_change()
@@ -830,7 +777,6 @@ impl Controller {
         self.geoip_seen = now;
         info!(database = %path.display(), "the geoip database changed: reloading");
         let reply = self.reload();
-        self.metrics.reload(reply.ok);
         if reply.ok {
             info!(database = %path.display(), "geoip database applied");
         } else {
@@ -839,10 +785,12 @@ impl Controller {
     }
 
     /// Re-reads the config (with the pushed config this node runs, if any); a bad one
-    /// is rejected and the running one keeps serving.
+    /// is rejected and the running one keeps serving. Counted in the reload metrics.
     fn reload(&mut self) -> Reply {
         let pushed = self.pushed.clone();
-        self.reload_from(pushed)
+        let reply = self.reload_from(pushed);
+        self.metrics.reload(reply.ok);
+        reply
     }
 
     /// Reads the config file, merged with `pushed` when given, and switches to it.
@@ -895,8 +843,7 @@ impl Controller {
             // The old runner finishes what it has queued; numbering continues.
             self.hooks = HookRunner::start(&self.config.hooks, self.config.exec_user.clone(), self.hooks.seq());
         }
-        self.checkers.abort_all();
-        self.running.clear();
+        self.checkers.stop_all();
         self.spawn_all();
         if resolving_changed {
             let named = &self.config.named_targets;

@@ -14,6 +14,8 @@ use crate::{config::CookieConfig, dataplane::publish::CookieMapWriter};
 /// Half the controller's tick (`tick` is called about once a second).
 const TICK_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Keeps XDP's server cookie secrets (RFC 7873 §7.1): installs, rotates and retires them as `[cookies]`
+/// says, and keeps the program's clock on Unix time.
 pub struct CookieKeeper {
     writer: CookieMapWriter,
     /// The config applied last; None before the first `apply`.

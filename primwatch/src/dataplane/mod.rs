@@ -36,7 +36,9 @@ use crate::{
 /// The compiled XDP object, built by build.rs from primwatch-ebpf.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/primwatch"));
 
+/// The answering program, the one `attach` puts on `server.interfaces`.
 pub const ANSWER_PROGRAM: &str = "primwatch";
+/// A program that passes every packet (tests attach it to the client end of a veth pair).
 pub const PASS_PROGRAM: &str = "primwatch_pass";
 /// DNS cookies, tail-called by the answering program (see the XDP program's `cookie`).
 pub const COOKIE_PROGRAM: &str = "primwatch_cookie";
@@ -71,8 +73,11 @@ const ZONE_NAMES_MAP: &str = "ZONE_NAMES";
 const ZONE_SOAS_MAP: &str = "ZONE_SOAS";
 /// Not pinned: the secrets stay inside the program and this process.
 const COOKIE_SECRETS_MAP: &str = "COOKIE_SECRETS";
+/// aya-log's ring of the program's log lines (present when the program logs).
+const LOG_RING_MAP: &str = "AYA_LOGS";
 /// File names of the pins under the pin directory.
 pub const NAMES_PIN: &str = "names";
+/// The counters map's pin (read by `pinned_counters`).
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
 const PINS: [(&str, &str); 23] = [
@@ -118,6 +123,8 @@ pub fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
     pin_dir.join(format!("link_{interface}"))
 }
 
+/// The loaded XDP object (its programs and the maps not yet handed to a writer), with the
+/// attachments and pins this run made or adopted.
 pub struct Dataplane {
     ebpf: Ebpf,
     /// (program, interface, link) for unpinned attachments (the tests' pass program).
@@ -173,6 +180,7 @@ impl Dataplane {
         Ok(Dataplane { ebpf, attached: Vec::new(), links: Vec::new(), pins: Vec::new() })
     }
 
+    /// The object's XDP program `name` (one of the `*_PROGRAM` names); Err if there is none.
     pub fn program(&self, name: &str) -> Result<&Xdp> {
         Ok(self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
@@ -302,7 +310,7 @@ impl Dataplane {
     }
 
     /// The writer of the RRL and slow-path settings and exempt prefixes (see
-    /// `map_writer::RrlMapWriter`).
+    /// `publish::RrlMapWriter`).
     fn rrl_writer(&mut self) -> Result<crate::dataplane::publish::RrlMapWriter> {
         let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         Ok(crate::dataplane::publish::RrlMapWriter {
@@ -322,7 +330,7 @@ impl Dataplane {
     }
 
     /// The writer of the DNS cookie secrets and settings (see
-    /// `map_writer::CookieMapWriter`); cookies are off until it installs a secret.
+    /// `publish::CookieMapWriter`); cookies are off until it installs a secret.
     pub fn cookie_writer(&mut self) -> Result<crate::dataplane::publish::CookieMapWriter> {
         let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         Ok(crate::dataplane::publish::CookieMapWriter {
@@ -352,12 +360,13 @@ impl Dataplane {
         })
     }
 
-    /// The writer of this host's MACs and addresses (see `host`).
+    /// The writer of this host's MACs and addresses (see `host_map`).
     pub fn host_writer(&mut self) -> Result<HostMapWriter> {
         let map = self.ebpf.take_map(HOST_MAP).ok_or_else(|| anyhow!("host map taken"))?;
         Ok(HostMapWriter::new(map.try_into()?))
     }
 
+    /// The program's counters, summed over the CPUs.
     pub fn counters(&self) -> Result<Counters> {
         let map = self.ebpf.map(COUNTERS_MAP).ok_or_else(|| anyhow!("counters map missing"))?;
         let array: PerCpuArray<&MapData, Counters> = PerCpuArray::try_from(map)?;
@@ -368,7 +377,7 @@ impl Dataplane {
     /// built without log statements (the release build logs nothing on the hot path)
     /// has no `AYA_LOGS` ring: nothing to forward, and nothing wrong.
     pub fn start_log_forwarding(&mut self) {
-        if self.ebpf.map("AYA_LOGS").is_none() {
+        if self.ebpf.map(LOG_RING_MAP).is_none() {
             return debug!("the XDP program logs nothing (no AYA_LOGS ring); no log forwarding");
         }
         match aya_log::EbpfLogger::init(&mut self.ebpf) {
@@ -453,6 +462,7 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
     sum_per_cpu(&array)
 }
 
+/// `counters` by field name (`Counters::FIELD_NAMES`).
 pub fn counters_table(counters: &Counters) -> BTreeMap<&'static str, u64> {
     Counters::FIELD_NAMES.iter().copied().zip(counters.as_array()).collect()
 }
@@ -486,10 +496,38 @@ pub fn pinned_links(pin_dir: &Path) -> Vec<String> {
     found
 }
 
+/// Err, saying how to mount one, unless a bpf filesystem is mounted (per /proc/mounts).
 pub fn ensure_bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     if !mounts.lines().any(|l| l.split(' ').nth(2) == Some("bpf")) {
         bail!("bpffs is not mounted on /sys/fs/bpf; run `mount -t bpf bpf /sys/fs/bpf` (note that `ip netns exec` remounts /sys: use `nsenter --net=/run/netns/NAME` to keep the host bpffs)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Maps the program keeps to itself: per-CPU scratch space between its stages.
+    const PRIVATE_MAPS: [&str; 1] = ["SCRATCH"];
+
+    /// The map names above are the eBPF crate's `#[map]` statics spelled as strings: the
+    /// compiled object must define exactly these, so a map renamed or added on one side
+    /// only fails here rather than at load on an operator's machine.
+    #[test]
+    fn the_object_defines_exactly_the_maps_named_here() {
+        let object = aya_obj::Object::parse(XDP_OBJECT).expect("the embedded XDP object parses");
+        // Sections for globals (`.rodata`, `.bss`: DNS_PORT) are maps to aya; not ours to name.
+        // The log ring exists only when the program logs (a release build logs nothing).
+        let ours = |n: &&str| !n.starts_with('.') && *n != LOG_RING_MAP;
+        let defined: BTreeSet<&str> = object.maps.keys().map(String::as_str).filter(ours).collect();
+        let named: BTreeSet<&str> =
+            PINS.iter().map(|(map, _)| *map).chain([COOKIE_SECRETS_MAP]).chain(PRIVATE_MAPS).collect();
+        assert_eq!(defined, named);
+        let pins: BTreeSet<&str> = PINS.iter().map(|(_, pin)| *pin).collect();
+        assert_eq!(pins.len(), PINS.len(), "two maps pinned under one file name");
+    }
 }

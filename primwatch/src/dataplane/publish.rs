@@ -28,6 +28,8 @@ use crate::{
     dns::view_index::ViewIndex,
 };
 
+/// Writes the names map (`names`), each entry with its slot of answer counters
+/// (`name_answers`), and through `sets` the record sets the entries name.
 pub struct NameMapWriter {
     map: HashMap<MapData, NameKey, NameEntry>,
     /// Per-entry answer counters (NAME_ANSWERS), two per slot.
@@ -41,6 +43,7 @@ pub struct NameMapWriter {
     next_slot: u32,
     /// Entries the names map holds at most (its size, from `server.max_names`).
     capacity: u32,
+    /// The `rrsets` and `set_versions` maps' writer.
     pub sets: RecordSetWriter,
 }
 
@@ -56,11 +59,14 @@ enum Holds {
     Unknown,
 }
 
+/// What one `NameMapWriter::sync` wrote, deleted and left.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncStats {
     /// Name entries written, deleted and left as they were.
     pub written: usize,
+    /// Name entries deleted (no longer wanted).
     pub deleted: usize,
+    /// Name entries left as they were.
     pub unchanged: usize,
     /// Record sets rewritten (a health change costs this many writes, not one per name).
     pub sets_written: usize,
@@ -152,6 +158,7 @@ impl NameMapWriter {
         self.map.get(key, 0).ok()
     }
 
+    /// Makes the maps hold `desired` (see `sync_then`).
     pub fn sync(&mut self, desired: Desired) -> Result<SyncStats> {
         self.sync_then(desired, || ())
     }
@@ -258,15 +265,19 @@ impl NameMapWriter {
 /// the view tries (a prefix never points at a view whose entries are missing) and the
 /// RRL settings. The controller and the test harness both publish through this.
 pub struct AnswerMaps {
+    /// The names map's writer (which writes the record sets too).
     pub names: NameMapWriter,
     views: ViewMapWriter,
     rrl: RrlMapWriter,
+    /// The `rrsigs` map's writer, a signing thread of its own.
     pub signatures: crate::answers::signatures::SignatureWriter,
     /// The view tries and RRL settings hold the current config's.
     config_written: bool,
 }
 
 impl AnswerMaps {
+    /// The writers, as `Dataplane::answer_maps` takes them; the first `publish` writes the view
+    /// tries and RRL settings.
     pub fn new(
         names: NameMapWriter,
         views: ViewMapWriter,
@@ -325,6 +336,8 @@ fn set_bytes(set: &AnswerSet) -> &[u8] {
 }
 
 impl RecordSetWriter {
+    /// A writer for maps as the loader created them (nothing written); Err if `rrsets` has fewer than
+    /// two slots per `set_versions` entry.
     pub fn new(rrsets: Array<MapData, AnswerSet>, versions: Array<MapData, u32>) -> Result<Self> {
         let capacity = versions.len();
         anyhow::ensure!(rrsets.len() >= 2 * capacity, "rrsets holds fewer than two slots per set");
@@ -411,8 +424,11 @@ impl RecordSetWriter {
 /// Writes the source-prefix → view tries and the settings entry (which lookups the
 /// XDP program may skip).
 pub struct ViewMapWriter {
+    /// The IPv4 prefix → view trie (`views_v4`).
     pub v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], ViewMatch>,
+    /// The IPv6 prefix → view trie (`views_v6`).
     pub v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], ViewMatch>,
+    /// The `settings` map: its one entry.
     pub settings: aya::maps::Array<MapData, Settings>,
 }
 
@@ -420,40 +436,11 @@ impl ViewMapWriter {
     /// Makes the tries hold exactly `views`' prefixes. Call after the names map has
     /// the views' entries (a prefix whose view has no entry falls back to the default).
     pub fn sync(&mut self, index: &ViewIndex, wildcard_names: usize) -> Result<()> {
-        use aya::maps::lpm_trie::Key;
-        let mut want4 = BTreeMap::new();
-        let mut want6 = BTreeMap::new();
-        for found in index.entries() {
-            let m = ViewMatch { view: found.id, prefix_len: found.scope as u32 };
-            match found.prefix {
-                IpNet::V4(n) => want4.insert((n.prefix_len() as u32, n.network().octets()), m),
-                IpNet::V6(n) => want6.insert((n.prefix_len() as u32, n.network().octets()), m),
-            };
-        }
-        for ((len, addr), m) in &want4 {
-            self.v4.insert(&Key::new(*len, *addr), m, 0).context("writing views_v4")?;
-        }
-        for ((len, addr), m) in &want6 {
-            self.v6.insert(&Key::new(*len, *addr), m, 0).context("writing views_v6")?;
-        }
-        let stale4: Vec<_> = self
-            .v4
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want4.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
-        for key in stale4 {
-            self.v4.remove(&key).context("pruning views_v4")?;
-        }
-        let stale6: Vec<_> = self
-            .v6
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want6.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
-        for key in stale6 {
-            self.v6.remove(&key).context("pruning views_v6")?;
-        }
+        let (want4, want6) = by_family(
+            index.entries().map(|found| (found.prefix, ViewMatch { view: found.id, prefix_len: found.scope as u32 })),
+        );
+        sync_trie(&mut self.v4, &want4, "views_v4")?;
+        sync_trie(&mut self.v6, &want6, "views_v6")?;
         let settings = Settings {
             view_prefixes: (want4.len() + want6.len()) as u32,
             wildcard_names: wildcard_names as u32,
@@ -468,15 +455,21 @@ impl ViewMapWriter {
 /// Writes `[rrl]` and `[slow_path]` into XDP's maps: the exempt prefixes, then the
 /// settings (which turn limiting on or off), once per start or reload.
 pub struct RrlMapWriter {
+    /// `[rrl]` as XDP reads it (`rrl_settings`, one entry).
     pub settings: aya::maps::Array<MapData, RrlSettings>,
+    /// `rrl.exempt`'s prefixes.
     pub exempt: ExemptTries,
+    /// `[slow_path]` as XDP reads it (`slow_path_settings`, one entry).
     pub slow_path_settings: aya::maps::Array<MapData, SlowPathSettings>,
+    /// `slow_path.exempt`'s prefixes.
     pub slow_path_exempt: ExemptTries,
 }
 
 /// One exempt list as XDP looks it up: a longest-prefix trie per family.
 pub struct ExemptTries {
+    /// The IPv4 prefixes (each with the value 1).
     pub v4: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 4], u32>,
+    /// The IPv6 prefixes (each with the value 1).
     pub v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u32>,
     /// For error messages: the pins' names ("rrl_exempt").
     pub name: &'static str,
@@ -485,51 +478,51 @@ pub struct ExemptTries {
 impl ExemptTries {
     /// Makes the tries hold exactly `exempt`: adds first, then prunes the rest.
     fn sync(&mut self, exempt: &[IpNet]) -> Result<()> {
-        use aya::maps::lpm_trie::Key;
-        let name = self.name;
-        let want4: BTreeMap<(u32, [u8; 4]), ()> = exempt
-            .iter()
-            .filter_map(|n| match n {
-                IpNet::V4(n) => Some(((n.prefix_len() as u32, n.network().octets()), ())),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        let want6: BTreeMap<(u32, [u8; 16]), ()> = exempt
-            .iter()
-            .filter_map(|n| match n {
-                IpNet::V6(n) => Some(((n.prefix_len() as u32, n.network().octets()), ())),
-                IpNet::V4(_) => None,
-            })
-            .collect();
-        for (len, addr) in want4.keys() {
-            self.v4.insert(&Key::new(*len, *addr), 1, 0).with_context(|| format!("writing {name}_v4"))?;
-        }
-        for (len, addr) in want6.keys() {
-            self.v6.insert(&Key::new(*len, *addr), 1, 0).with_context(|| format!("writing {name}_v6"))?;
-        }
-        let stale4: Vec<_> = self
-            .v4
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want4.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
-        for key in stale4 {
-            self.v4.remove(&key).with_context(|| format!("pruning {name}_v4"))?;
-        }
-        let stale6: Vec<_> = self
-            .v6
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want6.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
-        for key in stale6 {
-            self.v6.remove(&key).with_context(|| format!("pruning {name}_v6"))?;
-        }
-        Ok(())
+        let (want4, want6) = by_family(exempt.iter().map(|n| (*n, 1u32)));
+        sync_trie(&mut self.v4, &want4, &format!("{}_v4", self.name))?;
+        sync_trie(&mut self.v6, &want6, &format!("{}_v6", self.name))
     }
 }
 
+/// An LPM trie's wanted keys: (prefix length, network address) → value.
+type TrieKeys<const N: usize, V> = BTreeMap<(u32, [u8; N]), V>;
+
+/// Splits prefixes (with their values) into the IPv4 and IPv6 tries' wanted keys; a
+/// prefix given twice keeps its last value.
+fn by_family<V>(prefixes: impl Iterator<Item = (IpNet, V)>) -> (TrieKeys<4, V>, TrieKeys<16, V>) {
+    let (mut v4, mut v6) = (BTreeMap::new(), BTreeMap::new());
+    for (prefix, value) in prefixes {
+        match prefix {
+            IpNet::V4(n) => v4.insert((n.prefix_len() as u32, n.network().octets()), value),
+            IpNet::V6(n) => v6.insert((n.prefix_len() as u32, n.network().octets()), value),
+        };
+    }
+    (v4, v6)
+}
+
+/// Makes `trie` (the map `name`) hold exactly `want`: every wanted key is written first,
+/// then the keys not wanted are pruned, so a lookup meanwhile finds the old prefix or the
+/// new one, never a hole. The one LPM sync for views, RRL and slow-path exemptions.
+fn sync_trie<const N: usize, V: aya::Pod>(
+    trie: &mut aya::maps::lpm_trie::LpmTrie<MapData, [u8; N], V>,
+    want: &TrieKeys<N, V>,
+    name: &str,
+) -> Result<()> {
+    use aya::maps::lpm_trie::Key;
+    for ((len, network), value) in want {
+        trie.insert(&Key::new(*len, *network), value, 0).with_context(|| format!("writing {name}"))?;
+    }
+    let stale: Vec<_> =
+        trie.keys().filter_map(|k| k.ok()).filter(|k| !want.contains_key(&(k.prefix_len(), k.data()))).collect();
+    for key in stale {
+        trie.remove(&key).with_context(|| format!("pruning {name}"))?;
+    }
+    Ok(())
+}
+
 impl RrlMapWriter {
+    /// Writes `rrl` (None: off) and `slow_path`: each one's exempt prefixes first, then its
+    /// settings.
     pub fn sync(
         &mut self,
         rrl: Option<&crate::config::RrlConfig>,
@@ -600,7 +593,9 @@ pub fn rrl_settings(rrl: Option<&crate::config::RrlConfig>) -> RrlSettings {
 /// (see `CookieSettings`), so the program never makes a cookie with a half-written
 /// secret, and cookies made with the secret just replaced stay valid.
 pub struct CookieMapWriter {
+    /// The `cookie_settings` map: its one entry (on or off, the current slot, the clock offset).
     pub settings: aya::maps::Array<MapData, CookieSettings>,
+    /// The `cookie_secrets` map: two slots, the current secret and the previous one.
     pub secrets: aya::maps::Array<MapData, CookieSecret>,
     /// What the settings entry holds.
     pub written: CookieSettings,
@@ -609,7 +604,6 @@ pub struct CookieMapWriter {
 }
 
 impl CookieMapWriter {
-    /// Makes `secret` current; the one it replaces stays valid for verification.
     /// Writes the current secret into the previous slot too: cookies made with the
     /// replaced secret are no longer valid.
     pub fn retire_previous(&mut self) -> Result<()> {
@@ -618,6 +612,9 @@ impl CookieMapWriter {
         self.secrets.set(previous, secret_from_bytes(current), 0).context("writing cookie_secrets")
     }
 
+    /// Makes `secret` current: writes it into the slot that is not current, then flips the
+    /// settings to it; the one it replaces stays valid for verification. The first secret
+    /// fills both slots.
     pub fn install(&mut self, secret: [u8; 16]) -> Result<()> {
         let key = secret_from_bytes(secret);
         if self.current.is_none() {

@@ -41,11 +41,13 @@ pub struct ZoneSigner {
     /// The zone apex: the signer name of every RRSIG (RFC 4034 §3.1.7).
     pub apex: DnsName,
     apex_name: Name,
+    /// The key's algorithm: 13 (ECDSAP256SHA256) or 15 (ED25519).
     pub algorithm: Algorithm,
     key: KeyPair<Private>,
     /// The DNSKEY record's RDATA as the `.key` file has it (flags, protocol 3, the
     /// algorithm and public key): what PowerDNS publishes and resolvers check with.
     pub dnskey: DNSKEY,
+    /// The DNSKEY's key tag (RFC 4034 Appendix B), carried in every RRSIG it makes.
     pub key_tag: u16,
     /// Where the key came from (for messages).
     pub key_file: PathBuf,

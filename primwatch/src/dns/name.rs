@@ -111,6 +111,7 @@ impl DnsName {
         zones.into_iter().filter(|(apex, _)| self.is_at_or_below(apex)).max_by_key(|(apex, _)| apex.wire().len())
     }
 
+    /// The name in wire format: length-prefixed lowercased labels, ending with the root label (0).
     pub fn wire(&self) -> &[u8] {
         &self.wire
     }

@@ -118,6 +118,7 @@ pub struct NodeReport {
     /// The last pushed revision it refused (0: none since the one it runs), and why.
     #[serde(default)]
     pub refused: i64,
+    /// Why `refused` was refused (empty: nothing refused).
     #[serde(default)]
     pub error: String,
     /// Unix milliseconds of the report.
@@ -128,15 +129,20 @@ pub struct NodeReport {
 /// One override as stored in etcd: what was done, by which node, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OverrideRecord {
+    /// A target or a group.
     pub kind: Kind,
+    /// The target's or group's name.
     pub name: String,
+    /// What the operator did.
     pub action: Action,
+    /// The node it was made on (its `[fleet] node`).
     pub node: String,
     /// Unix milliseconds when the operator made it.
     pub at_ms: u64,
 }
 
 impl OverrideRecord {
+    /// `action` on the target or group `name`, made on `node` now.
     pub fn new(kind: Kind, name: &str, action: Action, node: &str) -> OverrideRecord {
         let at_ms = now_ms();
         OverrideRecord { kind, name: name.to_string(), action, node: node.to_string(), at_ms }
@@ -176,11 +182,23 @@ pub enum FleetEvent {
     /// An override in etcd: `live` when it was just written (from the watch), not when
     /// it was read again after (re)connecting. A failback is an event, not a state: only
     /// a live one releases a hold (an old one must not release a hold made since).
-    Override { record: OverrideRecord, live: bool },
+    Override {
+        /// The override as read, its name and node escaped (see `untrusted`).
+        record: OverrideRecord,
+        /// Just written (from the watch), not read again after (re)connecting.
+        live: bool,
+    },
     /// Every other node's views, as read on (re)connecting: target → node → up.
     Votes(BTreeMap<String, BTreeMap<String, bool>>),
     /// One node's view of one target changed, or went (its lease expired: None).
-    Vote { node: String, target: String, up: Option<bool> },
+    Vote {
+        /// The other node whose view it is.
+        node: String,
+        /// The target's name.
+        target: String,
+        /// Up or down; None: the view went (deleted, or its lease expired).
+        up: Option<bool>,
+    },
     /// The pushed config, as read on (re)connecting or just pushed.
     Config(PushedConfig),
     /// The other live nodes (those whose `PREFIX/nodes/NODE` key, under their lease,
@@ -193,13 +211,18 @@ pub enum FleetEvent {
 /// The connection as `ctl status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FleetStatus {
+    /// This node's name (`[fleet] node`).
     pub node: String,
+    /// The fleet's key prefix (`[fleet] prefix`).
     pub prefix: String,
+    /// The etcd endpoints (`[fleet] etcd`).
     pub endpoints: Vec<String>,
+    /// Connected to etcd, with the fleet's state read.
     pub connected: bool,
     /// Why not, while not; and since when (unix seconds).
     #[serde(default)]
     pub error: String,
+    /// Since when (Unix seconds) it has been connected, or failing with `error`.
     #[serde(default)]
     pub since_unix: u64,
     /// Overrides this node made and could not write yet (written on reconnecting).
@@ -224,12 +247,14 @@ pub struct FleetStatus {
     /// Targets with `checked_by`: how many, and those this node checks.
     #[serde(default)]
     pub sharded: usize,
+    /// The sharded targets this node checks.
     #[serde(default)]
     pub checked_here: Vec<String>,
 }
 
 /// The controller's end of the fleet connection.
 pub struct Fleet {
+    /// `[fleet]` as configured.
     pub config: FleetConfig,
     writes: mpsc::UnboundedSender<Write>,
     views: Arc<Mutex<PendingViews>>,
@@ -280,6 +305,7 @@ impl Fleet {
         let _ = self.writes.send(Write::Report(report));
     }
 
+    /// The connection's status as last recorded, for `ctl status`.
     pub fn status(&self) -> FleetStatus {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

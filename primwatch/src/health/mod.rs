@@ -4,6 +4,7 @@
 //!
 //! May import: `sys`, `dns`, `config`.
 
+pub(crate) mod checkers;
 pub mod checks;
 pub(crate) mod resolve;
 pub mod state;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{config::Config, health::checks::Outcome, health::Health};
 
+/// An operator's forcing of a target or group (`ctl target|group NAME up|down|drain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Force {
@@ -29,10 +30,13 @@ pub enum Force {
     Drain,
 }
 
+/// What operators set for one target, and its preempt-off hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetOverride {
+    /// Forced up, down or to drain; None: its health decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<Force>,
+    /// Preempt as `ctl target NAME preempt on|off` set it; None: the configured `preempt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempt: Option<bool>,
     /// Came back with preempt off: out of answers until failed back.
@@ -40,14 +44,19 @@ pub struct TargetOverride {
     pub held: bool,
 }
 
+/// What operators set for one group, and its preempt-off hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupOverride {
+    /// Forced up, down or to drain; None: its members' health decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<Force>,
+    /// Priority as `ctl group NAME priority` set it; None: the configured `priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Preempt as `ctl group NAME preempt on|off` set it; None: the configured `preempt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempt: Option<bool>,
+    /// Qualified again with preempt off: out of answers until failed back.
     #[serde(default)]
     pub held: bool,
 }
@@ -55,8 +64,10 @@ pub struct GroupOverride {
 /// What operators said, plus holds: the part of the state that is saved.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Overrides {
+    /// Per target name.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetOverride>,
+    /// Per group name.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupOverride>,
 }
@@ -66,8 +77,10 @@ pub struct Overrides {
 /// and whether the controller that wrote it stopped cleanly.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SavedState {
+    /// Overrides and holds, at the file's top level.
     #[serde(flatten)]
     pub overrides: Overrides,
+    /// Per target name: its health when the file was written.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_known: BTreeMap<String, LastKnown>,
     /// Per group: has it qualified, has it lost its minimum since, and since when it
@@ -78,14 +91,20 @@ pub struct SavedState {
     /// start means it was killed or crashed.
     #[serde(default)]
     pub stopped_cleanly: bool,
+    /// When the file was written (None: the file does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_at: Option<SystemTime>,
 }
 
+/// A group's qualification history as saved (a group qualifies while it has at least `min_healthy`
+/// eligible members).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GroupHistory {
+    /// Has it ever qualified?
     pub qualified_ever: bool,
+    /// Has it stopped qualifying since it last qualified (so that coming back is a return)?
     pub lost_since: bool,
+    /// When its qualification last changed (or was first judged).
     pub since: SystemTime,
 }
 
@@ -94,9 +113,13 @@ pub struct GroupHistory {
 pub struct LastKnown {
     /// (check name, up) in the target's check order.
     pub checks: Vec<(String, bool)>,
+    /// Was every check up?
     pub healthy: bool,
+    /// Had it been healthy before (so that coming up again is a return; see `TargetState::was_up`)?
     pub was_up: bool,
+    /// When its health last changed.
     pub since: SystemTime,
+    /// Why it was in its state (without the "last known before restart" note).
     pub reason: String,
 }
 
@@ -153,14 +176,20 @@ impl Overrides {
     }
 }
 
+/// One check of one target: its state after rise and fall, and its counts.
 #[derive(Debug, Clone)]
 pub struct CheckState {
+    /// The check's name (`[checks.NAME]`).
     pub name: String,
+    /// Up or down: flips after `rise` successes or `fall` failures in a row.
     pub up: bool,
     /// Results in a row that disagree with `up`.
     streak: u32,
+    /// The last result that judged the target (local errors excluded); None before the first.
     pub last: Option<Outcome>,
+    /// Runs that judged the target (local errors not counted).
     pub runs: u64,
+    /// Of those runs, the ones that failed.
     pub failures: u64,
     /// Runs that could not judge the target for a reason on this host.
     pub local_errors: u64,
@@ -169,6 +198,7 @@ pub struct CheckState {
 }
 
 impl CheckState {
+    /// A check named `name` in its initial state, with no results yet.
     pub fn new(name: &str, initially_up: bool) -> CheckState {
         CheckState {
             name: name.to_string(),
@@ -212,12 +242,16 @@ impl CheckState {
     }
 }
 
+/// One target's health: its checks, and whether all of them are up.
 #[derive(Debug, Clone)]
 pub struct TargetState {
+    /// Its checks, in the target's check order.
     pub checks: Vec<CheckState>,
+    /// True while every check is up (overrides, holds and a fleet quorum apply on top).
     pub healthy: bool,
     /// Has it been healthy since we started? (Coming up for the first time is not a return.)
     pub was_up: bool,
+    /// When its health last changed (or was first judged).
     pub since: SystemTime,
     /// Why it is in its state: the failing check and what it saw, or "all checks pass".
     pub reason: String,
@@ -235,13 +269,17 @@ impl TargetState {
     }
 }
 
+/// What an operator's action applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
+    /// A target (`ctl target NAME ...`).
     Target,
+    /// A group (`ctl group NAME ...`).
     Group,
 }
 
+/// An operator's action on a target or group (`ctl target|group NAME ...`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "action", content = "value")]
 pub enum Action {
@@ -251,6 +289,8 @@ pub enum Action {
     Auto,
     /// Groups only.
     Priority(i32),
+    /// Preempt on or off: with it off, one that went down and came back is held out of answers until
+    /// failed back.
     Preempt(bool),
     /// Release a hold left by preempt off.
     Failback,
@@ -261,12 +301,18 @@ pub enum Action {
 pub struct Change {
     /// The target or group.
     pub name: String,
+    /// Its new state: healthy (a target) or qualifying (a group).
     pub healthy: bool,
+    /// Why, in words (for the log and hooks).
     pub reason: String,
 }
 
+/// The health state the controller holds: every target's checks and health, the operators'
+/// overrides and holds, and each group's qualification.
 pub struct State {
+    /// Per target name: its checks and health.
     pub targets: BTreeMap<String, TargetState>,
+    /// Operators' overrides and preempt-off holds (saved in the state file).
     pub overrides: Overrides,
     /// Per group: (has it ever qualified, has it stopped qualifying since). A group
     /// qualifies while it has at least min_healthy eligible members.
@@ -292,6 +338,7 @@ pub struct State {
 }
 
 impl State {
+    /// A state for `config`: every check in its initial state, no overrides.
     pub fn new(config: &Config) -> State {
         State::with_overrides(config, Overrides::default())
     }
@@ -460,10 +507,12 @@ impl State {
         Some(Change { name: target.to_string(), healthy, reason })
     }
 
+    /// Whether `target` has preempt on: the operator's setting, else the configured one.
     pub fn target_preempt(&self, config: &Config, target: &str) -> bool {
         self.overrides.targets.get(target).and_then(|o| o.preempt).unwrap_or(config.targets[target].preempt)
     }
 
+    /// Whether `group` has preempt on: the operator's setting, else the configured one.
     pub fn group_preempt(&self, config: &Config, group: &str) -> bool {
         self.overrides.groups.get(group).and_then(|o| o.preempt).unwrap_or(config.groups[group].preempt)
     }

@@ -160,7 +160,6 @@ pub fn resolved(
         .collect()
 }
 
-/// `ctl status`: targets, groups, the answer sets, and the names `listing` asks for.
 /// The declared zones for `ctl status`; `signed` gives, per signed apex, the
 /// signatures XDP holds and the earliest renewal due (unix seconds).
 pub fn zones(config: &Config, signed: &std::collections::HashMap<DnsName, (usize, u64)>) -> Vec<control::ZoneStatus> {
@@ -195,6 +194,9 @@ pub fn zones(config: &Config, signed: &std::collections::HashMap<DnsName, (usize
         .collect()
 }
 
+/// `ctl status`: targets, groups, the answer sets, and the names `listing` asks for, from
+/// the config, the name plan and the health state; `resolved`, `zones` and `fleet` are left
+/// empty for the caller to fill.
 pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, listing: &NameListing) -> Status {
     let targets = config
         .targets

@@ -24,6 +24,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// What one run of a check found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// Did the target pass?
     pub ok: bool,
     /// The check could not be run for a reason on this host (out of descriptors or
     /// memory, no free local port, a command that could not be started): says nothing
@@ -31,6 +32,7 @@ pub struct Outcome {
     pub local_error: bool,
     /// Why it failed, or a short note of what succeeded.
     pub detail: String,
+    /// How long the run took, from its start to its result (a timeout's included).
     pub latency: Duration,
     /// Handshake figures of TCP-based checks.
     pub tcp: Option<TcpHandshake>,
@@ -39,6 +41,7 @@ pub struct Outcome {
 /// TCP handshake figures (TCP_INFO), the signal tcpeek gave DSAS operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpHandshake {
+    /// How long the TCP connect took.
     pub connect_time: Duration,
     /// Retransmissions during the connection's life so far (SYNs for a fresh connect).
     pub retransmits: u32,

@@ -3,6 +3,8 @@
 
 use crate::ops::control::{self, Status};
 
+/// Prints `ctl status` for a terminal: dataplane, resolved hosts, targets and their checks, groups,
+/// answer sets, names, fleet, zones, geoip and views.
 pub fn print_status(status: &Status) {
     if !status.dataplane.is_empty() {
         println!("DATAPLANE  {}", status.dataplane);
@@ -152,6 +154,8 @@ pub fn print_status(status: &Status) {
     }
 }
 
+/// Prints `ctl stats` for a terminal: XDP verdicts, answers per name, check results and latency,
+/// target and group states, map syncs, reloads, lost log lines and socket counters.
 pub fn print_stats(stats: &crate::ops::metrics::Stats) {
     let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("≤{:.1}ms", s * 1000.0));
     println!("XDP");

@@ -118,6 +118,14 @@ pub struct TargetConfig {
     pub checked_by: Option<usize>,
 }
 
+impl TargetConfig {
+    /// Sharded: only `checked_by` of the fleet's live nodes check it (the rest count
+    /// their views). The one statement of that rule.
+    pub fn is_sharded(&self) -> bool {
+        self.checked_by.is_some()
+    }
+}
+
 /// `[targets.X] quorum`: how many of the live nodes checking a target must see it up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quorum {
@@ -630,6 +638,56 @@ pub(super) fn parse_target(
         }
         (None, None) => Err(at(name.span(), format!("target '{}' needs an address or a host", name.get_ref()))),
     }
+}
+
+/// The health tables, parsed: checks, targets (with an address, or given by host) and
+/// groups, with the groups as written (`Declared`, for expanding targets given by host).
+pub(super) struct Tables {
+    pub checks: BTreeMap<String, CheckConfig>,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub named_targets: BTreeMap<String, NamedTarget>,
+    pub groups: BTreeMap<String, GroupConfig>,
+    pub declared: std::sync::Arc<super::Declared>,
+}
+
+type RawTables<T> = BTreeMap<Spanned<String>, Spanned<T>>;
+
+/// `[checks.X]`, `[targets.X]` and `[groups.X]`, in that order (each refers to the one
+/// before); `in_fleet`: a `[fleet]` table exists (quorums need one).
+pub(super) fn parse_tables(
+    raw_checks: RawTables<RawCheck>,
+    raw_targets: RawTables<RawTarget>,
+    raw_groups: RawTables<RawGroup>,
+    in_fleet: bool,
+    config_dir: &std::path::Path,
+    at: &At,
+) -> Result<Tables, ConfigError> {
+    let mut checks = BTreeMap::new();
+    for (name, check) in raw_checks {
+        let parsed = parse_check(&name, check.into_inner(), config_dir, at)?;
+        checks.insert(name.into_inner(), parsed);
+    }
+    let (mut targets, mut named_targets) = (BTreeMap::new(), BTreeMap::new());
+    for (name, target) in raw_targets {
+        match parse_target(&name, target.into_inner(), &checks, in_fleet, at)? {
+            ParsedTarget::Address(t) => targets.insert(name.into_inner(), t).map(drop),
+            ParsedTarget::Named(t) => named_targets.insert(name.into_inner(), t).map(drop),
+        };
+    }
+    let mut groups = BTreeMap::new();
+    for (name, group) in raw_groups {
+        let parsed = parse_group(&name, group.into_inner(), &targets, &named_targets, at)?;
+        groups.insert(name.into_inner(), parsed);
+    }
+    let declared = std::sync::Arc::new(super::Declared {
+        targets: targets.clone(),
+        members: groups.iter().map(|(name, g)| (name.clone(), g.members.clone())).collect(),
+    });
+    // Until they resolve, targets given by host have no addresses.
+    for group in groups.values_mut() {
+        group.members.retain(|m| targets.contains_key(m));
+    }
+    Ok(Tables { checks, targets, named_targets, groups, declared })
 }
 
 pub(super) fn parse_group(

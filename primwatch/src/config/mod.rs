@@ -18,6 +18,7 @@ use toml::Spanned;
 
 use crate::{dns::name::DnsName, sys::local_socket::Access};
 
+mod compile;
 mod cookies;
 mod fleet;
 pub(crate) mod geoip;
@@ -32,6 +33,7 @@ pub(crate) mod slow_path;
 pub(crate) mod target_addresses;
 mod views;
 mod zones;
+use health::At;
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
@@ -549,6 +551,11 @@ impl Config {
         name.closest_zone(&self.zones)
     }
 
+    /// The targets only some of the fleet's nodes check (`TargetConfig::is_sharded`).
+    pub fn sharded_targets(&self) -> impl Iterator<Item = &String> {
+        self.targets.iter().filter(|(_, target)| target.is_sharded()).map(|(name, _)| name)
+    }
+
     /// Whether XDP answers DO=1 queries for `name`: its zone is declared and unsigned.
     /// With no zones declared, nothing is known to be unsigned, so nothing is.
     pub fn answers_dnssec_ok(&self, name: &DnsName) -> bool {
@@ -630,7 +637,8 @@ impl Config {
     }
 
     /// Parses and validates `text`, the config file at `path` (errors name it; relative paths in it
-    /// are read from its directory). Err: the first problem found, at its line and column.
+    /// are read from its directory), then compiles it (`compile`: users, keys, the view index,
+    /// capacities). Err: the first problem found, at its line and column.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let at = |span: Range<usize>, reason: String| {
             let (line, column) = line_column(text, span.start);
@@ -640,204 +648,52 @@ impl Config {
             // toml's message repeats the position and the source line; keep the reason.
             at(e.span().unwrap_or(0..0), e.message().trim().to_string())
         })?;
-
+        let config_dir = views::config_dir(path);
         let server_span = raw.server.span();
         let server = raw.server.into_inner();
-        let interfaces_span = server.interfaces.span();
-        let mut interfaces = Vec::new();
-        for name in server.interfaces.into_inner() {
-            let span = name.span();
-            let name = name.into_inner();
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
-                return Err(at(span, format!("'{name}' is not a valid interface name")));
-            }
-            if interfaces.contains(&name) {
-                return Err(at(span, format!("interface '{name}' is listed twice")));
-            }
-            interfaces.push(name);
-        }
-        if interfaces.is_empty() {
-            return Err(at(interfaces_span, "server.interfaces must name at least one interface".into()));
-        }
+        let interfaces = parse_interfaces(server.interfaces.clone(), &at)?;
         let port_span = server.port.span();
-        let port = server.port.into_inner();
+        let port = *server.port.get_ref();
         if port == 0 {
             let span = if port_span.is_empty() { server_span.clone() } else { port_span };
             return Err(at(span, "server.port must be between 1 and 65535".into()));
         }
-        let default_ttl = match server.default_ttl {
+        let default_ttl = match server.default_ttl.clone() {
             Some(ttl) => check_ttl(ttl, &at)?,
             None => DEFAULT_TTL,
         };
-
-        let mut checks = BTreeMap::new();
-        for (name, check) in raw.checks {
-            let parsed = health::parse_check(&name, check.into_inner(), &views::config_dir(path), &at)?;
-            checks.insert(name.into_inner(), parsed);
-        }
-        let mut targets = BTreeMap::new();
-        let mut named_targets = BTreeMap::new();
-        for (name, target) in raw.targets {
-            match health::parse_target(&name, target.into_inner(), &checks, raw.fleet.is_some(), &at)? {
-                health::ParsedTarget::Address(t) => {
-                    targets.insert(name.into_inner(), t);
-                }
-                health::ParsedTarget::Named(t) => {
-                    named_targets.insert(name.into_inner(), t);
-                }
-            }
-        }
+        let health = health::parse_tables(raw.checks, raw.targets, raw.groups, raw.fleet.is_some(), &config_dir, &at)?;
         let resolver = parse_resolver(raw.resolver, &at)?;
         let rrl = raw.rrl.map(|r| parse_rrl(r, &at)).transpose()?;
         let slow_path =
             slow_path::parse(raw.slow_path, rrl.as_ref().map(|r| r.exempt.as_slice()).unwrap_or_default(), &at)?;
-        let capacity = |value: &Option<Spanned<u32>>, default: u32, max: u32, key: &str| match value {
-            None => Ok((default, 0..0)),
-            Some(v) if (1..=max).contains(v.get_ref()) => Ok((*v.get_ref(), v.span())),
-            Some(v) => Err(at(v.span(), format!("server.{key} = {} is out of range: 1..={max}", v.get_ref()))),
-        };
-        let defaults = MapCapacities::default();
-        let (names_capacity, max_names_span) =
-            capacity(&server.max_names, defaults.names, MapCapacities::MAX_NAMES, "max_names")?;
-        let (sets_capacity, max_sets_span) =
-            capacity(&server.max_record_sets, defaults.record_sets, MapCapacities::MAX_RECORD_SETS, "max_record_sets")?;
-        let (signatures_capacity, max_signatures_span) =
-            capacity(&server.max_signatures, defaults.signatures, MapCapacities::MAX_SIGNATURES, "max_signatures")?;
-        let (zone_names_capacity, _) =
-            capacity(&server.max_zone_names, defaults.zone_names, MapCapacities::MAX_ZONE_NAMES, "max_zone_names")?;
-        let capacities = MapCapacities {
-            zone_names: zone_names_capacity,
-            names: names_capacity,
-            record_sets: sets_capacity,
-            signatures: signatures_capacity,
-            rrl_table: rrl.as_ref().map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size),
-        };
-        let cookies = parse_cookies(raw.cookies, &views::config_dir(path), &at)?;
-        let fleet = raw.fleet.map(|f| parse_fleet(f, &views::config_dir(path), &at)).transpose()?;
-        let mut groups = BTreeMap::new();
-        for (name, group) in raw.groups {
-            let parsed = health::parse_group(&name, group.into_inner(), &targets, &named_targets, &at)?;
-            groups.insert(name.into_inner(), parsed);
-        }
-        let declared = std::sync::Arc::new(Declared {
-            targets: targets.clone(),
-            members: groups.iter().map(|(name, g)| (name.clone(), g.members.clone())).collect(),
-        });
-        // Until they resolve, targets given by host have no addresses.
-        for group in groups.values_mut() {
-            group.members.retain(|m| targets.contains_key(m));
-        }
+        let (capacities, capacity_spans) = parse_capacities(&server, rrl.as_ref(), &at)?;
+        let cookies = parse_cookies(raw.cookies, &config_dir, &at)?;
+        let fleet = raw.fleet.map(|f| parse_fleet(f, &config_dir, &at)).transpose()?;
 
-        let (mut names, name_spans) = parse_names(raw.names, &groups, default_ttl, &at)?;
-
-        let zones = zones::parse_zones(raw.zones, &views::config_dir(path), &at)?;
+        let (mut names, name_spans) = parse_names(raw.names, &health.groups, default_ttl, &at)?;
+        let zones = zones::parse_zones(raw.zones, &config_dir, &at)?;
         // After the zones: a name file's name outside them is reported at its own line.
         for file in &raw.name_files {
-            let path = views::config_dir(path).join(file.get_ref());
-            name_files::read_names(&path, &groups, &zones, default_ttl, &mut names)?;
+            name_files::read_names(&config_dir.join(file.get_ref()), &health.groups, &zones, default_ttl, &mut names)?;
         }
-        if !zones.is_empty() {
-            for name in names.keys() {
-                if !zones.keys().any(|apex| name.is_at_or_below(apex)) {
-                    let span = name_spans.get(name).cloned().unwrap_or(0..0);
-                    let declared: Vec<String> = zones.keys().map(|z| z.to_string()).collect();
-                    return Err(at(
-                        span,
-                        format!(
-                            "name '{name}' lies in no declared zone ({}); declare its zone under [zones]",
-                            declared.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-
-        let mut views =
-            views::parse_views(raw.views, &views::config_dir(path), &groups, &names, raw.geoip.is_some(), &at)?;
+        check_names_in_zones(&names, &name_spans, &zones, &at)?;
+        let mut views = views::parse_views(raw.views, &config_dir, &health.groups, &names, raw.geoip.is_some(), &at)?;
         let geoip = match &raw.geoip {
             Some(geoip) => Some(std::sync::Arc::new(read_geoip(geoip, path, &mut views, &at)?)),
             None => None,
         };
-        // The tries' size: CIDR files and databases can both reach it.
-        for v6 in [false, true] {
-            let count = views.values().flat_map(|v| &v.sources).filter(|p| p.addr().is_ipv6() == v6).count();
-            if count > primwatch_common::MAX_VIEW_PREFIXES {
-                let span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
-                return Err(at(
-                    span,
-                    format!(
-                        "views hold {count} {} prefixes; XDP holds at most {} per family",
-                        if v6 { "IPv6" } else { "IPv4" },
-                        primwatch_common::MAX_VIEW_PREFIXES
-                    ),
-                ));
-            }
-        }
         let metrics_listen = match &raw.metrics {
             Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
                 at(m.listen.span(), format!("metrics.listen '{}' is not an address:port", m.listen.get_ref()))
             })?),
             None => None,
         };
-        let hooks = match raw.hooks {
-            None => Hooks { on_change: None, timeout: std::time::Duration::from_secs(5) },
-            Some(h) => {
-                let timeout = limits::duration_or(
-                    &h.timeout,
-                    std::time::Duration::from_secs(5),
-                    "hooks.timeout",
-                    limits::HOOK_TIMEOUT,
-                    &at,
-                )?;
-                let on_change = match h.on_change {
-                    Some(cmd) if cmd.get_ref().is_empty() => {
-                        return Err(at(cmd.span(), "hooks.on_change must name a program".into()))
-                    }
-                    Some(cmd) => {
-                        if let Some(why) = crate::sys::process::unsafe_command(&cmd.get_ref()[0]) {
-                            return Err(at(cmd.span(), format!("hooks.on_change: {why}")));
-                        }
-                        Some(cmd.into_inner())
-                    }
-                    None => None,
-                };
-                Hooks { on_change, timeout }
-            }
-        };
-
-        // Exec checks and hooks run as an unprivileged user; find it now, not at the
-        // first check.
-        let has_exec = checks.values().any(|c| matches!(c.kind, CheckKind::Exec { .. }));
-        let exec_user = if has_exec || hooks.on_change.is_some() {
-            let (name, span) = match &server.exec_user {
-                Some(user) => (user.get_ref().clone(), user.span()),
-                None => (DEFAULT_EXEC_USER.to_string(), server_span.clone()),
-            };
-            let user = crate::sys::process::RunAs::lookup(&name).ok_or_else(|| {
-                at(
-                    span,
-                    format!(
-                        "server.exec_user: no user '{name}' on this host (exec checks and hooks run as it); \
-                         create it (`useradd --system --no-create-home --shell /usr/sbin/nologin {name}`; \
-                         `cargo xtask setup` does) or name another unprivileged user"
-                    ),
-                )
-            })?;
-            for check in checks.values_mut() {
-                if let CheckKind::Exec { run_as, .. } = &mut check.kind {
-                    *run_as = Some(user.clone());
-                }
-            }
-            Some(user)
-        } else {
-            None
-        };
-
+        let hooks = parse_hooks(raw.hooks, &at)?;
         let max_checks_in_flight = match &server.max_checks_in_flight {
             None => None,
             some => Some(limits::count_or(some, 0, "server.max_checks_in_flight", limits::CHECKS_IN_FLIGHT, &at)?),
         };
-        let powerdns = raw.powerdns.map(|p| parse_powerdns(p, &at)).transpose()?;
         let control_access = Access {
             mode: 0o600,
             group: None,
@@ -850,16 +706,12 @@ impl Config {
             )?,
             idle_timeout: CONTROL_IDLE_TIMEOUT,
         };
-
-        // Distinct names with one 64-bit hash could never both be answered by XDP.
-        let mut by_hash = BTreeMap::new();
-        for name in names.keys() {
-            if let Some(other) = by_hash.insert(name.hash(), name) {
-                return Err(at(0..0, format!("names '{other}' and '{name}' share a hash; rename one")));
-            }
-        }
-
-        let view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&views));
+        // Exec checks and hooks run as an unprivileged user, looked up by the compile step.
+        let exec_user = match &server.exec_user {
+            Some(user) => (user.get_ref().clone(), user.span()),
+            None => (DEFAULT_EXEC_USER.to_string(), server_span),
+        };
+        let health::Tables { checks, targets, named_targets, groups, declared } = health;
         let config = Config {
             interfaces,
             xdp_mode: server.xdp_mode,
@@ -874,13 +726,13 @@ impl Config {
             groups,
             names: std::sync::Arc::new(names),
             views: std::sync::Arc::new(views),
-            zones,
+            zones: BTreeMap::new(),
             hooks,
-            exec_user,
+            exec_user: None,
             max_checks_in_flight,
-            powerdns,
+            powerdns: raw.powerdns.map(|p| parse_powerdns(p, &at)).transpose()?,
             metrics_listen,
-            view_index,
+            view_index: Default::default(),
             geoip,
             named_targets,
             resolver,
@@ -891,45 +743,8 @@ impl Config {
             cookies,
             fleet,
         };
-        // Refused here, with the numbers and the key, so check-config says what run would.
-        let (entries, sets) = (config.name_entries(), config.record_sets());
-        if entries > capacities.names as usize {
-            return Err(at(
-                max_names_span,
-                format!(
-                    "{entries} (name, view) entries ({} names, {} more in views); server.max_names is {} (raise it, up to {})",
-                    config.names.len(),
-                    entries - config.names.len(),
-                    capacities.names,
-                    MapCapacities::MAX_NAMES
-                ),
-            ));
-        }
-        if sets > capacities.record_sets as usize {
-            return Err(at(
-                max_sets_span,
-                format!(
-                    "{sets} record sets (an A and an AAAA set per distinct TTL and address source); \
-                     server.max_record_sets is {} (raise it, up to {})",
-                    capacities.record_sets,
-                    MapCapacities::MAX_RECORD_SETS
-                ),
-            ));
-        }
-        let signatures = config.signatures_needed();
-        if signatures > capacities.signatures as usize {
-            return Err(at(
-                max_signatures_span,
-                format!(
-                    "signed zones need up to {signatures} signatures (one per name, view and type, or one per \
-                     start record where max_answers is below a group's members); server.max_signatures is {} \
-                     (raise it, up to {})",
-                    capacities.signatures,
-                    MapCapacities::MAX_SIGNATURES
-                ),
-            ));
-        }
-        Ok(config)
+        let geoip_span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
+        compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)
     }
 
     /// This config with the targets given by host replaced by the addresses they
@@ -1081,6 +896,108 @@ fn parse_names(
         names.insert(dns_name, NameConfig { ttl, source });
     }
     Ok((names, name_spans))
+}
+
+/// `[server] interfaces`: at least one, each a valid interface name (at most 15 bytes, no
+/// '/' or space), none twice.
+fn parse_interfaces(raw: Spanned<Vec<Spanned<String>>>, at: &At) -> Result<Vec<String>, ConfigError> {
+    let span = raw.span();
+    let mut interfaces = Vec::new();
+    for name in raw.into_inner() {
+        let span = name.span();
+        let name = name.into_inner();
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(at(span, format!("'{name}' is not a valid interface name")));
+        }
+        if interfaces.contains(&name) {
+            return Err(at(span, format!("interface '{name}' is listed twice")));
+        }
+        interfaces.push(name);
+    }
+    if interfaces.is_empty() {
+        return Err(at(span, "server.interfaces must name at least one interface".into()));
+    }
+    Ok(interfaces)
+}
+
+/// `[server] max_names`, `max_record_sets`, `max_signatures`, `max_zone_names` (each 1 to
+/// its `MapCapacities::MAX_*`) and `[rrl] table_size`: the XDP maps' sizes, with the
+/// spans the compile step's capacity errors point at.
+fn parse_capacities(
+    server: &RawServer,
+    rrl: Option<&RrlConfig>,
+    at: &At,
+) -> Result<(MapCapacities, compile::CapacitySpans), ConfigError> {
+    let capacity = |value: &Option<Spanned<u32>>, default: u32, max: u32, key: &str| match value {
+        None => Ok((default, 0..0)),
+        Some(v) if (1..=max).contains(v.get_ref()) => Ok((*v.get_ref(), v.span())),
+        Some(v) => Err(at(v.span(), format!("server.{key} = {} is out of range: 1..={max}", v.get_ref()))),
+    };
+    let defaults = MapCapacities::default();
+    let (names, names_span) = capacity(&server.max_names, defaults.names, MapCapacities::MAX_NAMES, "max_names")?;
+    let (record_sets, record_sets_span) =
+        capacity(&server.max_record_sets, defaults.record_sets, MapCapacities::MAX_RECORD_SETS, "max_record_sets")?;
+    let (signatures, signatures_span) =
+        capacity(&server.max_signatures, defaults.signatures, MapCapacities::MAX_SIGNATURES, "max_signatures")?;
+    let (zone_names, _) =
+        capacity(&server.max_zone_names, defaults.zone_names, MapCapacities::MAX_ZONE_NAMES, "max_zone_names")?;
+    let capacities = MapCapacities {
+        zone_names,
+        names,
+        record_sets,
+        signatures,
+        rrl_table: rrl.map_or(RrlConfig::DEFAULT_TABLE_SIZE, |r| r.table_size),
+    };
+    Ok((
+        capacities,
+        compile::CapacitySpans { names: names_span, record_sets: record_sets_span, signatures: signatures_span },
+    ))
+}
+
+/// Every name lies in a declared zone, when zones are declared.
+fn check_names_in_zones<Z>(
+    names: &BTreeMap<DnsName, NameConfig>,
+    spans: &BTreeMap<DnsName, Range<usize>>,
+    zones: &BTreeMap<DnsName, Z>,
+    at: &At,
+) -> Result<(), ConfigError> {
+    if zones.is_empty() {
+        return Ok(());
+    }
+    match names.keys().find(|name| !zones.keys().any(|apex| name.is_at_or_below(apex))) {
+        None => Ok(()),
+        Some(name) => {
+            let declared: Vec<String> = zones.keys().map(|z| z.to_string()).collect();
+            Err(at(
+                spans.get(name).cloned().unwrap_or(0..0),
+                format!(
+                    "name '{name}' lies in no declared zone ({}); declare its zone under [zones]",
+                    declared.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// `[hooks]`: `on_change` (a program, not a shell line; refused if writable by others) and
+/// its `timeout` (default 5 s).
+fn parse_hooks(raw: Option<RawHooks>, at: &At) -> Result<Hooks, ConfigError> {
+    let Some(h) = raw else { return Ok(Hooks { on_change: None, timeout: std::time::Duration::from_secs(5) }) };
+    let timeout =
+        limits::duration_or(&h.timeout, std::time::Duration::from_secs(5), "hooks.timeout", limits::HOOK_TIMEOUT, at)?;
+    let on_change = match h.on_change {
+        Some(cmd) if cmd.get_ref().is_empty() => {
+            return Err(at(cmd.span(), "hooks.on_change must name a program".into()))
+        }
+        Some(cmd) => {
+            if let Some(why) = crate::sys::process::unsafe_command(&cmd.get_ref()[0]) {
+                return Err(at(cmd.span(), format!("hooks.on_change: {why}")));
+            }
+            Some(cmd.into_inner())
+        }
+        None => None,
+    };
+    Ok(Hooks { on_change, timeout })
 }
 
 fn check_ttl(ttl: Spanned<u32>, at: &health::At) -> Result<u32, ConfigError> {

@@ -14,7 +14,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use super::{all_down_from, AllDown, ConfigError, GroupConfig, NameConfig, NameSource, ViewName, ZoneConfig, MAX_TTL};
+use super::{all_down_from, AllDown, ConfigError, GroupConfig, NameConfig, NameSource, ViewName, MAX_TTL};
 use crate::dns::name::DnsName;
 
 /// One line: the name, its groups in priority order, and the options it set.
@@ -80,7 +80,7 @@ fn read_lines(
 pub(super) fn read_names(
     path: &Path,
     groups: &BTreeMap<String, GroupConfig>,
-    zones: &BTreeMap<DnsName, ZoneConfig>,
+    zones: &BTreeMap<DnsName, impl Sized>,
     default_ttl: u32,
     names: &mut BTreeMap<DnsName, NameConfig>,
 ) -> Result<(), ConfigError> {

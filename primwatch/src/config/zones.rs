@@ -15,14 +15,9 @@ use toml::Spanned;
 use super::{health::At, limits, ConfigError};
 use crate::dns::name::DnsName;
 
-/// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`.
-fn parse_dnssec(
-    apex_text: &str,
-    apex: &DnsName,
-    raw: &RawZone,
-    config_dir: &Path,
-    at: &At,
-) -> Result<Dnssec, ConfigError> {
+/// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`; the key itself is read
+/// by the compile step (`ZoneDraft::load_key`).
+fn parse_dnssec(apex_text: &str, raw: &RawZone, config_dir: &Path, at: &At) -> Result<DnssecDraft, ConfigError> {
     let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
     let mode = match &raw.dnssec {
         None => "off",
@@ -35,8 +30,8 @@ fn parse_dnssec(
         }
     }
     match mode {
-        "off" => Ok(Dnssec::Off),
-        "pass" => Ok(Dnssec::Pass),
+        "off" => Ok(DnssecDraft::Off),
+        "pass" => Ok(DnssecDraft::Pass),
         "sign" => {
             let Some(key) = &raw.key else {
                 return Err(at(
@@ -52,10 +47,12 @@ fn parse_dnssec(
                 None => crate::dns::dnssec::DEFAULT_VALIDITY,
                 Some(text) => limits::duration_in(text, &key_of("signature_validity"), limits::SIGNATURE_VALIDITY, at)?,
             };
-            let path = config_dir.join(key.get_ref());
-            let signer = crate::dns::dnssec::ZoneSigner::load(apex, &path, validity)
-                .map_err(|e| at(key.span(), format!("{}: {e:#}", key_of("key"))))?;
-            Ok(Dnssec::Sign(std::sync::Arc::new(signer)))
+            Ok(DnssecDraft::Sign(ZoneKey {
+                path: config_dir.join(key.get_ref()),
+                validity,
+                key: key_of("key"),
+                span: key.span(),
+            }))
         }
         other => Err(at(
             dnssec_span_of(&raw.dnssec),
@@ -66,6 +63,50 @@ fn parse_dnssec(
 
 fn dnssec_span_of(value: &Option<Spanned<String>>) -> Range<usize> {
     value.as_ref().map(|v| v.span()).unwrap_or_default()
+}
+
+/// A zone as parsed, before the compile step reads its key.
+#[derive(Debug, Clone)]
+pub(super) struct ZoneDraft {
+    dnssec: DnssecDraft,
+    negative: Option<NegativeAnswers>,
+}
+
+/// `dnssec` as parsed: for "sign", where the key is and how long its signatures last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DnssecDraft {
+    Off,
+    Pass,
+    Sign(ZoneKey),
+}
+
+/// `key` and `signature_validity` of a zone primwatch signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ZoneKey {
+    /// The key pair's base name (`K<zone>.+<alg>+<tag>`), from the config's directory.
+    path: std::path::PathBuf,
+    validity: Duration,
+    /// `zones."APEX".key`, for errors, and where it is written.
+    key: String,
+    span: Range<usize>,
+}
+
+impl ZoneDraft {
+    /// The compile step: reads the zone's key pair (dnssec-keygen's files) if it is
+    /// signed. Err: the key is missing, unreadable, not for this zone or of an
+    /// algorithm primwatch does not sign with, at the `key` line.
+    pub(super) fn load_key(self, apex: &DnsName, at: &At) -> Result<ZoneConfig, ConfigError> {
+        let dnssec = match self.dnssec {
+            DnssecDraft::Off => Dnssec::Off,
+            DnssecDraft::Pass => Dnssec::Pass,
+            DnssecDraft::Sign(key) => {
+                let signer = crate::dns::dnssec::ZoneSigner::load(apex, &key.path, key.validity)
+                    .map_err(|e| at(key.span.clone(), format!("{}: {e:#}", key.key)))?;
+                Dnssec::Sign(std::sync::Arc::new(signer))
+            }
+        };
+        Ok(ZoneConfig { dnssec, negative: self.negative })
+    }
 }
 
 /// A zone the served names lie in (`[zones."example.com"]`).
@@ -105,7 +146,7 @@ pub(super) fn parse_zones(
     raw: BTreeMap<Spanned<String>, Spanned<RawZone>>,
     config_dir: &Path,
     at: &At,
-) -> Result<BTreeMap<DnsName, ZoneConfig>, ConfigError> {
+) -> Result<BTreeMap<DnsName, ZoneDraft>, ConfigError> {
     let mut zones = BTreeMap::new();
     for (apex, zone) in raw {
         let apex_span = apex.span();
@@ -115,12 +156,12 @@ pub(super) fn parse_zones(
         if dns_name.is_wildcard() {
             return Err(at(apex_span, format!("zone '{apex_text}': a zone apex cannot be a wildcard")));
         }
-        let zone = parse_zone(&apex_text, &dns_name, zone.into_inner(), config_dir, at)?;
+        let zone = parse_zone(&apex_text, zone.into_inner(), config_dir, at)?;
         if zones.insert(dns_name, zone).is_some() {
             return Err(at(apex_span, format!("zone '{apex_text}' is declared twice (names are case-insensitive)")));
         }
     }
-    let negative = zones.values().filter(|z: &&ZoneConfig| z.negative.is_some()).count();
+    let negative = zones.values().filter(|z: &&ZoneDraft| z.negative.is_some()).count();
     if negative > MAX_NEGATIVE_ZONES {
         return Err(at(
             0..0,
@@ -134,28 +175,22 @@ pub(super) fn parse_zones(
 }
 
 /// One `[zones."APEX"]` table.
-pub(super) fn parse_zone(
-    apex_text: &str,
-    apex: &DnsName,
-    raw: RawZone,
-    config_dir: &Path,
-    at: &At,
-) -> Result<ZoneConfig, ConfigError> {
-    let dnssec = parse_dnssec(apex_text, apex, &raw, config_dir, at)?;
+fn parse_zone(apex_text: &str, raw: RawZone, config_dir: &Path, at: &At) -> Result<ZoneDraft, ConfigError> {
+    let dnssec = parse_dnssec(apex_text, &raw, config_dir, at)?;
     let key_of = |what: &str| format!("zones.\"{apex_text}\".{what}");
     // On by default for an unsigned zone: the documented setup (PowerDNS on this host,
     // transfers allowed to 127.0.0.0/8 as shipped) needs nothing more, and a zone that
     // cannot be transferred is simply passed, as before.
-    let wanted = raw.negative_answers.as_ref().map_or(dnssec == Dnssec::Off, |v| *v.get_ref());
+    let wanted = raw.negative_answers.as_ref().map_or(dnssec == DnssecDraft::Off, |v| *v.get_ref());
     if !wanted {
         for (field, value) in [("transfer_from", &raw.transfer_from), ("refresh", &raw.refresh)] {
             if let Some(value) = value {
                 return Err(at(value.span(), format!("{} applies only with negative_answers = true", key_of(field))));
             }
         }
-        return Ok(ZoneConfig { dnssec, negative: None });
+        return Ok(ZoneDraft { dnssec, negative: None });
     }
-    if dnssec != Dnssec::Off {
+    if dnssec != DnssecDraft::Off {
         let span = raw.negative_answers.as_ref().map(|v| v.span()).unwrap_or_default();
         return Err(at(
             span,
@@ -190,7 +225,7 @@ pub(super) fn parse_zone(
         limits::ZONE_REFRESH,
         at,
     )?;
-    Ok(ZoneConfig { dnssec, negative: Some(NegativeAnswers { transfer_from, refresh }) })
+    Ok(ZoneDraft { dnssec, negative: Some(NegativeAnswers { transfer_from, refresh }) })
 }
 
 /// Whether a zone is DNSSEC-signed, and so who answers DO=1 queries for its names.

@@ -2,16 +2,14 @@
 //! reports; this loop folds reports into `State` and, when a target's health changes,
 //! recomputes the answers and writes what changed into the map.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{error, info, warn};
+
+mod fleet;
+mod reload;
 
 use crate::{
     answers::pdns_backend::{AnswerFeed, AnswerTable},
@@ -57,7 +55,7 @@ pub(crate) struct Controller {
     /// Log lines about checks that could not run here, at most a few per window.
     local_errors: LocalErrorLog,
     /// The `[geoip] database` file as last seen (inode, size, mtime): a change reloads.
-    geoip_seen: Option<crate::config::geoip::FileStamp>,
+    geoip: crate::daemon::file_watch::FileWatch,
     /// Targets given by host: what they resolve to, and the tasks resolving them.
     resolutions: std::collections::BTreeMap<String, crate::health::resolve::Resolution>,
     resolved_tx: mpsc::Sender<crate::health::resolve::Resolved>,
@@ -74,11 +72,8 @@ pub(crate) struct Controller {
     /// The pushed revision on probation and when it ends: then it is kept for the next
     /// start (`pushed::PROBATION`).
     probation: Option<(i64, std::time::Instant)>,
-    /// `[fleet]`: the other live nodes and the pushed revision each runs, as last
-    /// known; those running this node's revision share out the targets with
-    /// `checked_by` (`members_known`: heard from etcd at least once).
-    fleet_members: BTreeMap<String, i64>,
-    members_known: bool,
+    /// The other live nodes, and so who checks the sharded targets.
+    membership: crate::fleet::membership::Membership,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -151,7 +146,7 @@ impl Controller {
             zones: None,
             hooks,
             local_errors: LocalErrorLog::default(),
-            geoip_seen: None,
+            geoip: Default::default(),
             resolutions: Default::default(),
             resolved_tx,
             resolved_rx,
@@ -163,8 +158,7 @@ impl Controller {
                 .map(|p| (p.revision, std::time::Instant::now() + crate::config::pushed::PROBATION)),
             pushed,
             refusal,
-            fleet_members: Default::default(),
-            members_known: false,
+            membership: Default::default(),
         };
         match controller.refusal.clone() {
             Some(r) => controller.report_config(r.revision, r.reason),
@@ -190,16 +184,6 @@ impl Controller {
     /// Starts the checkers of every target `wanted` says yes to (and this node checks).
     fn spawn_where(&mut self, wanted: impl Fn(&str) -> bool) {
         self.checkers.start_where(&self.config, &self.state.not_checked_here, wanted);
-    }
-
-    /// The targets with `checked_by` that other nodes check (see `fleet::not_checked_here`).
-    fn shards_elsewhere(&self, config: &Config) -> BTreeSet<String> {
-        match &self.fleet {
-            Some(fleet) => {
-                crate::fleet::not_checked_here(config, &fleet.config.node, self.running_revision(), &self.fleet_members)
-            }
-            None => Default::default(),
-        }
     }
 
     /// One resolving task per target given by host (again after a reload).
@@ -317,27 +301,6 @@ impl Controller {
             zones.update(&self.config);
         }
         Ok(old_config)
-    }
-
-    /// Publishes this node's view of every target to the fleet (at start, and after
-    /// a config switch, which may bring targets and take others away).
-    fn vote_all(&self) {
-        if let Some(fleet) = &self.fleet {
-            let voted = self.state.targets.iter().filter(|(name, _)| self.votes_on(name));
-            fleet.views(voted.map(|(name, target)| (name.clone(), target.healthy)).collect());
-        }
-    }
-
-    /// Whether this node publishes its view of `target`: one it checks, and for a
-    /// sharded target only once it knows the other nodes (before that it checks every
-    /// shard, as a node alone does, but its views of other nodes' shards must not count).
-    fn votes_on(&self, target: &str) -> bool {
-        let sharded = self.config.targets.get(target).is_some_and(|t| t.checked_by.is_some());
-        !self.state.not_checked_here.contains(target) && (self.members_known || !sharded)
-    }
-
-    fn running_revision(&self) -> i64 {
-        self.pushed.as_ref().map_or(0, |p| p.revision)
     }
 
     /// Rebuilds the targets from the resolutions: state carried over for addresses
@@ -570,295 +533,8 @@ impl Controller {
         }
     }
 
-    /// An override from the fleet (another node's operator, or ours read back): applied
-    /// as if made here; one that changes nothing (ours, a repeat) costs nothing.
-    fn on_fleet(&mut self, event: crate::fleet::FleetEvent) -> Result<()> {
-        use crate::fleet::FleetEvent;
-        let (record, live) = match event {
-            FleetEvent::Override { record, live } => (record, live),
-            FleetEvent::Votes(by_target) => {
-                self.state.fleet_votes = by_target;
-                return self.after_change();
-            }
-            FleetEvent::Vote { node, target, up } => {
-                let views = self.state.fleet_votes.entry(target).or_default();
-                let changed = match up {
-                    Some(up) => views.insert(node, up) != Some(up),
-                    None => views.remove(&node).is_some(),
-                };
-                return if changed { self.after_change() } else { Ok(()) };
-            }
-            FleetEvent::Config(pushed) => {
-                self.on_pushed_config(pushed);
-                return Ok(());
-            }
-            FleetEvent::Members(members) => return self.on_members(members),
-        };
-        if record.action == crate::health::state::Action::Failback && !live {
-            return Ok(()); // an old failback: the holds it released are long gone
-        }
-        let before = self.state.overrides.clone();
-        match self.state.apply(&self.config, record.kind, &record.name, record.action.clone()) {
-            Ok(_) if self.state.overrides != before => {
-                info!(kind = ?record.kind, name = %record.name, action = ?record.action, by = %record.node, "fleet override");
-                self.save_state();
-                self.after_change()
-            }
-            Ok(_) => Ok(()),
-            // Not for this config (no such target here), or a failback with nothing held.
-            Err(why) => {
-                tracing::debug!(name = %record.name, %why, "fleet override not applied here");
-                Ok(())
-            }
-        }
-    }
-
-    /// A pushed config (`primwatch fleet push`): validated again here, with this node's
-    /// own tables, and applied as a reload is; one this node refuses leaves it on the
-    /// config it runs, and the refusal is reported in etcd and `ctl status`.
-    fn on_pushed_config(&mut self, pushed: PushedConfig) {
-        if self.pushed.as_ref().is_some_and(|p| p.revision == pushed.revision) {
-            return; // read again on reconnecting: already running it
-        }
-        let revision = pushed.revision;
-        if let Some(refusal) = self.refusal.clone().filter(|r| r.revision == revision) {
-            error!(revision, reason = %refusal.reason, "fleet: pushed config refused; the running config keeps serving");
-            return self.report_config(revision, refusal.reason);
-        }
-        if let Err(e) = crate::config::pushed::begin_trial(&self.config.state_file, revision) {
-            warn!(error = %format!("{e:#}"), "fleet: cannot mark the pushed config as being applied");
-        }
-        // Refused: (the reason, for the log; the reason, for etcd and `ctl status`).
-        let outcome = match self.load_config(Some(&pushed)) {
-            Ok(new) => {
-                let reply = self.switch_config(new, Some(pushed.clone()));
-                if reply.ok {
-                    Ok(())
-                } else {
-                    Err((reply.message.clone(), reply.message))
-                }
-            }
-            Err(e) => {
-                // The reason goes to etcd only when it is about the pushed document: an
-                // error in another file may quote that file's lines.
-                // The log does not quote it either: a push may name any file of the
-                // config directory, a secret's included.
-                if e.file == fleet_label(&pushed, self.config.fleet.as_ref()) {
-                    Err((e.to_string(), e.to_string()))
-                } else {
-                    let reported =
-                        format!("{}:{}: refused (the reason is in this node's log)", e.file.display(), e.line);
-                    let logged = format!("{}:{}: {}", e.file.display(), e.line, unquoted(&e.reason));
-                    Err((logged, reported))
-                }
-            }
-        };
-        self.metrics.reload(outcome.is_ok());
-        match outcome {
-            Ok(()) => {
-                info!(revision, by = %pushed.pushed_by, "fleet: running the pushed config");
-                self.probation = Some((revision, std::time::Instant::now() + crate::config::pushed::PROBATION));
-                self.pushed = Some(pushed);
-                self.report_config(0, String::new());
-                // Nodes still on the old revision no longer share this node's targets.
-                if let Err(e) = self.reshard(false) {
-                    error!(error = %format!("{e:#}"), "writing the answers after sharing out the checks");
-                }
-            }
-            Err((reason, reported)) => {
-                // Refused in order, still running the old config: nothing on trial.
-                crate::config::pushed::end_trial(&self.config.state_file);
-                error!(revision, %reason, "fleet: pushed config refused; the running config keeps serving");
-                self.report_config(revision, reported);
-            }
-        }
-    }
-
-    /// A pushed revision that has run for `pushed::PROBATION` is kept for the next
-    /// start, and is no longer on trial.
-    fn end_probation_if_due(&mut self) {
-        let Some((revision, until)) = self.probation else { return };
-        if std::time::Instant::now() < until {
-            return;
-        }
-        self.probation = None;
-        let Some(pushed) = self.pushed.as_ref().filter(|p| p.revision == revision) else { return };
-        let state_file = &self.config.state_file;
-        if let Err(e) = crate::config::pushed::write_cache(state_file, pushed) {
-            warn!(error = %format!("{e:#}"), "fleet: the pushed config is running but could not be kept for the next start");
-        }
-        crate::config::pushed::end_trial(state_file);
-        // A newer revision ran: the refused one is history (etcd holds only the newest).
-        if self.refusal.as_ref().is_some_and(|r| r.revision < revision) {
-            self.refusal = None;
-            crate::config::pushed::clear_refusal(state_file);
-        }
-        tracing::debug!(revision, "fleet: the pushed config passed its probation");
-    }
-
-    /// Nodes came or went, or changed config: the targets with `checked_by` are
-    /// shared out again.
-    fn on_members(&mut self, members: BTreeMap<String, i64>) -> Result<()> {
-        let first = !self.members_known;
-        if members == self.fleet_members && !first {
-            return Ok(());
-        }
-        info!(nodes = ?members, "fleet: the other live nodes (and the pushed revision each runs)");
-        if members.is_empty() {
-            // Alone (or cut off for longer than a lease, when the others count this node
-            // out): the sharded targets are this node's own to check, and the frozen
-            // views of nodes it no longer hears from do not decide them.
-            let sharded: Vec<String> =
-                self.config.targets.iter().filter(|(_, t)| t.checked_by.is_some()).map(|(n, _)| n.clone()).collect();
-            for target in sharded {
-                self.state.fleet_votes.remove(&target);
-            }
-        }
-        self.fleet_members = members;
-        self.members_known = true;
-        self.reshard(first)
-    }
-
-    /// Shares out the targets with `checked_by` again: this node starts checking those
-    /// it now has, from down (its old view of them is stale: it claims nothing until
-    /// its checks see them up), and stops checking, and withdraws its views of, those
-    /// it no longer has. `publish_all`: publish every view (the first time the other
-    /// nodes are known).
-    fn reshard(&mut self, publish_all: bool) -> Result<()> {
-        let elsewhere = self.shards_elsewhere(&self.config);
-        let taken: BTreeSet<String> = self.state.not_checked_here.difference(&elsewhere).cloned().collect();
-        let dropped: BTreeSet<String> = elsewhere.difference(&self.state.not_checked_here).cloned().collect();
-        if taken.is_empty() && dropped.is_empty() && !publish_all {
-            return Ok(());
-        }
-        let sharded = self.config.targets.values().filter(|t| t.checked_by.is_some()).count();
-        info!(
-            checked_here = sharded - elsewhere.len(),
-            sharded,
-            taken = taken.len(),
-            dropped = dropped.len(),
-            "fleet: sharded targets shared out"
-        );
-        for target in &taken {
-            self.state.restart_checks_down(target);
-        }
-        self.state.not_checked_here = elsewhere;
-        self.checkers.retain(|checker| !dropped.contains(&checker.target));
-        self.spawn_where(|target| taken.contains(target));
-        self.vote_all();
-        self.after_change()
-    }
-
-    /// Tells the fleet which pushed revision this node runs, and what it last refused.
-    fn report_config(&self, refused: i64, error: String) {
-        if let Some(fleet) = &self.fleet {
-            fleet.report(crate::fleet::NodeReport { revision: self.running_revision(), refused, error, at_ms: 0 });
-        }
-    }
-
     fn save_state(&mut self) {
         self.state_file.write(&mut self.state, false);
-    }
-
-    /// Reloads (as SIGHUP does) when the `[geoip] database` file changed since the
-    /// running config read it: geoipupdate and packages replace it by rename. A file
-    /// caught half-written is rejected like any bad config (the old mapping serves)
-    /// and retried when it changes again.
-    fn reload_if_geoip_changed(&mut self) {
-        let Some(path) = self.config.geoip.as_ref().map(|g| g.path.clone()) else { return };
-        let now = crate::config::geoip::FileStamp::of(&path);
-        if self.geoip_seen.is_none() {
-            self.geoip_seen = now;
-            return;
-        }
-        if now == self.geoip_seen {
-            return;
-        }
-        self.geoip_seen = now;
-        info!(database = %path.display(), "the geoip database changed: reloading");
-        let reply = self.reload();
-        if reply.ok {
-            info!(database = %path.display(), "geoip database applied");
-        } else {
-            warn!(database = %path.display(), reason = %reply.message, "geoip database not applied");
-        }
-    }
-
-    /// Re-reads the config (with the pushed config this node runs, if any); a bad one
-    /// is rejected and the running one keeps serving. Counted in the reload metrics.
-    fn reload(&mut self) -> Reply {
-        let pushed = self.pushed.clone();
-        let reply = self.reload_from(pushed);
-        self.metrics.reload(reply.ok);
-        reply
-    }
-
-    /// Reads the config file, merged with `pushed` when given, and switches to it.
-    fn reload_from(&mut self, pushed: Option<PushedConfig>) -> Reply {
-        match self.load_config(pushed.as_ref()) {
-            Ok(new) => self.switch_config(new, pushed),
-            Err(e) => Reply::error(format!("rejected, still serving the running config: {e}")),
-        }
-    }
-
-    /// Reads the config file, merged with `pushed` when given.
-    fn load_config(&self, pushed: Option<&PushedConfig>) -> Result<Config, crate::config::ConfigError> {
-        let Some(path) = &self.config_path else {
-            return Err(crate::config::ConfigError {
-                file: Default::default(),
-                line: 0,
-                column: 0,
-                reason: "no config file to reload from".into(),
-            });
-        };
-        match (pushed, &self.config.fleet) {
-            (Some(pushed), Some(fleet)) => crate::config::pushed::load_merged(path, &fleet.prefix, pushed),
-            _ => Config::load(path),
-        }
-    }
-
-    /// Switches to `new` (read from the config file, merged with `pushed`), or says
-    /// why not; the running config keeps serving if not.
-    fn switch_config(&mut self, new: Config, pushed: Option<PushedConfig>) -> Reply {
-        let Some(path) = self.config_path.clone() else { return Reply::error("no config file to reload from") };
-        if let Some(setting) = self.config.server_settings_differ(&new) {
-            return Reply::error(format!("rejected: {setting} changed, which needs a restart"));
-        }
-        // Targets given by host keep their addresses while their host is the same.
-        let kept: std::collections::BTreeMap<String, Vec<std::net::IpAddr>> = self
-            .resolutions
-            .iter()
-            .filter(|(t, _)| {
-                new.named_targets.get(*t).map(|n| &n.host) == self.config.named_targets.get(*t).map(|n| &n.host)
-            })
-            .map(|(t, r)| (t.clone(), r.addresses.clone()))
-            .collect();
-        let resolving_changed =
-            (&new.named_targets, &new.resolver) != (&self.config.named_targets, &self.config.resolver);
-        let old_config = match self.switch_to(new.expand(&kept), true) {
-            Ok(old) => old,
-            Err(e) => return Reply::error(format!("rejected: writing the new answers failed: {e:#}")),
-        };
-        if (&self.config.hooks, &self.config.exec_user) != (&old_config.hooks, &old_config.exec_user) {
-            // The old runner finishes what it has queued; numbering continues.
-            self.hooks = HookRunner::start(&self.config.hooks, self.config.exec_user.clone(), self.hooks.seq());
-        }
-        self.checkers.stop_all();
-        self.spawn_all();
-        if resolving_changed {
-            let named = &self.config.named_targets;
-            self.resolutions.retain(|t, _| kept.contains_key(t) && named.contains_key(t));
-            self.spawn_resolvers();
-        }
-        let targets = &self.config.targets;
-        self.metrics.retain_targets(|t| targets.contains_key(t));
-        drop(old_config);
-        crate::config::release_freed_memory();
-        info!(file = %path.display(), names = self.config.names.len(), targets = self.config.targets.len(), "config reloaded");
-        match pushed {
-            Some(p) => Reply::ok(format!("reloaded {} with pushed revision {}", path.display(), p.revision)),
-            None => Reply::ok(format!("reloaded {}", path.display())),
-        }
     }
 
     /// Counters from the XDP maps and what the controller recorded.
@@ -896,9 +572,8 @@ impl Controller {
         status.resolved = report::resolved(&self.config, &self.resolutions);
         status.fleet = self.fleet.as_ref().map(|f| {
             let mut fleet = f.status();
-            let sharded = self.config.targets.iter().filter(|(_, t)| t.checked_by.is_some());
             let (here, elsewhere): (Vec<_>, Vec<_>) =
-                sharded.map(|(name, _)| name.clone()).partition(|name| !self.state.not_checked_here.contains(name));
+                self.config.sharded_targets().cloned().partition(|name| !self.state.not_checked_here.contains(name));
             fleet.sharded = here.len() + elsewhere.len();
             fleet.checked_here = here;
             fleet
@@ -916,18 +591,4 @@ async fn next_fleet_event(
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// What errors in `pushed` are reported against (see `PushedConfig::label`).
-/// `reason` with every '…'-quoted text left out (a line of a file it quotes).
-fn unquoted(reason: &str) -> String {
-    let mut out = String::new();
-    for (i, part) in reason.split('\'').enumerate() {
-        out.push_str(if i % 2 == 1 { "'…'" } else { part });
-    }
-    out
-}
-
-fn fleet_label(pushed: &PushedConfig, fleet: Option<&crate::config::FleetConfig>) -> std::path::PathBuf {
-    pushed.label(fleet.map_or("", |f| f.prefix.as_str()))
 }

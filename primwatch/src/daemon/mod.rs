@@ -5,3 +5,4 @@
 
 pub mod bring_up;
 pub(crate) mod controller;
+pub(crate) mod file_watch;

@@ -24,6 +24,8 @@
 //! says so in the log and `ctl status`, and on reconnecting writes the overrides made
 //! meanwhile (the later write wins) and reads the fleet's state again.
 
+pub(crate) mod membership;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
@@ -588,7 +590,7 @@ pub fn not_checked_here(
         .targets
         .iter()
         .filter_map(|(target, t)| {
-            let k = t.checked_by?;
+            let k = t.checked_by?; // only sharded targets (`TargetConfig::is_sharded`)
             let mine = score(me, target);
             // This node checks it unless k others outscore it (ties: the smaller name).
             let above = others.iter().filter(|n| (score(n, target), **n) > (mine, me)).count();

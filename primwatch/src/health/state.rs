@@ -445,7 +445,7 @@ impl State {
     pub fn inherit(&mut self, old: &State, config: &Config) {
         self.fleet_votes = old.fleet_votes.clone();
         self.not_checked_here = old.not_checked_here.clone();
-        self.not_checked_here.retain(|t| config.targets.get(t).is_some_and(|t| t.checked_by.is_some()));
+        self.not_checked_here.retain(|t| config.targets.get(t).is_some_and(|t| t.is_sharded()));
         for (name, target) in self.targets.iter_mut() {
             if let Some(previous) = old.targets.get(name) {
                 let same_checks = previous.checks.iter().map(|c| &c.name).eq(target.checks.iter().map(|c| &c.name));

@@ -392,6 +392,26 @@ pub(super) fn parse_check(
     config_dir: &std::path::Path,
     at: &At,
 ) -> Result<CheckConfig, ConfigError> {
+    let Timing { interval, retry_interval, timeout, jitter, rise, fall, initially_up } = parse_timing(name, &raw, at)?;
+    let kind = parse_kind(name, raw, config_dir, at)?;
+    Ok(CheckConfig { kind, interval, retry_interval, timeout, rise, fall, jitter, initially_up })
+}
+
+/// A check's schedule and rise/fall, as `CheckConfig` holds them.
+struct Timing {
+    interval: Duration,
+    retry_interval: Duration,
+    timeout: Duration,
+    jitter: Duration,
+    rise: u32,
+    fall: u32,
+    initially_up: bool,
+}
+
+/// `interval`, `timeout` (above 0, at most the interval), `jitter` (below it),
+/// `retry_interval` (`MIN_INTERVAL` to the interval), `rise`/`fall` (1 to
+/// `MAX_RISE_FALL`) and `initial`.
+fn parse_timing(name: &Spanned<String>, raw: &RawCheck, at: &At) -> Result<Timing, ConfigError> {
     use super::limits::{duration_or, CHECK_INTERVAL, CHECK_JITTER, CHECK_RETRY_INTERVAL, CHECK_TIMEOUT};
     let interval = duration_or(&raw.interval, DEFAULT_INTERVAL, "interval", CHECK_INTERVAL, at)?;
     let timeout = duration_or(&raw.timeout, DEFAULT_TIMEOUT, "timeout", CHECK_TIMEOUT, at)?;
@@ -429,14 +449,26 @@ pub(super) fn parse_check(
             return Err(at(span_of(&raw.initial), format!("initial must be \"up\" or \"down\", not '{other}'")))
         }
     };
-    let regex = |r: &Option<Spanned<String>>| -> Result<Option<Regex>, ConfigError> {
-        r.as_ref()
-            .map(|text| Regex::new(text.get_ref()).map_err(|e| at(text.span(), format!("bad regex: {e}"))))
-            .transpose()
-    };
+    Ok(Timing { interval, retry_interval, timeout, jitter, rise, fall, initially_up })
+}
+
+/// A regex option (`expect`, `body`). Err: not a valid regex, at its line.
+fn regex_of(r: &Option<Spanned<String>>, at: &At) -> Result<Option<Regex>, ConfigError> {
+    r.as_ref()
+        .map(|text| Regex::new(text.get_ref()).map_err(|e| at(text.span(), format!("bad regex: {e}"))))
+        .transpose()
+}
+
+/// `type` and the options of that type; an option of another type is refused (a
+/// mistake, not something to ignore).
+fn parse_kind(
+    name: &Spanned<String>,
+    raw: RawCheck,
+    config_dir: &std::path::Path,
+    at: &At,
+) -> Result<CheckKind, ConfigError> {
     let kind_span = raw.kind.span();
-    let kind_name = raw.kind.into_inner();
-    // Keys that belong to another check type are mistakes, not options to ignore.
+    let kind_name = raw.kind.get_ref().clone();
     let foreign = |present: bool, key: &str| -> Result<(), ConfigError> {
         if present {
             Err(at(kind_span.clone(), format!("'{key}' does not apply to a {kind_name} check")))
@@ -454,82 +486,34 @@ pub(super) fn parse_check(
         || raw.body.is_some()
         || raw.user_agent.is_some()
         || raw.headers.is_some();
-    let kind = match kind_name.as_str() {
+    let send_expect = raw.send.is_some() || raw.expect.is_some();
+    match kind_name.as_str() {
         "tcp" => {
             foreign(http_only, "an HTTP option")?;
             foreign(raw.command.is_some(), "command")?;
             let port = raw.port.ok_or_else(|| at(kind_span.clone(), "a tcp check needs a port".into()))?;
-            CheckKind::Tcp { port: *port.get_ref(), send: raw.send.map(unescape), expect: regex(&raw.expect)? }
+            Ok(CheckKind::Tcp {
+                port: *port.get_ref(),
+                send: raw.send.map(unescape),
+                expect: regex_of(&raw.expect, at)?,
+            })
         }
         "http" | "https" => {
-            foreign(raw.send.is_some() || raw.expect.is_some(), "send/expect")?;
+            foreign(send_expect, "send/expect")?;
             foreign(raw.command.is_some(), "command")?;
-            let tls = kind_name == "https";
-            let method = match &raw.method {
-                None => reqwest::Method::GET,
-                Some(m) => reqwest::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes())
-                    .map_err(|_| at(m.span(), format!("'{}' is not an HTTP method", m.get_ref())))?,
-            };
-            let path = match &raw.path {
-                None => "/".to_string(),
-                Some(p) if p.get_ref().starts_with('/') && p.get_ref().parse::<http::uri::PathAndQuery>().is_ok() => {
-                    p.get_ref().clone()
-                }
-                Some(p) if p.get_ref().starts_with('/') => {
-                    return Err(at(p.span(), "path is not a valid request target (RFC 9112 §3.2: no spaces or control characters; percent-encode them)".into()))
-                }
-                Some(p) => return Err(at(p.span(), "path must start with '/'".into())),
-            };
-            let ca_pem = match &raw.ca_file {
-                None => None,
-                Some(_) if !tls => return Err(at(kind_span.clone(), "'ca_file' applies to https checks".into())),
-                Some(file) => Some(read_ca_file(name, file, config_dir, at)?),
-            };
-            let ok_status = match &raw.ok_status {
-                None => vec![200],
-                Some(list) => {
-                    if list.get_ref().is_empty() || list.get_ref().iter().any(|s| !(100..=599).contains(s)) {
-                        return Err(at(list.span(), "ok_status must list HTTP status codes (100-599)".into()));
-                    }
-                    if let Some(interim) = list.get_ref().iter().find(|s| (100..200).contains(*s)) {
-                        return Err(at(
-                            list.span(),
-                            format!("ok_status lists {interim}: a 1xx reply is never final (RFC 9110 §15.2); list 2xx-5xx codes"),
-                        ));
-                    }
-                    list.get_ref().clone()
-                }
-            };
-            let mut check = HttpCheck {
-                tls,
-                port: raw.port.map_or(if tls { 443 } else { 80 }, |p| *p.get_ref()),
-                method,
-                path,
-                host: header_value(&raw.host, "host", at)?,
-                sni: raw.sni,
-                tls_verify: raw.tls_verify.unwrap_or(true),
-                ca_pem,
-                ok_status,
-                body: regex(&raw.body)?,
-                user_agent: header_value(&raw.user_agent, "user_agent", at)?
-                    .unwrap_or_else(|| format!("primwatch/{}", env!("CARGO_PKG_VERSION"))),
-                headers: headers(raw.headers, at)?,
-                plain_head: (http::uri::PathAndQuery::from_static("/"), http::HeaderMap::new()),
-            };
-            check.plain_head = plain_head(&check);
-            CheckKind::Http(Box::new(check))
+            Ok(CheckKind::Http(Box::new(parse_http(name, raw, kind_name == "https", config_dir, at)?)))
         }
         "icmp" => {
             foreign(http_only, "an HTTP option")?;
             foreign(raw.port.is_some(), "port")?;
-            foreign(raw.send.is_some() || raw.expect.is_some(), "send/expect")?;
+            foreign(send_expect, "send/expect")?;
             foreign(raw.command.is_some(), "command")?;
-            CheckKind::Icmp
+            Ok(CheckKind::Icmp)
         }
         "exec" => {
             foreign(http_only, "an HTTP option")?;
             foreign(raw.port.is_some(), "port")?;
-            foreign(raw.send.is_some() || raw.expect.is_some(), "send/expect")?;
+            foreign(send_expect, "send/expect")?;
             let command = raw.command.ok_or_else(|| at(kind_span.clone(), "an exec check needs a command".into()))?;
             if command.get_ref().is_empty() {
                 return Err(at(command.span(), "command must name a program".into()));
@@ -537,13 +521,80 @@ pub(super) fn parse_check(
             if let Some(why) = crate::sys::process::unsafe_command(&command.get_ref()[0]) {
                 return Err(at(command.span(), format!("checks.{}.command: {why}", name.get_ref())));
             }
-            CheckKind::Exec { command: command.into_inner(), run_as: None }
+            Ok(CheckKind::Exec { command: command.into_inner(), run_as: None })
         }
-        other => {
-            return Err(at(kind_span, format!("check type '{other}' is not one of tcp, http, https, icmp, exec")));
+        other => Err(at(kind_span, format!("check type '{other}' is not one of tcp, http, https, icmp, exec"))),
+    }
+}
+
+/// An `http`/`https` check's options: `method`, `path` (a valid origin-form request
+/// target, RFC 9112 §3.2), `ca_file` (https only), `ok_status` (final codes 200-599;
+/// default 200), `host`, `user_agent`, `headers` (refused if they would end a header
+/// line early), `sni`, `tls_verify`, `body`.
+fn parse_http(
+    name: &Spanned<String>,
+    raw: RawCheck,
+    tls: bool,
+    config_dir: &std::path::Path,
+    at: &At,
+) -> Result<HttpCheck, ConfigError> {
+    let method = match &raw.method {
+        None => reqwest::Method::GET,
+        Some(m) => reqwest::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes())
+            .map_err(|_| at(m.span(), format!("'{}' is not an HTTP method", m.get_ref())))?,
+    };
+    let path = match &raw.path {
+        None => "/".to_string(),
+        Some(p) if p.get_ref().starts_with('/') && p.get_ref().parse::<http::uri::PathAndQuery>().is_ok() => {
+            p.get_ref().clone()
+        }
+        Some(p) if p.get_ref().starts_with('/') => return Err(at(
+            p.span(),
+            "path is not a valid request target (RFC 9112 §3.2: no spaces or control characters; percent-encode them)"
+                .into(),
+        )),
+        Some(p) => return Err(at(p.span(), "path must start with '/'".into())),
+    };
+    let ca_pem = match &raw.ca_file {
+        None => None,
+        Some(_) if !tls => return Err(at(raw.kind.span(), "'ca_file' applies to https checks".into())),
+        Some(file) => Some(read_ca_file(name, file, config_dir, at)?),
+    };
+    let ok_status = match &raw.ok_status {
+        None => vec![200],
+        Some(list) => {
+            if list.get_ref().is_empty() || list.get_ref().iter().any(|s| !(100..=599).contains(s)) {
+                return Err(at(list.span(), "ok_status must list HTTP status codes (100-599)".into()));
+            }
+            if let Some(interim) = list.get_ref().iter().find(|s| (100..200).contains(*s)) {
+                return Err(at(
+                    list.span(),
+                    format!(
+                        "ok_status lists {interim}: a 1xx reply is never final (RFC 9110 §15.2); list 2xx-5xx codes"
+                    ),
+                ));
+            }
+            list.get_ref().clone()
         }
     };
-    Ok(CheckConfig { kind, interval, retry_interval, timeout, rise, fall, jitter, initially_up })
+    let mut check = HttpCheck {
+        tls,
+        port: raw.port.map_or(if tls { 443 } else { 80 }, |p| *p.get_ref()),
+        method,
+        path,
+        host: header_value(&raw.host, "host", at)?,
+        sni: raw.sni,
+        tls_verify: raw.tls_verify.unwrap_or(true),
+        ca_pem,
+        ok_status,
+        body: regex_of(&raw.body, at)?,
+        user_agent: header_value(&raw.user_agent, "user_agent", at)?
+            .unwrap_or_else(|| format!("primwatch/{}", env!("CARGO_PKG_VERSION"))),
+        headers: headers(raw.headers, at)?,
+        plain_head: (http::uri::PathAndQuery::from_static("/"), http::HeaderMap::new()),
+    };
+    check.plain_head = plain_head(&check);
+    Ok(check)
 }
 
 /// `\n`, `\r`, `\t` and `\\` in a `send` string, so line-based protocols can be spoken.

@@ -683,29 +683,9 @@ impl Config {
             Some(geoip) => Some(std::sync::Arc::new(read_geoip(geoip, path, &mut views, &at)?)),
             None => None,
         };
-        let metrics_listen = match &raw.metrics {
-            Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
-                at(m.listen.span(), format!("metrics.listen '{}' is not an address:port", m.listen.get_ref()))
-            })?),
-            None => None,
-        };
         let hooks = parse_hooks(raw.hooks, &at)?;
-        let max_checks_in_flight = match &server.max_checks_in_flight {
-            None => None,
-            some => Some(limits::count_or(some, 0, "server.max_checks_in_flight", limits::CHECKS_IN_FLIGHT, &at)?),
-        };
-        let control_access = Access {
-            mode: 0o600,
-            group: None,
-            max_connections: limits::count_or(
-                &server.control_max_connections,
-                DEFAULT_CONTROL_MAX_CONNECTIONS,
-                "server.control_max_connections",
-                limits::CONTROL_CONNECTIONS,
-                &at,
-            )?,
-            idle_timeout: CONTROL_IDLE_TIMEOUT,
-        };
+        let (max_checks_in_flight, control_access, metrics_listen) =
+            parse_operations(&server, raw.metrics.as_ref(), &at)?;
         // Exec checks and hooks run as an unprivileged user, looked up by the compile step.
         let exec_user = match &server.exec_user {
             Some(user) => (user.get_ref().clone(), user.span()),
@@ -896,6 +876,37 @@ fn parse_names(
         names.insert(dns_name, NameConfig { ttl, source });
     }
     Ok((names, name_spans))
+}
+
+/// `[server] max_checks_in_flight` and `control_max_connections`, and `[metrics] listen`.
+fn parse_operations(
+    server: &RawServer,
+    metrics: Option<&RawMetrics>,
+    at: &At,
+) -> Result<(Option<usize>, Access, Option<std::net::SocketAddr>), ConfigError> {
+    let metrics_listen = match metrics {
+        Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
+            at(m.listen.span(), format!("metrics.listen '{}' is not an address:port", m.listen.get_ref()))
+        })?),
+        None => None,
+    };
+    let max_checks_in_flight = match &server.max_checks_in_flight {
+        None => None,
+        some => Some(limits::count_or(some, 0, "server.max_checks_in_flight", limits::CHECKS_IN_FLIGHT, at)?),
+    };
+    let control_access = Access {
+        mode: 0o600,
+        group: None,
+        max_connections: limits::count_or(
+            &server.control_max_connections,
+            DEFAULT_CONTROL_MAX_CONNECTIONS,
+            "server.control_max_connections",
+            limits::CONTROL_CONNECTIONS,
+            at,
+        )?,
+        idle_timeout: CONTROL_IDLE_TIMEOUT,
+    };
+    Ok((max_checks_in_flight, control_access, metrics_listen))
 }
 
 /// `[server] interfaces`: at least one, each a valid interface name (at most 15 bytes, no

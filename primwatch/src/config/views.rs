@@ -93,7 +93,9 @@ fn read_source_file(path: &Path) -> Result<Vec<IpNet>, ConfigError> {
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `[views.X]` tables: prefixes (inline and from CIDR files), geo criteria, and the
+/// names each view answers differently; a prefix or criterion in two views, or a view
+/// with nothing to select clients by, is refused.
 pub(super) fn parse_views(
     raw: BTreeMap<Spanned<String>, Spanned<RawView>>,
     config_dir: &Path,
@@ -124,44 +126,7 @@ pub(super) fn parse_views(
             let path = config_dir.join(file.get_ref());
             sources.extend(read_source_file(&path)?);
         }
-        let mut geo = GeoCriteria::default();
-        let mut claim = |what: String, span: std::ops::Range<usize>| -> Result<(), ConfigError> {
-            if !has_database {
-                return Err(at(span, format!("{what} needs a database: set [geoip] database")));
-            }
-            match geo_owner.insert(what.clone(), view_name.clone()) {
-                Some(other) if other != view_name => {
-                    Err(at(span, format!("{what} is in views '{other}' and '{view_name}'")))
-                }
-                _ => Ok(()),
-            }
-        };
-        for code in &view.countries {
-            let upper = code.get_ref().to_ascii_uppercase();
-            if !is_country(&upper) {
-                return Err(at(code.span(), format!("'{}' is not an ISO 3166-1 alpha-2 country code", code.get_ref())));
-            }
-            claim(format!("country {upper}"), code.span())?;
-            geo.countries.insert(upper);
-        }
-        for code in &view.continents {
-            let upper = code.get_ref().to_ascii_uppercase();
-            if !CONTINENTS.contains(&upper.as_str()) {
-                return Err(at(
-                    code.span(),
-                    format!("'{}' is not a continent code ({})", code.get_ref(), CONTINENTS.join(", ")),
-                ));
-            }
-            claim(format!("continent {upper}"), code.span())?;
-            geo.continents.insert(upper);
-        }
-        for asn in &view.asns {
-            if *asn.get_ref() == 0 {
-                return Err(at(asn.span(), "AS number 0 is reserved (RFC 7607)".into()));
-            }
-            claim(format!("AS{}", asn.get_ref()), asn.span())?;
-            geo.asns.insert(*asn.get_ref());
-        }
+        let geo = view_geo(&view, &view_name, has_database, &mut geo_owner, at)?;
         if sources.is_empty() && geo.is_empty() {
             return Err(at(view_span, format!("view '{view_name}' has no sources, countries, continents or asns")));
         }
@@ -174,38 +139,7 @@ pub(super) fn parse_views(
         }
         sources.sort();
         sources.dedup();
-        let mut view_names = BTreeMap::new();
-        for (dns, entry) in view.names {
-            let span = dns.span();
-            let text = dns.into_inner();
-            let dns_name =
-                DnsName::parse(&text).map_err(|reason| at(span.clone(), format!("name '{text}': {reason}")))?;
-            if !names.contains_key(&dns_name) {
-                return Err(at(span, format!("view '{view_name}' names '{text}', which is not in [names]")));
-            }
-            let entry = entry.into_inner();
-            let list_span = entry.groups.span();
-            let mut chosen = Vec::new();
-            for group in entry.groups.into_inner() {
-                if !groups.contains_key(group.get_ref()) {
-                    return Err(at(group.span(), format!("unknown group '{}'", group.get_ref())));
-                }
-                chosen.push(group.into_inner());
-            }
-            if chosen.is_empty() {
-                return Err(at(list_span, "groups must not be empty".into()));
-            }
-            let all_down = match &entry.all_down {
-                Some(policy) => parse_all_down(policy, groups, at)?,
-                None => match &names[&dns_name].source {
-                    super::NameSource::Groups { all_down, .. } => all_down.clone(),
-                    super::NameSource::Static { .. } => AllDown::ServeAll,
-                },
-            };
-            if view_names.insert(dns_name, ViewName { groups: chosen, all_down }).is_some() {
-                return Err(at(span, format!("name '{text}' is given twice in view '{view_name}'")));
-            }
-        }
+        let mut view_names = view_names(view.names, &view_name, groups, names, at)?;
         for file in &view.name_files {
             let path = config_dir.join(file.get_ref());
             super::name_files::read_view_names(&path, &view_name, groups, names, &mut view_names)?;
@@ -217,6 +151,99 @@ pub(super) fn parse_views(
         views.insert(view_name, ViewConfig { id, sources, names: view_names, geo });
     }
     Ok(views)
+}
+
+/// A view's `countries` (ISO 3166-1 alpha-2), `continents` and `asns` (not 0, RFC 7607);
+/// each may select one view only (`geo_owner`: what → view), and needs `[geoip]`.
+fn view_geo(
+    view: &RawView,
+    view_name: &str,
+    has_database: bool,
+    geo_owner: &mut BTreeMap<String, String>,
+    at: &At,
+) -> Result<GeoCriteria, ConfigError> {
+    let mut geo = GeoCriteria::default();
+    let mut claim = |what: String, span: std::ops::Range<usize>| -> Result<(), ConfigError> {
+        if !has_database {
+            return Err(at(span, format!("{what} needs a database: set [geoip] database")));
+        }
+        match geo_owner.insert(what.clone(), view_name.to_string()) {
+            Some(other) if other != view_name => {
+                Err(at(span, format!("{what} is in views '{other}' and '{view_name}'")))
+            }
+            _ => Ok(()),
+        }
+    };
+    for code in &view.countries {
+        let upper = code.get_ref().to_ascii_uppercase();
+        if !is_country(&upper) {
+            return Err(at(code.span(), format!("'{}' is not an ISO 3166-1 alpha-2 country code", code.get_ref())));
+        }
+        claim(format!("country {upper}"), code.span())?;
+        geo.countries.insert(upper);
+    }
+    for code in &view.continents {
+        let upper = code.get_ref().to_ascii_uppercase();
+        if !CONTINENTS.contains(&upper.as_str()) {
+            return Err(at(
+                code.span(),
+                format!("'{}' is not a continent code ({})", code.get_ref(), CONTINENTS.join(", ")),
+            ));
+        }
+        claim(format!("continent {upper}"), code.span())?;
+        geo.continents.insert(upper);
+    }
+    for asn in &view.asns {
+        if *asn.get_ref() == 0 {
+            return Err(at(asn.span(), "AS number 0 is reserved (RFC 7607)".into()));
+        }
+        claim(format!("AS{}", asn.get_ref()), asn.span())?;
+        geo.asns.insert(*asn.get_ref());
+    }
+    Ok(geo)
+}
+
+/// A view's `[views.X.names]`: each a name of `[names]`, with known groups (not none) and
+/// an `all_down` policy (default: the name's own), none twice.
+fn view_names(
+    raw: BTreeMap<Spanned<String>, Spanned<RawViewName>>,
+    view_name: &str,
+    groups: &BTreeMap<String, GroupConfig>,
+    names: &BTreeMap<DnsName, NameConfig>,
+    at: &At,
+) -> Result<BTreeMap<DnsName, ViewName>, ConfigError> {
+    let mut view_names = BTreeMap::new();
+    for (dns, entry) in raw {
+        let span = dns.span();
+        let text = dns.into_inner();
+        let dns_name = DnsName::parse(&text).map_err(|reason| at(span.clone(), format!("name '{text}': {reason}")))?;
+        if !names.contains_key(&dns_name) {
+            return Err(at(span, format!("view '{view_name}' names '{text}', which is not in [names]")));
+        }
+        let entry = entry.into_inner();
+        let list_span = entry.groups.span();
+        let mut chosen = Vec::new();
+        for group in entry.groups.into_inner() {
+            if !groups.contains_key(group.get_ref()) {
+                return Err(at(group.span(), format!("unknown group '{}'", group.get_ref())));
+            }
+            chosen.push(group.into_inner());
+        }
+        if chosen.is_empty() {
+            return Err(at(list_span, "groups must not be empty".into()));
+        }
+        let all_down = match &entry.all_down {
+            Some(policy) => parse_all_down(policy, groups, at)?,
+            None => match &names[&dns_name].source {
+                super::NameSource::Groups { all_down, .. } => all_down.clone(),
+                super::NameSource::Static { .. } => AllDown::ServeAll,
+            },
+        };
+        if view_names.insert(dns_name, ViewName { groups: chosen, all_down }).is_some() {
+            return Err(at(span, format!("name '{text}' is given twice in view '{view_name}'")));
+        }
+    }
+    Ok(view_names)
 }
 
 /// A view's id comes from its name, so a reload that adds or removes other views

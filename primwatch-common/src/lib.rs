@@ -722,10 +722,11 @@ pub struct ClientSubnet {
 
 /// Declares `Counters` from one list of its fields: the struct (field order is the
 /// map's layout; the XDP program indexes the first `VERDICT_FIELDS` by `Verdict`), their
-/// names (as `ctl stats`, `primwatch counters` and /metrics show them) and the sum over
-/// CPUs — so a counter is added in one place.
+/// names (as `ctl stats` and `primwatch counters` show them), the metric family and
+/// label each is exported under, and the sum over CPUs — so a counter is added in one
+/// place.
 macro_rules! counters {
-    ($($(#[$doc:meta])* $field:ident,)*) => {
+    ($($(#[$doc:meta])* $field:ident => $family:literal / $label:literal,)*) => {
         /// Per-CPU packet counters: what was answered and why the rest was passed up.
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -735,6 +736,11 @@ macro_rules! counters {
 
         impl Counters {
             pub const FIELD_NAMES: [&'static str; COUNTER_FIELDS] = [$(stringify!($field),)*];
+
+            /// Where each field is exported: (metric family, label value), e.g.
+            /// `rrl_exempt` is `("rrl_events", "exempt")`, which /metrics shows as
+            /// `primwatch_xdp_rrl_events_total{event="exempt"}`.
+            pub const METRICS: [(&'static str, &'static str); COUNTER_FIELDS] = [$(($family, $label),)*];
 
             pub fn as_array(&self) -> [u64; COUNTER_FIELDS] {
                 [$(self.$field,)*]
@@ -748,68 +754,68 @@ macro_rules! counters {
 }
 
 counters! {
-    answered,
+    answered => "packets" / "answered",
     /// Not UDP to the DNS port (including IP fragments and IPv6 extension headers).
-    pass_not_dns,
+    pass_not_dns => "packets" / "pass_not_dns",
     /// A response, another opcode, several questions, or records in answer/authority.
-    pass_not_plain_query,
+    pass_not_plain_query => "packets" / "pass_not_plain_query",
     /// EDNS version other than 0, an EDNS option we do not handle, or more option
     /// bytes than we checksum.
-    pass_unsupported_edns,
-    pass_name_not_found,
+    pass_unsupported_edns => "packets" / "pass_unsupported_edns",
+    pass_name_not_found => "packets" / "pass_name_not_found",
     /// The name is served, but not for this query type or class.
-    pass_type_not_present,
+    pass_type_not_present => "packets" / "pass_type_not_present",
     /// Truncated or inconsistent headers, compressed or over-long names.
-    pass_malformed,
+    pass_malformed => "packets" / "pass_malformed",
     /// The reply would not fit the client's UDP payload size or the packet buffer.
-    pass_too_large,
+    pass_too_large => "packets" / "pass_too_large",
     /// DO=1 for a name whose zone is signed (`dnssec = "pass"`) or in no declared zone.
-    pass_dnssec,
+    pass_dnssec => "packets" / "pass_dnssec",
     /// A wrong IPv4 header checksum or UDP checksum (or none over IPv6): the kernel
     /// would drop it, so XDP does not answer it.
-    pass_bad_checksum,
+    pass_bad_checksum => "packets" / "pass_bad_checksum",
     /// Not addressed to this host: a destination MAC other than the receiving
     /// interface's own (broadcast, multicast, another host's), or a destination IP that
     /// is none of the host's addresses (another host's, broadcast, multicast).
-    pass_not_for_host,
+    pass_not_for_host => "packets" / "pass_not_for_host",
     /// From a source no reply may go to: a multicast source MAC, a martian source IP
     /// (unspecified, loopback, multicast, class E, broadcast, IPv4-mapped) or one of
     /// this host's own addresses.
-    pass_bad_source,
+    pass_bad_source => "packets" / "pass_bad_source",
     /// IPv4 options (source routes and the like): the kernel applies its own rules.
-    pass_ip_options,
+    pass_ip_options => "packets" / "pass_ip_options",
     /// Response rate limiting: over the client prefix's rate, dropped (XDP_DROP).
-    rrl_dropped,
+    rrl_dropped => "packets" / "rrl_dropped",
     /// Response rate limiting: over the rate, sent as an empty reply with TC=1 (the
     /// `slip`-th limited response), so a real client retries over TCP.
-    rrl_slipped,
+    rrl_slipped => "packets" / "rrl_slipped",
     /// Not verdicts (the packet is also counted above): answered without rate
     /// limiting because the source is in an exempt prefix …
-    rrl_exempt,
+    rrl_exempt => "rrl_events" / "exempt",
     /// … and what would have been limited in log-only mode (answered anyway).
-    rrl_log_only,
+    rrl_log_only => "rrl_events" / "log_only",
     /// DNS cookies: answers to a query whose server cookie verified (never rate
     /// limited) …
-    cookie_verified,
+    cookie_verified => "cookie_events" / "verified",
     /// … and to one whose server cookie did not (expired, another server's, forged):
     /// answered with a fresh cookie, as one with a client cookie only.
-    cookie_bad,
+    cookie_bad => "cookie_events" / "bad",
     /// The slow-path guard, for queries passed to the DNS server (also counted above by
     /// why they were passed): within the budgets …
-    slow_path_passed,
+    slow_path_passed => "slow_path_events" / "passed",
     /// … from an exempt prefix …
-    slow_path_exempt,
+    slow_path_exempt => "slow_path_events" / "exempt",
     /// … with a verified server cookie (over budget, let through) …
-    slow_path_cookie,
+    slow_path_cookie => "slow_path_events" / "cookie",
     /// … over a budget: dropped (XDP_DROP) …
-    slow_path_dropped,
+    slow_path_dropped => "slow_path_events" / "dropped",
     /// … or, the `slip`-th, answered with an empty TC=1 reply (XDP_TX).
-    slow_path_slipped,
+    slow_path_slipped => "slow_path_events" / "slipped",
     /// Negative answers for unsigned zones (also counted above as passed by the
     /// answering program): NXDOMAIN …
-    negative_nxdomain,
+    negative_nxdomain => "negative_answers" / "nxdomain",
     /// … and NODATA (RFC 2308), each with the zone's SOA.
-    negative_nodata,
+    negative_nodata => "negative_answers" / "nodata",
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -863,6 +869,14 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_verdicts_are_packets_and_the_events_are_not() {
+        for (i, (family, label)) in Counters::METRICS.iter().enumerate() {
+            assert_eq!(*family == "packets", i < VERDICT_FIELDS, "{}", Counters::FIELD_NAMES[i]);
+            assert!(Counters::FIELD_NAMES[i].ends_with(label), "{} as {label}", Counters::FIELD_NAMES[i]);
+        }
+    }
+
     #[test]
     fn start_record_follows_the_mode() {
         let never = || -> u32 { panic!("not needed by this mode") };

@@ -433,6 +433,36 @@ fn histograms<'a>(
     Ok(())
 }
 
+/// The XDP counters' metric families (`primwatch_xdp_<family>_total`), each with its
+/// label's key and help; which counter goes where is `primwatch_common::Counters::METRICS`.
+const XDP_FAMILIES: [(&str, &str, &str); 5] = [
+    (
+        "packets",
+        "verdict",
+        "Packets seen by XDP, by verdict (answered, or why passed to the kernel).",
+    ),
+    (
+        "rrl_events",
+        "event",
+        "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
+    ),
+    (
+        "cookie_events",
+        "event",
+        "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
+    ),
+    (
+        "slow_path_events",
+        "event",
+        "Queries passed to the DNS server, by the slow-path guard's decision: passed (within the budgets), exempt, cookie (over a budget, with a verified server cookie), dropped (over a budget).",
+    ),
+    (
+        "negative_answers",
+        "event",
+        "Negative answers XDP gave for names of unsigned zones it holds (negative_answers = true): nxdomain (the name exists nowhere in the zone), nodata (the name has no records of the type).",
+    ),
+];
+
 impl Collector for Exported {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let stats = &self.0;
@@ -448,48 +478,15 @@ impl Collector for Exported {
                 })
             }),
         )?;
-        // The counters past the verdicts are events (RRL's exempt and log-only answers,
-        // presented server cookies).
-        let events = &primwatch_common::Counters::FIELD_NAMES[primwatch_common::VERDICT_FIELDS..];
-        counters(
-            e,
-            "primwatch_xdp_packets",
-            "Packets seen by XDP, by verdict (answered, or why passed to the kernel).",
-            stats
-                .xdp
-                .iter()
-                .filter(|(name, _)| !events.contains(&name.as_str()))
-                .map(|(verdict, count)| (vec![("verdict", verdict.clone())], *count)),
-        )?;
-        // One family per event prefix: `rrl_exempt` is primwatch_xdp_rrl_events_total{event="exempt"}.
-        for (prefix, family, text) in [
-            (
-                "rrl_",
-                "primwatch_xdp_rrl_events",
-                "Answers response rate limiting let through: from an exempt prefix, or over the rate in log-only mode.",
-            ),
-            (
-                "cookie_",
-                "primwatch_xdp_cookie_events",
-                "Answers to queries that presented a server cookie: verified (never rate limited), or bad (answered with a fresh one).",
-            ),
-            (
-                "slow_path_",
-                "primwatch_xdp_slow_path_events",
-                "Queries passed to the DNS server, by the slow-path guard's decision: passed (within the budgets), exempt, cookie (over a budget, with a verified server cookie), dropped (over a budget).",
-            ),
-            (
-                "negative_",
-                "primwatch_xdp_negative_answers",
-                "Negative answers XDP gave for names of unsigned zones it holds (negative_answers = true): nxdomain (the name exists nowhere in the zone), nodata (the name has no records of the type).",
-            ),
-        ] {
+        // Every XDP counter, in the family and with the label `Counters::METRICS` gives it.
+        for (family, label, help) in XDP_FAMILIES {
+            let fields = primwatch_common::Counters::FIELD_NAMES.iter().zip(primwatch_common::Counters::METRICS);
             counters(
                 e,
-                family,
-                text,
-                stats.xdp.iter().filter(|(name, _)| events.contains(&name.as_str())).filter_map(|(event, count)| {
-                    Some((vec![("event", event.strip_prefix(prefix)?.to_string())], *count))
+                &format!("primwatch_xdp_{family}"),
+                help,
+                fields.filter(|(_, (f, _))| *f == family).filter_map(|(field, (_, value))| {
+                    Some((vec![(label, value.to_string())], *stats.xdp.get(*field)?))
                 }),
             )?;
         }

@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, ops::Range, sync::Arc};
 
-use super::{health::At, zones::ZoneDraft, CheckKind, Config, ConfigError, MapCapacities};
+use super::{error::At, zones::ZoneDraft, CheckKind, Config, ConfigError, MapCapacities};
 use crate::{dns::name::DnsName, sys::process::RunAs};
 
 /// What parsing leaves for this step, with the spans its errors point at.

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health, limits, ConfigError};
+use super::{error, limits, ConfigError};
 
 /// `[cookies]`: DNS server cookies (RFC 7873, made as RFC 9018 says) in XDP's answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +44,7 @@ pub(super) struct RawCookies {
 pub(super) fn parse_cookies(
     raw: Option<RawCookies>,
     config_dir: &Path,
-    at: &health::At,
+    at: &error::At,
 ) -> Result<CookieConfig, ConfigError> {
     let Some(raw) = raw else { return Ok(CookieConfig::default()) };
     let rotation = match &raw.secret_rotation {

@@ -8,7 +8,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health, target_addresses, ConfigError};
+use super::{error, target_addresses, ConfigError};
 
 /// `[fleet]` as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(super) struct RawFleet {
 /// `[fleet]`: the etcd endpoints (all http:// or all https:// URLs), the TLS files for
 /// https, the key prefix (default `/primwatch`) and this node's name (default: the
 /// host name). Relative file names are relative to the config file's directory.
-pub(super) fn parse_fleet(raw: RawFleet, config_dir: &Path, at: &health::At) -> Result<FleetConfig, ConfigError> {
+pub(super) fn parse_fleet(raw: RawFleet, config_dir: &Path, at: &error::At) -> Result<FleetConfig, ConfigError> {
     let mut endpoints = Vec::new();
     let mut schemes = std::collections::BTreeSet::new();
     for url in &raw.etcd {
@@ -144,7 +144,7 @@ pub(super) fn parse_fleet_user(
     raw: &RawFleet,
     http: bool,
     config_dir: &Path,
-    at: &health::At,
+    at: &error::At,
 ) -> Result<Option<(String, String)>, ConfigError> {
     const MAX_PASSWORD: usize = 1024;
     let password = match (&raw.password, &raw.password_file) {
@@ -193,7 +193,7 @@ pub(super) fn parse_fleet_tls(
     raw: &RawFleet,
     https: bool,
     config_dir: &Path,
-    at: &health::At,
+    at: &error::At,
 ) -> Result<Option<FleetTls>, ConfigError> {
     let read = |file: &Spanned<PathBuf>, key: &str| {
         let path = config_dir.join(file.get_ref());

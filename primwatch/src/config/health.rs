@@ -1,13 +1,13 @@
 //! The health part of the config: checks, targets (backends) and groups.
 
-use std::{collections::BTreeMap, net::IpAddr, ops::Range, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use primwatch_common::MAX_RECORDS;
 use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::ConfigError;
+use super::{error::At, ConfigError};
 
 /// How a health check probes a target.
 #[derive(Debug, Clone)]
@@ -301,8 +301,6 @@ pub(super) struct RawGroup {
     min_healthy: Option<Spanned<usize>>,
     preempt: Option<bool>,
 }
-
-pub(super) type At<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
 
 /// A check's `interval` when it sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);

@@ -7,7 +7,7 @@ use std::{ops::RangeInclusive, time::Duration};
 
 use toml::Spanned;
 
-use super::{health::At, ConfigError};
+use super::{error::At, ConfigError};
 
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);

@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Range,
     path::{Path, PathBuf},
@@ -20,6 +19,7 @@ use crate::{dns::name::DnsName, sys::local_socket::Access};
 
 mod compile;
 mod cookies;
+mod error;
 mod fleet;
 pub(crate) mod geoip;
 mod health;
@@ -33,7 +33,8 @@ pub(crate) mod slow_path;
 pub(crate) mod target_addresses;
 mod views;
 mod zones;
-use health::At;
+pub use error::ConfigError;
+use error::{line_column, At};
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
@@ -67,34 +68,6 @@ pub const DEFAULT_TTL: u32 = 30;
 pub const DEFAULT_EXEC_USER: &str = "primwatch";
 /// RFC 2181 §8: TTLs are 31-bit values.
 pub const MAX_TTL: u32 = i32::MAX as u32;
-
-/// A config error with its place in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file at fault: the config, or a file it names.
-    pub file: PathBuf,
-    /// 1-based line; 0 when the file could not be read at all.
-    pub line: usize,
-    /// 1-based column; 0 when the file could not be read at all.
-    pub column: usize,
-    /// What is wrong, for the operator.
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    /// A file that could not be read at all (no line to point at).
-    pub fn unreadable(path: &Path, e: std::io::Error) -> ConfigError {
-        ConfigError { file: path.to_owned(), line: 0, column: 0, reason: format!("cannot read: {e}") }
-    }
-}
 
 /// `server.xdp_mode`: how the XDP program is attached; default `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -478,7 +451,7 @@ fn read_geoip(
     raw: &RawGeoip,
     config_path: &Path,
     views: &mut BTreeMap<String, ViewConfig>,
-    at: &health::At,
+    at: &error::At,
 ) -> Result<geoip::GeoMapping, ConfigError> {
     let path = views::config_dir(config_path).join(raw.database.get_ref());
     let wanted = views.iter().filter(|(_, v)| !v.geo.is_empty()).map(|(n, v)| (n.clone(), v.geo.clone())).collect();
@@ -814,7 +787,7 @@ fn parse_names(
     raw: BTreeMap<Spanned<String>, Spanned<RawName>>,
     groups: &BTreeMap<String, GroupConfig>,
     default_ttl: u32,
-    at: &health::At,
+    at: &error::At,
 ) -> Result<(BTreeMap<DnsName, NameConfig>, BTreeMap<DnsName, Range<usize>>), ConfigError> {
     let mut names = BTreeMap::new();
     let mut name_spans = BTreeMap::new();
@@ -1011,7 +984,7 @@ fn parse_hooks(raw: Option<RawHooks>, at: &At) -> Result<Hooks, ConfigError> {
     Ok(Hooks { on_change, timeout })
 }
 
-fn check_ttl(ttl: Spanned<u32>, at: &health::At) -> Result<u32, ConfigError> {
+fn check_ttl(ttl: Spanned<u32>, at: &error::At) -> Result<u32, ConfigError> {
     let span = ttl.span();
     let ttl = ttl.into_inner();
     if ttl > MAX_TTL {
@@ -1020,7 +993,7 @@ fn check_ttl(ttl: Spanned<u32>, at: &health::At) -> Result<u32, ConfigError> {
     Ok(ttl)
 }
 
-fn parse_addresses<A>(raw: &[Spanned<String>], family: &str, at: &health::At) -> Result<Vec<A>, ConfigError>
+fn parse_addresses<A>(raw: &[Spanned<String>], family: &str, at: &error::At) -> Result<Vec<A>, ConfigError>
 where
     A: std::str::FromStr + PartialEq,
 {
@@ -1039,14 +1012,6 @@ where
         return Err(at(raw[MAX_RECORDS].span(), format!("at most {MAX_RECORDS} {family} addresses per name")));
     }
     Ok(out)
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

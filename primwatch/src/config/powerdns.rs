@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health, limits, ConfigError};
+use super::{error, limits, ConfigError};
 use crate::sys::local_socket::{self, Access};
 
 /// The PowerDNS remote backend's socket (`[powerdns]`).
@@ -46,7 +46,7 @@ pub const DEFAULT_POWERDNS_MAX_CONNECTIONS: usize = 64;
 /// idle one is closed only when a new connection needs its slot.
 pub const DEFAULT_POWERDNS_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub(super) fn parse_powerdns(raw: RawPowerDns, at: &health::At) -> Result<PowerDnsConfig, ConfigError> {
+pub(super) fn parse_powerdns(raw: RawPowerDns, at: &error::At) -> Result<PowerDnsConfig, ConfigError> {
     let group = match &raw.group {
         Some(name) if name.get_ref().is_empty() => None,
         Some(name) => match local_socket::group_id(name.get_ref()) {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health, limits, ConfigError};
+use super::{error, limits, ConfigError};
 
 /// `[resolver]`: resolving targets given by `host`.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,7 @@ pub(super) struct RawResolver {
     allow_special_addresses: bool,
 }
 
-pub(super) fn parse_resolver(raw: Option<RawResolver>, at: &health::At) -> Result<ResolverConfig, ConfigError> {
+pub(super) fn parse_resolver(raw: Option<RawResolver>, at: &error::At) -> Result<ResolverConfig, ConfigError> {
     let mut config = ResolverConfig::default();
     let Some(raw) = raw else { return Ok(config) };
     config.min_ttl = limits::duration_or(&raw.min_ttl, config.min_ttl, "resolver.min_ttl", limits::RESOLVER_TTL, at)?;

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health, limits, ConfigError};
+use super::{error, limits, ConfigError};
 
 /// `[rrl]`: response rate limiting of XDP's answers (BIND/Knot semantics, see
 /// `primwatch_common::RrlSettings`).
@@ -66,7 +66,7 @@ pub(super) struct RawRrl {
     table_size: Option<Spanned<u32>>,
 }
 
-pub(super) fn parse_rrl(raw: Spanned<RawRrl>, at: &health::At) -> Result<RrlConfig, ConfigError> {
+pub(super) fn parse_rrl(raw: Spanned<RawRrl>, at: &error::At) -> Result<RrlConfig, ConfigError> {
     let raw = raw.into_inner();
     let bounded =
         |value: &Option<Spanned<u32>>, default: u32, range: std::ops::RangeInclusive<u32>, key: &str| match value {
@@ -122,7 +122,7 @@ pub(super) fn exempt_list(
     list: &[Spanned<String>],
     key: &str,
     max: usize,
-    at: &health::At,
+    at: &error::At,
 ) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     if list.len() > max {
         let span = list.first().map_or(0..0, |t| t.span());

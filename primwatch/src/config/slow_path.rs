@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health::At, ConfigError};
+use super::{error::At, ConfigError};
 
 /// The slow-path guard's settings, as check-config and run both read them.
 #[derive(Debug, Clone, PartialEq, Eq)]

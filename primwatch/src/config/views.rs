@@ -11,8 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
+    error::At,
     geoip::{is_country, GeoCriteria, CONTINENTS},
-    health::At,
     parse_all_down, AllDown, ConfigError, GroupConfig, NameConfig, ViewName,
 };
 use crate::dns::name::DnsName;

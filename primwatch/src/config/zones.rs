@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{health::At, limits, ConfigError};
+use super::{error::At, limits, ConfigError};
 use crate::dns::name::DnsName;
 
 /// `[zones."APEX"]`'s `dnssec`, `key` and `signature_validity`; the key itself is read

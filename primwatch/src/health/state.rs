@@ -108,6 +108,16 @@ pub struct GroupHistory {
     pub since: SystemTime,
 }
 
+/// One group as `State` follows it.
+#[derive(Debug, Clone, Copy)]
+struct GroupTrack {
+    /// What the state file keeps.
+    history: GroupHistory,
+    /// Whether it qualified at the last update (None: not judged since the start), to
+    /// report changes.
+    up: Option<bool>,
+}
+
 /// A target's health as it was last saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastKnown {
@@ -314,13 +324,9 @@ pub struct State {
     pub targets: BTreeMap<String, TargetState>,
     /// Operators' overrides and preempt-off holds (saved in the state file).
     pub overrides: Overrides,
-    /// Per group: (has it ever qualified, has it stopped qualifying since). A group
-    /// qualifies while it has at least min_healthy eligible members.
-    group_track: BTreeMap<String, (bool, bool)>,
-    /// Whether each group qualified at the last update, to report changes.
-    group_up: BTreeMap<String, bool>,
-    /// When each group's qualification last changed (or was first judged).
-    pub group_since: BTreeMap<String, SystemTime>,
+    /// Per group: its qualification history and last judgement. A group qualifies while
+    /// it has at least min_healthy eligible members.
+    groups: BTreeMap<String, GroupTrack>,
     /// Some target's health changed since the state file was last written (saved within
     /// the second).
     pub health_unsaved: bool,
@@ -364,9 +370,7 @@ impl State {
         let mut state = State {
             targets,
             overrides,
-            group_track: BTreeMap::new(),
-            group_up: BTreeMap::new(),
-            group_since: BTreeMap::new(),
+            groups: BTreeMap::new(),
             health_unsaved: false,
             holds_unsaved: false,
             quorum: config.targets.iter().filter_map(|(name, t)| Some((name.clone(), t.quorum?))).collect(),
@@ -398,14 +402,12 @@ impl State {
             target.reason = format!("{} (last known before restart)", saved.reason);
             restored += 1;
         }
-        self.group_track.clear();
-        self.group_up.clear();
-        for (group, history) in &saved.group_history {
-            if config.groups.contains_key(group) {
-                self.group_track.insert(group.clone(), (history.qualified_ever, history.lost_since));
-                self.group_since.insert(group.clone(), history.since);
-            }
-        }
+        self.groups = saved
+            .group_history
+            .iter()
+            .filter(|(group, _)| config.groups.contains_key(*group))
+            .map(|(group, history)| (group.clone(), GroupTrack { history: *history, up: None }))
+            .collect();
         self.update_groups(config);
         restored
     }
@@ -454,12 +456,8 @@ impl State {
                 }
             }
         }
-        self.group_track = old.group_track.clone();
-        self.group_track.retain(|g, _| config.groups.contains_key(g));
-        self.group_up = old.group_up.clone();
-        self.group_up.retain(|g, _| config.groups.contains_key(g));
-        self.group_since = old.group_since.clone();
-        self.group_since.retain(|g, _| config.groups.contains_key(g));
+        self.groups = old.groups.clone();
+        self.groups.retain(|g, _| config.groups.contains_key(g));
         self.health_unsaved = old.health_unsaved;
     }
 
@@ -517,6 +515,11 @@ impl State {
         self.overrides.groups.get(group).and_then(|o| o.preempt).unwrap_or(config.groups[group].preempt)
     }
 
+    /// When `group`'s qualification last changed (or was first judged); None: unknown group.
+    pub fn group_since(&self, group: &str) -> Option<SystemTime> {
+        self.groups.get(group).map(|track| track.history.since)
+    }
+
     /// Does the group have its minimum of eligible members (any family)?
     pub fn group_qualifies(&self, config: &Config, group: &str) -> bool {
         let spec = &config.groups[group];
@@ -530,32 +533,30 @@ impl State {
         let mut held_any = false;
         for name in config.groups.keys() {
             let qualifies = self.group_qualifies(config, name);
-            let (ever, lost) = self.group_track.get(name).copied().unwrap_or((false, false));
+            let preempt = self.group_preempt(config, name);
             let mut reason = {
                 let spec = &config.groups[name];
                 let eligible = spec.members.iter().filter(|m| self.target_eligible(m)).count();
                 format!("{eligible} of {} members eligible, minimum {}", spec.members.len(), spec.min_healthy)
             };
-            if !qualifies {
-                self.group_track.insert(name.clone(), (ever, ever));
-            } else {
-                self.group_track.insert(name.clone(), (true, false));
-                if lost && !self.group_preempt(config, name) {
-                    self.overrides.groups.entry(name.clone()).or_default().held = true;
-                    tracing::warn!(group = %name, "group is back but held out until failed back (preempt off)");
-                    reason.push_str("; held out until failed back (preempt off)");
-                    held_any = true;
-                }
+            let now = SystemTime::now();
+            let track = self.groups.entry(name.clone()).or_insert(GroupTrack {
+                history: GroupHistory { qualified_ever: false, lost_since: false, since: now },
+                up: None,
+            });
+            let lost = track.history.lost_since;
+            // Lost: it qualified once and does not now; coming back is then a return.
+            track.history.lost_since = if qualifies { false } else { track.history.qualified_ever };
+            track.history.qualified_ever |= qualifies;
+            if qualifies && lost && !preempt {
+                self.overrides.groups.entry(name.clone()).or_default().held = true;
+                tracing::warn!(group = %name, "group is back but held out until failed back (preempt off)");
+                reason.push_str("; held out until failed back (preempt off)");
+                held_any = true;
             }
-            match self.group_up.insert(name.clone(), qualifies) {
-                Some(was) if was != qualifies => {
-                    self.group_since.insert(name.clone(), SystemTime::now());
-                    changes.push(Change { name: name.clone(), healthy: qualifies, reason });
-                }
-                Some(_) => {}
-                None => {
-                    self.group_since.entry(name.clone()).or_insert_with(SystemTime::now);
-                }
+            if track.up.replace(qualifies).is_some_and(|was| was != qualifies) {
+                track.history.since = now;
+                changes.push(Change { name: name.clone(), healthy: qualifies, reason });
             }
         }
         self.holds_unsaved |= held_any;
@@ -613,14 +614,7 @@ impl State {
         SavedState {
             overrides: self.overrides.clone(),
             last_known: self.last_known(),
-            group_history: self
-                .group_track
-                .iter()
-                .map(|(g, (ever, lost))| {
-                    let since = self.group_since.get(g).copied().unwrap_or(SystemTime::UNIX_EPOCH);
-                    (g.clone(), GroupHistory { qualified_ever: *ever, lost_since: *lost, since })
-                })
-                .collect(),
+            group_history: self.groups.iter().map(|(g, track)| (g.clone(), track.history)).collect(),
             stopped_cleanly,
             saved_at: Some(SystemTime::now()),
         }

@@ -345,7 +345,7 @@ fn state_stats(config: &Config, state: &State) -> (Vec<StateStats>, Vec<StateSta
         .keys()
         .map(|g| {
             let up = state.group_qualifies(config, g);
-            let since = state.group_since.get(g).copied().unwrap_or(SystemTime::UNIX_EPOCH);
+            let since = state.group_since(g).unwrap_or(SystemTime::UNIX_EPOCH);
             StateStats {
                 name: g.clone(),
                 up,

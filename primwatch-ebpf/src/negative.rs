@@ -24,16 +24,16 @@ use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, pro
 use primwatch_common::{
     wire::{dns, ipv4, ipv6, udp},
     NameKey, ReplyPlan, Scratch, Verdict, ZoneName, ZoneSoa, ACCOUNT_CLASS_NODATA, ACCOUNT_CLASS_NXDOMAIN,
-    MAX_NAME_LEN, PASSED_EDNS, PASSED_IPV6, PASSED_QUESTION, SLOW_PATH_PROGRAM_SLOT, SOA_RR_MAX, ZONE_NAME_APEX,
-    ZONE_NAME_CNAME, ZONE_NAME_HANDS_OFF, ZONE_NAME_MANAGED, ZONE_NAME_WILDCARD_BELOW,
+    MAX_NAME_LEN, SLOW_PATH_PROGRAM_SLOT, SOA_RR_MAX, ZONE_NAME_APEX, ZONE_NAME_CNAME, ZONE_NAME_HANDS_OFF,
+    ZONE_NAME_MANAGED, ZONE_NAME_WILDCARD_BELOW,
 };
 
 use crate::{
     cookie,
     lookup::same_name,
     maps::{COOKIE_PROGRAMS, SCRATCH, ZONE_NAMES, ZONE_SOAS},
-    packet::{be16, bytes_at, put_be16, FRAME_OFFSET_MASK, L3_OFFSET_MASK, L4_OFFSET_MASK},
-    parse::lower_hash_sum,
+    packet::{be16, bytes_at, put_be16, FRAME_OFFSET_MASK, L4_OFFSET_MASK},
+    parse::{lower_hash_sum, Passed},
     reply::write_reply,
     rrl::{self, count},
 };
@@ -92,13 +92,10 @@ pub fn answer(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> {
-    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
-    let passed = unsafe { ptr::read_volatile(&scratch.passed) };
-    if passed & PASSED_QUESTION == 0 {
+    let Passed { question, edns, is_ipv6, l3_off, .. } = Passed::of(scratch);
+    if !question {
         return Err(Verdict::NameNotFound);
     }
-    let l3_off = passed as usize & L3_OFFSET_MASK;
-    let is_ipv6 = passed & PASSED_IPV6 != 0;
     // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let name_len = (unsafe { ptr::read_volatile(&scratch.passed_name_len) } as usize) & MAX_NAME_LEN;
     if name_len < 2 {
@@ -171,7 +168,7 @@ fn try_deny(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Denial, Verdict> 
         name_len: name_len as u32,
         qtype: qtype as u32,
         flags: query_flags as u32,
-        has_edns: (passed & PASSED_EDNS != 0) as u32,
+        has_edns: edns as u32,
         // The client's payload size is not kept: a negative answer fits in 512 bytes
         // or is passed.
         udp_size: 0,

@@ -27,7 +27,7 @@ use crate::{
     edns::{self, Edns},
     host,
     maps::DNS_PORT,
-    packet::{be16, bytes_at, frame_len, load_u64, sum_words},
+    packet::{be16, bytes_at, frame_len, load_u64, sum_words, L3_OFFSET_MASK},
 };
 
 /// Where the parts of a plain query are, and what the reply needs from it.
@@ -391,4 +391,33 @@ fn address_sum(ctx: &XdpContext, l3_off: usize, is_ipv6: bool) -> Result<u64, Ve
             Verdict::Malformed,
         )?)
     })
+}
+
+/// `Scratch::passed` decoded: what the parse stage left for the programs a passed query
+/// goes to (negative answers, the slow-path guard). The one reading of the `PASSED_*` bits.
+pub struct Passed {
+    /// A whole datagram to the DNS port (what the DNS server would get).
+    pub query: bool,
+    /// … and a well-formed query, whose question may be answered from XDP.
+    pub question: bool,
+    /// … which had an OPT record.
+    pub edns: bool,
+    pub is_ipv6: bool,
+    /// The IP header's offset in the frame, within the verifier's bound.
+    pub l3_off: usize,
+}
+
+impl Passed {
+    #[inline(always)]
+    pub fn of(scratch: &Scratch) -> Passed {
+        // SAFETY: a field of `scratch`, a valid, aligned reference to this CPU's Scratch (map value).
+        let passed = unsafe { ptr::read_volatile(&scratch.passed) };
+        Passed {
+            query: passed & PASSED_QUERY != 0,
+            question: passed & PASSED_QUESTION != 0,
+            edns: passed & PASSED_EDNS != 0,
+            is_ipv6: passed & PASSED_IPV6 != 0,
+            l3_off: passed as usize & L3_OFFSET_MASK,
+        }
+    }
 }

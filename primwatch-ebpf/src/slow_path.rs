@@ -31,8 +31,7 @@ use primwatch_common::{
     csum,
     wire::{dns, ipv4, ipv6, udp},
     RrlBucket, RrlKey, Scratch, SlowPathSettings, Verdict, ACCOUNT_CLASS_PASSED, COOKIE_PROGRAM_SLOT, MAX_NAME_LEN,
-    NEGATIVE_PROGRAM_SLOT, PASSED_IPV6, PASSED_QUERY, PASSED_QUESTION, QCLASS_IN, RRL_CREDIT_UNIT,
-    SLOW_PATH_PROGRAM_SLOT,
+    NEGATIVE_PROGRAM_SLOT, QCLASS_IN, RRL_CREDIT_UNIT, SLOW_PATH_PROGRAM_SLOT,
 };
 
 use crate::{
@@ -40,7 +39,8 @@ use crate::{
         COOKIE_PROGRAMS, COOKIE_SETTINGS, NEGATIVE_SETTINGS, RRL, SCRATCH, SLOW_PATH_EXEMPT_V4, SLOW_PATH_EXEMPT_V6,
         SLOW_PATH_SETTINGS, SLOW_PATH_TOTAL,
     },
-    packet::{be16, bytes_at, frame_len, put_be16, L3_OFFSET_MASK, L4_OFFSET_MASK},
+    packet::{be16, bytes_at, frame_len, put_be16, L4_OFFSET_MASK},
+    parse::Passed,
     reply::{turn_around, write_headers},
     rrl::{client_prefix, count, PrefixMasks},
 };
@@ -50,10 +50,9 @@ use crate::{
 /// name it does not serve (neither returns here); anything else is passed.
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext, scratch: &Scratch, verdict: Verdict) -> u32 {
-    // SAFETY: a field of `scratch`, a valid, aligned reference to this CPU's Scratch (map value).
-    let passed = unsafe { ptr::read_volatile(&scratch.passed) };
-    if passed & PASSED_QUERY != 0 {
-        if passed & PASSED_QUESTION != 0
+    let passed = Passed::of(scratch);
+    if passed.query {
+        if passed.question
             && verdict == Verdict::NameNotFound
             && NEGATIVE_SETTINGS.get(0).is_some_and(|zones| *zones != 0)
         {
@@ -75,12 +74,11 @@ pub fn guard(ctx: &XdpContext) -> u32 {
     // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while
     // the program runs); this program, entered by a tail call, holds no other reference to it.
     let scratch = unsafe { &mut *scratch };
-    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
-    let passed = unsafe { ptr::read_volatile(&scratch.passed) };
+    let passed = Passed::of(scratch);
     let Some(settings) = SLOW_PATH_SETTINGS.get_ptr(0) else { return xdp_action::XDP_PASS };
     // SAFETY: non-null from `get_ptr`: the single SLOW_PATH_SETTINGS entry, alive as long as the map; only read.
     let settings = unsafe { &*settings };
-    if passed & PASSED_QUERY == 0 || (settings.queries_per_second == 0 && settings.prefix_queries_per_second == 0) {
+    if !passed.query || (settings.queries_per_second == 0 && settings.prefix_queries_per_second == 0) {
         return xdp_action::XDP_PASS;
     }
     let masks = PrefixMasks {
@@ -90,8 +88,7 @@ pub fn guard(ctx: &XdpContext) -> u32 {
         class: ACCOUNT_CLASS_PASSED,
     };
     let mut key = RrlKey::default();
-    let l3_off = passed as usize & L3_OFFSET_MASK;
-    let is_ipv6 = passed & PASSED_IPV6 != 0;
+    let Passed { l3_off, is_ipv6, question, .. } = passed;
     match client_prefix(ctx, l3_off, is_ipv6, &masks, &SLOW_PATH_EXEMPT_V4, &SLOW_PATH_EXEMPT_V6, &mut key) {
         Ok(true) => {
             count(|c| c.slow_path_exempt += 1);
@@ -132,7 +129,7 @@ pub fn guard(ctx: &XdpContext) -> u32 {
     }
     // Not proven: every `slip`-th gets an empty TC=1 reply (a real resolver behind the
     // source asks again over TCP, which is not held), the rest are dropped.
-    if passed & PASSED_QUESTION != 0 && slip_due(settings) {
+    if question && slip_due(settings) {
         // On failure the frame may be half rewritten: it is dropped, never passed on.
         if write_tc(ctx, scratch, l3_off, is_ipv6).is_ok() {
             count(|c| c.slow_path_slipped += 1);

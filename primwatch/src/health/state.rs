@@ -129,7 +129,7 @@ pub struct LastKnown {
     pub was_up: bool,
     /// When its health last changed.
     pub since: SystemTime,
-    /// Why it was in its state (without the "last known before restart" note).
+    /// Why it was in its state.
     pub reason: String,
 }
 
@@ -265,9 +265,27 @@ pub struct TargetState {
     pub since: SystemTime,
     /// Why it is in its state: the failing check and what it saw, or "all checks pass".
     pub reason: String,
+    /// Its health and reason are the last known before a restart (restored from the
+    /// state file); cleared when its checks give a new reason.
+    pub restored: bool,
 }
 
 impl TargetState {
+    /// `reason` as operators read it, noting a reason restored from before a restart.
+    pub fn shown_reason(&self) -> String {
+        if self.restored {
+            format!("{} (last known before restart)", self.reason)
+        } else {
+            self.reason.clone()
+        }
+    }
+
+    /// Sets why it is in its state now (no longer what was restored).
+    fn set_reason(&mut self, reason: String) {
+        self.reason = reason;
+        self.restored = false;
+    }
+
     fn evaluate(&self) -> (bool, String) {
         match self.checks.iter().find(|c| !c.up) {
             None => (true, "all checks pass".into()),
@@ -361,7 +379,14 @@ impl State {
             .map(|(name, target)| {
                 let checks: Vec<CheckState> =
                     target.checks.iter().map(|c| CheckState::new(c, config.checks[c].initially_up)).collect();
-                let mut state = TargetState { checks, healthy: true, was_up: false, since: now, reason: String::new() };
+                let mut state = TargetState {
+                    checks,
+                    healthy: true,
+                    was_up: false,
+                    since: now,
+                    reason: String::new(),
+                    restored: false,
+                };
                 (state.healthy, state.reason) = state.evaluate();
                 state.was_up = state.healthy;
                 (name.clone(), state)
@@ -399,7 +424,8 @@ impl State {
             target.healthy = saved.healthy;
             target.was_up = saved.was_up;
             target.since = saved.since;
-            target.reason = format!("{} (last known before restart)", saved.reason);
+            target.reason = saved.reason.clone();
+            target.restored = true;
             restored += 1;
         }
         self.groups = saved
@@ -421,7 +447,7 @@ impl State {
                     healthy: t.healthy,
                     was_up: t.was_up,
                     since: t.since,
-                    reason: t.reason.trim_end_matches(" (last known before restart)").to_string(),
+                    reason: t.reason.clone(),
                 };
                 (name.clone(), known)
             })
@@ -467,7 +493,7 @@ impl State {
         if let Some(state) = self.targets.get_mut(target) {
             state.checks = state.checks.iter().map(|c| CheckState::new(&c.name, false)).collect();
             state.healthy = false;
-            state.reason = "taken over from another node: not seen up here yet".into();
+            state.set_reason("taken over from another node: not seen up here yet".into());
             state.since = SystemTime::now();
         }
     }
@@ -485,13 +511,13 @@ impl State {
         if healthy == state.healthy {
             // Still down: say why now (a timeout may have turned into a refusal).
             if !healthy {
-                state.reason = reason;
+                state.set_reason(reason);
             }
             return None;
         }
         state.healthy = healthy;
         state.since = SystemTime::now();
-        state.reason = reason.clone();
+        state.set_reason(reason.clone());
         let returned = healthy && state.was_up;
         state.was_up |= healthy;
         self.health_unsaved = true;
@@ -768,7 +794,7 @@ preempt = false
         let mut after = State::with_overrides(&config, saved.overrides.clone());
         assert_eq!(after.restore(&config, &saved), 2);
         assert!(!after.target_eligible("web1"), "down as last known, not initially up");
-        assert!(after.targets["web1"].reason.contains("last known before restart"));
+        assert!(after.targets["web1"].shown_reason().contains("last known before restart"));
         assert!(after.target_eligible("web2"));
         // The site had lost its member before the restart: coming back, it is held.
         after.record(&config, "web1", 0, outcome(true)).unwrap();

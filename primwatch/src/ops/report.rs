@@ -91,7 +91,7 @@ pub fn explain(
                     let why = match o.and_then(|o| o.force) {
                         Some(f) => format!("forced {f:?}").to_lowercase(),
                         None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
-                        None => t.reason.clone(),
+                        None => t.shown_reason(),
                     };
                     (m.clone(), config.targets[m].address.to_string(), state.target_eligible(m), why)
                 })
@@ -218,7 +218,7 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
                 state: label.into(),
                 healthy: s.healthy,
                 in_answers: state.target_eligible(name),
-                reason: s.reason.clone(),
+                reason: s.shown_reason(),
                 since: control::format_time(s.since),
                 weight: t.weight,
                 preempt: state.target_preempt(config, name),

@@ -172,9 +172,14 @@ pub fn zone_names<'a>(
     }
     // Below a delegation, a DNAME or a child apex nothing is this zone's (glue and
     // occluded names included): the name that hands off is the closest encloser.
-    let hands_off: Vec<DnsName> =
+    // Each name's ancestors are looked up (a few per name), not every hands-off name
+    // tried against every name: a zone of a million names with a thousand delegations
+    // stays a million short walks.
+    let hands_off: std::collections::BTreeSet<DnsName> =
         names.iter().filter(|(_, f)| f.flags & ZONE_NAME_HANDS_OFF != 0).map(|(n, _)| n.clone()).collect();
-    names.retain(|name, _| !hands_off.iter().any(|h| name != h && name.is_at_or_below(h)));
+    if !hands_off.is_empty() {
+        names.retain(|name, _| !strictly_below_any(name, &hands_off));
+    }
     // Wildcards cover the names below their parent; every ancestor up to the apex
     // exists (an empty non-terminal if it has no records).
     let owners: Vec<DnsName> = names.keys().cloned().collect();
@@ -194,6 +199,18 @@ pub fn zone_names<'a>(
         }
     }
     names
+}
+
+/// Whether `name` lies strictly below one of `owners`.
+fn strictly_below_any(name: &DnsName, owners: &std::collections::BTreeSet<DnsName>) -> bool {
+    let mut above = name.parent();
+    while let Some(ancestor) = above {
+        if owners.contains(&ancestor) {
+            return true;
+        }
+        above = ancestor.parent();
+    }
+    false
 }
 
 /// The transfer of `apex` from `server` (AXFR over TCP): every record, the closing
@@ -666,6 +683,27 @@ ns.sub IN A 192.0.2.54
         assert_eq!(facts("www.example.test").unwrap().flags, ZONE_NAME_MANAGED);
         assert_eq!(facts("child.example.test").unwrap().flags, ZONE_NAME_HANDS_OFF);
         assert_eq!(facts("nothing.example.test"), None);
+    }
+
+    #[test]
+    fn many_delegations_hand_off_their_subtrees_and_nothing_else() {
+        // 2,000 delegations, each with glue two and three labels down, beside 2,000 names
+        // of the zone's own that merely share a label with them.
+        let mut text =
+            String::from("$TTL 300\n@ IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\n");
+        for i in 0..2000 {
+            text.push_str(&format!("d{i} IN NS ns.d{i}\nns.d{i} IN A 192.0.2.2\na.b.d{i} IN A 192.0.2.3\n"));
+            text.push_str(&format!("own{i}.d IN A 192.0.2.4\n"));
+        }
+        let names = zone_names(&contents("example.test", &text), &[name("example.test")], &[]);
+        for i in [0, 999, 1999] {
+            assert_eq!(names[&name(&format!("d{i}.example.test"))].flags, ZONE_NAME_HANDS_OFF);
+            assert!(!names.contains_key(&name(&format!("ns.d{i}.example.test"))), "glue below d{i}");
+            assert!(!names.contains_key(&name(&format!("b.d{i}.example.test"))), "below d{i}");
+            assert!(names.contains_key(&name(&format!("own{i}.d.example.test"))));
+        }
+        // apex, ns1, the empty non-terminal d, 2,000 delegations and 2,000 names of its own.
+        assert_eq!(names.len(), 3 + 2000 + 2000);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `dns`: names, zone keys and RRSIGs, the client-address → view index;
 //! - `config`: TOML → a validated `Config`;
 //! - `health`: probes, rise/fall, overrides (stage 2);
+//! - `feeds`: health, weights, names and views from the operator's own programs (stage 2);
 //! - `answers`: which addresses each name answers with, rendered RRsets, the PowerDNS
 //!   backend, negative answers (stage 3);
 //! - `dataplane`: the XDP program and its maps (stage 4);
@@ -18,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod feeds;
 pub mod fleet;
 pub mod health;
 pub mod ops;

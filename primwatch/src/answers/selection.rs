@@ -76,10 +76,12 @@ fn members<'a>(
     config: &'a Config,
     group: &'a GroupConfig,
     family: Family,
+    health: &'a dyn Health,
 ) -> impl Iterator<Item = (&'a str, IpAddr, u32)> + 'a {
     group.members.iter().filter_map(move |name| {
         let target = &config.targets[name];
-        (Family::of(&target.address) == family).then_some((name.as_str(), target.address, target.weight))
+        let weight = health.target_weight(name, target.weight);
+        (Family::of(&target.address) == family).then_some((name.as_str(), target.address, weight))
     })
 }
 
@@ -92,7 +94,7 @@ pub(crate) fn active_group<'a>(
 ) -> Option<(&'a str, Vec<(IpAddr, u32)>)> {
     for name in by_priority(config, groups, health) {
         let group = &config.groups[name];
-        let all: Vec<_> = members(config, group, family).collect();
+        let all: Vec<_> = members(config, group, family, health).collect();
         if all.is_empty() || !health.group_allowed(name) {
             continue;
         }
@@ -112,7 +114,7 @@ pub(crate) fn active_group<'a>(
 
 /// Does any of these groups have members of the family?
 pub(crate) fn has_family(config: &Config, groups: &[String], family: Family) -> bool {
-    groups.iter().any(|g| members(config, &config.groups[g], family).next().is_some())
+    groups.iter().any(|g| members(config, &config.groups[g], family, &crate::health::AllUp).next().is_some())
 }
 
 /// The name's groups, highest (effective) priority first; the listed order breaks ties.
@@ -139,7 +141,8 @@ fn chosen_for(
     }
     // The policy and size of the best group that has this family at all.
     let ordered = by_priority(config, groups, health);
-    let Some(lead) = ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, family).next().is_some())
+    let Some(lead) =
+        ordered.iter().map(|g| &config.groups[*g]).find(|g| members(config, g, family, health).next().is_some())
     else {
         return Chosen::none(); // no group has this family
     };
@@ -147,7 +150,7 @@ fn chosen_for(
         AllDown::ServeAll => {
             let mut all: Vec<(IpAddr, u32)> = Vec::new();
             for g in ordered {
-                for (_, address, weight) in members(config, &config.groups[g], family) {
+                for (_, address, weight) in members(config, &config.groups[g], family, health) {
                     if !all.iter().any(|(a, _)| *a == address) {
                         all.push((address, weight));
                     }
@@ -158,7 +161,7 @@ fn chosen_for(
         }
         AllDown::Backup(name) => {
             let backup = &config.groups[name];
-            let all: Vec<(IpAddr, u32)> = members(config, backup, family).map(|(_, a, w)| (a, w)).collect();
+            let all: Vec<(IpAddr, u32)> = members(config, backup, family, health).map(|(_, a, w)| (a, w)).collect();
             if all.is_empty() {
                 Chosen::none()
             } else {

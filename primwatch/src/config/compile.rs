@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, ops::Range, sync::Arc};
 
-use super::{error::At, zones::ZoneDraft, CheckKind, Config, ConfigError, MapCapacities};
+use super::{error::At, zones::ZoneDraft, CheckKind, Config, ConfigError, FeedSource, MapCapacities};
 use crate::{dns::name::DnsName, sys::process::RunAs};
 
 /// What parsing leaves for this step, with the spans its errors point at.
@@ -45,6 +45,17 @@ pub(super) fn compile(mut config: Config, pending: Pending, at: &At) -> Result<C
     Ok(config)
 }
 
+/// The checks of `compile` that depend on the names and views alone, run again when a
+/// feed changes them (`Config::with_feed_data`): Err is the reason, with the key to raise.
+pub(super) fn recheck_names_and_views(config: &Config) -> Result<(), String> {
+    let at = |_: Range<usize>, reason: String| ConfigError { file: Default::default(), line: 0, column: 0, reason };
+    let spans = CapacitySpans { names: 0..0, record_sets: 0..0, signatures: 0..0 };
+    check_view_prefixes(config, 0..0, &at)
+        .and_then(|()| check_name_hashes(config, &at))
+        .and_then(|()| check_capacities(config, &spans, &at))
+        .map_err(|e| e.reason)
+}
+
 /// The user exec checks and hooks run as, looked up now rather than at the first check;
 /// None when nothing runs commands. Each exec check is given it.
 fn find_exec_user(
@@ -52,7 +63,8 @@ fn find_exec_user(
     (name, span): (String, Range<usize>),
     at: &At,
 ) -> Result<Option<RunAs>, ConfigError> {
-    let has_exec = config.checks.values().any(|c| matches!(c.kind, CheckKind::Exec { .. }));
+    let has_exec = config.checks.values().any(|c| matches!(c.kind, CheckKind::Exec { .. }))
+        || config.feeds.values().any(|f| matches!(f.source, FeedSource::Command { .. } | FeedSource::Stream { .. }));
     if !has_exec && config.hooks.on_change.is_none() {
         return Ok(None);
     }
@@ -68,6 +80,11 @@ fn find_exec_user(
     })?;
     for check in config.checks.values_mut() {
         if let CheckKind::Exec { run_as, .. } = &mut check.kind {
+            *run_as = Some(user.clone());
+        }
+    }
+    for feed in config.feeds.values_mut() {
+        if let FeedSource::Command { run_as, .. } | FeedSource::Stream { run_as, .. } = &mut feed.source {
             *run_as = Some(user.clone());
         }
     }

@@ -35,6 +35,12 @@ pub enum CheckKind {
         /// The user it runs as; None until the whole config is read.
         run_as: Option<crate::sys::process::RunAs>,
     },
+    /// `type = "feed"`: the verdicts of `[feeds.FEED]` (a health feed) on this target;
+    /// no probe runs. Rise and fall default to 1: a batch is a verdict.
+    Feed {
+        /// `feed`: the feed's name (one that may say `health`).
+        feed: String,
+    },
 }
 
 /// An `http` or `https` check's settings (`[checks.X]`).
@@ -275,6 +281,8 @@ pub(super) struct RawCheck {
     headers: Option<Spanned<BTreeMap<String, String>>>,
     // exec
     command: Option<Spanned<Vec<String>>>,
+    // feed
+    feed: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -390,8 +398,15 @@ pub(super) fn parse_check(
     config_dir: &std::path::Path,
     at: &At,
 ) -> Result<CheckConfig, ConfigError> {
-    let Timing { interval, retry_interval, timeout, jitter, rise, fall, initially_up } = parse_timing(name, &raw, at)?;
+    let Timing { interval, retry_interval, timeout, jitter, mut rise, mut fall, initially_up } =
+        parse_timing(name, &raw, at)?;
+    let (rise_set, fall_set) = (raw.rise.is_some(), raw.fall.is_some());
     let kind = parse_kind(name, raw, config_dir, at)?;
+    if let CheckKind::Feed { .. } = kind {
+        // A feed's batch is already a verdict; its program did its own counting.
+        rise = if rise_set { rise } else { 1 };
+        fall = if fall_set { fall } else { 1 };
+    }
     Ok(CheckConfig { kind, interval, retry_interval, timeout, rise, fall, jitter, initially_up })
 }
 
@@ -485,6 +500,7 @@ fn parse_kind(
         || raw.user_agent.is_some()
         || raw.headers.is_some();
     let send_expect = raw.send.is_some() || raw.expect.is_some();
+    foreign(raw.feed.is_some() && kind_name != "feed", "feed")?;
     match kind_name.as_str() {
         "tcp" => {
             foreign(http_only, "an HTTP option")?;
@@ -521,7 +537,15 @@ fn parse_kind(
             }
             Ok(CheckKind::Exec { command: command.into_inner(), run_as: None })
         }
-        other => Err(at(kind_span, format!("check type '{other}' is not one of tcp, http, https, icmp, exec"))),
+        "feed" => {
+            foreign(http_only, "an HTTP option")?;
+            foreign(raw.port.is_some(), "port")?;
+            foreign(send_expect, "send/expect")?;
+            foreign(raw.command.is_some(), "command")?;
+            let feed = raw.feed.ok_or_else(|| at(kind_span.clone(), "a feed check needs feed = \"FEED\"".into()))?;
+            Ok(CheckKind::Feed { feed: feed.into_inner() })
+        }
+        other => Err(at(kind_span, format!("check type '{other}' is not one of tcp, http, https, icmp, exec, feed"))),
     }
 }
 
@@ -708,12 +732,29 @@ pub(super) fn parse_tables(
     raw_targets: RawTables<RawTarget>,
     raw_groups: RawTables<RawGroup>,
     in_fleet: bool,
+    feeds: &BTreeMap<String, super::FeedConfig>,
     config_dir: &std::path::Path,
     at: &At,
 ) -> Result<Tables, ConfigError> {
     let mut checks = BTreeMap::new();
     for (name, check) in raw_checks {
+        let span = check.span();
         let parsed = parse_check(&name, check.into_inner(), config_dir, at)?;
+        if let CheckKind::Feed { feed } = &parsed.kind {
+            match feeds.get(feed) {
+                Some(f) if f.kinds.health => {}
+                Some(_) => {
+                    return Err(at(
+                        span,
+                        format!(
+                            "checks.{}: feed '{feed}' may not say health (add \"health\" to its kinds)",
+                            name.get_ref()
+                        ),
+                    ))
+                }
+                None => return Err(at(span, format!("checks.{}: no feed '{feed}' under [feeds]", name.get_ref()))),
+            }
+        }
         checks.insert(name.into_inner(), parsed);
     }
     let (mut targets, mut named_targets) = (BTreeMap::new(), BTreeMap::new());

@@ -44,6 +44,15 @@ pub(crate) const POWERDNS_IDLE_TIMEOUT: RangeInclusive<Duration> = SECOND..=HOUR
 /// `[hooks] timeout`: how long a hook may run before it is killed.
 pub(crate) const HOOK_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(10 * 60);
 
+/// `[feeds.X] interval`: between one run of a feed command and the next.
+pub(crate) const FEED_INTERVAL: RangeInclusive<Duration> = SECOND..=DAY;
+/// `[feeds.X] timeout`: a feed command's run, or a push body's upload.
+pub(crate) const FEED_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=HOUR;
+/// `[feeds.X] stale_after`.
+pub(crate) const FEED_STALE_AFTER: RangeInclusive<Duration> = SECOND..=Duration::from_secs(7 * 24 * 3600);
+/// `[feeds.X] first_batch_wait`: how long a start waits for a feed's first batch.
+pub(crate) const FEED_FIRST_BATCH_WAIT: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(600);
+
 /// `[server] control_max_connections`: ctl connections served at once.
 pub(crate) const CONTROL_CONNECTIONS: RangeInclusive<usize> = 1..=1024;
 /// `[powerdns] max_connections`: PowerDNS backend connections served at once (PowerDNS

@@ -20,6 +20,7 @@ use crate::{dns::name::DnsName, sys::local_socket::Access};
 mod compile;
 mod cookies;
 mod error;
+mod feeds;
 mod fleet;
 pub(crate) mod geoip;
 mod health;
@@ -35,6 +36,7 @@ mod views;
 mod zones;
 pub use error::ConfigError;
 use error::{line_column, At};
+pub use feeds::{FeedConfig, FeedKinds, FeedSource, OnStale, DEFAULT_FEED_MAX_BYTES};
 pub use health::{
     CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
     DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
@@ -162,7 +164,20 @@ pub struct Config {
     pub cookies: CookieConfig,
     /// `[fleet]`: operator state shared with other nodes through etcd; None: alone.
     pub fleet: Option<FleetConfig>,
+    /// `[feeds.X]`: data from the operator's own programs, by feed name.
+    pub feeds: BTreeMap<String, FeedConfig>,
+    /// `server.default_ttl`: the TTL of a name that sets none (feeds' names too).
+    pub default_ttl: u32,
+    /// The names and views as the config (and the files it names) wrote them, before
+    /// feeds added theirs (`with_feed_data`); the same maps as `names` and `views`
+    /// until a feed adds any.
+    written: (SharedNames, SharedViews),
 }
+
+/// Names by name, shared between configs (a million are not copied).
+type SharedNames = std::sync::Arc<BTreeMap<DnsName, NameConfig>>;
+/// Views by name, shared between configs.
+type SharedViews = std::sync::Arc<BTreeMap<String, ViewConfig>>;
 
 /// Targets with an address, and each group's members, as written.
 #[derive(Debug)]
@@ -437,6 +452,8 @@ struct RawConfig {
     /// Files of names served from groups, one per line (see `read_name_file`).
     #[serde(default)]
     name_files: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    feeds: BTreeMap<Spanned<String>, Spanned<feeds::RawFeed>>,
 }
 
 #[derive(Deserialize)]
@@ -635,7 +652,9 @@ impl Config {
             Some(ttl) => check_ttl(ttl, &at)?,
             None => DEFAULT_TTL,
         };
-        let health = health::parse_tables(raw.checks, raw.targets, raw.groups, raw.fleet.is_some(), &config_dir, &at)?;
+        let feeds = feeds::parse_feeds(raw.feeds, &config_dir, &at)?;
+        let health =
+            health::parse_tables(raw.checks, raw.targets, raw.groups, raw.fleet.is_some(), &feeds, &config_dir, &at)?;
         let resolver = parse_resolver(raw.resolver, &at)?;
         let rrl = raw.rrl.map(|r| parse_rrl(r, &at)).transpose()?;
         let slow_path =
@@ -651,7 +670,9 @@ impl Config {
             name_files::read_names(&config_dir.join(file.get_ref()), &health.groups, &zones, default_ttl, &mut names)?;
         }
         check_names_in_zones(&names, &name_spans, &zones, &at)?;
-        let mut views = views::parse_views(raw.views, &config_dir, &health.groups, &names, raw.geoip.is_some(), &at)?;
+        let views_fed = feeds.values().any(|f| f.kinds.views);
+        let mut views =
+            views::parse_views(raw.views, &config_dir, &health.groups, &names, raw.geoip.is_some(), views_fed, &at)?;
         let geoip = match &raw.geoip {
             Some(geoip) => Some(std::sync::Arc::new(read_geoip(geoip, path, &mut views, &at)?)),
             None => None,
@@ -665,6 +686,7 @@ impl Config {
             None => (DEFAULT_EXEC_USER.to_string(), server_span),
         };
         let health::Tables { checks, targets, named_targets, groups, declared } = health;
+        let (names, views) = (std::sync::Arc::new(names), std::sync::Arc::new(views));
         let config = Config {
             interfaces,
             xdp_mode: server.xdp_mode,
@@ -677,8 +699,9 @@ impl Config {
             checks,
             targets,
             groups,
-            names: std::sync::Arc::new(names),
-            views: std::sync::Arc::new(views),
+            written: (names.clone(), views.clone()),
+            names,
+            views,
             zones: BTreeMap::new(),
             hooks,
             exec_user: None,
@@ -695,9 +718,94 @@ impl Config {
             slow_path,
             cookies,
             fleet,
+            feeds,
+            default_ttl,
         };
         let geoip_span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
         compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)
+    }
+
+    /// This config with the names and view data `fed` (feed name → its served batch)
+    /// added to what the config itself wrote: fed names beside the written ones, fed
+    /// view names and prefixes in their views. Checked as the config's own are: a name
+    /// or prefix given twice (by the config, another feed or another view), a name
+    /// outside the declared zones, a view entry for a name nobody serves, and what the
+    /// maps cannot hold are refused, with the feed and the reason.
+    pub fn with_feed_data<'a>(
+        &self,
+        fed: impl IntoIterator<Item = (&'a str, &'a crate::feeds::Batch)> + Clone,
+    ) -> Result<Config, String> {
+        let (written_names, written_views) = &self.written;
+        let adds_anything = fed
+            .clone()
+            .into_iter()
+            .any(|(_, b)| !b.names.is_empty() || !b.view_names.is_empty() || !b.prefixes.is_empty());
+        let mut config = self.clone();
+        if !adds_anything {
+            (config.names, config.views) = (written_names.clone(), written_views.clone());
+            config.view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&config.views));
+            return Ok(config);
+        }
+        let mut names = (**written_names).clone();
+        for (feed, batch) in fed.clone() {
+            for (name, given) in &batch.names {
+                if self.zones.keys().next().is_some() && self.zone_of(name).is_none() {
+                    return Err(format!("feed {feed}: name '{name}' lies in no declared zone"));
+                }
+                if let Some(missing) = given.groups.iter().find(|g| !self.groups.contains_key(*g)) {
+                    return Err(format!("feed {feed}: name '{name}': no group '{missing}'"));
+                }
+                let source = NameSource::Groups {
+                    groups: given.groups.clone(),
+                    all_down: given.all_down.clone().unwrap_or(AllDown::ServeAll),
+                };
+                let entry = NameConfig { ttl: given.ttl.unwrap_or(self.default_ttl), source };
+                if names.insert(name.clone(), entry).is_some() {
+                    return Err(format!(
+                        "feed {feed}: name '{name}' is already served (by the config or another feed)"
+                    ));
+                }
+            }
+        }
+        let mut views = (**written_views).clone();
+        let mut owner: std::collections::HashMap<ipnet::IpNet, String> =
+            views.iter().flat_map(|(v, view)| view.sources.iter().map(move |p| (*p, v.clone()))).collect();
+        for (feed, batch) in fed {
+            for (view_name, entries) in &batch.view_names {
+                let Some(view) = views.get_mut(view_name) else {
+                    return Err(format!("feed {feed}: no view '{view_name}'"));
+                };
+                for (name, (groups, all_down)) in entries {
+                    let Some(served) = names.get(name) else {
+                        return Err(format!("feed {feed}: view '{view_name}' names '{name}', which nobody serves"));
+                    };
+                    let all_down = all_down.clone().unwrap_or_else(|| match &served.source {
+                        NameSource::Groups { all_down, .. } => all_down.clone(),
+                        NameSource::Static { .. } => AllDown::ServeAll,
+                    });
+                    if view.names.insert(name.clone(), ViewName { groups: groups.clone(), all_down }).is_some() {
+                        return Err(format!("feed {feed}: name '{name}' is already given in view '{view_name}'"));
+                    }
+                }
+            }
+            for (prefix, view_name) in &batch.prefixes {
+                let Some(view) = views.get_mut(view_name) else {
+                    return Err(format!("feed {feed}: no view '{view_name}'"));
+                };
+                if let Some(other) = owner.insert(*prefix, view_name.clone()) {
+                    return Err(format!("feed {feed}: prefix {prefix} is already in view '{other}'"));
+                }
+                view.sources.push(*prefix);
+            }
+        }
+        for view in views.values_mut() {
+            view.sources.sort();
+        }
+        config.names = std::sync::Arc::new(names);
+        config.views = std::sync::Arc::new(views);
+        compile::recheck_names_and_views(&config)?;
+        config.view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&config.views));
+        Ok(config)
     }
 
     /// This config with the targets given by host replaced by the addresses they

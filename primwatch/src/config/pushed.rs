@@ -162,6 +162,24 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
             });
         }
     }
+    // A command feed, likewise: a program every node would run.
+    if !config.fleet.as_ref().is_some_and(|f| f.pushed_exec_checks) {
+        let command = config
+            .feeds
+            .iter()
+            .find(|(_, f)| matches!(f.source, super::FeedSource::Command { .. } | super::FeedSource::Stream { .. }));
+        if let Some((name, _)) = command {
+            let line = pushed.lines().position(|l| table_header_is(l, &format!("feeds.{name}"))).map_or(0, |i| i + 1);
+            return Err(ConfigError {
+                file: label.to_owned(),
+                line,
+                column: 1,
+                reason: format!(
+                    "feed '{name}' runs a command (one every node would run): a pushed config may carry one only where the node's [fleet] sets pushed_exec_checks = true"
+                ),
+            });
+        }
+    }
     // A target is probed by every node and its health published: only at addresses
     // the node's own file allows (not itself, its metadata service, loopback, …).
     if let Some(fleet) = &config.fleet {
@@ -338,6 +356,10 @@ groups = ["site"]
         let exec = format!("{PUSHED}[checks.script]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\n");
         let e = merge(Path::new("/etc/pw.toml"), LOCAL, Path::new("x"), &exec).unwrap_err();
         assert!(e.reason.contains("pushed_exec_checks = true") && e.line == 7, "{e}");
+        // A command feed likewise.
+        let feed = format!("{PUSHED}[feeds.cmdb]\ncommand = [\"/bin/true\"]\nkinds = [\"health\"]\n");
+        let e = merge(Path::new("/etc/pw.toml"), LOCAL, Path::new("x"), &feed).unwrap_err();
+        assert!(e.reason.contains("feed 'cmdb' runs a command") && e.line == 7, "{e}");
         let allowing = LOCAL.replace("[fleet]\n", "[fleet]\npushed_exec_checks = true\n");
         let config = merge(Path::new("/etc/pw.toml"), &allowing, Path::new("x"), &exec).unwrap();
         assert_eq!(config.checks.len(), 1);

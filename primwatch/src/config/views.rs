@@ -102,6 +102,7 @@ pub(super) fn parse_views(
     groups: &BTreeMap<String, GroupConfig>,
     names: &BTreeMap<DnsName, NameConfig>,
     has_database: bool,
+    views_fed: bool,
     at: &At,
 ) -> Result<BTreeMap<String, ViewConfig>, ConfigError> {
     let mut views = BTreeMap::new();
@@ -127,8 +128,11 @@ pub(super) fn parse_views(
             sources.extend(read_source_file(&path)?);
         }
         let geo = view_geo(&view, &view_name, has_database, &mut geo_owner, at)?;
-        if sources.is_empty() && geo.is_empty() {
-            return Err(at(view_span, format!("view '{view_name}' has no sources, countries, continents or asns")));
+        if sources.is_empty() && geo.is_empty() && !views_fed {
+            return Err(at(
+                view_span,
+                format!("view '{view_name}' has no sources, countries, continents or asns (and no feed says views)"),
+            ));
         }
         for net in &sources {
             if let Some(other) = owner.insert(*net, view_name.clone()) {

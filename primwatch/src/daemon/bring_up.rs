@@ -123,7 +123,18 @@ async fn serve(
     let (metrics_listen, control_socket, control_access) =
         (config.metrics_listen, config.control_socket.clone(), config.control_access.clone());
     let zones = crate::answers::zone_data::ZoneFeed::start(negative, crate::answers::zone_data::Inputs::of(&config));
-    let mut controller = Controller::start(config, Some(config_path), (pushed, refusal), maps, cookies)?;
+    // Feeds start first: their first batches are awaited (each up to its
+    // first_batch_wait) so that the first answers carry them.
+    let feed_start = if config.feeds.is_empty() {
+        None
+    } else {
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+        let tasks = crate::feeds::Feeds::start(&config, events_tx);
+        let early = crate::feeds::await_first(&config, &mut events).await;
+        info!(feeds = config.feeds.len(), batches = early.len(), "feeds started");
+        Some(crate::daemon::controller::FeedStart { tasks, events, early })
+    };
+    let mut controller = Controller::start(config, Some(config_path), (pushed, refusal), maps, cookies, feed_start)?;
     controller.set_zone_feed(zones);
     info!(names, targets, "names map written");
 

@@ -8,6 +8,7 @@ use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{error, info, warn};
 
+mod feeds;
 mod fleet;
 mod reload;
 
@@ -74,6 +75,19 @@ pub(crate) struct Controller {
     probation: Option<(i64, std::time::Instant)>,
     /// The other live nodes, and so who checks the sharded targets.
     membership: crate::fleet::membership::Membership,
+    /// `[feeds]`: their tasks (None without a runtime's tasks, in tests), their events,
+    /// and per feed its status and last good batch.
+    feeds: Option<crate::feeds::Feeds>,
+    feed_events: Option<mpsc::Receiver<crate::feeds::FeedEvent>>,
+    feed_slots: std::collections::BTreeMap<String, crate::feeds::FeedSlot>,
+}
+
+/// The feeds' tasks at start, their events, and the events that came while the start
+/// waited for first batches (`feeds::await_first`).
+pub(crate) struct FeedStart {
+    pub tasks: crate::feeds::Feeds,
+    pub events: mpsc::Receiver<crate::feeds::FeedEvent>,
+    pub early: Vec<crate::feeds::FeedEvent>,
 }
 
 /// What the state file says about the controller that ran before this one.
@@ -92,6 +106,7 @@ impl Controller {
         (pushed, refusal): (Option<PushedConfig>, Option<crate::config::pushed::Refusal>),
         maps: AnswerMaps,
         cookies: crate::dataplane::publish::CookieMapWriter,
+        feed_start: Option<FeedStart>,
     ) -> Result<Controller> {
         let (reports_tx, reports) = mpsc::channel(1024);
         let (resolved_tx, resolved_rx) = mpsc::channel(64);
@@ -159,6 +174,9 @@ impl Controller {
             pushed,
             refusal,
             membership: Default::default(),
+            feeds: None,
+            feed_events: None,
+            feed_slots: Default::default(),
         };
         match controller.refusal.clone() {
             Some(r) => controller.report_config(r.revision, r.reason),
@@ -172,7 +190,35 @@ impl Controller {
             let table = AnswerTable::new(plan, chosen, controller.config.view_index.clone());
             controller.answers = Some(AnswerFeed::start(&powerdns, table)?);
         }
-        controller.publish()?;
+        // Feeds: batches saved before the restart, then what came while the start waited,
+        // applied before the checkers start (the first publish already carries them).
+        controller.adopt_feed_slots(true);
+        let early = match feed_start {
+            Some(FeedStart { tasks, events, early }) => {
+                controller.feeds = Some(tasks);
+                controller.feed_events = Some(events);
+                early
+            }
+            None => Vec::new(),
+        };
+        if controller.config.feeds.is_empty() {
+            controller.publish()?;
+        } else {
+            controller.record_feed_verdicts();
+            let with_feeds = controller.config_with_feeds(&controller.config);
+            match with_feeds {
+                Ok(config) => {
+                    controller.config = config;
+                    controller.name_plan = None;
+                }
+                Err(why) => error!(%why, "restored feed data does not fit; serving without it"),
+            }
+            controller.state.feed_weights = controller.served_weights();
+            controller.publish()?;
+            for event in early {
+                controller.on_feed(event)?;
+            }
+        }
         controller.spawn_all();
         Ok(controller)
     }
@@ -403,8 +449,18 @@ impl Controller {
                     }
                     return Ok(());
                 }
+                Some(event) = next_event(&mut self.feed_events) => {
+                    if let Err(e) = self.on_feed(event) {
+                        self.save_state();
+                        return Err(e.context("writing the answers after a feed's batch"));
+                    }
+                }
                 _ = save_tick.tick() => {
                     crate::sys::supervise::watchdog_ping();
+                    if let Err(e) = self.check_feeds_stale() {
+                        self.save_state();
+                        return Err(e.context("writing the answers after a feed went stale"));
+                    }
                     self.local_errors.tick();
                     self.end_probation_if_due();
                     self.reload_if_geoip_changed();
@@ -416,7 +472,7 @@ impl Controller {
                         self.save_state();
                     }
                 }
-                Some(event) = next_fleet_event(&mut self.fleet_events) => {
+                Some(event) = next_event(&mut self.fleet_events) => {
                     if let Err(e) = self.on_fleet(event) {
                         self.save_state();
                         return Err(e.context("writing the answers after a fleet override"));
@@ -552,6 +608,7 @@ impl Controller {
         let mut stats = self.metrics.stats(&self.config, &self.state, xdp, &plan, &counts, (signing.total(), held));
         stats.fleet = self.fleet.as_ref().map(|f| (&f.status()).into());
         stats.zones = self.zones.as_ref().map(|z| z.status()).unwrap_or_default();
+        stats.feeds = self.feed_statuses();
         stats
     }
 
@@ -579,14 +636,13 @@ impl Controller {
             fleet
         });
         status.zones = report::zones(&self.config, &self.maps.signatures.per_zone());
+        status.feeds = self.feed_statuses();
         status
     }
 }
 
-/// The next fleet event, or never without a fleet.
-async fn next_fleet_event(
-    events: &mut Option<mpsc::Receiver<crate::fleet::FleetEvent>>,
-) -> Option<crate::fleet::FleetEvent> {
+/// The next event of an optional source (the fleet, the feeds), or never without one.
+async fn next_event<T>(events: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

@@ -48,7 +48,11 @@ impl Checkers {
             .iter()
             .filter(|(name, _)| wanted(name) && !checked_elsewhere.contains(*name))
             .flat_map(|(name, target)| {
-                target.checks.iter().enumerate().map(|(index, check)| Checker {
+                // A feed check is no probe: the controller records its feed's verdicts.
+                let probed = |(_, check): &(usize, &String)| {
+                    !matches!(config.checks[*check].kind, crate::config::CheckKind::Feed { .. })
+                };
+                target.checks.iter().enumerate().filter(probed).map(|(index, check)| Checker {
                     target: name.clone(),
                     index,
                     address: target.address,

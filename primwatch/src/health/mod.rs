@@ -25,6 +25,10 @@ pub trait Health {
     fn group_priority(&self, _group: &str, configured: i32) -> i32 {
         configured
     }
+    /// The target's weight now (a weights feed may have set it).
+    fn target_weight(&self, _target: &str, configured: u32) -> u32 {
+        configured
+    }
 }
 
 /// Every target healthy: what the config alone says.

@@ -359,6 +359,9 @@ pub struct State {
     /// `[fleet]`: targets with `checked_by` that other nodes check: this node's own
     /// (stale) view does not count towards their quorum.
     pub not_checked_here: std::collections::BTreeSet<String>,
+    /// Weights a weights feed set, per target (given by host: per `NAME`), in place of
+    /// the configured ones.
+    pub feed_weights: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -401,6 +404,7 @@ impl State {
             quorum: config.targets.iter().filter_map(|(name, t)| Some((name.clone(), t.quorum?))).collect(),
             fleet_votes: BTreeMap::new(),
             not_checked_here: Default::default(),
+            feed_weights: BTreeMap::new(),
         };
         state.update_groups(config);
         state
@@ -472,6 +476,7 @@ impl State {
     /// Carries health over from a previous state for targets whose checks did not change.
     pub fn inherit(&mut self, old: &State, config: &Config) {
         self.fleet_votes = old.fleet_votes.clone();
+        self.feed_weights = old.feed_weights.clone();
         self.not_checked_here = old.not_checked_here.clone();
         self.not_checked_here.retain(|t| config.targets.get(t).is_some_and(|t| t.is_sharded()));
         for (name, target) in self.targets.iter_mut() {
@@ -673,6 +678,14 @@ impl Health for State {
 
     fn group_priority(&self, group: &str, configured: i32) -> i32 {
         self.overrides.groups.get(group).and_then(|o| o.priority).unwrap_or(configured)
+    }
+
+    fn target_weight(&self, target: &str, configured: u32) -> u32 {
+        if self.feed_weights.is_empty() {
+            return configured;
+        }
+        let own = target.split(crate::config::NAMED_MEMBER_SEPARATOR).next().unwrap_or(target);
+        self.feed_weights.get(target).or_else(|| self.feed_weights.get(own)).copied().unwrap_or(configured)
     }
 }
 

@@ -171,6 +171,9 @@ pub struct Status {
     /// `[geoip] database`, if set: what it is and how many networks each view took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geoip: Option<GeoStatus>,
+    /// `[feeds]`: per feed, its source, last batch and whether it is stale.
+    #[serde(default)]
+    pub feeds: Vec<(String, crate::feeds::FeedStatus)>,
     /// The declared zones and, for those primwatch signs, the key and its signatures.
     #[serde(default)]
     pub zones: Vec<ZoneStatus>,

@@ -217,6 +217,7 @@ impl Recorder {
             dnssec: DnssecStats::default(),
             fleet: None,
             zones: Vec::new(),
+            feeds: Vec::new(),
         }
     }
 }
@@ -270,6 +271,9 @@ pub struct Stats {
     /// Zones with `negative_answers`: what XDP holds of each.
     #[serde(default)]
     pub zones: Vec<crate::answers::zone_data::ZoneStats>,
+    /// `[feeds]`: per feed, its batches and staleness.
+    #[serde(default)]
+    pub feeds: Vec<(String, crate::feeds::FeedStatus)>,
 }
 
 /// The fleet as metrics see it.
@@ -463,6 +467,38 @@ const XDP_FAMILIES: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// `[feeds]`: batches by result, items and age of the batch in use, staleness.
+fn feed_families(e: &mut DescriptorEncoder, feeds: &[(String, crate::feeds::FeedStatus)]) -> std::fmt::Result {
+    let feed = |name: &String| vec![("feed", name.clone())];
+    counters(
+        e,
+        "primwatch_feed_batches",
+        "Feed batches by result: applied, refused (a bad line or data the config cannot take; the last good batch keeps serving), failed (the source gave none).",
+        feeds.iter().flat_map(|(name, f)| {
+            [("applied", f.applied), ("refused", f.refused), ("failed", f.failed)]
+                .map(|(result, n)| (vec![("feed", name.clone()), ("result", result.to_string())], n))
+        }),
+    )?;
+    gauges(
+        e,
+        "primwatch_feed_items",
+        "Items of the feed's batch in use.",
+        feeds.iter().map(|(name, f)| (feed(name), f.items as f64)),
+    )?;
+    gauges(
+        e,
+        "primwatch_feed_last_good_timestamp_seconds",
+        "When the feed's batch in use was applied (Unix time; 0: none yet).",
+        feeds.iter().map(|(name, f)| (feed(name), f.last_good_at.map_or(0.0, unix_seconds))),
+    )?;
+    gauges(
+        e,
+        "primwatch_feed_stale",
+        "1 if the feed has had no good batch for its stale_after (its on_stale applies).",
+        feeds.iter().map(|(name, f)| (feed(name), f.stale as u8 as f64)),
+    )
+}
+
 impl Collector for Exported {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let stats = &self.0;
@@ -530,6 +566,7 @@ impl Collector for Exported {
                 list.iter().map(|s| (labelled(s), unix_seconds(s.since))),
             )?;
         }
+        feed_families(e, &stats.feeds)?;
         counters(
             e,
             "primwatch_map_syncs",

@@ -93,6 +93,13 @@ pub fn explain(
                         None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
                         None => t.shown_reason(),
                     };
+                    // Under the weighted policy, its weight in effect (a feed's, else the config's).
+                    let why = match spec.policy {
+                        crate::config::Policy::Weighted => {
+                            format!("{why}; weight {}", state.target_weight(m, config.targets[m].weight))
+                        }
+                        _ => why,
+                    };
                     (m.clone(), config.targets[m].address.to_string(), state.target_eligible(m), why)
                 })
                 .collect();
@@ -367,6 +374,7 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
         }),
         zones: Vec::new(),
         fleet: None,
+        feeds: Vec::new(),
     }
 }
 

@@ -66,6 +66,17 @@ pub(crate) async fn run(
     run_as: Option<&RunAs>,
     timeout: Duration,
 ) -> Result<Finished, RunError> {
+    run_capped(argv, env, run_as, timeout, MAX_OUTPUT).await.map(|(finished, _)| finished)
+}
+
+/// `argv` started as `run` describes (its own process group, cleared environment,
+/// `run_as`, stdin closed, stdout and stderr piped), and the guard that kills its group
+/// when dropped (disarm it with `.0 = None` once it has been waited for).
+pub(crate) fn spawn(
+    argv: &[String],
+    env: &[(&str, String)],
+    run_as: Option<&RunAs>,
+) -> std::io::Result<(tokio::process::Child, GroupKill)> {
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -82,14 +93,27 @@ pub(crate) async fn run(
         // std drops supplementary groups (setgroups(0)) when root sets a uid.
         command.uid(user.uid).gid(user.gid);
     }
-    let mut child = command.spawn().map_err(RunError::Spawn)?;
+    let child = command.spawn()?;
+    let group = GroupKill(child.id().map(|pid| pid as i32));
+    Ok((child, group))
+}
+
+/// `run` keeping up to `cap` bytes of stdout (stderr: `MAX_OUTPUT`); also says whether
+/// stdout had more than `cap` (the rest was read and dropped).
+pub(crate) async fn run_capped(
+    argv: &[String],
+    env: &[(&str, String)],
+    run_as: Option<&RunAs>,
+    timeout: Duration,
+    cap: usize,
+) -> Result<(Finished, bool), RunError> {
+    let (mut child, mut group) = spawn(argv, env, run_as).map_err(RunError::Spawn)?;
     // Kills the group however this ends early: the timeout below, or the caller giving
     // up on this future (a check's own timeout).
-    let mut group = GroupKill(child.id().map(|pid| pid as i32));
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let finished = tokio::time::timeout(timeout, async {
-        let (stdout, stderr) = tokio::join!(read_capped(stdout), read_capped(stderr));
-        child.wait().await.map(|status| Finished { status, stdout, stderr })
+        let ((stdout, more), (stderr, _)) = tokio::join!(read_capped(stdout, cap), read_capped(stderr, MAX_OUTPUT));
+        child.wait().await.map(|status| (Finished { status, stdout, stderr }, more))
     })
     .await;
     match finished {
@@ -107,7 +131,7 @@ pub(crate) async fn run(
 }
 
 /// SIGKILLs a process group when dropped, unless disarmed (`.0 = None`).
-struct GroupKill(Option<i32>);
+pub(crate) struct GroupKill(pub(crate) Option<i32>);
 
 impl Drop for GroupKill {
     fn drop(&mut self) {
@@ -118,16 +142,18 @@ impl Drop for GroupKill {
     }
 }
 
-/// Reads `from` to its end, keeping the first `MAX_OUTPUT` bytes.
-async fn read_capped(from: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
-    let Some(mut from) = from else { return Vec::new() };
+/// Reads `from` to its end, keeping the first `cap` bytes; true if there was more.
+async fn read_capped(from: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, bool) {
+    let Some(mut from) = from else { return (Vec::new(), false) };
     let mut kept = Vec::new();
-    let mut chunk = [0u8; 4096];
+    let mut more = false;
+    let mut chunk = [0u8; 8192];
     loop {
         match from.read(&mut chunk).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => return (kept, more),
             Ok(n) => {
-                let room = MAX_OUTPUT - kept.len();
+                let room = cap - kept.len();
+                more |= n > room;
                 kept.extend_from_slice(&chunk[..n.min(room)]);
             }
         }

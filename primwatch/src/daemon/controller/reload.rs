@@ -80,7 +80,16 @@ impl Controller {
             .collect();
         let resolving_changed =
             (&new.named_targets, &new.resolver) != (&self.config.named_targets, &self.config.resolver);
-        let old_config = match self.switch_to(new.expand(&kept), true) {
+        let (expanded, left_out) = new.expand(&kept);
+        let expanded = match self.config_with_feeds(&expanded) {
+            Ok(config) => config,
+            Err(why) => {
+                return Reply::error(format!(
+                    "rejected: the feeds' data does not fit the new config ({why}); fix the feed or the config"
+                ))
+            }
+        };
+        let old_config = match self.switch_to((expanded, left_out), true) {
             Ok(old) => old,
             Err(e) => return Reply::error(format!("rejected: writing the new answers failed: {e:#}")),
         };
@@ -88,6 +97,8 @@ impl Controller {
             // The old runner finishes what it has queued; numbering continues.
             self.hooks = HookRunner::start(&self.config.hooks, self.config.exec_user.clone(), self.hooks.seq());
         }
+        self.feeds_reloaded(&old_config);
+        self.record_feed_verdicts();
         self.checkers.stop_all();
         self.spawn_all();
         if resolving_changed {

@@ -208,6 +208,9 @@ async fn probe(kind: &CheckKind, timeout: Duration, name: &str, address: IpAddr)
         CheckKind::Exec { command, run_as } => {
             exec::Exec { command, run_as: run_as.as_ref() }.probe(address, timeout, name).await
         }
+        // Never started as a probe (`Checkers` skips them); the controller records the
+        // feed's verdicts.
+        CheckKind::Feed { feed } => Err(Failure::local(format!("judged by feed {feed}, not probed"))),
     }
 }
 

@@ -125,6 +125,7 @@ pub fn print_status(status: &Status) {
             println!("  config on {node}: {}", describe_report(report));
         }
     }
+    print_feeds(&status.feeds);
     if !status.zones.is_empty() {
         println!("ZONES");
         for z in &status.zones {
@@ -213,6 +214,32 @@ pub fn print_stats(stats: &crate::ops::metrics::Stats) {
             "SOCKET   {socket}: {} accepted, refused {} (peer not allowed) {} (all slots busy), {} idle closed, {} accept errors",
             c.accepted, c.refused_peer, c.refused_busy, c.closed_idle, c.accept_errors
         );
+    }
+}
+
+/// `ctl status`'s FEEDS section: per feed its source, kinds, last batch and its fate.
+fn print_feeds(feeds: &[(String, crate::feeds::FeedStatus)]) {
+    if feeds.is_empty() {
+        return;
+    }
+    println!("FEEDS");
+    let when = |t: Option<std::time::SystemTime>| t.map_or("never".to_string(), crate::ops::control::format_time);
+    for (name, f) in feeds {
+        let freshness = match (f.stale, f.restored) {
+            (true, _) => "STALE",
+            (false, true) => "restored",
+            (false, false) => "fresh",
+        };
+        println!("  {name:<12} {freshness:<8} {} ({})", f.source, f.kinds.join(", "));
+        println!(
+            "    in use: {} items, {} bytes, applied {}; last batch {}: {}",
+            f.items,
+            f.bytes,
+            when(f.last_good_at),
+            when(f.last_batch_at),
+            f.result
+        );
+        println!("    batches: {} applied, {} refused, {} source failures", f.applied, f.refused, f.failed);
     }
 }
 

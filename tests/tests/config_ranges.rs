@@ -116,6 +116,19 @@ dnssec = "sign"
 key = "{key}"
 signature_validity = "14d"
 
+[feeds.inventory]
+file = "{dir}/feed.jsonl"
+kinds = ["health", "weights"]
+timeout = "5s"
+stale_after = "1m"
+first_batch_wait = "1s"
+max_bytes = 65536
+
+[feeds.poll]
+command = ["/bin/true"]
+interval = "10s"
+kinds = ["health"]
+
 [zones."unsigned.test"]
 negative_answers = true
 transfer_from = "127.0.0.1:5399"

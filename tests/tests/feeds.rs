@@ -278,3 +278,58 @@ fn an_http_push_needs_its_token_and_applies_whole_under_load() {
     let stats = w.controller.ctl(&["stats"]).unwrap().to_string();
     assert!(stats.contains("\"applied\":41"), "{stats}");
 }
+
+/// A long-running feed program: a batch (ended by an empty line) whenever its
+/// inventory changes; says nothing while the inventory says "quiet".
+const STREAM: &str = r#"
+import json, sys, time
+last = None
+while True:
+    state = open(sys.argv[1]).read().split()
+    if state and state[0] != "quiet" and state != last:
+        print(json.dumps({"primwatch_feed": 1}))
+        for target, health in zip(state[0::2], state[1::2]):
+            print(json.dumps({"target": target, "health": health}))
+        print("", flush=True)
+        last = state
+    time.sleep(0.2)
+"#;
+
+#[test]
+fn a_streaming_feed_applies_each_batch_and_a_persisted_batch_survives_a_restart() {
+    let dir = primwatch_tests::TempDir::new("pw-feed-stream").unwrap();
+    let program = dir.0.join("stream.py");
+    let inventory = dir.0.join("inventory");
+    std::fs::write(&program, STREAM).unwrap();
+    std::fs::write(&inventory, "f1 up f2 up").unwrap();
+    for p in [&dir.0, &program, &inventory] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let feed = format!(
+        "[feeds.cmdb]\ncommand = [\"/usr/bin/python3\", \"{}\", \"{}\"]\nstream = true\npersist = true\n\
+         first_batch_wait = \"2s\"\nkinds = [\"health\"]\n",
+        program.display(),
+        inventory.display()
+    );
+    let mut w = world(&fed_tables(&feed, "all"));
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    std::fs::write(&inventory, "f1 down f2 up").unwrap();
+    w.expect("www.example.test", &[WEB2], SOON);
+    std::fs::write(&inventory, "f1 up f2 down").unwrap();
+    w.expect("www.example.test", &[WEB1], SOON);
+
+    // Restarted while the program says nothing: the saved batch serves (f2 still down),
+    // marked as restored, not the "no batch yet" of a feed without persist.
+    std::fs::write(&inventory, "quiet").unwrap();
+    w.controller.restart().unwrap();
+    w.expect("www.example.test", &[WEB1], SOON);
+    let status = status_feed(&w, "cmdb");
+    assert_eq!(status["restored"], true, "{status}");
+    assert!(status["source"].as_str().unwrap().starts_with("stream from"), "{status}");
+    // The stream speaks again: fresh data replaces the restored batch.
+    std::fs::write(&inventory, "f1 up f2 up").unwrap();
+    w.expect("www.example.test", &[WEB1, WEB2], SOON);
+    assert_eq!(status_feed(&w, "cmdb")["restored"], false);
+}

@@ -439,6 +439,38 @@ sources = ["198.51.100.0/24"]
     }
 
     #[test]
+    fn the_shipped_example_batches_fit_the_example_config() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let config = Config::load(&examples.join("feeds.toml")).unwrap();
+        for (feed, file) in [("tenants", "feed-names.jsonl"), ("regions", "feed-views.jsonl")] {
+            let text = std::fs::read(examples.join(file)).unwrap();
+            let batch = parse(&text, config.feeds[feed].kinds, &config).unwrap_or_else(|r| panic!("{file}: {r}"));
+            assert!(batch.items >= 2, "{file}");
+        }
+        // The example program's output, as the cmdb feed would read it.
+        let out =
+            std::process::Command::new("/usr/bin/python3").arg(examples.join("feed-inventory.py")).output().unwrap();
+        assert!(out.status.success());
+        let batch = parse(&out.stdout, config.feeds["cmdb"].kinds, &config).unwrap();
+        assert_eq!(batch.health["web2"].verdict, Verdict::Draining);
+        assert_eq!(batch.weights["web1"], 100);
+        // Together they fit the config as run would apply them.
+        let names =
+            parse(&std::fs::read(examples.join("feed-names.jsonl")).unwrap(), config.feeds["tenants"].kinds, &config)
+                .unwrap();
+        let views =
+            parse(&std::fs::read(examples.join("feed-views.jsonl")).unwrap(), config.feeds["regions"].kinds, &config)
+                .unwrap();
+        let fed = config.with_feed_data([("tenants", &names), ("regions", &views)]).unwrap();
+        assert_eq!(fed.names.len(), 3);
+        assert_eq!(fed.views["kansai"].sources.len(), 2);
+        assert_eq!(fed.views["kansai"].names.len(), 1);
+        // A second feed giving a served name again is refused.
+        let again = fed.with_feed_data([("tenants", &names), ("again", &names)]).unwrap_err();
+        assert!(again.contains("already served"), "{again}");
+    }
+
+    #[test]
     fn random_bytes_never_panic_the_parser() {
         let config = config();
         let mut seed = 0x9e3779b97f4a7c15u64;

@@ -214,7 +214,7 @@ except urllib.error.HTTPError as e:
     print(e.code, e.read().decode().strip())
 "#;
     use std::io::Write as _;
-    let mut child = netns::command(&w.lab.server_ns, "python3")
+    let mut child = netns::command(&w.lab.server_ns, "/usr/bin/python3")
         .args(["-c", script, &format!("http://127.0.0.1:{port}/feeds/cmdb"), token.unwrap_or("")])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -129,6 +129,24 @@ fn a_file_feed_decides_health_names_and_views_and_a_bad_batch_keeps_the_last_goo
     w.expect("tenant2.example.test", &[WEB3], Duration::from_millis(100));
 }
 
+/// A scratch directory with a feed program and its inventory file, readable by the
+/// exec user the program runs as: (the directory, the program, the inventory).
+fn feed_program(
+    prefix: &str,
+    text: &str,
+    inventory_text: &str,
+) -> (primwatch_tests::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = primwatch_tests::TempDir::new(prefix).unwrap();
+    let (program, inventory) = (dir.0.join("feed.py"), dir.0.join("inventory"));
+    std::fs::write(&program, text).unwrap();
+    std::fs::write(&inventory, inventory_text).unwrap();
+    for (path, mode) in [(&dir.0, 0o755), (&program, 0o644), (&inventory, 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    (dir, program, inventory)
+}
+
 /// A feed program as operators write them: asks its "inventory" (a file here) and
 /// prints a batch; fails (exit 1) while the inventory says so.
 const PROGRAM: &str = r#"
@@ -144,16 +162,7 @@ for target, health, weight in zip(state[0::3], state[1::3], state[2::3]):
 
 #[test]
 fn a_command_feed_sets_health_and_weights_and_falls_back_when_stale() {
-    let dir = primwatch_tests::TempDir::new("pw-feed-cmd").unwrap();
-    let program = dir.0.join("inventory.py");
-    let inventory = dir.0.join("inventory");
-    std::fs::write(&program, PROGRAM).unwrap();
-    std::fs::write(&inventory, "f1 up 1 f2 up 1").unwrap();
-    for p in [&dir.0, &program, &inventory] {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
+    let (_dir, program, inventory) = feed_program("pw-feed-cmd", PROGRAM, "f1 up 1 f2 up 1");
     let feed = format!(
         "[feeds.cmdb]\ncommand = [\"/usr/bin/python3\", \"{}\", \"{}\"]\ninterval = \"1s\"\ntimeout = \"5s\"\n\
          stale_after = \"3s\"\non_stale = \"down\"\nkinds = [\"health\", \"weights\"]\n",
@@ -297,16 +306,7 @@ while True:
 
 #[test]
 fn a_streaming_feed_applies_each_batch_and_a_persisted_batch_survives_a_restart() {
-    let dir = primwatch_tests::TempDir::new("pw-feed-stream").unwrap();
-    let program = dir.0.join("stream.py");
-    let inventory = dir.0.join("inventory");
-    std::fs::write(&program, STREAM).unwrap();
-    std::fs::write(&inventory, "f1 up f2 up").unwrap();
-    for p in [&dir.0, &program, &inventory] {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
+    let (_dir, program, inventory) = feed_program("pw-feed-stream", STREAM, "f1 up f2 up");
     let feed = format!(
         "[feeds.cmdb]\ncommand = [\"/usr/bin/python3\", \"{}\", \"{}\"]\nstream = true\npersist = true\n\
          first_batch_wait = \"2s\"\nkinds = [\"health\"]\n",

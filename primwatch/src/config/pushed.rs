@@ -146,36 +146,24 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
         }
         e
     })?;
-    // An exec check runs a command on every node: only where the node's own file says
-    // a push may bring one.
+    // An exec check or a command feed runs a program on every node: only where the
+    // node's own file says a push may bring one.
     if !config.fleet.as_ref().is_some_and(|f| f.pushed_exec_checks) {
         let exec = config.checks.iter().find(|(_, c)| matches!(c.kind, super::CheckKind::Exec { .. }));
-        if let Some((name, _)) = exec {
-            let line = pushed.lines().position(|l| table_header_is(l, &format!("checks.{name}"))).map_or(0, |i| i + 1);
-            return Err(ConfigError {
-                file: label.to_owned(),
-                line,
-                column: 1,
-                reason: format!(
-                    "check '{name}' is an exec check (a command every node would run): a pushed config may carry one only where the node's [fleet] sets pushed_exec_checks = true"
-                ),
-            });
-        }
-    }
-    // A command feed, likewise: a program every node would run.
-    if !config.fleet.as_ref().is_some_and(|f| f.pushed_exec_checks) {
-        let command = config
+        let exec = exec.map(|(name, _)| (format!("checks.{name}"), format!("check '{name}' is an exec check")));
+        let feed = config
             .feeds
             .iter()
             .find(|(_, f)| matches!(f.source, super::FeedSource::Command { .. } | super::FeedSource::Stream { .. }));
-        if let Some((name, _)) = command {
-            let line = pushed.lines().position(|l| table_header_is(l, &format!("feeds.{name}"))).map_or(0, |i| i + 1);
+        let feed = feed.map(|(name, _)| (format!("feeds.{name}"), format!("feed '{name}' runs a command")));
+        if let Some((table, what)) = exec.or(feed) {
+            let line = pushed.lines().position(|l| table_header_is(l, &table)).map_or(0, |i| i + 1);
             return Err(ConfigError {
                 file: label.to_owned(),
                 line,
                 column: 1,
                 reason: format!(
-                    "feed '{name}' runs a command (one every node would run): a pushed config may carry one only where the node's [fleet] sets pushed_exec_checks = true"
+                    "{what} (a command every node would run): a pushed config may carry one only where the node's [fleet] sets pushed_exec_checks = true"
                 ),
             });
         }

@@ -155,16 +155,17 @@ enum CtlCommand {
     Target {
         name: String,
         #[command(subcommand)]
-        action: CtlAction,
+        action: TargetAction,
     },
     /// Steer a group.
     Group {
         name: String,
         #[command(subcommand)]
-        action: CtlAction,
+        action: GroupAction,
     },
 }
 
+/// What `ctl target` and `ctl group` both do.
 #[derive(Subcommand)]
 enum CtlAction {
     /// Force into answers whatever its health.
@@ -175,12 +176,46 @@ enum CtlAction {
     Drain,
     /// Back to automatic: health decides.
     Auto,
-    /// Set a group's priority (higher is preferred).
-    Priority { priority: i32 },
     /// Turn preempt on or off (off: a recovered target/group waits for `failback`).
     Preempt { setting: OnOff },
     /// Let a target/group held by preempt off back into answers.
     Failback,
+}
+
+#[derive(Subcommand)]
+enum TargetAction {
+    #[command(flatten)]
+    Common(CtlAction),
+    /// Set the target's weight under the weighted and sticky policies (1-1000000), or
+    /// `auto` for the feed's or the config's; saved, and shared with the fleet.
+    Weight {
+        #[arg(value_parser = parse_weight)]
+        weight: WeightSetting,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupAction {
+    #[command(flatten)]
+    Common(CtlAction),
+    /// Set the group's priority (higher is preferred).
+    Priority { priority: i32 },
+}
+
+/// `ctl target NAME weight N|auto`.
+#[derive(Clone, Copy, Debug)]
+struct WeightSetting(Option<u32>);
+
+fn parse_weight(text: &str) -> Result<WeightSetting, String> {
+    match text {
+        "auto" => Ok(WeightSetting(None)),
+        number => number
+            .parse::<u32>()
+            .ok()
+            .filter(|w| (1..=1_000_000).contains(w))
+            .map(|w| WeightSetting(Some(w)))
+            .ok_or_else(|| format!("'{text}' is not a weight from 1 to 1000000, or auto")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -388,9 +423,26 @@ impl From<CtlAction> for Action {
             CtlAction::Down => Action::Force(Force::Down),
             CtlAction::Drain => Action::Force(Force::Drain),
             CtlAction::Auto => Action::Auto,
-            CtlAction::Priority { priority } => Action::Priority(priority),
             CtlAction::Preempt { setting } => Action::Preempt(matches!(setting, OnOff::On)),
             CtlAction::Failback => Action::Failback,
+        }
+    }
+}
+
+impl From<TargetAction> for Action {
+    fn from(a: TargetAction) -> Action {
+        match a {
+            TargetAction::Common(common) => common.into(),
+            TargetAction::Weight { weight } => Action::Weight(weight.0),
+        }
+    }
+}
+
+impl From<GroupAction> for Action {
+    fn from(a: GroupAction) -> Action {
+        match a {
+            GroupAction::Common(common) => common.into(),
+            GroupAction::Priority { priority } => Action::Priority(priority),
         }
     }
 }

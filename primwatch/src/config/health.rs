@@ -122,9 +122,39 @@ pub struct TargetConfig {
     /// rendezvous hashing over the live nodes, the same choice on every node); the
     /// quorum counts their views. None: every node checks it.
     pub checked_by: Option<usize>,
+    /// `check_address`: where its checks probe, while answers carry `address` (a
+    /// management address, a status service); None: `address`.
+    pub check_address: Option<IpAddr>,
+    /// `calculated`: its health is computed from other targets' (no checks of its own).
+    pub calculated: Option<Calculated>,
+    /// `slow_start` (its own, else the longest of its groups'): after it comes back, its
+    /// weight ramps from a tenth to full over this window, in ten steps. None: at once.
+    pub slow_start: Option<Duration>,
+}
+
+/// `[targets.X] calculated`: health computed from other targets (Route 53's calculated
+/// health checks), each of which is a target given by address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Calculated {
+    /// `{ at_least = N, of = [...] }`: up while at least N of the listed targets are
+    /// eligible (healthy, or forced up; not forced down, drained or held).
+    AtLeast {
+        /// N: 1 to the length of `of`.
+        count: usize,
+        /// The targets counted (none twice).
+        of: Vec<String>,
+    },
+    /// `{ inverse_of = "T" }`: up while T is not eligible (a maintenance page while the
+    /// site is down).
+    InverseOf(String),
 }
 
 impl TargetConfig {
+    /// Where its checks probe: `check_address`, else `address`.
+    pub fn probe_address(&self) -> IpAddr {
+        self.check_address.unwrap_or(self.address)
+    }
+
     /// Sharded: only `checked_by` of the fleet's live nodes check it (the rest count
     /// their views). The one statement of that rule.
     pub fn is_sharded(&self) -> bool {
@@ -211,6 +241,8 @@ pub struct NamedTarget {
     pub checks: Vec<String>,
     /// `preempt`, as `TargetConfig::preempt` (default true).
     pub preempt: bool,
+    /// `slow_start`, as `TargetConfig::slow_start`.
+    pub slow_start: Option<Duration>,
 }
 
 /// `[groups.X] policy`: which of a group's eligible members an answer carries; default
@@ -297,6 +329,17 @@ pub(super) struct RawTarget {
     preempt: Option<bool>,
     quorum: Option<Spanned<RawQuorum>>,
     checked_by: Option<Spanned<u32>>,
+    check_address: Option<Spanned<String>>,
+    calculated: Option<Spanned<RawCalculated>>,
+    slow_start: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCalculated {
+    at_least: Option<usize>,
+    of: Option<Vec<String>>,
+    inverse_of: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +351,7 @@ pub(super) struct RawGroup {
     max_answers: Option<Spanned<usize>>,
     min_healthy: Option<Spanned<usize>>,
     preempt: Option<bool>,
+    slow_start: Option<Spanned<String>>,
 }
 
 /// A check's `interval` when it sets none.
@@ -689,13 +733,58 @@ pub(super) fn parse_target(
         }
         (Some(k), Some(_)) => Some(*k.get_ref() as usize),
     };
+    let slow_start = raw
+        .slow_start
+        .as_ref()
+        .map(|text| super::limits::duration_in(text, "slow_start", super::limits::SLOW_START, at))
+        .transpose()?;
+    let calculated = match &raw.calculated {
+        None => None,
+        Some(c) => {
+            let refuse = |reason: &str| Err(at(c.span(), format!("calculated: {reason}")));
+            if !names.is_empty() {
+                return refuse("a calculated target has no checks of its own (its health is computed)");
+            }
+            if quorum.is_some() || raw.host.is_some() {
+                return refuse("a calculated target has an address, and no quorum");
+            }
+            match c.get_ref() {
+                RawCalculated { at_least: Some(n), of: Some(of), inverse_of: None } => {
+                    if of.is_empty() || !(1..=of.len()).contains(n) {
+                        return refuse("at_least must be between 1 and the number of targets in `of`");
+                    }
+                    Some(Calculated::AtLeast { count: *n, of: of.clone() })
+                }
+                RawCalculated { at_least: None, of: None, inverse_of: Some(t) } => {
+                    Some(Calculated::InverseOf(t.clone()))
+                }
+                _ => return refuse("give either { at_least = N, of = [\"T\", ...] } or { inverse_of = \"T\" }"),
+            }
+        }
+    };
     match (raw.address, raw.host) {
         (Some(address), None) => {
             let address: IpAddr = address
                 .get_ref()
                 .parse()
                 .map_err(|_| at(address.span(), format!("'{}' is not an IP address", address.get_ref())))?;
-            Ok(ParsedTarget::Address(TargetConfig { address, weight, checks: names, preempt, quorum, checked_by }))
+            let check_address = match &raw.check_address {
+                None => None,
+                Some(text) => Some(text.get_ref().parse::<IpAddr>().map_err(|_| {
+                    at(text.span(), format!("check_address '{}' is not an IP address", text.get_ref()))
+                })?),
+            };
+            Ok(ParsedTarget::Address(TargetConfig {
+                address,
+                weight,
+                checks: names,
+                preempt,
+                quorum,
+                checked_by,
+                check_address,
+                calculated,
+                slow_start,
+            }))
         }
         (None, Some(host)) => {
             let text = host.get_ref().trim_end_matches('.');
@@ -704,7 +793,16 @@ pub(super) fn parse_target(
             }
             crate::dns::name::DnsName::parse(text)
                 .map_err(|reason| at(host.span(), format!("host '{text}': {reason}")))?;
-            Ok(ParsedTarget::Named(NamedTarget { host: text.to_ascii_lowercase(), weight, checks: names, preempt }))
+            if let Some(check_address) = &raw.check_address {
+                return Err(at(check_address.span(), "check_address applies to targets given by address".into()));
+            }
+            Ok(ParsedTarget::Named(NamedTarget {
+                host: text.to_ascii_lowercase(),
+                weight,
+                checks: names,
+                preempt,
+                slow_start,
+            }))
         }
         (Some(address), Some(_)) => {
             Err(at(address.span(), format!("target '{}' has both address and host; give one", name.get_ref())))
@@ -716,6 +814,8 @@ pub(super) fn parse_target(
 /// The health tables, parsed: checks, targets (with an address, or given by host) and
 /// groups, with the groups as written (`Declared`, for expanding targets given by host).
 pub(super) struct Tables {
+    /// Calculated targets, each after those it reads.
+    pub calculated_order: Vec<String>,
     pub checks: BTreeMap<String, CheckConfig>,
     pub targets: BTreeMap<String, TargetConfig>,
     pub named_targets: BTreeMap<String, NamedTarget>,
@@ -758,15 +858,38 @@ pub(super) fn parse_tables(
         checks.insert(name.into_inner(), parsed);
     }
     let (mut targets, mut named_targets) = (BTreeMap::new(), BTreeMap::new());
+    let mut spans = BTreeMap::new();
     for (name, target) in raw_targets {
+        spans.insert(name.get_ref().clone(), target.span());
         match parse_target(&name, target.into_inner(), &checks, in_fleet, at)? {
             ParsedTarget::Address(t) => targets.insert(name.into_inner(), t).map(drop),
             ParsedTarget::Named(t) => named_targets.insert(name.into_inner(), t).map(drop),
         };
     }
+    let calculated_order = order_calculated(&targets, &named_targets, &spans, at)?;
     let mut groups = BTreeMap::new();
+    // A group's slow_start goes to members without their own (the longest if several).
+    let own_slow_start: std::collections::BTreeSet<String> = targets
+        .iter()
+        .filter(|(_, t)| t.slow_start.is_some())
+        .map(|(n, _)| n.clone())
+        .chain(named_targets.iter().filter(|(_, t)| t.slow_start.is_some()).map(|(n, _)| n.clone()))
+        .collect();
     for (name, group) in raw_groups {
+        let slow_start = group
+            .get_ref()
+            .slow_start
+            .as_ref()
+            .map(|text| super::limits::duration_in(text, "slow_start", super::limits::SLOW_START, at))
+            .transpose()?;
         let parsed = parse_group(&name, group.into_inner(), &targets, &named_targets, at)?;
+        for member in parsed.members.iter().filter(|m| !own_slow_start.contains(*m)) {
+            let slot = match targets.get_mut(member) {
+                Some(t) => &mut t.slow_start,
+                None => &mut named_targets.get_mut(member).expect("members exist").slow_start,
+            };
+            *slot = (*slot).max(slow_start);
+        }
         groups.insert(name.into_inner(), parsed);
     }
     let declared = std::sync::Arc::new(super::Declared {
@@ -777,7 +900,72 @@ pub(super) fn parse_tables(
     for group in groups.values_mut() {
         group.members.retain(|m| targets.contains_key(m));
     }
-    Ok(Tables { checks, targets, named_targets, groups, declared })
+    Ok(Tables { checks, targets, named_targets, groups, declared, calculated_order })
+}
+
+/// The calculated targets in an order where each comes after the calculated targets it
+/// reads (so one pass computes them all); a target named that does not exist, is given
+/// by host, or a cycle, is refused at the target.
+fn order_calculated(
+    targets: &BTreeMap<String, TargetConfig>,
+    named: &BTreeMap<String, NamedTarget>,
+    spans: &BTreeMap<String, std::ops::Range<usize>>,
+    at: &At,
+) -> Result<Vec<String>, ConfigError> {
+    let reads = |calculated: &Calculated| -> Vec<String> {
+        match calculated {
+            Calculated::AtLeast { of, .. } => of.clone(),
+            Calculated::InverseOf(t) => vec![t.clone()],
+        }
+    };
+    for (name, target) in targets {
+        let Some(calculated) = &target.calculated else { continue };
+        let span = spans.get(name).cloned().unwrap_or(0..0);
+        let read = reads(calculated);
+        for (i, other) in read.iter().enumerate() {
+            if named.contains_key(other) {
+                return Err(at(span, format!("calculated: '{other}' is given by host; name targets given by address")));
+            }
+            if !targets.contains_key(other) {
+                return Err(at(span, format!("calculated: no target '{other}'")));
+            }
+            if read[..i].contains(other) {
+                return Err(at(span, format!("calculated: '{other}' is listed twice")));
+            }
+        }
+    }
+    // Depth-first, marking targets being visited: meeting one again is a cycle.
+    fn visit(
+        name: &str,
+        targets: &BTreeMap<String, TargetConfig>,
+        reads: &dyn Fn(&Calculated) -> Vec<String>,
+        state: &mut BTreeMap<String, bool>,
+        order: &mut Vec<String>,
+    ) -> Result<(), String> {
+        match state.get(name) {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(name.to_string()),
+            None => {}
+        }
+        let Some(calculated) = &targets[name].calculated else { return Ok(()) };
+        state.insert(name.to_string(), false);
+        for other in reads(calculated) {
+            visit(&other, targets, reads, state, order)?;
+        }
+        state.insert(name.to_string(), true);
+        order.push(name.to_string());
+        Ok(())
+    }
+    let (mut state, mut order) = (BTreeMap::new(), Vec::new());
+    for name in targets.keys() {
+        visit(name, targets, &reads, &mut state, &mut order).map_err(|cycle| {
+            at(
+                spans.get(name).cloned().unwrap_or(0..0),
+                format!("calculated: targets '{name}' and '{cycle}' depend on each other in a cycle"),
+            )
+        })?;
+    }
+    Ok(order)
 }
 
 pub(super) fn parse_group(

@@ -53,6 +53,9 @@ pub(crate) const FEED_STALE_AFTER: RangeInclusive<Duration> = SECOND..=Duration:
 /// `[feeds.X] first_batch_wait`: how long a start waits for a feed's first batch.
 pub(crate) const FEED_FIRST_BATCH_WAIT: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(600);
 
+/// `[targets.X] slow_start` and `[groups.X] slow_start`: the weight ramp after a return.
+pub(crate) const SLOW_START: RangeInclusive<Duration> = SECOND..=DAY;
+
 /// `[server] control_max_connections`: ctl connections served at once.
 pub(crate) const CONTROL_CONNECTIONS: RangeInclusive<usize> = 1..=1024;
 /// `[powerdns] max_connections`: PowerDNS backend connections served at once (PowerDNS

@@ -38,8 +38,8 @@ pub use error::ConfigError;
 use error::{line_column, At};
 pub use feeds::{FeedConfig, FeedKinds, FeedSource, OnStale, DEFAULT_FEED_MAX_BYTES};
 pub use health::{
-    CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig, DEFAULT_INTERVAL,
-    DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
+    Calculated, CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig,
+    DEFAULT_INTERVAL, DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
 };
 pub use views::ViewConfig;
 use zones::RawZone;
@@ -168,6 +168,8 @@ pub struct Config {
     pub feeds: BTreeMap<String, FeedConfig>,
     /// `server.default_ttl`: the TTL of a name that sets none (feeds' names too).
     pub default_ttl: u32,
+    /// The calculated targets, each after the calculated targets it reads.
+    pub calculated_order: Vec<String>,
     /// The names and views as the config (and the files it names) wrote them, before
     /// feeds added theirs (`with_feed_data`); the same maps as `names` and `views`
     /// until a feed adds any.
@@ -685,7 +687,7 @@ impl Config {
             Some(user) => (user.get_ref().clone(), user.span()),
             None => (DEFAULT_EXEC_USER.to_string(), server_span),
         };
-        let health::Tables { checks, targets, named_targets, groups, declared } = health;
+        let health::Tables { checks, targets, named_targets, groups, declared, calculated_order } = health;
         let (names, views) = (std::sync::Arc::new(names), std::sync::Arc::new(views));
         let config = Config {
             interfaces,
@@ -720,6 +722,7 @@ impl Config {
             fleet,
             feeds,
             default_ttl,
+            calculated_order,
         };
         let geoip_span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
         compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)
@@ -833,6 +836,9 @@ impl Config {
                         preempt: named.preempt,
                         quorum: None,
                         checked_by: None,
+                        check_address: None,
+                        calculated: None,
+                        slow_start: named.slow_start,
                     },
                 );
                 members_of.entry(name.as_str()).or_default().push(member);

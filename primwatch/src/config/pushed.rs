@@ -174,7 +174,10 @@ pub fn merge(local_path: &Path, local_text: &str, label: &Path, pushed: &str) ->
         let own = crate::sys::host::snapshot().map(|s| s.addresses).unwrap_or_default();
         let policy = fleet.pushed_target_policy(own);
         for (name, target) in &config.targets {
-            if let Some(why) = policy.refuses(target.address) {
+            // Both addresses: answers carry one, checks probe the other.
+            let refused =
+                [Some(target.address), target.check_address].into_iter().flatten().find_map(|a| policy.refuses(a));
+            if let Some(why) = refused {
                 let line =
                     pushed.lines().position(|l| table_header_is(l, &format!("targets.{name}"))).map_or(0, |i| i + 1);
                 return Err(ConfigError {

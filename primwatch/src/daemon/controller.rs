@@ -357,7 +357,8 @@ impl Controller {
         self.switch_to(self.config.expand(&addresses), false)?;
         // Checkers: stop those of gone targets, start those of new ones.
         let targets = &self.config.targets;
-        self.checkers.retain(|checker| targets.get(&checker.target).is_some_and(|t| t.address == checker.address));
+        self.checkers
+            .retain(|checker| targets.get(&checker.target).is_some_and(|t| t.probe_address() == checker.address));
         let running = self.checkers.targets();
         self.spawn_where(|name| !running.contains(name));
         let targets = &self.config.targets;
@@ -461,6 +462,13 @@ impl Controller {
                         self.save_state();
                         return Err(e.context("writing the answers after a feed went stale"));
                     }
+                    // Slow starts: one publish per step, not per query.
+                    if self.state.advance_ramps(std::time::SystemTime::now()) {
+                        if let Err(e) = self.publish() {
+                            self.save_state();
+                            return Err(e.context("writing the answers for a slow start's next step"));
+                        }
+                    }
                     self.local_errors.tick();
                     self.end_probation_if_due();
                     self.reload_if_geoip_changed();
@@ -538,6 +546,9 @@ impl Controller {
 
     /// Group changes that follow target changes or overrides, then the new answers.
     fn after_change(&mut self) -> Result<()> {
+        for change in self.state.update_calculated(&self.config) {
+            self.announce("target", &change);
+        }
         for change in self.state.update_groups(&self.config) {
             self.announce("group", &change);
         }

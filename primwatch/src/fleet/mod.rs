@@ -158,6 +158,7 @@ impl OverrideRecord {
             Action::Priority(_) => "priority",
             Action::Preempt(_) => "preempt",
             Action::Failback => "failback",
+            Action::Weight(_) => "weight",
         }
     }
 

@@ -55,7 +55,7 @@ impl Checkers {
                 target.checks.iter().enumerate().filter(probed).map(|(index, check)| Checker {
                     target: name.clone(),
                     index,
-                    address: target.address,
+                    address: target.probe_address(),
                     spec: config.checks[check].clone(),
                 })
             })

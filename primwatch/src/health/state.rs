@@ -42,6 +42,10 @@ pub struct TargetOverride {
     /// Came back with preempt off: out of answers until failed back.
     #[serde(default)]
     pub held: bool,
+    /// `ctl target NAME weight N`: its weight in place of a feed's and the config's;
+    /// None: theirs (`weight auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// What operators set for one group, and its preempt-off hold.
@@ -322,6 +326,9 @@ pub enum Action {
     Preempt(bool),
     /// Release a hold left by preempt off.
     Failback,
+    /// Targets only: the weight under the weighted and sticky policies, 1 to
+    /// 1,000,000; None: back to the feed's or the config's (`weight auto`).
+    Weight(Option<u32>),
 }
 
 /// A target's health (or a group's qualification) changed.
@@ -362,6 +369,31 @@ pub struct State {
     /// Weights a weights feed set, per target (given by host: per `NAME`), in place of
     /// the configured ones.
     pub feed_weights: BTreeMap<String, u32>,
+    /// Targets in their slow start (`slow_start`): since when, and the step published.
+    pub ramps: BTreeMap<String, Ramp>,
+}
+
+/// Steps of a slow start: the weight goes 1/10, 2/10, … of full, one publish each.
+pub const SLOW_START_STEPS: u32 = 10;
+
+/// A target's slow start after it came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ramp {
+    /// When it came back.
+    pub since: SystemTime,
+    /// The window (`slow_start`).
+    pub window: std::time::Duration,
+    /// The step in effect, 1 to `SLOW_START_STEPS`: its weight is this many tenths.
+    pub step: u32,
+}
+
+impl Ramp {
+    /// The step `now` falls in (`SLOW_START_STEPS` + 1 once the window is over).
+    fn step_at(&self, now: SystemTime) -> u32 {
+        let elapsed = now.duration_since(self.since).unwrap_or_default();
+        let done = elapsed.as_nanos() * SLOW_START_STEPS as u128 / self.window.as_nanos().max(1);
+        (done as u32).saturating_add(1)
+    }
 }
 
 impl State {
@@ -405,7 +437,9 @@ impl State {
             fleet_votes: BTreeMap::new(),
             not_checked_here: Default::default(),
             feed_weights: BTreeMap::new(),
+            ramps: BTreeMap::new(),
         };
+        state.update_calculated(config);
         state.update_groups(config);
         state
     }
@@ -438,6 +472,7 @@ impl State {
             .filter(|(group, _)| config.groups.contains_key(*group))
             .map(|(group, history)| (group.clone(), GroupTrack { history: *history, up: None }))
             .collect();
+        self.update_calculated(config);
         self.update_groups(config);
         restored
     }
@@ -477,6 +512,8 @@ impl State {
     pub fn inherit(&mut self, old: &State, config: &Config) {
         self.fleet_votes = old.fleet_votes.clone();
         self.feed_weights = old.feed_weights.clone();
+        self.ramps = old.ramps.clone();
+        self.ramps.retain(|t, _| config.targets.contains_key(t));
         self.not_checked_here = old.not_checked_here.clone();
         self.not_checked_here.retain(|t| config.targets.get(t).is_some_and(|t| t.is_sharded()));
         for (name, target) in self.targets.iter_mut() {
@@ -526,6 +563,7 @@ impl State {
         let returned = healthy && state.was_up;
         state.was_up |= healthy;
         self.health_unsaved = true;
+        self.start_or_end_ramp(config, target, healthy, returned);
         let preempt = self.target_preempt(config, target);
         let mut reason = reason;
         if returned && !preempt {
@@ -534,6 +572,74 @@ impl State {
             self.holds_unsaved = true;
         }
         Some(Change { name: target.to_string(), healthy, reason })
+    }
+
+    /// A target that came back with a `slow_start` starts its ramp; one that went down
+    /// ends it.
+    fn start_or_end_ramp(&mut self, config: &Config, target: &str, healthy: bool, returned: bool) {
+        match config.targets.get(target).and_then(|t| t.slow_start) {
+            Some(window) if returned => {
+                let ramp = Ramp { since: SystemTime::now(), window, step: 1 };
+                self.ramps.insert(target.to_string(), ramp);
+            }
+            _ if !healthy => {
+                self.ramps.remove(target);
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves every slow start to the step `now` falls in, ending those whose window is
+    /// over; true when a weight changed (the answers need a publish).
+    pub fn advance_ramps(&mut self, now: SystemTime) -> bool {
+        let mut changed = false;
+        self.ramps.retain(|_, ramp| {
+            let step = ramp.step_at(now);
+            changed |= step != ramp.step;
+            ramp.step = step;
+            step <= SLOW_START_STEPS
+        });
+        changed
+    }
+
+    /// Recomputes the calculated targets, in order, from the eligibility of those they
+    /// read; returns those whose health changed.
+    pub fn update_calculated(&mut self, config: &Config) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for name in &config.calculated_order {
+            let Some(calculated) = config.targets.get(name).and_then(|t| t.calculated.as_ref()) else { continue };
+            let (healthy, reason) = match calculated {
+                crate::config::Calculated::AtLeast { count, of } => {
+                    let eligible: Vec<&str> =
+                        of.iter().filter(|t| self.target_eligible(t)).map(String::as_str).collect();
+                    let healthy = eligible.len() >= *count;
+                    let listed = if eligible.is_empty() { "none".to_string() } else { eligible.join(", ") };
+                    (
+                        healthy,
+                        format!("calculated: {} of {} eligible ({listed}), at least {count}", eligible.len(), of.len()),
+                    )
+                }
+                crate::config::Calculated::InverseOf(other) => {
+                    let up = self.target_eligible(other);
+                    let word = if up { "eligible" } else { "not eligible" };
+                    (!up, format!("calculated: the inverse of {other}, which is {word}"))
+                }
+            };
+            let Some(state) = self.targets.get_mut(name) else { continue };
+            if state.healthy == healthy {
+                state.set_reason(reason);
+                continue;
+            }
+            state.healthy = healthy;
+            state.since = SystemTime::now();
+            state.set_reason(reason.clone());
+            let returned = healthy && state.was_up;
+            state.was_up |= healthy;
+            self.health_unsaved = true;
+            self.start_or_end_ramp(config, name, healthy, returned);
+            changes.push(Change { name: name.clone(), healthy, reason });
+        }
+        changes
     }
 
     /// Whether `target` has preempt on: the operator's setting, else the configured one.
@@ -603,15 +709,25 @@ impl State {
                 if !config.targets.contains_key(name) {
                     return Err(format!("no target '{name}'"));
                 }
+                match action {
+                    Action::Priority(_) => return Err("priority applies to groups".into()),
+                    Action::Weight(Some(w)) if !(1..=crate::feeds::batch::MAX_WEIGHT).contains(&w) => {
+                        return Err(format!("weight must be between 1 and {}", crate::feeds::batch::MAX_WEIGHT))
+                    }
+                    _ => {}
+                }
                 let o = self.overrides.targets.entry(name.to_string()).or_default();
-                if let Action::Priority(_) = action {
-                    return Err("priority applies to groups".into());
+                if let Action::Weight(w) = action {
+                    o.weight = w;
                 }
                 (&mut o.force, &mut o.preempt, &mut o.held)
             }
             Kind::Group => {
                 if !config.groups.contains_key(name) {
                     return Err(format!("no group '{name}'"));
+                }
+                if let Action::Weight(_) = action {
+                    return Err("weight applies to targets".into());
                 }
                 let o = self.overrides.groups.entry(name.to_string()).or_default();
                 if let Action::Priority(p) = action {
@@ -623,7 +739,7 @@ impl State {
         match action {
             Action::Force(f) => *force = Some(f),
             Action::Auto => *force = None,
-            Action::Priority(_) => {}
+            Action::Priority(_) | Action::Weight(_) => {}
             Action::Preempt(on) => {
                 *preempt = Some(on);
                 if on {
@@ -681,11 +797,17 @@ impl Health for State {
     }
 
     fn target_weight(&self, target: &str, configured: u32) -> u32 {
-        if self.feed_weights.is_empty() {
-            return configured;
+        // The operator's, else a feed's, else the config's; a slow start scales it.
+        let operator = self.overrides.targets.get(target).and_then(|o| o.weight);
+        let fed = || {
+            let own = target.split(crate::config::NAMED_MEMBER_SEPARATOR).next().unwrap_or(target);
+            self.feed_weights.get(target).or_else(|| self.feed_weights.get(own)).copied()
+        };
+        let weight = operator.or_else(fed).unwrap_or(configured);
+        match self.ramps.get(target) {
+            Some(ramp) => (weight as u64 * ramp.step as u64 / SLOW_START_STEPS as u64).max(1) as u32,
+            None => weight,
         }
-        let own = target.split(crate::config::NAMED_MEMBER_SEPARATOR).next().unwrap_or(target);
-        self.feed_weights.get(target).or_else(|| self.feed_weights.get(own)).copied().unwrap_or(configured)
     }
 }
 
@@ -738,6 +860,125 @@ mod tests {
         let mut down = CheckState::new("http", false);
         assert!(!down.record(local, 1, 1), "nor does it bring a target back");
         assert!(!down.up);
+    }
+
+    const POLICIES: &str = r#"
+[server]
+interfaces = ["lo"]
+[checks.a]
+type = "icmp"
+rise = 1
+fall = 1
+[targets.web1]
+address = "10.0.0.1"
+checks = ["a"]
+[targets.web2]
+address = "10.0.0.2"
+checks = ["a"]
+[targets.web3]
+address = "10.0.0.3"
+checks = ["a"]
+slow_start = "100s"
+[targets.site]
+address = "10.0.0.10"
+calculated = { at_least = 2, of = ["web1", "web2", "web3"] }
+[targets.sorry]
+address = "10.0.0.99"
+calculated = { inverse_of = "site" }
+[groups.web]
+members = ["web1", "web2", "web3"]
+policy = "weighted"
+"#;
+
+    #[test]
+    fn calculated_targets_follow_the_targets_they_read_in_order() {
+        let config = crate::config::Config::parse(std::path::Path::new("t.toml"), POLICIES).unwrap();
+        assert_eq!(config.calculated_order, ["site", "sorry"], "site before the target that reads it");
+        let mut state = State::new(&config);
+        assert!(state.target_eligible("site") && !state.target_eligible("sorry"));
+        assert!(state.targets["site"].reason.contains("3 of 3 eligible"), "{}", state.targets["site"].reason);
+        state.record(&config, "web1", 0, outcome(false)).unwrap();
+        assert!(state.update_calculated(&config).is_empty(), "2 of 3 is enough");
+        // An operator's drain counts as not eligible, as for groups.
+        state.apply(&config, Kind::Target, "web2", Action::Force(Force::Drain)).unwrap();
+        let changes = state.update_calculated(&config);
+        let changed: Vec<(&str, bool)> = changes.iter().map(|c| (c.name.as_str(), c.healthy)).collect();
+        assert_eq!(changed, [("site", false), ("sorry", true)], "one pass, in order");
+        assert!(changes[0].reason.contains("1 of 3 eligible (web3), at least 2"), "{}", changes[0].reason);
+        assert!(state.target_eligible("sorry"));
+    }
+
+    #[test]
+    fn calculated_targets_are_refused_with_a_cycle_an_unknown_target_or_checks() {
+        let parse = |extra: &str| {
+            crate::config::Config::parse(std::path::Path::new("t.toml"), &format!("{POLICIES}{extra}")).unwrap_err()
+        };
+        let e = parse("[targets.loop1]\naddress = \"10.0.1.1\"\ncalculated = { inverse_of = \"loop2\" }\n[targets.loop2]\naddress = \"10.0.1.2\"\ncalculated = { inverse_of = \"loop1\" }\n");
+        assert!(e.reason.contains("cycle") && e.line > 0, "{e}");
+        let e = parse("[targets.x]\naddress = \"10.0.1.1\"\ncalculated = { at_least = 1, of = [\"nobody\"] }\n");
+        assert!(e.reason.contains("no target 'nobody'"), "{e}");
+        let e = parse("[targets.x]\naddress = \"10.0.1.1\"\ncalculated = { at_least = 3, of = [\"web1\"] }\n");
+        assert!(e.reason.contains("at_least must be between 1"), "{e}");
+        let e =
+            parse("[targets.x]\naddress = \"10.0.1.1\"\nchecks = [\"a\"]\ncalculated = { inverse_of = \"web1\" }\n");
+        assert!(e.reason.contains("no checks of its own"), "{e}");
+        let e = parse("[targets.x]\naddress = \"10.0.1.1\"\ncalculated = { inverse_of = \"web1\", at_least = 1 }\n");
+        assert!(e.reason.contains("either"), "{e}");
+        let e = parse("[targets.x]\naddress = \"10.0.1.1\"\ncheck_address = \"nowhere\"\n");
+        assert!(e.reason.contains("check_address 'nowhere'"), "{e}");
+        let e = parse("[targets.x]\naddress = \"10.0.1.1\"\nslow_start = \"2d\"\n");
+        assert!(e.reason.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn weights_come_from_the_operator_a_feed_or_the_config() {
+        let config = crate::config::Config::parse(std::path::Path::new("t.toml"), POLICIES).unwrap();
+        let mut state = State::new(&config);
+        assert_eq!(state.target_weight("web1", 5), 5);
+        state.feed_weights.insert("web1".into(), 30);
+        assert_eq!(state.target_weight("web1", 5), 30, "a feed's over the config's");
+        state.apply(&config, Kind::Target, "web1", Action::Weight(Some(2))).unwrap();
+        assert_eq!(state.target_weight("web1", 5), 2, "the operator's over a feed's");
+        state.apply(&config, Kind::Target, "web1", Action::Weight(None)).unwrap();
+        assert_eq!(state.target_weight("web1", 5), 30);
+        let refused = state.apply(&config, Kind::Target, "web1", Action::Weight(Some(0))).unwrap_err();
+        assert!(refused.contains("between 1 and 1000000"), "{refused}");
+        let refused = state.apply(&config, Kind::Group, "web", Action::Weight(Some(3))).unwrap_err();
+        assert_eq!(refused, "weight applies to targets");
+        // Saved with the overrides.
+        state.apply(&config, Kind::Target, "web1", Action::Weight(Some(9))).unwrap();
+        let saved: SavedState = serde_json::from_str(&serde_json::to_string(&state.saved(true)).unwrap()).unwrap();
+        assert_eq!(saved.overrides.targets["web1"].weight, Some(9));
+    }
+
+    #[test]
+    fn a_slow_start_ramps_the_weight_in_ten_steps_over_its_window() {
+        let config = crate::config::Config::parse(std::path::Path::new("t.toml"), POLICIES).unwrap();
+        let mut state = State::new(&config);
+        state.record(&config, "web3", 0, outcome(false)).unwrap();
+        assert!(state.ramps.is_empty(), "no ramp while down");
+        state.record(&config, "web3", 0, outcome(true)).unwrap();
+        let since = state.ramps["web3"].since;
+        // The weighted start table's share of web3 (weight 1000 against two of 1000) at
+        // the start of each tenth of the 100 s window.
+        let mut shares = Vec::new();
+        for second in (0..=100).step_by(10) {
+            let now = since + Duration::from_secs(second) + Duration::from_millis(1);
+            state.advance_ramps(now);
+            let weights: Vec<u32> = ["web1", "web2", "web3"].iter().map(|t| state.target_weight(t, 1000)).collect();
+            let slots = crate::answers::records::weighted_slots(&weights);
+            shares.push(slots.iter().filter(|s| **s == 2).count() * 100 / slots.len());
+        }
+        println!("web3's share of replies over its slow start, every 10 s: {shares:?} %");
+        // 100 of 2100, 200 of 2200, …: the tenth step (full weight, a third) starts at 90 s.
+        assert_eq!(shares, [4, 9, 13, 16, 20, 23, 25, 28, 31, 33, 33]);
+        assert!(state.ramps.is_empty(), "over at the end of the window");
+        // Advancing within a step changes nothing (no publish).
+        state.record(&config, "web3", 0, outcome(false)).unwrap();
+        state.record(&config, "web3", 0, outcome(true)).unwrap();
+        let since = state.ramps["web3"].since;
+        assert!(!state.advance_ramps(since + Duration::from_secs(5)));
+        assert!(state.advance_ramps(since + Duration::from_secs(11)));
     }
 
     #[test]

@@ -286,8 +286,11 @@ pub struct ViewStatus {
 pub struct TargetStatus {
     /// The target's name (`NAME@ADDRESS` for each address of a target given by `host`).
     pub name: String,
-    /// The address checked and answered with.
+    /// The address answers carry (and checks probe, unless `check_address` is set).
     pub address: IpAddr,
+    /// Where its checks probe, when not `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_address: Option<IpAddr>,
     /// up, down, held, forced-up, forced-down, drain.
     pub state: String,
     /// Whether every check is up (its own health, before overrides, holds and a fleet quorum).
@@ -298,8 +301,9 @@ pub struct TargetStatus {
     pub reason: String,
     /// When its health last changed (RFC 3339).
     pub since: String,
-    /// Its `weight`: under the weighted policy, how often replies start with its record, relative to
-    /// the other members'.
+    /// Its weight in effect (the operator's, a feed's or the config's, scaled during a slow start):
+    /// under the weighted policy, how often replies start with its record, relative to the other
+    /// members'.
     pub weight: u32,
     /// Whether it rejoins answers by itself after being down (false: held until `failback`); the
     /// operator's setting, else the configured one.

@@ -93,6 +93,10 @@ pub fn explain(
                         None if o.is_some_and(|o| o.held) => "held (preempt off): waits for failback".into(),
                         None => t.shown_reason(),
                     };
+                    let why = match config.targets[m].check_address {
+                        Some(probed) => format!("{why} (checked at {probed})"),
+                        None => why,
+                    };
                     // Under the weighted policy, its weight in effect (a feed's, else the config's).
                     let why = match spec.policy {
                         crate::config::Policy::Weighted => {
@@ -222,12 +226,13 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
             TargetStatus {
                 name: name.clone(),
                 address: t.address,
+                check_address: t.check_address,
                 state: label.into(),
                 healthy: s.healthy,
                 in_answers: state.target_eligible(name),
                 reason: s.shown_reason(),
                 since: control::format_time(s.since),
-                weight: t.weight,
+                weight: state.target_weight(name, t.weight),
                 preempt: state.target_preempt(config, name),
                 checks: s
                     .checks

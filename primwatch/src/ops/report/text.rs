@@ -33,7 +33,10 @@ pub fn print_status(status: &Status) {
         println!(
             "  {:<16} {:<22} {:<12} {:<8} {:<22} {}",
             t.name,
-            t.address.to_string(),
+            match t.check_address {
+                Some(probed) => format!("{} (checks {probed})", t.address),
+                None => t.address.to_string(),
+            },
             t.state,
             if t.in_answers { "yes" } else { "no" },
             t.since,

@@ -42,6 +42,7 @@ a = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10
 mod continuity;
 mod dnssec;
 mod failover;
+mod feeds;
 mod fleet;
 mod flood;
 mod geoip;
@@ -90,6 +91,9 @@ fn main() -> Result<()> {
     }
     if wanted("scale") {
         scale::run()?;
+    }
+    if wanted("feeds") {
+        feeds::run()?;
     }
     if wanted("continuity") {
         continuity::run()?;

@@ -27,7 +27,7 @@ impl Drop for Ns {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_of(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_of(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;

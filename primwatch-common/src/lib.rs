@@ -107,6 +107,10 @@ pub struct Settings {
     /// view prefix.
     pub scope_without_view_v4: u32,
     pub scope_without_view_v6: u32,
+    /// The sticky policy's client prefix lengths (`[sticky]`); 0: no set is sticky, the
+    /// client key is not computed.
+    pub sticky_prefix_v4: u32,
+    pub sticky_prefix_v6: u32,
 }
 
 /// Response rate limiting (RRL, the scheme of BIND and Knot) as the controller sets
@@ -307,6 +311,11 @@ pub enum Select {
     Weighted = 3,
     /// Answer NOERROR with no records (an all-down policy).
     NoData = 4,
+    /// The start record in `weighted_start`'s slot for the client's prefix
+    /// ([`sticky_key`]): the same client prefix gets the same start while its record
+    /// stays; the table is a weighted rendezvous hash, so a record leaving moves only
+    /// the slots it had.
+    Sticky = 5,
 }
 
 impl Select {
@@ -318,6 +327,7 @@ impl Select {
             2 => Some(Select::Random),
             3 => Some(Select::Weighted),
             4 => Some(Select::NoData),
+            5 => Some(Select::Sticky),
             _ => None,
         }
     }
@@ -336,6 +346,8 @@ pub const WEIGHT_SLOTS: usize = 1024;
 /// - `Weighted`: `weighted_start[random() % WEIGHT_SLOTS]`, or 0 if the table is shorter
 ///   (a set rendered without one). The table holds starts below `count` by construction
 ///   (`records::weighted_slots`); callers still bound the index they use.
+/// - `Sticky`: `weighted_start[client_key % WEIGHT_SLOTS]` (`client_key` from
+///   [`sticky_key`]), or 0 without a table.
 ///
 /// `turn` and `random` are called only by the modes that need them (XDP's random number is
 /// a helper call).
@@ -345,20 +357,77 @@ pub fn start_record(
     count: u32,
     turn: impl FnOnce() -> u32,
     random: impl FnOnce() -> u32,
+    client_key: u32,
     weighted_start: &[u8],
 ) -> u32 {
     if count == 0 {
         return 0;
     }
+    let slot = |key: u32| weighted_start.get(key as usize & (WEIGHT_SLOTS - 1)).map_or(0, |start| *start as u32);
     match select {
         Some(Select::RoundRobin) => turn() % count,
         Some(Select::Random) => random() % count,
-        Some(Select::Weighted) => {
-            weighted_start.get(random() as usize & (WEIGHT_SLOTS - 1)).map_or(0, |start| *start as u32)
-        }
+        Some(Select::Weighted) => slot(random()),
+        Some(Select::Sticky) => slot(client_key),
         _ => 0,
     }
 }
+
+/// The sticky policy's client key: the address (IPv4 in its first 4 bytes) cut to its
+/// first `prefix_len` bits (at most 32 or 128) and hashed with the family and the
+/// length (murmur3's 64-bit finalizer). The same prefix always gives the same key, on
+/// both paths; `prefix_len` 0 gives every client one key. See `sticky_key_words` for
+/// the form the XDP program calls.
+#[inline(always)]
+pub fn sticky_key(address: &[u8; 16], is_v6: bool, prefix_len: u32) -> u32 {
+    let hi = u64::from_be_bytes([
+        address[0], address[1], address[2], address[3], address[4], address[5], address[6], address[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        address[8],
+        address[9],
+        address[10],
+        address[11],
+        address[12],
+        address[13],
+        address[14],
+        address[15],
+    ]);
+    sticky_key_words(hi, lo, is_v6 as u64, if is_v6 { prefix_len.min(128) } else { prefix_len.min(32) })
+}
+
+/// `sticky_key` of the address given as two big-endian words (`hi`: bytes 0-7, `lo`:
+/// bytes 8-15; an IPv4 address is `hi`'s top 32 bits), `is_v6` 0 or 1, and `bits` the
+/// prefix length already cut to the family's (at most 32 or 128). Without a branch:
+/// the XDP program computes it on every path that reaches a lookup, and the verifier
+/// walks each branch once per such path.
+#[inline(always)]
+pub fn sticky_key_words(hi: u64, lo: u64, is_v6: u64, bits: u32) -> u32 {
+    let hi_bits = min_u32(bits, 64);
+    let lo_bits = bits - hi_bits;
+    let mut h = (hi & top_bits(hi_bits)) ^ (lo & top_bits(lo_bits)).rotate_left(31) ^ (is_v6 << 8) ^ bits as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
+}
+
+/// `min(a, b)` for `a, b < 2^31`, without a branch (BPF has no conditional move).
+#[inline(always)]
+pub fn min_u32(a: u32, b: u32) -> u32 {
+    let d = a.wrapping_sub(b);
+    b.wrapping_add(d & (((d as i32) >> 31) as u32))
+}
+
+/// The top `n` bits of a word set, `n` = 0..=64, without a branch (two shifts, each
+/// below 64, since a shift by 64 is not defined).
+#[inline(always)]
+pub fn top_bits(n: u32) -> u64 {
+    !((u64::MAX >> (n >> 1)) >> (n - (n >> 1)))
+}
+
 /// Room for the records of a set, rendered twice over (see `AnswerSet::rrs`).
 pub const RRS_BUF_LEN: usize = 2 * MAX_ANSWER_BYTES;
 
@@ -516,6 +585,10 @@ pub struct Scratch {
     pub edns_do: u32,
     /// This CPU's round-robin position.
     pub round_robin: u32,
+    /// The sticky policy's key for this query's client (`sticky_key`), and the prefix
+    /// length it was cut to (the ECS scope a sticky answer claims); 0 without sticky sets.
+    pub client_key: u32,
+    pub client_key_len: u32,
     /// Response rate limiting, decided before the name walk (where the verifier has
     /// few states) and charged once the query is known to be answered: what to do
     /// (`RRL_*`) and the client prefix's key.
@@ -880,23 +953,73 @@ mod tests {
     #[test]
     fn start_record_follows_the_mode() {
         let never = || -> u32 { panic!("not needed by this mode") };
-        assert_eq!(start_record(Some(Select::Fixed), 4, never, never, &[]), 0);
-        assert_eq!(start_record(Some(Select::NoData), 4, never, never, &[]), 0);
-        assert_eq!(start_record(None, 4, never, never, &[]), 0);
-        assert_eq!(start_record(Some(Select::RoundRobin), 0, never, never, &[]), 0, "no records");
+        assert_eq!(start_record(Some(Select::Fixed), 4, never, never, 9, &[]), 0);
+        assert_eq!(start_record(Some(Select::NoData), 4, never, never, 9, &[]), 0);
+        assert_eq!(start_record(None, 4, never, never, 9, &[]), 0);
+        assert_eq!(start_record(Some(Select::RoundRobin), 0, never, never, 9, &[]), 0, "no records");
         let rotation: [u32; 9] =
-            core::array::from_fn(|turn| start_record(Some(Select::RoundRobin), 4, || turn as u32, never, &[]));
+            core::array::from_fn(|turn| start_record(Some(Select::RoundRobin), 4, || turn as u32, never, 9, &[]));
         assert_eq!(rotation, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
-        assert_eq!(start_record(Some(Select::Random), 4, never, || 4_000_000_007, &[]), 4_000_000_007 % 4);
-        assert_eq!(start_record(Some(Select::Random), 3, never, || u32::MAX, &[]), u32::MAX % 3);
+        assert_eq!(start_record(Some(Select::Random), 4, never, || 4_000_000_007, 9, &[]), 4_000_000_007 % 4);
+        assert_eq!(start_record(Some(Select::Random), 3, never, || u32::MAX, 9, &[]), u32::MAX % 3);
         // Weighted: the slot is the random number's low bits, the start whatever it holds.
         let mut table = [0u8; WEIGHT_SLOTS];
         table[5] = 2;
         table[WEIGHT_SLOTS - 1] = 1;
-        assert_eq!(start_record(Some(Select::Weighted), 3, never, || 5, &table), 2);
-        assert_eq!(start_record(Some(Select::Weighted), 3, never, || (7 * WEIGHT_SLOTS + 5) as u32, &table), 2);
-        assert_eq!(start_record(Some(Select::Weighted), 3, never, || u32::MAX, &table), 1);
-        assert_eq!(start_record(Some(Select::Weighted), 3, never, || 5, &[]), 0, "no table: the first record");
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || 5, 9, &table), 2);
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || (7 * WEIGHT_SLOTS + 5) as u32, 9, &table), 2);
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || u32::MAX, 9, &table), 1);
+        assert_eq!(start_record(Some(Select::Weighted), 3, never, || 5, 9, &[]), 0, "no table: the first record");
+        // Sticky: the slot is the client key's low bits; no random number is drawn.
+        assert_eq!(start_record(Some(Select::Sticky), 3, never, never, 5, &table), 2);
+        assert_eq!(start_record(Some(Select::Sticky), 3, never, never, u32::MAX, &table), 1);
+        assert_eq!(start_record(Some(Select::Sticky), 3, never, never, 5, &[]), 0);
+    }
+
+    #[test]
+    fn branch_free_helpers_agree_with_the_plain_forms() {
+        for n in 0..=64u32 {
+            let plain = if n == 0 { 0 } else { u64::MAX << (64 - n) };
+            assert_eq!(top_bits(n), plain, "top {n} bits");
+        }
+        for (a, b) in [(0, 0), (0, 5), (5, 0), (24, 32), (128, 56), (56, 128), (0x7fff_ffff, 1), (1, 0x7fff_ffff)] {
+            assert_eq!(min_u32(a, b), a.min(b), "min({a}, {b})");
+        }
+    }
+
+    #[test]
+    fn a_sticky_key_depends_on_the_prefix_alone() {
+        let v4 = |a: [u8; 4]| {
+            let mut address = [0u8; 16];
+            address[..4].copy_from_slice(&a);
+            address
+        };
+        let key = sticky_key(&v4([192, 0, 2, 1]), false, 24);
+        assert_eq!(sticky_key(&v4([192, 0, 2, 254]), false, 24), key, "same /24");
+        assert_ne!(sticky_key(&v4([192, 0, 3, 1]), false, 24), key, "next /24");
+        assert_ne!(sticky_key(&v4([192, 0, 2, 1]), false, 25), key, "the length is part of the key");
+        assert_eq!(sticky_key(&v4([192, 0, 2, 1]), false, 99), sticky_key(&v4([192, 0, 2, 1]), false, 32));
+        assert_eq!(sticky_key(&v4([1, 2, 3, 4]), false, 0), sticky_key(&v4([5, 6, 7, 8]), false, 0));
+        // Bits, not bytes: a /20 keeps the first four bits of the third byte.
+        assert_eq!(sticky_key(&v4([10, 1, 0x1f, 9]), false, 20), sticky_key(&v4([10, 1, 0x10, 0]), false, 20));
+        assert_ne!(sticky_key(&v4([10, 1, 0x2f, 9]), false, 20), sticky_key(&v4([10, 1, 0x10, 0]), false, 20));
+        let mut v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0x12, 0x34, 1, 2, 3, 4, 5, 6, 7, 8];
+        let key6 = sticky_key(&v6, true, 56);
+        v6[7] = 0xff;
+        v6[15] = 0;
+        assert_eq!(sticky_key(&v6, true, 56), key6, "beyond /56 ignored");
+        v6[6] = 0;
+        assert_ne!(sticky_key(&v6, true, 56), key6);
+        // The family is part of the key: 192.0.2.0/24 is not ::c000:200/24.
+        assert_ne!(sticky_key(&v4([192, 0, 2, 0]), true, 24), key);
+        // Keys of many /24s spread over the slots evenly enough for shares to hold.
+        let mut per_slot = [0u32; WEIGHT_SLOTS];
+        for i in 0..(WEIGHT_SLOTS as u32 * 64) {
+            let [_, b, c, d] = i.to_be_bytes();
+            per_slot[sticky_key(&v4([b, c, d, 0]), false, 24) as usize % WEIGHT_SLOTS] += 1;
+        }
+        let (least, most) = (per_slot.iter().min().unwrap(), per_slot.iter().max().unwrap());
+        assert!(*least > 30 && *most < 110, "64 per slot expected: {least}..{most}");
     }
 
     use super::*;

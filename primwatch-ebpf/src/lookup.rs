@@ -6,6 +6,7 @@
 use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use core::ptr;
 use primwatch_common::{
+    min_u32, sticky_key_words,
     wire::{dns, ipv4, ipv6, udp, EcsFamily},
     NameEntry, NameKey, Scratch, Verdict, MAX_NAME_LEN, NAME_BUF_LEN,
 };
@@ -22,6 +23,7 @@ const DEFAULT_VIEW: u32 = 0;
 /// The entry that answers `query`, or why there is none.
 #[inline(always)]
 pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<&'static NameEntry, Verdict> {
+    sticky_client(ctx, query, scratch)?;
     let view = client_view(ctx, query, scratch)?;
     if let Some(records) = find(query.name_hash, view, &scratch.name, query.name_len) {
         return Ok(records);
@@ -51,6 +53,54 @@ pub fn lookup(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<
     }
     let (hash, _) = lower_hash_sum(wild, 2 + rest);
     find(hash, view, &scratch.wildcard, 2 + rest).ok_or(Verdict::NameNotFound)
+}
+
+/// The sticky policy's client key (`Scratch::client_key`), when a set is sticky: the
+/// query's EDNS Client Subnet cut to the shorter of its source length and the sticky
+/// length, else its source address cut to the sticky length, hashed by
+/// `primwatch_common::sticky_key_words` as the PowerDNS backend hashes it.
+///
+/// Chosen by masks rather than branches, and a BPF-to-BPF call: the verifier walks
+/// it once for every path that reaches a lookup, so its branches would multiply.
+#[inline(always)]
+fn sticky_client(ctx: &XdpContext, query: &Query, scratch: &mut Scratch) -> Result<(), Verdict> {
+    // Without sticky sets the lengths are 0 and the key one constant: computed anyway,
+    // since a branch here would be walked once more for every path.
+    let (v4_len, v6_len) = settings().map_or((0, 0), |s| (s.sticky_prefix_v4, s.sticky_prefix_v6));
+    let word = |bytes: *const u8| {
+        // SAFETY: callers pass 8 readable bytes (checked packet bytes or scratch's ECS address).
+        u64::from_be(unsafe { ptr::read_unaligned(bytes as *const u64) })
+    };
+    // The source address (the verifier knows the family on each path).
+    let (src_hi, src_lo, src_v6, src_len) = if query.is_ipv6 {
+        let src = bytes_at(ctx, query.l3_off + ipv6::SRC_OFF, ipv6::ADDR_LEN, Verdict::Malformed)?;
+        // SAFETY: `src` has the ipv6::ADDR_LEN (16) bytes `bytes_at` checked just above.
+        let lo = word(unsafe { src.add(8) });
+        (word(src), lo, 1u64, v6_len)
+    } else {
+        let src = bytes_at(ctx, query.l3_off + ipv4::SRC_OFF, ipv4::ADDR_LEN, Verdict::Malformed)?;
+        // SAFETY: `src` has the ipv4::ADDR_LEN bytes `bytes_at` checked just above; read_unaligned needs no alignment.
+        let v4 = u32::from_be(unsafe { ptr::read_unaligned(src as *const u32) });
+        ((v4 as u64) << 32, 0, 0u64, v4_len)
+    };
+    // The ECS subnet decides when the query has one with a source length (RFC 7871
+    // §7.1.2). The parser left family 1 or 2 and a source length within the family's.
+    let ecs = &scratch.ecs;
+    let address = ecs.address.as_ptr();
+    // SAFETY: `address` is the 16-byte ECS address: bytes 8..16 are inside it.
+    let (ecs_hi, ecs_lo) = (word(address), word(unsafe { address.add(8) }));
+    let ecs_v6 = (ecs.family as u64).wrapping_sub(1) & 1;
+    let ecs_sticky = v4_len + (v6_len.wrapping_sub(v4_len) & 0u32.wrapping_sub(ecs_v6 as u32));
+    let ecs_len = min_u32(ecs.source_len as u32, ecs_sticky);
+    let use_ecs = (ecs.present as u64 & 1) & ((ecs.source_len as u64 + 255) >> 8);
+    let (take, keep) = (0u64.wrapping_sub(use_ecs), use_ecs.wrapping_sub(1));
+    let hi = (ecs_hi & take) | (src_hi & keep);
+    let lo = (ecs_lo & take) | (src_lo & keep);
+    let is_v6 = (ecs_v6 & take) | (src_v6 & keep);
+    let len = (ecs_len & take as u32) | (src_len & keep as u32);
+    scratch.client_key = sticky_key_words(hi, lo, is_v6, len);
+    scratch.client_key_len = len;
+    Ok(())
 }
 
 /// The client's view: the longest configured prefix containing its EDNS Client Subnet

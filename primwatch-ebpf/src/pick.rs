@@ -29,13 +29,19 @@ pub fn pick_records(set: &AnswerSet, scratch: &mut Scratch) -> Result<Picked, Ve
     if count == 0 || count > MAX_RECORDS as u32 || answers == 0 || answers > count as usize || rr_len > AAAA_RR_LEN {
         return Err(Verdict::TypeNotPresent);
     }
+    let client_key = scratch.client_key;
+    if select == Some(Select::Sticky) && scratch.ecs.present != 0 {
+        // The answer depends on the client's prefix at the sticky length: a resolver
+        // may reuse it for that prefix only (RFC 7871 §7.2.1).
+        scratch.ecs.scope_len = scratch.ecs.scope_len.max(scratch.client_key_len as u8);
+    }
     let turn = || {
         scratch.round_robin = scratch.round_robin.wrapping_add(1);
         scratch.round_robin
     };
     // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory of ours.
     let random = || unsafe { bpf_get_prandom_u32() };
-    let start = start_record(select, count, turn, random, &set.weighted_start) as usize & (MAX_RECORDS - 1);
+    let start = start_record(select, count, turn, random, client_key, &set.weighted_start) as usize & (MAX_RECORDS - 1);
     let offset = start * rr_len;
     let len = answers * rr_len;
     if offset + len > RRS_BUF_LEN {

@@ -65,12 +65,25 @@ priority = 10
 [names."site.example.test"]
 groups = ["main", "maintenance"]
 all_down = "nodata"
+
+# Sticky: this client's prefix gets one member, the same on both paths.
+[groups.sticky]
+members = ["web1", "web2", "web3"]
+policy = "sticky"
+[names."sticky.example.test"]
+groups = ["sticky"]
 "#
         ),
         true,
     );
     both_paths(&w, "front.example.test", &[WEB1, WEB3]);
     both_paths(&w, "site.example.test", &[SITE]);
+    let sticky = w.answers("sticky.example.test");
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    for _ in 0..20 {
+        assert_eq!(w.answers("sticky.example.test"), sticky, "XDP: one member for this client");
+        assert_eq!(tcp_set(&w, "sticky.example.test"), sticky, "PowerDNS: the same member");
+    }
     let status = w.controller.ctl(&["status"]).unwrap()["status"]["targets"].to_string();
     assert!(status.contains(&format!("\"check_address\":\"{WEB2}\"")), "{status}");
 

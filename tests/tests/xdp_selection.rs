@@ -38,6 +38,9 @@ members = ["a3", "a1"]
 policy = "first"
 [groups.v4only]
 members = ["a1"]
+[groups.sticky]
+members = ["a1", "a2", "a3"]
+policy = "sticky"
 
 [names."rr.example.test"]
 groups = ["rr"]
@@ -47,6 +50,8 @@ groups = ["weighted"]
 groups = ["random"]
 [names."first.example.test"]
 groups = ["first"]
+[names."sticky.example.test"]
+groups = ["sticky"]
 [names."nodata.example.test"]
 groups = ["v4only"]
 all_down = "nodata"
@@ -119,6 +124,67 @@ fn weighted_shares_follow_weights_on_both_paths() {
             "{address}: XDP share {from_xdp:.4}, expected {expected}"
         );
         assert!((from_xdp - from_powerdns).abs() <= 0.01, "{address}: XDP {from_xdp:.4}, PowerDNS {from_powerdns:.4}");
+    }
+}
+
+/// The first record XDP answers `query` with, from `src`; and the reply's ECS scope.
+fn first_from(h: &Harness, src: IpAddr, query: &[u8]) -> (IpAddr, Option<u8>) {
+    let flow = Flow { src, ..Flow::client_to_server(src.is_ipv6()) };
+    let out = h.run(&udp_frame(&flow, 64, query)).unwrap();
+    assert_eq!(out.verdict, XDP_TX, "from {src}");
+    let reply = dns::parse(&verify_checksums(&out.frame).unwrap()).unwrap();
+    (dns::addresses(&reply)[0], dns::ecs_scope(&reply))
+}
+
+/// Sticky: every client /24 gets one first record, the one the PowerDNS backend gives
+/// the same client, with shares following the weights over 2,000 prefixes; an ECS
+/// subnet decides in place of the source address, and the reply's scope says /24.
+#[test]
+fn sticky_answers_follow_the_client_prefix_on_both_paths() {
+    let h = Harness::new(53, CONFIG).unwrap();
+    let config = primwatch::config::Config::parse(
+        std::path::Path::new("t.toml"),
+        &format!("[server]\ninterfaces = [\"none\"]\n{CONFIG}"),
+    )
+    .unwrap();
+    let table = primwatch::answers::pdns_backend::AnswerTable::build(&config, &primwatch::health::AllUp);
+    let powerdns_first = |remote: &str, real_remote: &str| {
+        let request = serde_json::json!({"method": "lookup", "parameters":
+            {"qname": "sticky.example.test.", "qtype": "A", "remote": remote, "real-remote": real_remote}});
+        let reply = primwatch::answers::pdns_backend::answer(&request, &table);
+        let first = reply["result"][0]["content"].as_str().unwrap().parse::<IpAddr>().unwrap();
+        (first, reply["result"][0]["scopeMask"].as_u64().unwrap() as u8)
+    };
+    let query = dns::query(1, "sticky.example.test", RecordType::A, None).unwrap();
+    let mut counts: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    let prefixes = 2000;
+    for i in 0..prefixes {
+        let [_, _, b, c] = (i as u32).to_be_bytes();
+        let host = |d: u8| IpAddr::from([10, 100 + b, c, d]);
+        let (first, _) = first_from(&h, host(7), &query);
+        for d in [1, 99, 254] {
+            assert_eq!(first_from(&h, host(d), &query).0, first, "one answer for {}/24", host(0));
+        }
+        let (from_powerdns, _) = powerdns_first(&host(7).to_string(), &format!("{}/32", host(7)));
+        assert_eq!(from_powerdns, first, "PowerDNS and XDP agree for {}", host(7));
+        *counts.entry(first).or_default() += 1;
+    }
+    for (address, weight) in [("10.0.0.1", 1.0), ("10.0.0.2", 3.0), ("10.0.0.3", 6.0)] {
+        let share = counts[&address.parse::<IpAddr>().unwrap()] as f64 / prefixes as f64;
+        assert!((share - weight / 10.0).abs() < 0.05, "{address}: {share:.3} of client prefixes, weight {weight}/10");
+    }
+    // ECS: the subnet decides, whoever forwards it; scope /24 (the sticky length).
+    for i in 0..50u8 {
+        let subnet = [198, 51, i, 0];
+        let mut data = vec![0, 1, 24, 0];
+        data.extend_from_slice(&subnet[..3]);
+        let edns = EdnsQuery { options: vec![(8, data)], ..EdnsQuery::default() };
+        let query = dns::query(2, "sticky.example.test", RecordType::A, Some(edns)).unwrap();
+        let (first, scope) = first_from(&h, "10.77.0.2".parse().unwrap(), &query);
+        let real_remote = format!("198.51.{i}.0/24");
+        let (from_powerdns, powerdns_scope) = powerdns_first("10.77.0.2", &real_remote);
+        assert_eq!((first, scope), (from_powerdns, Some(24)), "{real_remote}");
+        assert_eq!(powerdns_scope, 24);
     }
 }
 

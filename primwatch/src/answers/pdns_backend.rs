@@ -52,13 +52,48 @@ struct Entry {
     weighted: [Vec<u8>; 2],
 }
 
-/// The `WEIGHT_SLOTS` weighted starts of `chosen` (empty unless it picks by weight).
-fn weighted_starts<A>(chosen: &Chosen<A>) -> Vec<u8> {
-    if chosen.pick != Pick::Weighted || chosen.records.is_empty() {
+/// The `WEIGHT_SLOTS` start table of `chosen`, as XDP's set holds it: weighted starts,
+/// or the sticky policy's slots (empty for the other policies).
+fn weighted_starts<A: Copy + Into<std::net::IpAddr>>(chosen: &Chosen<A>) -> Vec<u8> {
+    if chosen.records.is_empty() {
         return Vec::new();
     }
     let weights: Vec<u32> = chosen.records.iter().take(MAX_RECORDS).map(|(_, w)| *w).collect();
-    records::weighted_slots(&weights).to_vec()
+    match chosen.pick {
+        Pick::Weighted => records::weighted_slots(&weights).to_vec(),
+        Pick::Sticky => {
+            let keys: Vec<Vec<u8>> = chosen
+                .records
+                .iter()
+                .take(MAX_RECORDS)
+                .map(|(a, _)| match (*a).into() {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                })
+                .collect();
+            records::sticky_slots(&keys, &weights).to_vec()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The sticky policy's key for `client` (the ECS subnet PowerDNS reports, or the
+/// address as /32 or /128), cut to the shorter of its length and `sticky`'s, as XDP
+/// computes it; and the length used (the ECS scope a sticky answer claims).
+fn sticky_client(client: IpNet, (v4_len, v6_len): (u32, u32)) -> (u32, u8) {
+    let mut address = [0u8; 16];
+    let (is_v6, sticky) = match client.addr() {
+        std::net::IpAddr::V4(a) => {
+            address[..4].copy_from_slice(&a.octets());
+            (false, v4_len)
+        }
+        std::net::IpAddr::V6(a) => {
+            address = a.octets();
+            (true, v6_len)
+        }
+    };
+    let len = (client.prefix_len() as u32).min(sticky);
+    (primwatch_common::sticky_key(&address, is_v6, len), len as u8)
 }
 
 /// A snapshot of every answer, rebuilt whenever the maps are written: XDP's name plan
@@ -71,6 +106,8 @@ pub struct AnswerTable {
     specs: Vec<Entry>,
     /// Source prefixes → views, and ECS scopes.
     views: Arc<ViewIndex>,
+    /// The sticky policy's prefix lengths (`Config::sticky_prefixes`).
+    sticky: (u32, u32),
 }
 
 impl AnswerTable {
@@ -79,6 +116,7 @@ impl AnswerTable {
         plan: Arc<NamePlan>,
         chosen: Vec<(Chosen<Ipv4Addr>, Chosen<Ipv6Addr>)>,
         views: Arc<ViewIndex>,
+        sticky: (u32, u32),
     ) -> AnswerTable {
         let specs = plan
             .specs
@@ -92,14 +130,14 @@ impl AnswerTable {
                 turns: [AtomicUsize::new(0), AtomicUsize::new(0)],
             })
             .collect();
-        AnswerTable { plan, specs, views }
+        AnswerTable { plan, specs, views, sticky }
     }
 
     /// The table for `config` under `health`, plan and all.
     pub fn build(config: &Config, health: &dyn Health) -> AnswerTable {
         let plan = Arc::new(records::plan_names(config));
         let chosen = records::choose_sets(config, &plan.specs, health);
-        AnswerTable::new(plan, chosen, config.view_index.clone())
+        AnswerTable::new(plan, chosen, config.view_index.clone(), config.sticky_prefixes())
     }
 
     /// The client's view (its subnet, as PowerDNS reports ECS in `real-remote`, or its
@@ -133,19 +171,23 @@ impl AnswerTable {
             return None;
         }
         let want = |t: &str| qtype.eq_ignore_ascii_case(t) || any;
+        let (client_key, sticky_len) = sticky_client(client, self.sticky);
+        // A sticky answer depends on the client's prefix at the sticky length.
+        let sticky = |chosen_pick: Pick| if chosen_pick == Pick::Sticky { scope.max(sticky_len) } else { scope };
+        let (scope_a, scope_aaaa) = (sticky(entry.a.pick), sticky(entry.aaaa.pick));
         // Other types, and a family without records, answer empty: NODATA.
         let mut records = Vec::new();
         if want("A") {
             pick(
                 &entry.turns[0],
-                &entry.weighted[0],
+                (&entry.weighted[0], client_key),
                 &entry.a,
                 |a| Record {
                     qtype: "A",
                     qname: owner.clone(),
                     content: a.to_string(),
                     ttl: entry.ttl,
-                    scope_mask: scope,
+                    scope_mask: scope_a,
                 },
                 &mut records,
             );
@@ -153,14 +195,14 @@ impl AnswerTable {
         if want("AAAA") {
             pick(
                 &entry.turns[1],
-                &entry.weighted[1],
+                (&entry.weighted[1], client_key),
                 &entry.aaaa,
                 |a| Record {
                     qtype: "AAAA",
                     qname: owner.clone(),
                     content: a.to_string(),
                     ttl: entry.ttl,
-                    scope_mask: scope,
+                    scope_mask: scope_aaaa,
                 },
                 &mut records,
             );
@@ -183,7 +225,7 @@ fn has_nodata(entry: &Entry) -> bool {
 /// give each record the same share.
 fn pick<A: Copy>(
     turn: &AtomicUsize,
-    weighted: &[u8],
+    (weighted, client_key): (&[u8], u32),
     chosen: &Chosen<A>,
     record: impl Fn(A) -> Record,
     out: &mut Vec<Record>,
@@ -198,6 +240,7 @@ fn pick<A: Copy>(
         count as u32,
         || turn.fetch_add(1, Ordering::Relaxed) as u32,
         || rand::thread_rng().gen(),
+        client_key,
         weighted,
     ) as usize;
     out.extend((0..answers).map(|i| record(chosen.records[(start + i) % count].0)));

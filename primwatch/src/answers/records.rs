@@ -70,10 +70,43 @@ fn render(ttl: u32, family: Family, rdatas: &[Vec<u8>], weights: &[u32], answers
     set.count = count as u16;
     set.answers = answers as u16;
     set.select = pick as u8;
-    if pick == Pick::Weighted {
-        set.weighted_start = weighted_slots(&weights[..count]);
+    match pick {
+        Pick::Weighted => set.weighted_start = weighted_slots(&weights[..count]),
+        Pick::Sticky => set.weighted_start = sticky_slots(&rdatas[..count], &weights[..count]),
+        _ => {}
     }
     set
+}
+
+/// The sticky policy's table: each of the `WEIGHT_SLOTS` slots (a client key's low bits)
+/// goes to the record whose weighted rendezvous score for it is highest (Schindelhauer
+/// and Schomaker's weighted HRW: `-weight / ln(u)`, `u` a hash of the slot and the
+/// record's address in (0, 1)). Records get slots in proportion to weight, and a record
+/// leaving or joining moves only the slots it loses or wins: the other clients keep
+/// their answer. `keys` are the records' rdata (their addresses), in record order.
+pub fn sticky_slots(keys: &[Vec<u8>], weights: &[u32]) -> [u8; WEIGHT_SLOTS] {
+    let mut table = [0u8; WEIGHT_SLOTS];
+    for (slot, start) in table.iter_mut().enumerate() {
+        let mut best = (f64::NEG_INFINITY, 0u8);
+        for (i, (key, weight)) in keys.iter().zip(weights).enumerate().take(MAX_RECORDS) {
+            // u in (0, 1): 53 bits of a hash of the address and the slot, never 0. FNV-1a
+            // then murmur3's finalizer: fixed, so an upgrade does not move clients.
+            let mut h = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+            h ^= (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            h ^= h >> 33;
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = -(*weight.max(&1) as f64) / u.ln();
+            if score > best.0 {
+                best = (score, i as u8);
+            }
+        }
+        *start = best.1;
+    }
+    table
 }
 
 /// Apportions WEIGHT_SLOTS slots to records by weight (largest remainder method).
@@ -320,6 +353,44 @@ mod tests {
         assert!(plan.is_empty_non_terminal(&DnsName::parse("deep.example.test").unwrap()));
         assert!(!plan.is_empty_non_terminal(&DnsName::parse("b.deep.example.test").unwrap()));
         assert!(!plan.is_empty_non_terminal(&DnsName::parse("x.t.example.test").unwrap()));
+    }
+
+    /// The sticky table over 100,000 client /24s: shares follow the weights, and when one
+    /// member of four leaves only its own clients move (HRW's property, exact here).
+    #[test]
+    fn a_member_leaving_a_sticky_set_moves_only_its_clients() {
+        let address = |i: u8| vec![10, 0, 0, i];
+        let clients: Vec<u32> = (0..100_000u32)
+            .map(|i| {
+                let [_, b, c, d] = i.to_be_bytes();
+                let mut client = [0u8; 16];
+                client[..4].copy_from_slice(&[b, c, d, 0]);
+                primwatch_common::sticky_key(&client, false, 24)
+            })
+            .collect();
+        let keys: Vec<Vec<u8>> = (1..=4).map(address).collect();
+        let before = sticky_slots(&keys, &[1, 1, 1, 1]);
+        let after = sticky_slots(&keys[..2].iter().chain(&keys[3..]).cloned().collect::<Vec<_>>(), &[1, 1, 1]);
+        let owner =
+            |table: &[u8; WEIGHT_SLOTS], members: &[u8], key: u32| members[table[key as usize % WEIGHT_SLOTS] as usize];
+        let (mut moved, mut on_departed) = (0, 0);
+        for key in &clients {
+            let was = owner(&before, &[1, 2, 3, 4], *key);
+            let now = owner(&after, &[1, 2, 4], *key);
+            on_departed += usize::from(was == 3);
+            moved += usize::from(was != now);
+            assert!(was == 3 || was == now, "a client of {was} moved to {now}");
+        }
+        let share = moved as f64 / clients.len() as f64;
+        println!("one of four sticky members left: {moved} of 100,000 client /24s moved ({share:.3})");
+        assert_eq!(moved, on_departed);
+        assert!((share - 0.25).abs() < 0.05, "{share}");
+        // Weights 1, 3, 6: slots in proportion, within 3 % of the table.
+        let weighted = sticky_slots(&keys[..3], &[1, 3, 6]);
+        for (i, weight) in [1.0, 3.0, 6.0].into_iter().enumerate() {
+            let slots = weighted.iter().filter(|s| **s as usize == i).count() as f64 / WEIGHT_SLOTS as f64;
+            assert!((slots - weight / 10.0).abs() < 0.03, "member {i}: {slots:.3} of the slots");
+        }
     }
 
     #[test]

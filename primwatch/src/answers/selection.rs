@@ -68,6 +68,7 @@ fn pick_for(policy: Policy) -> Pick {
         Policy::RoundRobin => Pick::RoundRobin,
         Policy::Weighted => Pick::Weighted,
         Policy::Random => Pick::Random,
+        Policy::Sticky => Pick::Sticky,
     }
 }
 

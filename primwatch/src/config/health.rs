@@ -260,6 +260,10 @@ pub enum Policy {
     Weighted,
     /// Start members drawn uniformly.
     Random,
+    /// The start member chosen by the client's prefix (`[sticky]` lengths; the ECS
+    /// subnet when the query has one), weighted: the same client prefix gets the same
+    /// member while it stays eligible, and a member leaving moves only its own clients.
+    Sticky,
 }
 
 /// One `[groups.X]` table: targets answered together, under a policy.

@@ -170,10 +170,48 @@ pub struct Config {
     pub default_ttl: u32,
     /// The calculated targets, each after the calculated targets it reads.
     pub calculated_order: Vec<String>,
+    /// `[sticky]`: the client prefix lengths the `sticky` policy keys on.
+    pub sticky: StickyConfig,
     /// The names and views as the config (and the files it names) wrote them, before
     /// feeds added theirs (`with_feed_data`); the same maps as `names` and `views`
     /// until a feed adds any.
     written: (SharedNames, SharedViews),
+}
+
+/// `[sticky]`: how much of a client's address the `sticky` policy keys on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// `ipv4_prefix_len`: 1 to 32, default 24.
+    pub ipv4_prefix_len: u8,
+    /// `ipv6_prefix_len`: 1 to 128, default 56.
+    pub ipv6_prefix_len: u8,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig { ipv4_prefix_len: 24, ipv6_prefix_len: 56 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSticky {
+    ipv4_prefix_len: Option<Spanned<u32>>,
+    ipv6_prefix_len: Option<Spanned<u32>>,
+}
+
+fn parse_sticky(raw: Option<RawSticky>, at: &At) -> Result<StickyConfig, ConfigError> {
+    let Some(raw) = raw else { return Ok(StickyConfig::default()) };
+    let length = |value: &Option<Spanned<u32>>, key: &str, max: u32, default: u8| match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(v.get_ref()) => Ok(*v.get_ref() as u8),
+        Some(v) => Err(at(v.span(), format!("sticky.{key} must be between 1 and {max}"))),
+    };
+    let defaults = StickyConfig::default();
+    Ok(StickyConfig {
+        ipv4_prefix_len: length(&raw.ipv4_prefix_len, "ipv4_prefix_len", 32, defaults.ipv4_prefix_len)?,
+        ipv6_prefix_len: length(&raw.ipv6_prefix_len, "ipv6_prefix_len", 128, defaults.ipv6_prefix_len)?,
+    })
 }
 
 /// Names by name, shared between configs (a million are not copied).
@@ -456,6 +494,7 @@ struct RawConfig {
     name_files: Vec<Spanned<PathBuf>>,
     #[serde(default)]
     feeds: BTreeMap<Spanned<String>, Spanned<feeds::RawFeed>>,
+    sticky: Option<RawSticky>,
 }
 
 #[derive(Deserialize)]
@@ -576,6 +615,15 @@ impl Config {
     /// How many of the names are wildcards (`*.parent`): XDP skips the wildcard lookup when 0.
     pub fn wildcard_names(&self) -> usize {
         self.names.keys().filter(|n| n.is_wildcard()).count()
+    }
+
+    /// The sticky policy's prefix lengths as XDP reads them: (0, 0) when no group is sticky
+    /// (the client key is then not computed).
+    pub fn sticky_prefixes(&self) -> (u32, u32) {
+        match self.groups.values().any(|g| g.policy == Policy::Sticky) {
+            true => (self.sticky.ipv4_prefix_len as u32, self.sticky.ipv6_prefix_len as u32),
+            false => (0, 0),
+        }
     }
 
     /// The settings only a restart can change (they shape what is attached and pinned,
@@ -723,6 +771,7 @@ impl Config {
             feeds,
             default_ttl,
             calculated_order,
+            sticky: parse_sticky(raw.sticky, &at)?,
         };
         let geoip_span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
         compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)

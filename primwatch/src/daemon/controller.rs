@@ -187,7 +187,12 @@ impl Controller {
         if let Some(powerdns) = controller.config.powerdns.clone() {
             let plan = controller.plan();
             let chosen = records::choose_sets(&controller.config, &plan.specs, &controller.state);
-            let table = AnswerTable::new(plan, chosen, controller.config.view_index.clone());
+            let table = AnswerTable::new(
+                plan,
+                chosen,
+                controller.config.view_index.clone(),
+                controller.config.sticky_prefixes(),
+            );
             controller.answers = Some(AnswerFeed::start(&powerdns, table)?);
         }
         // Feeds: batches saved before the restart, then what came while the start waited,
@@ -397,10 +402,10 @@ impl Controller {
         let sets = records::render_sets(&plan.specs, &chosen);
         // PowerDNS answers from the same state: its table is built beforehand and handed
         // over the moment XDP's entries are written, so the two differ for microseconds.
-        let table = self
-            .answers
-            .as_ref()
-            .map(|_| std::sync::Arc::new(AnswerTable::new(plan.clone(), chosen, self.config.view_index.clone())));
+        let table = self.answers.as_ref().map(|_| {
+            let sticky = self.config.sticky_prefixes();
+            std::sync::Arc::new(AnswerTable::new(plan.clone(), chosen, self.config.view_index.clone(), sticky))
+        });
         let desired = records::Desired { plan, sets };
         let answers = self.answers.as_ref();
         let stats = self.maps.publish(&self.config, desired, || {

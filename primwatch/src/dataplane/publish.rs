@@ -295,7 +295,7 @@ impl AnswerMaps {
     pub fn publish(&mut self, config: &Config, desired: Desired, after_names: impl FnOnce()) -> Result<SyncStats> {
         let stats = self.names.sync_then(desired, after_names)?;
         if !self.config_written {
-            self.views.sync(&config.view_index, config.wildcard_names())?;
+            self.views.sync(&config.view_index, config.wildcard_names(), config.sticky_prefixes())?;
             self.rrl.sync(config.rrl.as_ref(), &config.slow_path)?;
             self.config_written = true;
         }
@@ -435,7 +435,7 @@ pub struct ViewMapWriter {
 impl ViewMapWriter {
     /// Makes the tries hold exactly `views`' prefixes. Call after the names map has
     /// the views' entries (a prefix whose view has no entry falls back to the default).
-    pub fn sync(&mut self, index: &ViewIndex, wildcard_names: usize) -> Result<()> {
+    pub fn sync(&mut self, index: &ViewIndex, wildcard_names: usize, sticky: (u32, u32)) -> Result<()> {
         let (want4, want6) = by_family(
             index.entries().map(|found| (found.prefix, ViewMatch { view: found.id, prefix_len: found.scope as u32 })),
         );
@@ -446,6 +446,8 @@ impl ViewMapWriter {
             wildcard_names: wildcard_names as u32,
             scope_without_view_v4: index.scope_without_view(primwatch_common::Family::V4) as u32,
             scope_without_view_v6: index.scope_without_view(primwatch_common::Family::V6) as u32,
+            sticky_prefix_v4: sticky.0,
+            sticky_prefix_v6: sticky.1,
         };
         self.settings.set(0, settings, 0).context("writing settings")?;
         Ok(())

@@ -106,7 +106,7 @@ pub struct Explanation {
     pub answer: Vec<String>,
     /// Records in each reply.
     pub answers_per_reply: usize,
-    /// How XDP picks each reply's records: "fixed", "roundrobin", "random", "weighted" or "nodata".
+    /// How XDP picks each reply's records: "fixed", "roundrobin", "random", "weighted", "sticky" or "nodata".
     pub pick: String,
     /// Why these records: the group that serves, "fixed addresses", or what happens with no group serving.
     pub why: String,
@@ -348,7 +348,7 @@ pub struct GroupStatus {
     pub priority: i32,
     /// The priority the config gives it.
     pub configured_priority: i32,
-    /// How its members' records are picked: "all", "first", "round-robin", "weighted" or "random".
+    /// How its members' records are picked: "all", "first", "round-robin", "weighted", "random" or "sticky".
     pub policy: String,
     /// up, down, held, forced-up, forced-down, drain.
     pub state: String,

@@ -99,7 +99,7 @@ pub fn explain(
                     };
                     // Under the weighted policy, its weight in effect (a feed's, else the config's).
                     let why = match spec.policy {
-                        crate::config::Policy::Weighted => {
+                        crate::config::Policy::Weighted | crate::config::Policy::Sticky => {
                             format!("{why}; weight {}", state.target_weight(m, config.targets[m].weight))
                         }
                         _ => why,
@@ -281,6 +281,7 @@ pub fn status(config: &Config, plan: &NamePlan, state: &State, dataplane: &str, 
                     Policy::RoundRobin => "round-robin",
                     Policy::Weighted => "weighted",
                     Policy::Random => "random",
+                    Policy::Sticky => "sticky",
                 }
                 .into(),
                 state: label.into(),

@@ -28,6 +28,27 @@ use primwatch_tests::{
     TempDir,
 };
 
+/// Four weighted targets and a group picking them by weight, or (`{policy}`) by the
+/// client's prefix: the micro bench's `weighted` and `sticky` rows.
+const POLICY_GROUP: &str = r#"
+[targets.w1]
+address = "10.2.0.1"
+[targets.w2]
+address = "10.2.0.2"
+weight = 2
+[targets.w3]
+address = "10.2.0.3"
+weight = 3
+[targets.w4]
+address = "10.2.0.4"
+weight = 4
+[groups.picked]
+members = ["w1", "w2", "w3", "w4"]
+policy = "{policy}"
+[names."picked.example.test"]
+groups = ["picked"]
+"#;
+
 const NAMES: &str = r#"
 [zones."example.test"]
 
@@ -216,6 +237,21 @@ fn micro() -> Result<()> {
             "-".into()
         };
         println!("{label:<32} {median:>10} {p10:>8} {:>14} {repeated:>16}", median as i64 - floor as i64);
+    }
+    // Weighted against sticky, each in a config of its own: a sticky group makes every
+    // query compute its client key, which the last row shows on a plain hit.
+    let picked = udp_frame(&v4, 64, &query("picked.example.test", RecordType::A));
+    for policy in ["weighted", "sticky"] {
+        let config = format!("{NAMES}\n{GUARD_OPEN}\n{}", POLICY_GROUP.replace("{policy}", policy));
+        let h = Harness::new(53, &config)?;
+        let mut rows = vec![(format!("A hit, {policy}, 4 records"), &picked)];
+        if policy == "sticky" {
+            rows.push(("A hit, 1 record, sticky elsewhere".to_string(), &hit_a));
+        }
+        for (label, frame) in rows {
+            let (median, p10) = time_single(&h, ANSWER_PROGRAM, frame, XDP_TX)?;
+            println!("{label:<32} {median:>10} {p10:>8} {:>14} {:>16}", median as i64 - floor as i64, "-");
+        }
     }
     // The miss without the guard, and over its budget (dropped).
     let miss = udp_frame(&v4, 64, &query("nope.example.test", RecordType::A));

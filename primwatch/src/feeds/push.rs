@@ -9,8 +9,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::{net::TcpListener, sync::mpsc};
-use tracing::{info, warn};
+use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::sources::FeedEvent;
 use crate::config::FeedConfig;
@@ -27,8 +27,8 @@ struct Endpoint {
     events: mpsc::Sender<FeedEvent>,
 }
 
-/// Serves the listener until the task is aborted; an address that cannot be bound is
-/// retried every 2 s (said once per distinct error).
+/// Serves the listener until the task is aborted (an address that cannot be bound is
+/// retried every 2 s: see `sys::http_listener`).
 pub(super) async fn serve(
     name: String,
     listen: SocketAddr,
@@ -37,43 +37,16 @@ pub(super) async fn serve(
     generation: u64,
     events: mpsc::Sender<FeedEvent>,
 ) {
-    let mut said = String::new();
-    let listener = loop {
-        match TcpListener::bind(listen).await {
-            Ok(listener) => break listener,
-            Err(e) => {
-                if e.to_string() != said {
-                    said = e.to_string();
-                    warn!(feed = %name, %listen, error = %said, "feed listener cannot be bound; retrying every 2s");
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
+    let listener = crate::sys::http_listener::Listener {
+        what: format!("feed {name}'s listener"),
+        bound: format!("feed {name} listening for pushes on POST /feeds/{name}"),
+        max_connections: MAX_CONNECTIONS,
+        // The upload and the controller's verdict within the timeout, plus a margin for
+        // a big batch to be applied.
+        limit: feed.timeout + Duration::from_secs(30),
     };
-    info!(feed = %name, %listen, "feed listening for pushes on POST /feeds/{name}");
     let endpoint = Arc::new(Endpoint { path: format!("/feeds/{name}"), name, token, feed, generation, events });
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-        let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let timeout = endpoint.feed.timeout;
-            let service = hyper::service::service_fn(move |request| respond(request, endpoint.clone()));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            // The upload and the controller's verdict within the timeout, plus a margin
-            // for a big batch to be applied.
-            let _ = tokio::time::timeout(timeout + Duration::from_secs(30), connection).await;
-        });
-    }
+    crate::sys::http_listener::serve(listen, listener, move |request| respond(request, endpoint.clone())).await;
 }
 
 /// Compares without stopping at the first difference: the time taken says nothing about

@@ -19,8 +19,6 @@ use anyhow::Result;
 
 use crate::{answers::records::NamePlan, config::Config, health::state::State, health::Health as _};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tracing::{info, warn};
 
 /// Check latency buckets, seconds.
 const CHECK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -721,54 +719,16 @@ where
 /// another process, not yet configured) is retried in the background, said once per
 /// distinct error, so that no local user can keep the controller from starting.
 pub(crate) fn serve(address: SocketAddr, snapshot: Snapshot) {
-    tokio::spawn(async move {
-        let mut said = String::new();
-        let listener = loop {
-            match TcpListener::bind(address).await {
-                Ok(listener) => break listener,
-                Err(e) => {
-                    let why = e.to_string();
-                    if why != said {
-                        warn!(%address, error = %why, retry_every = "2s", "metrics listener cannot be bound; serving without it, retrying");
-                        said = why;
-                    }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }
-        };
-        info!(%address, "Prometheus metrics on /metrics");
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracing::debug!("metrics: every connection slot is busy; connection closed");
-                        continue;
-                    };
-                    let snapshot = snapshot.clone();
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let service = hyper::service::service_fn(move |request| respond(request, snapshot.clone()));
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(5))
-                            .keep_alive(false)
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                        // A scraper that stops reading must not hold a slot forever.
-                        match tokio::time::timeout(Duration::from_secs(15), connection).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::debug!(error = %e, "metrics request"),
-                            Err(_) => tracing::debug!("metrics request timed out"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "metrics accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+    let listener = crate::sys::http_listener::Listener {
+        what: "metrics listener".into(),
+        bound: "Prometheus metrics on /metrics".into(),
+        max_connections: MAX_CONNECTIONS,
+        // A scraper that stops reading must not hold a slot forever.
+        limit: Duration::from_secs(15),
+    };
+    tokio::spawn(crate::sys::http_listener::serve(address, listener, move |request| {
+        respond(request, snapshot.clone())
+    }));
 }
 
 async fn respond(

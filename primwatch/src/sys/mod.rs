@@ -5,6 +5,7 @@
 //! May import: nothing of the crate outside `sys/`.
 
 pub(crate) mod host;
+pub(crate) mod http_listener;
 pub(crate) mod local_socket;
 pub mod log_output;
 pub mod paths;

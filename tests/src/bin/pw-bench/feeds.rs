@@ -13,19 +13,12 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use primwatch_tests::{controller::Controller, netns, wait_for, TempDir};
 
+use super::scale::Ns;
+
 const NAMES: usize = 1_000_000;
 const PREFIXES: usize = 1_000_000;
 const TARGETS: usize = 10_000;
 const MEASURE: Duration = Duration::from_secs(10);
-
-/// Namespace with only loopback, removed when dropped.
-struct Ns(String);
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = netns::ip(&["netns", "del", &self.0]);
-    }
-}
 
 fn replace(path: &Path, text: &str) -> Result<()> {
     let temp = path.with_extension("new");

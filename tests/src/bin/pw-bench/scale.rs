@@ -18,7 +18,8 @@ const TARGETS: usize = 10_000;
 const MEASURE: Duration = Duration::from_secs(10);
 
 /// Namespace with only loopback: every 127.x.y.z is local, one listener serves all.
-struct Ns(String);
+/// Removed when dropped.
+pub(crate) struct Ns(pub(crate) String);
 
 impl Drop for Ns {
     fn drop(&mut self) {

@@ -51,8 +51,19 @@ pub enum FeedSource {
         /// The listener's address.
         listen: SocketAddr,
         /// `token_file`'s token: requests must carry `Authorization: Bearer TOKEN`.
-        token: String,
+        token: Token,
     },
+}
+
+/// A push listener's bearer token: compared, never printed (its Debug form is redacted,
+/// so a config logged with `{:?}` does not leak it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// What a feed's batch may say (`kinds`): each is refused in a batch unless listed.
@@ -211,7 +222,7 @@ fn parse_feed(
         };
         let path = config_dir.join(token_file.get_ref());
         let token = read_token(&path).map_err(|why| at(token_file.span(), format!("{}: {why}", key("token_file"))))?;
-        FeedSource::Push { listen: address, token }
+        FeedSource::Push { listen: address, token: Token(token) }
     };
     let mut kinds = FeedKinds::default();
     for kind in raw.kinds.get_ref() {

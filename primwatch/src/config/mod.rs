@@ -36,7 +36,7 @@ mod views;
 mod zones;
 pub use error::ConfigError;
 use error::{line_column, At};
-pub use feeds::{FeedConfig, FeedKinds, FeedSource, OnStale, DEFAULT_FEED_MAX_BYTES};
+pub use feeds::{FeedConfig, FeedKinds, FeedSource, OnStale, Token, DEFAULT_FEED_MAX_BYTES};
 pub use health::{
     Calculated, CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig,
     DEFAULT_INTERVAL, DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,

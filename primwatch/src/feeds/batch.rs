@@ -471,6 +471,43 @@ sources = ["198.51.100.0/24"]
     }
 
     #[test]
+    fn fed_data_that_clashes_with_the_config_is_refused_whole() {
+        let config = config();
+        let batch = |text: &str| parse(format!("{{\"primwatch_feed\": 1}}\n{text}").as_bytes(), ALL, &config).unwrap();
+        // A prefix the config already puts into a view (or the same prefix twice over feeds).
+        let taken = batch("{\"prefix\": \"198.51.100.0/24\", \"view\": \"kansai\"}\n");
+        let e = config.with_feed_data([("f", &taken)]).unwrap_err();
+        assert!(e.contains("prefix 198.51.100.0/24 is already in view 'kansai'"), "{e}");
+        let fresh = batch("{\"prefix\": \"203.0.113.0/24\", \"view\": \"kansai\"}\n");
+        let e = config.with_feed_data([("f", &fresh), ("g", &fresh)]).unwrap_err();
+        assert!(e.starts_with("feed g: prefix 203.0.113.0/24"), "{e}");
+        // A view entry for a name nobody serves, and one the view already has.
+        let orphan = batch("{\"name\": \"nobody.example\", \"view\": \"kansai\", \"groups\": [\"osaka\"]}\n");
+        let e = config.with_feed_data([("f", &orphan)]).unwrap_err();
+        assert!(e.contains("which nobody serves"), "{e}");
+        // What fits is added beside the config's own, and dropping it restores them.
+        let fed = config.with_feed_data([("f", &fresh)]).unwrap();
+        assert_eq!(fed.views["kansai"].sources.len(), 2);
+        let back = fed.with_feed_data(std::iter::empty()).unwrap();
+        assert_eq!(back.views["kansai"].sources.len(), 1);
+        assert_eq!(back.names.len(), config.names.len());
+        // A full names map refuses the batch with the key to raise.
+        let small = Config::parse(
+            std::path::Path::new("t.toml"),
+            &CONFIG.replacen("interfaces = [\"lo\"]\n", "interfaces = [\"lo\"]\nmax_names = 2\n", 1),
+        )
+        .unwrap();
+        let two = parse(
+            b"{\"primwatch_feed\": 1}\n{\"name\": \"a.example\", \"groups\": [\"tokyo\"]}\n{\"name\": \"b.example\", \"groups\": [\"tokyo\"]}\n",
+            ALL,
+            &small,
+        )
+        .unwrap();
+        let e = small.with_feed_data([("f", &two)]).unwrap_err();
+        assert!(e.contains("server.max_names is 2"), "{e}");
+    }
+
+    #[test]
     fn random_bytes_never_panic_the_parser() {
         let config = config();
         let mut seed = 0x9e3779b97f4a7c15u64;

@@ -21,7 +21,7 @@ const MAX_CONNECTIONS: usize = 16;
 struct Endpoint {
     name: String,
     path: String,
-    token: String,
+    token: crate::config::Token,
     feed: FeedConfig,
     generation: u64,
     events: mpsc::Sender<FeedEvent>,
@@ -32,7 +32,7 @@ struct Endpoint {
 pub(super) async fn serve(
     name: String,
     listen: SocketAddr,
-    token: String,
+    token: crate::config::Token,
     feed: FeedConfig,
     generation: u64,
     events: mpsc::Sender<FeedEvent>,
@@ -74,7 +74,7 @@ async fn respond(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|given| same_token(given, endpoint.token.as_bytes()));
+        .is_some_and(|given| same_token(given, endpoint.token.0.as_bytes()));
     if !authorized {
         warn!(feed = %endpoint.name, "feed push refused: missing or wrong bearer token");
         return reply(StatusCode::UNAUTHORIZED, "a bearer token is required".into());

@@ -190,7 +190,13 @@ impl Controller {
         self.record_feed_verdicts();
         self.state.feed_weights = self.served_weights();
         match new_config {
-            Some(config) => self.switch_to((config, Vec::new()), true).map(drop).map_err(FeedError::Publish),
+            Some(config) => {
+                let old = self.switch_to((config, Vec::new()), true).map_err(FeedError::Publish)?;
+                // The names and views it replaced can be large: freed, and handed back.
+                drop(old);
+                crate::config::release_freed_memory();
+                Ok(())
+            }
             None => self.after_change().map_err(FeedError::Publish),
         }
     }

@@ -46,7 +46,7 @@ pub(super) fn compile(mut config: Config, pending: Pending, at: &At) -> Result<C
 }
 
 /// The checks of `compile` that depend on the names and views alone, run again when a
-/// feed changes them (`Config::with_feed_data`): Err is the reason, with the key to raise.
+/// feed changes them (`Config::with_names_and_views`): Err is the reason, with the key to raise.
 pub(super) fn recheck_names_and_views(config: &Config) -> Result<(), String> {
     let at = |_: Range<usize>, reason: String| ConfigError { file: Default::default(), line: 0, column: 0, reason };
     let spans = CapacitySpans { names: 0..0, record_sets: 0..0, signatures: 0..0 };

@@ -358,6 +358,9 @@ pub(super) struct RawGroup {
     slow_start: Option<Spanned<String>>,
 }
 
+/// The most a target's `weight` may be (and an operator's or a feed's weight).
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
 /// A check's `interval` when it sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 /// A check's `timeout` when it sets none.
@@ -698,8 +701,8 @@ pub(super) fn parse_target(
     }
     let weight = match raw.weight {
         None => 1,
-        Some(w) if (1..=1_000_000).contains(w.get_ref()) => *w.get_ref(),
-        Some(w) => return Err(at(w.span(), "weight must be between 1 and 1000000".into())),
+        Some(w) if (1..=MAX_WEIGHT).contains(w.get_ref()) => *w.get_ref(),
+        Some(w) => return Err(at(w.span(), format!("weight must be between 1 and {MAX_WEIGHT}"))),
     };
     let mut names = Vec::new();
     for check in raw.checks {

@@ -39,7 +39,7 @@ use error::{line_column, At};
 pub use feeds::{FeedConfig, FeedKinds, FeedSource, OnStale, Token, DEFAULT_FEED_MAX_BYTES};
 pub use health::{
     Calculated, CheckConfig, CheckKind, GroupConfig, HttpCheck, NamedTarget, Policy, Quorum, TargetConfig,
-    DEFAULT_INTERVAL, DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, NAMED_MEMBER_SEPARATOR,
+    DEFAULT_INTERVAL, DEFAULT_RISE_FALL, DEFAULT_TIMEOUT, MAX_WEIGHT, NAMED_MEMBER_SEPARATOR,
 };
 pub use views::ViewConfig;
 use zones::RawZone;
@@ -173,7 +173,7 @@ pub struct Config {
     /// `[sticky]`: the client prefix lengths the `sticky` policy keys on.
     pub sticky: StickyConfig,
     /// The names and views as the config (and the files it names) wrote them, before
-    /// feeds added theirs (`with_feed_data`); the same maps as `names` and `views`
+    /// feeds added theirs (`feeds::overlay`); the same maps as `names` and `views`
     /// until a feed adds any.
     written: (SharedNames, SharedViews),
 }
@@ -777,87 +777,36 @@ impl Config {
         compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)
     }
 
-    /// This config with the names and view data `fed` (feed name → its served batch)
-    /// added to what the config itself wrote: fed names beside the written ones, fed
-    /// view names and prefixes in their views. Checked as the config's own are: a name
-    /// or prefix given twice (by the config, another feed or another view), a name
-    /// outside the declared zones, a view entry for a name nobody serves, and what the
-    /// maps cannot hold are refused, with the feed and the reason.
-    pub fn with_feed_data<'a>(
+    /// The names and views as the config file (and the files it names) wrote them,
+    /// before any feed added to them.
+    pub fn written_names_and_views(&self) -> (&BTreeMap<DnsName, NameConfig>, &BTreeMap<String, ViewConfig>) {
+        (&self.written.0, &self.written.1)
+    }
+
+    /// This config with `names` and `views` in place of its own (a feed's data added to
+    /// what the config wrote: `feeds::overlay`), checked as `compile` checks a config's
+    /// (view prefixes, name hashes, map capacities), with its view index rebuilt.
+    /// Err: the reason, with the key to raise.
+    pub fn with_names_and_views(
         &self,
-        fed: impl IntoIterator<Item = (&'a str, &'a crate::feeds::Batch)> + Clone,
+        names: BTreeMap<DnsName, NameConfig>,
+        views: BTreeMap<String, ViewConfig>,
     ) -> Result<Config, String> {
-        let (written_names, written_views) = &self.written;
-        let adds_anything = fed
-            .clone()
-            .into_iter()
-            .any(|(_, b)| !b.names.is_empty() || !b.view_names.is_empty() || !b.prefixes.is_empty());
         let mut config = self.clone();
-        if !adds_anything {
-            (config.names, config.views) = (written_names.clone(), written_views.clone());
-            config.view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&config.views));
-            return Ok(config);
-        }
-        let mut names = (**written_names).clone();
-        for (feed, batch) in fed.clone() {
-            for (name, given) in &batch.names {
-                if self.zones.keys().next().is_some() && self.zone_of(name).is_none() {
-                    return Err(format!("feed {feed}: name '{name}' lies in no declared zone"));
-                }
-                if let Some(missing) = given.groups.iter().find(|g| !self.groups.contains_key(*g)) {
-                    return Err(format!("feed {feed}: name '{name}': no group '{missing}'"));
-                }
-                let source = NameSource::Groups {
-                    groups: given.groups.clone(),
-                    all_down: given.all_down.clone().unwrap_or(AllDown::ServeAll),
-                };
-                let entry = NameConfig { ttl: given.ttl.unwrap_or(self.default_ttl), source };
-                if names.insert(name.clone(), entry).is_some() {
-                    return Err(format!(
-                        "feed {feed}: name '{name}' is already served (by the config or another feed)"
-                    ));
-                }
-            }
-        }
-        let mut views = (**written_views).clone();
-        let mut owner: std::collections::HashMap<ipnet::IpNet, String> =
-            views.iter().flat_map(|(v, view)| view.sources.iter().map(move |p| (*p, v.clone()))).collect();
-        for (feed, batch) in fed {
-            for (view_name, entries) in &batch.view_names {
-                let Some(view) = views.get_mut(view_name) else {
-                    return Err(format!("feed {feed}: no view '{view_name}'"));
-                };
-                for (name, (groups, all_down)) in entries {
-                    let Some(served) = names.get(name) else {
-                        return Err(format!("feed {feed}: view '{view_name}' names '{name}', which nobody serves"));
-                    };
-                    let all_down = all_down.clone().unwrap_or_else(|| match &served.source {
-                        NameSource::Groups { all_down, .. } => all_down.clone(),
-                        NameSource::Static { .. } => AllDown::ServeAll,
-                    });
-                    if view.names.insert(name.clone(), ViewName { groups: groups.clone(), all_down }).is_some() {
-                        return Err(format!("feed {feed}: name '{name}' is already given in view '{view_name}'"));
-                    }
-                }
-            }
-            for (prefix, view_name) in &batch.prefixes {
-                let Some(view) = views.get_mut(view_name) else {
-                    return Err(format!("feed {feed}: no view '{view_name}'"));
-                };
-                if let Some(other) = owner.insert(*prefix, view_name.clone()) {
-                    return Err(format!("feed {feed}: prefix {prefix} is already in view '{other}'"));
-                }
-                view.sources.push(*prefix);
-            }
-        }
-        for view in views.values_mut() {
-            view.sources.sort();
-        }
         config.names = std::sync::Arc::new(names);
         config.views = std::sync::Arc::new(views);
         compile::recheck_names_and_views(&config)?;
         config.view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&config.views));
         Ok(config)
+    }
+
+    /// This config with the names and views the config file wrote, and nothing a feed
+    /// added (shared, not copied).
+    pub fn without_fed_data(&self) -> Config {
+        let mut config = self.clone();
+        (config.names, config.views) = (self.written.0.clone(), self.written.1.clone());
+        config.view_index = std::sync::Arc::new(crate::dns::view_index::ViewIndex::build(&config.views));
+        config
     }
 
     /// This config with the targets given by host replaced by the addresses they

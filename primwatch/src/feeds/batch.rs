@@ -27,14 +27,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::{
-    config::{all_down_from, AllDown, Config, FeedKinds, MAX_TTL},
+    config::{all_down_from, AllDown, Config, FeedKinds, MAX_TTL, MAX_WEIGHT},
     dns::name::DnsName,
 };
 
 /// The format version this build reads.
 pub const FORMAT_VERSION: u64 = 1;
-/// The most a target's weight may be, as `[targets.X] weight`.
-pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Characters of a verdict's reason kept (the rest is cut: it is shown, not parsed).
 pub const MAX_REASON: usize = 200;
 
@@ -461,12 +459,12 @@ sources = ["198.51.100.0/24"]
         let views =
             parse(&std::fs::read(examples.join("feed-views.jsonl")).unwrap(), config.feeds["regions"].kinds, &config)
                 .unwrap();
-        let fed = config.with_feed_data([("tenants", &names), ("regions", &views)]).unwrap();
+        let fed = crate::feeds::overlay(&config, [("tenants", &names), ("regions", &views)]).unwrap();
         assert_eq!(fed.names.len(), 3);
         assert_eq!(fed.views["kansai"].sources.len(), 2);
         assert_eq!(fed.views["kansai"].names.len(), 1);
         // A second feed giving a served name again is refused.
-        let again = fed.with_feed_data([("tenants", &names), ("again", &names)]).unwrap_err();
+        let again = crate::feeds::overlay(&fed, [("tenants", &names), ("again", &names)]).unwrap_err();
         assert!(again.contains("already served"), "{again}");
     }
 
@@ -476,19 +474,19 @@ sources = ["198.51.100.0/24"]
         let batch = |text: &str| parse(format!("{{\"primwatch_feed\": 1}}\n{text}").as_bytes(), ALL, &config).unwrap();
         // A prefix the config already puts into a view (or the same prefix twice over feeds).
         let taken = batch("{\"prefix\": \"198.51.100.0/24\", \"view\": \"kansai\"}\n");
-        let e = config.with_feed_data([("f", &taken)]).unwrap_err();
+        let e = crate::feeds::overlay(&config, [("f", &taken)]).unwrap_err();
         assert!(e.contains("prefix 198.51.100.0/24 is already in view 'kansai'"), "{e}");
         let fresh = batch("{\"prefix\": \"203.0.113.0/24\", \"view\": \"kansai\"}\n");
-        let e = config.with_feed_data([("f", &fresh), ("g", &fresh)]).unwrap_err();
+        let e = crate::feeds::overlay(&config, [("f", &fresh), ("g", &fresh)]).unwrap_err();
         assert!(e.starts_with("feed g: prefix 203.0.113.0/24"), "{e}");
         // A view entry for a name nobody serves, and one the view already has.
         let orphan = batch("{\"name\": \"nobody.example\", \"view\": \"kansai\", \"groups\": [\"osaka\"]}\n");
-        let e = config.with_feed_data([("f", &orphan)]).unwrap_err();
+        let e = crate::feeds::overlay(&config, [("f", &orphan)]).unwrap_err();
         assert!(e.contains("which nobody serves"), "{e}");
         // What fits is added beside the config's own, and dropping it restores them.
-        let fed = config.with_feed_data([("f", &fresh)]).unwrap();
+        let fed = crate::feeds::overlay(&config, [("f", &fresh)]).unwrap();
         assert_eq!(fed.views["kansai"].sources.len(), 2);
-        let back = fed.with_feed_data(std::iter::empty()).unwrap();
+        let back = crate::feeds::overlay(&fed, std::iter::empty()).unwrap();
         assert_eq!(back.views["kansai"].sources.len(), 1);
         assert_eq!(back.names.len(), config.names.len());
         // A full names map refuses the batch with the key to raise.
@@ -503,7 +501,7 @@ sources = ["198.51.100.0/24"]
             &small,
         )
         .unwrap();
-        let e = small.with_feed_data([("f", &two)]).unwrap_err();
+        let e = crate::feeds::overlay(&small, [("f", &two)]).unwrap_err();
         assert!(e.contains("server.max_names is 2"), "{e}");
     }
 

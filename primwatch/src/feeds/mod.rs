@@ -8,6 +8,8 @@
 //! May import: `sys`, `dns`, `config`.
 
 pub mod batch;
+mod event;
+mod overlay;
 mod push;
 pub(crate) mod sources;
 
@@ -22,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, task::JoinSet};
 
 pub use batch::{Batch, Verdict};
-pub use sources::FeedEvent;
+pub use event::FeedEvent;
+pub use overlay::overlay;
 
 use crate::config::{Config, FeedConfig, FeedSource, OnStale};
 

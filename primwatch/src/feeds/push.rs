@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::sources::FeedEvent;
+use super::event::FeedEvent;
 use crate::config::FeedConfig;
 
 /// Connections served at once per push listener.

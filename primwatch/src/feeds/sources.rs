@@ -8,27 +8,15 @@ use std::{path::Path, time::Duration};
 
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 use tracing::{info, warn};
 
+use super::event::FeedEvent;
 use crate::{
     config::{FeedConfig, FeedSource},
     sys::process::{self, RunAs, RunError},
 };
-
-/// What a feed's task hands the controller.
-#[derive(Debug)]
-pub struct FeedEvent {
-    /// The feed's name.
-    pub feed: String,
-    /// Which start of the feed tasks sent it: events of tasks a reload stopped are dropped.
-    pub generation: u64,
-    /// The batch's bytes, or why the source gave none (a command failed, a file vanished).
-    pub data: Result<Vec<u8>, String>,
-    /// For a push: where the controller says applied (Ok) or refused (Err), with why.
-    pub reply: Option<oneshot::Sender<Result<String, String>>>,
-}
 
 /// Runs `name`'s source until aborted, sending to `events`.
 pub(super) async fn run(name: String, feed: FeedConfig, generation: u64, events: mpsc::Sender<FeedEvent>) {

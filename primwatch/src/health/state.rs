@@ -711,8 +711,8 @@ impl State {
                 }
                 match action {
                     Action::Priority(_) => return Err("priority applies to groups".into()),
-                    Action::Weight(Some(w)) if !(1..=crate::feeds::batch::MAX_WEIGHT).contains(&w) => {
-                        return Err(format!("weight must be between 1 and {}", crate::feeds::batch::MAX_WEIGHT))
+                    Action::Weight(Some(w)) if !(1..=crate::config::MAX_WEIGHT).contains(&w) => {
+                        return Err(format!("weight must be between 1 and {}", crate::config::MAX_WEIGHT))
                     }
                     _ => {}
                 }

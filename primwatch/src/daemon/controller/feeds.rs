@@ -159,7 +159,7 @@ impl Controller {
             .filter(|(name, feed)| self.config.feeds.get(*name) == Some(*feed))
             .filter_map(|(name, feed)| Some((name.as_str(), self.feed_slots.get(name)?.served(feed)?)))
             .collect();
-        base.with_feed_data(served.iter().copied())
+        feeds::overlay(base, served.iter().copied())
     }
 
     /// After a reload switched configs: slots of feeds whose table changed start afresh,

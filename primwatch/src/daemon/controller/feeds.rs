@@ -77,7 +77,7 @@ impl Controller {
             Ok(batch) => {
                 let items = batch.items;
                 let previous = self.feed_slots.get_mut(&name).and_then(|s| s.good.replace(Arc::new(batch)));
-                match self.apply_feed_data() {
+                match self.apply_feed_data(feed.kinds.names || feed.kinds.views) {
                     Ok(()) => Ok(items),
                     Err(FeedError::Refused(why)) => {
                         if let Some(slot) = self.feed_slots.get_mut(&name) {
@@ -127,18 +127,20 @@ impl Controller {
     /// `on_stale` applies.
     pub(super) fn check_feeds_stale(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
-        let mut changed = false;
+        let (mut changed, mut names_dropped) = (false, false);
         for (name, feed) in &self.config.feeds {
             let Some(slot) = self.feed_slots.get_mut(name) else { continue };
             if slot.check_stale(feed, now) {
                 warn!(feed = %name, stale_after = ?feed.stale_after, on_stale = ?feed.on_stale, "feed is stale: no good batch for stale_after");
                 changed = true;
+                names_dropped |=
+                    (feed.kinds.names || feed.kinds.views) && feed.on_stale != crate::config::OnStale::Keep;
             }
         }
         if !changed {
             return Ok(());
         }
-        match self.apply_feed_data() {
+        match self.apply_feed_data(names_dropped) {
             Ok(()) => Ok(()),
             // Dropping data cannot make the config refuse it.
             Err(FeedError::Refused(why)) => {
@@ -179,11 +181,11 @@ impl Controller {
         }
     }
 
-    /// Applies what the feeds serve now — health of every feed check, weights, and names
-    /// and views — with one publish.
-    fn apply_feed_data(&mut self) -> Result<(), FeedError> {
-        let names_fed = self.config.feeds.values().any(|f| f.kinds.names || f.kinds.views);
-        let new_config = match names_fed {
+    /// Applies what the feeds serve now — health of every feed check, weights, and, when
+    /// `names_changed` (a names or views feed's data came or went), names and views —
+    /// with one publish. A health batch does not rebuild a million fed names.
+    fn apply_feed_data(&mut self, names_changed: bool) -> Result<(), FeedError> {
+        let new_config = match names_changed {
             true => Some(self.config_with_feeds(&self.config).map_err(FeedError::Refused)?),
             false => None,
         };

@@ -277,9 +277,12 @@ fn key_pair(algorithm: Algorithm, secret: &[u8], public: &[u8]) -> Result<KeyPai
         Algorithm::ECDSAP256SHA256 => {
             // DNSKEY holds x | y (RFC 6605 §4); ring wants the uncompressed point.
             let point = [&[0x04], public].concat();
+            // A key file may write the scalar without its leading zero bytes (about one
+            // key in 256); ring wants all 32.
+            let scalar = [&[0u8; 32][..32usize.saturating_sub(secret.len())], secret].concat();
             let rng = ring::rand::SystemRandom::new();
             let pair =
-                EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, secret, &point, &rng)
+                EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, &scalar, &point, &rng)
                     .map_err(|e| anyhow!("{e}"))?;
             Ok(KeyPair::from_ecdsa(pair))
         }
@@ -288,5 +291,30 @@ fn key_pair(algorithm: Algorithm, secret: &[u8], public: &[u8]) -> Result<KeyPai
             Ok(KeyPair::from_ed25519(pair))
         }
         other => bail!("algorithm {other:?} is not supported"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key dnssec-keygen wrote whose P-256 scalar has a leading zero byte, which the
+    /// file leaves out (31 bytes): it loads and signs like any other.
+    #[test]
+    fn a_p256_key_written_without_its_leading_zero_loads() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("pw-dnssec-short-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dns/testdata");
+        for ext in ["key", "private"] {
+            let name = format!("Kexample.test.+013+25172.{ext}");
+            std::fs::copy(source.join(&name), dir.join(&name)).unwrap();
+            std::fs::set_permissions(dir.join(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let apex = DnsName::parse("example.test").unwrap();
+        let loaded = ZoneSigner::load(&apex, &dir.join("Kexample.test.+013+25172"), Duration::from_secs(3600));
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded.unwrap();
     }
 }

@@ -600,6 +600,10 @@ pub struct Scratch {
     pub cookie_len: u32,
     /// … and the work on it (see `CookieScratch`).
     pub cookie: CookieScratch,
+    /// The options the walk of the OPT record skips, each noted by its code's low bit
+    /// as `HARMLESS_SEEN | length` (0: none): [0] PADDING (RFC 7830), [1] NSID (RFC
+    /// 5001: an empty one asks for the `NSID` map's option in the reply).
+    pub harmless_options: [u32; 2],
     /// A query that would go to the DNS server if passed: where its IP header is
     /// (`PASSED_*` bits), set once the datagram is known to be one the kernel delivers
     /// to port 53; 0 for anything else. The slow-path guard reads it.
@@ -686,6 +690,48 @@ pub struct CookieScratch {
     pub reply_len: u32,
     /// … and its one's-complement sum, folded, as big-endian words from its first byte.
     pub reply_csum: u32,
+}
+
+/// `Scratch::harmless_options`: an option of that kind was in the query (its length
+/// is in the low 16 bits).
+pub const HARMLESS_SEEN: u32 = 1 << 16;
+
+/// Longest `server.nsid`, in bytes: the option stays small beside the answer (the
+/// reply must fit 512 bytes without EDNS buffer to spare); Knot and NSD ids are host
+/// names, well under this.
+pub const MAX_NSID_LEN: usize = 128;
+
+/// The NSID option (RFC 5001 §2.3) XDP's replies carry when a query asks: the single
+/// entry of the `NSID` map, written by the controller from `server.nsid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsidOption {
+    /// Bytes of `option` in use: 4 (code, length) + the id's length; 0: NSID is off,
+    /// and a query asking for it is passed to the DNS server as before.
+    pub option_len: u32,
+    /// One's-complement sum of `option[..option_len]` as big-endian words from an
+    /// even offset (odd length: the last byte is a word's high byte), folded to 16 bits.
+    pub csum: u32,
+    /// OPTION-CODE 3, OPTION-LENGTH, then the id; zero after `option_len`.
+    pub option: [u8; 4 + MAX_NSID_LEN],
+}
+
+impl NsidOption {
+    /// The option carrying `id` (at most MAX_NSID_LEN bytes; longer is cut, the config
+    /// refuses it first); an empty `id` is NSID off.
+    pub fn new(id: &[u8]) -> NsidOption {
+        let id = &id[..id.len().min(MAX_NSID_LEN)];
+        let mut option = [0u8; 4 + MAX_NSID_LEN];
+        if id.is_empty() {
+            return NsidOption { option_len: 0, csum: 0, option };
+        }
+        option[..2].copy_from_slice(&wire::edns::OPTION_NSID.to_be_bytes());
+        option[2..4].copy_from_slice(&(id.len() as u16).to_be_bytes());
+        option[4..4 + id.len()].copy_from_slice(id);
+        let option_len = 4 + id.len();
+        let sum = csum::sum_be_words(&option[..option_len]);
+        NsidOption { option_len: option_len as u32, csum: csum::fold(sum) as u32, option }
+    }
 }
 
 /// `CookieScratch::resumed`: the cookie program made this packet's cookie.
@@ -930,6 +976,8 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::ViewMatch {}
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: plain-old-data, repr(C), no padding the kernel could leak into.
+    unsafe impl aya::Pod for super::NsidOption {}
     unsafe impl aya::Pod for super::HostAddrs {}
     unsafe impl aya::Pod for super::RrlSettings {}
     unsafe impl aya::Pod for super::SlowPathSettings {}

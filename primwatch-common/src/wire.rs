@@ -108,6 +108,8 @@ pub mod edns {
     pub const FLAG_DO: u16 = 0x8000;
     /// Option code (2) and length (2).
     pub const OPTION_HLEN: usize = 4;
+    /// Name server identifier (RFC 5001): empty in a query, the server's id in a reply.
+    pub const OPTION_NSID: u16 = 3;
     /// RFC 7871.
     pub const OPTION_CLIENT_SUBNET: u16 = 8;
     /// RFC 7873.

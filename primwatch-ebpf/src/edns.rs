@@ -1,7 +1,8 @@
 //! EDNS(0) (RFC 6891): the query's OPT record and its options, and the OPT record of
 //! the reply. PADDING (RFC 7830) is skipped; one EDNS Client Subnet option (RFC 7871)
 //! is parsed into scratch and echoed; one COOKIE option (RFC 7873) is located for
-//! `cookie`; anything else sends the query to the kernel.
+//! `cookie`; an NSID request (RFC 5001) is noted for the reply; anything else sends
+//! the query to the kernel.
 
 use aya_ebpf::{
     helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
@@ -12,7 +13,7 @@ use primwatch_common::{
     cookie::{CLIENT_COOKIE_LEN, MAX_SERVER_COOKIE_LEN, MIN_SERVER_COOKIE_LEN},
     csum,
     wire::{edns, EcsFamily},
-    ClientSubnet, Scratch, Verdict, QTYPE_OPT,
+    ClientSubnet, Scratch, Verdict, HARMLESS_SEEN, QTYPE_OPT,
 };
 
 use crate::packet::{be16, bytes_at, put_be16};
@@ -84,7 +85,9 @@ fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scrat
             parse_client_subnet(ctx, option_off + edns::OPTION_HLEN, len, scratch)?;
         } else if code == edns::OPTION_COOKIE {
             note_cookie(option_off + edns::OPTION_HLEN, len, scratch)?;
-        } else if code != edns::OPTION_PADDING {
+        } else if harmless(code) {
+            note_nsid(code, len, scratch);
+        } else {
             return Err(Verdict::UnsupportedEdns);
         }
         pos += edns::OPTION_HLEN + len;
@@ -116,6 +119,33 @@ fn note_cookie(off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verd
         ptr::write_volatile(&mut scratch.cookie_len, len as u32);
     }
     Ok(())
+}
+
+/// PADDING (RFC 7830, skipped) or NSID (RFC 5001, noted by `note_nsid`): computed
+/// without comparing `code` to each, since a comparison leaves the verifier a
+/// register with an exact value per outcome, and the walk's next turns run once for
+/// each.
+#[inline(always)]
+fn harmless(code: u16) -> bool {
+    const HARMLESS: u64 = (1 << edns::OPTION_PADDING) | (1 << edns::OPTION_NSID);
+    let code = code as u64;
+    // 1 when code < 64: (code >> 6) - 1 wraps to the top bit only from 0.
+    let small = (code >> 6).wrapping_sub(1) >> 63;
+    (HARMLESS >> (code & 63)) & 1 & small != 0
+}
+
+/// Notes a harmless option's length in `harmless_options[code & 1]`: NSID (3) lands
+/// in slot 1, PADDING (12) in slot 0, as `len | HARMLESS_SEEN` (one store, no branch:
+/// a branch here would split the walk's states). `reply` reads the NSID slot (RFC
+/// 5001 §2.2: an empty request asks for the id; §2.3: anything else is malformed).
+const _: () = assert!(edns::OPTION_PADDING & 1 == 0 && edns::OPTION_NSID & 1 == 1);
+
+#[inline(always)]
+fn note_nsid(code: u16, len: usize, scratch: &mut Scratch) {
+    let slot = (code & 1) as usize;
+    // SAFETY: an element (index 0 or 1) of `scratch.harmless_options`, a [u32; 2] in the valid,
+    // aligned &mut Scratch of this CPU (map value).
+    unsafe { ptr::write_volatile(&mut scratch.harmless_options[slot], len as u32 | HARMLESS_SEEN) };
 }
 
 /// Bytes of an ECS address with `source_len` prefix bits (RFC 7871 §6: no more).

@@ -129,6 +129,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     unsafe {
         core::ptr::write_volatile(&mut scratch.passed, 0);
         core::ptr::write_volatile(&mut scratch.cookie_len, 0);
+        core::ptr::write_volatile(&mut scratch.harmless_options, [0; 2]);
     }
     let query = parse::parse_query(ctx, scratch)?;
     let entry = lookup::lookup(ctx, &query, scratch)?;

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
-    AnswerSet, Counters, HostAddrs, NameEntry, NameKey, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr, Scratch,
-    Settings, SlowPathSettings, ViewMatch, ZoneName, ZoneSoa, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
+    AnswerSet, Counters, HostAddrs, NameEntry, NameKey, NsidOption, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr,
+    Scratch, Settings, SlowPathSettings, ViewMatch, ZoneName, ZoneSoa, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
     DEFAULT_RECORD_SETS, MAX_NEGATIVE_ZONES, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS, PROGRAM_SLOTS,
 };
 
@@ -44,6 +44,10 @@ pub static VIEWS_V6: LpmTrie<[u8; 16], ViewMatch, MAX_VIEW_PREFIXES> = LpmTrie::
 
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// `server.nsid` as the NSID option of a reply (RFC 5001); `option_len` 0: off.
+#[btf_map]
+pub static NSID: Array<NsidOption, 1> = Array::new();
 
 /// This host's interface MACs and addresses (see `host`).
 #[btf_map]

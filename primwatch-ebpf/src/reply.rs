@@ -1,6 +1,6 @@
 //! Stage 4: the query becomes the reply in place — MACs, addresses and ports swapped,
 //! header flags set, the picked records and our OPT record (DO copied, ECS echoed, the
-//! COOKIE option) written after the question,
+//! COOKIE option, NSID when asked) written after the question,
 //! lengths and checksums recomputed. Nothing is written before the reply is known to
 //! fit, so a pass from here on can only follow a failed helper call.
 
@@ -14,13 +14,14 @@ use primwatch_common::{
     cookie::REPLY_COOKIE_OPTION_LEN,
     csum,
     wire::{dns, edns as wire_edns, eth, ipv4, ipv6, udp},
-    RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, OPT_RR, QCLASS_IN,
-    RRSIG_RR_MAX,
+    RrsigRr, Scratch, Verdict, EDNS_UDP_PAYLOAD, MAX_ANSWER_BYTES, MAX_FRAME_FRONT, MAX_NAME_LEN, MAX_NSID_LEN, OPT_RR,
+    QCLASS_IN, RRSIG_RR_MAX,
 };
 
 use crate::{
     cookie,
     edns::{reply_ecs_len, write_client_subnet},
+    maps::NSID,
     packet::{
         be16, bytes_at, frame_len, put_be16, sum_words, swap_bytes, FRAME_OFFSET_MASK, L3_OFFSET_MASK, L4_OFFSET_MASK,
     },
@@ -33,6 +34,8 @@ const REPLY_IP_TTL: u8 = 64;
 const ANSWER_LEN_MASK: usize = 0x3ff;
 /// Verifier bound for the reply's COOKIE option length (0 or 28).
 const COOKIE_LEN_MASK: usize = 0x1f;
+/// Verifier bound for the reply's NSID option length (0, or 5 to 4 + MAX_NSID_LEN).
+const NSID_LEN_MASK: usize = 0xff;
 /// Offset of the picked records in their `AnswerSet` (< 4 KiB).
 const RECORDS_OFFSET_MASK: usize = 0xfff;
 /// Verifier bound for the RRSIG record's length (≤ RRSIG_RR_MAX).
@@ -77,7 +80,22 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
     let ecs_len = reply_ecs_len(&scratch.ecs);
     // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let cookie_len = (unsafe { core::ptr::read_volatile(&scratch.cookie.reply_len) } as usize) & COOKIE_LEN_MASK;
-    let options_len = ecs_len + cookie_len;
+    // The NSID option (RFC 5001), when the query asked and `server.nsid` is set:
+    // branch-free, the length is the option's or zero.
+    let nsid = NSID.get(0).ok_or(Verdict::Malformed)?;
+    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
+    let nsid_seen = unsafe { core::ptr::read_volatile(&scratch.harmless_options[1]) };
+    // 0: no NSID option; 1: an empty one; above: one with data.
+    let nsid_asked = ((nsid_seen >> 16) + (nsid_seen & 0xffff)) as usize;
+    let nsid_len = (nsid.option_len as usize * (nsid_asked & 1)) & NSID_LEN_MASK;
+    if nsid_asked > 1 || nsid_len > 4 + MAX_NSID_LEN {
+        return Err(Verdict::Malformed); // a non-empty NSID request (RFC 5001 §2.3)
+    }
+    if nsid_asked != 0 && nsid_len == 0 {
+        // `server.nsid` unset: the DNS server answers with its own id, as before.
+        return Err(Verdict::UnsupportedEdns);
+    }
+    let options_len = ecs_len + cookie_len + nsid_len;
     let opt_len = if has_edns { wire_edns::OPT_RR_LEN + options_len } else { 0 };
     let reply_dns_len = dns::HLEN + name_len + dns::QTYPE_QCLASS_LEN + rrs_len + rrsig_len + opt_len;
     let limit = if has_edns {
@@ -176,6 +194,28 @@ pub fn write_reply<Records>(ctx: &XdpContext, scratch: &mut Scratch, set: &Recor
                 return Err(Verdict::Malformed);
             }
             opt_sum += csum::at_offset(scratch.cookie.reply_csum as u16, cookie_off) as u64;
+        }
+        if nsid_len > 0 {
+            let nsid_off = wire_edns::OPT_RR_LEN + ecs_len + cookie_len;
+            let len = nsid_len & NSID_LEN_MASK;
+            if len > 4 + MAX_NSID_LEN {
+                return Err(Verdict::Malformed);
+            }
+            // SAFETY: the helper reads `len` (at most 4 + MAX_NSID_LEN, checked above) bytes of
+            // `nsid.option`, a [u8; 4 + MAX_NSID_LEN] in the map value (never written through the
+            // *mut), and checks the packet range itself.
+            let stored = unsafe {
+                bpf_xdp_store_bytes(
+                    ctx.ctx,
+                    ((opt_off + nsid_off) & FRAME_OFFSET_MASK) as u32,
+                    nsid.option.as_ptr() as *mut _,
+                    len as u32,
+                )
+            };
+            if stored != 0 {
+                return Err(Verdict::Malformed);
+            }
+            opt_sum += csum::at_offset(nsid.csum as u16, nsid_off) as u64;
         }
     }
     after_name += csum::at_offset(csum::fold(opt_sum), rrs_len + rrsig_len) as u64;

@@ -83,6 +83,13 @@ pub fn cookie_option(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 /// The data of the first option with `code` in a message's OPT record, read from the
 /// wire (the records before it skipped by their lengths).
 pub fn opt_option(message: &[u8], code: u16) -> Option<Vec<u8>> {
+    opt_options(message, code).and_then(|all| all.into_iter().next())
+}
+
+/// The data of every option with `code` in a message's OPT record, in order (None: the
+/// message does not parse that far).
+pub fn opt_options(message: &[u8], code: u16) -> Option<Vec<Vec<u8>>> {
+    let mut found = Vec::new();
     let be16 = |at: usize| Some(u16::from_be_bytes([*message.get(at)?, *message.get(at + 1)?]));
     let skip_name = |mut at: usize| -> Option<usize> {
         loop {
@@ -111,14 +118,14 @@ pub fn opt_option(message: &[u8], code: u16) -> Option<Vec<u8>> {
             while o + 4 <= rdata + rdlen {
                 let (c, len) = (be16(o)?, be16(o + 2)? as usize);
                 if c == code {
-                    return message.get(o + 4..o + 4 + len).map(<[u8]>::to_vec);
+                    found.push(message.get(o + 4..o + 4 + len)?.to_vec());
                 }
                 o += 4 + len;
             }
         }
         at = rdata + rdlen;
     }
-    None
+    Some(found)
 }
 
 /// A DNS cookie secret shared by primwatch and PowerDNS, set up as the package does:

@@ -50,6 +50,9 @@ ttl = 50
 a = ["10.0.0.3"]
 "#;
 
+/// `server.nsid` in the fuzzer's config (odd length: the id ends on an odd offset).
+pub const FUZZ_NSID: &str = "pw-fuzz-node";
+
 /// The zone primwatch signs in the fuzzer's config, with its key.
 pub const SIGNED_ZONE: &str = "sign.test";
 
@@ -60,8 +63,9 @@ pub const SIGNED_ZONE: &str = "sign.test";
 /// queries is mostly held; `SLOW_PATH_OFF` keeps every pass to be checked).
 pub fn harness(key_dir: &std::path::Path, slow_path: &str) -> Result<Harness> {
     let key = crate::dnssec::ZoneKey::generate(key_dir, SIGNED_ZONE, 13)?;
-    let mut harness = Harness::new(
+    let mut harness = Harness::with_server(
         53,
+        &format!("nsid = {FUZZ_NSID:?}"),
         &format!(
             "{CONFIG}\n[zones.\"{SIGNED_ZONE}\"]\ndnssec = \"sign\"\nkey = \"{}\"\n\n\
              [names.\"www.{SIGNED_ZONE}\"]\nttl = 60\na = [\"10.0.0.4\", \"10.0.0.5\"]\naaaa = [\"2001:db8::4\"]\n\
@@ -332,6 +336,13 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
             ..Default::default()
         }),
         Some(EdnsQuery { payload: 4096, options: vec![(12, vec![0; 11])], ..Default::default() }),
+        // NSID requests (RFC 5001), alone and between ECS and a cookie.
+        Some(EdnsQuery { options: vec![(3, vec![])], ..Default::default() }),
+        Some(EdnsQuery {
+            dnssec_ok: true,
+            options: vec![(8, vec![0, 1, 24, 0, 10, 77, 0]), (3, vec![]), (10, vec![0x5a; 8])],
+            ..Default::default()
+        }),
         Some(EdnsQuery { options: vec![(8, vec![0, 1, 24, 0, 10, 77, 0])], ..Default::default() }),
         Some(EdnsQuery {
             dnssec_ok: true,
@@ -678,7 +689,8 @@ fn accepted(query_frame: &[u8]) -> Result<Accepted<'_>> {
 /// The checks every reply to `q` passes: frame, size (within `limit` bytes), the
 /// question echoed byte for byte, ID, QR and AA, `rcode`, TC clear, RD and CD copied,
 /// OPT iff the query had one with DO copied, no answer to an ECS option with stray
-/// bits, the COOKIE option RFC 9018's. Returns the reply's bytes and message.
+/// bits, the NSID option iff asked, the COOKIE option RFC 9018's. Returns the reply's
+/// bytes and message.
 fn check_reply(
     q: &Accepted,
     query_frame: &[u8],
@@ -714,6 +726,13 @@ fn check_reply(
         let stray = (source..(ecs.len() - 4) * 8).any(|bit| ecs[4 + bit / 8] & (0x80 >> (bit % 8)) != 0);
         ensure!(!stray, "answered an ECS option with address bits beyond its /{source} source prefix");
     }
+    // NSID (RFC 5001): an empty request gets the configured id, once; a request with
+    // data (§2.3) is never answered; no request, no id.
+    let asked = crate::cookie::opt_options(q.query_bytes, 3).unwrap_or_default();
+    let given = crate::cookie::opt_options(&payload, 3).context("reply options")?;
+    ensure!(asked.iter().all(|o| o.is_empty()), "answered a non-empty NSID request");
+    let wanted = if asked.is_empty() { vec![] } else { vec![FUZZ_NSID.as_bytes().to_vec()] };
+    ensure!(given == wanted, "reply NSID options {given:02x?}, wanted {wanted:02x?}");
     // DNS cookies (RFC 7873 §5.2.2 lengths; the server cookie RFC 9018's, from the
     // oracle in `cookie`, with the harness's secret, stamped within the last seconds).
     if let Some(cookie) = crate::cookie::opt_option(q.query_bytes, 10) {

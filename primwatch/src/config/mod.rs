@@ -172,6 +172,9 @@ pub struct Config {
     pub calculated_order: Vec<String>,
     /// `[sticky]`: the client prefix lengths the `sticky` policy keys on.
     pub sticky: StickyConfig,
+    /// `server.nsid`: the id XDP's replies carry for a query with an NSID option (RFC
+    /// 5001), 1 to MAX_NSID_LEN bytes; empty: off (such a query goes to the DNS server).
+    pub nsid: Vec<u8>,
     /// The names and views as the config (and the files it names) wrote them, before
     /// feeds added theirs (`feeds::overlay`); the same maps as `names` and `views`
     /// until a feed adds any.
@@ -212,6 +215,30 @@ fn parse_sticky(raw: Option<RawSticky>, at: &At) -> Result<StickyConfig, ConfigE
         ipv4_prefix_len: length(&raw.ipv4_prefix_len, "ipv4_prefix_len", 32, defaults.ipv4_prefix_len)?,
         ipv6_prefix_len: length(&raw.ipv6_prefix_len, "ipv6_prefix_len", 128, defaults.ipv6_prefix_len)?,
     })
+}
+
+/// `server.nsid`: the name server identifier XDP's replies carry when a query asks
+/// (RFC 5001), as bytes: printable ASCII as written, or `0x` and an even number of hex
+/// digits for any bytes; 1 to MAX_NSID_LEN bytes. None: empty (off).
+fn parse_nsid(raw: Option<&Spanned<String>>, at: &At) -> Result<Vec<u8>, ConfigError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let text = raw.get_ref();
+    let refuse = |why: &str| at(raw.span(), format!("server.nsid {why}"));
+    let bytes = if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refuse("after 0x must be an even number of hex digits"));
+        }
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits")).collect()
+    } else {
+        if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(refuse("must be printable ASCII; write other bytes as 0x and hex digits"));
+        }
+        text.as_bytes().to_vec()
+    };
+    if bytes.is_empty() || bytes.len() > primwatch_common::MAX_NSID_LEN {
+        return Err(refuse(&format!("must be 1 to {} bytes", primwatch_common::MAX_NSID_LEN)));
+    }
+    Ok(bytes)
 }
 
 /// Names by name, shared between configs (a million are not copied).
@@ -558,6 +585,7 @@ struct RawServer {
     max_record_sets: Option<Spanned<u32>>,
     max_signatures: Option<Spanned<u32>>,
     max_zone_names: Option<Spanned<u32>>,
+    nsid: Option<Spanned<String>>,
 }
 
 fn default_port() -> Spanned<u16> {
@@ -772,6 +800,7 @@ impl Config {
             default_ttl,
             calculated_order,
             sticky: parse_sticky(raw.sticky, &at)?,
+            nsid: parse_nsid(server.nsid.as_ref(), &at)?,
         };
         let geoip_span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
         compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)

@@ -54,6 +54,7 @@ const COUNTERS_MAP: &str = "COUNTERS";
 const VIEWS_V4_MAP: &str = "VIEWS_V4";
 const VIEWS_V6_MAP: &str = "VIEWS_V6";
 const SETTINGS_MAP: &str = "SETTINGS";
+const NSID_MAP: &str = "NSID";
 const NAME_ANSWERS_MAP: &str = "NAME_ANSWERS";
 const RRSETS_MAP: &str = "RRSETS";
 const SET_VERSIONS_MAP: &str = "SET_VERSIONS";
@@ -80,7 +81,7 @@ pub const NAMES_PIN: &str = "names";
 /// The counters map's pin (read by `pinned_counters`).
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 23] = [
+const PINS: [(&str, &str); 24] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (RRSETS_MAP, "rrsets"),
@@ -90,6 +91,7 @@ const PINS: [(&str, &str); 23] = [
     (VIEWS_V4_MAP, "views_v4"),
     (VIEWS_V6_MAP, "views_v6"),
     (SETTINGS_MAP, "settings"),
+    (NSID_MAP, "nsid"),
     (HOST_MAP, "host"),
     (RRL_MAP, "rrl"),
     (RRL_SETTINGS_MAP, "rrl_settings"),
@@ -357,6 +359,7 @@ impl Dataplane {
             v4: take(VIEWS_V4_MAP)?.try_into()?,
             v6: take(VIEWS_V6_MAP)?.try_into()?,
             settings: take(SETTINGS_MAP)?.try_into()?,
+            nsid: take(NSID_MAP)?.try_into()?,
         })
     }
 

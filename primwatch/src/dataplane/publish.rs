@@ -19,7 +19,8 @@ use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, PerCpuVa
 use ipnet::IpNet;
 use primwatch_common::{
     cookie::{secret_from_bytes, CookieSecret, CookieSettings},
-    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, RrlSettings, Settings, SlowPathSettings, ViewMatch,
+    name_answers_index, set_index, AnswerSet, NameEntry, NameKey, NsidOption, RrlSettings, Settings, SlowPathSettings,
+    ViewMatch,
 };
 
 use crate::{
@@ -296,6 +297,7 @@ impl AnswerMaps {
         let stats = self.names.sync_then(desired, after_names)?;
         if !self.config_written {
             self.views.sync(&config.view_index, config.wildcard_names(), config.sticky_prefixes())?;
+            self.views.nsid.set(0, NsidOption::new(&config.nsid), 0).context("writing nsid")?;
             self.rrl.sync(config.rrl.as_ref(), &config.slow_path)?;
             self.config_written = true;
         }
@@ -430,6 +432,8 @@ pub struct ViewMapWriter {
     pub v6: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], ViewMatch>,
     /// The `settings` map: its one entry.
     pub settings: aya::maps::Array<MapData, Settings>,
+    /// The `nsid` map: `server.nsid` as the option XDP's replies carry.
+    pub nsid: aya::maps::Array<MapData, NsidOption>,
 }
 
 impl ViewMapWriter {

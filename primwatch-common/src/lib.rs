@@ -620,6 +620,14 @@ pub struct Scratch {
     pub plan: ReplyPlan,
     /// The front of a frame (headers and question) while it moves into the headroom.
     pub frame_front: [u8; MAX_FRAME_FRONT],
+    /// The tap (see `TapSettings`): for the packet in hand, `TAP_SEEN` once the tap
+    /// program has seen it, with the `TAP_FOR_*` bits of what it was recorded for;
+    /// 0 between packets. Handed to the exit record with the XDP action.
+    pub tap_state: u32,
+    pub tap_exit_state: u32,
+    pub tap_action: u32,
+    /// Packets until this CPU's next dnstap sample.
+    pub tap_countdown: u32,
 }
 
 /// Everything the XDP program's reply stage needs from the stages before it, handed
@@ -745,8 +753,73 @@ pub const SLOW_PATH_PROGRAM_SLOT: u32 = 2;
 /// Negative answers (NXDOMAIN, NODATA) for unsigned zones, tail-called for a query the
 /// answering program passes before the guard sees it.
 pub const NEGATIVE_PROGRAM_SLOT: u32 = 3;
+/// The tap's programs: the one recording a frame as received (then handing it to the
+/// answering program), and the one recording what became of it (see `TapSettings`).
+pub const TAP_RECEIVED_PROGRAM_SLOT: u32 = 4;
+pub const TAP_EXIT_PROGRAM_SLOT: u32 = 5;
 /// Entries of the `program_slots` program array.
-pub const PROGRAM_SLOTS: usize = 4;
+pub const PROGRAM_SLOTS: usize = 6;
+
+/// What the tap records (the single entry of `TAP_SETTINGS`): all zero, nothing — the
+/// answering program then only reads this entry. Set by the controller while a
+/// `primwatch capture` runs or `[dnstap]` is configured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapSettings {
+    /// 1: every frame, for `primwatch capture`.
+    pub capture: u32,
+    /// dnstap: one packet in this many per CPU (1: all); 0: off.
+    pub dnstap_every: u32,
+}
+
+/// `Scratch::tap_state` and `TapHeader::flags`: the frame was recorded for a capture …
+pub const TAP_FOR_CAPTURE: u32 = 1;
+/// … or as a dnstap sample.
+pub const TAP_FOR_DNSTAP: u32 = 2;
+/// `Scratch::tap_state`: the tap program has seen this packet (recorded or not).
+pub const TAP_SEEN: u32 = 1 << 31;
+/// `TapHeader::kind`: the frame as it arrived …
+pub const TAP_RECEIVED: u32 = 1;
+/// … and what became of it (`action`); the frame as sent when the action is XDP_TX,
+/// none otherwise (a passed frame is the received one, unmodified).
+pub const TAP_EXIT: u32 = 2;
+/// Frame bytes a tap record holds; longer frames are cut (`caplen` < `frame_len`).
+pub const TAP_SNAPLEN: usize = 2048;
+
+/// One record of the `TAP_EVENTS` ring buffer: this header, then `caplen` frame bytes.
+/// The two records of one packet come from one CPU, received then exit, with nothing
+/// of that CPU's between them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapHeader {
+    /// TAP_RECEIVED or TAP_EXIT.
+    pub kind: u32,
+    /// TAP_FOR_* bits.
+    pub flags: u32,
+    /// The XDP action (exit records).
+    pub action: u32,
+    /// The CPU that handled the packet.
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC, nanoseconds (bpf_ktime_get_ns).
+    pub time_ns: u64,
+    /// The frame's length, and how much of it follows.
+    pub frame_len: u32,
+    pub caplen: u32,
+    /// The interface it arrived on.
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
+/// Bytes of a `TapHeader` on the wire of the ring buffer.
+pub const TAP_HEADER_LEN: usize = core::mem::size_of::<TapHeader>();
+
+/// A tap record as the XDP program builds it (per-CPU, before it goes to the ring).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TapRecord {
+    pub header: TapHeader,
+    pub frame: [u8; TAP_SNAPLEN],
+}
 
 /// `ZoneName::flags`: the name is a delegation point (NS records below the apex) or a
 /// DNAME owner, or the apex of a declared zone XDP has no negative data for: queries at
@@ -935,6 +1008,9 @@ counters! {
     negative_nxdomain => "negative_answers" / "nxdomain",
     /// … and NODATA (RFC 2308), each with the zone's SOA.
     negative_nodata => "negative_answers" / "nodata",
+    /// The tap (dnstap, `primwatch capture`): frame records the ring buffer had no room
+    /// for (the reader is behind); the packets themselves are handled as always.
+    tap_dropped => "tap_events" / "dropped",
 }
 
 /// Fields of [`Counters`] from here on are events, not packet verdicts.
@@ -978,6 +1054,8 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     // SAFETY: plain-old-data, repr(C), no padding the kernel could leak into.
     unsafe impl aya::Pod for super::NsidOption {}
+    // SAFETY: plain-old-data, repr(C), no padding the kernel could leak into.
+    unsafe impl aya::Pod for super::TapSettings {}
     unsafe impl aya::Pod for super::HostAddrs {}
     unsafe impl aya::Pod for super::RrlSettings {}
     unsafe impl aya::Pod for super::SlowPathSettings {}

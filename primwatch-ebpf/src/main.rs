@@ -6,7 +6,8 @@
 //! (DNS cookies) → `rrl` (response rate limiting) → `reply` (in-place rewrite,
 //! checksums) → XDP_TX; a query it passes to the DNS server goes through `negative`
 //! (NXDOMAIN and NODATA for unsigned zones) and `slow_path` (budgets) first. Nothing is written to the packet before the lookup succeeded and
-//! the reply is known to fit, so every pass leaves the packet byte for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`.
+//! the reply is known to fit, so every pass leaves the packet byte for byte as it came. Maps are in `maps`, bounds-checked packet access in `packet`;
+//! `tap` records frames for dnstap and `primwatch capture` when asked.
 #![no_std]
 #![no_main]
 // Every unsafe block says why it is sound (`SAFETY:`), checked by clippy in `cargo xtask test`.
@@ -33,6 +34,7 @@ mod reflect;
 mod reply;
 mod rrl;
 mod slow_path;
+mod tap;
 
 use core::mem::{offset_of, size_of};
 
@@ -46,7 +48,20 @@ use maps::{COUNTERS, NAME_ANSWERS, RRSETS, RRSIGS, SCRATCH, SET_VERSIONS};
 
 #[xdp]
 pub fn primwatch(ctx: XdpContext) -> u32 {
-    let verdict = match try_answer(&ctx) {
+    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while
+        // the program runs); the reference ends with this call.
+        tap::on_entry(&ctx, unsafe { &mut *scratch });
+    }
+    let action = answer_or_hand_over(&ctx);
+    tap::on_exit(&ctx, action)
+}
+
+/// The answering program's work: answer, drop, pass, or hand over to the negative
+/// answers and the slow-path guard; returns the XDP action.
+#[inline(always)]
+fn answer_or_hand_over(ctx: &XdpContext) -> u32 {
+    let verdict = match try_answer(ctx) {
         Ok(()) => Verdict::Answered,
         Err(reason) => reason,
     };
@@ -68,7 +83,7 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // The fields of `Counters` are u64s in `Verdict` order.
         // SAFETY: `counters` is this CPU's COUNTERS value (non-null from `get_ptr_mut`), a repr(C)
-        // `Counters` of COUNTER_FIELDS (26) u64s; `verdict` is at most RrlSlipped = 14, so the
+        // `Counters` of COUNTER_FIELDS (27) u64s; `verdict` is at most RrlSlipped = 14, so the
         // pointer is one of them. Per-CPU: nothing else writes it meanwhile.
         unsafe { *(counters as *mut u64).add(verdict as usize) += !again as u64 };
     }
@@ -78,7 +93,7 @@ pub fn primwatch(ctx: XdpContext) -> u32 {
         Verdict::RrlDropped => xdp_action::XDP_DROP,
         // Not for this host: the kernel's to forward or drop, not the DNS server's.
         Verdict::NotForHost => xdp_action::XDP_PASS,
-        _ => slow_path::hand_over(&ctx, scratch, verdict),
+        _ => slow_path::hand_over(ctx, scratch, verdict),
     }
 }
 
@@ -93,20 +108,32 @@ pub fn primwatch_pass(_ctx: XdpContext) -> u32 {
 /// passes: see `slow_path`.
 #[xdp]
 pub fn primwatch_slow_path(ctx: XdpContext) -> u32 {
-    slow_path::guard(&ctx)
+    tap::on_exit(&ctx, slow_path::guard(&ctx))
 }
 
 /// Negative answers for unsigned zones, reached by a tail call for a query the
 /// answering program passes: see `negative`.
 #[xdp]
 pub fn primwatch_negative(ctx: XdpContext) -> u32 {
-    negative::answer(&ctx)
+    tap::on_exit(&ctx, negative::answer(&ctx))
 }
 
 /// DNS cookies for the answering program, reached by a tail call: see `cookie`.
 #[xdp]
 pub fn primwatch_cookie(ctx: XdpContext) -> u32 {
-    cookie::make(&ctx)
+    tap::on_exit(&ctx, cookie::make(&ctx))
+}
+
+/// The tap's record of a frame as received, reached by a tail call: see `tap`.
+#[xdp]
+pub fn primwatch_tap_received(ctx: XdpContext) -> u32 {
+    tap::received(&ctx)
+}
+
+/// The tap's record of what became of a frame, reached by a tail call: see `tap`.
+#[xdp]
+pub fn primwatch_tap_exit(ctx: XdpContext) -> u32 {
+    tap::exit(&ctx)
 }
 
 /// The throughput bench's ceiling: see `reflect`.

@@ -2,15 +2,16 @@
 //! counters it writes, and its per-CPU scratch space. Layouts are in primwatch-common.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
     Global,
 };
 use primwatch_common::{
     cookie::{CookieSecret, CookieSettings},
     AnswerSet, Counters, HostAddrs, NameEntry, NameKey, NsidOption, RrlBucket, RrlKey, RrlSettings, RrsigKey, RrsigRr,
-    Scratch, Settings, SlowPathSettings, ViewMatch, ZoneName, ZoneSoa, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
-    DEFAULT_RECORD_SETS, MAX_NEGATIVE_ZONES, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT, NAME_STATS_SLOTS, PROGRAM_SLOTS,
+    Scratch, Settings, SlowPathSettings, TapRecord, TapSettings, ViewMatch, ZoneName, ZoneSoa, BPF_F_NO_COMMON_LRU,
+    BPF_F_NO_PREALLOC, DEFAULT_RECORD_SETS, MAX_NEGATIVE_ZONES, MAX_VIEW_PREFIXES, NAME_ANSWERS_PER_SLOT,
+    NAME_STATS_SLOTS, PROGRAM_SLOTS,
 };
 
 /// UDP port the program answers on; the loader overrides it from the config.
@@ -116,6 +117,15 @@ pub static ZONE_NAMES: HashMap<NameKey, ZoneName, NAME_STATS_SLOTS, { BPF_F_NO_P
 /// … and each zone's SOA record as a negative answer carries it.
 #[btf_map]
 pub static ZONE_SOAS: Array<ZoneSoa, MAX_NEGATIVE_ZONES> = Array::new();
+
+/// The tap (see `tap`): what to record, the per-CPU record being built, and the ring
+/// the controller reads records from (8 MiB: some 50,000 records of a query or reply).
+#[btf_map]
+pub static TAP_SETTINGS: Array<TapSettings, 1> = Array::new();
+#[btf_map]
+pub static TAP_BUFFER: PerCpuArray<TapRecord, 1> = PerCpuArray::new();
+#[btf_map]
+pub static TAP_EVENTS: RingBuf<u8, { 8 << 20 }> = RingBuf::new();
 
 /// The single SETTINGS entry, if the controller wrote one.
 #[inline(always)]

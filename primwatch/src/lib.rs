@@ -10,6 +10,8 @@
 //! - `feeds`: health, weights, names and views from the operator's own programs (stage 2);
 //! - `answers`: which addresses each name answers with, rendered RRsets, the PowerDNS
 //!   backend, negative answers (stage 3);
+//! - `tap`: frames the XDP program recorded, read from its ring: dnstap, `primwatch
+//!   capture` (stage 4);
 //! - `dataplane`: the XDP program and its maps (stage 4);
 //! - `fleet`: nodes sharing state through etcd;
 //! - `ops`: the control socket, reports, metrics, hooks;
@@ -24,3 +26,4 @@ pub mod fleet;
 pub mod health;
 pub mod ops;
 pub mod sys;
+pub mod tap;

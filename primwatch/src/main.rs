@@ -91,6 +91,30 @@ enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Capture the frames XDP handles — answered, passed and dropped — as received and
+    /// as sent, into a pcap file (tcpdump -r, Wireshark). Costs XDP nothing while none runs.
+    Capture {
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        /// Write the pcap here ("-": standard output).
+        #[arg(short = 'w', long, default_value = "-")]
+        write: PathBuf,
+        /// Stop after this many packets (an answered one gives two frames: query and reply).
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Stop after this many seconds (default and most: a day).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Only packets from this client address or prefix.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only queries for this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only packets XDP answered, passed or dropped.
+        #[arg(long, value_parser = ["answered", "passed", "dropped"])]
+        verdict: Option<String>,
+    },
     /// Inspect and steer the running controller.
     Ctl {
         #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
@@ -224,6 +248,18 @@ enum OnOff {
     Off,
 }
 
+/// `primwatch capture`: pcap to `write` ("-": stdout); a line on stderr at the end.
+fn capture(socket: &Path, write: &Path, request: &primwatch::tap::capture::CaptureRequest) -> Result<()> {
+    let frames = if write == Path::new("-") {
+        primwatch::tap::capture::run(socket, request, &mut std::io::stdout().lock())?
+    } else {
+        let mut file = std::fs::File::create(write).with_context(|| format!("creating {}", write.display()))?;
+        primwatch::tap::capture::run(socket, request, &mut file)?
+    };
+    eprintln!("{frames} frames captured");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -281,6 +317,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+        }
+        Command::Capture { socket, write, count, seconds, client, name, verdict } => {
+            let request = primwatch::tap::capture::CaptureRequest { count, seconds, client, name, verdict };
+            capture(&socket, &write, &request)
         }
         Command::Ctl { socket, json, command } => {
             // Like other Unix tools, end quietly when the reader goes (`ctl stats | head`).

@@ -51,6 +51,12 @@ const PACKAGES: &[&str] = &[
     "libprotobuf-dev",
     "etcd-server",
     "etcd-client",
+    // Seeing the fast path: tcpdump reads the pcap `primwatch capture` writes; BIND's
+    // dnstap-read decodes the dnstap log (bind9-dnsutils, which dnsutils only pulls in
+    // as a dependency today); fstrm_capture is the Unix-socket collector.
+    "tcpdump",
+    "bind9-dnsutils",
+    "fstrm-bin",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

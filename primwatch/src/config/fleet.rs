@@ -227,7 +227,7 @@ pub(super) fn parse_fleet_tls(
 }
 
 /// This host's name (gethostname), the default fleet node name.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;

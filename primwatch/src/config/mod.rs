@@ -19,6 +19,7 @@ use crate::{dns::name::DnsName, sys::local_socket::Access};
 
 mod compile;
 mod cookies;
+mod dnstap;
 mod error;
 mod feeds;
 mod fleet;
@@ -34,6 +35,7 @@ pub(crate) mod slow_path;
 pub(crate) mod target_addresses;
 mod views;
 mod zones;
+pub use dnstap::{DnstapConfig, DnstapOutput};
 pub use error::ConfigError;
 use error::{line_column, At};
 pub use feeds::{FeedConfig, FeedKinds, FeedSource, OnStale, Token, DEFAULT_FEED_MAX_BYTES};
@@ -175,6 +177,8 @@ pub struct Config {
     /// `server.nsid`: the id XDP's replies carry for a query with an NSID option (RFC
     /// 5001), 1 to MAX_NSID_LEN bytes; empty: off (such a query goes to the DNS server).
     pub nsid: Vec<u8>,
+    /// `[dnstap]`: the log of XDP's answers; None: off.
+    pub dnstap: Option<DnstapConfig>,
     /// The names and views as the config (and the files it names) wrote them, before
     /// feeds added theirs (`feeds::overlay`); the same maps as `names` and `views`
     /// until a feed adds any.
@@ -522,6 +526,7 @@ struct RawConfig {
     #[serde(default)]
     feeds: BTreeMap<Spanned<String>, Spanned<feeds::RawFeed>>,
     sticky: Option<RawSticky>,
+    dnstap: Option<Spanned<dnstap::RawDnstap>>,
 }
 
 #[derive(Deserialize)]
@@ -686,6 +691,9 @@ impl Config {
             Some("server.control_max_connections")
         } else if self.powerdns != other.powerdns {
             Some("powerdns")
+        } else if self.dnstap != other.dnstap {
+            // The writer and XDP's sample are set up at start.
+            Some("dnstap")
         } else if self.fleet != other.fleet {
             Some("fleet")
         } else if self.metrics_listen != other.metrics_listen {
@@ -801,6 +809,7 @@ impl Config {
             calculated_order,
             sticky: parse_sticky(raw.sticky, &at)?,
             nsid: parse_nsid(server.nsid.as_ref(), &at)?,
+            dnstap: raw.dnstap.map(|d| dnstap::parse(d, &config_dir, &at)).transpose()?,
         };
         let geoip_span = raw.geoip.as_ref().map_or(0..0, |g| g.database.span());
         compile::compile(config, compile::Pending { zones, exec_user, capacity_spans, geoip_span }, &at)

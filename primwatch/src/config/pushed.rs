@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Config, ConfigError};
 
 /// The tables that stay in each node's own file and never travel in a push.
-pub const NODE_LOCAL_TABLES: [&str; 5] = ["server", "fleet", "powerdns", "metrics", "hooks"];
+pub const NODE_LOCAL_TABLES: [&str; 6] = ["server", "fleet", "powerdns", "metrics", "hooks", "dnstap"];
 
 /// A pushed config as stored in etcd at `PREFIX/config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

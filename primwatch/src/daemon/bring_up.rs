@@ -109,6 +109,8 @@ async fn serve(
     let maps = dataplane.answer_maps()?;
     let cookies = dataplane.cookie_writer()?;
     let negative = dataplane.negative_writer()?;
+    // The tap: dnstap from the start when configured, captures on request.
+    let tap = crate::tap::Tap::start(dataplane.tap_maps()?, config.dnstap.as_ref())?;
     // XDP answers only frames addressed to this host: its MACs and addresses first.
     let mut host = dataplane.host_writer()?;
     host.refresh(&config.interfaces)?;
@@ -136,6 +138,7 @@ async fn serve(
     };
     let mut controller = Controller::start(config, Some(config_path), (pushed, refusal), maps, cookies, feed_start)?;
     controller.set_zone_feed(zones);
+    controller.set_tap_stats(tap.stats.clone());
     info!(names, targets, "names map written");
 
     // Attach (or take over the previous run's attachment) only now that the maps hold
@@ -156,7 +159,7 @@ async fn serve(
         });
         crate::ops::metrics::serve(address, snapshot);
     }
-    let _socket = control::listen(&control_socket, &control_access, requests_tx)
+    let _socket = control::listen(&control_socket, &control_access, requests_tx, Some(tap.clone()))
         .with_context(|| format!("control socket {}", control_socket.display()))?;
 
     let mut attachments = Vec::new();
@@ -212,6 +215,7 @@ async fn serve(
         }
     };
     let result = controller.run(requests, shutdown).await;
+    tap.stop().await;
     match dataplane.counters() {
         Ok(counters) => info!(answered = counters.answered, "final counters"),
         Err(e) => warn!(error = %format!("{e:#}"), "reading the final counters"),

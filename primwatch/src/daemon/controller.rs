@@ -52,6 +52,8 @@ pub(crate) struct Controller {
     dataplane_note: String,
     /// Negative answers: the zone task (None in tests that drive the maps themselves).
     zones: Option<crate::answers::zone_data::ZoneFeed>,
+    /// The tap's counters (dnstap, captures), for stats.
+    tap_stats: Option<std::sync::Arc<crate::tap::TapStats>>,
     hooks: HookRunner,
     /// Log lines about checks that could not run here, at most a few per window.
     local_errors: LocalErrorLog,
@@ -159,6 +161,7 @@ impl Controller {
             metrics: Recorder::default(),
             dataplane_note: String::new(),
             zones: None,
+            tap_stats: None,
             hooks,
             local_errors: LocalErrorLog::default(),
             geoip: Default::default(),
@@ -384,6 +387,11 @@ impl Controller {
         self.zones = Some(feed);
     }
 
+    /// The tap's counters, shown by stats.
+    pub(crate) fn set_tap_stats(&mut self, stats: std::sync::Arc<crate::tap::TapStats>) {
+        self.tap_stats = Some(stats);
+    }
+
     pub(crate) fn set_dataplane_note(&mut self, note: String) {
         self.dataplane_note = note;
     }
@@ -588,6 +596,8 @@ impl Controller {
                 Err(message) => Reply::error(message),
             },
             Request::Reload => self.reload(),
+            // Served by the control socket itself (`tap::capture`).
+            Request::Capture(_) => Reply::error("capture is served by the control socket"),
             Request::Set { kind, name, action } => match self.state.apply(&self.config, kind, &name, action.clone()) {
                 Ok(message) => {
                     info!(?kind, %name, ?action, "operator override");
@@ -625,6 +635,14 @@ impl Controller {
         stats.fleet = self.fleet.as_ref().map(|f| (&f.status()).into());
         stats.zones = self.zones.as_ref().map(|z| z.status()).unwrap_or_default();
         stats.feeds = self.feed_statuses();
+        if let Some(tap) = &self.tap_stats {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.tap = crate::ops::metrics::TapCounts {
+                packets: tap.packets.load(Relaxed),
+                capture_dropped: tap.capture_dropped.load(Relaxed),
+                dnstap_dropped: tap.dnstap_dropped.load(Relaxed),
+            };
+        }
         stats
     }
 

@@ -47,6 +47,13 @@ pub const SLOW_PATH_PROGRAM: &str = "primwatch_slow_path";
 /// Negative answers for unsigned zones, tail-called before the guard.
 pub const NEGATIVE_PROGRAM: &str = "primwatch_negative";
 const COOKIE_PROGRAMS_MAP: &str = "COOKIE_PROGRAMS";
+/// The tap's programs (see the XDP program's `tap`), tail-called while it records.
+pub const TAP_RECEIVED_PROGRAM: &str = "primwatch_tap_received";
+/// See `TAP_RECEIVED_PROGRAM`.
+pub const TAP_EXIT_PROGRAM: &str = "primwatch_tap_exit";
+const TAP_SETTINGS_MAP: &str = "TAP_SETTINGS";
+/// Not pinned: its records are this process's to read.
+const TAP_EVENTS_MAP: &str = "TAP_EVENTS";
 /// A bare reflector (the throughput bench's ceiling); loaded only when attached.
 pub const REFLECT_PROGRAM: &str = "primwatch_reflect";
 const NAMES_MAP: &str = "NAMES";
@@ -81,7 +88,7 @@ pub const NAMES_PIN: &str = "names";
 /// The counters map's pin (read by `pinned_counters`).
 pub const COUNTERS_PIN: &str = "counters";
 /// (map, pin file) for every map that is pinned.
-const PINS: [(&str, &str); 24] = [
+const PINS: [(&str, &str); 25] = [
     (NAME_ANSWERS_MAP, "name_answers"),
     (NAMES_MAP, NAMES_PIN),
     (RRSETS_MAP, "rrsets"),
@@ -92,6 +99,7 @@ const PINS: [(&str, &str); 24] = [
     (VIEWS_V6_MAP, "views_v6"),
     (SETTINGS_MAP, "settings"),
     (NSID_MAP, "nsid"),
+    (TAP_SETTINGS_MAP, "tap_settings"),
     (HOST_MAP, "host"),
     (RRL_MAP, "rrl"),
     (RRL_SETTINGS_MAP, "rrl_settings"),
@@ -155,7 +163,15 @@ impl Dataplane {
             .map_max_entries(ZONE_NAMES_MAP, capacities.zone_names)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
-        for name in [ANSWER_PROGRAM, PASS_PROGRAM, COOKIE_PROGRAM, SLOW_PATH_PROGRAM, NEGATIVE_PROGRAM] {
+        for name in [
+            ANSWER_PROGRAM,
+            PASS_PROGRAM,
+            COOKIE_PROGRAM,
+            SLOW_PATH_PROGRAM,
+            NEGATIVE_PROGRAM,
+            TAP_RECEIVED_PROGRAM,
+            TAP_EXIT_PROGRAM,
+        ] {
             let program: &mut Xdp =
                 ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
             program.load().with_context(|| format!("verifying program {name}"))?;
@@ -168,6 +184,8 @@ impl Dataplane {
             (primwatch_common::ANSWER_PROGRAM_SLOT, ANSWER_PROGRAM),
             (primwatch_common::SLOW_PATH_PROGRAM_SLOT, SLOW_PATH_PROGRAM),
             (primwatch_common::NEGATIVE_PROGRAM_SLOT, NEGATIVE_PROGRAM),
+            (primwatch_common::TAP_RECEIVED_PROGRAM_SLOT, TAP_RECEIVED_PROGRAM),
+            (primwatch_common::TAP_EXIT_PROGRAM_SLOT, TAP_EXIT_PROGRAM),
         ] {
             let program: &Xdp = ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
             fds.push((slot, name, program.fd()?.try_clone()?));
@@ -363,6 +381,15 @@ impl Dataplane {
         })
     }
 
+    /// The tap's maps: what it records (all off as taken) and the ring of records.
+    pub fn tap_maps(&mut self) -> Result<crate::tap::TapMaps> {
+        let mut take = |name: &str| self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let mut settings: aya::maps::Array<MapData, primwatch_common::TapSettings> =
+            take(TAP_SETTINGS_MAP)?.try_into()?;
+        settings.set(0, primwatch_common::TapSettings::default(), 0).context("writing tap_settings")?;
+        Ok(crate::tap::TapMaps { settings, events: take(TAP_EVENTS_MAP)?.try_into()? })
+    }
+
     /// The writer of this host's MACs and addresses (see `host_map`).
     pub fn host_writer(&mut self) -> Result<HostMapWriter> {
         let map = self.ebpf.take_map(HOST_MAP).ok_or_else(|| anyhow!("host map taken"))?;
@@ -514,8 +541,9 @@ mod tests {
 
     use super::*;
 
-    /// Maps the program keeps to itself: per-CPU scratch space between its stages.
-    const PRIVATE_MAPS: [&str; 1] = ["SCRATCH"];
+    /// Maps the program keeps to itself: per-CPU scratch space between its stages, and
+    /// the tap's record being built.
+    const PRIVATE_MAPS: [&str; 2] = ["SCRATCH", "TAP_BUFFER"];
 
     /// The map names above are the eBPF crate's `#[map]` statics spelled as strings: the
     /// compiled object must define exactly these, so a map renamed or added on one side
@@ -528,7 +556,7 @@ mod tests {
         let ours = |n: &&str| !n.starts_with('.') && *n != LOG_RING_MAP;
         let defined: BTreeSet<&str> = object.maps.keys().map(String::as_str).filter(ours).collect();
         let named: BTreeSet<&str> =
-            PINS.iter().map(|(map, _)| *map).chain([COOKIE_SECRETS_MAP]).chain(PRIVATE_MAPS).collect();
+            PINS.iter().map(|(map, _)| *map).chain([COOKIE_SECRETS_MAP, TAP_EVENTS_MAP]).chain(PRIVATE_MAPS).collect();
         assert_eq!(defined, named);
         let pins: BTreeSet<&str> = PINS.iter().map(|(_, pin)| *pin).collect();
         assert_eq!(pins.len(), PINS.len(), "two maps pinned under one file name");

@@ -58,6 +58,9 @@ pub enum Request {
         /// A or AAAA.
         family: primwatch_common::Family,
     },
+    /// `primwatch capture`: the frames XDP handles, streamed after the reply (see
+    /// `tap::capture`); served by the control socket itself, not the controller.
+    Capture(crate::tap::capture::CaptureRequest),
 }
 
 /// Which names `ctl status` lists.
@@ -389,12 +392,17 @@ pub type Incoming = (Request, oneshot::Sender<Reply>);
 
 /// Listens on `path` (replacing a stale socket), root only (mode 0600 and
 /// SO_PEERCRED), and forwards requests.
-pub fn listen(path: &Path, access: &Access, requests: mpsc::Sender<Incoming>) -> Result<SocketGuard> {
+pub fn listen(
+    path: &Path,
+    access: &Access,
+    requests: mpsc::Sender<Incoming>,
+    tap: Option<crate::tap::Tap>,
+) -> Result<SocketGuard> {
     let listener = local_socket::bind(path, access)?;
     local_socket::serve(listener, access.clone(), &local_socket::CONTROL, "control", move |stream, lease| {
-        let requests = requests.clone();
+        let (requests, tap) = (requests.clone(), tap.clone());
         async move {
-            if let Err(e) = serve_one(stream, lease, requests).await {
+            if let Err(e) = serve_one(stream, lease, requests, tap).await {
                 warn!(error = %format!("{e:#}"), "control connection");
             }
         }
@@ -405,18 +413,25 @@ pub fn listen(path: &Path, access: &Access, requests: mpsc::Sender<Incoming>) ->
 /// Longest request line: the largest request is a few hundred bytes.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
-async fn serve_one(mut stream: UnixStream, lease: Lease, requests: mpsc::Sender<Incoming>) -> Result<()> {
-    let (read, mut write) = stream.split();
+async fn serve_one(
+    mut stream: UnixStream,
+    lease: Lease,
+    requests: mpsc::Sender<Incoming>,
+    tap: Option<crate::tap::Tap>,
+) -> Result<()> {
     let mut line = String::new();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
-    tokio::select! {
-        read = tokio::time::timeout(CONTROL_IDLE_TIMEOUT * 5, reader.read_line(&mut line)) => {
-            read.context("no request within the time allowed")??;
+    {
+        let mut reader = BufReader::new((&mut stream).take(MAX_REQUEST_BYTES));
+        tokio::select! {
+            read = tokio::time::timeout(CONTROL_IDLE_TIMEOUT * 5, reader.read_line(&mut line)) => {
+                read.context("no request within the time allowed")??;
+            }
+            _ = lease.evicted() => bail!("closed to make room for another connection"),
         }
-        _ = lease.evicted() => bail!("closed to make room for another connection"),
     }
     lease.touch();
     let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Capture(capture)) => return crate::tap::capture::serve(stream, tap.as_ref(), &capture).await,
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             requests.send((request, tx)).await.context("controller gone")?;
@@ -426,7 +441,7 @@ async fn serve_one(mut stream: UnixStream, lease: Lease, requests: mpsc::Sender<
     };
     let mut text = serde_json::to_string(&reply)?;
     text.push('\n');
-    write.write_all(text.as_bytes()).await?;
+    stream.write_all(text.as_bytes()).await?;
     Ok(())
 }
 

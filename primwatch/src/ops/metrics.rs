@@ -216,6 +216,7 @@ impl Recorder {
             fleet: None,
             zones: Vec::new(),
             feeds: Vec::new(),
+            tap: TapCounts::default(),
         }
     }
 }
@@ -272,6 +273,22 @@ pub struct Stats {
     /// `[feeds]`: per feed, its batches and staleness.
     #[serde(default)]
     pub feeds: Vec<(String, crate::feeds::FeedStatus)>,
+    /// The tap (dnstap, captures): packets read from XDP's ring, and those a listener
+    /// had no room for (XDP's own ring drops are `xdp`'s `tap_dropped`).
+    #[serde(default)]
+    pub tap: TapCounts,
+}
+
+/// The tap's userspace counters, as `tap::TapStats` holds them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TapCounts {
+    /// Packets paired from XDP's ring.
+    pub packets: u64,
+    /// Packets a capture session had no room for.
+    pub capture_dropped: u64,
+    /// Packets the dnstap writer had no room for, held back by `max_per_second`, or
+    /// lost with a collector.
+    pub dnstap_dropped: u64,
 }
 
 /// The fleet as metrics see it.
@@ -655,6 +672,16 @@ impl Collector for Exported {
             )?;
             gauges(e, "primwatch_fleet_nodes", "Other live nodes of the fleet.", [(vec![], f.nodes as f64)])?;
         }
+        counters(
+            e,
+            "primwatch_tap_packets",
+            "Packets the tap read from XDP's ring (dnstap samples and captures), and those dropped for a listener that had no room (dnstap: also held back by max_per_second or lost with a collector).",
+            [
+                (vec![("result", "read".to_string())], stats.tap.packets),
+                (vec![("result", "capture_dropped".to_string())], stats.tap.capture_dropped),
+                (vec![("result", "dnstap_dropped".to_string())], stats.tap.dnstap_dropped),
+            ],
+        )?;
         counters(
             e,
             "primwatch_log_lines_lost",

@@ -212,6 +212,13 @@ pub fn print_stats(stats: &crate::ops::metrics::Stats) {
     );
     println!("RELOADS  {} applied, {} rejected", stats.reloads.applied, stats.reloads.rejected);
     println!("LOGS     {} lines lost (stderr closed, full or blocked)", stats.log_lines_lost);
+    println!(
+        "TAP      {} packets read, dropped: {} capture, {} dnstap, {} ring (XDP)",
+        stats.tap.packets,
+        stats.tap.capture_dropped,
+        stats.tap.dnstap_dropped,
+        stats.xdp.get("tap_dropped").copied().unwrap_or(0)
+    );
     for (socket, c) in &stats.sockets {
         println!(
             "SOCKET   {socket}: {} accepted, refused {} (peer not allowed) {} (all slots busy), {} idle closed, {} accept errors",

@@ -601,7 +601,7 @@ pub struct Scratch {
     /// … and the work on it (see `CookieScratch`).
     pub cookie: CookieScratch,
     /// The options the walk of the OPT record skips, each noted by its code's low bit
-    /// as `HARMLESS_SEEN | length` (0: none): [0] PADDING (RFC 7830), [1] NSID (RFC
+    /// as `HARMLESS_SEEN | length`, ORed over the options of that code (0: none): [0] PADDING (RFC 7830), [1] NSID (RFC
     /// 5001: an empty one asks for the `NSID` map's option in the reply).
     pub harmless_options: [u32; 2],
     /// A query that would go to the DNS server if passed: where its IP header is

@@ -135,8 +135,8 @@ fn harmless(code: u16) -> bool {
 }
 
 /// Notes a harmless option's length in `harmless_options[code & 1]`: NSID (3) lands
-/// in slot 1, PADDING (12) in slot 0, as `len | HARMLESS_SEEN` (one store, no branch:
-/// a branch here would split the walk's states). `reply` reads the NSID slot (RFC
+/// in slot 1, PADDING (12) in slot 0, ORed in as `len | HARMLESS_SEEN` (no branch: a
+/// branch here would split the walk's states); a non-empty one leaves its mark. `reply` reads the NSID slot (RFC
 /// 5001 §2.2: an empty request asks for the id; §2.3: anything else is malformed).
 const _: () = assert!(edns::OPTION_PADDING & 1 == 0 && edns::OPTION_NSID & 1 == 1);
 
@@ -145,7 +145,11 @@ fn note_nsid(code: u16, len: usize, scratch: &mut Scratch) {
     let slot = (code & 1) as usize;
     // SAFETY: an element (index 0 or 1) of `scratch.harmless_options`, a [u32; 2] in the valid,
     // aligned &mut Scratch of this CPU (map value).
-    unsafe { ptr::write_volatile(&mut scratch.harmless_options[slot], len as u32 | HARMLESS_SEEN) };
+    unsafe {
+        let seen = ptr::read_volatile(&scratch.harmless_options[slot]);
+        // ORed, so that an empty NSID option after a non-empty one hides nothing.
+        ptr::write_volatile(&mut scratch.harmless_options[slot], seen | len as u32 | HARMLESS_SEEN);
+    }
 }
 
 /// Bytes of an ECS address with `source_len` prefix bits (RFC 7871 §6: no more).

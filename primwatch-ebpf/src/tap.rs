@@ -23,18 +23,36 @@ use crate::maps::{COOKIE_PROGRAMS, COUNTERS, SCRATCH, TAP_BUFFER, TAP_EVENTS, TA
 const _: () = assert!(TAP_SNAPLEN.is_power_of_two());
 
 /// First thing the answering program does: with the tap on and this packet not yet
-/// seen by it, hands the packet to the `received` program (which hands it back).
-/// Returns only when there is nothing to record (or the tail call failed).
+/// seen by it, decides whether the packet is recorded (every one for a capture; one in
+/// `dnstap_every` per CPU for dnstap) and, if so, hands it to the `received` program
+/// (which hands it back). The decision is made here so that a packet not sampled costs
+/// no tail call. Returns unless the packet went to `received`.
 #[inline(always)]
 pub fn on_entry(ctx: &XdpContext, scratch: &mut Scratch) {
     let Some(settings) = TAP_SETTINGS.get(0) else { return };
-    // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
-    if settings.capture | settings.dnstap_every == 0 || unsafe { ptr::read_volatile(&scratch.tap_state) } != 0 {
-        return;
+    // SAFETY: fields of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
+    unsafe {
+        if settings.capture | settings.dnstap_every == 0 || ptr::read_volatile(&scratch.tap_state) != 0 {
+            return;
+        }
+        let mut flags = (settings.capture != 0) as u32 * TAP_FOR_CAPTURE;
+        let every = settings.dnstap_every;
+        if every != 0 {
+            let left = ptr::read_volatile(&scratch.tap_countdown);
+            let left = if left == 0 || left > every { every } else { left };
+            flags |= (left == 1) as u32 * TAP_FOR_DNSTAP;
+            ptr::write_volatile(&mut scratch.tap_countdown, left - 1);
+        }
+        // Seen: a second pass (after the cookie program) is not decided again.
+        ptr::write_volatile(&mut scratch.tap_state, TAP_SEEN | flags);
+        if flags == 0 {
+            return;
+        }
+        // SAFETY: the tail call only jumps (never returning) to a program of ours with this
+        // program's `ctx`; nothing with a destructor is live, and on failure it returns and
+        // we go on (the exit record then has no received record to pair with).
+        COOKIE_PROGRAMS.tail_call(ctx, TAP_RECEIVED_PROGRAM_SLOT);
     }
-    // SAFETY: the tail call only jumps (never returning) to a program of ours with this program's
-    // `ctx`; nothing with a destructor is live, and on failure it returns and we go on.
-    unsafe { COOKIE_PROGRAMS.tail_call(ctx, TAP_RECEIVED_PROGRAM_SLOT) };
 }
 
 /// Last thing every program that returns an action does: if the packet was recorded
@@ -64,34 +82,20 @@ pub fn on_exit(ctx: &XdpContext, action: u32) -> u32 {
     action
 }
 
-/// The `received` program: decides whether this packet is recorded (every one for a
-/// capture; one in `dnstap_every` per CPU for dnstap), records it as it arrived, and
-/// hands it back to the answering program.
+/// The `received` program: records the packet as it arrived, for what `on_entry`
+/// decided, and hands it back to the answering program.
 #[inline(always)]
 pub fn received(ctx: &XdpContext) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
     // SAFETY: `get_ptr_mut` returned this CPU's SCRATCH value (non-null, aligned, alive while
     // the program runs); this program, entered by a tail call, holds no other reference to it.
     let scratch = unsafe { &mut *scratch };
-    let Some(settings) = TAP_SETTINGS.get(0) else { return xdp_action::XDP_PASS };
-    let mut flags = (settings.capture != 0) as u32 * TAP_FOR_CAPTURE;
-    if settings.dnstap_every != 0 {
-        // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
-        let left = unsafe { ptr::read_volatile(&scratch.tap_countdown) };
-        let left = if left == 0 || left > settings.dnstap_every { settings.dnstap_every } else { left };
-        if left == 1 {
-            flags |= TAP_FOR_DNSTAP;
-        }
-        // SAFETY: as above.
-        unsafe { ptr::write_volatile(&mut scratch.tap_countdown, left - 1) };
-    }
-    if flags != 0 {
-        record(ctx, TAP_RECEIVED, flags, 0, true);
-    }
-    // SAFETY: fields of `scratch`; the tail call jumps as in `on_entry`, and on failure the
-    // state is cleared so that the next packet is seen afresh.
+    // SAFETY: a field of `scratch`, as above.
+    let flags = unsafe { ptr::read_volatile(&scratch.tap_state) } & (TAP_FOR_CAPTURE | TAP_FOR_DNSTAP);
+    record(ctx, TAP_RECEIVED, flags, 0, true);
+    // SAFETY: the tail call jumps as in `on_entry`; on failure the state is cleared so
+    // that the next packet is seen afresh.
     unsafe {
-        ptr::write_volatile(&mut scratch.tap_state, TAP_SEEN | flags);
         COOKIE_PROGRAMS.tail_call(ctx, ANSWER_PROGRAM_SLOT);
         ptr::write_volatile(&mut scratch.tap_state, 0);
     }

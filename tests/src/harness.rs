@@ -45,6 +45,25 @@ pub struct Harness {
     /// Negative answers: the zones' names and SOAs, published by `publish_zones`.
     negative: primwatch::answers::zone_data::NegativeMapWriter,
     zone_inputs: primwatch::answers::zone_data::Inputs,
+    /// The tap's settings and the thread draining its ring (see `record_taps`).
+    tap: Option<(aya::maps::Array<aya::maps::MapData, primwatch_common::TapSettings>, TapDrain)>,
+}
+
+/// Reads the tap's ring as the controller would (records counted, then dropped) until
+/// dropped itself.
+struct TapDrain {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    records: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TapDrain {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The harness's cookie secret when the config names none (RFC 9018 Appendix A's).
@@ -135,7 +154,35 @@ impl Harness {
             cookies_on: config.cookies.enabled,
             cookie_secrets: (secret, secret),
             cookie_clock_offset_ns,
+            tap: None,
         })
+    }
+
+    /// Turns the tap on as `settings` say (all zero: off), with a thread reading its
+    /// ring meanwhile, so that records cost what they cost with a reader keeping up.
+    /// Returns the records read so far.
+    pub fn record_taps(&mut self, settings: primwatch_common::TapSettings) -> Result<u64> {
+        use std::sync::{atomic::Ordering, Arc};
+        if self.tap.is_none() {
+            let maps = self.dataplane.tap_maps()?;
+            let mut ring = maps.events;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (stop2, records2) = (stop.clone(), records.clone());
+            let thread = std::thread::spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    while let Some(item) = ring.next() {
+                        std::hint::black_box(&*item);
+                        records2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            self.tap = Some((maps.settings, TapDrain { stop, records, thread: Some(thread) }));
+        }
+        let (map, drain) = self.tap.as_mut().expect("set above");
+        map.set(0, settings, 0)?;
+        Ok(drain.records.load(Ordering::Relaxed))
     }
 
     /// Publishes negative answers for `zones` ((apex, zone file text)), as the zone

@@ -29,3 +29,24 @@ fn mutated_frames_are_passed_intact_or_answered_correctly() {
     eprintln!("random seed: {random:?}");
     assert!(random.dropped > 1_000 && random.slipped > 1_000 && random.answered > 1_000, "{random:?}");
 }
+
+/// The same oracle with the tap recording every packet (a capture and dnstap at once):
+/// recording changes no verdict and no byte of a reply, and the records reach the ring.
+#[test]
+fn recording_every_packet_changes_no_verdict_and_no_reply() {
+    let key_dir = std::env::temp_dir().join(format!("pw-fuzz-tap-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let mut h = fuzz::harness(&key_dir, "").expect("load the XDP program");
+    let _ = std::fs::remove_dir_all(&key_dir);
+    h.record_taps(primwatch_common::TapSettings { capture: 1, dnstap_every: 1 }).unwrap();
+    let tally = fuzz::run(&h, 0x7a9_2026, 50_000).unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("with the tap on: {tally:?}");
+    assert!(tally.answered > 1_000 && tally.dropped > 100, "{tally:?}");
+    // Every frame gives a received and an exit record (some may still be in flight).
+    let read = primwatch_tests::wait_for(std::time::Duration::from_secs(5), || {
+        let read = h.record_taps(primwatch_common::TapSettings { capture: 1, dnstap_every: 1 }).ok()?;
+        (read >= 90_000).then_some(read)
+    });
+    let counters = h.counters().unwrap();
+    assert!(read.is_some() || counters.tap_dropped > 0, "records read or counted dropped: {counters:?}");
+}

@@ -238,6 +238,23 @@ fn micro() -> Result<()> {
         };
         println!("{label:<32} {median:>10} {p10:>8} {:>14} {repeated:>16}", median as i64 - floor as i64);
     }
+    // The tap (dnstap, captures): a hit while 1 in 100 packets is recorded, and while
+    // every one is (received and sent, into the ring, a reader keeping up); the tap off
+    // is the plain hit above.
+    {
+        let mut tapped = Harness::new(53, &format!("{NAMES}\n{GUARD_OPEN}"))?;
+        for (label, every) in [
+            ("A hit, tap off, reader running", 0),
+            ("A hit, dnstap 1 in 100", 100),
+            ("A hit, every packet recorded", 1),
+        ] {
+            tapped.record_taps(primwatch_common::TapSettings { capture: 0, dnstap_every: every })?;
+            let (median, p10) = time_single(&tapped, ANSWER_PROGRAM, &hit_a, XDP_TX)?;
+            println!("{label:<32} {median:>10} {p10:>8} {:>14} {:>16}", median as i64 - floor as i64, "-");
+        }
+        let read = tapped.record_taps(primwatch_common::TapSettings::default())?;
+        println!("  (the tap's reader took {read} records)");
+    }
     // Weighted against sticky, each in a config of its own: a sticky group makes every
     // query compute its client key, which the last row shows on a plain hit.
     let picked = udp_frame(&v4, 64, &query("picked.example.test", RecordType::A));
@@ -619,6 +636,33 @@ fn end_to_end(seconds: u64) -> Result<()> {
         println!(
             "primwatch counters after the runs: answered {}, passed (name not found) {}, passed (DO=1) {}, bad checksum {}",
             counters.answered, counters.pass_name_not_found, counters.pass_dnssec, counters.pass_bad_checksum
+        );
+    }
+    // dnstap logging every answer (a file on tmpfs-backed /tmp: the writer's cost, not a
+    // disk's), with one generator.
+    {
+        let dir = TempDir::new("pw-bench-dnstap")?;
+        let log = dir.0.join("xdp.dnstap");
+        let _pdns = PowerDns::start(&lab.server_ns, &[server, SecondClient::server_addr()], "example.test", &zone)?;
+        let config = format!(
+            "[server]\ninterfaces = [\"{SERVER_IF}\", \"{SECOND_SERVER_IF}\"]\nxdp_mode = \"native\"\npin_dir = \"{{pin_dir}}\"\n{NAMES}\n\
+             [dnstap]\nfile = {:?}\nfile_max_bytes = 1073741824\n",
+            log.display().to_string()
+        );
+        let controller = Controller::start(&lab.server_ns, &config)?;
+        let (load, generators) = scenarios[0];
+        rows.push((
+            load,
+            measure(generators, "primwatch XDP, dnstap of every answer", "www.example.test A", FLOOD, seconds)?,
+        ));
+        let stats = controller.ctl(&["stats"])?;
+        let tap = &stats["stats"]["tap"];
+        println!(
+            "dnstap of every answer: {} packets read from the ring, {} dropped by the writer, {} ring drops in XDP, log {} MB",
+            tap["packets"],
+            tap["dnstap_dropped"],
+            stats["stats"]["xdp"]["tap_dropped"],
+            std::fs::metadata(&log).map(|m| m.len() / 1_000_000).unwrap_or(0)
         );
     }
     for (load, generators) in scenarios {

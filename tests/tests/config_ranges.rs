@@ -129,6 +129,13 @@ command = ["/bin/true"]
 interval = "10s"
 kinds = ["health"]
 
+[dnstap]
+file = "{dir}/xdp.dnstap"
+sample = 10
+max_per_second = 1000
+file_max_bytes = 1048576
+file_keep = 5
+
 [zones."unsigned.test"]
 negative_answers = true
 transfer_from = "127.0.0.1:5399"

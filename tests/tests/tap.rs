@@ -141,6 +141,21 @@ fn capture_writes_pcap_that_tcpdump_reads() {
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(lines[0].contains("AAAA? www.example.test.") && lines[1].contains("AAAA 2001:db8::1"), "{lines:#?}");
 
+    // What XDP drops: a second answer over RRL's rate (slip 0) is in a capture of drops.
+    drop(s);
+    let s = setup("[rrl]\nresponses_per_second = 1\nslip = 0\n");
+    let client = s.lab.client_addr(false).to_string();
+    let dropped = dir.0.join("dropped.pcap");
+    let child = capture(&s, &dropped, &["-c", "1", "--verdict", "dropped"]);
+    assert_eq!(dig(&s, false, "www.example.test", "A"), "10.0.0.1");
+    for _ in 0..2 {
+        dig(&s, false, "www.example.test", "A"); // over the rate: no reply (dig times out)
+    }
+    finish(child);
+    let lines = tcpdump(&dropped);
+    assert_eq!(lines.len(), 1, "a dropped query as received, no reply: {lines:#?}");
+    assert!(lines[0].contains(&format!("{client}.")) && lines[0].contains("A? www.example.test."), "{lines:#?}");
+
     // A refused request says why.
     let out = Command::new(binary())
         .args(["capture", "--socket"])
@@ -261,4 +276,88 @@ fn dnstap_to_a_collector_survives_it_going_away_and_samples() {
     let docs = dnstap_read(&sampled);
     assert!(docs.iter().all(|d| d.contains("AUTH_RESPONSE")), "log_queries = false");
     assert!((16..=24).contains(&docs.len()), "200 answers at 1 in 10 per CPU: {} logged", docs.len());
+}
+
+/// A collector that completes the Frame Streams handshake, then reads nothing for
+/// `stall` seconds, then reads everything and reports the data frames it got.
+const SLOW_COLLECTOR: &str = r#"
+import socket, struct, sys, time
+path, stall = sys.argv[1], float(sys.argv[2])
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(1)
+conn, _ = server.accept()
+def read_exact(n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+def control():
+    assert struct.unpack(">I", read_exact(4))[0] == 0
+    body = read_exact(struct.unpack(">I", read_exact(4))[0])
+    return struct.unpack(">I", body[:4])[0]
+assert control() == 4  # READY
+ct = b"protobuf:dnstap.Dnstap"
+body = struct.pack(">III", 1, 1, len(ct)) + ct  # ACCEPT with the content type
+conn.sendall(struct.pack(">II", 0, len(body)) + body)
+assert control() == 2  # START
+print("started", flush=True)
+time.sleep(stall)
+frames = 0
+conn.settimeout(3)
+try:
+    while True:
+        n = struct.unpack(">I", read_exact(4))[0]
+        if n == 0:
+            break
+        read_exact(n)
+        frames += 1
+except (EOFError, socket.timeout):
+    pass
+print("frames", frames, flush=True)
+"#;
+
+#[test]
+fn a_slow_collector_costs_answers_nothing_and_its_drops_are_counted() {
+    let dir = TempDir::new("pwslow").unwrap();
+    let socket = dir.0.join("slow.sock");
+    let mut collector = Command::new("/usr/bin/python3")
+        .args(["-c", SLOW_COLLECTOR])
+        .arg(&socket)
+        .arg("8")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    wait_for(Duration::from_secs(5), || socket.exists().then_some(())).expect("the collector's socket");
+    let s = setup(&format!("[dnstap]\nsocket = {:?}\n", socket.display().to_string()));
+    let v4 = primwatch_tests::dns::udp_socket(&s.lab.client_ns, false).unwrap();
+    let server = std::net::SocketAddr::new(s.lab.server_addr(false), 53);
+    let q = primwatch_tests::dns::query(7, "www.example.test", hickory_proto::rr::RecordType::A, None).unwrap();
+    // One answer first, so that the writer has connected before the burst.
+    primwatch_tests::dns::exchange_udp(&v4, server, &q).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = s.controller.counters().unwrap().answered;
+    let started = std::time::Instant::now();
+    let burst = 30_000u64;
+    for _ in 0..burst {
+        // Every query answered, and promptly, while the collector reads nothing.
+        primwatch_tests::dns::exchange_udp(&v4, server, &q).unwrap();
+    }
+    let took = started.elapsed();
+    assert_eq!(s.controller.counters().unwrap().answered - before, burst);
+    assert!(took < Duration::from_secs(8), "the burst took {took:?}: XDP waited for the log");
+    let stats = s.controller.ctl(&["stats"]).unwrap();
+    let dropped = stats["stats"]["tap"]["dnstap_dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "the writer's queue overflowed while the collector stalled: {}", stats["stats"]["tap"]);
+    let out = wait_for(Duration::from_secs(20), || collector.try_wait().ok().flatten());
+    assert!(out.is_some(), "the collector finishes");
+    let mut text = String::new();
+    std::io::Read::read_to_string(collector.stdout.as_mut().unwrap(), &mut text).unwrap();
+    let frames: u64 = text.lines().find_map(|l| l.strip_prefix("frames ")).unwrap().trim().parse().unwrap();
+    eprintln!("slow collector: {frames} frames, {dropped} answers dropped of {burst}, the burst took {took:?}");
+    // Two messages per logged answer; what it got and what was dropped add up.
+    assert!(frames >= 2 && frames / 2 + dropped <= burst + 1, "{frames} frames, {dropped} dropped of {burst}");
 }

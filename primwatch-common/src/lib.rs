@@ -628,6 +628,8 @@ pub struct Scratch {
     pub tap_action: u32,
     /// Packets until this CPU's next dnstap sample.
     pub tap_countdown: u32,
+    /// The number of this CPU's last recorded packet (`TapHeader::seq`).
+    pub tap_seq: u32,
 }
 
 /// Everything the XDP program's reply stage needs from the stages before it, handed
@@ -807,7 +809,9 @@ pub struct TapHeader {
     pub caplen: u32,
     /// The interface it arrived on.
     pub ifindex: u32,
-    pub _pad: u32,
+    /// This CPU's number for the packet: its two records carry the same one, so that a
+    /// record the full ring dropped never pairs one packet's query with another's fate.
+    pub seq: u32,
 }
 
 /// Bytes of a `TapHeader` on the wire of the ring buffer.

@@ -16,7 +16,10 @@ use primwatch_common::{
     ClientSubnet, Scratch, Verdict, HARMLESS_SEEN, QTYPE_OPT,
 };
 
-use crate::packet::{be16, bytes_at, put_be16};
+use crate::{
+    maps::NSID,
+    packet::{be16, bytes_at, put_be16},
+};
 
 /// At most this many EDNS options are walked; more are passed up.
 const MAX_EDNS_OPTIONS: usize = 8;
@@ -149,6 +152,25 @@ fn note_nsid(code: u16, len: usize, scratch: &mut Scratch) {
         let seen = ptr::read_volatile(&scratch.harmless_options[slot]);
         // ORed, so that an empty NSID option after a non-empty one hides nothing.
         ptr::write_volatile(&mut scratch.harmless_options[slot], seen | len as u32 | HARMLESS_SEEN);
+    }
+}
+
+/// Right after parsing: a query with an NSID option is passed now, before rate
+/// limiting or cookies spend anything on it, when the request has data (RFC 5001
+/// §2.3, malformed) or `server.nsid` is unset (the DNS server answers with its id).
+#[inline(always)]
+pub fn check_nsid(scratch: &Scratch) -> Result<(), Verdict> {
+    // SAFETY: a field of `scratch`, the valid, aligned &Scratch of this CPU (map value).
+    let seen = unsafe { ptr::read_volatile(&scratch.harmless_options[1]) };
+    if seen == 0 {
+        return Ok(());
+    }
+    if seen & 0xffff != 0 {
+        return Err(Verdict::Malformed);
+    }
+    match NSID.get(0) {
+        Some(nsid) if nsid.option_len != 0 => Ok(()),
+        _ => Err(Verdict::UnsupportedEdns),
     }
 }
 

@@ -159,6 +159,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         core::ptr::write_volatile(&mut scratch.harmless_options, [0; 2]);
     }
     let query = parse::parse_query(ctx, scratch)?;
+    edns::check_nsid(scratch)?;
     let entry = lookup::lookup(ctx, &query, scratch)?;
     // SAFETY: a field of `scratch`, the valid, aligned &mut Scratch of this CPU (map value).
     let dnssec_ok = unsafe { core::ptr::read_volatile(&scratch.edns_do) } != 0;

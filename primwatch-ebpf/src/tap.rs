@@ -48,6 +48,7 @@ pub fn on_entry(ctx: &XdpContext, scratch: &mut Scratch) {
         if flags == 0 {
             return;
         }
+        ptr::write_volatile(&mut scratch.tap_seq, ptr::read_volatile(&scratch.tap_seq).wrapping_add(1));
         // SAFETY: the tail call only jumps (never returning) to a program of ours with this
         // program's `ctx`; nothing with a destructor is live, and on failure it returns and
         // we go on (the exit record then has no received record to pair with).
@@ -91,8 +92,18 @@ pub fn received(ctx: &XdpContext) -> u32 {
     // the program runs); this program, entered by a tail call, holds no other reference to it.
     let scratch = unsafe { &mut *scratch };
     // SAFETY: a field of `scratch`, as above.
-    let flags = unsafe { ptr::read_volatile(&scratch.tap_state) } & (TAP_FOR_CAPTURE | TAP_FOR_DNSTAP);
-    record(ctx, TAP_RECEIVED, flags, 0, true);
+    let (flags, seq) = unsafe {
+        (
+            ptr::read_volatile(&scratch.tap_state) & (TAP_FOR_CAPTURE | TAP_FOR_DNSTAP),
+            ptr::read_volatile(&scratch.tap_seq),
+        )
+    };
+    if !record(ctx, TAP_RECEIVED, flags, 0, true, seq) {
+        // Not in the ring (full): no exit record either, for a packet the reader
+        // never saw arrive.
+        // SAFETY: a field of `scratch`, as above.
+        unsafe { ptr::write_volatile(&mut scratch.tap_state, TAP_SEEN) };
+    }
     // SAFETY: the tail call jumps as in `on_entry`; on failure the state is cleared so
     // that the next packet is seen afresh.
     unsafe {
@@ -111,17 +122,22 @@ pub fn exit(ctx: &XdpContext) -> u32 {
     // program runs); only read.
     let scratch = unsafe { &*scratch };
     // SAFETY: fields of `scratch`, as above.
-    let (flags, action) =
-        unsafe { (ptr::read_volatile(&scratch.tap_exit_state), ptr::read_volatile(&scratch.tap_action)) };
-    record(ctx, TAP_EXIT, flags & (TAP_FOR_CAPTURE | TAP_FOR_DNSTAP), action, action == xdp_action::XDP_TX);
+    let (flags, action, seq) = unsafe {
+        (
+            ptr::read_volatile(&scratch.tap_exit_state),
+            ptr::read_volatile(&scratch.tap_action),
+            ptr::read_volatile(&scratch.tap_seq),
+        )
+    };
+    record(ctx, TAP_EXIT, flags & (TAP_FOR_CAPTURE | TAP_FOR_DNSTAP), action, action == xdp_action::XDP_TX, seq);
     action
 }
 
 /// Writes one record (header, then up to TAP_SNAPLEN bytes of the frame when
-/// `with_frame`) to the ring, or counts it dropped.
+/// `with_frame`) to the ring; false (counted) when it could not.
 #[inline(always)]
-fn record(ctx: &XdpContext, kind: u32, flags: u32, action: u32, with_frame: bool) {
-    let Some(buffer) = TAP_BUFFER.get_ptr_mut(0) else { return };
+fn record(ctx: &XdpContext, kind: u32, flags: u32, action: u32, with_frame: bool, seq: u32) -> bool {
+    let Some(buffer) = TAP_BUFFER.get_ptr_mut(0) else { return false };
     // SAFETY: `get_ptr_mut` returned this CPU's TAP_BUFFER value (non-null, aligned, alive while
     // the program runs); nothing else refers to it.
     let buffer = unsafe { &mut *buffer };
@@ -138,7 +154,7 @@ fn record(ctx: &XdpContext, kind: u32, flags: u32, action: u32, with_frame: bool
         frame_len: frame_len as u32,
         caplen: caplen as u32,
         ifindex: ctx.ingress_ifindex() as u32,
-        _pad: 0,
+        seq,
     };
     // Read back through memory: LLVM would otherwise fold the mask below away, knowing
     // the range, and hand the verifier a length it cannot bound from below.
@@ -150,7 +166,7 @@ fn record(ctx: &XdpContext, kind: u32, flags: u32, action: u32, with_frame: bool
         // SAFETY: the helper writes `n` (1..=TAP_SNAPLEN) bytes into `buffer.frame`, a
         // [u8; TAP_SNAPLEN], and checks the packet range itself.
         if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, buffer.frame.as_mut_ptr() as *mut _, n as u32) } != 0 {
-            return;
+            return false;
         }
     }
     let len = (TAP_HEADER_LEN + caplen.min(TAP_SNAPLEN)).min(core::mem::size_of::<TapRecord>());
@@ -163,5 +179,7 @@ fn record(ctx: &XdpContext, kind: u32, flags: u32, action: u32, with_frame: bool
             // SAFETY: this CPU's COUNTERS value (non-null from `get_ptr_mut`); per-CPU.
             unsafe { (*counters).tap_dropped += 1 };
         }
+        return false;
     }
+    true
 }

@@ -156,6 +156,28 @@ fn capture_writes_pcap_that_tcpdump_reads() {
     assert_eq!(lines.len(), 1, "a dropped query as received, no reply: {lines:#?}");
     assert!(lines[0].contains(&format!("{client}.")) && lines[0].contains("A? www.example.test."), "{lines:#?}");
 
+    // At most four captures at once: a fifth is refused with the reason, and a slot
+    // frees when a capture ends.
+    let running: Vec<Child> =
+        (0..4).map(|i| capture(&s, &dir.0.join(format!("busy{i}.pcap")), &["--seconds", "60"])).collect();
+    let fifth = || {
+        Command::new(binary())
+            .args(["capture", "--socket"])
+            .arg(&s.controller.control_socket)
+            .args(["-w", "/dev/null", "--seconds", "1"])
+            .output()
+            .unwrap()
+    };
+    let out = fifth();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 captures are running already"), "{out:?}");
+    for mut child in running {
+        child.kill().unwrap(); // by pid: the children this test started
+        child.wait().unwrap();
+    }
+    let freed = wait_for(Duration::from_secs(5), || fifth().status.success().then_some(()));
+    assert!(freed.is_some(), "a slot frees when its client goes");
+
     // A refused request says why.
     let out = Command::new(binary())
         .args(["capture", "--socket"])

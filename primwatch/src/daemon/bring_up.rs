@@ -216,6 +216,9 @@ async fn serve(
     };
     let result = controller.run(requests, shutdown).await;
     tap.stop().await;
+    if let Err(e) = dataplane::clear_pinned_tap_settings(&pin_dir) {
+        warn!(error = %format!("{e:#}"), "turning the tap off");
+    }
     match dataplane.counters() {
         Ok(counters) => info!(answered = counters.answered, "final counters"),
         Err(e) => warn!(error = %format!("{e:#}"), "reading the final counters"),

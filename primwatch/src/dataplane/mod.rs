@@ -52,6 +52,7 @@ pub const TAP_RECEIVED_PROGRAM: &str = "primwatch_tap_received";
 /// See `TAP_RECEIVED_PROGRAM`.
 pub const TAP_EXIT_PROGRAM: &str = "primwatch_tap_exit";
 const TAP_SETTINGS_MAP: &str = "TAP_SETTINGS";
+const TAP_SETTINGS_PIN: &str = "tap_settings";
 /// Not pinned: its records are this process's to read.
 const TAP_EVENTS_MAP: &str = "TAP_EVENTS";
 /// A bare reflector (the throughput bench's ceiling); loaded only when attached.
@@ -99,7 +100,7 @@ const PINS: [(&str, &str); 25] = [
     (VIEWS_V6_MAP, "views_v6"),
     (SETTINGS_MAP, "settings"),
     (NSID_MAP, "nsid"),
-    (TAP_SETTINGS_MAP, "tap_settings"),
+    (TAP_SETTINGS_MAP, TAP_SETTINGS_PIN),
     (HOST_MAP, "host"),
     (RRL_MAP, "rrl"),
     (RRL_SETTINGS_MAP, "rrl_settings"),
@@ -490,6 +491,17 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
         MapData::from_pin(&path).with_context(|| format!("opening {} (is primwatch running?)", path.display()))?;
     let array: PerCpuArray<MapData, Counters> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
     sum_per_cpu(&array)
+}
+
+/// Turns the tap off through its pin: a stopping controller leaves no recording on
+/// behind it (the hub does the same as it ends; this holds even if it could not).
+pub fn clear_pinned_tap_settings(pin_dir: &Path) -> Result<()> {
+    let path = pin_dir.join(TAP_SETTINGS_PIN);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut array: aya::maps::Array<MapData, primwatch_common::TapSettings> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
+    array.set(0, primwatch_common::TapSettings::default(), 0).context("writing tap_settings")?;
+    Ok(())
 }
 
 /// `counters` by field name (`Counters::FIELD_NAMES`).

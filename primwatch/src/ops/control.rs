@@ -431,7 +431,9 @@ async fn serve_one(
     }
     lease.touch();
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Capture(capture)) => return crate::tap::capture::serve(stream, tap.as_ref(), &capture).await,
+        Ok(Request::Capture(capture)) => {
+            return crate::tap::capture::serve(stream, tap.as_ref(), &capture, &lease).await
+        }
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             requests.send((request, tx)).await.context("controller gone")?;

@@ -163,7 +163,15 @@ impl<'a> Datagram<'a> {
 
 /// The controller's side: replies on `stream`, then streams the packets that match
 /// until a limit is reached or the client goes away.
-pub async fn serve(mut stream: UnixStream, tap: Option<&Tap>, request: &CaptureRequest) -> Result<()> {
+///
+/// The session keeps `lease` (its control connection's slot) active while it runs, and
+/// ends if the slot is taken anyway.
+pub(crate) async fn serve(
+    mut stream: UnixStream,
+    tap: Option<&Tap>,
+    request: &CaptureRequest,
+    lease: &crate::sys::local_socket::Lease,
+) -> Result<()> {
     let reply = |ok: bool, message: String| {
         let mut line = serde_json::json!({ "ok": ok, "message": message }).to_string();
         line.push('\n');
@@ -176,8 +184,12 @@ pub async fn serve(mut stream: UnixStream, tap: Option<&Tap>, request: &CaptureR
     let Some(tap) = tap else {
         return Ok(stream.write_all(reply(false, "the tap is not running".into()).as_bytes()).await?);
     };
-    let mut packets = tap.subscribe().await?;
+    let (mut packets, _slot) = match tap.subscribe().await {
+        Ok(subscribed) => subscribed,
+        Err(why) => return Ok(stream.write_all(reply(false, format!("{why:#}")).as_bytes()).await?),
+    };
     stream.write_all(reply(true, "capturing".into()).as_bytes()).await?;
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
     let (mut read, mut write) = stream.into_split();
     let deadline = tokio::time::Instant::now() + duration;
     let mut sent = 0u64;
@@ -188,6 +200,11 @@ pub async fn serve(mut stream: UnixStream, tap: Option<&Tap>, request: &CaptureR
             _ = tokio::time::sleep_until(deadline) => break,
             // The client closed its end (or sent something it should not): stop.
             _ = tokio::io::AsyncReadExt::read(&mut read, &mut probe) => break,
+            _ = lease.evicted() => break,
+            _ = alive.tick() => {
+                lease.touch();
+                continue;
+            }
         };
         if !filter.matches(&packet) {
             continue;

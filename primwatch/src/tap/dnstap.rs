@@ -228,6 +228,10 @@ async fn write_loop(config: DnstapConfig, mut packets: mpsc::Receiver<Arc<TapPac
         frames.clear();
         let mut logged = 0u64;
         for packet in batch {
+            let messages = messages(&config, &packet);
+            if messages.is_empty() {
+                continue;
+            }
             if config.max_per_second > 0 {
                 let now = tokio::time::Instant::now();
                 if now.duration_since(second) >= Duration::from_secs(1) {
@@ -239,8 +243,7 @@ async fn write_loop(config: DnstapConfig, mut packets: mpsc::Receiver<Arc<TapPac
                 }
                 this_second += 1;
             }
-            let messages = messages(&config, &packet);
-            logged += !messages.is_empty() as u64;
+            logged += 1;
             for message in messages {
                 data_frame(&mut frames, &message);
             }

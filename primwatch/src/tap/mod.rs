@@ -4,6 +4,9 @@
 //! capture` sessions (`capture`, written as pcap by the client) and the dnstap writer
 //! (`dnstap`). The hub turns recording on in XDP only while someone listens, and a
 //! listener that falls behind loses packets (counted), never slows XDP down.
+//!
+//! May import: `sys`, `dns`, `config` (`dataplane` hands it the maps, `ops` serves
+//! capture sessions through it).
 
 pub mod capture;
 pub mod dnstap;
@@ -75,12 +78,17 @@ pub struct Tap {
     subscribe: mpsc::Sender<mpsc::Sender<Arc<TapPacket>>>,
     stop: watch::Sender<bool>,
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    captures: Arc<std::sync::atomic::AtomicUsize>,
     /// The hub's counters.
     pub stats: Arc<TapStats>,
 }
 
 /// Packets a listener may have waiting before more are dropped for it.
 pub const LISTENER_QUEUE: usize = 16384;
+/// Ring records read before the hub lets its other work run.
+const DRAIN_PER_WAKEUP: usize = 4096;
+/// Captures running at once (each holds a control connection and a queue).
+pub const MAX_CAPTURES: usize = 4;
 
 impl Tap {
     /// Starts the hub on `maps`, and the dnstap writer when `[dnstap]` is configured
@@ -110,15 +118,20 @@ impl Tap {
             stats: stats.clone(),
         };
         tasks.insert(0, tokio::spawn(hub.run(events, subscriptions, stopped)));
-        Ok(Tap { subscribe, stop, tasks: Arc::new(std::sync::Mutex::new(tasks)), stats })
+        Ok(Tap { subscribe, stop, tasks: Arc::new(std::sync::Mutex::new(tasks)), captures: Default::default(), stats })
     }
 
     /// A capture session: every packet XDP handles from now until the receiver is
-    /// dropped (or the hub is gone).
-    pub async fn subscribe(&self) -> Result<mpsc::Receiver<Arc<TapPacket>>> {
+    /// dropped (or the hub is gone). Err when MAX_CAPTURES run already.
+    pub async fn subscribe(&self) -> Result<(mpsc::Receiver<Arc<TapPacket>>, CaptureSlot)> {
+        if self.captures.fetch_add(1, Ordering::Relaxed) >= MAX_CAPTURES {
+            self.captures.fetch_sub(1, Ordering::Relaxed);
+            anyhow::bail!("{MAX_CAPTURES} captures are running already");
+        }
+        let slot = CaptureSlot(self.captures.clone());
         let (tx, rx) = mpsc::channel(LISTENER_QUEUE);
         self.subscribe.send(tx).await.map_err(|_| anyhow::anyhow!("the tap is not running"))?;
-        Ok(rx)
+        Ok((rx, slot))
     }
 
     /// Turns recording off in XDP and ends the dnstap log (STOP written), waiting up to
@@ -129,6 +142,18 @@ impl Tap {
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
+    }
+}
+
+/// The XDP action of an answer.
+const XDP_TX: u32 = 3;
+
+/// A running capture's place among the MAX_CAPTURES; freed when dropped.
+pub struct CaptureSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CaptureSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -185,10 +210,21 @@ impl Hub {
                             break;
                         }
                     };
-                    while let Some(item) = guard.get_inner_mut().next() {
+                    // A bounded share per wakeup: under a flood the ring refills as
+                    // fast as it drains, and stop, subscriptions and the tick must still
+                    // be heard.
+                    let mut read = 0;
+                    while read < DRAIN_PER_WAKEUP {
+                        let Some(item) = guard.get_inner_mut().next() else { break };
                         self.record(&item);
+                        read += 1;
                     }
-                    guard.clear_ready();
+                    if read < DRAIN_PER_WAKEUP {
+                        guard.clear_ready();
+                    } else {
+                        drop(guard);
+                        tokio::task::yield_now().await;
+                    }
                 }
                 subscription = subscriptions.recv() => match subscription {
                     Some(tx) => {
@@ -236,6 +272,9 @@ impl Hub {
             }
             TAP_EXIT => {
                 let Some((received, received_frame)) = self.pending.remove(&header.cpu) else { return };
+                if received.seq != header.seq {
+                    return; // this packet's received record, or the other's exit, was lost
+                }
                 let packet = Arc::new(TapPacket {
                     flags: received.flags,
                     received_at: self.clock.wall(received.time_ns),
@@ -254,7 +293,8 @@ impl Hub {
     }
 
     fn deliver(&mut self, packet: Arc<TapPacket>) {
-        if packet.flags & TAP_FOR_DNSTAP != 0 {
+        // dnstap logs XDP's answers only: what it passes is PowerDNS's.
+        if packet.flags & TAP_FOR_DNSTAP != 0 && packet.action == XDP_TX {
             if let Some(dnstap) = &self.dnstap {
                 if dnstap.try_send(packet.clone()).is_err() {
                     self.stats.dnstap_dropped.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +313,9 @@ impl Hub {
 
 /// The header of a ring record, or None for one too short to hold it.
 fn parse_header(bytes: &[u8]) -> Option<TapHeader> {
+    if bytes.len() < TAP_HEADER_LEN {
+        return None;
+    }
     let word = |at: usize| Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
     Some(TapHeader {
         kind: word(0)?,
@@ -283,7 +326,7 @@ fn parse_header(bytes: &[u8]) -> Option<TapHeader> {
         frame_len: word(24)?,
         caplen: word(28)?,
         ifindex: word(32)?,
-        _pad: 0,
+        seq: word(36)?,
     })
 }
 

@@ -89,7 +89,7 @@ fn check_options(ctx: &XdpContext, off: usize, rdlen: usize, scratch: &mut Scrat
         } else if code == edns::OPTION_COOKIE {
             note_cookie(option_off + edns::OPTION_HLEN, len, scratch)?;
         } else if harmless(code) {
-            note_nsid(code, len, scratch);
+            note_harmless(code, len, scratch);
         } else {
             return Err(Verdict::UnsupportedEdns);
         }
@@ -124,7 +124,7 @@ fn note_cookie(off: usize, len: usize, scratch: &mut Scratch) -> Result<(), Verd
     Ok(())
 }
 
-/// PADDING (RFC 7830, skipped) or NSID (RFC 5001, noted by `note_nsid`): computed
+/// PADDING (RFC 7830, skipped) or NSID (RFC 5001, noted by `note_harmless`): computed
 /// without comparing `code` to each, since a comparison leaves the verifier a
 /// register with an exact value per outcome, and the walk's next turns run once for
 /// each.
@@ -137,14 +137,15 @@ fn harmless(code: u16) -> bool {
     (HARMLESS >> (code & 63)) & 1 & small != 0
 }
 
-/// Notes a harmless option's length in `harmless_options[code & 1]`: NSID (3) lands
-/// in slot 1, PADDING (12) in slot 0, ORed in as `len | HARMLESS_SEEN` (no branch: a
-/// branch here would split the walk's states); a non-empty one leaves its mark. `reply` reads the NSID slot (RFC
-/// 5001 §2.2: an empty request asks for the id; §2.3: anything else is malformed).
 const _: () = assert!(edns::OPTION_PADDING & 1 == 0 && edns::OPTION_NSID & 1 == 1);
 
+/// Notes a harmless option's length in `harmless_options[code & 1]`: NSID (3) lands
+/// in slot 1, PADDING (12) in slot 0, ORed in as `len | HARMLESS_SEEN` (no branch: a
+/// branch here would split the walk's states); a non-empty one leaves its mark.
+/// `check_nsid` and `reply` read the NSID slot (RFC 5001 §2.2: an empty request asks
+/// for the id; §2.3: anything else is malformed).
 #[inline(always)]
-fn note_nsid(code: u16, len: usize, scratch: &mut Scratch) {
+fn note_harmless(code: u16, len: usize, scratch: &mut Scratch) {
     let slot = (code & 1) as usize;
     // SAFETY: an element (index 0 or 1) of `scratch.harmless_options`, a [u32; 2] in the valid,
     // aligned &mut Scratch of this CPU (map value).

@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use tokio::{io::AsyncWriteExt as _, net::UnixStream};
 
-use super::{pcap, Tap, TapPacket};
+use super::{pcap, Tap, TapPacket, XDP_DROP, XDP_PASS, XDP_TX};
 
 /// Longest capture a request may ask for (and the default when it sets no limit).
 pub const MAX_CAPTURE_SECONDS: u64 = 24 * 3600;
@@ -79,10 +79,6 @@ impl CaptureRequest {
         Ok((Filter { client, name, action }, self.count, Duration::from_secs(seconds)))
     }
 }
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 impl Filter {
     /// Whether `packet` matches every part of the filter.

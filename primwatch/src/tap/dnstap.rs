@@ -22,7 +22,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use super::{capture::Datagram, TapPacket, TapStats, LISTENER_QUEUE};
+use super::{capture::Datagram, TapPacket, TapStats, LISTENER_QUEUE, XDP_TX};
 use crate::config::{DnstapConfig, DnstapOutput};
 
 /// The Frame Streams content type of dnstap.
@@ -92,7 +92,6 @@ pub struct Message {
 const DNSTAP_MESSAGE: i32 = 1;
 const AUTH_QUERY: i32 = 1;
 const AUTH_RESPONSE: i32 = 2;
-const XDP_TX: u32 = 3;
 
 /// The dnstap messages (encoded) for one answered packet: AUTH_QUERY and AUTH_RESPONSE
 /// as `config` asks; none for a packet XDP did not answer or that is not UDP.

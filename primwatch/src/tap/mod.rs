@@ -145,8 +145,12 @@ impl Tap {
     }
 }
 
-/// The XDP action of an answer.
-const XDP_TX: u32 = 3;
+/// XDP actions as `TapPacket::action` holds them (the kernel's `xdp_action`).
+pub(crate) const XDP_DROP: u32 = 1;
+/// See `XDP_DROP`.
+pub(crate) const XDP_PASS: u32 = 2;
+/// See `XDP_DROP`: an answer.
+pub(crate) const XDP_TX: u32 = 3;
 
 /// A running capture's place among the MAX_CAPTURES; freed when dropped.
 pub struct CaptureSlot(Arc<std::sync::atomic::AtomicUsize>);
